@@ -1,0 +1,147 @@
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Conditions, GoDuration, NamespacedObjectReference};
+
+/// How to pick the latest tag of an image repository.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "hoist.dev",
+    version = "v1alpha1",
+    kind = "ImagePolicy",
+    namespaced,
+    status = "ImagePolicyStatus",
+    shortname = "imgpol",
+    category = "hoist",
+    doc = "Which tag of an image repository is the latest, by semver range, alphabetical or numerical order.",
+    printcolumn(name = "Image", type_ = "string", json_path = ".status.latestRef.name"),
+    printcolumn(name = "Tag", type_ = "string", json_path = ".status.latestRef.tag"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicySpec {
+    /// The ImageRepository whose tags this policy chooses from.
+    pub image_repository_ref: NamespacedObjectReference,
+    /// Exactly one of `semver`, `alphabetical` or `numerical`.
+    pub policy: PolicyChoice,
+    /// Select and transform tags before the policy orders them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_tags: Option<TagFilter>,
+    /// Whether the latest ref carries the tag's digest. Defaults to Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_reflection_policy: Option<ReflectionPolicy>,
+    /// How often to refresh the digest when `digestReflectionPolicy` is Always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<GoDuration>,
+    /// Stop updating the latest ref.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+/// The ordering that decides which tag is the latest. Externally tagged, so
+/// it reads exactly like Flux's `policy: {semver: {range: ...}}`, but one
+/// kind is a type-level fact rather than three optional fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PolicyChoice {
+    /// The highest version within a semver range (Masterminds syntax).
+    Semver(SemVerPolicy),
+    /// The last (asc) or first (desc) tag in byte order.
+    Alphabetical(AlphabeticalPolicy),
+    /// The highest (asc) or lowest (desc) tag read as a number.
+    Numerical(NumericalPolicy),
+}
+
+impl PolicyChoice {
+    /// The field names of the three kinds, as they appear under `policy`.
+    pub const KINDS: [&'static str; 3] = ["semver", "alphabetical", "numerical"];
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SemVerPolicy {
+    /// A range such as `>=1.0.0 <2.0.0`, `^1.2`, `~1.2` or `1.x`.
+    pub range: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlphabeticalPolicy {
+    #[serde(default)]
+    pub order: SortOrder,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NumericalPolicy {
+    #[serde(default)]
+    pub order: SortOrder,
+}
+
+/// `asc` picks the last value in ascending order (the highest), `desc` the
+/// first (the lowest).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// Keep tags matching `pattern`; with `extract`, order them by the expanded
+/// value (`$1`, `$name`, `${name}`) and still return the original tag.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TagFilter {
+    #[serde(default)]
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<String>,
+}
+
+/// Whether the policy's latest ref carries a digest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReflectionPolicy {
+    /// Never look up the digest.
+    #[default]
+    Never,
+    /// Look it up once for each newly selected tag.
+    IfNotPresent,
+    /// Look it up on every `interval`, so a moved tag is noticed.
+    Always,
+}
+
+/// What hoist last selected for a policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Conditions,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_ref: Option<ImageRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_previous_ref: Option<ImageRef>,
+}
+
+/// An image by name, tag and optionally digest, as Flux's status writes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageRef {
+    pub name: String,
+    pub tag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}

@@ -1,0 +1,154 @@
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Conditions, GoDuration, LocalObjectReference};
+
+/// Tags that are dropped before any policy sees them when a repository does
+/// not say otherwise: cosign signatures.
+pub const DEFAULT_EXCLUSION_LIST: &[&str] = &[r"^.*\.sig$"];
+
+/// An image repository to scan for tags.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "hoist.dev",
+    version = "v1alpha1",
+    kind = "ImageRepository",
+    namespaced,
+    status = "ImageRepositoryStatus",
+    shortname = "imgrepo",
+    category = "hoist",
+    doc = "An image repository that hoist scans for tags.",
+    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
+    printcolumn(
+        name = "Tags",
+        type_ = "integer",
+        json_path = ".status.lastScanResult.tagCount"
+    ),
+    printcolumn(
+        name = "Last scan",
+        type_ = "date",
+        json_path = ".status.lastScanResult.scanTime"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRepositorySpec {
+    /// The image name without tag or digest, e.g. `ghcr.io/acme/app` or `nginx`.
+    pub image: String,
+    /// How often to scan. Defaults to 5m when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<GoDuration>,
+    /// How long one scan may take. Defaults to the interval, at most 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<GoDuration>,
+    /// A `kubernetes.io/dockerconfigjson` Secret with registry credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
+    /// A Secret with `ca.crt`, and optionally `tls.crt` and `tls.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_secret_ref: Option<LocalObjectReference>,
+    /// Talk plain HTTP to the registry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Regular expressions; tags matching any of them are dropped. Defaults
+    /// to `["^.*\\.sig$"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusion_list: Option<Vec<String>>,
+    /// Stop scanning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+    /// Flux field accepted so Flux documents load; not acted on yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Flux field accepted so Flux documents load; not acted on yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Flux field accepted so Flux documents load; not acted on yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_secret_ref: Option<LocalObjectReference>,
+    /// Flux field accepted so Flux documents load; not acted on yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub access_from: Option<serde_json::Value>,
+}
+
+impl ImageRepositorySpec {
+    /// The exclusion list in force: the spec's, or the default.
+    pub fn exclusions(&self) -> Vec<&str> {
+        match &self.exclusion_list {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => DEFAULT_EXCLUSION_LIST.to_vec(),
+        }
+    }
+
+    /// Flux fields present in this spec that hoist accepts but does not act
+    /// on, by field name.
+    pub fn unsupported_flux_fields(&self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.provider.as_deref().is_some_and(|p| p != "generic") {
+            fields.push("provider");
+        }
+        if self.service_account_name.is_some() {
+            fields.push("serviceAccountName");
+        }
+        if self.proxy_secret_ref.is_some() {
+            fields.push("proxySecretRef");
+        }
+        if self.access_from.is_some() {
+            fields.push("accessFrom");
+        }
+        fields
+    }
+}
+
+pub(crate) fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// What hoist last observed of a repository.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRepositoryStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Conditions,
+    /// The image name with registry and path made explicit, e.g.
+    /// `docker.io/library/nginx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canonical_image_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan_result: Option<ScanResult>,
+}
+
+/// The outcome of the last successful scan. The tags themselves live in the
+/// store, not in the status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanResult {
+    pub tag_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_time: Option<String>,
+    /// A digest of the tag list, so a change is seen without comparing lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}

@@ -1,0 +1,229 @@
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Conditions, GoDuration, LabelSelector, LocalObjectReference};
+
+/// Rewrite the marked image fields of a Git repository with the latest refs
+/// of the selected policies, commit, push or open a pull request, and
+/// optionally apply the result to the cluster.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "hoist.dev",
+    version = "v1alpha1",
+    kind = "ImageUpdateAutomation",
+    namespaced,
+    status = "ImageUpdateAutomationStatus",
+    shortname = "imgupd",
+    category = "hoist",
+    doc = "Keeps the marked image fields of a Git repository at the latest refs of the selected ImagePolicies.",
+    printcolumn(name = "Last push", type_ = "date", json_path = ".status.lastPushTime"),
+    printcolumn(
+        name = "Commit",
+        type_ = "string",
+        json_path = ".status.lastPushCommit",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageUpdateAutomationSpec {
+    /// How often to run.
+    pub interval: GoDuration,
+    /// Windows in which hoist may push; outside all of them it only scans.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<UpdateWindow>,
+    pub git: GitSpec,
+    /// Where and how to rewrite. Defaults to the whole repository, Setters.
+    #[serde(default)]
+    pub update: UpdateSpec,
+    /// Which ImagePolicies of the namespace take part; all of them if empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_selector: Option<LabelSelector>,
+    /// Apply the repository to the cluster after each push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncSpec>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+/// The repository, named inline (Flux points at a GitRepository instead).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSpec {
+    /// https, http, ssh://, user@host:path, git:// or file:// URL.
+    pub url: String,
+    /// Flux's git Secret keys: `username`/`password`, `identity`/`known_hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
+    pub checkout: GitCheckout,
+    #[serde(default)]
+    pub commit: CommitSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitCheckout {
+    #[serde(rename = "ref")]
+    pub reference: GitCheckoutRef,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GitCheckoutRef {
+    pub branch: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitSpec {
+    pub author: CommitAuthor,
+    /// A template for the commit message; hoist's default when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_template: Option<String>,
+}
+
+impl Default for CommitSpec {
+    fn default() -> Self {
+        CommitSpec {
+            author: CommitAuthor {
+                name: "hoist".to_string(),
+                email: "hoist@localhost".to_string(),
+            },
+            message_template: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CommitAuthor {
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushSpec {
+    /// The branch to push to; the checkout branch when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestSpec {
+    pub provider: ForgeProvider,
+    /// The forge's API root; the provider's public default when omitted.
+    #[serde(default, rename = "apiURL", skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// A Secret with key `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeProvider {
+    Github,
+    Gitlab,
+    Gitea,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UpdateSpec {
+    /// The directory of the repository to rewrite, read recursively.
+    #[serde(default = "UpdateSpec::default_path")]
+    pub path: String,
+    #[serde(default)]
+    pub strategy: UpdateStrategy,
+}
+
+impl UpdateSpec {
+    fn default_path() -> String {
+        "./".to_string()
+    }
+}
+
+impl Default for UpdateSpec {
+    fn default() -> Self {
+        UpdateSpec {
+            path: UpdateSpec::default_path(),
+            strategy: UpdateStrategy::Setters,
+        }
+    }
+}
+
+/// How image fields are found: Flux's setter markers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum UpdateStrategy {
+    #[default]
+    Setters,
+}
+
+/// A window in which hoist may push: from each `cron` firing, for `duration`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateWindow {
+    pub cron: String,
+    pub duration: GoDuration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncSpec {
+    /// The directory of the repository to apply, read recursively.
+    pub path: String,
+    #[serde(default)]
+    pub prune: bool,
+    #[serde(default)]
+    pub wait: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<GoDuration>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageUpdateAutomationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Conditions,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_push_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_push_time: Option<String>,
+    /// The latest refs of the policies the last run used, by `ns/name`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub observed_policies: BTreeMap<String, super::ImageRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_revision: Option<String>,
+}

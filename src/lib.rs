@@ -1,0 +1,9 @@
+//! hoist: a container image update bot for GitOps.
+//!
+//! Data flows one way: registry scan → [`policy`] select → rewrite →
+//! publish → sync. The stages share plain values from [`model`] and the
+//! object types from [`api`].
+
+pub mod api;
+pub mod model;
+pub mod policy;

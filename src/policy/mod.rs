@@ -1,0 +1,320 @@
+//! The policy stage: which of a repository's tags is the latest.
+//!
+//! Pure: no I/O, no async. [`CompiledPolicy::compile`] checks a spec once
+//! (range, pattern, extract); [`CompiledPolicy::select`] then runs over any
+//! number of tag lists. [`select`] does both for one-off use.
+//!
+//! Ties, which the property tests pin down:
+//! - two tags that order equal but are written differently (`v1.0.0` and
+//!   `1.0.0`, `1.10` and `1.1` numerically): the first in the input wins;
+//! - two tags whose `extract` gives the same value: the later one in the
+//!   input is kept, as Flux keeps the last entry of its map.
+
+mod range;
+mod version;
+
+use std::cmp::Ordering;
+
+use regex::Regex;
+
+use crate::api::{ImagePolicySpec, PolicyChoice, SortOrder};
+use crate::model::{Selection, Tag};
+
+pub use range::{Range, RangeError};
+use version::OwnedVersion;
+pub use version::Version;
+
+/// Why a policy spec cannot be used. Each variant names the field at fault
+/// via [`PolicyError::field`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// `policy.semver.range` does not parse.
+    #[error(
+        "{range:?} is not a valid semver range: {reason}; expected Masterminds syntax such as \">=1.0.0 <2.0.0\", \"^1.2\", \"~1.2\" or \"1.x\""
+    )]
+    InvalidRange { range: String, reason: RangeError },
+    /// `filterTags.pattern` is not a regular expression.
+    #[error("{pattern:?} is not a valid regular expression: {reason}")]
+    InvalidPattern { pattern: String, reason: String },
+    /// `filterTags.extract` refers to a capture group the pattern lacks.
+    #[error(
+        "{extract:?} refers to group {group:?}, which pattern {pattern:?} does not have; groups: {available}"
+    )]
+    UnknownGroup {
+        extract: String,
+        pattern: String,
+        group: String,
+        available: String,
+    },
+    /// `filterTags.extract` is set without a pattern to extract from.
+    #[error("extract {extract:?} needs a pattern with capture groups")]
+    ExtractWithoutPattern { extract: String },
+}
+
+impl PolicyError {
+    /// The field at fault, as a path under the ImagePolicy's `spec`.
+    pub fn field(&self) -> &'static str {
+        match self {
+            PolicyError::InvalidRange { .. } => "policy.semver.range",
+            PolicyError::InvalidPattern { .. } | PolicyError::ExtractWithoutPattern { .. } => {
+                "filterTags.pattern"
+            }
+            PolicyError::UnknownGroup { .. } => "filterTags.extract",
+        }
+    }
+}
+
+/// A policy spec checked and ready to order tags.
+#[derive(Clone, Debug)]
+pub struct CompiledPolicy {
+    order: Ordering_,
+    filter: Option<Filter>,
+}
+
+#[derive(Clone, Debug)]
+enum Ordering_ {
+    Semver(Range),
+    Alphabetical(SortOrder),
+    Numerical(SortOrder),
+}
+
+#[derive(Clone, Debug)]
+struct Filter {
+    pattern: Regex,
+    extract: Option<String>,
+}
+
+/// Selects the latest tag in one call; see [`CompiledPolicy`] to reuse the
+/// compiled policy across tag lists.
+pub fn select<T: AsRef<str>>(spec: &ImagePolicySpec, tags: &[T]) -> Result<Selection, PolicyError> {
+    Ok(CompiledPolicy::compile(spec)?.select(tags))
+}
+
+impl CompiledPolicy {
+    pub fn compile(spec: &ImagePolicySpec) -> Result<Self, PolicyError> {
+        let order = match &spec.policy {
+            PolicyChoice::Semver(semver) => {
+                Ordering_::Semver(Range::parse(&semver.range).map_err(|reason| {
+                    PolicyError::InvalidRange {
+                        range: semver.range.clone(),
+                        reason,
+                    }
+                })?)
+            }
+            PolicyChoice::Alphabetical(a) => Ordering_::Alphabetical(a.order),
+            PolicyChoice::Numerical(n) => Ordering_::Numerical(n.order),
+        };
+        let filter = match &spec.filter_tags {
+            None => None,
+            Some(f) if f.pattern.is_empty() => match &f.extract {
+                Some(extract) if !extract.is_empty() => {
+                    return Err(PolicyError::ExtractWithoutPattern {
+                        extract: extract.clone(),
+                    });
+                }
+                _ => None,
+            },
+            Some(f) => {
+                let pattern = Regex::new(&f.pattern).map_err(|e| PolicyError::InvalidPattern {
+                    pattern: f.pattern.clone(),
+                    reason: regex_reason(&e),
+                })?;
+                let extract = f.extract.clone().filter(|e| !e.is_empty());
+                if let Some(extract) = &extract {
+                    check_extract(&pattern, extract)?;
+                }
+                Some(Filter { pattern, extract })
+            }
+        };
+        Ok(CompiledPolicy { order, filter })
+    }
+
+    /// Orders the tags and returns the latest, as written in the input.
+    pub fn select<T: AsRef<str>>(&self, tags: &[T]) -> Selection {
+        let mut value = String::new();
+        let mut best = Best::default();
+        let mut candidates = 0;
+        let mut ignored = 0;
+        for (index, tag) in tags.iter().enumerate() {
+            let tag = tag.as_ref();
+            let value: &str = match &self.filter {
+                None => tag,
+                Some(Filter {
+                    pattern,
+                    extract: None,
+                }) => {
+                    if !pattern.is_match(tag) {
+                        continue;
+                    }
+                    tag
+                }
+                Some(Filter {
+                    pattern,
+                    extract: Some(extract),
+                }) => {
+                    let Some(caps) = pattern.captures(tag) else {
+                        continue;
+                    };
+                    value.clear();
+                    caps.expand(extract, &mut value);
+                    &value
+                }
+            };
+            match self.consider(index, value, &mut best) {
+                Consider::Candidate => candidates += 1,
+                Consider::OutOfRange => {}
+                Consider::Unreadable => ignored += 1,
+            }
+        }
+        Selection {
+            tag: best.index.map(|i| Tag(tags[i].as_ref().to_string())),
+            candidates,
+            ignored,
+        }
+    }
+
+    fn consider(&self, index: usize, value: &str, best: &mut Best) -> Consider {
+        // A later tag replaces the best when it orders higher, or when it
+        // extracted the very same value (Flux keeps the last such tag).
+        let replace = |ord: Ordering, best: &Best| -> bool {
+            best.index.is_none()
+                || ord == Ordering::Greater
+                || (ord == Ordering::Equal && best.value == value)
+        };
+        match &self.order {
+            Ordering_::Semver(range) => {
+                let Some(v) = Version::parse_tag(value) else {
+                    return Consider::Unreadable;
+                };
+                if !range.matches(&v) {
+                    return Consider::OutOfRange;
+                }
+                if replace(v.precedence(&best.version.as_version()), best) {
+                    best.version.set(&v);
+                    best.take(index, value);
+                }
+            }
+            Ordering_::Alphabetical(order) => {
+                let ord = directed(value.as_bytes().cmp(best.value.as_bytes()), *order);
+                if replace(ord, best) {
+                    best.take(index, value);
+                }
+            }
+            Ordering_::Numerical(order) => {
+                let Some(n) = read_number(value) else {
+                    return Consider::Unreadable;
+                };
+                let ord = directed(n.total_cmp(&best.number), *order);
+                if replace(ord, best) {
+                    best.number = n;
+                    best.take(index, value);
+                }
+            }
+        }
+        Consider::Candidate
+    }
+}
+
+enum Consider {
+    Candidate,
+    OutOfRange,
+    Unreadable,
+}
+
+/// The running latest tag: its index in the input, the value it was ordered
+/// by, and that value read as a version or number.
+#[derive(Default)]
+struct Best {
+    index: Option<usize>,
+    value: String,
+    version: OwnedVersion,
+    number: f64,
+}
+
+impl Best {
+    fn take(&mut self, index: usize, value: &str) {
+        self.index = Some(index);
+        self.value.clear();
+        self.value.push_str(value);
+    }
+}
+
+fn directed(ord: Ordering, order: SortOrder) -> Ordering {
+    match order {
+        SortOrder::Asc => ord,
+        SortOrder::Desc => ord.reverse(),
+    }
+}
+
+/// A tag read as a floating-point number, as Flux's numerical policy reads
+/// it. NaN and infinities cannot be ordered meaningfully, so they count as
+/// unreadable.
+fn read_number(value: &str) -> Option<f64> {
+    value.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// The regex crate's error text spans several lines with a caret diagram;
+/// the last line says what is wrong.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(&text)
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+/// Checks every `$1`, `$name` and `${name}` in `extract` against the
+/// pattern's groups, with the regex crate's (and Go's) expansion rules: a
+/// `$name` reference is as long as possible, `$$` is a literal `$`.
+fn check_extract(pattern: &Regex, extract: &str) -> Result<(), PolicyError> {
+    let names: Vec<&str> = pattern.capture_names().flatten().collect();
+    let groups = pattern.captures_len();
+    let mut rest = extract;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            rest = after;
+            continue;
+        }
+        let (reference, after) = if let Some(braced) = rest.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], &braced[end + 1..]),
+                None => continue,
+            }
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        };
+        rest = after;
+        if reference.is_empty() {
+            continue;
+        }
+        let known = match reference.parse::<usize>() {
+            Ok(n) => n < groups,
+            Err(_) => names.contains(&reference),
+        };
+        if !known {
+            let mut available: Vec<String> = (1..groups).map(|n| format!("${n}")).collect();
+            available.extend(names.iter().map(|n| format!("${n}")));
+            return Err(PolicyError::UnknownGroup {
+                extract: extract.to_string(),
+                pattern: pattern.as_str().to_string(),
+                group: reference.to_string(),
+                available: if available.is_empty() {
+                    "none".to_string()
+                } else {
+                    available.join(", ")
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
