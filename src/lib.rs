@@ -7,3 +7,4 @@
 pub mod api;
 pub mod model;
 pub mod policy;
+pub mod load;

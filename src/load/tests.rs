@@ -1,0 +1,246 @@
+use super::*;
+
+fn load_str(text: &str) -> Result<ObjectSet, String> {
+    let mut set = ObjectSet::default();
+    let mut errors = Vec::new();
+    load_text(Path::new("test.yaml"), text, &mut set, &mut errors);
+    check_duplicates(&set, &mut errors);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(LoadErrors(errors).to_string())
+    }
+}
+
+fn error_of(text: &str) -> String {
+    match load_str(text) {
+        Ok(set) => panic!("expected an error, loaded {set:?}"),
+        Err(e) => e,
+    }
+}
+
+const POLICY_HEAD: &str = "apiVersion: hoist.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: app
+spec:
+  imageRepositoryRef:
+    name: app
+";
+
+#[test]
+fn reads_all_three_kinds_and_defaults_the_namespace() {
+    let set = load_str(
+        "apiVersion: hoist.dev/v1alpha1
+kind: ImageRepository
+metadata: {name: app, namespace: apps}
+spec:
+  image: ghcr.io/acme/app
+  interval: 5m
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: app}
+spec:
+  imageRepositoryRef: {name: app, namespace: apps}
+  policy: {semver: {range: '^1'}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: skipped}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImageUpdateAutomation
+metadata: {name: fleet}
+spec:
+  interval: 10m
+  git:
+    url: https://git.example.com/acme/fleet.git
+    checkout: {ref: {branch: main}}
+  update: {path: ./clusters/prod}
+",
+    );
+    let set = match set {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(set.repositories.len(), 1);
+    assert_eq!(set.repositories[0].object.metadata.namespace.as_deref(), Some("apps"));
+    assert_eq!(set.policies.len(), 1);
+    assert_eq!(set.policies[0].object.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(set.policies[0].origin.line, 8);
+    assert_eq!(set.automations.len(), 1);
+    assert_eq!(set.automations[0].object.spec.git.checkout.reference.branch, "main");
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+}
+
+#[test]
+fn reads_flux_documents_unchanged() {
+    for version in ["v1", "v1beta2"] {
+        let text = format!(
+            "apiVersion: image.toolkit.fluxcd.io/{version}
+kind: ImageRepository
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  image: ghcr.io/stefanprodan/podinfo
+  interval: 1m0s
+  provider: generic
+---
+apiVersion: image.toolkit.fluxcd.io/{version}
+kind: ImagePolicy
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  imageRepositoryRef:
+    name: podinfo
+  filterTags:
+    pattern: '^main-[a-f0-9]+-(?P<ts>[0-9]+)'
+    extract: '$ts'
+  policy:
+    numerical:
+      order: asc
+---
+apiVersion: image.toolkit.fluxcd.io/{version}
+kind: ImageUpdateAutomation
+metadata: {{name: flux-system, namespace: flux-system}}
+spec:
+  sourceRef: {{kind: GitRepository, name: flux-system}}
+"
+        );
+        let set = match load_str(&text) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(set.repositories.len(), 1, "{version}");
+        assert_eq!(set.policies.len(), 1, "{version}");
+        assert_eq!(set.automations.len(), 0, "{version}");
+        assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
+        assert!(set.warnings[0].message.contains("GitRepository"));
+    }
+}
+
+#[test]
+fn flux_fields_hoist_does_not_act_on_are_warnings() {
+    let set = load_str(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {name: app}
+spec:
+  image: 123.dkr.ecr.us-east-1.amazonaws.com/app
+  provider: aws
+  serviceAccountName: scanner
+  accessFrom: {namespaceSelectors: [{matchLabels: {a: b}}]}
+  exclusionlist: ['^x']
+",
+    );
+    let set = match set {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let warnings: Vec<String> = set.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 4, "{warnings:#?}");
+    assert!(warnings.iter().any(|w| w.contains("test.yaml:9") && w.contains("spec.exclusionlist: unknown field")));
+    assert!(warnings.iter().any(|w| w.contains("test.yaml:6") && w.contains("spec.provider")));
+}
+
+/// The errors the issue lists: each names file, line, object and field.
+#[test]
+fn invalid_documents_name_file_line_object_and_field() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "  policy:\n    semver: {range: '^1'}\n    alphabetical: {order: asc}\n",
+            "test.yaml:10: ImagePolicy default/app: spec.policy.alphabetical: semver and alphabetical are both set",
+        ),
+        (
+            "  policy:\n    alphabetical:\n      order: up\n",
+            "test.yaml:10: ImagePolicy default/app: spec.policy.alphabetical.order: unknown variant `up`, expected `asc` or `desc`",
+        ),
+        (
+            "  policy:\n    semver:\n      range: '>=1.0 <<2'\n",
+            "test.yaml:10: ImagePolicy default/app: spec.policy.semver.range: \">=1.0 <<2\" is not a valid semver range",
+        ),
+        (
+            "  policy: {semver: {range: '*'}}\n  filterTags:\n    pattern: '^v(['\n",
+            "test.yaml:10: ImagePolicy default/app: spec.filterTags.pattern: \"^v([\" is not a valid regular expression",
+        ),
+        (
+            "  policy: {semver: {range: '*'}}\n  filterTags:\n    pattern: '^v(?P<v>.*)$'\n    extract: '$version'\n",
+            "test.yaml:11: ImagePolicy default/app: spec.filterTags.extract: \"$version\" refers to group \"version\"",
+        ),
+        (
+            "  policy: {semver: {}}\n",
+            "test.yaml:8: ImagePolicy default/app: spec.policy.semver: missing field `range`",
+        ),
+        (
+            "  policy: {latest: {}}\n",
+            "test.yaml:8: ImagePolicy default/app: spec.policy.latest: unknown policy kind \"latest\"",
+        ),
+        (
+            "  policy: {numerical: {}}\n  digestReflectionPolicy: Always\n",
+            "test.yaml:5: ImagePolicy default/app: spec.interval: required when digestReflectionPolicy is Always",
+        ),
+        (
+            "  policy: {numerical: {}}\n  interval: 5 minutes\n",
+            "test.yaml:9: ImagePolicy default/app: spec.interval: \"5 minutes\" is not a duration",
+        ),
+    ];
+    for (tail, expected) in cases {
+        let text = format!("{POLICY_HEAD}{tail}");
+        let error = error_of(&text);
+        assert!(error.starts_with(expected), "got:\n{error}\nexpected to start with:\n{expected}");
+    }
+}
+
+#[test]
+fn repository_errors() {
+    let cases = [
+        ("image: ghcr.io/acme/app:1.0", "test.yaml:5: ImageRepository ops/app: spec.image: \"ghcr.io/acme/app:1.0\" carries a tag (1.0)"),
+        ("image: localhost:5000/app@sha256:abc", "spec.image: \"localhost:5000/app@sha256:abc\" carries a digest"),
+        ("image: ghcr.io/acme/app\n  interval: 5 minutes", "test.yaml:6: ImageRepository ops/app: spec.interval: \"5 minutes\" is not a duration; expected a number with a unit"),
+        ("image: ghcr.io/acme/app\n  timeout: 30", "spec.timeout: invalid type: integer `30`, expected a string"),
+        ("image: ''", "spec.image: must not be empty"),
+        ("image: a/b\n  exclusionList: ['ok', '(']", "test.yaml:6: ImageRepository ops/app: spec.exclusionList[1]: \"(\" is not a valid regular expression"),
+    ];
+    for (spec, expected) in cases {
+        let text = format!(
+            "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {{name: app, namespace: ops}}\nspec:\n  {spec}\n"
+        );
+        let error = error_of(&text);
+        assert!(error.contains(expected), "got:\n{error}\nexpected:\n{expected}");
+    }
+    // A registry port is not a tag.
+    let ok = "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {name: app}\nspec:\n  image: localhost:5000/team/app\n";
+    assert!(load_str(ok).is_ok());
+}
+
+#[test]
+fn other_document_errors() {
+    let e = error_of("apiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {namespace: x}\nspec: {}\n");
+    assert!(e.contains("test.yaml:3: ImagePolicy x/: metadata.name: every object needs a name"), "{e}");
+    let e = error_of("apiVersion: hoist.dev/v2\nkind: ImagePolicy\nmetadata: {name: a}\n");
+    assert!(e.contains("test.yaml:1: ImagePolicy default/a: apiVersion: hoist.dev/v2 is not a version"), "{e}");
+    let e = error_of("a: [1, 2\nb: 3\n");
+    assert!(e.starts_with("test.yaml:"), "{e}");
+    assert!(e.contains("not valid YAML"), "{e}");
+    let twice = format!("{POLICY_HEAD}  policy: {{numerical: {{}}}}\n---\n{POLICY_HEAD}  policy: {{numerical: {{}}}}\n");
+    let e = error_of(&twice);
+    assert!(e.contains("test.yaml:10: ImagePolicy default/app is defined twice; the other definition is at test.yaml:1"), "{e}");
+    let e = error_of(
+        "apiVersion: hoist.dev/v1alpha1\nkind: ImageUpdateAutomation\nmetadata: {name: a}\nspec:\n  interval: 1m\n  git:\n    url: ''\n    checkout: {ref: {branch: main}}\n",
+    );
+    assert!(e.contains("test.yaml:7: ImageUpdateAutomation default/a: spec.git.url: must not be empty"), "{e}");
+}
+
+#[test]
+fn collects_errors_from_every_document() {
+    let text = format!(
+        "{POLICY_HEAD}  policy: {{semver: {{range: 'nope'}}}}\n---\n{}",
+        POLICY_HEAD.replace("name: app\nspec", "name: other\nspec")
+    ) + "  policy: {numerical: {order: sideways}}\n";
+    let e = error_of(&text);
+    assert_eq!(e.lines().count(), 2, "{e}");
+    assert!(e.contains("ImagePolicy default/other"), "{e}");
+}

@@ -1,0 +1,128 @@
+//! Checks that need more than types: durations, regular expressions,
+//! ranges, image names. Each error names the field under the document root.
+
+use regex::Regex;
+
+use super::{Document, LoadError, LoadWarning};
+use crate::api::{
+    GoDuration, ImagePolicySpec, ImageRepositorySpec, ImageUpdateAutomationSpec, ReflectionPolicy,
+};
+use crate::policy::CompiledPolicy;
+
+fn duration(doc: &Document<'_>, field: &str, value: Option<&GoDuration>) -> Result<(), LoadError> {
+    match value.map(GoDuration::parse) {
+        Some(Err(e)) => Err(doc.invalid(field, e.to_string())),
+        _ => Ok(()),
+    }
+}
+
+fn required(doc: &Document<'_>, field: &str, value: &str, what: &str) -> Result<(), LoadError> {
+    if value.trim().is_empty() {
+        Err(doc.invalid(field, format!("must not be empty; {what}")))
+    } else {
+        Ok(())
+    }
+}
+
+pub(super) fn repository(
+    doc: &Document<'_>,
+    spec: &ImageRepositorySpec,
+    warnings: &mut Vec<LoadWarning>,
+) -> Result<(), LoadError> {
+    required(doc, "spec.image", &spec.image, "give the image name, e.g. ghcr.io/acme/app")?;
+    image_name(doc, &spec.image)?;
+    duration(doc, "spec.interval", spec.interval.as_ref())?;
+    duration(doc, "spec.timeout", spec.timeout.as_ref())?;
+    for (i, pattern) in spec.exclusion_list.iter().flatten().enumerate() {
+        if let Err(e) = Regex::new(pattern) {
+            return Err(doc.invalid(
+                &format!("spec.exclusionList[{i}]"),
+                format!("{pattern:?} is not a valid regular expression: {}", last_line(&e.to_string())),
+            ));
+        }
+    }
+    for field in spec.unsupported_flux_fields() {
+        warnings.push(doc.warning(
+            &format!("spec.{field}"),
+            "accepted for Flux compatibility but not acted on yet",
+        ));
+    }
+    Ok(())
+}
+
+/// An ImageRepository names an image, not one of its tags: the policy picks
+/// the tag.
+fn image_name(doc: &Document<'_>, image: &str) -> Result<(), LoadError> {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if let Some((_, digest)) = image.split_once('@') {
+        return Err(doc.invalid(
+            "spec.image",
+            format!("{image:?} carries a digest ({digest}); give the image name only and let an ImagePolicy pick the tag"),
+        ));
+    }
+    if let Some((name, tag)) = last.split_once(':') {
+        let without = &image[..image.len() - tag.len() - 1];
+        return Err(doc.invalid(
+            "spec.image",
+            format!("{image:?} carries a tag ({tag}); give the image name only, e.g. {without:?}, and let an ImagePolicy pick the tag (repository {name:?})"),
+        ));
+    }
+    if image.contains("://") {
+        return Err(doc.invalid(
+            "spec.image",
+            format!("{image:?} is a URL; give the image name, e.g. ghcr.io/acme/app (use spec.insecure for plain HTTP)"),
+        ));
+    }
+    if image != image.trim() || image.chars().any(char::is_whitespace) {
+        return Err(doc.invalid("spec.image", format!("{image:?} contains whitespace")));
+    }
+    Ok(())
+}
+
+pub(super) fn policy(doc: &Document<'_>, spec: &ImagePolicySpec) -> Result<(), LoadError> {
+    required(
+        doc,
+        "spec.imageRepositoryRef.name",
+        &spec.image_repository_ref.name,
+        "name the ImageRepository this policy chooses tags from",
+    )?;
+    if let Err(e) = CompiledPolicy::compile(spec) {
+        return Err(doc.invalid(&format!("spec.{}", e.field()), e.to_string()));
+    }
+    duration(doc, "spec.interval", spec.interval.as_ref())?;
+    if spec.digest_reflection_policy == Some(ReflectionPolicy::Always) && spec.interval.is_none() {
+        return Err(doc.invalid(
+            "spec.interval",
+            "required when digestReflectionPolicy is Always: it says how often to look the digest up again",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn automation(doc: &Document<'_>, spec: &ImageUpdateAutomationSpec) -> Result<(), LoadError> {
+    duration(doc, "spec.interval", Some(&spec.interval))?;
+    required(doc, "spec.git.url", &spec.git.url, "give the repository's clone URL")?;
+    required(
+        doc,
+        "spec.git.checkout.ref.branch",
+        &spec.git.checkout.reference.branch,
+        "name the branch to check out",
+    )?;
+    for (i, window) in spec.schedule.iter().enumerate() {
+        duration(doc, &format!("spec.schedule[{i}].duration"), Some(&window.duration))?;
+    }
+    if let Some(sync) = &spec.sync {
+        duration(doc, "spec.sync.timeout", sync.timeout.as_ref())?;
+    }
+    Ok(())
+}
+
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string()
+}
