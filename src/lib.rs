@@ -5,6 +5,8 @@
 //! object types from [`api`].
 
 pub mod api;
+pub mod cli;
+pub mod load;
 pub mod model;
 pub mod policy;
-pub mod load;
+pub mod registry;

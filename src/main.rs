@@ -1,1 +1,43 @@
-fn main() {}
+//! The `hoist` binary: parses flags, sets up logging, runs the command and
+//! turns its failure into a message and an exit code (0 done, 1 runtime
+//! failure or nothing matched, 2 invalid input).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hoist::cli::{self, Cli, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
+        eprintln!("error: --log-level {:?}: {e:#}", cli.log_level);
+        return ExitCode::from(2);
+    }
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(hint) = &e.hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(e.kind.exit_code())
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
+        _ => EnvFilter::try_new(level)?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!(e))
+}

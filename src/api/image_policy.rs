@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use super::{Conditions, GoDuration, NamespacedObjectReference};
 
 /// How to pick the latest tag of an image repository.
+// clippy reads kube's repeated `printcolumn(type_ = ...)` as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "hoist.dev",

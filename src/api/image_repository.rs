@@ -9,6 +9,8 @@ use super::{Conditions, GoDuration, LocalObjectReference};
 pub const DEFAULT_EXCLUSION_LIST: &[&str] = &[r"^.*\.sig$"];
 
 /// An image repository to scan for tags.
+// clippy reads kube's repeated `printcolumn(type_ = ...)` as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "hoist.dev",

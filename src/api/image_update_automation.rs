@@ -9,6 +9,8 @@ use super::{Conditions, GoDuration, LabelSelector, LocalObjectReference};
 /// Rewrite the marked image fields of a Git repository with the latest refs
 /// of the selected policies, commit, push or open a pull request, and
 /// optionally apply the result to the cluster.
+// clippy reads kube's repeated `printcolumn(type_ = ...)` as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "hoist.dev",

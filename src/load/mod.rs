@@ -116,12 +116,20 @@ pub struct LoadWarning {
 
 impl fmt::Display for LoadWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}: {}", self.path.display(), self.line, self.object, self.message)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.path.display(),
+            self.line,
+            self.object,
+            self.message
+        )
     }
 }
 
 /// The kinds hoist reads, with the apiVersions it reads them in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the names are the kinds' own
 enum Kind {
     ImageRepository,
     ImagePolicy,
@@ -182,9 +190,7 @@ fn collect_files(path: &Path, explicit: bool, files: &mut Vec<PathBuf>) -> Resul
         std::fs::symlink_metadata(path).map_err(io)?
     };
     if meta.is_file() {
-        let yaml = path
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml");
+        let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
         if explicit || yaml {
             files.push(path.to_path_buf());
         }
@@ -267,7 +273,11 @@ impl Document<'_> {
     /// Deserializes the subtree at `field` into `T`. Type errors name the
     /// exact field; unknown fields become warnings, since a typo there
     /// would otherwise silently do nothing.
-    fn typed<T: DeserializeOwned>(&self, field: &str, warnings: &mut Vec<LoadWarning>) -> Result<T, LoadError> {
+    fn typed<T: DeserializeOwned>(
+        &self,
+        field: &str,
+        warnings: &mut Vec<LoadWarning>,
+    ) -> Result<T, LoadError> {
         let json = self
             .root
             .get(field)
@@ -446,7 +456,9 @@ fn check_one_policy_kind(doc: &Document<'_>) -> Result<(), LoadError> {
     if let Some(other) = unknown.first() {
         return Err(doc.invalid(
             &format!("spec.policy.{other}"),
-            format!("unknown policy kind {other:?}; expected one of semver, alphabetical or numerical"),
+            format!(
+                "unknown policy kind {other:?}; expected one of semver, alphabetical or numerical"
+            ),
         ));
     }
     match kinds.as_slice() {

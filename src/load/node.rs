@@ -47,7 +47,10 @@ impl Node {
 
     fn entry(&self, name: &str) -> Option<(&Key, &Node)> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == name).map(|(k, v)| (k, v)),
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.name == name)
+                .map(|(k, v)| (k, v)),
             _ => None,
         }
     }
@@ -253,7 +256,10 @@ mod tests {
         assert_eq!(docs[0].line_of(&[key("a")]), 1);
         assert_eq!(docs[0].line_of(&[key("b"), key("c")]), 3);
         assert_eq!(docs[0].line_of(&[key("b"), key("d"), Step::Index(1)]), 6);
-        assert_eq!(docs[0].line_of(&[key("b"), key("missing"), key("deeper")]), 2);
+        assert_eq!(
+            docs[0].line_of(&[key("b"), key("missing"), key("deeper")]),
+            2
+        );
         assert_eq!(docs[1].line_of(&[key("k")]), 10);
         assert_eq!(
             docs[0].to_json(),

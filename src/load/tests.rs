@@ -65,12 +65,21 @@ spec:
         Err(e) => panic!("{e}"),
     };
     assert_eq!(set.repositories.len(), 1);
-    assert_eq!(set.repositories[0].object.metadata.namespace.as_deref(), Some("apps"));
+    assert_eq!(
+        set.repositories[0].object.metadata.namespace.as_deref(),
+        Some("apps")
+    );
     assert_eq!(set.policies.len(), 1);
-    assert_eq!(set.policies[0].object.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(
+        set.policies[0].object.metadata.namespace.as_deref(),
+        Some("default")
+    );
     assert_eq!(set.policies[0].origin.line, 8);
     assert_eq!(set.automations.len(), 1);
-    assert_eq!(set.automations[0].object.spec.git.checkout.reference.branch, "main");
+    assert_eq!(
+        set.automations[0].object.spec.git.checkout.reference.branch,
+        "main"
+    );
     assert!(set.warnings.is_empty(), "{:?}", set.warnings);
 }
 
@@ -142,8 +151,16 @@ spec:
     };
     let warnings: Vec<String> = set.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(warnings.len(), 4, "{warnings:#?}");
-    assert!(warnings.iter().any(|w| w.contains("test.yaml:9") && w.contains("spec.exclusionlist: unknown field")));
-    assert!(warnings.iter().any(|w| w.contains("test.yaml:6") && w.contains("spec.provider")));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("test.yaml:9") && w.contains("spec.exclusionlist: unknown field"))
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("test.yaml:6") && w.contains("spec.provider"))
+    );
 }
 
 /// The errors the issue lists: each names file, line, object and field.
@@ -190,26 +207,47 @@ fn invalid_documents_name_file_line_object_and_field() {
     for (tail, expected) in cases {
         let text = format!("{POLICY_HEAD}{tail}");
         let error = error_of(&text);
-        assert!(error.starts_with(expected), "got:\n{error}\nexpected to start with:\n{expected}");
+        assert!(
+            error.starts_with(expected),
+            "got:\n{error}\nexpected to start with:\n{expected}"
+        );
     }
 }
 
 #[test]
 fn repository_errors() {
     let cases = [
-        ("image: ghcr.io/acme/app:1.0", "test.yaml:5: ImageRepository ops/app: spec.image: \"ghcr.io/acme/app:1.0\" carries a tag (1.0)"),
-        ("image: localhost:5000/app@sha256:abc", "spec.image: \"localhost:5000/app@sha256:abc\" carries a digest"),
-        ("image: ghcr.io/acme/app\n  interval: 5 minutes", "test.yaml:6: ImageRepository ops/app: spec.interval: \"5 minutes\" is not a duration; expected a number with a unit"),
-        ("image: ghcr.io/acme/app\n  timeout: 30", "spec.timeout: invalid type: integer `30`, expected a string"),
+        (
+            "image: ghcr.io/acme/app:1.0",
+            "test.yaml:5: ImageRepository ops/app: spec.image: \"ghcr.io/acme/app:1.0\" carries a tag (1.0)",
+        ),
+        (
+            "image: localhost:5000/app@sha256:abc",
+            "spec.image: \"localhost:5000/app@sha256:abc\" carries a digest",
+        ),
+        (
+            "image: ghcr.io/acme/app\n  interval: 5 minutes",
+            "test.yaml:6: ImageRepository ops/app: spec.interval: \"5 minutes\" is not a duration; expected a number with a unit",
+        ),
+        (
+            "image: ghcr.io/acme/app\n  timeout: 30",
+            "spec.timeout: invalid type: integer `30`, expected a string",
+        ),
         ("image: ''", "spec.image: must not be empty"),
-        ("image: a/b\n  exclusionList: ['ok', '(']", "test.yaml:6: ImageRepository ops/app: spec.exclusionList[1]: \"(\" is not a valid regular expression"),
+        (
+            "image: a/b\n  exclusionList: ['ok', '(']",
+            "test.yaml:6: ImageRepository ops/app: spec.exclusionList[1]: \"(\" is not a valid regular expression",
+        ),
     ];
     for (spec, expected) in cases {
         let text = format!(
             "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {{name: app, namespace: ops}}\nspec:\n  {spec}\n"
         );
         let error = error_of(&text);
-        assert!(error.contains(expected), "got:\n{error}\nexpected:\n{expected}");
+        assert!(
+            error.contains(expected),
+            "got:\n{error}\nexpected:\n{expected}"
+        );
     }
     // A registry port is not a tag.
     let ok = "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {name: app}\nspec:\n  image: localhost:5000/team/app\n";
@@ -218,20 +256,33 @@ fn repository_errors() {
 
 #[test]
 fn other_document_errors() {
-    let e = error_of("apiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {namespace: x}\nspec: {}\n");
-    assert!(e.contains("test.yaml:3: ImagePolicy x/: metadata.name: every object needs a name"), "{e}");
+    let e = error_of(
+        "apiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {namespace: x}\nspec: {}\n",
+    );
+    assert!(
+        e.contains("test.yaml:3: ImagePolicy x/: metadata.name: every object needs a name"),
+        "{e}"
+    );
     let e = error_of("apiVersion: hoist.dev/v2\nkind: ImagePolicy\nmetadata: {name: a}\n");
-    assert!(e.contains("test.yaml:1: ImagePolicy default/a: apiVersion: hoist.dev/v2 is not a version"), "{e}");
+    assert!(
+        e.contains("test.yaml:1: ImagePolicy default/a: apiVersion: hoist.dev/v2 is not a version"),
+        "{e}"
+    );
     let e = error_of("a: [1, 2\nb: 3\n");
     assert!(e.starts_with("test.yaml:"), "{e}");
     assert!(e.contains("not valid YAML"), "{e}");
-    let twice = format!("{POLICY_HEAD}  policy: {{numerical: {{}}}}\n---\n{POLICY_HEAD}  policy: {{numerical: {{}}}}\n");
+    let twice = format!(
+        "{POLICY_HEAD}  policy: {{numerical: {{}}}}\n---\n{POLICY_HEAD}  policy: {{numerical: {{}}}}\n"
+    );
     let e = error_of(&twice);
     assert!(e.contains("test.yaml:10: ImagePolicy default/app is defined twice; the other definition is at test.yaml:1"), "{e}");
     let e = error_of(
         "apiVersion: hoist.dev/v1alpha1\nkind: ImageUpdateAutomation\nmetadata: {name: a}\nspec:\n  interval: 1m\n  git:\n    url: ''\n    checkout: {ref: {branch: main}}\n",
     );
-    assert!(e.contains("test.yaml:7: ImageUpdateAutomation default/a: spec.git.url: must not be empty"), "{e}");
+    assert!(
+        e.contains("test.yaml:7: ImageUpdateAutomation default/a: spec.git.url: must not be empty"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -29,7 +29,12 @@ pub(super) fn repository(
     spec: &ImageRepositorySpec,
     warnings: &mut Vec<LoadWarning>,
 ) -> Result<(), LoadError> {
-    required(doc, "spec.image", &spec.image, "give the image name, e.g. ghcr.io/acme/app")?;
+    required(
+        doc,
+        "spec.image",
+        &spec.image,
+        "give the image name, e.g. ghcr.io/acme/app",
+    )?;
     image_name(doc, &spec.image)?;
     duration(doc, "spec.interval", spec.interval.as_ref())?;
     duration(doc, "spec.timeout", spec.timeout.as_ref())?;
@@ -37,7 +42,10 @@ pub(super) fn repository(
         if let Err(e) = Regex::new(pattern) {
             return Err(doc.invalid(
                 &format!("spec.exclusionList[{i}]"),
-                format!("{pattern:?} is not a valid regular expression: {}", last_line(&e.to_string())),
+                format!(
+                    "{pattern:?} is not a valid regular expression: {}",
+                    last_line(&e.to_string())
+                ),
             ));
         }
     }
@@ -99,9 +107,17 @@ pub(super) fn policy(doc: &Document<'_>, spec: &ImagePolicySpec) -> Result<(), L
     Ok(())
 }
 
-pub(super) fn automation(doc: &Document<'_>, spec: &ImageUpdateAutomationSpec) -> Result<(), LoadError> {
+pub(super) fn automation(
+    doc: &Document<'_>,
+    spec: &ImageUpdateAutomationSpec,
+) -> Result<(), LoadError> {
     duration(doc, "spec.interval", Some(&spec.interval))?;
-    required(doc, "spec.git.url", &spec.git.url, "give the repository's clone URL")?;
+    required(
+        doc,
+        "spec.git.url",
+        &spec.git.url,
+        "give the repository's clone URL",
+    )?;
     required(
         doc,
         "spec.git.checkout.ref.branch",
@@ -109,7 +125,11 @@ pub(super) fn automation(doc: &Document<'_>, spec: &ImageUpdateAutomationSpec) -
         "name the branch to check out",
     )?;
     for (i, window) in spec.schedule.iter().enumerate() {
-        duration(doc, &format!("spec.schedule[{i}].duration"), Some(&window.duration))?;
+        duration(
+            doc,
+            &format!("spec.schedule[{i}].duration"),
+            Some(&window.duration),
+        )?;
     }
     if let Some(sync) = &spec.sync {
         duration(doc, "spec.sync.timeout", sync.timeout.as_ref())?;

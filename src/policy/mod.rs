@@ -317,4 +317,6 @@ fn check_extract(pattern: &Regex, extract: &str) -> Result<(), PolicyError> {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

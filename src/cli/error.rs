@@ -1,0 +1,65 @@
+use std::fmt;
+
+use crate::load::LoadErrors;
+
+/// How a command failed, which decides its exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad flags, bad YAML, an invalid object: fix the input. Exit 2.
+    Invalid,
+    /// A registry, git, forge or cluster failed, or nothing matched. Exit 1.
+    Runtime,
+}
+
+impl ErrorKind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Invalid => 2,
+            ErrorKind::Runtime => 1,
+        }
+    }
+}
+
+/// A failure as the user sees it: what went wrong and, where we can tell,
+/// what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub struct CliError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        CliError {
+            kind: ErrorKind::Invalid,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn runtime(message: impl Into<String>) -> Self {
+        CliError {
+            kind: ErrorKind::Runtime,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<LoadErrors> for CliError {
+    fn from(e: LoadErrors) -> Self {
+        CliError::invalid(e.to_string())
+    }
+}

@@ -1,0 +1,72 @@
+//! The command line: one file per subcommand. Each turns its raw flags into
+//! checked values, calls the library, and reports failures as [`CliError`]s
+//! that `main` turns into a message and an exit code.
+
+mod crds;
+mod error;
+mod policy_eval;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use error::{CliError, ErrorKind};
+
+/// hoist keeps container image tags in a GitOps repository current.
+#[derive(Debug, Parser)]
+#[command(name = "hoist", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log level filter (error, warn, info, debug, trace, or a tracing
+    /// directive such as `hoist=debug`). Overridden by RUST_LOG.
+    #[arg(long, global = true, default_value = "warn", env = "HOIST_LOG")]
+    pub log_level: String,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Output format of commands that print results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    #[default]
+    Text,
+    /// Stable JSON, documented in the README.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with ImagePolicies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds(crds::CrdsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Select the latest tag of a list by an ImagePolicy.
+    Eval(policy_eval::EvalArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Policy(PolicyCommand::Eval(args)) => policy_eval::run(args),
+        Command::Crds(args) => crds::run(args),
+    }
+}
+
+/// Prints loader warnings the way every command shows them.
+fn report_warnings(set: &crate::load::ObjectSet) {
+    for warning in &set.warnings {
+        tracing::warn!("{warning}");
+    }
+}

@@ -1,0 +1,319 @@
+//! The command-line contract of `hoist policy eval`: output, exit codes and
+//! error messages.
+
+use crate::support::{files, hoist, repo_root};
+
+const POLICY: &str = "apiVersion: hoist.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: app
+  namespace: team
+spec:
+  imageRepositoryRef:
+    name: app
+  policy:
+    semver:
+      range: '^1.2'
+";
+
+#[test]
+fn prints_the_selected_tag_alone() {
+    let dir = files(&[
+        ("policy.yaml", POLICY),
+        ("tags.txt", "1.2.0\n1.9.9\n2.0.0\n1.10.0\nlatest\n"),
+    ]);
+    let run = hoist(
+        dir.path(),
+        &["policy", "eval", "-f", "policy.yaml", "--tags", "tags.txt"],
+        "",
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str(), run.stderr.as_str()),
+        (0, "1.10.0\n", "")
+    );
+}
+
+#[test]
+fn reads_tags_from_stdin_in_every_format() {
+    let dir = files(&[("policy.yaml", POLICY)]);
+    for input in [
+        "1.2.0\n1.3.0\n",
+        r#"["1.2.0", "1.3.0"]"#,
+        r#"{"name": "team/app", "tags": ["1.2.0", "1.3.0"]}"#,
+    ] {
+        let run = hoist(
+            dir.path(),
+            &["policy", "eval", "-f", "policy.yaml", "--tags", "-"],
+            input,
+        );
+        assert_eq!(
+            (run.code, run.stdout.as_str()),
+            (0, "1.3.0\n"),
+            "{input}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn exit_1_when_no_tag_qualifies() {
+    let dir = files(&[("policy.yaml", POLICY)]);
+    let run = hoist(
+        dir.path(),
+        &["policy", "eval", "-f", "policy.yaml", "--tags", "-"],
+        "2.0.0\nlatest\n",
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr
+            .contains("error: no tag qualifies for ImagePolicy team/app"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("1 not readable by the policy"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn json_report_is_stable() {
+    let dir = files(&[("policy.yaml", POLICY)]);
+    let run = hoist(
+        dir.path(),
+        &[
+            "policy",
+            "eval",
+            "-f",
+            "policy.yaml",
+            "--tags",
+            "-",
+            "-o",
+            "json",
+        ],
+        "1.2.0\n1.4.1\nlatest\n3.0.0\n",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    assert_eq!(
+        json,
+        serde_json::json!({"policy": "team/app", "selected": "1.4.1", "candidates": 2, "ignored": 1})
+    );
+    let none = hoist(
+        dir.path(),
+        &[
+            "policy",
+            "eval",
+            "-f",
+            "policy.yaml",
+            "--tags",
+            "-",
+            "-o",
+            "json",
+        ],
+        "3.0.0\n",
+    );
+    assert_eq!(none.code, 1);
+    let json: serde_json::Value =
+        serde_json::from_str(&none.stdout).unwrap_or_else(|e| panic!("{e}: {}", none.stdout));
+    assert_eq!(json["selected"], serde_json::Value::Null);
+}
+
+#[test]
+fn policy_flag_picks_one_of_several() {
+    let other = POLICY
+        .replace(
+            "name: app\n  namespace: team",
+            "name: other\n  namespace: team",
+        )
+        .replace("'^1.2'", "'^2'");
+    let dir = files(&[
+        ("a.yaml", POLICY),
+        ("more/b.yml", &other),
+        ("more/ignored.txt", "not yaml: ["),
+    ]);
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["policy", "eval", "-f", ".", "--tags", "-"];
+        args.extend_from_slice(extra);
+        hoist(dir.path(), &args, "1.5.0\n2.5.0\n")
+    };
+    let run = eval(&[]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("several ImagePolicies"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("team/app, team/other"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(eval(&["--policy", "team/other"]).stdout, "2.5.0\n");
+    assert_eq!(eval(&["--policy", "team/app"]).stdout, "1.5.0\n");
+    let missing = eval(&["--policy", "nope"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing
+            .stderr
+            .contains("--policy default/nope: no such ImagePolicy"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn applies_the_repository_exclusion_list_when_given() {
+    let repo = "apiVersion: hoist.dev/v1alpha1
+kind: ImageRepository
+metadata: {name: app, namespace: team}
+spec:
+  image: ghcr.io/team/app
+  exclusionList: ['^1\\.9']
+";
+    let dir = files(&[("policy.yaml", POLICY), ("repo.yaml", repo)]);
+    let run = hoist(
+        dir.path(),
+        &["policy", "eval", "-f", ".", "--tags", "-"],
+        "1.2.0\n1.9.0\n1.3.0.sig\n",
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "1.2.0\n"),
+        "{}",
+        run.stderr
+    );
+    // Without the repository, the default list drops signatures only.
+    let alone = hoist(
+        dir.path(),
+        &["policy", "eval", "-f", "policy.yaml", "--tags", "-"],
+        "1.2.0\n1.9.0\nv1.99.0.sig\n",
+    );
+    assert_eq!(alone.stdout, "1.9.0\n");
+}
+
+/// The invalid documents the issue names: exit 2 and one message naming
+/// file, line, object and field.
+#[test]
+fn invalid_documents_exit_2_with_file_line_object_field() {
+    let head = "apiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: app, namespace: team}\nspec:\n  imageRepositoryRef: {name: app}\n";
+    let repo_head = "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {name: app, namespace: team}\nspec:\n";
+    let cases = [
+        (
+            format!("{head}  policy:\n    semver: {{range: '1.x'}}\n    alphabetical: {{}}\n"),
+            "bad.yaml:8: ImagePolicy team/app: spec.policy.alphabetical: semver and alphabetical are both set",
+        ),
+        (
+            format!("{head}  policy:\n    numerical:\n      order: newest\n"),
+            "bad.yaml:8: ImagePolicy team/app: spec.policy.numerical.order: unknown variant `newest`, expected `asc` or `desc`",
+        ),
+        (
+            format!("{head}  policy:\n    semver:\n      range: '>=1.0.0 <2.0.0 ||| 3'\n"),
+            "bad.yaml:8: ImagePolicy team/app: spec.policy.semver.range: \">=1.0.0 <2.0.0 ||| 3\" is not a valid semver range",
+        ),
+        (
+            format!(
+                "{head}  policy: {{semver: {{range: '*'}}}}\n  filterTags:\n    pattern: '^(?P<v>[0-9'\n"
+            ),
+            "bad.yaml:8: ImagePolicy team/app: spec.filterTags.pattern: \"^(?P<v>[0-9\" is not a valid regular expression",
+        ),
+        (
+            format!(
+                "{head}  policy: {{semver: {{range: '*'}}}}\n  filterTags:\n    pattern: '^(?P<v>.*)$'\n    extract: '$ver'\n"
+            ),
+            "bad.yaml:9: ImagePolicy team/app: spec.filterTags.extract: \"$ver\" refers to group \"ver\", which pattern \"^(?P<v>.*)$\" does not have; groups: $1, $v",
+        ),
+        (
+            format!("{repo_head}  image: ghcr.io/team/app:v1.2.3\n"),
+            "bad.yaml:5: ImageRepository team/app: spec.image: \"ghcr.io/team/app:v1.2.3\" carries a tag (v1.2.3)",
+        ),
+        (
+            format!("{repo_head}  image: ghcr.io/team/app\n  interval: 5 minutes\n"),
+            "bad.yaml:6: ImageRepository team/app: spec.interval: \"5 minutes\" is not a duration",
+        ),
+    ];
+    for (text, expected) in cases {
+        let dir = files(&[("bad.yaml", &text)]);
+        let run = hoist(
+            dir.path(),
+            &["policy", "eval", "-f", "bad.yaml", "--tags", "-"],
+            "1.0.0\n",
+        );
+        assert_eq!(run.code, 2, "{text}\n{}", run.stderr);
+        assert_eq!(run.stdout, "");
+        let first = run.stderr.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with(&format!("error: {expected}")),
+            "got:\n{}\nexpected:\n{expected}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn bad_flags_and_missing_files_exit_2() {
+    let dir = files(&[("policy.yaml", POLICY)]);
+    let no_tags = hoist(dir.path(), &["policy", "eval", "-f", "policy.yaml"], "");
+    assert_eq!(no_tags.code, 2, "{}", no_tags.stderr);
+    let no_file = hoist(
+        dir.path(),
+        &["policy", "eval", "-f", "missing.yaml", "--tags", "-"],
+        "",
+    );
+    assert_eq!(no_file.code, 2);
+    assert!(
+        no_file.stderr.contains("missing.yaml"),
+        "{}",
+        no_file.stderr
+    );
+    let no_tag_file = hoist(
+        dir.path(),
+        &["policy", "eval", "-f", "policy.yaml", "--tags", "nope.txt"],
+        "",
+    );
+    assert_eq!(no_tag_file.code, 2);
+    assert!(
+        no_tag_file.stderr.contains("--tags nope.txt"),
+        "{}",
+        no_tag_file.stderr
+    );
+    let bad_yaml = files(&[("p.yaml", "kind: [unclosed\n")]);
+    let run = hoist(
+        bad_yaml.path(),
+        &["policy", "eval", "-f", "p.yaml", "--tags", "-"],
+        "",
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("p.yaml:"), "{}", run.stderr);
+}
+
+/// The README's first command, on the shipped example.
+#[test]
+fn readme_quickstart_example() {
+    let run = hoist(
+        &repo_root(),
+        &[
+            "policy",
+            "eval",
+            "-f",
+            "policies/semver.yaml",
+            "--tags",
+            "policies/podinfo-tags.txt",
+        ],
+        "",
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "6.9.0\n"),
+        "{}",
+        run.stderr
+    );
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap_or_default();
+    assert!(
+        readme.contains("policy eval -f policies/semver.yaml --tags policies/podinfo-tags.txt"),
+        "the README's quickstart should run this example"
+    );
+}

@@ -1,0 +1,5 @@
+//! hoist's integration tests: one binary, so the crate links once.
+
+mod cli;
+mod generated;
+mod support;
