@@ -8,7 +8,7 @@
 //!   (filter into a map of extracted value to tag, then sort);
 //! - when Go and Debian's golang-github-masterminds-semver-dev are present,
 //!   Flux's own loop on Masterminds/semver, built from
-//!   benches/masterminds/main.go, over the very same tags.
+//!   tests/masterminds/main.go, over the very same tags.
 //!
 //! Each figure is the median of interleaved runs.
 
@@ -221,63 +221,24 @@ fn main() {
     masterminds(&tags, &semver_policy);
 }
 
+#[path = "../tests/masterminds/oracle.rs"]
+mod oracle;
+
 /// Flux's own semver loop on Masterminds/semver, when Go and Debian's
-/// package of it are installed (`apt-get install golang-go
-/// golang-github-masterminds-semver-dev`).
+/// package of it are installed.
 fn masterminds(tags: &[String], ours: &CompiledPolicy) {
-    let gocode = Path::new("/usr/share/gocode");
-    let available = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        && gocode.join("src/github.com/Masterminds/semver").exists();
-    if !available {
-        println!(
-            "\nMasterminds/semver (Go): skipped; install golang-go and golang-github-masterminds-semver-dev to compare"
-        );
-        return;
-    }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let corpus = dir.join("bench-tags.txt");
-    std::fs::write(&corpus, tags.join("\n")).expect("write corpus");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/masterminds");
-    let binary = dir.join("masterminds-bench");
-    // Debian ships v3 without the `/v3` directory its import path has; a
-    // GOPATH of our own with that directory linked in resolves it offline.
-    let gopath = dir.join("gopath");
-    let link = gopath.join("src/github.com/Masterminds/semver/v3");
-    if !link.exists() {
-        let made = link
-            .parent()
-            .map(std::fs::create_dir_all)
-            .and_then(Result::ok)
-            .and_then(|()| {
-                std::os::unix::fs::symlink(gocode.join("src/github.com/Masterminds/semver"), &link)
-                    .ok()
-            });
-        if made.is_none() {
-            println!(
-                "\nMasterminds/semver (Go): skipped; could not prepare a GOPATH under {}",
-                dir.display()
-            );
+    let binary = match oracle::build(dir) {
+        Ok(binary) => binary,
+        Err(why) => {
+            println!("\nMasterminds/semver (Go): skipped; {why}");
             return;
         }
-    }
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(".")
-        .current_dir(&source)
-        .env("GOPATH", &gopath)
-        .env("GO111MODULE", "off")
-        .env("GOFLAGS", "")
-        .env("GOCACHE", dir.join("gocache"))
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        println!("\nMasterminds/semver (Go): skipped; the Go benchmark did not build");
-        return;
-    }
+    };
+    let corpus = dir.join("bench-tags.txt");
+    std::fs::write(&corpus, tags.join("\n")).expect("write corpus");
     let Ok(out) = Command::new(&binary)
+        .arg("time")
         .arg(&corpus)
         .arg(RANGE)
         .arg(ROUNDS.to_string())

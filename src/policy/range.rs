@@ -175,7 +175,7 @@ impl Comparator {
         if !pre.is_empty() && !valid_prerelease(pre) {
             return Err(RangeError::BadVersion(whole.to_string()));
         }
-        if !group(9).is_empty() && !valid_metadata(group(9)) {
+        if !group(10).is_empty() && !valid_metadata(group(10)) {
             return Err(RangeError::BadVersion(whole.to_string()));
         }
         let mut c = Comparator {

@@ -129,6 +129,13 @@ const SEMVER: &[(&str, &str, Option<&str>)] = &[
     (">=1.0.0 !=1.5.0 <2", "1.4.0 1.5.0", Some("1.4.0")),
     ("!=1.x", "1.5.0 0.9.0", Some("0.9.0")),
     ("!=1.2.x", "1.2.5 1.3.0", Some("1.3.0")),
+    // Masterminds v3.4 (Flux): `!=` alone does not admit prereleases.
+    ("!=1.5.0", "1.4.0 2.0.0-rc.1", Some("1.4.0")),
+    // Build metadata in a range is allowed and ignored.
+    (">=1.0.0+build.1", "0.9.0 1.0.0", Some("1.0.0")),
+    // A hyphen range's upper bound runs into a following `||3` (the version
+    // grammar admits `|`); v3.4 still reads the rest as an alternative.
+    ("1 - 2||3", "2.5.0 3.1.0 4.0.0", Some("3.1.0")),
     // A bare version is exact, a bare minor is a patch range.
     ("1.2.3", "1.2.3 1.2.4", Some("1.2.3")),
     ("=1.2.3", "1.2.3 1.2.4", Some("1.2.3")),

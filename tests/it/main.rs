@@ -2,4 +2,5 @@
 
 mod cli;
 mod generated;
+mod masterminds;
 mod support;

@@ -32,7 +32,11 @@ pub fn hoist(dir: &Path, args: &[&str], stdin: &str) -> Run {
     if let Some(mut input) = child.stdin.take() {
         // hoist may exit (bad flags, invalid file) before reading stdin.
         if let Err(e) = input.write_all(stdin.as_bytes()) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe,
+                "writing stdin: {e}"
+            );
         }
     }
     let out = child
