@@ -18,10 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hoist::api::{
-    AlphabeticalPolicy, ImagePolicySpec, NamespacedObjectReference, NumericalPolicy, PolicyChoice,
-    SemVerPolicy, SortOrder, TagFilter,
-};
+use hoist::api::{ImagePolicySpec, PolicyChoice, SortOrder};
 use hoist::policy::CompiledPolicy;
 use regex::Regex;
 
@@ -79,23 +76,6 @@ fn realistic_tags() -> Vec<String> {
     tags
 }
 
-fn spec(policy: PolicyChoice, filter: Option<(&str, Option<&str>)>) -> ImagePolicySpec {
-    ImagePolicySpec {
-        image_repository_ref: NamespacedObjectReference {
-            name: "app".into(),
-            namespace: None,
-        },
-        policy,
-        filter_tags: filter.map(|(pattern, extract)| TagFilter {
-            pattern: pattern.into(),
-            extract: extract.map(str::to_string),
-        }),
-        digest_reflection_policy: None,
-        interval: None,
-        suspend: false,
-    }
-}
-
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
     times[times.len() / 2]
@@ -136,13 +116,9 @@ fn main() {
     println!("policy selection over {TAGS} tags, median of {ROUNDS} interleaved runs\n");
 
     // semver: hoist vs Flux's loop on the `semver` crate.
-    let semver_policy = CompiledPolicy::compile(&spec(
-        PolicyChoice::Semver(SemVerPolicy {
-            range: RANGE.into(),
-        }),
-        None,
-    ))
-    .expect("valid policy");
+    let semver_policy =
+        CompiledPolicy::compile(&ImagePolicySpec::new("app", PolicyChoice::semver(RANGE)))
+            .expect("valid policy");
     let req = semver::VersionReq::parse(">=1.0.0, <20.0.0").expect("valid requirement");
     race(
         "semver  >=1.0.0 <20.0.0",
@@ -169,12 +145,10 @@ fn main() {
 
     // alphabetical + filter: hoist vs filter, collect, sort.
     let pattern = r"^main-[0-9a-f]+-";
-    let alpha = CompiledPolicy::compile(&spec(
-        PolicyChoice::Alphabetical(AlphabeticalPolicy {
-            order: SortOrder::Asc,
-        }),
-        Some((pattern, None)),
-    ))
+    let alpha = CompiledPolicy::compile(
+        &ImagePolicySpec::new("app", PolicyChoice::alphabetical(SortOrder::Asc))
+            .with_filter(pattern, None),
+    )
     .expect("valid policy");
     let re = Regex::new(pattern).expect("valid pattern");
     race(
@@ -189,12 +163,10 @@ fn main() {
 
     // numerical + extract: hoist vs Flux's map of extracted values, sorted.
     let pattern = r"^main-[0-9a-f]+-(?P<ts>[0-9]+)$";
-    let numerical = CompiledPolicy::compile(&spec(
-        PolicyChoice::Numerical(NumericalPolicy {
-            order: SortOrder::Asc,
-        }),
-        Some((pattern, Some("$ts"))),
-    ))
+    let numerical = CompiledPolicy::compile(
+        &ImagePolicySpec::new("app", PolicyChoice::numerical(SortOrder::Asc))
+            .with_filter(pattern, Some("$ts")),
+    )
     .expect("valid policy");
     let re = Regex::new(pattern).expect("valid pattern");
     race(

@@ -56,6 +56,49 @@ pub struct ImagePolicySpec {
     pub suspend: bool,
 }
 
+impl ImagePolicySpec {
+    /// A policy over the named ImageRepository (in the policy's namespace)
+    /// with every optional field unset.
+    pub fn new(repository: impl Into<String>, policy: PolicyChoice) -> Self {
+        ImagePolicySpec {
+            image_repository_ref: NamespacedObjectReference {
+                name: repository.into(),
+                namespace: None,
+            },
+            policy,
+            filter_tags: None,
+            digest_reflection_policy: None,
+            interval: None,
+            suspend: false,
+        }
+    }
+
+    /// The same policy with `filterTags`.
+    pub fn with_filter(mut self, pattern: impl Into<String>, extract: Option<&str>) -> Self {
+        self.filter_tags = Some(TagFilter {
+            pattern: pattern.into(),
+            extract: extract.map(str::to_string),
+        });
+        self
+    }
+}
+
+impl PolicyChoice {
+    pub fn semver(range: impl Into<String>) -> Self {
+        PolicyChoice::Semver(SemVerPolicy {
+            range: range.into(),
+        })
+    }
+
+    pub fn alphabetical(order: SortOrder) -> Self {
+        PolicyChoice::Alphabetical(AlphabeticalPolicy { order })
+    }
+
+    pub fn numerical(order: SortOrder) -> Self {
+        PolicyChoice::Numerical(NumericalPolicy { order })
+    }
+}
+
 /// The ordering that decides which tag is the latest. Externally tagged, so
 /// it reads exactly like Flux's `policy: {semver: {range: ...}}`, but one
 /// kind is a type-level fact rather than three optional fields.

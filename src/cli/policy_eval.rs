@@ -26,6 +26,7 @@ pub struct EvalArgs {
     /// hold more than one.
     #[arg(long, value_name = "NS/NAME")]
     pub policy: Option<String>,
+    /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -80,7 +81,7 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
             Ok(())
         }
         None => Err(CliError::runtime(format!(
-            "no tag qualifies for ImagePolicy {name}: {} tags read, {} ordered, {} not readable by the policy",
+            "no tag qualifies for ImagePolicy {name}: of {} tags left after the exclusion list, {} were ordered and {} not readable by the policy",
             tags.len(),
             selection.candidates,
             selection.ignored

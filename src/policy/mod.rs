@@ -67,12 +67,12 @@ impl PolicyError {
 /// A policy spec checked and ready to order tags.
 #[derive(Clone, Debug)]
 pub struct CompiledPolicy {
-    order: Ordering_,
+    order: Order,
     filter: Option<Filter>,
 }
 
 #[derive(Clone, Debug)]
-enum Ordering_ {
+enum Order {
     Semver(Range),
     Alphabetical(SortOrder),
     Numerical(SortOrder),
@@ -94,15 +94,15 @@ impl CompiledPolicy {
     pub fn compile(spec: &ImagePolicySpec) -> Result<Self, PolicyError> {
         let order = match &spec.policy {
             PolicyChoice::Semver(semver) => {
-                Ordering_::Semver(Range::parse(&semver.range).map_err(|reason| {
+                Order::Semver(Range::parse(&semver.range).map_err(|reason| {
                     PolicyError::InvalidRange {
                         range: semver.range.clone(),
                         reason,
                     }
                 })?)
             }
-            PolicyChoice::Alphabetical(a) => Ordering_::Alphabetical(a.order),
-            PolicyChoice::Numerical(n) => Ordering_::Numerical(n.order),
+            PolicyChoice::Alphabetical(a) => Order::Alphabetical(a.order),
+            PolicyChoice::Numerical(n) => Order::Numerical(n.order),
         };
         let filter = match &spec.filter_tags {
             None => None,
@@ -182,7 +182,7 @@ impl CompiledPolicy {
                 || (ord == Ordering::Equal && best.value == value)
         };
         match &self.order {
-            Ordering_::Semver(range) => {
+            Order::Semver(range) => {
                 let Some(v) = Version::parse_tag(value) else {
                     return Consider::Unreadable;
                 };
@@ -194,13 +194,13 @@ impl CompiledPolicy {
                     best.take(index, value);
                 }
             }
-            Ordering_::Alphabetical(order) => {
+            Order::Alphabetical(order) => {
                 let ord = directed(value.as_bytes().cmp(best.value.as_bytes()), *order);
                 if replace(ord, best) {
                     best.take(index, value);
                 }
             }
-            Ordering_::Numerical(order) => {
+            Order::Numerical(order) => {
                 let Some(n) = read_number(value) else {
                     return Consider::Unreadable;
                 };

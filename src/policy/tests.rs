@@ -2,49 +2,33 @@
 //! policy kind, ties, filterTags, and the spec errors.
 
 use super::*;
-use crate::api::{
-    AlphabeticalPolicy, ImagePolicySpec, NamespacedObjectReference, NumericalPolicy, SemVerPolicy,
-    TagFilter,
-};
+use crate::api::ImagePolicySpec;
 
 /// Builds policy specs for tests: `spec().semver("^1")`.
 pub(crate) struct SpecBuilder(ImagePolicySpec);
 
 pub(crate) fn spec() -> SpecBuilder {
-    SpecBuilder(ImagePolicySpec {
-        image_repository_ref: NamespacedObjectReference {
-            name: "app".into(),
-            namespace: None,
-        },
-        policy: PolicyChoice::Alphabetical(AlphabeticalPolicy::default()),
-        filter_tags: None,
-        digest_reflection_policy: None,
-        interval: None,
-        suspend: false,
-    })
+    SpecBuilder(ImagePolicySpec::new(
+        "app",
+        PolicyChoice::alphabetical(SortOrder::Asc),
+    ))
 }
 
 impl SpecBuilder {
     pub(crate) fn semver(mut self, range: &str) -> Self {
-        self.0.policy = PolicyChoice::Semver(SemVerPolicy {
-            range: range.into(),
-        });
+        self.0.policy = PolicyChoice::semver(range);
         self
     }
     pub(crate) fn alphabetical(mut self, order: SortOrder) -> Self {
-        self.0.policy = PolicyChoice::Alphabetical(AlphabeticalPolicy { order });
+        self.0.policy = PolicyChoice::alphabetical(order);
         self
     }
     pub(crate) fn numerical(mut self, order: SortOrder) -> Self {
-        self.0.policy = PolicyChoice::Numerical(NumericalPolicy { order });
+        self.0.policy = PolicyChoice::numerical(order);
         self
     }
-    pub(crate) fn filter(mut self, pattern: &str, extract: Option<&str>) -> Self {
-        self.0.filter_tags = Some(TagFilter {
-            pattern: pattern.into(),
-            extract: extract.map(str::to_string),
-        });
-        self
+    pub(crate) fn filter(self, pattern: &str, extract: Option<&str>) -> Self {
+        SpecBuilder(self.0.with_filter(pattern, extract))
     }
     pub(crate) fn build(self) -> ImagePolicySpec {
         self.0

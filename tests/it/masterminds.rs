@@ -20,7 +20,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use hoist::api::{ImagePolicySpec, NamespacedObjectReference, PolicyChoice, SemVerPolicy};
+use hoist::api::{ImagePolicySpec, PolicyChoice};
 
 #[path = "../masterminds/oracle.rs"]
 mod oracle;
@@ -149,19 +149,7 @@ fn tag(rng: &mut Rng) -> String {
 
 /// hoist's answer in the oracle's notation.
 fn ours(range: &str, tags: &[String]) -> String {
-    let spec = ImagePolicySpec {
-        image_repository_ref: NamespacedObjectReference {
-            name: "app".into(),
-            namespace: None,
-        },
-        policy: PolicyChoice::Semver(SemVerPolicy {
-            range: range.into(),
-        }),
-        filter_tags: None,
-        digest_reflection_policy: None,
-        interval: None,
-        suspend: false,
-    };
+    let spec = ImagePolicySpec::new("app", PolicyChoice::semver(range));
     match hoist::policy::select(&spec, tags) {
         Err(_) => "!".to_string(),
         Ok(selection) => selection.tag.map_or_else(|| "-".to_string(), |t| t.0),
