@@ -8,5 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod load;
 pub mod model;
+pub mod pipeline;
 pub mod policy;
 pub mod registry;
+pub mod store;

@@ -5,6 +5,7 @@
 mod crds;
 mod error;
 mod policy_eval;
+mod scan;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -46,6 +47,8 @@ pub enum Command {
     /// Work with ImagePolicies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Scan every ImageRepository and print every ImagePolicy's latest tag.
+    Scan(scan::ScanArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds(crds::CrdsArgs),
 }
@@ -60,6 +63,7 @@ pub enum PolicyCommand {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Policy(PolicyCommand::Eval(args)) => policy_eval::run(args),
+        Command::Scan(args) => scan::run(args),
         Command::Crds(args) => crds::run(args),
     }
 }

@@ -1,8 +1,50 @@
-//! The registry stage: which tags an image repository has.
-//!
-//! So far this holds the exclusion list; the OCI client comes with the
-//! scanner.
+//! The registry stage: which tags an image repository has, and which
+//! digest a tag points at.
 
+mod client;
+mod credentials;
+mod error;
 mod exclusion;
+mod headers;
+mod reference;
 
+pub use client::{MANIFEST_ACCEPT, Registry, RegistrySettings, ScanTarget, TlsConfig};
+pub use credentials::{Credential, CredentialError, DockerConfig};
+pub use error::{FailureKind, RegistryError};
 pub use exclusion::{ExclusionError, Exclusions};
+pub use reference::{DOCKER_HUB, ImageName, ReferenceError};
+
+use std::future::Future;
+
+use crate::model::Tag;
+
+/// Where tags and digests come from: the registry, or a fake in tests of
+/// the stages that use them.
+pub trait TagSource: Sync {
+    fn list_tags(
+        &self,
+        target: &ScanTarget,
+    ) -> impl Future<Output = Result<Vec<Tag>, RegistryError>> + Send;
+    fn digest(
+        &self,
+        target: &ScanTarget,
+        tag: &str,
+    ) -> impl Future<Output = Result<String, RegistryError>> + Send;
+}
+
+impl TagSource for Registry {
+    fn list_tags(
+        &self,
+        target: &ScanTarget,
+    ) -> impl Future<Output = Result<Vec<Tag>, RegistryError>> + Send {
+        Registry::list_tags(self, target)
+    }
+
+    fn digest(
+        &self,
+        target: &ScanTarget,
+        tag: &str,
+    ) -> impl Future<Output = Result<String, RegistryError>> + Send {
+        Registry::digest(self, target, tag)
+    }
+}

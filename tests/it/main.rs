@@ -3,4 +3,5 @@
 mod cli;
 mod generated;
 mod masterminds;
+mod scan;
 mod support;

@@ -61,3 +61,29 @@ pub fn files(entries: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+pub mod http;
+pub mod registry;
+
+/// Runs `hoist ARGS` in `dir` with extra environment variables.
+pub fn hoist_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("HOIST_LOG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running hoist: {e}"));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Whether tests must find their servers instead of skipping without them.
+pub fn required() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}

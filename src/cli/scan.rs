@@ -1,0 +1,139 @@
+//! `hoist scan -f PATH... [--state-dir DIR] [--refresh] [-o json]`
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::{CliError, Output, report_warnings};
+use crate::load;
+use crate::pipeline::{self, PipelineError, ScanOptions};
+use crate::registry::{DockerConfig, Registry, RegistrySettings};
+use crate::store::{self, Store};
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Files or directories with ImageRepositories and ImagePolicies
+    /// (repeatable).
+    #[arg(short = 'f', long = "file", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where hoist keeps its state [default: $XDG_STATE_HOME/hoist, else
+    /// ~/.local/state/hoist].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Scan every repository now, even when its interval has not passed.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Repositories scanned at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub concurrency: usize,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+pub fn run(args: ScanArgs) -> Result<(), CliError> {
+    let objects = load::load(&args.files)?;
+    report_warnings(&objects);
+    pipeline::check_references(&objects).map_err(|e| CliError::invalid(e.to_string()))?;
+    let credentials = DockerConfig::from_environment().map_err(|e| {
+        CliError::invalid(e.to_string())
+            .with_hint("fix the file, or point DOCKER_CONFIG at another directory")
+    })?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(store::default_state_dir);
+    let store = Store::open(&state_dir).map_err(|e| CliError::runtime(e.to_string()))?;
+    let options = ScanOptions {
+        refresh: args.refresh,
+        concurrency: args.concurrency.max(1),
+        credentials: Arc::new(credentials),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("starting the async runtime: {e}")))?;
+    let registry = Registry::new(RegistrySettings::default());
+    let report = runtime
+        .block_on(pipeline::scan(&objects, &registry, &store, &options))
+        .map_err(|e| match e {
+            PipelineError::MissingRepository { .. } => CliError::invalid(e.to_string()),
+            PipelineError::Store(e) => CliError::runtime(e.to_string()),
+        })?;
+    let scanned = report
+        .repositories
+        .iter()
+        .filter(|r| !r.cached && r.outcome.is_ok())
+        .count();
+    let cached = report.repositories.iter().filter(|r| r.cached).count();
+    tracing::info!(
+        scanned,
+        cached,
+        failed = report.repositories.len() - scanned - cached,
+        requests = registry.requests(),
+        "scan finished"
+    );
+    let text = match args.output {
+        Output::Json => {
+            let mut json = serde_json::to_string_pretty(&report.policies)
+                .map_err(|e| CliError::runtime(format!("encoding the report: {e}")))?;
+            json.push('\n');
+            json
+        }
+        Output::Text => table(&report.policies),
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|e| CliError::runtime(format!("writing to stdout: {e}")))?;
+    if report.failures.is_empty() {
+        return Ok(());
+    }
+    for failure in &report.failures[..report.failures.len() - 1] {
+        eprintln!("error: {failure}");
+    }
+    let last = report.failures.last().cloned().unwrap_or_default();
+    Err(CliError::runtime(last))
+}
+
+/// `POLICY  IMAGE  LATEST  DIGEST  TAGS`, columns padded to their widest cell.
+fn table(rows: &[pipeline::PolicyRef]) -> String {
+    let mut cells = vec![["POLICY", "IMAGE", "LATEST", "DIGEST", "TAGS"].map(str::to_string)];
+    for r in rows {
+        cells.push([
+            r.policy.clone(),
+            r.image.clone(),
+            r.tag
+                .as_ref()
+                .map_or_else(|| "-".to_string(), ToString::to_string),
+            r.digest.clone().unwrap_or_else(|| "-".to_string()),
+            r.tags.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &cells {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i == 4 {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,402 @@
+//! The only module that calls the stages in order. So far: scan every
+//! ImageRepository (registry stage, with the store as cache), then select
+//! every ImagePolicy's latest tag (policy stage) and reflect its digest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::api::{ImagePolicy, ImageRepository, ReflectionPolicy};
+use crate::load::ObjectSet;
+use crate::model::Tag;
+use crate::policy::CompiledPolicy;
+use crate::registry::{
+    DockerConfig, Exclusions, ImageName, RegistryError, ScanTarget, TagSource, TlsConfig,
+};
+use crate::store::{self, DigestRecord, ScanRecord, Store, StoreError};
+
+/// Scan an ImageRepository this often when its spec does not say.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// The longest a scan may take when the spec does not say.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a scan run behaves.
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    /// Scan even when the interval has not passed since the last scan.
+    pub refresh: bool,
+    /// Repositories scanned at once.
+    pub concurrency: usize,
+    /// Registry credentials for every repository (standalone mode: the
+    /// user's docker config.json).
+    pub credentials: Arc<DockerConfig>,
+}
+
+/// `ns/name` of an object.
+pub fn object_key(namespace: Option<&str>, name: Option<&str>) -> String {
+    format!("{}/{}", namespace.unwrap_or("default"), name.unwrap_or(""))
+}
+
+/// The outcome of one repository.
+#[derive(Clone, Debug)]
+pub struct RepositoryScan {
+    /// `ns/name` of the ImageRepository.
+    pub repository: String,
+    pub image: String,
+    pub outcome: Result<ScanRecord, String>,
+    /// True when the tags came from the store because the interval had not
+    /// passed (or the repository is suspended).
+    pub cached: bool,
+}
+
+/// One policy's latest ref: a row of `hoist scan`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyRef {
+    /// `ns/name` of the ImagePolicy.
+    pub policy: String,
+    /// `ns/name` of its ImageRepository.
+    pub repository: String,
+    /// The canonical image name.
+    pub image: String,
+    /// The latest tag, or null when none qualifies.
+    pub tag: Option<Tag>,
+    /// `sha256:…` when the policy reflects digests, else null.
+    pub digest: Option<String>,
+    /// Tags the repository has (after its exclusion list).
+    pub tags: usize,
+}
+
+/// Everything a scan run found.
+#[derive(Clone, Debug, Default)]
+pub struct ScanReport {
+    pub repositories: Vec<RepositoryScan>,
+    pub policies: Vec<PolicyRef>,
+    /// One line per failure: a repository that could not be scanned, a
+    /// policy whose digest could not be read.
+    pub failures: Vec<String>,
+}
+
+/// Why a scan run could not start or finish at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An ImagePolicy names an ImageRepository that is not loaded.
+    #[error(
+        "{origin}: ImagePolicy {policy}: spec.imageRepositoryRef: ImageRepository {repository} is not in the files"
+    )]
+    MissingRepository {
+        origin: String,
+        policy: String,
+        repository: String,
+    },
+}
+
+/// The repository an ImagePolicy reads, as `ns/name`.
+pub fn repository_of(policy: &ImagePolicy) -> String {
+    let reference = &policy.spec.image_repository_ref;
+    let namespace = reference
+        .namespace
+        .as_deref()
+        .or(policy.metadata.namespace.as_deref());
+    object_key(namespace, Some(&reference.name))
+}
+
+/// Checks that every policy's repository is loaded: a spec problem, found
+/// before any request is made.
+pub fn check_references(objects: &ObjectSet) -> Result<(), PipelineError> {
+    let known: Vec<String> = objects
+        .repositories
+        .iter()
+        .map(|r| {
+            object_key(
+                r.object.metadata.namespace.as_deref(),
+                r.object.metadata.name.as_deref(),
+            )
+        })
+        .collect();
+    for p in &objects.policies {
+        let repository = repository_of(&p.object);
+        if !known.contains(&repository) {
+            return Err(PipelineError::MissingRepository {
+                origin: p.origin.to_string(),
+                policy: object_key(
+                    p.object.metadata.namespace.as_deref(),
+                    p.object.metadata.name.as_deref(),
+                ),
+                repository,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn target(
+    repository: &ImageRepository,
+    credentials: &Arc<DockerConfig>,
+) -> Result<ScanTarget, String> {
+    let spec = &repository.spec;
+    let image = ImageName::parse(&spec.image).map_err(|e| e.to_string())?;
+    let interval = interval(repository);
+    let timeout = match &spec.timeout {
+        Some(t) => t.parse().map_err(|e| e.to_string())?,
+        None => interval.min(DEFAULT_TIMEOUT),
+    };
+    Ok(ScanTarget {
+        image,
+        insecure: spec.insecure,
+        timeout,
+        tls: TlsConfig::default(),
+        credentials: Arc::clone(credentials),
+    })
+}
+
+fn interval(repository: &ImageRepository) -> Duration {
+    repository
+        .spec
+        .interval
+        .as_ref()
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(DEFAULT_INTERVAL)
+}
+
+/// Scans every ImageRepository (at most `concurrency` at once, from the
+/// store when the interval has not passed), then selects every
+/// ImagePolicy's latest tag. One repository failing does not stop the
+/// others; its failure is in the report.
+pub async fn scan(
+    objects: &ObjectSet,
+    source: &impl TagSource,
+    store: &Store,
+    options: &ScanOptions,
+) -> Result<ScanReport, PipelineError> {
+    check_references(objects)?;
+    let mut report = ScanReport::default();
+    let scans: Vec<RepositoryScan> = futures_util::stream::iter(objects.repositories.iter())
+        .map(|r| scan_repository(&r.object, source, store, options))
+        .buffered(options.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    for s in &scans {
+        if let Err(e) = &s.outcome {
+            report.failures.push(e.clone());
+        }
+    }
+    let by_key: HashMap<String, (&ImageRepository, &RepositoryScan)> = objects
+        .repositories
+        .iter()
+        .zip(&scans)
+        .map(|(r, s)| (s.repository.clone(), (&r.object, s)))
+        .collect();
+    for p in &objects.policies {
+        let policy = &p.object;
+        let key = object_key(
+            policy.metadata.namespace.as_deref(),
+            policy.metadata.name.as_deref(),
+        );
+        if policy.spec.suspend {
+            tracing::info!(policy = %key, "suspended; not selecting");
+            continue;
+        }
+        let Some((repository, scanned)) = by_key.get(&repository_of(policy)) else {
+            continue;
+        };
+        let Ok(record) = &scanned.outcome else {
+            continue;
+        };
+        match select(
+            &key, policy, repository, scanned, record, source, store, options,
+        )
+        .await
+        {
+            Ok(row) => report.policies.push(row),
+            Err(e) => report.failures.push(e),
+        }
+    }
+    report.repositories = scans;
+    Ok(report)
+}
+
+async fn scan_repository(
+    repository: &ImageRepository,
+    source: &impl TagSource,
+    store: &Store,
+    options: &ScanOptions,
+) -> Result<RepositoryScan, StoreError> {
+    let key = object_key(
+        repository.metadata.namespace.as_deref(),
+        repository.metadata.name.as_deref(),
+    );
+    let failed = |image: String, message: String| RepositoryScan {
+        repository: key.clone(),
+        image,
+        outcome: Err(message),
+        cached: false,
+    };
+    let target = match target(repository, &options.credentials) {
+        Ok(t) => t,
+        Err(e) => {
+            return Ok(failed(
+                repository.spec.image.clone(),
+                format!("ImageRepository {key}: spec.image: {e}"),
+            ));
+        }
+    };
+    let image = target.image.canonical();
+    let stored = store.scan(&image)?;
+    let fresh = stored.as_ref().is_some_and(|s| {
+        s.scanned_at.saturating_add(interval(repository).as_secs()) > store::now()
+    });
+    if let Some(record) = stored.filter(|_| repository.spec.suspend || (fresh && !options.refresh))
+    {
+        tracing::debug!(repository = %key, image, "tags from the store");
+        return Ok(RepositoryScan {
+            repository: key,
+            image,
+            outcome: Ok(record),
+            cached: true,
+        });
+    }
+    if repository.spec.suspend {
+        return Ok(failed(
+            image,
+            format!("ImageRepository {key} is suspended and has never been scanned"),
+        ));
+    }
+    match source.list_tags(&target).await {
+        Ok(tags) => {
+            let record = ScanRecord {
+                revision: store::revision(&tags),
+                tags,
+                scanned_at: store::now(),
+            };
+            store.put_scan(&image, &record)?;
+            tracing::info!(repository = %key, image, tags = record.tags.len(), "scanned");
+            Ok(RepositoryScan {
+                repository: key,
+                image,
+                outcome: Ok(record),
+                cached: false,
+            })
+        }
+        Err(e) => Ok(failed(
+            image,
+            format!("ImageRepository {key}: {}", describe(&e)),
+        )),
+    }
+}
+
+/// A registry error with what to do about it.
+fn describe(e: &RegistryError) -> String {
+    match e.hint() {
+        Some(hint) => format!("{e}; {hint}"),
+        None => e.to_string(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn select(
+    key: &str,
+    policy: &ImagePolicy,
+    repository: &ImageRepository,
+    scanned: &RepositoryScan,
+    record: &ScanRecord,
+    source: &impl TagSource,
+    store: &Store,
+    options: &ScanOptions,
+) -> Result<PolicyRef, String> {
+    let compiled = CompiledPolicy::compile(&policy.spec)
+        .map_err(|e| format!("ImagePolicy {key}: spec.{}: {e}", e.field()))?;
+    let exclusions = Exclusions::of(&repository.spec)
+        .map_err(|e| format!("ImageRepository {}: spec.{e}", scanned.repository))?;
+    let tags: Vec<&Tag> = record
+        .tags
+        .iter()
+        .filter(|t| !exclusions.excludes(t.as_str()))
+        .collect();
+    let selection = compiled.select(&tags);
+    let digest = match (
+        &selection.tag,
+        policy.spec.digest_reflection_policy.unwrap_or_default(),
+    ) {
+        (Some(tag), reflection @ (ReflectionPolicy::IfNotPresent | ReflectionPolicy::Always)) => {
+            let max_age = match reflection {
+                ReflectionPolicy::Always => policy
+                    .spec
+                    .interval
+                    .as_ref()
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(DEFAULT_INTERVAL)
+                    .as_secs(),
+                _ => u64::MAX,
+            };
+            Some(
+                reflect_digest(
+                    key,
+                    repository,
+                    &scanned.image,
+                    tag,
+                    max_age,
+                    source,
+                    store,
+                    options,
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
+    Ok(PolicyRef {
+        policy: key.to_string(),
+        repository: scanned.repository.clone(),
+        image: scanned.image.clone(),
+        tag: selection.tag,
+        digest,
+        tags: tags.len(),
+    })
+}
+
+/// The digest of `image:tag`: from the store when it is younger than
+/// `max_age` seconds, else from the registry (and then stored).
+#[allow(clippy::too_many_arguments)]
+async fn reflect_digest(
+    key: &str,
+    repository: &ImageRepository,
+    image: &str,
+    tag: &Tag,
+    max_age: u64,
+    source: &impl TagSource,
+    store: &Store,
+    options: &ScanOptions,
+) -> Result<String, String> {
+    let stored = store
+        .digest(image, tag.as_str())
+        .map_err(|e| e.to_string())?;
+    if let Some(record) =
+        stored.filter(|r| !options.refresh && r.checked_at.saturating_add(max_age) > store::now())
+    {
+        return Ok(record.digest);
+    }
+    let target =
+        target(repository, &options.credentials).map_err(|e| format!("ImagePolicy {key}: {e}"))?;
+    let digest = source
+        .digest(&target, tag.as_str())
+        .await
+        .map_err(|e| format!("ImagePolicy {key}: digest of {tag}: {}", describe(&e)))?;
+    store
+        .put_digest(
+            image,
+            tag.as_str(),
+            &DigestRecord {
+                digest: digest.clone(),
+                checked_at: store::now(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(digest)
+}

@@ -1,0 +1,750 @@
+//! The OCI distribution client: tag listing with `Link` pagination,
+//! manifest digests, the Basic and Bearer auth flows, retries, rate-limit
+//! gates and a concurrency limit per registry host.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode, Url};
+use sha2::Digest as _;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::credentials::{Credential, DockerConfig};
+use super::error::{FailureKind, RegistryError, error_code};
+use super::headers::{Challenge, next_link, parse_challenge, retry_after};
+use super::reference::ImageName;
+use crate::model::Tag;
+
+/// Manifest media types hoist asks for, so a registry answers with the
+/// digest of what a runtime would pull (an index for multi-arch images).
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// Everything one ImageRepository asks of the registry.
+#[derive(Clone, Debug)]
+pub struct ScanTarget {
+    pub image: ImageName,
+    /// Plain HTTP instead of HTTPS.
+    pub insecure: bool,
+    /// Bound on one whole operation (all pages, all retries).
+    pub timeout: Duration,
+    pub tls: TlsConfig,
+    pub credentials: Arc<DockerConfig>,
+}
+
+/// Extra trust and a client certificate, from `certSecretRef`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TlsConfig {
+    /// PEM certificates trusted in addition to the system roots (`ca.crt`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate and private key (`tls.crt` + `tls.key`).
+    pub client_pem: Option<Vec<u8>>,
+}
+
+/// Limits that apply across scans.
+#[derive(Clone, Debug)]
+pub struct RegistrySettings {
+    /// Requests in flight to one registry host at once.
+    pub per_host: usize,
+    /// Retries of one request after a 5xx, a reset, a timeout or a 429.
+    pub retries: u32,
+    /// First backoff; doubled on each retry, with jitter.
+    pub backoff: Duration,
+    /// Page size asked for; registries may return fewer.
+    pub page_size: u32,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            per_host: 8,
+            retries: 4,
+            backoff: Duration::from_millis(250),
+            page_size: 1000,
+        }
+    }
+}
+
+/// A registry client shared by all scans of a run: it pools connections,
+/// caches tokens and keeps each host's rate-limit gate.
+pub struct Registry {
+    settings: RegistrySettings,
+    clients: Mutex<HashMap<TlsConfig, reqwest::Client>>,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// Authorization header values by (registry host, repository,
+    /// principal), so later requests skip the 401 round trip.
+    authorizations: Mutex<HashMap<(String, String, String), Authorization>>,
+    requests: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Authorization {
+    header: String,
+    expires: Option<Instant>,
+}
+
+/// One registry host: how many requests may be in flight, and until when
+/// it asked us (429) to send none.
+struct Host {
+    permits: Semaphore,
+    not_before: Mutex<Option<Instant>>,
+}
+
+/// What a request did not get, before it is tied to an image.
+struct Failure {
+    kind: FailureKind,
+    status: Option<u16>,
+    code: Option<String>,
+    detail: String,
+}
+
+impl Failure {
+    fn new(kind: FailureKind, detail: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            status: None,
+            code: None,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl Registry {
+    pub fn new(settings: RegistrySettings) -> Self {
+        // reqwest is built without a default crypto provider (no aws-lc);
+        // ring is ours. A second install attempt fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Registry {
+            settings,
+            clients: Mutex::default(),
+            hosts: Mutex::default(),
+            authorizations: Mutex::default(),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// HTTP requests sent so far, token requests and retries included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Every tag of the repository, following `Link: rel="next"` pages as
+    /// the registry writes them.
+    pub async fn list_tags(&self, target: &ScanTarget) -> Result<Vec<Tag>, RegistryError> {
+        let deadline = Instant::now() + target.timeout;
+        let mut url = self.url(target, &format!("tags/list?n={}", self.settings.page_size))?;
+        let mut tags = Vec::new();
+        let mut pages = 0;
+        loop {
+            let response = self
+                .execute(target, Method::GET, &url, "application/json", deadline)
+                .await?;
+            let next = response
+                .headers()
+                .get(LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link)
+                .map(str::to_string);
+            let body = read_body(response, deadline)
+                .await
+                .map_err(|f| self.error(target, "GET", &url, f))?;
+            #[derive(serde::Deserialize)]
+            struct TagList {
+                tags: Option<Vec<String>>,
+            }
+            let list: TagList = serde_json::from_slice(&body).map_err(|e| {
+                self.error(
+                    target,
+                    "GET",
+                    &url,
+                    Failure::new(
+                        FailureKind::Protocol,
+                        format!("the tag list is not the expected JSON: {e}"),
+                    ),
+                )
+            })?;
+            tags.extend(list.tags.unwrap_or_default().into_iter().map(Tag));
+            pages += 1;
+            let Some(next) = next else { break };
+            let resolved = url.join(&next).map_err(|e| {
+                self.error(
+                    target,
+                    "GET",
+                    &url,
+                    Failure::new(FailureKind::Protocol, format!("Link header {next:?}: {e}")),
+                )
+            })?;
+            if resolved == url || pages >= 100_000 {
+                return Err(self.error(
+                    target,
+                    "GET",
+                    &url,
+                    Failure::new(
+                        FailureKind::Protocol,
+                        "the Link header does not advance; stopping",
+                    ),
+                ));
+            }
+            url = resolved;
+        }
+        Ok(tags)
+    }
+
+    /// The digest of the manifest a tag points at: `Docker-Content-Digest`
+    /// of a HEAD, or the sha256 of the body of a GET when a registry does
+    /// not send the header.
+    pub async fn digest(&self, target: &ScanTarget, tag: &str) -> Result<String, RegistryError> {
+        let deadline = Instant::now() + target.timeout;
+        let url = self.url(target, &format!("manifests/{tag}"))?;
+        let head = self
+            .execute(target, Method::HEAD, &url, MANIFEST_ACCEPT, deadline)
+            .await?;
+        if let Some(digest) = head
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| valid_digest(d))
+        {
+            return Ok(digest.to_string());
+        }
+        let response = self
+            .execute(target, Method::GET, &url, MANIFEST_ACCEPT, deadline)
+            .await?;
+        let body = read_body(response, deadline)
+            .await
+            .map_err(|f| self.error(target, "GET", &url, f))?;
+        Ok(format!("sha256:{:x}", sha2::Sha256::digest(&body)))
+    }
+
+    fn url(&self, target: &ScanTarget, rest: &str) -> Result<Url, RegistryError> {
+        let scheme = if target.insecure { "http" } else { "https" };
+        let text = format!(
+            "{scheme}://{}/v2/{}/{rest}",
+            target.image.api_host(),
+            target.image.repository
+        );
+        Url::parse(&text).map_err(|e| RegistryError {
+            image: target.image.canonical(),
+            request: format!("GET /v2/{}/{rest}", target.image.repository),
+            kind: FailureKind::Protocol,
+            status: None,
+            code: None,
+            detail: format!("not a URL: {e}"),
+        })
+    }
+
+    fn error(
+        &self,
+        target: &ScanTarget,
+        method: &str,
+        url: &Url,
+        failure: Failure,
+    ) -> RegistryError {
+        RegistryError {
+            image: target.image.canonical(),
+            request: format!("{method} {}", url.path()),
+            kind: failure.kind,
+            status: failure.status,
+            code: failure.code,
+            detail: failure.detail,
+        }
+    }
+
+    fn client(&self, tls: &TlsConfig) -> Result<reqwest::Client, Failure> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(tls) {
+            return Ok(client.clone());
+        }
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(self.settings.per_host)
+            .redirect(reqwest::redirect::Policy::limited(5));
+        if let Some(ca) = &tls.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|e| {
+                Failure::new(
+                    FailureKind::Transport,
+                    format!("ca.crt is not PEM certificates: {e}"),
+                )
+            })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let Some(pem) = &tls.client_pem {
+            let identity = reqwest::Identity::from_pem(pem).map_err(|e| {
+                Failure::new(
+                    FailureKind::Transport,
+                    format!("tls.crt/tls.key are not a PEM certificate and key: {e}"),
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Failure::new(FailureKind::Transport, format!("setting up TLS: {e}")))?;
+        clients.insert(tls.clone(), client.clone());
+        Ok(client)
+    }
+
+    fn host(&self, name: &str) -> Arc<Host> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Host {
+                    permits: Semaphore::new(self.settings.per_host.max(1)),
+                    not_before: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// Sends a request to the registry with authentication: a remembered
+    /// Authorization first; on 401, answers the challenge once and retries.
+    async fn execute(
+        &self,
+        target: &ScanTarget,
+        method: Method,
+        url: &Url,
+        accept: &str,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let fail = |f: Failure| self.error(target, method.as_str(), url, f);
+        let client = self.client(&target.tls).map_err(fail)?;
+        let credential = target
+            .credentials
+            .lookup(&target.image.registry)
+            .await
+            .map_err(|e| fail(Failure::new(FailureKind::Credentials, e.to_string())))?;
+        let principal = credential
+            .as_ref()
+            .map_or("", Credential::principal)
+            .to_string();
+        let key = (
+            target.image.api_host().to_string(),
+            target.image.repository.clone(),
+            principal,
+        );
+        let mut authorization = self.remembered(&key);
+        let mut answered = false;
+        loop {
+            let request = || {
+                let mut r = client
+                    .request(method.clone(), url.clone())
+                    .header(ACCEPT, accept);
+                if let Some(a) = &authorization {
+                    r = r.header(AUTHORIZATION, a.as_str());
+                }
+                r
+            };
+            let response = self
+                .send(target.image.api_host(), deadline, request)
+                .await
+                .map_err(fail)?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !answered {
+                answered = true;
+                let challenge = response
+                    .headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find_map(parse_challenge);
+                let Some(challenge) = challenge else {
+                    let found = response
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none")
+                        .to_string();
+                    return Err(fail(Failure {
+                        kind: FailureKind::Unauthorized,
+                        status: Some(401),
+                        code: None,
+                        detail: format!(
+                            "the registry's WWW-Authenticate challenge cannot be answered: {found:?}"
+                        ),
+                    }));
+                };
+                let answer = match &challenge {
+                    Challenge::Basic => match &credential {
+                        Some(Credential::Basic { username, password }) => Authorization {
+                            header: basic(username, password),
+                            expires: None,
+                        },
+                        _ => {
+                            return Err(fail(Failure {
+                                kind: FailureKind::Unauthorized,
+                                status: Some(401),
+                                code: None,
+                                detail: format!(
+                                    "the registry asks for a username and password and config.json has none for {}",
+                                    target.image.registry
+                                ),
+                            }));
+                        }
+                    },
+                    Challenge::Bearer {
+                        realm,
+                        service,
+                        scope,
+                    } => {
+                        self.token(
+                            &client,
+                            target,
+                            realm,
+                            service.as_deref(),
+                            scope.as_deref(),
+                            credential.as_ref(),
+                            deadline,
+                        )
+                        .await?
+                    }
+                };
+                self.remember(&key, &answer);
+                authorization = Some(answer.header);
+                continue;
+            }
+            if status.is_success() {
+                return Ok(response);
+            }
+            return Err(fail(failure_from(response, deadline).await));
+        }
+    }
+
+    fn remembered(&self, key: &(String, String, String)) -> Option<String> {
+        let map = self
+            .authorizations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|a| a.expires.is_none_or(|at| Instant::now() < at))
+            .map(|a| a.header.clone())
+    }
+
+    fn remember(&self, key: &(String, String, String), authorization: &Authorization) {
+        let mut map = self
+            .authorizations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.insert(key.clone(), authorization.clone());
+    }
+
+    /// A Bearer token from the challenge's realm for the repository's pull
+    /// scope, asked for with the credential (Basic, or an identity token
+    /// traded through the OAuth2 refresh grant).
+    #[allow(clippy::too_many_arguments)]
+    async fn token(
+        &self,
+        client: &reqwest::Client,
+        target: &ScanTarget,
+        realm: &str,
+        service: Option<&str>,
+        scope: Option<&str>,
+        credential: Option<&Credential>,
+        deadline: Instant,
+    ) -> Result<Authorization, RegistryError> {
+        let image = target.image.canonical();
+        let scope = scope
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("repository:{}:pull", target.image.repository));
+        let token_error = |path: &str, f: Failure| RegistryError {
+            image: image.clone(),
+            request: format!("GET {path}"),
+            kind: f.kind,
+            status: f.status,
+            code: f.code,
+            detail: f.detail,
+        };
+        let url = Url::parse(realm).map_err(|e| {
+            token_error(
+                realm,
+                Failure::new(
+                    FailureKind::Protocol,
+                    format!("the token realm is not a URL: {e}"),
+                ),
+            )
+        })?;
+        let realm_host = url.host_str().unwrap_or("").to_string();
+        let path = url.path().to_string();
+        let mut form: Vec<(&str, String)> = Vec::new();
+        if let Some(service) = service {
+            form.push(("service", service.to_string()));
+        }
+        form.push(("scope", scope));
+        let request = || match credential {
+            Some(Credential::IdentityToken(token)) => {
+                let mut form = form.clone();
+                form.push(("grant_type", "refresh_token".to_string()));
+                form.push(("client_id", "hoist".to_string()));
+                form.push(("refresh_token", token.clone()));
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+                    .finish();
+                client
+                    .post(url.clone())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(body)
+            }
+            other => {
+                let mut u = url.clone();
+                u.query_pairs_mut()
+                    .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())));
+                let r = client.get(u);
+                match other {
+                    Some(Credential::Basic { username, password }) => {
+                        r.header(AUTHORIZATION, basic(username, password))
+                    }
+                    _ => r,
+                }
+            }
+        };
+        let response = self
+            .send(&realm_host, deadline, request)
+            .await
+            .map_err(|f| token_error(&path, f))?;
+        if !response.status().is_success() {
+            return Err(token_error(&path, failure_from(response, deadline).await));
+        }
+        let body = read_body(response, deadline)
+            .await
+            .map_err(|f| token_error(&path, f))?;
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            token_error(
+                &path,
+                Failure::new(
+                    FailureKind::Protocol,
+                    format!("the token response is not JSON: {e}"),
+                ),
+            )
+        })?;
+        let token = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                token_error(
+                    &path,
+                    Failure::new(
+                        FailureKind::Protocol,
+                        "the token response has neither token nor access_token",
+                    ),
+                )
+            })?;
+        // The spec's default lifetime is 60 s; renew a little early.
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60));
+        Ok(Authorization {
+            header: format!("Bearer {token}"),
+            expires: Some(Instant::now() + lifetime.saturating_sub(Duration::from_secs(5))),
+        })
+    }
+
+    /// Sends one request with the host's gates, retrying what is worth
+    /// retrying: resets and timeouts, 5xx, and 429 after its Retry-After.
+    /// Any other response, 401 and 404 included, goes back to the caller.
+    async fn send(
+        &self,
+        host_name: &str,
+        deadline: Instant,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
+        let host = self.host(host_name);
+        let mut attempt = 0;
+        loop {
+            let wait = host.wait();
+            if let Some(wait) = wait {
+                if Instant::now() + wait >= deadline {
+                    return Err(Failure {
+                        kind: FailureKind::RateLimited,
+                        status: Some(429),
+                        code: Some("TOOMANYREQUESTS".into()),
+                        detail: format!(
+                            "the registry asked for a pause of {}s, longer than the time left",
+                            wait.as_secs()
+                        ),
+                    });
+                }
+                tokio::time::sleep(wait).await;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Failure::new(FailureKind::Timeout, "timed out"));
+            }
+            let permit = host.permits.acquire().await;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let result = request().timeout(remaining).send().await;
+            drop(permit);
+            let retry_in = match result {
+                Ok(response) => {
+                    let status = response.status();
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        let pause = response
+                            .headers()
+                            .get(RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| retry_after(v, SystemTime::now()))
+                            .unwrap_or_else(|| self.backoff(attempt));
+                        host.pause(pause);
+                        if attempt >= self.settings.retries {
+                            return Err(failure_from(response, deadline).await);
+                        }
+                        Duration::ZERO
+                    } else if status.is_server_error() && attempt < self.settings.retries {
+                        self.backoff(attempt)
+                    } else {
+                        return Ok(response);
+                    }
+                }
+                Err(e) => {
+                    let kind = if e.is_timeout() {
+                        FailureKind::Timeout
+                    } else {
+                        FailureKind::Transport
+                    };
+                    if attempt >= self.settings.retries
+                        || kind == FailureKind::Timeout && Instant::now() >= deadline
+                    {
+                        return Err(Failure::new(kind, describe(&e)));
+                    }
+                    self.backoff(attempt)
+                }
+            };
+            attempt += 1;
+            if Instant::now() + retry_in >= deadline {
+                return Err(Failure::new(
+                    FailureKind::Timeout,
+                    "timed out while retrying",
+                ));
+            }
+            tokio::time::sleep(retry_in).await;
+        }
+    }
+
+    /// Exponential backoff with full jitter: up to base × 2^attempt.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self.settings.backoff.saturating_mul(1 << attempt.min(10));
+        let fraction = (random_u64() % 1000) as u32;
+        ceiling / 2 + ceiling * fraction / 2000
+    }
+}
+
+impl Host {
+    /// How long to wait before the next request, if the host asked for a pause.
+    fn wait(&self) -> Option<Duration> {
+        let not_before = *self.not_before.lock().unwrap_or_else(|e| e.into_inner());
+        not_before
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
+    }
+
+    fn pause(&self, pause: Duration) {
+        let mut not_before = self.not_before.lock().unwrap_or_else(|e| e.into_inner());
+        let until = Instant::now() + pause;
+        if not_before.is_none_or(|at| at < until) {
+            *not_before = Some(until);
+        }
+    }
+}
+
+fn basic(username: &str, password: &str) -> String {
+    let raw = format!("{username}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+fn valid_digest(digest: &str) -> bool {
+    digest.split_once(':').is_some_and(|(alg, hex)| {
+        !alg.is_empty() && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// A random number for jitter; std's hasher keys are random per instance.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// reqwest's error text names the URL (with its query); keep the cause.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn read_body(response: reqwest::Response, deadline: Instant) -> Result<Vec<u8>, Failure> {
+    match tokio::time::timeout_at(deadline, response.bytes()).await {
+        Ok(Ok(bytes)) => Ok(bytes.to_vec()),
+        Ok(Err(e)) => Err(Failure::new(FailureKind::Transport, describe(&e))),
+        Err(_) => Err(Failure::new(
+            FailureKind::Timeout,
+            "timed out reading the response",
+        )),
+    }
+}
+
+/// Turns an unsuccessful response into a failure with the registry's code.
+async fn failure_from(response: reqwest::Response, deadline: Instant) -> Failure {
+    let status = response.status();
+    let headers: HeaderMap = response.headers().clone();
+    let body = read_body(response, deadline).await.unwrap_or_default();
+    let (code, message) = match error_code(&body) {
+        Some((code, message)) => (Some(code), message),
+        None => (None, String::new()),
+    };
+    let kind = match status.as_u16() {
+        401 => FailureKind::Unauthorized,
+        403 => FailureKind::Denied,
+        404 => FailureKind::NotFound,
+        429 => FailureKind::RateLimited,
+        s if s >= 500 => FailureKind::Server,
+        _ => FailureKind::Protocol,
+    };
+    let detail = if message.is_empty() && kind == FailureKind::RateLimited {
+        headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!("Retry-After: {v}"))
+            .unwrap_or_default()
+    } else {
+        message
+    };
+    Failure {
+        kind,
+        status: Some(status.as_u16()),
+        code,
+        detail,
+    }
+}

@@ -1,0 +1,209 @@
+//! The HTTP headers the registry protocol leans on: `WWW-Authenticate`,
+//! `Link` and `Retry-After`. Pure parsing, tested on what real registries
+//! send.
+
+use std::time::{Duration, SystemTime};
+
+/// One authentication challenge from a `WWW-Authenticate` header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+/// Parses a `WWW-Authenticate` value and returns its Bearer challenge if
+/// it has one, else its Basic challenge. `None` when there is neither or a
+/// Bearer challenge lacks its realm.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let mut basic = false;
+    let mut rest = header.trim();
+    while !rest.is_empty() {
+        let (scheme, after) = rest.split_once(' ').unwrap_or((rest, ""));
+        let scheme = scheme.trim_matches(',');
+        let (params, remainder) = parse_params(after);
+        rest = remainder.trim_start_matches([',', ' ']);
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let get = |k: &str| {
+                params
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v.clone())
+            };
+            let realm = get("realm").filter(|r| !r.is_empty())?;
+            return Some(Challenge::Bearer {
+                realm,
+                service: get("service"),
+                scope: get("scope"),
+            });
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            basic = true;
+        }
+    }
+    basic.then_some(Challenge::Basic)
+}
+
+/// Reads `k=v, k="quoted \"v\""` pairs until a token that is not a pair
+/// (the next challenge's scheme). Returns the pairs and the unread rest.
+fn parse_params(mut s: &str) -> (Vec<(String, String)>, &str) {
+    let mut params = Vec::new();
+    loop {
+        let trimmed = s.trim_start_matches([',', ' ']);
+        let Some(eq) = trimmed.find('=') else {
+            return (params, trimmed);
+        };
+        let name = &trimmed[..eq];
+        if name.is_empty() || name.contains([' ', ',']) {
+            return (params, trimmed);
+        }
+        let after = &trimmed[eq + 1..];
+        let (value, rest) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            value.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    other => value.push(other),
+                }
+            }
+            (value, &quoted[end.min(quoted.len())..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        params.push((name.to_string(), value));
+        s = rest;
+    }
+}
+
+/// The `rel="next"` target of a `Link` header, as written (relative or
+/// absolute; the caller resolves it against the request URL).
+pub fn next_link(header: &str) -> Option<&str> {
+    for link in header.split(',') {
+        let link = link.trim();
+        let Some(start) = link.find('<') else {
+            continue;
+        };
+        let Some(end) = link[start..].find('>') else {
+            continue;
+        };
+        let target = &link[start + 1..start + end];
+        let params = &link[start + end + 1..];
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim();
+            p.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("rel")
+                    && v.trim()
+                        .trim_matches('"')
+                        .split_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("next"))
+            })
+        });
+        if is_next {
+            return Some(target);
+        }
+    }
+    None
+}
+
+/// `Retry-After` as seconds or an HTTP date, as a wait from `now`.
+pub fn retry_after(header: &str, now: SystemTime) -> Option<Duration> {
+    let header = header.trim();
+    if let Ok(seconds) = header.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(header).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_real_registries_send() {
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/nginx:pull".into()),
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"bearer realm="https://ghcr.io/token", service="ghcr.io""#),
+            Some(Challenge::Bearer {
+                realm: "https://ghcr.io/token".into(),
+                service: Some("ghcr.io".into()),
+                scope: None,
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(parse_challenge("Basic"), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge(r#"Basic realm="x", Bearer realm="https://a/t",scope="a\"b""#),
+            Some(Challenge::Bearer {
+                realm: "https://a/t".into(),
+                service: None,
+                scope: Some("a\"b".into()),
+            })
+        );
+        // A Bearer challenge without a realm cannot be answered.
+        assert_eq!(parse_challenge(r#"Bearer service="x""#), None);
+        assert_eq!(parse_challenge(""), None);
+        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(parse_challenge("garbage ===,,, \""), None);
+    }
+
+    #[test]
+    fn next_links() {
+        assert_eq!(
+            next_link(r#"</v2/app/tags/list?n=2&last=b>; rel="next""#),
+            Some("/v2/app/tags/list?n=2&last=b")
+        );
+        assert_eq!(
+            next_link(r#"<https://r.example/v2/x?c=opaque%3D%3D>; rel=next"#),
+            Some("https://r.example/v2/x?c=opaque%3D%3D")
+        );
+        assert_eq!(
+            next_link(r#"</prev>; rel="prev", </next>; rel="next""#),
+            Some("/next")
+        );
+        assert_eq!(next_link(r#"</prev>; rel="prev""#), None);
+        assert_eq!(next_link("garbage"), None);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT")
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        assert_eq!(retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:05 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+    }
+}

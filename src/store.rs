@@ -1,0 +1,325 @@
+//! State for standalone mode, in an embedded redb database under
+//! `--state-dir`: each image's tag list with its revision and scan time,
+//! and the digests looked up for tags.
+//!
+//! redb commits are atomic and durable, so a killed process leaves the last
+//! committed state readable. A second process on the same directory waits
+//! for the lock for a while, then fails with a message naming the
+//! directory. A database hoist cannot read (corrupt, or written by a newer
+//! hoist) is reported and left where it is: it may hold the only copy of a
+//! user's state, so hoist never deletes it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::model::Tag;
+
+/// The layout of the tables below; bumped when it changes.
+const FORMAT: u64 = 1;
+const DATABASE_FILE: &str = "hoist.redb";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Canonical image name → JSON [`ScanRecord`].
+const SCANS: TableDefinition<&str, &[u8]> = TableDefinition::new("scans");
+/// `canonical image name:tag` → JSON [`DigestRecord`].
+const DIGESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("digests");
+
+/// How long to wait for another hoist process to release the database.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The last successful scan of one image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRecord {
+    pub tags: Vec<Tag>,
+    /// sha256 of the sorted tag list, so a change shows without a diff.
+    pub revision: String,
+    /// Seconds since the Unix epoch.
+    pub scanned_at: u64,
+}
+
+/// A digest looked up for a tag, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestRecord {
+    pub digest: String,
+    pub checked_at: u64,
+}
+
+/// Why the store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state directory {}: {source}", path.display())]
+    Directory {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the database.
+    #[error("{} is in use by another hoist process; waited {}s for it", path.display(), LOCK_WAIT.as_secs())]
+    Locked { path: PathBuf },
+    /// The file is not a database this hoist can read.
+    #[error("{} cannot be read: {reason}; it was left untouched — move it away to start with an empty state", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    /// A read or write failed.
+    #[error("{}: {reason}", path.display())]
+    Io { path: PathBuf, reason: String },
+}
+
+/// The embedded state database.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+/// `$XDG_STATE_HOME/hoist`, else `~/.local/state/hoist`, else `.hoist`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("hoist");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/hoist"),
+        None => PathBuf::from(".hoist"),
+    }
+}
+
+/// sha256 over the sorted, newline-joined tags.
+pub fn revision(tags: &[Tag]) -> String {
+    let mut sorted: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+    sorted.sort_unstable();
+    let mut hasher = sha2::Sha256::new();
+    for tag in sorted {
+        hasher.update(tag.as_bytes());
+        hasher.update(b"\n");
+    }
+    format!("sha256:{:x}", hasher.finalize())
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(DATABASE_FILE);
+        let started = std::time::Instant::now();
+        let db = loop {
+            match Database::create(&path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(StoreError::Locked { path });
+                }
+                Err(e) => {
+                    return Err(StoreError::Unreadable {
+                        path,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        };
+        let store = Store { db, path };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Stamps a new database with our format; refuses one from a newer hoist.
+    fn check_format(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            let found = meta
+                .get("format")
+                .map_err(|e| self.io(e))?
+                .map(|v| v.value());
+            match found {
+                Some(format) if format > FORMAT => {
+                    return Err(StoreError::Unreadable {
+                        path: self.path.clone(),
+                        reason: format!(
+                            "it was written by a newer hoist (state format {format}, this hoist reads {FORMAT})"
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("format", FORMAT).map_err(|e| self.io(e))?;
+                }
+            }
+            txn.open_table(SCANS).map_err(|e| self.io(e))?;
+            txn.open_table(DIGESTS).map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(table).map_err(|e| self.io(e))?;
+        let Some(value) = table.get(key).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|e| StoreError::Unreadable {
+                path: self.path.clone(),
+                reason: format!("the entry for {key} is damaged: {e}"),
+            })
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| self.io(e))?;
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(table).map_err(|e| self.io(e))?;
+            table
+                .insert(key, bytes.as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// The last scan of an image, by canonical name.
+    pub fn scan(&self, image: &str) -> Result<Option<ScanRecord>, StoreError> {
+        self.get(SCANS, image)
+    }
+
+    pub fn put_scan(&self, image: &str, record: &ScanRecord) -> Result<(), StoreError> {
+        self.put(SCANS, image, record)
+    }
+
+    /// The digest last looked up for `image:tag`.
+    pub fn digest(&self, image: &str, tag: &str) -> Result<Option<DigestRecord>, StoreError> {
+        self.get(DIGESTS, &format!("{image}:{tag}"))
+    }
+
+    pub fn put_digest(
+        &self,
+        image: &str,
+        tag: &str,
+        record: &DigestRecord,
+    ) -> Result<(), StoreError> {
+        self.put(DIGESTS, &format!("{image}:{tag}"), record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(tags: &[&str]) -> ScanRecord {
+        let tags: Vec<Tag> = tags.iter().map(|t| Tag::from(*t)).collect();
+        ScanRecord {
+            revision: revision(&tags),
+            tags,
+            scanned_at: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn keeps_scans_and_digests_across_opens() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(store.scan("docker.io/library/nginx").ok().flatten(), None);
+            store
+                .put_scan("docker.io/library/nginx", &record(&["1.0", "2.0"]))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let d = DigestRecord {
+                digest: "sha256:ab".into(),
+                checked_at: 5,
+            };
+            store
+                .put_digest("docker.io/library/nginx", "2.0", &d)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            store.scan("docker.io/library/nginx").ok().flatten(),
+            Some(record(&["1.0", "2.0"]))
+        );
+        assert_eq!(
+            store
+                .digest("docker.io/library/nginx", "2.0")
+                .ok()
+                .flatten()
+                .map(|d| d.digest),
+            Some("sha256:ab".to_string())
+        );
+    }
+
+    #[test]
+    fn revision_ignores_order() {
+        assert_eq!(record(&["a", "b"]).revision, record(&["b", "a"]).revision);
+        assert_ne!(record(&["a", "b"]).revision, record(&["a"]).revision);
+    }
+
+    #[test]
+    fn unreadable_databases_are_reported_and_kept() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join(DATABASE_FILE);
+        let garbage = vec![0x5au8; 8192];
+        std::fs::write(&file, &garbage).unwrap_or_else(|e| panic!("{e}"));
+        let err = Store::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("cannot be read") && err.contains("left untouched"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&file).ok(), Some(garbage));
+    }
+
+    #[test]
+    fn newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let db =
+                Database::create(dir.path().join(DATABASE_FILE)).unwrap_or_else(|e| panic!("{e}"));
+            let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+            {
+                let mut meta = txn.open_table(META).unwrap_or_else(|e| panic!("{e}"));
+                meta.insert("format", FORMAT + 1)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            txn.commit().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let err = Store::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("newer hoist"), "{err}");
+    }
+}

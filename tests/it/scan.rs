@@ -1,0 +1,467 @@
+//! `hoist scan` against a real registry (Debian's docker-registry) and
+//! against in-process fakes for what a real one will not do on demand:
+//! opaque pagination cursors, 429, 500, hangs, broken answers.
+
+use std::path::Path;
+
+use crate::support::http::{FakeServer, Reply, Request};
+use crate::support::registry::{
+    Auth, DOCKER_LIST, DOCKER_MANIFEST, DockerRegistry, OCI_INDEX, OCI_MANIFEST, basic, sha256,
+};
+use crate::support::{Run, files, hoist_env};
+
+fn repository(image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {{name: app}}\nspec:\n  image: {image}\n  insecure: true\n  interval: 1h\n{extra}"
+    )
+}
+
+fn policy(name: &str, range: &str, reflect: &str) -> String {
+    format!(
+        "---\napiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: {name}}}\nspec:\n  imageRepositoryRef: {{name: app}}\n  policy: {{semver: {{range: '{range}'}}}}\n  digestReflectionPolicy: {reflect}\n"
+    )
+}
+
+fn scan(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut args = vec![
+        "scan",
+        "-f",
+        "objects.yaml",
+        "--state-dir",
+        "state",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    // An empty DOCKER_CONFIG directory: no credentials unless a test adds them.
+    let docker = dir.join("docker");
+    let _ = std::fs::create_dir_all(&docker);
+    let docker = docker.to_string_lossy().into_owned();
+    let mut all = vec![("DOCKER_CONFIG", docker.as_str())];
+    all.extend_from_slice(env);
+    hoist_env(dir, &args, &all)
+}
+
+fn json(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}\nstdout: {}\nstderr: {}", run.stdout, run.stderr))
+}
+
+#[test]
+fn scans_a_real_registry_and_reflects_the_digest() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let digest = registry.push_image("team/app", &["1.0.0", "1.2.0", "2.0.0", "latest"]);
+    registry.push_image("team/app", &["sha256-1234.sig"]);
+    let image = format!("{}/team/app", registry.addr);
+    let dir = files(&[(
+        "objects.yaml",
+        &(repository(&image, "") + &policy("app", "^1", "IfNotPresent")),
+    )]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        json(&run),
+        serde_json::json!([{"policy": "default/app", "repository": "default/app", "image": image,
+                            "tag": "1.2.0", "digest": digest, "tags": 4}])
+    );
+    let text = hoist_env(
+        dir.path(),
+        &["scan", "-f", "objects.yaml", "--state-dir", "state"],
+        &[("DOCKER_CONFIG", "docker")],
+    );
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    let lines: Vec<&str> = text.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", text.stdout);
+    assert!(
+        lines[0].starts_with("POLICY") && lines[0].ends_with("TAGS"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("1.2.0") && lines[1].contains(&digest),
+        "{}",
+        lines[1]
+    );
+}
+
+#[test]
+fn lists_two_thousand_tags() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let tags: Vec<String> = (0..2000)
+        .map(|i| format!("1.{}.{}", i / 100, i % 100))
+        .collect();
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    registry.push_image("big/app", &tags);
+    let dir = files(&[(
+        "objects.yaml",
+        &(repository(&format!("{}/big/app", registry.addr), "") + &policy("app", ">=1", "Never")),
+    )]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = json(&run);
+    assert_eq!(rows[0]["tags"], 2000);
+    assert_eq!(rows[0]["tag"], "1.19.99");
+    assert_eq!(rows[0]["digest"], serde_json::Value::Null);
+}
+
+#[test]
+fn basic_auth_from_docker_config() {
+    let Some(registry) = DockerRegistry::start(Auth::Basic {
+        username: "alice".into(),
+        password: "hunter2-secret".into(),
+    }) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let image = format!("{}/team/app", registry.addr);
+    let dir = files(&[(
+        "objects.yaml",
+        &(repository(&image, "") + &policy("app", "^1", "Always") + "  interval: 1m\n"),
+    )]);
+    // Without credentials: a clear 401 that says where credentials go.
+    let denied = scan(dir.path(), &[], &[]);
+    assert_eq!(denied.code, 1, "{}", denied.stderr);
+    assert!(
+        denied.stderr.contains("GET /v2/team/app/tags/list"),
+        "{}",
+        denied.stderr
+    );
+    assert!(denied.stderr.contains("config.json"), "{}", denied.stderr);
+    // With a config.json entry (the `auth` form docker login writes).
+    let auth = basic("alice", "hunter2-secret");
+    let auth = auth.trim_start_matches("Basic ");
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("docker/config.json"),
+        format!(
+            r#"{{"auths": {{"http://{}": {{"auth": "{auth}"}}}}}}"#,
+            registry.addr
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&run)[0]["tag"], "1.1.0");
+    assert!(
+        json(&run)[0]["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    assert!(!denied.stderr.contains("hunter2") && !run.stderr.contains("hunter2"));
+}
+
+#[test]
+fn digests_of_oci_and_docker_manifests_and_indexes() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let repo = "multi/app";
+    let oci = registry.image_manifest(repo, OCI_MANIFEST, "oci");
+    let oci_digest = registry.push_manifest(repo, OCI_MANIFEST, &oci, &["1.0.0"]);
+    let index = DockerRegistry::index_manifest(OCI_INDEX, OCI_MANIFEST, &oci);
+    let index_digest = registry.push_manifest(repo, OCI_INDEX, &index, &["2.0.0"]);
+    let docker = registry.image_manifest(repo, DOCKER_MANIFEST, "docker");
+    registry.push_manifest(repo, DOCKER_MANIFEST, &docker, &["docker-child"]);
+    let list = DockerRegistry::index_manifest(DOCKER_LIST, DOCKER_MANIFEST, &docker);
+    let list_digest = registry.push_manifest(repo, DOCKER_LIST, &list, &["3.0.0"]);
+    let objects = repository(&format!("{}/{repo}", registry.addr), "")
+        + &policy("oci", "1.0.0", "IfNotPresent")
+        + &policy("index", "2.0.0", "IfNotPresent")
+        + &policy("list", "3.0.0", "IfNotPresent");
+    let dir = files(&[("objects.yaml", &objects)]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = json(&run);
+    let digest_of = |policy: &str| {
+        rows.as_array()
+            .and_then(|rows| rows.iter().find(|r| r["policy"] == policy))
+            .map(|r| r["digest"].clone())
+    };
+    assert_eq!(
+        digest_of("default/oci"),
+        Some(serde_json::json!(oci_digest))
+    );
+    assert_eq!(
+        digest_of("default/index"),
+        Some(serde_json::json!(index_digest))
+    );
+    assert_eq!(
+        digest_of("default/list"),
+        Some(serde_json::json!(list_digest))
+    );
+    assert_eq!(sha256(&list), list_digest);
+}
+
+#[test]
+fn store_serves_scans_within_the_interval() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let image = format!("{}/team/app", registry.addr);
+    let dir = files(&[(
+        "objects.yaml",
+        &(repository(&image, "") + &policy("app", "*", "IfNotPresent")),
+    )]);
+    let first = scan(dir.path(), &[], &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    drop(registry);
+    // The registry is gone: within the interval the store answers.
+    let second = scan(dir.path(), &[], &[]);
+    assert_eq!(
+        (second.code, json(&second)),
+        (0, json(&first)),
+        "{}",
+        second.stderr
+    );
+    // --refresh goes to the registry, which is not there.
+    let refreshed = scan(dir.path(), &["--refresh"], &[]);
+    assert_eq!(refreshed.code, 1);
+    assert!(
+        refreshed.stderr.contains(&format!(
+            "ImageRepository default/app: {image}: GET /v2/team/app/tags/list"
+        )),
+        "{}",
+        refreshed.stderr
+    );
+    assert!(
+        refreshed.stderr.contains("cannot connect"),
+        "{}",
+        refreshed.stderr
+    );
+}
+
+#[test]
+fn https_against_a_plain_http_registry_fails_clearly() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let objects = repository(&format!("{}/team/app", registry.addr), "")
+        .replace("  insecure: true\n", "")
+        + &policy("app", "*", "Never");
+    let dir = files(&[("objects.yaml", &objects)]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("GET /v2/team/app/tags/list"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("spec.insecure"), "{}", run.stderr);
+}
+
+// ---- fakes ----
+
+fn fake_objects(server: &FakeServer, extra: &str) -> tempfile::TempDir {
+    let image = format!("{}/team/app", server.addr);
+    files(&[(
+        "objects.yaml",
+        &(repository(&image, extra) + &policy("app", "*", "Never")),
+    )])
+}
+
+fn tags_page(tags: &[&str]) -> String {
+    serde_json::json!({"name": "team/app", "tags": tags}).to_string()
+}
+
+#[test]
+fn follows_opaque_link_cursors_exactly() {
+    let server = FakeServer::start(|request: &Request, _| {
+        let addr = request.header("host").unwrap_or("").to_string();
+        match request.target.as_str() {
+            "/v2/team/app/tags/list?n=1000" => Reply::json(200, &tags_page(&["1.0.0", "1.1.0"]))
+                .with_header(
+                    "Link",
+                    r#"</v2/team/app/tags/list?cursor=b3BhcXVl%3D%3D&n=1000>; rel="next""#,
+                ),
+            "/v2/team/app/tags/list?cursor=b3BhcXVl%3D%3D&n=1000" => {
+                Reply::json(200, &tags_page(&["2.0.0"])).with_header(
+                    "Link",
+                    &format!(r#"<http://{addr}/v2/team/app/tags/list?page=3>; rel="next""#),
+                )
+            }
+            "/v2/team/app/tags/list?page=3" => Reply::json(200, &tags_page(&["1.5.0"])),
+            _ => Reply::json(
+                404,
+                r#"{"errors":[{"code":"NAME_UNKNOWN","message":"unknown"}]}"#,
+            ),
+        }
+    });
+    let dir = fake_objects(&server, "");
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&run)[0]["tags"], 4);
+    assert_eq!(json(&run)[0]["tag"], "2.0.0");
+    let targets: Vec<String> = server.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(
+        targets,
+        [
+            "/v2/team/app/tags/list?n=1000",
+            "/v2/team/app/tags/list?cursor=b3BhcXVl%3D%3D&n=1000",
+            "/v2/team/app/tags/list?page=3"
+        ]
+    );
+}
+
+#[test]
+fn waits_out_429_and_retries_500() {
+    let server = FakeServer::start(|_, index| match index {
+        0 => Reply::json(
+            429,
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+        )
+        .with_header("Retry-After", "1"),
+        1 => Reply::json(500, "oops"),
+        _ => Reply::json(200, &tags_page(&["1.0.0"])),
+    });
+    let dir = fake_objects(&server, "");
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&run)[0]["tag"], "1.0.0");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    // Retry-After: 1 is honoured before the next request to that host.
+    assert!(requests[1].at.duration_since(requests[0].at).as_millis() >= 900);
+}
+
+#[test]
+fn a_hung_registry_times_out() {
+    let server = FakeServer::start(|_, _| Reply::Hang);
+    let dir = fake_objects(&server, "  timeout: 1s\n");
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("timed out"), "{}", run.stderr);
+    assert!(run.stderr.contains("spec.timeout"), "{}", run.stderr);
+}
+
+#[test]
+fn odd_answers_give_clear_results() {
+    // `tags: null` is an empty list: no tag, no failure.
+    let server =
+        FakeServer::start(|_, _| Reply::json(200, r#"{"name": "team/app", "tags": null}"#));
+    let run = scan(fake_objects(&server, "").path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        (json(&run)[0]["tags"].clone(), json(&run)[0]["tag"].clone()),
+        (serde_json::json!(0), serde_json::Value::Null)
+    );
+
+    let cases: [(Reply, &str); 4] = [
+        (
+            Reply::json(200, "{\"tags\": [1, 2"),
+            "the tag list is not the expected JSON",
+        ),
+        (
+            Reply::json(401, "{}").with_header("WWW-Authenticate", "Bearer service=\"x\""),
+            "challenge cannot be answered",
+        ),
+        (
+            Reply::json(
+                404,
+                r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#,
+            ),
+            "GET /v2/team/app/tags/list: HTTP 404 Not Found (NAME_UNKNOWN: repository name not known to registry)",
+        ),
+        (
+            Reply::json(
+                403,
+                r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#,
+            ),
+            "(DENIED: requested access",
+        ),
+    ];
+    for (reply, expected) in cases {
+        let reply = std::sync::Mutex::new(Some(reply));
+        let server = FakeServer::start(move |_, _| {
+            reply
+                .lock()
+                .ok()
+                .and_then(|mut r| r.take())
+                .unwrap_or(Reply::json(500, ""))
+        });
+        let run = scan(fake_objects(&server, "").path(), &[], &[]);
+        assert_eq!(run.code, 1, "{expected}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(expected),
+            "expected {expected:?} in:\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn bearer_token_flow_with_credentials() {
+    let server = FakeServer::start(|request: &Request, _| {
+        let addr = request.header("host").unwrap_or("").to_string();
+        let authorized = request.header("authorization") == Some("Bearer t0ken");
+        match request.path() {
+            "/token" => Reply::json(200, r#"{"access_token": "t0ken", "expires_in": 300}"#),
+            "/v2/team/app/tags/list" if authorized => Reply::json(200, &tags_page(&["1.0.0", "1.3.0"])),
+            "/v2/team/app/manifests/1.3.0" if authorized => Reply::json(200, "{}")
+                .with_header("Docker-Content-Digest", "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+            _ => Reply::json(401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#).with_header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="http://{addr}/token",service="fake-registry",scope="repository:team/app:pull""#),
+            ),
+        }
+    });
+    let image = format!("{}/team/app", server.addr);
+    let dir = files(&[(
+        "objects.yaml",
+        &(repository(&image, "") + &policy("app", "*", "IfNotPresent")),
+    )]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("docker/config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"username": "bob", "password": "pa55word"}}}}}}"#,
+            server.addr
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        json(&run)[0]["digest"],
+        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    );
+    let requests = server.requests();
+    let token_requests: Vec<&Request> = requests.iter().filter(|r| r.path() == "/token").collect();
+    // One challenge, one token, reused for the digest: no second 401.
+    assert_eq!(token_requests.len(), 1, "{requests:#?}");
+    assert_eq!(
+        requests.len(),
+        4,
+        "{:?}",
+        requests.iter().map(|r| &r.target).collect::<Vec<_>>()
+    );
+    let token = token_requests[0];
+    assert_eq!(
+        token.header("authorization"),
+        Some(basic("bob", "pa55word").as_str())
+    );
+    assert!(
+        token.target.contains("service=fake-registry")
+            && token
+                .target
+                .contains("scope=repository%3Ateam%2Fapp%3Apull"),
+        "{}",
+        token.target
+    );
+}
+
+#[test]
+fn a_second_scan_within_the_interval_makes_no_request() {
+    let server = FakeServer::start(|_, _| Reply::json(200, &tags_page(&["1.0.0"])));
+    let dir = fake_objects(&server, "");
+    assert_eq!(scan(dir.path(), &[], &[]).code, 0);
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(scan(dir.path(), &[], &[]).code, 0);
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(scan(dir.path(), &["--refresh"], &[]).code, 0);
+    assert_eq!(server.requests().len(), 2);
+}
