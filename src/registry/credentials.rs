@@ -124,10 +124,10 @@ impl DockerConfig {
             return run_helper(helper, registry).await;
         }
         for (key, entry) in &self.auths {
-            if normalize_key(key) == registry {
-                if let Some(credential) = entry.credential(registry)? {
-                    return Ok(Some(credential));
-                }
+            if normalize_key(key) == registry
+                && let Some(credential) = entry.credential(registry)?
+            {
+                return Ok(Some(credential));
             }
         }
         match &self.creds_store {

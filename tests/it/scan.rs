@@ -439,6 +439,11 @@ fn bearer_token_flow_with_credentials() {
         "{:?}",
         requests.iter().map(|r| &r.target).collect::<Vec<_>>()
     );
+    let digest_request = requests.last().map(|r| (r.method.as_str(), r.path()));
+    assert_eq!(
+        digest_request,
+        Some(("HEAD", "/v2/team/app/manifests/1.3.0"))
+    );
     let token = token_requests[0];
     assert_eq!(
         token.header("authorization"),
