@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
-        eprintln!("error: --log-level {:?}: {e:#}", cli.log_level);
+        eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
     match cli::run(cli) {
@@ -27,9 +27,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    use anyhow::Context;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
-        _ => EnvFilter::try_new(level)?,
+        Ok(directives) if !directives.is_empty() => {
+            EnvFilter::try_new(&directives).with_context(|| format!("RUST_LOG={directives:?}"))?
+        }
+        _ => EnvFilter::try_new(level)
+            .with_context(|| format!("--log-level (or HOIST_LOG) {level:?}"))?,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

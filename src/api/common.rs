@@ -117,18 +117,129 @@ impl JsonSchema for GoDuration {
 /// kstatus-compatible conditions (`Ready`, `Reconciling`, `Stalled`).
 pub type Conditions = Vec<Condition>;
 
-/// Label selection as Kubernetes writes it (`matchLabels` only; hoist does
-/// not evaluate `matchExpressions` yet and rejects them at load time).
+/// Label selection as Kubernetes writes it: every `matchLabels` entry and
+/// every `matchExpressions` requirement must hold; an empty selector
+/// selects everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelector {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub match_labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SelectorOperator {
+    #[default]
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl LabelSelector {
+    /// Whether an object with these labels is selected.
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let value = labels.get(&r.key);
+                match r.operator {
+                    SelectorOperator::In => value.is_some_and(|v| r.values.contains(v)),
+                    SelectorOperator::NotIn => value.is_none_or(|v| !r.values.contains(v)),
+                    SelectorOperator::Exists => value.is_some(),
+                    SelectorOperator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
+
+    /// What is wrong with a requirement, as Kubernetes validates it: In and
+    /// NotIn need values, Exists and DoesNotExist take none.
+    pub fn problems(&self) -> Vec<(usize, &'static str)> {
+        self.match_expressions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match (r.operator, r.values.is_empty()) {
+                (SelectorOperator::In | SelectorOperator::NotIn, true) => {
+                    Some((i, "In and NotIn need at least one value"))
+                }
+                (SelectorOperator::Exists | SelectorOperator::DoesNotExist, false) => {
+                    Some((i, "Exists and DoesNotExist take no values"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_selectors_match_like_kubernetes() {
+        let labels: std::collections::BTreeMap<String, String> = [
+            ("app".to_string(), "web".to_string()),
+            ("tier".to_string(), "prod".to_string()),
+        ]
+        .into();
+        let req = |key: &str, operator, values: &[&str]| LabelSelectorRequirement {
+            key: key.into(),
+            operator,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let sel = |labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>| LabelSelector {
+            match_labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            match_expressions: exprs,
+        };
+        assert!(sel(&[], vec![]).matches(&labels));
+        assert!(sel(&[("app", "web")], vec![]).matches(&labels));
+        assert!(!sel(&[("app", "api")], vec![]).matches(&labels));
+        assert!(
+            sel(
+                &[],
+                vec![req("tier", SelectorOperator::In, &["prod", "staging"])]
+            )
+            .matches(&labels)
+        );
+        assert!(!sel(&[], vec![req("tier", SelectorOperator::NotIn, &["prod"])]).matches(&labels));
+        assert!(sel(&[], vec![req("zone", SelectorOperator::NotIn, &["a"])]).matches(&labels));
+        assert!(sel(&[], vec![req("app", SelectorOperator::Exists, &[])]).matches(&labels));
+        assert!(!sel(&[], vec![req("app", SelectorOperator::DoesNotExist, &[])]).matches(&labels));
+        assert!(
+            !sel(
+                &[("app", "web")],
+                vec![req("zone", SelectorOperator::Exists, &[])]
+            )
+            .matches(&labels)
+        );
+        assert_eq!(
+            sel(&[], vec![req("a", SelectorOperator::In, &[])])
+                .problems()
+                .len(),
+            1
+        );
+        assert_eq!(
+            sel(&[], vec![req("a", SelectorOperator::Exists, &["x"])])
+                .problems()
+                .len(),
+            1
+        );
+    }
 
     #[test]
     fn parses_flux_durations() {

@@ -54,6 +54,10 @@ pub struct ImagePolicySpec {
     /// Stop updating the latest ref.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+    /// A tag becomes eligible only after hoist has seen it this long.
+    /// Reserved: hoist rejects it until it can honour it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_age: Option<GoDuration>,
 }
 
 impl ImagePolicySpec {
@@ -70,6 +74,7 @@ impl ImagePolicySpec {
             digest_reflection_policy: None,
             interval: None,
             suspend: false,
+            minimum_age: None,
         }
     }
 

@@ -60,6 +60,10 @@ impl fmt::Display for CliError {
 
 impl From<LoadErrors> for CliError {
     fn from(e: LoadErrors) -> Self {
+        // A warning (a misspelt field) is often why loading failed.
+        for warning in &e.warnings {
+            tracing::warn!("{warning}");
+        }
         CliError::invalid(e.to_string())
     }
 }

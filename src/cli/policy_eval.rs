@@ -183,6 +183,7 @@ struct TagList {
 }
 
 fn parse_tags(text: &str) -> Result<Vec<String>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
         let list: TagList = serde_json::from_str(text)
@@ -219,6 +220,7 @@ mod tests {
             Ok(want.clone())
         );
         assert_eq!(parse_tags(r#"["1.0.0", "latest"]"#), Ok(want.clone()));
+        assert_eq!(parse_tags("\u{feff}1.0.0\nlatest\n"), Ok(want.clone()));
         assert_eq!(
             parse_tags(r#"{"name": "app", "tags": ["1.0.0", "latest"]}"#),
             Ok(want)

@@ -89,13 +89,17 @@ pub enum LoadError {
     },
 }
 
-/// All problems found while loading, one per line.
+/// All problems found while loading, one per line, and the warnings met
+/// on the way (a misspelt field is often the cause of an error).
 #[derive(Debug, thiserror::Error)]
-pub struct LoadErrors(pub Vec<LoadError>);
+pub struct LoadErrors {
+    pub errors: Vec<LoadError>,
+    pub warnings: Vec<LoadWarning>,
+}
 
 impl fmt::Display for LoadErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
+        for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
@@ -151,20 +155,37 @@ impl Kind {
 /// reads unchanged.
 const FLUX_VERSIONS: [&str; 2] = ["v1", "v1beta2"];
 
-/// Reads every `.yaml` / `.yml` file under the given paths (files are read
-/// whatever their name), in a stable order.
+/// Reads every `.yaml` / `.yml` file under the given paths (a path named
+/// explicitly is read whatever its name or type; `-` is stdin), in a stable
+/// order, each file once.
 pub fn load(paths: &[PathBuf]) -> Result<ObjectSet, LoadErrors> {
     let mut set = ObjectSet::default();
     let mut errors = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                Ok(_) => load_text(Path::new("<stdin>"), &text, true, &mut set, &mut errors),
+                Err(source) => errors.push(LoadError::Io {
+                    path: path.clone(),
+                    source,
+                }),
+            }
+            continue;
+        }
         let mut files = Vec::new();
         if let Err(e) = collect_files(path, true, &mut files) {
             errors.push(e);
             continue;
         }
-        for file in files {
+        for (file, explicit) in files {
+            let identity = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+            if !seen.insert(identity) {
+                continue;
+            }
             match std::fs::read_to_string(&file) {
-                Ok(text) => load_text(&file, &text, &mut set, &mut errors),
+                Ok(text) => load_text(&file, &text, explicit, &mut set, &mut errors),
                 Err(source) => errors.push(LoadError::Io { path: file, source }),
             }
         }
@@ -173,11 +194,19 @@ pub fn load(paths: &[PathBuf]) -> Result<ObjectSet, LoadErrors> {
     if errors.is_empty() {
         Ok(set)
     } else {
-        Err(LoadErrors(errors))
+        Err(LoadErrors {
+            errors,
+            warnings: set.warnings,
+        })
     }
 }
 
-fn collect_files(path: &Path, explicit: bool, files: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+/// Lists the files under `path`, each with whether the user named it.
+fn collect_files(
+    path: &Path,
+    explicit: bool,
+    files: &mut Vec<(PathBuf, bool)>,
+) -> Result<(), LoadError> {
     let io = |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
@@ -189,12 +218,7 @@ fn collect_files(path: &Path, explicit: bool, files: &mut Vec<PathBuf>) -> Resul
         // the tree or make a loop.
         std::fs::symlink_metadata(path).map_err(io)?
     };
-    if meta.is_file() {
-        let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
-        if explicit || yaml {
-            files.push(path.to_path_buf());
-        }
-    } else if meta.is_dir() {
+    if meta.is_dir() {
         let mut entries = std::fs::read_dir(path)
             .map_err(io)?
             .map(|e| e.map(|e| e.path()))
@@ -209,22 +233,63 @@ fn collect_files(path: &Path, explicit: bool, files: &mut Vec<PathBuf>) -> Resul
                 collect_files(&entry, false, files)?;
             }
         }
+    } else if explicit {
+        // Named by the user: read it whatever it is (a pipe from `<(...)` too).
+        files.push((path.to_path_buf(), true));
+    } else if meta.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        files.push((path.to_path_buf(), false));
+    } else if meta.file_type().is_symlink() {
+        tracing::debug!(path = %path.display(), "skipping a symlink inside a directory");
     }
     Ok(())
 }
 
+/// Whether a text that failed to parse was meant for hoist: then the
+/// failure is an error; otherwise (a Helm template, someone else's YAML in
+/// the same tree) the file is skipped with a warning.
+fn mentions_hoist_kind(text: &str) -> bool {
+    static KIND: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"(?m)^\s*kind:\s*["']?(ImageRepository|ImagePolicy|ImageUpdateAutomation)\b"#,
+        )
+        .ok()
+    });
+    KIND.as_ref().is_none_or(|re| re.is_match(text))
+}
+
 /// Reads the documents of one file into the set.
-pub fn load_text(path: &Path, text: &str, set: &mut ObjectSet, errors: &mut Vec<LoadError>) {
+pub fn load_text(
+    path: &Path,
+    text: &str,
+    explicit: bool,
+    set: &mut ObjectSet,
+    errors: &mut Vec<LoadError>,
+) {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let documents = match node::parse_documents(text) {
         Ok(docs) => docs,
         Err(e) => {
             let location = e.location();
-            errors.push(LoadError::Yaml {
-                path: path.to_path_buf(),
-                line: location.map_or(0, |l| u32::try_from(l.line()).unwrap_or(u32::MAX)),
-                column: location.map_or(0, |l| u32::try_from(l.column()).unwrap_or(u32::MAX)),
-                message: e.without_snippet().to_string(),
-            });
+            let line = location.map_or(0, |l| u32::try_from(l.line()).unwrap_or(u32::MAX));
+            let column = location.map_or(0, |l| u32::try_from(l.column()).unwrap_or(u32::MAX));
+            let message = yaml_message(&e.without_snippet().to_string());
+            if explicit || mentions_hoist_kind(text) {
+                errors.push(LoadError::Yaml {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                });
+            } else {
+                set.warnings.push(LoadWarning {
+                    path: path.to_path_buf(),
+                    line,
+                    object: "file".to_string(),
+                    message: format!(
+                        "skipped: not valid YAML ({message}), and it names no hoist kind"
+                    ),
+                });
+            }
             return;
         }
     };
@@ -233,6 +298,22 @@ pub fn load_text(path: &Path, text: &str, set: &mut ObjectSet, errors: &mut Vec<
             errors.push(e);
         }
     }
+}
+
+/// serde-saphyr's message without the location (we print `file:line:col`
+/// first) and without advice about its own options.
+fn yaml_message(message: &str) -> String {
+    let mut text = message.to_string();
+    if let Some(at) = text.rfind(" at line ") {
+        text.truncate(at);
+    }
+    for advice in [
+        "; set DuplicateKeyPolicy in Options if acceptable",
+        " (set ignore_binary_tag_for_string in Options)",
+    ] {
+        text = text.replace(advice, "");
+    }
+    text.trim().to_string()
 }
 
 /// One document being read: where it is and what it is, for messages.
@@ -282,8 +363,8 @@ impl Document<'_> {
             .root
             .get(field)
             .map_or(serde_json::Value::Null, Node::to_json);
-        let mut unknown = Vec::new();
-        let mut note_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let mut unknown: Vec<Vec<Ignored>> = Vec::new();
+        let mut note_unknown = |path: serde_ignored::Path<'_>| unknown.push(ignored_steps(&path));
         let de = serde_ignored::Deserializer::new(json, &mut note_unknown);
         let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
             let inner = e.path().to_string();
@@ -292,9 +373,19 @@ impl Document<'_> {
             } else {
                 format!("{field}.{inner}")
             };
-            self.invalid(&full, e.into_inner().to_string())
+            let message = e.into_inner().to_string();
+            let message = if message.starts_with("invalid type: floating point")
+                || message.starts_with("invalid type: integer")
+            {
+                format!("{message}; quote the value to keep it text, e.g. '1.10'")
+            } else {
+                message
+            };
+            self.invalid(&full, message)
         })?;
-        for path in unknown {
+        let base = self.root.get(field);
+        for steps in unknown {
+            let path = base.map_or_else(|| "?".to_string(), |node| resolve_ignored(node, &steps));
             warnings.push(self.warning(
                 &format!("{field}.{path}"),
                 "unknown field, ignored; check its spelling against `hoist crds`",
@@ -302,6 +393,56 @@ impl Document<'_> {
         }
         Ok(value)
     }
+}
+
+/// One step of a path serde_ignored reports. An enum's variant name is
+/// not in its path; the document has it.
+enum Ignored {
+    Key(String),
+    Index(usize),
+    Variant,
+}
+
+fn ignored_steps(path: &serde_ignored::Path<'_>) -> Vec<Ignored> {
+    use serde_ignored::Path as P;
+    let (parent, step) = match path {
+        P::Root => return Vec::new(),
+        P::Seq { parent, index } => (*parent, Some(Ignored::Index(*index))),
+        P::Map { parent, key } => (*parent, Some(Ignored::Key(key.clone()))),
+        P::Some { parent } | P::NewtypeStruct { parent } => (*parent, None),
+        P::NewtypeVariant { parent } => (*parent, Some(Ignored::Variant)),
+    };
+    let mut steps = ignored_steps(parent);
+    steps.extend(step);
+    steps
+}
+
+/// The dotted path of an ignored field, with variant names read from the
+/// document (`policy.semver.rnage`, not `policy.?.rnage`).
+fn resolve_ignored(node: &Node, steps: &[Ignored]) -> String {
+    let mut names = Vec::new();
+    let mut at = Some(node);
+    for step in steps {
+        match step {
+            Ignored::Key(key) => {
+                names.push(key.clone());
+                at = at.and_then(|n| n.get(key));
+            }
+            Ignored::Index(i) => {
+                names.push(i.to_string());
+                at = at.and_then(|n| match &n.value {
+                    node::Value::Seq(items) => items.get(*i),
+                    _ => None,
+                });
+            }
+            Ignored::Variant => {
+                let variant = at.and_then(|n| n.keys().first().map(|k| k.to_string()));
+                names.push(variant.clone().unwrap_or_else(|| "?".to_string()));
+                at = at.and_then(|n| variant.and_then(|v| n.get(&v)));
+            }
+        }
+    }
+    names.join(".")
 }
 
 /// Splits `spec.items[2].name` or `spec.items.2.name` into steps.
@@ -332,15 +473,28 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
         tracing::debug!(path = %path.display(), line = root.line, "skipping a document without apiVersion and kind");
         return Ok(());
     };
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
     let Some(kind) = Kind::from_name(kind_name) else {
-        tracing::debug!(path = %path.display(), line = root.line, kind = kind_name, "skipping a kind hoist does not read");
+        if group == crate::api::GROUP || group == FLUX_IMAGE_GROUP {
+            set.warnings.push(LoadWarning {
+                path: path.to_path_buf(),
+                line: root.line_of(&[Step::Key("kind".into())]),
+                object: format!("{api_version} {kind_name}"),
+                message:
+                    "skipped: hoist reads ImageRepository, ImagePolicy and ImageUpdateAutomation"
+                        .to_string(),
+            });
+        } else {
+            tracing::debug!(path = %path.display(), line = root.line, kind = kind_name, "skipping a kind hoist does not read");
+        }
         return Ok(());
     };
-    let metadata_name = root
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Node::as_str)
-        .unwrap_or("");
+    let metadata_name = match root.get("metadata").and_then(|m| m.get("name")) {
+        Some(node) => node
+            .as_str()
+            .map_or_else(|| format!("{:?}", node.to_json()), str::to_string),
+        None => String::new(),
+    };
     let namespace = root
         .get("metadata")
         .and_then(|m| m.get("namespace"))
@@ -353,7 +507,7 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
         object: format!("{kind_name} {namespace}/{metadata_name}"),
     };
 
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let version = api_version.split_once('/').map_or(api_version, |(_, v)| v);
     let flux = group == FLUX_IMAGE_GROUP;
     if flux && kind == Kind::ImageUpdateAutomation {
         set.warnings.push(doc.warning(
@@ -378,12 +532,16 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
         ));
     }
     if !flux && group != crate::api::GROUP {
-        tracing::debug!(path = %path.display(), line = root.line, api_version, "skipping a kind of another API group");
+        // A hoist kind under a group hoist does not know is most likely a
+        // typo in apiVersion; say so rather than skip it silently.
+        set.warnings.push(doc.warning(
+            "apiVersion",
+            format!("skipped: {api_version} is neither {API_VERSION} nor {FLUX_IMAGE_GROUP}/v1"),
+        ));
         return Ok(());
     }
 
-    let mut warnings = Vec::new();
-    let mut metadata: ObjectMeta = doc.typed("metadata", &mut warnings)?;
+    let mut metadata: ObjectMeta = doc.typed("metadata", &mut set.warnings)?;
     if metadata.name.as_deref().unwrap_or("").is_empty() {
         return Err(doc.invalid("metadata.name", "every object needs a name"));
     }
@@ -391,8 +549,8 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
     let origin = doc.origin();
     match kind {
         Kind::ImageRepository => {
-            let spec: ImageRepositorySpec = doc.typed("spec", &mut warnings)?;
-            validate::repository(&doc, &spec, &mut warnings)?;
+            let spec: ImageRepositorySpec = doc.typed("spec", &mut set.warnings)?;
+            validate::repository(&doc, &spec, &mut set.warnings)?;
             set.repositories.push(Loaded {
                 object: ImageRepository {
                     metadata,
@@ -404,7 +562,7 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
         }
         Kind::ImagePolicy => {
             check_one_policy_kind(&doc)?;
-            let spec: ImagePolicySpec = doc.typed("spec", &mut warnings)?;
+            let spec: ImagePolicySpec = doc.typed("spec", &mut set.warnings)?;
             validate::policy(&doc, &spec)?;
             set.policies.push(Loaded {
                 object: ImagePolicy {
@@ -416,7 +574,7 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
             });
         }
         Kind::ImageUpdateAutomation => {
-            let spec: ImageUpdateAutomationSpec = doc.typed("spec", &mut warnings)?;
+            let spec: ImageUpdateAutomationSpec = doc.typed("spec", &mut set.warnings)?;
             validate::automation(&doc, &spec)?;
             set.automations.push(Loaded {
                 object: ImageUpdateAutomation {
@@ -428,7 +586,6 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
             });
         }
     }
-    set.warnings.extend(warnings);
     Ok(())
 }
 
@@ -436,12 +593,25 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
 /// ours is an enum. Say which kinds clash before serde's generic message
 /// about map lengths would.
 fn check_one_policy_kind(doc: &Document<'_>) -> Result<(), LoadError> {
-    let Some(policy) = doc.root.get("spec").and_then(|s| s.get("policy")) else {
+    let spec = doc.root.get("spec");
+    if spec.is_some_and(|s| !matches!(s.value, node::Value::Map(_))) {
+        return Err(doc.invalid(
+            "spec",
+            "must be a mapping with imageRepositoryRef and policy",
+        ));
+    }
+    let Some(policy) = spec.and_then(|s| s.get("policy")) else {
         return Err(doc.invalid(
             "spec.policy",
             "missing; set exactly one of semver, alphabetical or numerical",
         ));
     };
+    if !matches!(policy.value, node::Value::Map(_)) {
+        return Err(doc.invalid(
+            "spec.policy",
+            "must be a mapping with exactly one of semver, alphabetical or numerical, e.g. {semver: {range: '^1'}}",
+        ));
+    }
     let keys = policy.keys();
     let kinds: Vec<&str> = keys
         .iter()

@@ -3,12 +3,16 @@ use super::*;
 fn load_str(text: &str) -> Result<ObjectSet, String> {
     let mut set = ObjectSet::default();
     let mut errors = Vec::new();
-    load_text(Path::new("test.yaml"), text, &mut set, &mut errors);
+    load_text(Path::new("test.yaml"), text, true, &mut set, &mut errors);
     check_duplicates(&set, &mut errors);
     if errors.is_empty() {
         Ok(set)
     } else {
-        Err(LoadErrors(errors).to_string())
+        Err(LoadErrors {
+            errors,
+            warnings: Vec::new(),
+        }
+        .to_string())
     }
 }
 
@@ -294,4 +298,150 @@ fn collects_errors_from_every_document() {
     let e = error_of(&text);
     assert_eq!(e.lines().count(), 2, "{e}");
     assert!(e.contains("ImagePolicy default/other"), "{e}");
+}
+
+#[test]
+fn unknown_fields_inside_a_policy_kind_name_the_real_path() {
+    let set = load_str(&format!(
+        "{POLICY_HEAD}  policy:\n    semver:\n      range: '*'\n      rnage: x\n"
+    ));
+    let set = match set {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let warnings: Vec<String> = set.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "test.yaml:11: ImagePolicy default/app: spec.policy.semver.rnage: unknown field, ignored; check its spelling against `hoist crds`"
+        ]
+    );
+}
+
+#[test]
+fn shapes_that_are_not_mappings() {
+    let e = error_of(
+        "apiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: a}\nspec: hello\n",
+    );
+    assert!(
+        e.contains("test.yaml:4: ImagePolicy default/a: spec: must be a mapping"),
+        "{e}"
+    );
+    let e = error_of(&format!("{POLICY_HEAD}  policy: semver\n"));
+    assert!(
+        e.contains("spec.policy: must be a mapping with exactly one of"),
+        "{e}"
+    );
+    let e = error_of(&format!(
+        "{POLICY_HEAD}  policy: {{semver: {{range: 1.10}}}}\n"
+    ));
+    assert!(
+        e.contains("spec.policy.semver.range: invalid type: floating point")
+            && e.contains("quote the value"),
+        "{e}"
+    );
+}
+
+#[test]
+fn reserved_and_invalid_selector_fields_are_errors() {
+    let e = error_of(&format!(
+        "{POLICY_HEAD}  policy: {{numerical: {{}}}}\n  minimumAge: 1h\n"
+    ));
+    assert!(
+        e.contains("test.yaml:9: ImagePolicy default/app: spec.minimumAge: not supported yet"),
+        "{e}"
+    );
+    let e = error_of(
+        "apiVersion: hoist.dev/v1alpha1\nkind: ImageUpdateAutomation\nmetadata: {name: a}\nspec:\n  interval: 1m\n  git:\n    url: https://example.com/r.git\n    checkout: {ref: {branch: main}}\n  policySelector:\n    matchExpressions:\n      - {key: app, operator: In}\n",
+    );
+    assert!(
+        e.contains("spec.policySelector.matchExpressions[0]: In and NotIn need at least one value"),
+        "{e}"
+    );
+}
+
+#[test]
+fn directories_skip_yaml_that_is_not_for_hoist() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    };
+    write(
+        "a/policy.yaml",
+        &format!("{POLICY_HEAD}  policy: {{numerical: {{}}}}\n"),
+    );
+    write(
+        "b/chart/templates/deploy.yaml",
+        "metadata:\n  name: {{ include \"x\" . }}\n  - broken\n",
+    );
+    write("b/dup.yml", "a: 1\na: 2\n");
+    let paths = [dir.path().to_path_buf(), dir.path().join("a/policy.yaml")];
+    let set = load(&paths).unwrap_or_else(|e| panic!("{e}"));
+    // The policy is read once although two paths reach it.
+    assert_eq!(set.policies.len(), 1);
+    assert_eq!(set.warnings.len(), 2, "{:?}", set.warnings);
+    assert!(
+        set.warnings
+            .iter()
+            .all(|w| w.message.starts_with("skipped: not valid YAML"))
+    );
+    // Broken YAML that names a hoist kind is an error.
+    write("c/bad.yaml", "kind: ImagePolicy\nmetadata: [\n");
+    let e = load(&[dir.path().to_path_buf()])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("bad.yaml:") && e.contains("not valid YAML"),
+        "{e}"
+    );
+}
+
+#[test]
+fn warnings_survive_a_failed_load() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("p.yaml");
+    std::fs::write(
+        &path,
+        format!("{POLICY_HEAD}  policy: {{numerical: {{}}}}\n  filterTags: {{patern: '^1', extract: '$1'}}\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let errors = match load(&[path]) {
+        Ok(set) => panic!("expected an error, got {set:?}"),
+        Err(e) => e,
+    };
+    assert!(errors.to_string().contains("needs a pattern"), "{errors}");
+    assert!(
+        errors
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("spec.filterTags.patern")),
+        "{:?}",
+        errors.warnings
+    );
+}
+
+#[test]
+fn near_miss_api_versions_and_kinds_are_warned_about() {
+    let set = load_str(
+        "apiVersion: hoist/v1alpha1\nkind: ImagePolicy\nmetadata: {name: a}\n---\napiVersion: hoist.dev/v1alpha1\nkind: ImagePolicies\nmetadata: {name: b}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.warnings.len(), 2, "{:?}", set.warnings);
+    assert!(
+        set.warnings[0]
+            .message
+            .contains("hoist/v1alpha1 is neither"),
+        "{:?}",
+        set.warnings
+    );
+    assert!(
+        set.warnings[1].message.contains("skipped: hoist reads"),
+        "{:?}",
+        set.warnings
+    );
 }

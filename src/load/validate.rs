@@ -7,7 +7,7 @@ use super::{Document, LoadError, LoadWarning};
 use crate::api::{
     GoDuration, ImagePolicySpec, ImageRepositorySpec, ImageUpdateAutomationSpec, ReflectionPolicy,
 };
-use crate::policy::CompiledPolicy;
+use crate::policy::{CompiledPolicy, regex_reason};
 
 fn duration(doc: &Document<'_>, field: &str, value: Option<&GoDuration>) -> Result<(), LoadError> {
     match value.map(GoDuration::parse) {
@@ -44,7 +44,7 @@ pub(super) fn repository(
                 &format!("spec.exclusionList[{i}]"),
                 format!(
                     "{pattern:?} is not a valid regular expression: {}",
-                    last_line(&e.to_string())
+                    regex_reason(&e)
                 ),
             ));
         }
@@ -98,6 +98,12 @@ pub(super) fn policy(doc: &Document<'_>, spec: &ImagePolicySpec) -> Result<(), L
         return Err(doc.invalid(&format!("spec.{}", e.field()), e.to_string()));
     }
     duration(doc, "spec.interval", spec.interval.as_ref())?;
+    if spec.minimum_age.is_some() {
+        return Err(doc.invalid(
+            "spec.minimumAge",
+            "not supported yet: hoist would adopt new tags at once; remove the field until it is",
+        ));
+    }
     if spec.digest_reflection_policy == Some(ReflectionPolicy::Always) && spec.interval.is_none() {
         return Err(doc.invalid(
             "spec.interval",
@@ -131,18 +137,16 @@ pub(super) fn automation(
             Some(&window.duration),
         )?;
     }
+    if let Some(selector) = &spec.policy_selector
+        && let Some((i, problem)) = selector.problems().first()
+    {
+        return Err(doc.invalid(
+            &format!("spec.policySelector.matchExpressions[{i}]"),
+            *problem,
+        ));
+    }
     if let Some(sync) = &spec.sync {
         duration(doc, "spec.sync.timeout", sync.timeout.as_ref())?;
     }
     Ok(())
-}
-
-fn last_line(text: &str) -> String {
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or(text)
-        .trim()
-        .trim_start_matches("error: ")
-        .to_string()
 }

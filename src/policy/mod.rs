@@ -46,6 +46,9 @@ pub enum PolicyError {
         group: String,
         available: String,
     },
+    /// `filterTags.extract` is not a usable template.
+    #[error("extract {extract:?}: {problem}")]
+    MalformedExtract { extract: String, problem: String },
     /// `filterTags.extract` is set without a pattern to extract from.
     #[error("extract {extract:?} needs a pattern with capture groups")]
     ExtractWithoutPattern { extract: String },
@@ -59,7 +62,9 @@ impl PolicyError {
             PolicyError::InvalidPattern { .. } | PolicyError::ExtractWithoutPattern { .. } => {
                 "filterTags.pattern"
             }
-            PolicyError::UnknownGroup { .. } => "filterTags.extract",
+            PolicyError::UnknownGroup { .. } | PolicyError::MalformedExtract { .. } => {
+                "filterTags.extract"
+            }
         }
     }
 }
@@ -255,7 +260,7 @@ fn read_number(value: &str) -> Option<f64> {
 
 /// The regex crate's error text spans several lines with a caret diagram;
 /// the last line says what is wrong.
-fn regex_reason(e: &regex::Error) -> String {
+pub fn regex_reason(e: &regex::Error) -> String {
     let text = e.to_string();
     text.lines()
         .rev()
@@ -272,6 +277,20 @@ fn regex_reason(e: &regex::Error) -> String {
 fn check_extract(pattern: &Regex, extract: &str) -> Result<(), PolicyError> {
     let names: Vec<&str> = pattern.capture_names().flatten().collect();
     let groups = pattern.captures_len();
+    let available = || {
+        let mut available: Vec<String> = (1..groups).map(|n| format!("${n}")).collect();
+        available.extend(names.iter().map(|n| format!("${n}")));
+        if available.is_empty() {
+            "none".to_string()
+        } else {
+            available.join(", ")
+        }
+    };
+    let malformed = |what: &str| PolicyError::MalformedExtract {
+        extract: extract.to_string(),
+        problem: what.to_string(),
+    };
+    let mut references = 0;
     let mut rest = extract;
     while let Some(at) = rest.find('$') {
         rest = &rest[at + 1..];
@@ -281,42 +300,49 @@ fn check_extract(pattern: &Regex, extract: &str) -> Result<(), PolicyError> {
         }
         let (reference, after) = if let Some(braced) = rest.strip_prefix('{') {
             match braced.find('}') {
+                Some(0) => return Err(malformed("`${}` names no group")),
                 Some(end) => (&braced[..end], &braced[end + 1..]),
-                None => continue,
+                None => return Err(malformed("a `${` is not closed")),
             }
         } else {
             let end = rest
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .unwrap_or(rest.len());
+            if end == 0 {
+                return Err(malformed(
+                    "a `$` is not followed by a group; write `$$` for a literal dollar",
+                ));
+            }
             (&rest[..end], &rest[end..])
         };
         rest = after;
-        if reference.is_empty() {
-            continue;
-        }
         let known = match reference.parse::<usize>() {
             Ok(n) => n < groups,
             Err(_) => names.contains(&reference),
         };
         if !known {
-            let mut available: Vec<String> = (1..groups).map(|n| format!("${n}")).collect();
-            available.extend(names.iter().map(|n| format!("${n}")));
             return Err(PolicyError::UnknownGroup {
                 extract: extract.to_string(),
                 pattern: pattern.as_str().to_string(),
                 group: reference.to_string(),
-                available: if available.is_empty() {
-                    "none".to_string()
-                } else {
-                    available.join(", ")
-                },
+                available: available(),
             });
         }
+        references += 1;
+    }
+    if references == 0 {
+        // Every tag would extract the same text, and the policy would pick
+        // whichever tag came last.
+        return Err(malformed(&format!(
+            "it refers to no group of the pattern; groups: {}",
+            available()
+        )));
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod props;
-#[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;

@@ -77,8 +77,11 @@ pub enum RangeError {
     /// The text does not follow the range grammar.
     #[error("improper constraint {0:?}")]
     Improper(String),
-    /// A version inside the range has a part that is not a number.
-    #[error("{0:?} is not a version (parts must be numbers or x, X, *)")]
+    /// A version inside the range is not one: a part that is not a
+    /// number (or too large), or a malformed prerelease or build.
+    #[error(
+        "{0:?} is not a version (numeric parts or x, X, *; an optional -prerelease and +build)"
+    )]
     BadVersion(String),
 }
 
@@ -87,19 +90,22 @@ const CV: &str = r"v?([0-9|x|X|\*]+)(\.[0-9|x|X|\*]+)?(\.[0-9|x|X|\*]+)?(-([0-9A
 
 static HYPHEN_RANGE: LazyLock<Regex> = LazyLock::new(|| {
     compile(&format!(
-        r"(?-u:\s)*(?P<lo>{})(?-u:\s)+-(?-u:\s)+(?P<hi>{})(?-u:\s)*",
+        r"[ \t\n\f\r]*(?P<lo>{})[ \t\n\f\r]+-[ \t\n\f\r]+(?P<hi>{})[ \t\n\f\r]*",
         CV.replace('(', "(?:"),
         CV.replace('(', "(?:")
     ))
 });
 static GROUP: LazyLock<Regex> = LazyLock::new(|| {
     compile(&format!(
-        r"^((?-u:\s)*({OPS})(?-u:\s)*({CV})(?-u:\s)*)(((?-u:\s)+|,(?-u:\s)*)({OPS})(?-u:\s)*({CV})(?-u:\s)*)*$"
+        r"^([ \t\n\f\r]*({OPS})[ \t\n\f\r]*({CV})[ \t\n\f\r]*)(([ \t\n\f\r]+|,[ \t\n\f\r]*)({OPS})[ \t\n\f\r]*({CV})[ \t\n\f\r]*)*$"
     ))
 });
-static FIND: LazyLock<Regex> = LazyLock::new(|| compile(&format!(r"({OPS})(?-u:\s)*({CV})")));
-static ONE: LazyLock<Regex> =
-    LazyLock::new(|| compile(&format!(r"^(?-u:\s)*({OPS})(?-u:\s)*({CV})(?-u:\s)*$")));
+static FIND: LazyLock<Regex> = LazyLock::new(|| compile(&format!(r"({OPS})[ \t\n\f\r]*({CV})")));
+static ONE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(&format!(
+        r"^[ \t\n\f\r]*({OPS})[ \t\n\f\r]*({CV})[ \t\n\f\r]*$"
+    ))
+});
 
 fn compile(pattern: &str) -> Regex {
     // The patterns are constants of this module; a failure is a bug caught
