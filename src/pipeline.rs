@@ -134,10 +134,84 @@ pub fn check_references(objects: &ObjectSet) -> Result<(), PipelineError> {
     Ok(())
 }
 
-fn target(
+/// Credentials and TLS settings of one repository, resolved from the
+/// Secrets its spec names.
+#[derive(Clone, Debug)]
+struct Access {
+    credentials: Arc<DockerConfig>,
+    tls: TlsConfig,
+}
+
+/// Resolves `secretRef` (a `kubernetes.io/dockerconfigjson` Secret) and
+/// `certSecretRef` (`ca.crt`, `tls.crt`, `tls.key`) against the Secrets in
+/// the files. A Secret that is not there falls back to the user's
+/// config.json and the system roots, with a warning: Flux documents name
+/// Secrets that only exist in a cluster.
+fn access(
     repository: &ImageRepository,
-    credentials: &Arc<DockerConfig>,
-) -> Result<ScanTarget, String> {
+    objects: &ObjectSet,
+    fallback: &Arc<DockerConfig>,
+) -> Result<Access, String> {
+    let key = object_key(
+        repository.metadata.namespace.as_deref(),
+        repository.metadata.name.as_deref(),
+    );
+    let namespace = repository
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or("default");
+    let mut access = Access {
+        credentials: Arc::clone(fallback),
+        tls: TlsConfig::default(),
+    };
+    if let Some(reference) = &repository.spec.secret_ref {
+        let name = &reference.name;
+        match objects.secret(namespace, name) {
+            Some(secret) => {
+                let json = secret
+                    .data
+                    .get(".dockerconfigjson")
+                    .or_else(|| secret.data.get("config.json"))
+                    .ok_or_else(|| {
+                        format!("ImageRepository {key}: spec.secretRef: Secret {namespace}/{name} has no .dockerconfigjson key")
+                    })?;
+                let text = String::from_utf8_lossy(json);
+                let origin = std::path::PathBuf::from(format!("Secret {namespace}/{name}"));
+                let config = DockerConfig::parse(&text, &origin)
+                    .map_err(|e| format!("ImageRepository {key}: spec.secretRef: {e}"))?;
+                access.credentials = Arc::new(config);
+            }
+            None => tracing::warn!(
+                repository = %key,
+                "spec.secretRef: Secret {namespace}/{name} is not in the files; using config.json"
+            ),
+        }
+    }
+    if let Some(reference) = &repository.spec.cert_secret_ref {
+        let name = &reference.name;
+        match objects.secret(namespace, name) {
+            Some(secret) => {
+                access.tls.ca_pem = secret.data.get("ca.crt").cloned();
+                if let (Some(cert), Some(private)) =
+                    (secret.data.get("tls.crt"), secret.data.get("tls.key"))
+                {
+                    let mut pem = cert.clone();
+                    pem.push(b'\n');
+                    pem.extend_from_slice(private);
+                    access.tls.client_pem = Some(pem);
+                }
+            }
+            None => tracing::warn!(
+                repository = %key,
+                "spec.certSecretRef: Secret {namespace}/{name} is not in the files; using the system roots"
+            ),
+        }
+    }
+    Ok(access)
+}
+
+fn target(repository: &ImageRepository, access: &Access) -> Result<ScanTarget, String> {
     let spec = &repository.spec;
     let image = ImageName::parse(&spec.image).map_err(|e| e.to_string())?;
     let interval = interval(repository);
@@ -149,8 +223,8 @@ fn target(
         image,
         insecure: spec.insecure,
         timeout,
-        tls: TlsConfig::default(),
-        credentials: Arc::clone(credentials),
+        tls: access.tls.clone(),
+        credentials: Arc::clone(&access.credentials),
     })
 }
 
@@ -174,9 +248,15 @@ pub async fn scan(
     options: &ScanOptions,
 ) -> Result<ScanReport, PipelineError> {
     check_references(objects)?;
+    let run = ScanRun {
+        objects,
+        source,
+        store,
+        options,
+    };
     let mut report = ScanReport::default();
     let scans: Vec<RepositoryScan> = futures_util::stream::iter(objects.repositories.iter())
-        .map(|r| scan_repository(&r.object, source, store, options))
+        .map(|r| run.scan_repository(&r.object))
         .buffered(options.concurrency.max(1))
         .collect::<Vec<_>>()
         .await
@@ -206,88 +286,180 @@ pub async fn scan(
         let Some((repository, scanned)) = by_key.get(&repository_of(policy)) else {
             continue;
         };
-        let Ok(record) = &scanned.outcome else {
-            continue;
-        };
-        match select(
-            &key, policy, repository, scanned, record, source, store, options,
-        )
-        .await
-        {
-            Ok(row) => report.policies.push(row),
+        match run.select(&key, policy, repository, scanned).await {
+            Ok(Some(row)) => report.policies.push(row),
+            Ok(None) => {}
             Err(e) => report.failures.push(e),
         }
     }
     report.repositories = scans;
+    store.flush()?;
     Ok(report)
 }
 
-async fn scan_repository(
-    repository: &ImageRepository,
-    source: &impl TagSource,
-    store: &Store,
-    options: &ScanOptions,
-) -> Result<RepositoryScan, StoreError> {
-    let key = object_key(
-        repository.metadata.namespace.as_deref(),
-        repository.metadata.name.as_deref(),
-    );
-    let failed = |image: String, message: String| RepositoryScan {
-        repository: key.clone(),
-        image,
-        outcome: Err(message),
-        cached: false,
-    };
-    let target = match target(repository, &options.credentials) {
-        Ok(t) => t,
-        Err(e) => {
-            return Ok(failed(
-                repository.spec.image.clone(),
-                format!("ImageRepository {key}: spec.image: {e}"),
-            ));
-        }
-    };
-    let image = target.image.canonical();
-    let stored = store.scan(&image)?;
-    let fresh = stored.as_ref().is_some_and(|s| {
-        s.scanned_at.saturating_add(interval(repository).as_secs()) > store::now()
-    });
-    if let Some(record) = stored.filter(|_| repository.spec.suspend || (fresh && !options.refresh))
-    {
-        tracing::debug!(repository = %key, image, "tags from the store");
-        return Ok(RepositoryScan {
-            repository: key,
+/// One scan run: what it reads and writes.
+struct ScanRun<'a, S> {
+    objects: &'a ObjectSet,
+    source: &'a S,
+    store: &'a Store,
+    options: &'a ScanOptions,
+}
+
+impl<S: TagSource> ScanRun<'_, S> {
+    async fn scan_repository(
+        &self,
+        repository: &ImageRepository,
+    ) -> Result<RepositoryScan, StoreError> {
+        let key = object_key(
+            repository.metadata.namespace.as_deref(),
+            repository.metadata.name.as_deref(),
+        );
+        let failed = |image: String, message: String| RepositoryScan {
+            repository: key.clone(),
             image,
-            outcome: Ok(record),
-            cached: true,
-        });
-    }
-    if repository.spec.suspend {
-        return Ok(failed(
-            image,
-            format!("ImageRepository {key} is suspended and has never been scanned"),
-        ));
-    }
-    match source.list_tags(&target).await {
-        Ok(tags) => {
-            let record = ScanRecord {
-                revision: store::revision(&tags),
-                tags,
-                scanned_at: store::now(),
+            outcome: Err(message),
+            cached: false,
+        };
+        let target =
+            match access(repository, self.objects, &self.options.credentials).and_then(|a| {
+                target(repository, &a)
+                    .map_err(|e| format!("ImageRepository {key}: spec.image: {e}"))
+            }) {
+                Ok(t) => t,
+                Err(e) => return Ok(failed(repository.spec.image.clone(), e)),
             };
-            store.put_scan(&image, &record)?;
-            tracing::info!(repository = %key, image, tags = record.tags.len(), "scanned");
-            Ok(RepositoryScan {
+        let image = target.image.canonical();
+        let stored = self.store.scan(&image)?;
+        let fresh = stored.as_ref().is_some_and(|s| {
+            s.scanned_at.saturating_add(interval(repository).as_secs()) > store::now()
+        });
+        if let Some(record) =
+            stored.filter(|_| repository.spec.suspend || (fresh && !self.options.refresh))
+        {
+            tracing::debug!(repository = %key, image, "tags from the store");
+            return Ok(RepositoryScan {
                 repository: key,
                 image,
                 outcome: Ok(record),
-                cached: false,
-            })
+                cached: true,
+            });
         }
-        Err(e) => Ok(failed(
-            image,
-            format!("ImageRepository {key}: {}", describe(&e)),
-        )),
+        if repository.spec.suspend {
+            return Ok(failed(
+                image,
+                format!("ImageRepository {key} is suspended and has never been scanned"),
+            ));
+        }
+        match self.source.list_tags(&target).await {
+            Ok(tags) => {
+                let record = ScanRecord {
+                    revision: store::revision(&tags),
+                    tags,
+                    scanned_at: store::now(),
+                };
+                self.store.put_scan(&image, &record)?;
+                tracing::info!(repository = %key, image, tags = record.tags.len(), "scanned");
+                Ok(RepositoryScan {
+                    repository: key,
+                    image,
+                    outcome: Ok(record),
+                    cached: false,
+                })
+            }
+            Err(e) => Ok(failed(
+                image,
+                format!("ImageRepository {key}: {}", describe(&e)),
+            )),
+        }
+    }
+
+    /// The policy's row, or None when its repository has no tags to offer
+    /// (its failure is reported already).
+    async fn select(
+        &self,
+        key: &str,
+        policy: &ImagePolicy,
+        repository: &ImageRepository,
+        scanned: &RepositoryScan,
+    ) -> Result<Option<PolicyRef>, String> {
+        let Ok(record) = &scanned.outcome else {
+            return Ok(None);
+        };
+        let compiled = CompiledPolicy::compile(&policy.spec)
+            .map_err(|e| format!("ImagePolicy {key}: spec.{}: {e}", e.field()))?;
+        let exclusions = Exclusions::of(&repository.spec)
+            .map_err(|e| format!("ImageRepository {}: spec.{e}", scanned.repository))?;
+        let tags: Vec<&Tag> = record
+            .tags
+            .iter()
+            .filter(|t| !exclusions.excludes(t.as_str()))
+            .collect();
+        let selection = compiled.select(&tags);
+        let reflection = policy.spec.digest_reflection_policy.unwrap_or_default();
+        let digest = match (&selection.tag, reflection) {
+            (Some(tag), ReflectionPolicy::IfNotPresent) => Some(
+                self.reflect_digest(key, repository, &scanned.image, tag, u64::MAX)
+                    .await?,
+            ),
+            (Some(tag), ReflectionPolicy::Always) => {
+                let max_age = policy
+                    .spec
+                    .interval
+                    .as_ref()
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(DEFAULT_INTERVAL)
+                    .as_secs();
+                Some(
+                    self.reflect_digest(key, repository, &scanned.image, tag, max_age)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Some(PolicyRef {
+            policy: key.to_string(),
+            repository: scanned.repository.clone(),
+            image: scanned.image.clone(),
+            tag: selection.tag,
+            digest,
+            tags: tags.len(),
+        }))
+    }
+
+    /// The digest of `image:tag`: from the store when it is younger than
+    /// `max_age` seconds, else from the registry (and then stored).
+    async fn reflect_digest(
+        &self,
+        key: &str,
+        repository: &ImageRepository,
+        image: &str,
+        tag: &Tag,
+        max_age: u64,
+    ) -> Result<String, String> {
+        let stored = self
+            .store
+            .digest(image, tag.as_str())
+            .map_err(|e| e.to_string())?;
+        if let Some(record) = stored.filter(|r| {
+            !self.options.refresh && r.checked_at.saturating_add(max_age) > store::now()
+        }) {
+            return Ok(record.digest);
+        }
+        let access = access(repository, self.objects, &self.options.credentials)?;
+        let target = target(repository, &access).map_err(|e| format!("ImagePolicy {key}: {e}"))?;
+        let digest = self
+            .source
+            .digest(&target, tag.as_str())
+            .await
+            .map_err(|e| format!("ImagePolicy {key}: digest of {tag}: {}", describe(&e)))?;
+        let record = DigestRecord {
+            digest: digest.clone(),
+            checked_at: store::now(),
+        };
+        self.store
+            .put_digest(image, tag.as_str(), &record)
+            .map_err(|e| e.to_string())?;
+        Ok(digest)
     }
 }
 
@@ -297,106 +469,4 @@ fn describe(e: &RegistryError) -> String {
         Some(hint) => format!("{e}; {hint}"),
         None => e.to_string(),
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn select(
-    key: &str,
-    policy: &ImagePolicy,
-    repository: &ImageRepository,
-    scanned: &RepositoryScan,
-    record: &ScanRecord,
-    source: &impl TagSource,
-    store: &Store,
-    options: &ScanOptions,
-) -> Result<PolicyRef, String> {
-    let compiled = CompiledPolicy::compile(&policy.spec)
-        .map_err(|e| format!("ImagePolicy {key}: spec.{}: {e}", e.field()))?;
-    let exclusions = Exclusions::of(&repository.spec)
-        .map_err(|e| format!("ImageRepository {}: spec.{e}", scanned.repository))?;
-    let tags: Vec<&Tag> = record
-        .tags
-        .iter()
-        .filter(|t| !exclusions.excludes(t.as_str()))
-        .collect();
-    let selection = compiled.select(&tags);
-    let digest = match (
-        &selection.tag,
-        policy.spec.digest_reflection_policy.unwrap_or_default(),
-    ) {
-        (Some(tag), reflection @ (ReflectionPolicy::IfNotPresent | ReflectionPolicy::Always)) => {
-            let max_age = match reflection {
-                ReflectionPolicy::Always => policy
-                    .spec
-                    .interval
-                    .as_ref()
-                    .and_then(|i| i.parse().ok())
-                    .unwrap_or(DEFAULT_INTERVAL)
-                    .as_secs(),
-                _ => u64::MAX,
-            };
-            Some(
-                reflect_digest(
-                    key,
-                    repository,
-                    &scanned.image,
-                    tag,
-                    max_age,
-                    source,
-                    store,
-                    options,
-                )
-                .await?,
-            )
-        }
-        _ => None,
-    };
-    Ok(PolicyRef {
-        policy: key.to_string(),
-        repository: scanned.repository.clone(),
-        image: scanned.image.clone(),
-        tag: selection.tag,
-        digest,
-        tags: tags.len(),
-    })
-}
-
-/// The digest of `image:tag`: from the store when it is younger than
-/// `max_age` seconds, else from the registry (and then stored).
-#[allow(clippy::too_many_arguments)]
-async fn reflect_digest(
-    key: &str,
-    repository: &ImageRepository,
-    image: &str,
-    tag: &Tag,
-    max_age: u64,
-    source: &impl TagSource,
-    store: &Store,
-    options: &ScanOptions,
-) -> Result<String, String> {
-    let stored = store
-        .digest(image, tag.as_str())
-        .map_err(|e| e.to_string())?;
-    if let Some(record) =
-        stored.filter(|r| !options.refresh && r.checked_at.saturating_add(max_age) > store::now())
-    {
-        return Ok(record.digest);
-    }
-    let target =
-        target(repository, &options.credentials).map_err(|e| format!("ImagePolicy {key}: {e}"))?;
-    let digest = source
-        .digest(&target, tag.as_str())
-        .await
-        .map_err(|e| format!("ImagePolicy {key}: digest of {tag}: {}", describe(&e)))?;
-    store
-        .put_digest(
-            image,
-            tag.as_str(),
-            &DigestRecord {
-                digest: digest.clone(),
-                checked_at: store::now(),
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    Ok(digest)
 }

@@ -200,13 +200,24 @@ impl Store {
         value: &T,
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| self.io(e))?;
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        // Each put is atomic but not synced: a run syncs once at the end
+        // (`flush`) instead of once per repository. A crash before then
+        // loses only cache entries; the file stays consistent.
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| self.io(e))?;
         {
             let mut table = txn.open_table(table).map_err(|e| self.io(e))?;
             table
                 .insert(key, bytes.as_slice())
                 .map_err(|e| self.io(e))?;
         }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         txn.commit().map_err(|e| self.io(e))
     }
 
@@ -231,6 +242,14 @@ impl Store {
         record: &DigestRecord,
     ) -> Result<(), StoreError> {
         self.put(DIGESTS, &format!("{image}:{tag}"), record)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!("{e}");
+        }
     }
 }
 

@@ -48,8 +48,43 @@ pub struct ObjectSet {
     pub repositories: Vec<Loaded<ImageRepository>>,
     pub policies: Vec<Loaded<ImagePolicy>>,
     pub automations: Vec<Loaded<ImageUpdateAutomation>>,
+    /// `v1` Secrets in the files, which `secretRef` and `certSecretRef`
+    /// name in standalone mode as they would in a cluster.
+    pub secrets: Vec<Loaded<SecretData>>,
     /// Things worth telling the user that do not stop hoist.
     pub warnings: Vec<LoadWarning>,
+}
+
+/// A Secret's name and decoded data (`data` base64-decoded, `stringData`
+/// merged over it, as the API server does).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretData {
+    pub namespace: String,
+    pub name: String,
+    pub type_: Option<String>,
+    pub data: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl fmt::Debug for SecretData {
+    // Secret values never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretData")
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("type", &self.type_)
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ObjectSet {
+    /// The Secret `name` in `namespace`, if the files hold it.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&SecretData> {
+        self.secrets
+            .iter()
+            .map(|s| &s.object)
+            .find(|s| s.namespace == namespace && s.name == name)
+    }
 }
 
 /// A problem that stops loading. Displayed as one line that names the
@@ -473,6 +508,9 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
         tracing::debug!(path = %path.display(), line = root.line, "skipping a document without apiVersion and kind");
         return Ok(());
     };
+    if api_version == "v1" && kind_name == "Secret" {
+        return load_secret(path, root, set);
+    }
     let group = api_version.split_once('/').map_or("", |(g, _)| g);
     let Some(kind) = Kind::from_name(kind_name) else {
         if group == crate::api::GROUP || group == FLUX_IMAGE_GROUP {
@@ -586,6 +624,70 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
             });
         }
     }
+    Ok(())
+}
+
+/// Reads a `v1` Secret: `data` (base64) and `stringData`.
+fn load_secret(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), LoadError> {
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        name: String,
+        #[serde(default)]
+        namespace: Option<String>,
+    }
+    let metadata_name = root
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Node::as_str)
+        .unwrap_or("");
+    let namespace = root
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Node::as_str)
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or("default");
+    let doc = Document {
+        path,
+        root,
+        object: format!("Secret {namespace}/{metadata_name}"),
+    };
+    // Secrets carry many keys hoist does not read; no unknown-field warnings.
+    let mut ignored = Vec::new();
+    let metadata: Metadata = doc.typed("metadata", &mut ignored)?;
+    let encoded: Option<std::collections::BTreeMap<String, String>> =
+        doc.typed("data", &mut ignored)?;
+    let plain: Option<std::collections::BTreeMap<String, String>> =
+        doc.typed("stringData", &mut ignored)?;
+    let type_: Option<String> = doc.typed("type", &mut ignored)?;
+    let mut data = std::collections::BTreeMap::new();
+    for (key, value) in encoded.unwrap_or_default() {
+        use base64::Engine;
+        let compact: String = value.split_whitespace().collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|_| {
+                doc.invalid(
+                    &format!("data.{key}"),
+                    "is not base64; put plain text under stringData instead",
+                )
+            })?;
+        data.insert(key, bytes);
+    }
+    for (key, value) in plain.unwrap_or_default() {
+        data.insert(key, value.into_bytes());
+    }
+    set.secrets.push(Loaded {
+        object: SecretData {
+            namespace: metadata
+                .namespace
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".to_string()),
+            name: metadata.name,
+            type_,
+            data,
+        },
+        origin: doc.origin(),
+    });
     Ok(())
 }
 

@@ -470,3 +470,159 @@ fn a_second_scan_within_the_interval_makes_no_request() {
     assert_eq!(scan(dir.path(), &["--refresh"], &[]).code, 0);
     assert_eq!(server.requests().len(), 2);
 }
+
+#[test]
+fn token_auth_against_a_real_registry() {
+    let issuer = crate::support::token::TokenIssuer::start("carol", "t0ken-pass");
+    let Some(registry) = DockerRegistry::start(Auth::Token {
+        realm: issuer.realm(),
+        certificate: issuer.certificate.clone(),
+        signer: std::sync::Arc::clone(&issuer.signer),
+    }) else {
+        return;
+    };
+    let digest = registry.push_image("team/app", &["0.9.0", "1.0.0", "1.4.2"]);
+    let image = format!("{}/team/app", registry.addr);
+    let dir = files(&[(
+        "objects.yaml",
+        &(repository(&image, "") + &policy("app", "^1", "IfNotPresent")),
+    )]);
+    // Without credentials the issuer refuses, and the error says where.
+    let refused = scan(dir.path(), &[], &[]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("GET /token: HTTP 401"),
+        "{}",
+        refused.stderr
+    );
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("docker/config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"username": "carol", "password": "t0ken-pass"}}}}}}"#,
+            registry.addr
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&run)[0]["tag"], "1.4.2");
+    assert_eq!(json(&run)[0]["digest"], serde_json::json!(digest));
+    let scopes: Vec<String> = issuer
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.header("authorization").is_some())
+        .map(|r| r.target.clone())
+        .collect();
+    assert!(
+        !scopes.is_empty()
+            && scopes
+                .iter()
+                .all(|t| t.contains("scope=repository%3Ateam%2Fapp%3Apull")),
+        "{scopes:?}"
+    );
+    assert!(!run.stderr.contains("t0ken-pass") && !refused.stderr.contains("t0ken-pass"));
+}
+
+/// A Secret document in the files, as `kubectl create secret` writes it.
+fn secret(name: &str, type_: &str, entries: &[(&str, String)]) -> String {
+    let mut text = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: {type_}\nstringData:\n"
+    );
+    for (key, value) in entries {
+        text.push_str(&format!("  {key}: |\n"));
+        for line in value.lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
+    }
+    text
+}
+
+#[test]
+fn tls_with_extra_ca_and_client_certificate_from_cert_secret_ref() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let tls = crate::support::registry::TlsFiles::generate();
+    let mirror = registry.tls_mirror(&tls);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{e}"));
+    let https = |extra: &str| {
+        repository(&format!("{}/team/app", mirror.addr), extra).replace("  insecure: true\n", "")
+            + &policy("app", "*", "Never")
+    };
+    // The system roots do not know the test CA.
+    let dir = files(&[("objects.yaml", &https(""))]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("GET /v2/team/app/tags/list: cannot connect"),
+        "{}",
+        run.stderr
+    );
+    // The CA alone: the registry still wants a client certificate.
+    let ca_only = https("  certSecretRef: {name: registry-tls}\n")
+        + &secret("registry-tls", "Opaque", &[("ca.crt", read(&tls.ca))]);
+    let dir = files(&[("objects.yaml", &ca_only)]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    // CA and client certificate: the scan works.
+    let full = https("  certSecretRef: {name: registry-tls}\n")
+        + &secret(
+            "registry-tls",
+            "kubernetes.io/tls",
+            &[
+                ("ca.crt", read(&tls.ca)),
+                ("tls.crt", read(&tls.client_cert)),
+                ("tls.key", read(&tls.client_key)),
+            ],
+        );
+    let dir = files(&[("objects.yaml", &full)]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&run)[0]["tag"], "1.1.0");
+}
+
+#[test]
+fn secret_ref_names_a_dockerconfigjson_secret_in_the_files() {
+    let Some(registry) = DockerRegistry::start(Auth::Basic {
+        username: "dave".into(),
+        password: "from-a-secret".into(),
+    }) else {
+        return;
+    };
+    registry.push_image("team/app", &["2.0.0"]);
+    let config = format!(
+        r#"{{"auths": {{"{}": {{"username": "dave", "password": "from-a-secret"}}}}}}"#,
+        registry.addr
+    );
+    let objects = repository(
+        &format!("{}/team/app", registry.addr),
+        "  secretRef: {name: pull}\n",
+    ) + &policy("app", "*", "Never")
+        + &secret(
+            "pull",
+            "kubernetes.io/dockerconfigjson",
+            &[(".dockerconfigjson", config)],
+        );
+    let dir = files(&[("objects.yaml", &objects)]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&run)[0]["tag"], "2.0.0");
+    // A secretRef whose Secret is not in the files falls back to config.json, and says so.
+    let missing = repository(
+        &format!("{}/team/app", registry.addr),
+        "  secretRef: {name: elsewhere}\n",
+    ) + &policy("app", "*", "Never");
+    let dir = files(&[("objects.yaml", &missing)]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("Secret default/elsewhere is not in the files; using config.json"),
+        "{}",
+        run.stderr
+    );
+}

@@ -64,6 +64,7 @@ pub fn files(entries: &[(&str, &str)]) -> tempfile::TempDir {
 
 pub mod http;
 pub mod registry;
+pub mod token;
 
 /// Runs `hoist ARGS` in `dir` with extra environment variables.
 pub fn hoist_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {

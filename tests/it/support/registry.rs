@@ -19,14 +19,29 @@ pub enum Auth {
         username: String,
         password: String,
     },
+    /// Bearer tokens from an issuer in tests/support.
+    Token {
+        realm: String,
+        certificate: PathBuf,
+        signer: std::sync::Arc<super::token::Signer>,
+    },
+}
+
+/// How the pusher authorizes itself.
+enum Pusher {
+    Anonymous,
+    Basic(String),
+    Token(std::sync::Arc<super::token::Signer>),
 }
 
 pub struct DockerRegistry {
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// Where it keeps blobs and manifests; a second registry may serve it.
+    storage: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
-    authorization: Option<String>,
+    pusher: Pusher,
     agent: ureq::Agent,
 }
 
@@ -53,15 +68,34 @@ impl DockerRegistry {
             return None;
         }
         for _ in 0..5 {
-            if let Some(registry) = DockerRegistry::try_start(&auth) {
+            if let Some(registry) = DockerRegistry::try_start(&auth, None, None) {
                 return Some(registry);
             }
         }
         panic!("docker-registry did not start");
     }
 
-    fn try_start(auth: &Auth) -> Option<DockerRegistry> {
+    /// A second registry over this one's storage, serving HTTPS with the
+    /// given certificates and requiring client certificates signed by the
+    /// same CA. Images are pushed through `self` (plain HTTP).
+    pub fn tls_mirror(&self, tls: &TlsFiles) -> DockerRegistry {
+        for _ in 0..5 {
+            if let Some(registry) =
+                DockerRegistry::try_start(&Auth::None, Some(&self.storage), Some(tls))
+            {
+                return registry;
+            }
+        }
+        panic!("the TLS docker-registry did not start");
+    }
+
+    fn try_start(
+        auth: &Auth,
+        storage: Option<&std::path::Path>,
+        tls: Option<&TlsFiles>,
+    ) -> Option<DockerRegistry> {
         let dir = tempfile::tempdir().ok()?;
+        let storage = storage.map_or_else(|| dir.path().join("data"), std::path::Path::to_path_buf);
         let port = {
             let listener = TcpListener::bind("127.0.0.1:0").ok()?;
             listener.local_addr().ok()?.port()
@@ -69,26 +103,49 @@ impl DockerRegistry {
         let addr = format!("127.0.0.1:{port}");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
+            storage.display()
         );
-        let mut authorization = None;
-        if let Auth::Basic { username, password } = auth {
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", username, password])
-                .output()
-                .ok()?;
-            assert!(
-                out.status.success(),
-                "htpasswd failed (apt-get install apache2-utils)"
-            );
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, &out.stdout).ok()?;
+        if let Some(tls) = tls {
             config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: hoist-test\n    path: {}\n",
-                file.display()
+                "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+                tls.server_cert.display(),
+                tls.server_key.display(),
+                tls.ca.display()
             ));
-            authorization = Some(basic(username, password));
         }
+        let pusher = match auth {
+            Auth::None => Pusher::Anonymous,
+            Auth::Basic { username, password } => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", username, password])
+                    .output()
+                    .ok()?;
+                assert!(
+                    out.status.success(),
+                    "htpasswd failed (apt-get install apache2-utils)"
+                );
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, &out.stdout).ok()?;
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: hoist-test\n    path: {}\n",
+                    file.display()
+                ));
+                Pusher::Basic(basic(username, password))
+            }
+            Auth::Token {
+                realm,
+                certificate,
+                signer,
+            } => {
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    super::token::SERVICE,
+                    super::token::ISSUER,
+                    certificate.display()
+                ));
+                Pusher::Token(std::sync::Arc::clone(signer))
+            }
+        };
         let config_path: PathBuf = dir.path().join("config.yml");
         std::fs::write(&config_path, config).ok()?;
         let mut child = Command::new(BINARY)
@@ -111,9 +168,10 @@ impl DockerRegistry {
             if agent.get(format!("http://{addr}/v2/")).call().is_ok() {
                 return Some(DockerRegistry {
                     addr,
+                    storage,
                     child,
                     _dir: dir,
-                    authorization,
+                    pusher,
                     agent,
                 });
             }
@@ -136,8 +194,20 @@ impl DockerRegistry {
             format!("http://{}{url}", self.addr)
         };
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
-        if let Some(a) = &self.authorization {
-            builder = builder.header("Authorization", a);
+        match &self.pusher {
+            Pusher::Anonymous => {}
+            Pusher::Basic(header) => builder = builder.header("Authorization", header),
+            Pusher::Token(signer) => {
+                // /v2/NAME/(blobs|manifests)/...: grant push on NAME.
+                let path = url.split("/v2/").nth(1).unwrap_or("");
+                let name = path
+                    .split("/blobs/")
+                    .next()
+                    .and_then(|p| p.split("/manifests/").next())
+                    .unwrap_or("");
+                let token = signer.token("pusher", &[format!("repository:{name}:pull,push")]);
+                builder = builder.header("Authorization", format!("Bearer {token}"));
+            }
         }
         if let Some(ct) = content_type {
             builder = builder.header("Content-Type", ct);
@@ -257,4 +327,100 @@ pub fn basic(username: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
     )
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all
+/// made with the `openssl` command.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    pub fn generate() -> TlsFiles {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = |name: &str| dir.path().join(name);
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap_or_else(|e| panic!("openssl is required for TLS tests: {e}"));
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=hoist-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        for (name, usage, cn) in [
+            ("server", "serverAuth", "127.0.0.1"),
+            ("client", "clientAuth", "hoist"),
+        ] {
+            let ext = format!("{name}.ext");
+            let san = if name == "server" {
+                "subjectAltName=IP:127.0.0.1\n"
+            } else {
+                ""
+            };
+            std::fs::write(
+                p(&ext),
+                format!("{san}basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+                "-out",
+                &format!("{name}.crt"),
+            ]);
+        }
+        TlsFiles {
+            ca: p("ca.crt"),
+            server_cert: p("server.crt"),
+            server_key: p("server.key"),
+            client_cert: p("client.crt"),
+            client_key: p("client.key"),
+            _dir: dir,
+        }
+    }
 }
