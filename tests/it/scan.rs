@@ -626,3 +626,262 @@ fn secret_ref_names_a_dockerconfigjson_secret_in_the_files() {
         run.stderr
     );
 }
+
+#[test]
+fn one_failing_repository_does_not_stop_the_others() {
+    let good = FakeServer::start(|_, _| Reply::json(200, &tags_page(&["3.1.0"])));
+    let bad = FakeServer::start(|_, _| {
+        Reply::json(
+            404,
+            r#"{"errors":[{"code":"NAME_UNKNOWN","message":"no such repository"}]}"#,
+        )
+    });
+    let objects = repository(&format!("{}/team/app", good.addr), "")
+        + &policy("app", "*", "Never")
+        + &repository(&format!("{}/team/gone", bad.addr), "")
+            .replace("name: app}", "name: gone}")
+            .replacen("apiVersion", "---\napiVersion", 1)
+        + &policy("gone", "*", "Never").replace("{name: app}", "{name: gone}");
+    let dir = files(&[("objects.yaml", &objects)]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let rows = json(&run);
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(rows[0]["policy"], "default/app");
+    assert!(
+        run.stderr.contains("ImageRepository default/gone") && run.stderr.contains("NAME_UNKNOWN"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn digest_falls_back_to_hashing_the_manifest() {
+    const MANIFEST: &str =
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+    let server =
+        FakeServer::start(
+            |request: &Request, _| match (request.method.as_str(), request.path()) {
+                ("GET", "/v2/team/app/tags/list") => Reply::json(200, &tags_page(&["1.0.0"])),
+                // A registry (or proxy) that drops Docker-Content-Digest.
+                ("HEAD", "/v2/team/app/manifests/1.0.0") => Reply::json(200, ""),
+                ("GET", "/v2/team/app/manifests/1.0.0") => Reply::json(200, MANIFEST),
+                _ => Reply::json(404, "{}"),
+            },
+        );
+    let image = format!("{}/team/app", server.addr);
+    let dir = files(&[(
+        "objects.yaml",
+        &(repository(&image, "") + &policy("app", "*", "IfNotPresent")),
+    )]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        json(&run)[0]["digest"],
+        serde_json::json!(sha256(MANIFEST.as_bytes()))
+    );
+    let accept = server
+        .requests()
+        .iter()
+        .find(|r| r.method == "HEAD")
+        .and_then(|r| r.header("accept").map(str::to_string))
+        .unwrap_or_default();
+    for media_type in [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST] {
+        assert!(accept.contains(media_type), "{accept}");
+    }
+}
+
+/// A registry that wants Basic credentials `user:pass`.
+fn basic_only(user: &'static str, pass: &'static str) -> FakeServer {
+    FakeServer::start(move |request: &Request, _| {
+        if request.header("authorization") == Some(basic(user, pass).as_str()) {
+            Reply::json(200, &tags_page(&["1.2.3"]))
+        } else {
+            Reply::json(
+                401,
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            )
+            .with_header("WWW-Authenticate", r#"Basic realm="fake""#)
+        }
+    })
+}
+
+#[test]
+fn credentials_from_a_credential_helper() {
+    let server = basic_only("helper-user", "helper-secret");
+    let dir = fake_objects(&server, "");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap_or_else(|e| panic!("{e}"));
+    let helper = bin.join("docker-credential-hoisttest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread server\n[ \"$server\" = {} ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"helper-user\",\"Secret\":\"helper-secret\"}}'\n",
+            server.addr
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for config in [
+        r#"{"credsStore": "hoisttest"}"#.to_string(),
+        format!(r#"{{"credHelpers": {{"{}": "hoisttest"}}}}"#, server.addr),
+    ] {
+        std::fs::write(dir.path().join("docker/config.json"), &config)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let run = scan(dir.path(), &["--refresh"], &[("PATH", &path)]);
+        assert_eq!(run.code, 0, "{config}: {}", run.stderr);
+        assert_eq!(json(&run)[0]["tag"], "1.2.3");
+        assert!(!run.stderr.contains("helper-secret"));
+    }
+    // A helper that cannot be run is named in the error.
+    std::fs::write(
+        dir.path().join("docker/config.json"),
+        r#"{"credsStore": "nowhere-to-be-found"}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = scan(dir.path(), &["--refresh"], &[("PATH", &path)]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("docker-credential-nowhere-to-be-found"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn identity_tokens_use_the_refresh_grant() {
+    let server = FakeServer::start(|request: &Request, _| {
+        let addr = request.header("host").unwrap_or("").to_string();
+        let body = String::from_utf8_lossy(&request.body).into_owned();
+        match (request.method.as_str(), request.path()) {
+            ("POST", "/oauth2/token")
+                if body.contains("grant_type=refresh_token")
+                    && body.contains("refresh_token=idt-123") =>
+            {
+                Reply::json(200, r#"{"access_token": "from-refresh", "expires_in": 60}"#)
+            }
+            (_, "/v2/team/app/tags/list")
+                if request.header("authorization") == Some("Bearer from-refresh") =>
+            {
+                Reply::json(200, &tags_page(&["0.1.0"]))
+            }
+            (_, "/v2/team/app/tags/list") => Reply::json(401, "{}").with_header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="http://{addr}/oauth2/token",service="fake""#),
+            ),
+            _ => Reply::json(400, "{}"),
+        }
+    });
+    let dir = fake_objects(&server, "");
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("docker/config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"identitytoken": "idt-123"}}}}}}"#,
+            server.addr
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&run)[0]["tag"], "0.1.0");
+    let token = server
+        .requests()
+        .into_iter()
+        .find(|r| r.path() == "/oauth2/token");
+    let body = token
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .unwrap_or_default();
+    assert!(
+        body.contains("scope=repository%3Ateam%2Fapp%3Apull") && body.contains("service=fake"),
+        "{body}"
+    );
+}
+
+#[test]
+fn at_most_eight_requests_in_flight_per_registry_host() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (in_flight, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (now, max) = (Arc::clone(&in_flight), Arc::clone(&peak));
+    let server = FakeServer::start(move |_, _| {
+        let current = now.fetch_add(1, Ordering::SeqCst) + 1;
+        max.fetch_max(current, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        now.fetch_sub(1, Ordering::SeqCst);
+        Reply::json(200, &tags_page(&["1.0.0"]))
+    });
+    let mut objects = String::new();
+    for i in 0..20 {
+        objects.push_str(&format!(
+            "---\napiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {{name: app{i}}}\nspec: {{image: {}/team/app{i}, insecure: true}}\n",
+            server.addr
+        ));
+    }
+    let dir = files(&[("objects.yaml", &objects)]);
+    let run = scan(dir.path(), &["--concurrency", "20"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(server.requests().len(), 20);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&peak), "peak in flight {peak}");
+}
+
+#[test]
+fn a_killed_scan_leaves_a_readable_store_and_a_running_one_holds_it() {
+    let good = FakeServer::start(|_, _| Reply::json(200, &tags_page(&["1.0.0", "1.1.0"])));
+    let hung = FakeServer::start(|_, _| Reply::Hang);
+    let dir = fake_objects(&good, "");
+    assert_eq!(scan(dir.path(), &[], &[]).code, 0);
+    std::fs::write(
+        dir.path().join("hung.yaml"),
+        repository(&format!("{}/team/app", hung.addr), "  timeout: 60s\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args([
+            "scan",
+            "-f",
+            "hung.yaml",
+            "--state-dir",
+            "state",
+            "--refresh",
+        ])
+        .current_dir(dir.path())
+        .env("DOCKER_CONFIG", dir.path().join("docker"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let waited = std::time::Instant::now();
+    while hung.requests().is_empty() && waited.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !hung.requests().is_empty(),
+        "the scan never reached the registry"
+    );
+    // While it runs, a second hoist on the same state waits, then says why.
+    let blocked = scan(dir.path(), &[], &[]);
+    assert_eq!(blocked.code, 1, "{}", blocked.stderr);
+    assert!(
+        blocked
+            .stderr
+            .contains("is in use by another hoist process"),
+        "{}",
+        blocked.stderr
+    );
+    // SIGKILL mid-scan: no chance to clean up.
+    child.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.wait();
+    let after = scan(dir.path(), &[], &[]);
+    assert_eq!(after.code, 0, "{}", after.stderr);
+    assert_eq!(json(&after)[0]["tag"], "1.1.0");
+}

@@ -15,6 +15,7 @@ pub struct Request {
     /// Path and query, as sent.
     pub target: String,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
     /// When the server read it.
     pub at: std::time::Instant,
 }
@@ -168,6 +169,7 @@ fn serve(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Request>>, s
             method: method.to_string(),
             target: target.to_string(),
             headers,
+            body,
             at: std::time::Instant::now(),
         };
         let index = {
