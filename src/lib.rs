@@ -11,4 +11,5 @@ pub mod model;
 pub mod pipeline;
 pub mod policy;
 pub mod registry;
+pub mod rewrite;
 pub mod store;

@@ -52,3 +52,63 @@ pub struct Selection {
     /// a version (semver) or not a number (numerical).
     pub ignored: usize,
 }
+
+/// The Kubernetes object a change sits in, as far as its document says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ObjectRef {
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, &self.name) {
+            (None, None) => f.write_str("-"),
+            (kind, name) => {
+                if let Some(kind) = kind {
+                    write!(f, "{kind}")?;
+                    if name.is_some() {
+                        f.write_str(" ")?;
+                    }
+                }
+                if let Some(name) = name {
+                    if let Some(ns) = &self.namespace {
+                        write!(f, "{ns}/")?;
+                    }
+                    f.write_str(name)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One marked value hoist changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// The file, relative to the rewritten tree.
+    pub file: std::path::PathBuf,
+    /// 1-based line of the value.
+    pub line: usize,
+    pub object: ObjectRef,
+    /// The marker as written: `flux-system:podinfo:tag`.
+    pub marker: String,
+    /// The ImagePolicy, `ns/name`.
+    pub policy: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// Every change of one rewrite, in file and line order. Commit messages and
+/// pull request bodies are made from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChangeSet {
+    pub changes: Vec<Change>,
+}
+
+impl ChangeSet {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}

@@ -5,6 +5,7 @@
 mod crds;
 mod error;
 mod policy_eval;
+mod rewrite;
 mod scan;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -49,6 +50,8 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Scan every ImageRepository and print every ImagePolicy's latest tag.
     Scan(scan::ScanArgs),
+    /// Set the marked image fields under a path to the given refs.
+    Rewrite(rewrite::RewriteArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds(crds::CrdsArgs),
 }
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Policy(PolicyCommand::Eval(args)) => policy_eval::run(args),
         Command::Scan(args) => scan::run(args),
+        Command::Rewrite(args) => rewrite::run(args),
         Command::Crds(args) => crds::run(args),
     }
 }

@@ -1,0 +1,360 @@
+//! Rewriting one file's text: parse for byte spans, find the scalars that
+//! carry a marker comment on their line, and splice new values into exactly
+//! those spans. Pure: text in, text and changes out.
+
+use std::collections::BTreeMap;
+
+use granit_parser::{Event, Parser, ScalarStyle};
+
+use super::marker::{Field, Marker};
+use super::scalar::{Style, render};
+use crate::api::ImageRef;
+use crate::model::ObjectRef;
+
+/// The latest refs to write, by policy `ns/name`.
+pub type Refs = BTreeMap<String, ImageRef>;
+
+/// One scalar whose value a marker changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edit {
+    /// 1-based line of the scalar.
+    pub line: usize,
+    pub object: ObjectRef,
+    pub marker: String,
+    pub policy: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// Something to report about a file: a warning (the file is still
+/// rewritten) or an error for one marker or the whole file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub error: bool,
+    pub message: String,
+}
+
+/// What rewriting one file's text produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The new text, when anything changed.
+    pub text: Option<String>,
+    pub edits: Vec<Edit>,
+    pub problems: Vec<Problem>,
+    /// The file does not parse; nothing in it was changed.
+    pub unparsable: bool,
+}
+
+struct Scalar {
+    start: usize,
+    end: usize,
+    line: usize,
+    end_line: usize,
+    column: usize,
+    style: ScalarStyle,
+    value: String,
+    is_key: bool,
+    document: usize,
+}
+
+struct Comment {
+    start: usize,
+    line: usize,
+    column: usize,
+    text: String,
+}
+
+enum Frame {
+    Mapping {
+        /// The key under which this mapping sits in its parent mapping.
+        via: Option<String>,
+        key: Option<String>,
+        expecting_key: bool,
+    },
+    Sequence,
+}
+
+/// Rewrites the markers in `text` with `refs`. A text without
+/// `$imagepolicy` is not parsed at all.
+pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
+    if !text.contains("$imagepolicy") {
+        return Rewritten::default();
+    }
+    let mut scalars = Vec::new();
+    let mut comments = Vec::new();
+    let mut objects: Vec<ObjectRef> = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
+    for event in Parser::new_from_str(text) {
+        let (event, span) = match event {
+            Ok(e) => e,
+            Err(e) => {
+                let marker = e.marker();
+                return Rewritten {
+                    problems: vec![Problem {
+                        line: marker.line(),
+                        column: marker.col() + 1,
+                        error: true,
+                        message: format!("not valid YAML, file left unchanged: {}", e.info()),
+                    }],
+                    unparsable: true,
+                    ..Rewritten::default()
+                };
+            }
+        };
+        let (Some(start), Some(end)) = (span.start.byte_offset(), span.end.byte_offset()) else {
+            continue;
+        };
+        match event {
+            Event::DocumentStart(..) => {
+                objects.push(ObjectRef::default());
+                frames.clear();
+            }
+            Event::MappingStart(..) => {
+                let via = node_key(&frames);
+                frames.push(Frame::Mapping {
+                    via,
+                    key: None,
+                    expecting_key: true,
+                });
+            }
+            Event::SequenceStart(..) => frames.push(Frame::Sequence),
+            Event::MappingEnd | Event::SequenceEnd => {
+                frames.pop();
+                node_done(&mut frames);
+            }
+            Event::Alias(..) if !take_key(&mut frames, None) => node_done(&mut frames),
+            Event::Scalar(value, style, ..) => {
+                let is_key = take_key(&mut frames, Some(value.to_string()));
+                if !is_key {
+                    if let Some(object) = objects.last_mut() {
+                        record_identity(&frames, &value, object);
+                    }
+                    node_done(&mut frames);
+                }
+                scalars.push(Scalar {
+                    start,
+                    end,
+                    line: span.start.line(),
+                    end_line: span.end.line(),
+                    column: span.start.col() + 1,
+                    style,
+                    value: value.into_owned(),
+                    is_key,
+                    document: objects.len().saturating_sub(1),
+                });
+            }
+            Event::Comment(body, _) if body.contains("$imagepolicy") => comments.push(Comment {
+                start,
+                line: span.start.line(),
+                column: span.start.col() + 1,
+                text: body.into_owned(),
+            }),
+            _ => {}
+        }
+    }
+    let mut out = Rewritten::default();
+    // Markers written inside block scalars are text, not comments.
+    for s in scalars
+        .iter()
+        .filter(|s| matches!(s.style, ScalarStyle::Literal | ScalarStyle::Folded))
+    {
+        if s.value.contains("$imagepolicy") {
+            out.problems.push(Problem {
+                line: s.line,
+                column: s.column,
+                error: false,
+                message:
+                    "a marker inside a block scalar (| or >) is text, not a marker; not rewritten"
+                        .to_string(),
+            });
+        }
+    }
+    let mut splices: Vec<(usize, usize, String)> = Vec::new();
+    for comment in &comments {
+        let marker = match Marker::parse(&comment.text) {
+            None => continue,
+            Some(Err(message)) => {
+                out.problems.push(Problem {
+                    line: comment.line,
+                    column: comment.column,
+                    error: false,
+                    message: format!("{message}; not rewritten"),
+                });
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        let warn = |message: String| Problem {
+            line: comment.line,
+            column: comment.column,
+            error: false,
+            message,
+        };
+        // The scalar the marker belongs to ends on the comment's line, with
+        // only blanks between them.
+        let index = scalars.partition_point(|s| s.end <= comment.start);
+        let Some(scalar) = index.checked_sub(1).map(|i| &scalars[i]).filter(|s| {
+            s.end_line == comment.line
+                && text[s.end..comment.start]
+                    .chars()
+                    .all(|c| c == ' ' || c == '\t')
+        }) else {
+            out.problems.push(warn(format!(
+                "marker {marker} follows no scalar value on its line; not rewritten"
+            )));
+            continue;
+        };
+        let style = match scalar.style {
+            ScalarStyle::Plain => Style::Plain,
+            ScalarStyle::SingleQuoted => Style::SingleQuoted,
+            ScalarStyle::DoubleQuoted => Style::DoubleQuoted,
+            _ => {
+                out.problems.push(warn(format!(
+                    "marker {marker} is on a block scalar; not rewritten"
+                )));
+                continue;
+            }
+        };
+        if scalar.is_key {
+            out.problems.push(warn(format!(
+                "marker {marker} is on a mapping key, not a value; not rewritten"
+            )));
+            continue;
+        }
+        if scalar.start == scalar.end {
+            out.problems.push(warn(format!(
+                "marker {marker} is on an empty value; write a placeholder image there first"
+            )));
+            continue;
+        }
+        let Some(latest) = refs.get(&marker.policy()) else {
+            tracing::debug!(marker = %marker, "no latest ref for this policy; left alone");
+            continue;
+        };
+        let new = match value_for(&marker, latest) {
+            Ok(v) => v,
+            Err(message) => {
+                out.problems.push(Problem {
+                    line: comment.line,
+                    column: comment.column,
+                    error: true,
+                    message,
+                });
+                continue;
+            }
+        };
+        if new == scalar.value {
+            continue;
+        }
+        splices.push((scalar.start, scalar.end, render(&new, style)));
+        out.edits.push(Edit {
+            line: scalar.line,
+            object: objects.get(scalar.document).cloned().unwrap_or_default(),
+            marker: marker.to_string(),
+            policy: marker.policy(),
+            old: scalar.value.clone(),
+            new,
+        });
+    }
+    if !splices.is_empty() {
+        splices.sort_by_key(|s| s.0);
+        let mut result = String::with_capacity(text.len() + 64);
+        let mut at = 0;
+        for (start, end, replacement) in splices {
+            result.push_str(&text[at..start]);
+            result.push_str(&replacement);
+            at = end;
+        }
+        result.push_str(&text[at..]);
+        out.text = Some(result);
+    }
+    out
+}
+
+/// The value a marker writes for a policy's latest ref.
+fn value_for(marker: &Marker, latest: &ImageRef) -> Result<String, String> {
+    let missing = |what: &str| {
+        format!(
+            "marker {marker}: the latest ref of {} has no {what}; not rewritten",
+            marker.policy()
+        )
+    };
+    match marker.field {
+        Field::Name => Ok(latest.name.clone()),
+        Field::Tag if latest.tag.is_empty() => Err(missing("tag")),
+        Field::Tag => Ok(latest.tag.clone()),
+        Field::Digest => latest.digest.clone().ok_or_else(|| missing("digest")),
+        Field::Reference => {
+            let mut value = latest.name.clone();
+            if !latest.tag.is_empty() {
+                value.push(':');
+                value.push_str(&latest.tag);
+            }
+            if let Some(digest) = &latest.digest {
+                value.push('@');
+                value.push_str(digest);
+            }
+            Ok(value)
+        }
+    }
+}
+
+/// Called when a node starts: the key it sits under, if its parent is a
+/// mapping.
+fn node_key(frames: &[Frame]) -> Option<String> {
+    match frames.last() {
+        Some(Frame::Mapping {
+            key,
+            expecting_key: false,
+            ..
+        }) => key.clone(),
+        _ => None,
+    }
+}
+
+/// Treats a scalar (or alias) as a key when its mapping expects one.
+fn take_key(frames: &mut [Frame], value: Option<String>) -> bool {
+    if let Some(Frame::Mapping {
+        key, expecting_key, ..
+    }) = frames.last_mut()
+        && *expecting_key
+    {
+        *key = value;
+        *expecting_key = false;
+        return true;
+    }
+    false
+}
+
+/// Called when a value node ends: its mapping now expects a key.
+fn node_done(frames: &mut [Frame]) {
+    if let Some(Frame::Mapping { expecting_key, .. }) = frames.last_mut() {
+        *expecting_key = true;
+    }
+}
+
+/// `kind`, `metadata.name` and `metadata.namespace` of the document.
+fn record_identity(frames: &[Frame], value: &str, object: &mut ObjectRef) {
+    let key_of = |f: &Frame| match f {
+        Frame::Mapping { key, .. } => key.clone(),
+        Frame::Sequence => None,
+    };
+    match frames {
+        [root] if key_of(root).as_deref() == Some("kind") => object.kind = Some(value.to_string()),
+        [
+            _,
+            Frame::Mapping {
+                via: Some(via),
+                key: Some(key),
+                ..
+            },
+        ] if via == "metadata" => match key.as_str() {
+            "name" => object.name = Some(value.to_string()),
+            "namespace" => object.namespace = Some(value.to_string()),
+            _ => {}
+        },
+        _ => {}
+    }
+}
