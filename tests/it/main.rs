@@ -3,5 +3,6 @@
 mod cli;
 mod generated;
 mod masterminds;
+mod rewrite;
 mod scan;
 mod support;
