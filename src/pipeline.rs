@@ -14,7 +14,8 @@ use crate::load::ObjectSet;
 use crate::model::Tag;
 use crate::policy::CompiledPolicy;
 use crate::registry::{
-    DockerConfig, Exclusions, ImageName, RegistryError, ScanTarget, TagSource, TlsConfig,
+    Credential, DockerConfig, Exclusions, ImageName, RegistryError, ScanTarget, TagSource,
+    TlsConfig,
 };
 use crate::store::{self, DigestRecord, ScanRecord, Store, StoreError};
 
@@ -178,7 +179,7 @@ fn access(
                     })?;
                 let text = String::from_utf8_lossy(json);
                 let origin = std::path::PathBuf::from(format!("Secret {namespace}/{name}"));
-                let config = DockerConfig::parse(&text, &origin)
+                let config = DockerConfig::parse_secret(&text, &origin)
                     .map_err(|e| format!("ImageRepository {key}: spec.secretRef: {e}"))?;
                 access.credentials = Arc::new(config);
             }
@@ -211,7 +212,13 @@ fn access(
     Ok(access)
 }
 
-fn target(repository: &ImageRepository, access: &Access) -> Result<ScanTarget, String> {
+/// What to ask the registry for one repository; the credential is looked
+/// up by the caller, once per scan.
+fn target(
+    repository: &ImageRepository,
+    access: &Access,
+    credential: Option<Credential>,
+) -> Result<ScanTarget, String> {
     let spec = &repository.spec;
     let image = ImageName::parse(&spec.image).map_err(|e| e.to_string())?;
     let interval = interval(repository);
@@ -224,7 +231,7 @@ fn target(repository: &ImageRepository, access: &Access) -> Result<ScanTarget, S
         insecure: spec.insecure,
         timeout,
         tls: access.tls.clone(),
-        credentials: Arc::clone(&access.credentials),
+        credential,
     })
 }
 
@@ -249,6 +256,7 @@ pub async fn scan(
 ) -> Result<ScanReport, PipelineError> {
     check_references(objects)?;
     let run = ScanRun {
+        targets: std::sync::Mutex::default(),
         objects,
         source,
         store,
@@ -299,6 +307,8 @@ pub async fn scan(
 
 /// One scan run: what it reads and writes.
 struct ScanRun<'a, S> {
+    /// Resolved targets by repository `ns/name`.
+    targets: std::sync::Mutex<HashMap<String, ScanTarget>>,
     objects: &'a ObjectSet,
     source: &'a S,
     store: &'a Store,
@@ -306,6 +316,33 @@ struct ScanRun<'a, S> {
 }
 
 impl<S: TagSource> ScanRun<'_, S> {
+    /// The repository's scan target with its credential, looked up once
+    /// per run (a credential helper is a process) and bounded by the
+    /// repository's timeout.
+    async fn target(&self, repository: &ImageRepository, key: &str) -> Result<ScanTarget, String> {
+        if let Some(target) = self.targets.lock().ok().and_then(|t| t.get(key).cloned()) {
+            return Ok(target);
+        }
+        let access = access(repository, self.objects, &self.options.credentials)?;
+        let mut target = target(repository, &access, None)
+            .map_err(|e| format!("ImageRepository {key}: spec.image: {e}"))?;
+        let lookup = access.credentials.lookup(&target.image.registry);
+        target.credential = match tokio::time::timeout(target.timeout, lookup).await {
+            Ok(Ok(credential)) => credential,
+            Ok(Err(e)) => return Err(format!("ImageRepository {key}: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "ImageRepository {key}: looking up credentials for {} took longer than the timeout",
+                    target.image.registry
+                ));
+            }
+        };
+        if let Ok(mut targets) = self.targets.lock() {
+            targets.insert(key.to_string(), target.clone());
+        }
+        Ok(target)
+    }
+
     async fn scan_repository(
         &self,
         repository: &ImageRepository,
@@ -320,16 +357,24 @@ impl<S: TagSource> ScanRun<'_, S> {
             outcome: Err(message),
             cached: false,
         };
-        let target =
-            match access(repository, self.objects, &self.options.credentials).and_then(|a| {
-                target(repository, &a)
-                    .map_err(|e| format!("ImageRepository {key}: spec.image: {e}"))
-            }) {
-                Ok(t) => t,
-                Err(e) => return Ok(failed(repository.spec.image.clone(), e)),
-            };
-        let image = target.image.canonical();
-        let stored = self.store.scan(&image)?;
+        let image = match ImageName::parse(&repository.spec.image) {
+            Ok(name) => name.canonical(),
+            Err(e) => {
+                return Ok(failed(
+                    repository.spec.image.clone(),
+                    format!("ImageRepository {key}: spec.image: {e}"),
+                ));
+            }
+        };
+        let stored = match self.store.scan(&image) {
+            Ok(stored) => stored,
+            // One damaged entry is a cache miss, not a failed run.
+            Err(StoreError::Unreadable { reason, .. }) => {
+                tracing::warn!(repository = %key, "{reason}; scanning again");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let fresh = stored.as_ref().is_some_and(|s| {
             s.scanned_at.saturating_add(interval(repository).as_secs()) > store::now()
         });
@@ -350,6 +395,10 @@ impl<S: TagSource> ScanRun<'_, S> {
                 format!("ImageRepository {key} is suspended and has never been scanned"),
             ));
         }
+        let target = match self.target(repository, &key).await {
+            Ok(t) => t,
+            Err(e) => return Ok(failed(image, e)),
+        };
         match self.source.list_tags(&target).await {
             Ok(tags) => {
                 let record = ScanRecord {
@@ -445,8 +494,14 @@ impl<S: TagSource> ScanRun<'_, S> {
         }) {
             return Ok(record.digest);
         }
-        let access = access(repository, self.objects, &self.options.credentials)?;
-        let target = target(repository, &access).map_err(|e| format!("ImagePolicy {key}: {e}"))?;
+        let repository_key = object_key(
+            repository.metadata.namespace.as_deref(),
+            repository.metadata.name.as_deref(),
+        );
+        let target = self
+            .target(repository, &repository_key)
+            .await
+            .map_err(|e| format!("ImagePolicy {key}: {e}"))?;
         let digest = self
             .source
             .digest(&target, tag.as_str())

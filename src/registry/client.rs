@@ -14,7 +14,7 @@ use sha2::Digest as _;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::credentials::{Credential, DockerConfig};
+use super::credentials::Credential;
 use super::error::{FailureKind, RegistryError, error_code};
 use super::headers::{Challenge, next_link, parse_challenge, retry_after};
 use super::reference::ImageName;
@@ -36,11 +36,12 @@ pub struct ScanTarget {
     /// Bound on one whole operation (all pages, all retries).
     pub timeout: Duration,
     pub tls: TlsConfig,
-    pub credentials: Arc<DockerConfig>,
+    /// What to answer a challenge with, looked up once per scan.
+    pub credential: Option<Credential>,
 }
 
 /// Extra trust and a client certificate, from `certSecretRef`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct TlsConfig {
     /// PEM certificates trusted in addition to the system roots (`ca.crt`).
     pub ca_pem: Option<Vec<u8>>,
@@ -60,6 +61,29 @@ pub struct RegistrySettings {
     /// Page size asked for; registries may return fewer.
     pub page_size: u32,
 }
+
+impl std::fmt::Debug for TlsConfig {
+    // The client PEM holds a private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|c| c.len()))
+            .field(
+                "client_pem",
+                &self.client_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Longest pause a 429 can impose on a host, whatever its Retry-After says:
+/// a long-running hoist must not stop scanning a host for a year.
+const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
+/// Longest a token is reused, whatever its `expires_in` says.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Body size limits: a tag list page, a manifest, a token response.
+const MAX_PAGE: usize = 16 << 20;
+const MAX_MANIFEST: usize = 4 << 20;
+const MAX_TOKEN: usize = 1 << 20;
 
 impl Default for RegistrySettings {
     fn default() -> Self {
@@ -142,6 +166,7 @@ impl Registry {
         let mut url = self.url(target, &format!("tags/list?n={}", self.settings.page_size))?;
         let mut tags = Vec::new();
         let mut pages = 0;
+        let mut visited = std::collections::HashSet::from([url.clone()]);
         loop {
             let response = self
                 .execute(target, Method::GET, &url, "application/json", deadline)
@@ -152,7 +177,7 @@ impl Registry {
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link)
                 .map(str::to_string);
-            let body = read_body(response, deadline)
+            let body = read_body(response, deadline, MAX_PAGE)
                 .await
                 .map_err(|f| self.error(target, "GET", &url, f))?;
             #[derive(serde::Deserialize)]
@@ -170,7 +195,14 @@ impl Registry {
                     ),
                 )
             })?;
-            tags.extend(list.tags.unwrap_or_default().into_iter().map(Tag));
+            let listed = list.tags.unwrap_or_default();
+            let before = tags.len();
+            tags.extend(listed.iter().filter(|t| valid_tag(t)).cloned().map(Tag));
+            if tags.len() - before < listed.len() {
+                // Tags go into URLs and manifests; one that is not a valid
+                // tag could redirect a request or break a file.
+                tracing::warn!(image = %target.image, dropped = listed.len() - (tags.len() - before), "dropping listed tags that are not valid tags");
+            }
             pages += 1;
             let Some(next) = next else { break };
             let resolved = url.join(&next).map_err(|e| {
@@ -181,7 +213,20 @@ impl Registry {
                     Failure::new(FailureKind::Protocol, format!("Link header {next:?}: {e}")),
                 )
             })?;
-            if resolved == url || pages >= 100_000 {
+            // The next page must come from the same origin: the request
+            // carries the registry's credentials.
+            if resolved.origin() != url.origin() {
+                return Err(self.error(
+                    target,
+                    "GET",
+                    &url,
+                    Failure::new(
+                        FailureKind::Protocol,
+                        format!("the Link header points at another host or scheme ({}); not following it", resolved.origin().ascii_serialization()),
+                    ),
+                ));
+            }
+            if !visited.insert(resolved.clone()) || pages >= 100_000 {
                 return Err(self.error(
                     target,
                     "GET",
@@ -217,7 +262,7 @@ impl Registry {
         let response = self
             .execute(target, Method::GET, &url, MANIFEST_ACCEPT, deadline)
             .await?;
-        let body = read_body(response, deadline)
+        let body = read_body(response, deadline, MAX_MANIFEST)
             .await
             .map_err(|f| self.error(target, "GET", &url, f))?;
         Ok(format!("sha256:{:x}", sha2::Sha256::digest(&body)))
@@ -316,19 +361,13 @@ impl Registry {
     ) -> Result<reqwest::Response, RegistryError> {
         let fail = |f: Failure| self.error(target, method.as_str(), url, f);
         let client = self.client(&target.tls).map_err(fail)?;
-        let credential = target
-            .credentials
-            .lookup(&target.image.registry)
-            .await
-            .map_err(|e| fail(Failure::new(FailureKind::Credentials, e.to_string())))?;
-        let principal = credential
-            .as_ref()
-            .map_or("", Credential::principal)
-            .to_string();
+        let credential = target.credential.as_ref();
+        // Keyed by the whole credential: two Secrets with the same user
+        // name and different passwords must not share an authorization.
         let key = (
             target.image.api_host().to_string(),
             target.image.repository.clone(),
-            principal,
+            credential.map_or_else(String::new, Credential::fingerprint),
         );
         let mut authorization = self.remembered(&key);
         let mut answered = false;
@@ -372,7 +411,7 @@ impl Registry {
                     }));
                 };
                 let answer = match &challenge {
-                    Challenge::Basic => match &credential {
+                    Challenge::Basic => match credential {
                         Some(Credential::Basic { username, password }) => Authorization {
                             header: basic(username, password),
                             expires: None,
@@ -400,7 +439,7 @@ impl Registry {
                             realm,
                             service.as_deref(),
                             scope.as_deref(),
-                            credential.as_ref(),
+                            credential,
                             deadline,
                         )
                         .await?
@@ -514,7 +553,7 @@ impl Registry {
         if !response.status().is_success() {
             return Err(token_error(&path, failure_from(response, deadline).await));
         }
-        let body = read_body(response, deadline)
+        let body = read_body(response, deadline, MAX_TOKEN)
             .await
             .map_err(|f| token_error(&path, f))?;
         #[derive(serde::Deserialize)]
@@ -546,10 +585,10 @@ impl Registry {
                 )
             })?;
         // The spec's default lifetime is 60 s; renew a little early.
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60));
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60)).min(MAX_TOKEN_LIFETIME);
         Ok(Authorization {
             header: format!("Bearer {token}"),
-            expires: Some(Instant::now() + lifetime.saturating_sub(Duration::from_secs(5))),
+            expires: Instant::now().checked_add(lifetime.saturating_sub(Duration::from_secs(5))),
         })
     }
 
@@ -564,6 +603,7 @@ impl Registry {
     ) -> Result<reqwest::Response, Failure> {
         let host = self.host(host_name);
         let mut attempt = 0;
+        let mut last: String;
         loop {
             let wait = host.wait();
             if let Some(wait) = wait {
@@ -591,6 +631,7 @@ impl Registry {
             let retry_in = match result {
                 Ok(response) => {
                     let status = response.status();
+                    last = format!("the last answer was HTTP {}", status.as_u16());
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         let pause = response
                             .headers()
@@ -615,10 +656,11 @@ impl Registry {
                     } else {
                         FailureKind::Transport
                     };
+                    last = describe(&e);
                     if attempt >= self.settings.retries
                         || kind == FailureKind::Timeout && Instant::now() >= deadline
                     {
-                        return Err(Failure::new(kind, describe(&e)));
+                        return Err(Failure::new(kind, last));
                     }
                     self.backoff(attempt)
                 }
@@ -627,7 +669,7 @@ impl Registry {
             if Instant::now() + retry_in >= deadline {
                 return Err(Failure::new(
                     FailureKind::Timeout,
-                    "timed out while retrying",
+                    format!("timed out while retrying; {last}"),
                 ));
             }
             tokio::time::sleep(retry_in).await;
@@ -653,7 +695,7 @@ impl Host {
 
     fn pause(&self, pause: Duration) {
         let mut not_before = self.not_before.lock().unwrap_or_else(|e| e.into_inner());
-        let until = Instant::now() + pause;
+        let until = Instant::now() + pause.min(MAX_PAUSE);
         if not_before.is_none_or(|at| at < until) {
             *not_before = Some(until);
         }
@@ -666,6 +708,16 @@ fn basic(username: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(raw)
     )
+}
+
+/// The distribution spec's tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn valid_tag(tag: &str) -> bool {
+    let b = tag.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn valid_digest(digest: &str) -> bool {
@@ -704,22 +756,47 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-async fn read_body(response: reqwest::Response, deadline: Instant) -> Result<Vec<u8>, Failure> {
-    match tokio::time::timeout_at(deadline, response.bytes()).await {
-        Ok(Ok(bytes)) => Ok(bytes.to_vec()),
-        Ok(Err(e)) => Err(Failure::new(FailureKind::Transport, describe(&e))),
-        Err(_) => Err(Failure::new(
-            FailureKind::Timeout,
-            "timed out reading the response",
-        )),
-    }
+/// Reads a body of at most `limit` bytes: a registry that sends more is
+/// broken or hostile, and must not exhaust memory.
+async fn read_body(
+    mut response: reqwest::Response,
+    deadline: Instant,
+    limit: usize,
+) -> Result<Vec<u8>, Failure> {
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| Failure::new(FailureKind::Transport, describe(&e)))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(Failure::new(
+                    FailureKind::Protocol,
+                    format!("the response is larger than {} MiB", limit >> 20),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout_at(deadline, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::new(
+                FailureKind::Timeout,
+                "timed out reading the response",
+            ))
+        })
 }
 
 /// Turns an unsuccessful response into a failure with the registry's code.
 async fn failure_from(response: reqwest::Response, deadline: Instant) -> Failure {
     let status = response.status();
     let headers: HeaderMap = response.headers().clone();
-    let body = read_body(response, deadline).await.unwrap_or_default();
+    let body = read_body(response, deadline, MAX_TOKEN)
+        .await
+        .unwrap_or_default();
     let (code, message) = match error_code(&body) {
         Some((code, message)) => (Some(code), message),
         None => (None, String::new()),

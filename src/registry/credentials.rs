@@ -34,12 +34,25 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// Who the credential is for, without the secret: keys caches.
-    pub fn principal(&self) -> &str {
+    /// A sha256 of the whole credential: keys caches so that two
+    /// credentials never share an authorization, without keeping the
+    /// secret itself as a key.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
         match self {
-            Credential::Basic { username, .. } => username,
-            Credential::IdentityToken(_) => "<identity token>",
+            Credential::Basic { username, password } => {
+                hasher.update(b"basic\0");
+                hasher.update(username.as_bytes());
+                hasher.update(b"\0");
+                hasher.update(password.as_bytes());
+            }
+            Credential::IdentityToken(token) => {
+                hasher.update(b"identity\0");
+                hasher.update(token.as_bytes());
+            }
         }
+        format!("{:x}", hasher.finalize())
     }
 }
 
@@ -87,12 +100,34 @@ impl fmt::Debug for AuthEntry {
 }
 
 impl DockerConfig {
-    /// Parses a `config.json` (or a `.dockerconfigjson` Secret value).
+    /// Parses a `config.json`. The error names where the file went wrong
+    /// but never quotes it: the file holds secrets.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, CredentialError> {
         serde_json::from_str(text).map_err(|e| CredentialError::Config {
             path: origin.to_path_buf(),
-            message: format!("not a docker config.json: {e}"),
+            message: format!(
+                "not a docker config.json ({} error at line {}, column {})",
+                match e.classify() {
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof =>
+                        "syntax",
+                    _ => "structure",
+                },
+                e.line(),
+                e.column()
+            ),
         })
+    }
+
+    /// Parses the `.dockerconfigjson` of a Secret. Its `credsStore` and
+    /// `credHelpers` are ignored: a Secret must not make hoist run programs
+    /// that act with hoist's own identity (a cloud credential helper).
+    pub fn parse_secret(text: &str, origin: &Path) -> Result<Self, CredentialError> {
+        let mut config = DockerConfig::parse(text, origin)?;
+        if config.creds_store.take().is_some() || !config.cred_helpers.is_empty() {
+            tracing::warn!(secret = %origin.display(), "credsStore and credHelpers in a Secret are ignored");
+        }
+        config.cred_helpers.clear();
+        Ok(config)
     }
 
     /// Reads `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; no

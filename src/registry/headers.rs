@@ -92,29 +92,34 @@ fn parse_params(mut s: &str) -> (Vec<(String, String)>, &str) {
 /// The `rel="next"` target of a `Link` header, as written (relative or
 /// absolute; the caller resolves it against the request URL).
 pub fn next_link(header: &str) -> Option<&str> {
-    for link in header.split(',') {
-        let link = link.trim();
-        let Some(start) = link.find('<') else {
-            continue;
-        };
-        let Some(end) = link[start..].find('>') else {
-            continue;
-        };
-        let target = &link[start + 1..start + end];
-        let params = &link[start + end + 1..];
+    // Targets are delimited by <...> and may themselves hold commas (opaque
+    // cursors), so split on the brackets, not on commas.
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let end = after.find('>')?;
+        let target = &after[..end];
+        let params_end = after[end + 1..]
+            .find('<')
+            .map_or(after.len(), |i| end + 1 + i);
+        let params = &after[end + 1..params_end];
         let is_next = params.split(';').any(|p| {
-            let p = p.trim();
-            p.split_once('=').is_some_and(|(k, v)| {
-                k.trim().eq_ignore_ascii_case("rel")
-                    && v.trim()
-                        .trim_matches('"')
-                        .split_whitespace()
-                        .any(|r| r.eq_ignore_ascii_case("next"))
-            })
+            p.trim()
+                .trim_end_matches(',')
+                .split_once('=')
+                .is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("rel")
+                        && v.trim()
+                            .trim_end_matches(',')
+                            .trim_matches('"')
+                            .split_whitespace()
+                            .any(|r| r.eq_ignore_ascii_case("next"))
+                })
         });
         if is_next {
             return Some(target);
         }
+        rest = &after[params_end..];
     }
     None
 }
@@ -189,6 +194,14 @@ mod tests {
         );
         assert_eq!(next_link(r#"</prev>; rel="prev""#), None);
         assert_eq!(next_link("garbage"), None);
+        assert_eq!(
+            next_link(r#"</v2/x?last=a,b>; rel="next""#),
+            Some("/v2/x?last=a,b")
+        );
+        assert_eq!(
+            next_link(r#"</p?c=1,2>; rel="prev", </n?c=3,4>; rel="next""#),
+            Some("/n?c=3,4")
+        );
     }
 
     #[test]

@@ -54,8 +54,13 @@ impl ImageName {
         if let Some((_, tag)) = last.split_once(':') {
             return Err(ReferenceError::HasTag(text.to_string(), tag.to_string()));
         }
+        // Host names are case-insensitive; one spelling keys state and
+        // credentials.
+        let registry = registry.to_ascii_lowercase();
         let registry = match registry.as_str() {
-            "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
+            "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+                DOCKER_HUB.to_string()
+            }
             _ => registry,
         };
         if !valid_registry(&registry) {

@@ -885,3 +885,62 @@ fn a_killed_scan_leaves_a_readable_store_and_a_running_one_holds_it() {
     assert_eq!(after.code, 0, "{}", after.stderr);
     assert_eq!(json(&after)[0]["tag"], "1.1.0");
 }
+
+#[test]
+fn a_link_to_another_host_is_not_followed() {
+    let other = FakeServer::start(|_, _| Reply::json(200, &tags_page(&["9.9.9"])));
+    let target = format!("http://{}/v2/team/app/tags/list?page=2", other.addr);
+    let server = FakeServer::start(move |_, _| {
+        Reply::json(200, &tags_page(&["1.0.0"]))
+            .with_header("Link", &format!("<{target}>; rel=\"next\""))
+    });
+    let run = scan(fake_objects(&server, "").path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("points at another host or scheme"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        other.requests().is_empty(),
+        "credentials could have gone to another host"
+    );
+}
+
+#[test]
+fn registry_controlled_numbers_do_not_crash_hoist() {
+    let server = FakeServer::start(|request: &Request, _| {
+        let addr = request.header("host").unwrap_or("").to_string();
+        match request.path() {
+            "/token" => Reply::json(200, r#"{"token": "t", "expires_in": 18446744073709551615}"#),
+            _ if request.header("authorization") == Some("Bearer t") => {
+                Reply::json(429, "{}").with_header("Retry-After", "18446744073709551615")
+            }
+            _ => Reply::json(401, "{}").with_header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="http://{addr}/token""#),
+            ),
+        }
+    });
+    let run = scan(fake_objects(&server, "  timeout: 5s\n").path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("TOOMANYREQUESTS") || run.stderr.contains("HTTP 429"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn listed_names_that_are_not_tags_are_dropped() {
+    let server = FakeServer::start(|_, _| {
+        Reply::json(
+            200,
+            &tags_page(&["1.0.0", "../../other/manifests/x", "a?b", "-x", "1.1.0"]),
+        )
+    });
+    let run = scan(fake_objects(&server, "").path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&run)[0]["tags"], 2);
+    assert_eq!(json(&run)[0]["tag"], "1.1.0");
+}
