@@ -290,9 +290,9 @@ fn bad_flags_and_missing_files_exit_2() {
     assert!(run.stderr.contains("p.yaml:"), "{}", run.stderr);
 }
 
-/// The README's first command, on the shipped example.
+/// The README's policy example, on the shipped files.
 #[test]
-fn readme_quickstart_example() {
+fn readme_policy_example() {
     let run = hoist(
         &repo_root(),
         &[
@@ -313,7 +313,38 @@ fn readme_quickstart_example() {
     );
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap_or_default();
     assert!(
-        readme.contains("policy eval -f policies/semver.yaml --tags policies/podinfo-tags.txt"),
-        "the README's quickstart should run this example"
+        readme.contains("policy eval -f policies/semver.yaml --tags policies/podinfo-tags.txt")
+    );
+}
+
+/// The README's first two commands are the quickstart and the tests, and
+/// the quickstart works (with this build of hoist instead of a release one).
+#[test]
+fn readme_quickstart_runs() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap_or_default();
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap_or_default();
+    let commands: Vec<&str> = block.lines().collect();
+    assert_eq!(commands, ["scripts/quickstart", "cargo test --locked"]);
+    if !std::path::Path::new("/usr/bin/docker-registry").exists() {
+        assert!(!crate::support::required(), "docker-registry is missing");
+        return;
+    }
+    let out = std::process::Command::new(repo_root().join("scripts/quickstart"))
+        .env("HOIST", env!("CARGO_BIN_EXE_hoist"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("==> done: apps/podinfo now runs") && stdout.contains("podinfo:6.5.0"),
+        "{stdout}"
     );
 }
