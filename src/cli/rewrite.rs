@@ -74,6 +74,18 @@ pub fn parse_set(text: &str) -> Result<(String, ImageRef), String> {
             "--set {text:?}: {reference:?} is not IMAGE[:TAG][@DIGEST]"
         ));
     }
+    // The distribution spec's tag grammar: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}.
+    let valid_tag = tag.len() <= 128
+        && tag
+            .bytes()
+            .next()
+            .is_none_or(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !valid_tag {
+        return Err(format!("--set {text:?}: {tag:?} is not a valid tag"));
+    }
     Ok((
         format!("{namespace}/{name}"),
         ImageRef {
@@ -208,6 +220,8 @@ mod tests {
             "a:b=nginx:",
             "a:b=nginx@latest",
             ":b=x:1",
+            "a:b=nginx:x,y",
+            "a:b=nginx:-x",
         ] {
             assert!(parse_set(bad).is_err(), "{bad}");
         }

@@ -14,9 +14,22 @@ pub enum Style {
 pub fn render(value: &str, style: Style) -> String {
     match style {
         Style::Plain if plain_is_safe(value) => value.to_string(),
-        Style::SingleQuoted => format!("'{}'", value.replace('\'', "''")),
-        Style::Plain | Style::DoubleQuoted => double_quoted(value),
+        // Single quotes cannot hold line breaks or non-printable characters.
+        Style::SingleQuoted
+            if value
+                .chars()
+                .all(|c| printable(c) && c != '\n' && c != '\r' && c != '\t') =>
+        {
+            format!("'{}'", value.replace('\'', "''"))
+        }
+        Style::Plain | Style::SingleQuoted | Style::DoubleQuoted => double_quoted(value),
     }
+}
+
+/// YAML's printable set, without the line breaks and tab it also allows.
+fn printable(c: char) -> bool {
+    matches!(c, '\u{20}'..='\u{7E}' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+        && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{FEFF}')
 }
 
 fn double_quoted(value: &str) -> String {
@@ -29,7 +42,10 @@ fn double_quoted(value: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c if !printable(c) && u32::from(c) <= 0xFFFF => {
+                out.push_str(&format!("\\u{:04X}", u32::from(c)))
+            }
+            c if !printable(c) => out.push_str(&format!("\\U{:08X}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -68,7 +84,11 @@ fn reads_as_non_string(value: &str) -> bool {
         ".inf", ".Inf", ".INF", "+.inf", "-.inf", "+.Inf", "-.Inf", "+.INF", "-.INF", ".nan",
         ".NaN", ".NAN",
     ];
-    if WORDS.contains(&value) {
+    // `=` (YAML 1.1's value key) and `<<` (merge key) load as special.
+    if WORDS.contains(&value) || value == "=" || value == "<<" {
+        return true;
+    }
+    if is_date(value) {
         return true;
     }
     let unsigned = value.strip_prefix(['+', '-']).unwrap_or(value);
@@ -87,10 +107,28 @@ fn reads_as_non_string(value: &str) -> bool {
     if digits(unsigned, 10) {
         return true;
     }
-    if unsigned.contains(':') && unsigned.split(':').all(|p| digits(p, 10)) {
-        return true;
+    // YAML 1.1 sexagesimal integers and floats: 1:20, 1:20.5.
+    if unsigned.contains(':') {
+        let mut parts: Vec<&str> = unsigned.split(':').collect();
+        let last = parts.pop().unwrap_or("");
+        let last_ok = digits(last, 10)
+            || last
+                .split_once('.')
+                .is_some_and(|(i, f)| digits(i, 10) && f.chars().all(|c| c.is_ascii_digit()));
+        if !parts.is_empty() && parts.iter().all(|p| digits(p, 10)) && last_ok {
+            return true;
+        }
     }
     is_float(unsigned)
+}
+
+/// YAML 1.1 timestamps: `2024-01-15`, `2024-1-5`, with an optional time.
+fn is_date(s: &str) -> bool {
+    let date = s.split(['T', 't', ' ']).next().unwrap_or(s);
+    let parts: Vec<&str> = date.split('-').collect();
+    matches!(parts.as_slice(), [y, m, d]
+        if y.len() == 4 && (1..=2).contains(&m.len()) && (1..=2).contains(&d.len())
+            && [y, m, d].iter().all(|p| p.chars().all(|c| c.is_ascii_digit())))
 }
 
 /// `1.10`, `.5`, `1.`, `1e3`, `1.5E-3`: what YAML's float patterns accept.
@@ -141,5 +179,8 @@ mod tests {
         assert_eq!(render(r#"a"b\c"#, Style::DoubleQuoted), r#""a\"b\\c""#);
         assert_eq!(render("1.10", Style::SingleQuoted), "'1.10'");
         assert_eq!(render("x: y", Style::Plain), "\"x: y\"");
+        assert_eq!(render("a\nb", Style::SingleQuoted), "\"a\\nb\"");
+        assert_eq!(render("x\u{FFFE}", Style::DoubleQuoted), "\"x\\uFFFE\"");
+        assert_eq!(render("2024-01-15-build", Style::Plain), "2024-01-15-build");
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use granit_parser::{Event, Parser, ScalarStyle};
 
 use super::marker::{Field, Marker};
-use super::scalar::{Style, render};
+use super::scalar::{Style, plain_is_safe, render};
 use crate::api::ImageRef;
 use crate::model::ObjectRef;
 
@@ -56,6 +56,8 @@ struct Scalar {
     style: ScalarStyle,
     value: String,
     is_key: bool,
+    /// Tagged as something other than a string (`!!int`, `!custom`).
+    foreign_tag: bool,
     document: usize,
 }
 
@@ -125,7 +127,11 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
                 node_done(&mut frames);
             }
             Event::Alias(..) if !take_key(&mut frames, None) => node_done(&mut frames),
-            Event::Scalar(value, style, ..) => {
+            Event::Scalar(value, style, _, tag) => {
+                let foreign_tag = tag.as_ref().is_some_and(|t| {
+                    !(t.handle() == "tag:yaml.org,2002:" && t.suffix() == "str")
+                        && !(t.handle() == "!" && t.suffix().is_empty())
+                });
                 let is_key = take_key(&mut frames, Some(value.to_string()));
                 if !is_key {
                     if let Some(object) = objects.last_mut() {
@@ -142,6 +148,7 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
                     style,
                     value: value.into_owned(),
                     is_key,
+                    foreign_tag,
                     document: objects.len().saturating_sub(1),
                 });
             }
@@ -223,6 +230,12 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
             )));
             continue;
         }
+        if scalar.foreign_tag {
+            out.problems.push(warn(format!(
+                "marker {marker} is on a value tagged as something other than a string; not rewritten"
+            )));
+            continue;
+        }
         if scalar.start == scalar.end {
             out.problems.push(warn(format!(
                 "marker {marker} is on an empty value; write a placeholder image there first"
@@ -245,7 +258,9 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
                 continue;
             }
         };
-        if new == scalar.value {
+        // Already right, unless it is written plain and reads as a number
+        // or boolean (a hand-written `tag: 1.10`): then it gets its quotes.
+        if new == scalar.value && !(style == Style::Plain && !plain_is_safe(&new)) {
             continue;
         }
         splices.push((scalar.start, scalar.end, render(&new, style)));
@@ -328,10 +343,18 @@ fn take_key(frames: &mut [Frame], value: Option<String>) -> bool {
     false
 }
 
-/// Called when a value node ends: its mapping now expects a key.
+/// Called when a node ends in its parent: in a mapping, a key is followed
+/// by its value and a value by the next key. A collection can be a key
+/// (`? [a, b]`), so this flips rather than assumes.
 fn node_done(frames: &mut [Frame]) {
-    if let Some(Frame::Mapping { expecting_key, .. }) = frames.last_mut() {
-        *expecting_key = true;
+    if let Some(Frame::Mapping {
+        expecting_key, key, ..
+    }) = frames.last_mut()
+    {
+        if *expecting_key {
+            *key = None;
+        }
+        *expecting_key = !*expecting_key;
     }
 }
 

@@ -65,21 +65,39 @@ fn is_manifest(path: &Path) -> bool {
     }
 }
 
-/// The manifests under `root`, sorted. Hidden files and directories (`.git`
-/// among them) are skipped, and so are symlinks to directories and
-/// symlinks that lead out of the tree; a symlink to a file inside the tree
-/// is that file, read once.
-fn manifests(root: &Path) -> Result<Vec<PathBuf>, RewriteError> {
+/// The manifests under `root`, sorted, and problems met on the way.
+/// Hidden files and directories (`.git` among them) are skipped, and so are
+/// symlinks to directories and symlinks whose target leaves the tree, is
+/// hidden, or is not a manifest itself; a file reached twice (a symlink, a
+/// hard link) is read once.
+fn manifests(root: &Path, problems: &mut Vec<FileProblem>) -> Result<Vec<PathBuf>, RewriteError> {
+    use std::os::unix::fs::MetadataExt;
     let canonical_root = std::fs::canonicalize(root).map_err(io(root))?;
     let mut found = Vec::new();
     let mut seen = HashSet::new();
     let mut pending = vec![root.to_path_buf()];
+    let mut problem = |path: &Path, message: String| {
+        problems.push(FileProblem {
+            file: path.strip_prefix(root).unwrap_or(path).to_path_buf(),
+            line: 0,
+            column: 0,
+            error: true,
+            message,
+        });
+    };
     while let Some(dir) = pending.pop() {
-        let mut entries = std::fs::read_dir(&dir)
-            .map_err(io(&dir))?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io(&dir))?;
+        let entries = match std::fs::read_dir(&dir).and_then(|d| {
+            d.map(|e| e.map(|e| e.path()))
+                .collect::<Result<Vec<_>, _>>()
+        }) {
+            Ok(entries) => entries,
+            Err(e) if dir == root => return Err(io(root)(e)),
+            Err(e) => {
+                problem(&dir, format!("directory not read: {e}"));
+                continue;
+            }
+        };
+        let mut entries = entries;
         entries.sort();
         for path in entries {
             if path
@@ -88,7 +106,13 @@ fn manifests(root: &Path) -> Result<Vec<PathBuf>, RewriteError> {
             {
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    problem(&path, format!("not read: {e}"));
+                    continue;
+                }
+            };
             if meta.is_dir() {
                 pending.push(path);
                 continue;
@@ -97,19 +121,30 @@ fn manifests(root: &Path) -> Result<Vec<PathBuf>, RewriteError> {
                 continue;
             }
             let target = if meta.file_type().is_symlink() {
-                match std::fs::canonicalize(&path) {
-                    Ok(t) if t.starts_with(&canonical_root) && t.is_file() => t,
-                    _ => {
-                        tracing::debug!(path = %path.display(), "skipping a symlink that leaves the tree or is not a file");
+                let inside = std::fs::canonicalize(&path).ok().filter(|t| {
+                    t.strip_prefix(&canonical_root).is_ok_and(|rest| {
+                        !rest
+                            .components()
+                            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+                    }) && t.is_file()
+                        && is_manifest(t)
+                });
+                match inside {
+                    Some(t) => t,
+                    None => {
+                        tracing::debug!(path = %path.display(), "skipping a symlink that leaves the tree, is hidden or is not a manifest");
                         continue;
                     }
                 }
             } else if meta.is_file() {
-                std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone())
+                path.clone()
             } else {
                 continue;
             };
-            if seen.insert(target) {
+            let identity = std::fs::metadata(&target)
+                .map(|m| (m.dev(), m.ino()))
+                .unwrap_or((0, 0));
+            if identity == (0, 0) || seen.insert(identity) {
                 found.push(path);
             }
         }
@@ -131,23 +166,44 @@ pub fn rewrite_tree(
     let mut result = TreeRewrite::default();
     let files = match only {
         Some(name) => vec![root.join(name)],
-        None => manifests(root)?,
+        None => manifests(root, &mut result.problems)?,
     };
     for path in files {
         let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let file_problem = |line: usize, column: usize, message: String| FileProblem {
+            file: relative.clone(),
+            line,
+            column,
+            error: true,
+            message,
+        };
+        // A file that cannot be read or written is reported and skipped;
+        // the rest of the tree is still rewritten.
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                result
+                    .problems
+                    .push(file_problem(0, 0, format!("not read: {e}")));
+                continue;
+            }
+        };
         if !bytes.windows(12).any(|w| w == b"$imagepolicy") {
             continue;
         }
-        let Ok(text) = String::from_utf8(bytes) else {
-            result.problems.push(FileProblem {
-                file: relative,
-                line: 0,
-                column: 0,
-                error: true,
-                message: "not UTF-8; file left unchanged".to_string(),
-            });
-            continue;
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+                let column = valid.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+                result.problems.push(file_problem(
+                    line,
+                    column,
+                    "not UTF-8; file left unchanged".to_string(),
+                ));
+                continue;
+            }
         };
         let rewritten = rewrite(&text, refs);
         result
@@ -172,8 +228,13 @@ pub fn rewrite_tree(
                 new: e.new,
             }));
         if let Some(new_text) = rewritten.text {
-            if !dry_run {
-                write_atomically(&path, new_text.as_bytes())?;
+            if !dry_run && let Err(e) = write_atomically(&path, new_text.as_bytes()) {
+                // Its changes did not happen: take them back out.
+                result.changeset.changes.retain(|c| c.file != relative);
+                result
+                    .problems
+                    .push(file_problem(0, 0, format!("not written: {e}")));
+                continue;
             }
             result.files.push((relative, text, new_text));
         }
@@ -190,27 +251,54 @@ pub fn rewrite_tree(
 /// objects) is the durable record. An fsync per file made rewriting 1,000
 /// files four times slower than reading the tree.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), RewriteError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let target = std::fs::canonicalize(path).map_err(io(path))?;
     let dir = target.parent().unwrap_or(Path::new("."));
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temporary = dir.join(format!(".{name}.hoist-{}", std::process::id()));
-    let permissions = std::fs::metadata(&target)
-        .map_err(io(&target))?
-        .permissions();
+    let original = std::fs::metadata(&target).map_err(io(&target))?;
+    let mode = original.permissions().mode();
+    // A unique name per attempt: a temporary file left by a killed run
+    // (in a container hoist may be PID 1 every time) never blocks a file.
+    let (temporary, mut file) = {
+        let mut attempt = 0;
+        loop {
+            let candidate = dir.join(format!(
+                ".{name}.hoist-{}-{:x}",
+                std::process::id(),
+                unique()
+            ));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&candidate)
+            {
+                Ok(file) => break (candidate, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
+                    attempt += 1
+                }
+                Err(source) => {
+                    return Err(RewriteError::Io {
+                        path: target,
+                        source,
+                    });
+                }
+            }
+        }
+    };
     let written = (|| {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(permissions.mode())
-            .open(&temporary)?;
         file.write_all(contents)?;
         // The umask may have narrowed the mode given at creation.
-        if std::fs::metadata(&temporary)?.permissions().mode() != permissions.mode() {
-            file.set_permissions(permissions)?;
+        if file.metadata()?.permissions().mode() != mode {
+            file.set_permissions(original.permissions())?;
+        }
+        // Keep the owner when hoist runs as root; anyone else cannot
+        // change it and gets their own file, as an editor would.
+        if file.metadata()?.uid() != original.uid() || file.metadata()?.gid() != original.gid() {
+            let _ = std::os::unix::fs::fchown(&file, Some(original.uid()), Some(original.gid()));
         }
         std::fs::rename(&temporary, &target)
     })();
@@ -222,4 +310,16 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), RewriteError
         });
     }
     Ok(())
+}
+
+/// A number unlikely to repeat between calls, for temporary names.
+fn unique() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }

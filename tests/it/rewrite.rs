@@ -227,6 +227,21 @@ fn keeps_file_mode_leaves_no_temporary_files_and_ignores_outside_symlinks() {
     std::os::unix::fs::symlink("sub/inner.yaml", tree.join("link-in.yaml"))
         .unwrap_or_else(|e| panic!("{e}"));
     std::os::unix::fs::symlink(dir.path(), tree.join("loop")).unwrap_or_else(|e| panic!("{e}"));
+    // Links into hidden directories or to files that are not manifests are
+    // not followed either.
+    std::fs::create_dir_all(tree.join(".git")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(tree.join(".git/config.yaml"), MARKED).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(tree.join("secret.txt"), MARKED).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(".git/config.yaml", tree.join("to-git.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("secret.txt", tree.join("to-text.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A stale temporary file from a killed run does not block the file.
+    std::fs::write(
+        tree.join(format!(".deploy.yaml.hoist-{}", std::process::id())),
+        "stale",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let run = hoist(
         dir.path(),
         &[
@@ -259,9 +274,23 @@ fn keeps_file_mode_leaves_no_temporary_files_and_ignores_outside_symlinks() {
     );
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
     assert_eq!(json["changes"].as_array().map(Vec::len), Some(2), "{json}");
+    assert_eq!(
+        std::fs::read_to_string(tree.join(".git/config.yaml"))
+            .ok()
+            .as_deref(),
+        Some(MARKED)
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.join("secret.txt"))
+            .ok()
+            .as_deref(),
+        Some(MARKED)
+    );
+    // Only the stale file planted above remains; hoist leaves none of its own.
+    let stale = format!(".deploy.yaml.hoist-{}", std::process::id());
     let leftovers: Vec<_> = snapshot(&tree)
         .into_keys()
-        .filter(|k| k.to_string_lossy().contains(".hoist-"))
+        .filter(|k| k.to_string_lossy().contains(".hoist-") && !k.ends_with(&stale))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
