@@ -128,10 +128,9 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
             }
             Event::Alias(..) if !take_key(&mut frames, None) => node_done(&mut frames),
             Event::Scalar(value, style, _, tag) => {
-                let foreign_tag = tag.as_ref().is_some_and(|t| {
-                    !(t.handle() == "tag:yaml.org,2002:" && t.suffix() == "str")
-                        && !(t.handle() == "!" && t.suffix().is_empty())
-                });
+                let foreign_tag = tag
+                    .as_ref()
+                    .is_some_and(|t| !string_tag(t.handle(), t.suffix()));
                 let is_key = take_key(&mut frames, Some(value.to_string()));
                 if !is_key {
                     if let Some(object) = objects.last_mut() {
@@ -260,7 +259,8 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
         };
         // Already right, unless it is written plain and reads as a number
         // or boolean (a hand-written `tag: 1.10`): then it gets its quotes.
-        if new == scalar.value && !(style == Style::Plain && !plain_is_safe(&new)) {
+        let misread = style == Style::Plain && !plain_is_safe(&new);
+        if new == scalar.value && !misread {
             continue;
         }
         splices.push((scalar.start, scalar.end, render(&new, style)));
@@ -286,6 +286,12 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
         out.text = Some(result);
     }
     out
+}
+
+/// `!!str` or the non-specific `!`: tags under which a new string value
+/// keeps its meaning.
+fn string_tag(handle: &str, suffix: &str) -> bool {
+    (handle == "tag:yaml.org,2002:" && suffix == "str") || (handle == "!" && suffix.is_empty())
 }
 
 /// The value a marker writes for a policy's latest ref.
