@@ -2,6 +2,7 @@
 
 mod cli;
 mod generated;
+mod git;
 mod masterminds;
 mod rewrite;
 mod scan;

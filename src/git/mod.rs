@@ -1,0 +1,316 @@
+//! The git stage: a cached checkout per repository URL and branch, commits
+//! of what the rewrite stage changed, and pushes that never overwrite
+//! commits hoist did not make.
+//!
+//! Every operation runs the `git` command rather than a library. DESIGN.md
+//! planned gix for clone, fetch and commit; the `git` command is used
+//! instead because push needs it anyway, and with one program every
+//! transport (https, ssh, git://, file://), credential helper, ssh config,
+//! known_hosts file and proxy setting a user has works exactly as it does
+//! for them, with no second TLS or ssh stack inside hoist.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A branch of a remote repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Branch {
+    pub url: String,
+    pub name: String,
+}
+
+/// A working tree of `branch`, in hoist's cache, reset to the remote tip.
+#[derive(Clone, Debug)]
+pub struct Checkout {
+    pub dir: PathBuf,
+    pub branch: Branch,
+    /// The commit the remote branch pointed at when fetched.
+    pub base: String,
+}
+
+/// Author and committer of hoist's commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    pub name: String,
+    pub email: String,
+}
+
+/// What a push did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Push {
+    /// The branch now points at this commit.
+    Pushed(String),
+    /// The branch moved since it was fetched; nothing was overwritten.
+    Rejected(String),
+}
+
+/// Why a git operation failed. Messages never carry the credentials a URL
+/// may hold.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("git {command}: {message}")]
+    Command { command: String, message: String },
+    #[error("{url}: branch {branch:?} does not exist")]
+    MissingBranch { url: String, branch: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs `git` with a fixed, non-interactive environment.
+#[derive(Clone, Debug, Default)]
+pub struct Git {
+    /// Extra environment, e.g. `GIT_ASKPASS` or `GIT_SSH_COMMAND` for a
+    /// Secret's credentials.
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// `https://user:secret@host/x` → `https://host/x`, for messages.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail.find(['/', ' ', '\n', '\'', '"']).unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(userinfo) => out.push_str(&tail[userinfo + 1..end]),
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Git {
+    fn command(&self, dir: Option<&Path>) -> Command {
+        let mut command = Command::new("git");
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        command
+            // Hooks and signing belong to the user's own checkouts, not to
+            // hoist's cache; prompts would hang an unattended run.
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "advice.detachedHead=false",
+            ])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("LC_ALL", "C")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs git and returns its stdout; a failure carries its stderr.
+    fn run(
+        &self,
+        dir: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<String, GitError> {
+        let out = self
+            .command(dir)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .map_err(|e| GitError::Command {
+                command: args.first().copied().unwrap_or("").to_string(),
+                message: format!("cannot run git: {e}"),
+            })?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let message = stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                l.trim_start_matches("fatal: ")
+                    .trim_start_matches("error: ")
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(GitError::Command {
+            command: args.first().copied().unwrap_or("").to_string(),
+            message: redact(if message.is_empty() {
+                "failed"
+            } else {
+                &message
+            }),
+        })
+    }
+
+    /// A checkout of `branch` under `cache`, one directory per URL and
+    /// branch: cloned shallow the first time, fetched and reset later.
+    /// Whatever an earlier run left in the tree is discarded.
+    pub fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError> {
+        use sha2::Digest;
+        let key = format!(
+            "{:x}",
+            sha2::Sha256::digest(format!("{}\n{}", branch.url, branch.name))
+        );
+        let dir = cache.join(&key[..16]);
+        let missing = |e: GitError| match e {
+            GitError::Command { ref message, .. }
+                if message.contains("Remote branch") && message.contains("not found")
+                    || message.contains("couldn't find remote ref") =>
+            {
+                GitError::MissingBranch {
+                    url: redact(&branch.url),
+                    branch: branch.name.clone(),
+                }
+            }
+            other => other,
+        };
+        if dir.join(".git").is_dir() {
+            self.run(
+                Some(&dir),
+                &["remote", "set-url", "origin", &branch.url],
+                &[],
+            )?;
+            let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", branch.name);
+            self.run(
+                Some(&dir),
+                &["fetch", "--depth", "1", "--no-tags", "origin", &refspec],
+                &[],
+            )
+            .map_err(missing)?;
+            let remote = format!("refs/remotes/origin/{}", branch.name);
+            self.run(
+                Some(&dir),
+                &["checkout", "--force", "-B", &branch.name, &remote],
+                &[],
+            )?;
+            self.run(Some(&dir), &["clean", "-fdx"], &[])?;
+        } else {
+            std::fs::create_dir_all(cache).map_err(|source| GitError::Io {
+                path: cache.to_path_buf(),
+                source,
+            })?;
+            let target = dir.to_string_lossy().into_owned();
+            self.run(
+                None,
+                &[
+                    "clone",
+                    "--depth",
+                    "1",
+                    "--no-tags",
+                    "--single-branch",
+                    "--branch",
+                    &branch.name,
+                    &branch.url,
+                    &target,
+                ],
+                &[],
+            )
+            .map_err(missing)?;
+        }
+        let base = self
+            .run(Some(&dir), &["rev-parse", "HEAD"], &[])?
+            .trim()
+            .to_string();
+        Ok(Checkout {
+            dir,
+            branch: branch.clone(),
+            base,
+        })
+    }
+
+    /// Commits everything changed in the checkout, or returns None when
+    /// nothing changed.
+    pub fn commit(
+        &self,
+        checkout: &Checkout,
+        author: &Signature,
+        message: &str,
+    ) -> Result<Option<String>, GitError> {
+        self.run(Some(&checkout.dir), &["add", "--all"], &[])?;
+        if self
+            .run(Some(&checkout.dir), &["diff", "--cached", "--quiet"], &[])
+            .is_ok()
+        {
+            return Ok(None);
+        }
+        let env = [
+            ("GIT_AUTHOR_NAME", author.name.as_str()),
+            ("GIT_AUTHOR_EMAIL", author.email.as_str()),
+            ("GIT_COMMITTER_NAME", author.name.as_str()),
+            ("GIT_COMMITTER_EMAIL", author.email.as_str()),
+        ];
+        self.run(
+            Some(&checkout.dir),
+            &["commit", "--quiet", "--no-verify", "--message", message],
+            &env,
+        )?;
+        Ok(Some(
+            self.run(Some(&checkout.dir), &["rev-parse", "HEAD"], &[])?
+                .trim()
+                .to_string(),
+        ))
+    }
+
+    /// Pushes HEAD to `branch` only if the remote still points at
+    /// `expected` (the commit hoist built on; empty for a new branch).
+    pub fn push(
+        &self,
+        checkout: &Checkout,
+        branch: &str,
+        expected: &str,
+    ) -> Result<Push, GitError> {
+        let lease = format!("--force-with-lease=refs/heads/{branch}:{expected}");
+        let refspec = format!("HEAD:refs/heads/{branch}");
+        let out = self
+            .command(Some(&checkout.dir))
+            .args(["push", "--porcelain", &lease, "origin", &refspec])
+            .output()
+            .map_err(|e| GitError::Command {
+                command: "push".into(),
+                message: format!("cannot run git: {e}"),
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // Porcelain: `<flag>\t<from>:<to>\t<summary>`; `!` is a rejection.
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("refs/heads/{branch}")));
+        match line.and_then(|l| l.chars().next()) {
+            Some('!') => Ok(Push::Rejected(redact(line.unwrap_or("").trim()))),
+            Some(_) if out.status.success() => Ok(Push::Pushed(
+                self.run(Some(&checkout.dir), &["rev-parse", "HEAD"], &[])?
+                    .trim()
+                    .to_string(),
+            )),
+            _ => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                Err(GitError::Command {
+                    command: "push".into(),
+                    message: redact(stderr.trim().trim_start_matches("fatal: ")),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact("fatal: unable to access 'https://bot:s3cret@git.example.com/a.git/': 403"),
+            "fatal: unable to access 'https://git.example.com/a.git/': 403"
+        );
+        assert_eq!(redact("ssh://git@host:22/x"), "ssh://host:22/x");
+        assert_eq!(redact("no url here"), "no url here");
+    }
+}
