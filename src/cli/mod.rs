@@ -6,6 +6,7 @@ mod crds;
 mod error;
 mod policy_eval;
 mod rewrite;
+mod run;
 mod scan;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -48,6 +49,8 @@ pub enum Command {
     /// Work with ImagePolicies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Scan, select, rewrite, commit and push for every ImageUpdateAutomation.
+    Run(run::RunArgs),
     /// Scan every ImageRepository and print every ImagePolicy's latest tag.
     Scan(scan::ScanArgs),
     /// Set the marked image fields under a path to the given refs.
@@ -66,6 +69,7 @@ pub enum PolicyCommand {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Policy(PolicyCommand::Eval(args)) => policy_eval::run(args),
+        Command::Run(args) => run::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Rewrite(args) => rewrite::run(args),
         Command::Crds(args) => crds::run(args),

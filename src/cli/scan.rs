@@ -33,36 +33,76 @@ pub struct ScanArgs {
     pub output: Output,
 }
 
-pub fn run(args: ScanArgs) -> Result<(), CliError> {
-    let objects = load::load(&args.files)?;
-    report_warnings(&objects);
-    pipeline::check_references(&objects).map_err(|e| CliError::invalid(e.to_string()))?;
-    let credentials = DockerConfig::from_environment().map_err(|e| {
-        CliError::invalid(e.to_string())
-            .with_hint("fix the file, or point DOCKER_CONFIG at another directory")
-    })?;
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(store::default_state_dir);
-    let store = Store::open(&state_dir).map_err(|e| CliError::runtime(e.to_string()))?;
-    let options = ScanOptions {
-        refresh: args.refresh,
-        concurrency: args.concurrency.max(1),
-        credentials: Arc::new(credentials),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::runtime(format!("starting the async runtime: {e}")))?;
-    let registry = Registry::new(RegistrySettings::default());
-    let report = runtime
-        .block_on(pipeline::scan(&objects, &registry, &store, &options))
-        .map_err(|e| match e {
-            PipelineError::MissingRepository { .. } => CliError::invalid(e.to_string()),
-            PipelineError::Store(e) => CliError::runtime(e.to_string()),
+/// What a scan needs, set up from the command line: shared by `scan` and
+/// `run`.
+pub(super) struct ScanSession {
+    pub objects: crate::load::ObjectSet,
+    pub store: Store,
+    pub state_dir: PathBuf,
+    pub options: ScanOptions,
+    pub runtime: tokio::runtime::Runtime,
+    pub registry: Registry,
+}
+
+impl ScanSession {
+    pub(super) fn open(
+        files: &[PathBuf],
+        state_dir: Option<PathBuf>,
+        refresh: bool,
+        concurrency: usize,
+    ) -> Result<Self, CliError> {
+        let objects = load::load(files)?;
+        report_warnings(&objects);
+        pipeline::check_references(&objects).map_err(|e| CliError::invalid(e.to_string()))?;
+        let credentials = DockerConfig::from_environment().map_err(|e| {
+            CliError::invalid(e.to_string())
+                .with_hint("fix the file, or point DOCKER_CONFIG at another directory")
         })?;
+        let state_dir = state_dir.unwrap_or_else(store::default_state_dir);
+        let store = Store::open(&state_dir).map_err(|e| CliError::runtime(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::runtime(format!("starting the async runtime: {e}")))?;
+        Ok(ScanSession {
+            objects,
+            store,
+            state_dir,
+            options: ScanOptions {
+                refresh,
+                concurrency: concurrency.max(1),
+                credentials: Arc::new(credentials),
+            },
+            runtime,
+            registry: Registry::new(RegistrySettings::default()),
+        })
+    }
+
+    pub(super) fn scan(&self) -> Result<pipeline::ScanReport, CliError> {
+        self.runtime
+            .block_on(pipeline::scan(
+                &self.objects,
+                &self.registry,
+                &self.store,
+                &self.options,
+            ))
+            .map_err(|e| match e {
+                PipelineError::MissingRepository { .. } => CliError::invalid(e.to_string()),
+                PipelineError::Store(e) => CliError::runtime(e.to_string()),
+            })
+    }
+}
+
+pub fn run(args: ScanArgs) -> Result<(), CliError> {
+    let session = ScanSession::open(
+        &args.files,
+        args.state_dir.clone(),
+        args.refresh,
+        args.concurrency,
+    )?;
+    let report = session.scan()?;
+    let registry = &session.registry;
     let scanned = report
         .repositories
         .iter()

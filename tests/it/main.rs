@@ -5,5 +5,6 @@ mod generated;
 mod git;
 mod masterminds;
 mod rewrite;
+mod run;
 mod scan;
 mod support;

@@ -1,6 +1,6 @@
-//! The only module that calls the stages in order. So far: scan every
-//! ImageRepository (registry stage, with the store as cache), then select
-//! every ImagePolicy's latest tag (policy stage) and reflect its digest.
+//! Scan every ImageRepository (registry stage, with the store as cache),
+//! then select every ImagePolicy's latest tag (policy stage) and reflect
+//! its digest.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,6 +62,9 @@ pub struct PolicyRef {
     pub repository: String,
     /// The canonical image name.
     pub image: String,
+    /// The image as its ImageRepository writes it: what markers write.
+    #[serde(skip)]
+    pub name: String,
     /// The latest tag, or null when none qualifies.
     pub tag: Option<Tag>,
     /// `sha256:…` when the policy reflects digests, else null.
@@ -469,6 +472,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             policy: key.to_string(),
             repository: scanned.repository.clone(),
             image: scanned.image.clone(),
+            name: repository.spec.image.clone(),
             tag: selection.tag,
             digest,
             tags: tags.len(),

@@ -1,0 +1,346 @@
+//! ImageUpdateAutomations: after a scan, rewrite each automation's
+//! repository with its policies' latest refs, commit, and push without
+//! overwriting anyone's commits.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+use super::scan::{ScanReport, object_key};
+use crate::api::{ImageRef, ImageUpdateAutomation};
+use crate::git::{Branch, Git, Push, Signature};
+use crate::load::ObjectSet;
+use crate::model::{Change, ChangeSet};
+use crate::rewrite::{Refs, rewrite_tree};
+
+/// How automations run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Rewrite and report, but commit and push nothing.
+    pub dry_run: bool,
+    /// Where checkouts are cached (under the state directory).
+    pub cache: PathBuf,
+    /// Fetch-rewrite-commit-push rounds when the branch keeps moving.
+    pub push_attempts: u32,
+}
+
+/// What one automation did. `-o json` prints these.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AutomationReport {
+    /// `ns/name` of the ImageUpdateAutomation.
+    pub automation: String,
+    /// The branch pushed to (or that would be).
+    pub branch: String,
+    /// The commit pushed, if any.
+    pub commit: Option<String>,
+    /// Paths relative to the repository root.
+    pub changes: Vec<Change>,
+    /// Problems with single files or markers that did not stop the run.
+    pub warnings: Vec<String>,
+    /// Why the automation failed; nothing was pushed then.
+    pub error: Option<String>,
+    /// With `--dry-run`: the unified diff that would be committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// Runs every ImageUpdateAutomation against the refs a scan selected.
+/// One failing automation does not stop the others.
+pub fn run_automations(
+    objects: &ObjectSet,
+    scan: &ScanReport,
+    git: &Git,
+    options: &RunOptions,
+) -> Vec<AutomationReport> {
+    objects
+        .automations
+        .iter()
+        .map(|a| {
+            let automation = &a.object;
+            let key = object_key(
+                automation.metadata.namespace.as_deref(),
+                automation.metadata.name.as_deref(),
+            );
+            let mut report = AutomationReport {
+                automation: key.clone(),
+                branch: push_branch(automation),
+                ..AutomationReport::default()
+            };
+            if automation.spec.suspend {
+                report.warnings.push("suspended; not run".to_string());
+                return report;
+            }
+            if let Err(e) = run_one(automation, &key, objects, scan, git, options, &mut report) {
+                report.error = Some(e);
+            }
+            report
+        })
+        .collect()
+}
+
+fn push_branch(automation: &ImageUpdateAutomation) -> String {
+    automation
+        .spec
+        .git
+        .push
+        .as_ref()
+        .and_then(|p| p.branch.clone())
+        .unwrap_or_else(|| automation.spec.git.checkout.reference.branch.clone())
+}
+
+/// The latest refs of the policies the automation selects: those in its
+/// namespace that match `policySelector` and have a latest tag.
+fn refs_for(automation: &ImageUpdateAutomation, objects: &ObjectSet, scan: &ScanReport) -> Refs {
+    let namespace = automation
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or("default");
+    let selector = automation.spec.policy_selector.clone().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let selected: Vec<String> = objects
+        .policies
+        .iter()
+        .map(|p| &p.object)
+        .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == namespace)
+        .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&empty)))
+        .map(|p| object_key(p.metadata.namespace.as_deref(), p.metadata.name.as_deref()))
+        .collect();
+    scan.policies
+        .iter()
+        .filter(|row| selected.contains(&row.policy))
+        .filter_map(|row| {
+            let tag = row.tag.as_ref()?;
+            Some((
+                row.policy.clone(),
+                ImageRef {
+                    name: row.name.clone(),
+                    tag: tag.to_string(),
+                    digest: row.digest.clone(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// `update.path` as a relative path that stays inside the repository.
+fn update_path(automation: &ImageUpdateAutomation) -> Result<PathBuf, String> {
+    let path = Path::new(&automation.spec.update.path);
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir => {}
+            _ => {
+                return Err(format!(
+                    "spec.update.path {:?} must stay inside the repository",
+                    automation.spec.update.path
+                ));
+            }
+        }
+    }
+    Ok(clean)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    automation: &ImageUpdateAutomation,
+    key: &str,
+    objects: &ObjectSet,
+    scan: &ScanReport,
+    git: &Git,
+    options: &RunOptions,
+    report: &mut AutomationReport,
+) -> Result<(), String> {
+    let checkout_branch = &automation.spec.git.checkout.reference.branch;
+    if &report.branch != checkout_branch {
+        return Err(format!(
+            "spec.git.push.branch {:?} differs from the checkout branch {checkout_branch:?}; pushing to another branch is not supported yet",
+            report.branch
+        ));
+    }
+    let refs = refs_for(automation, objects, scan);
+    let relative = update_path(automation)?;
+    let branch = Branch {
+        url: automation.spec.git.url.clone(),
+        name: checkout_branch.clone(),
+    };
+    let author = Signature {
+        name: automation.spec.git.commit.author.name.clone(),
+        email: automation.spec.git.commit.author.email.clone(),
+    };
+    for _ in 0..options.push_attempts.max(1) {
+        let checkout = git
+            .checkout(&options.cache, &branch)
+            .map_err(|e| e.to_string())?;
+        let root = checkout.dir.join(&relative);
+        if !root.is_dir() {
+            return Err(format!(
+                "spec.update.path {:?} is not a directory in {}",
+                automation.spec.update.path, branch.name
+            ));
+        }
+        let rewritten =
+            rewrite_tree(&root, &refs, options.dry_run, None).map_err(|e| e.to_string())?;
+        report.warnings = rewritten
+            .problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}:{}: {}",
+                    relative.join(&p.file).display(),
+                    p.line,
+                    p.column,
+                    p.message
+                )
+            })
+            .collect();
+        report.changes = rewritten
+            .changeset
+            .changes
+            .iter()
+            .map(|c| Change {
+                file: relative.join(&c.file),
+                ..c.clone()
+            })
+            .collect();
+        if report.changes.is_empty() {
+            return Ok(());
+        }
+        if options.dry_run {
+            let mut diff = String::new();
+            for (file, old, new) in &rewritten.files {
+                let name = relative.join(file).display().to_string();
+                diff.push_str(
+                    &similar::TextDiff::from_lines(old, new)
+                        .unified_diff()
+                        .header(&format!("a/{name}"), &format!("b/{name}"))
+                        .to_string(),
+                );
+            }
+            report.diff = Some(diff);
+            return Ok(());
+        }
+        let changeset = ChangeSet {
+            changes: report.changes.clone(),
+        };
+        let message = commit_message(key, &changeset);
+        let Some(commit) = git
+            .commit(&checkout, &author, &message)
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        match git
+            .push(&checkout, &report.branch, &checkout.base)
+            .map_err(|e| e.to_string())?
+        {
+            Push::Pushed(pushed) => {
+                debug_assert_eq!(pushed, commit);
+                report.commit = Some(pushed);
+                return Ok(());
+            }
+            Push::Rejected(reason) => {
+                tracing::info!(
+                    automation = key,
+                    reason,
+                    "the branch moved; fetching and trying again"
+                );
+            }
+        }
+    }
+    Err(format!(
+        "branch {} kept moving during {} attempts; nothing was overwritten, the next run tries again",
+        report.branch, options.push_attempts
+    ))
+}
+
+/// The default commit message: which images moved where, and a trailer
+/// naming the automation.
+pub fn commit_message(automation: &str, changes: &ChangeSet) -> String {
+    // Lines like `ghcr.io/acme/app 1.2.3 → 1.3.0 (clusters/prod/app.yaml)`,
+    // one per distinct move, listing every file it touched.
+    let mut moves: Vec<(String, Vec<String>)> = Vec::new();
+    for c in &changes.changes {
+        let line = match (split_ref(&c.old), split_ref(&c.new)) {
+            (Some((old_name, old_tag)), Some((new_name, new_tag))) if old_name == new_name => {
+                format!("{new_name} {old_tag} → {new_tag}")
+            }
+            _ => format!("{} → {} ({})", c.old, c.new, c.marker),
+        };
+        let file = c.file.display().to_string();
+        match moves.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, files)) if !files.contains(&file) => files.push(file),
+            Some(_) => {}
+            None => moves.push((line, vec![file])),
+        }
+    }
+    let subject = match moves.as_slice() {
+        [(only, _)] => format!("Update {only}"),
+        _ => format!("Update {} images", moves.len()),
+    };
+    let mut message = format!("{subject}\n\n");
+    for (line, files) in &moves {
+        message.push_str(&format!("- {line} ({})\n", files.join(", ")));
+    }
+    message.push_str(&format!("\nHoist-Automation: {automation}\n"));
+    message
+}
+
+/// `ghcr.io/acme/app:1.2.3` → (`ghcr.io/acme/app`, `1.2.3`); the tag
+/// follows the last ':' after the last '/'.
+fn split_ref(value: &str) -> Option<(&str, &str)> {
+    let value = value.split('@').next().unwrap_or(value);
+    let slash = value.rfind('/').map_or(0, |i| i + 1);
+    let colon = value[slash..].rfind(':')? + slash;
+    Some((&value[..colon], &value[colon + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ObjectRef;
+
+    fn change(file: &str, old: &str, new: &str) -> Change {
+        Change {
+            file: file.into(),
+            line: 1,
+            object: ObjectRef::default(),
+            marker: "apps:app".into(),
+            policy: "apps/app".into(),
+            old: old.into(),
+            new: new.into(),
+        }
+    }
+
+    #[test]
+    fn default_message_says_which_images_moved_where() {
+        let one = ChangeSet {
+            changes: vec![
+                change(
+                    "clusters/prod/app.yaml",
+                    "ghcr.io/acme/app:1.2.3",
+                    "ghcr.io/acme/app:1.3.0",
+                ),
+                change(
+                    "clusters/prod/app2.yaml",
+                    "ghcr.io/acme/app:1.2.3",
+                    "ghcr.io/acme/app:1.3.0",
+                ),
+            ],
+        };
+        assert_eq!(
+            commit_message("apps/fleet", &one),
+            "Update ghcr.io/acme/app 1.2.3 → 1.3.0\n\n- ghcr.io/acme/app 1.2.3 → 1.3.0 (clusters/prod/app.yaml, clusters/prod/app2.yaml)\n\nHoist-Automation: apps/fleet\n"
+        );
+        let two = ChangeSet {
+            changes: vec![
+                change("a.yaml", "localhost:5000/x:1", "localhost:5000/x:2"),
+                change("b.yaml", "1.0", "1.1"),
+            ],
+        };
+        let message = commit_message("apps/fleet", &two);
+        assert!(message.starts_with("Update 2 images\n\n- localhost:5000/x 1 → 2 (a.yaml)\n- 1.0 → 1.1 (apps:app) (b.yaml)\n"), "{message}");
+    }
+}

@@ -1,0 +1,8 @@
+//! The only module that calls the stages in order: scan (registry, with
+//! the store as cache) → select (policy) → rewrite → publish (git).
+
+mod automation;
+mod scan;
+
+pub use automation::{AutomationReport, RunOptions, commit_message, run_automations};
+pub use scan::*;

@@ -1,0 +1,158 @@
+//! `hoist run --once` end to end: a real registry, a real git remote.
+
+use crate::support::git::BareRepo;
+use crate::support::registry::{Auth, DockerRegistry};
+use crate::support::{files, hoist_env};
+
+fn objects(registry: &str, remote: &str) -> String {
+    format!(
+        "apiVersion: hoist.dev/v1alpha1
+kind: ImageRepository
+metadata: {{name: app}}
+spec: {{image: {registry}/team/app, insecure: true, interval: 1s}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImagePolicy
+metadata: {{name: app}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: '^1'}}}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet}}
+spec:
+  interval: 5m
+  git:
+    url: {remote}
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{name: hoist-bot, email: bot@example.com}}
+  update: {{path: ./clusters/prod}}
+"
+    )
+}
+
+fn manifest(registry: &str, tag: &str) -> String {
+    format!(
+        "# the app\r\napiVersion: apps/v1\r\nkind: Deployment\r\nmetadata: {{name: app, namespace: prod}}\r\nspec:\r\n  template:\r\n    spec:\r\n      containers:\r\n        - name: app\r\n          image: \"{registry}/team/app:{tag}\" # {{\"$imagepolicy\": \"default:app\"}}\r\n          args: [\"--port\", \"8080\"]   # kept\r\n"
+    )
+}
+
+#[test]
+fn scan_select_rewrite_commit_push_and_nothing_twice() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0", "2.0.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[
+        ("clusters/prod/app.yaml", &manifest(&addr, "1.0.0")),
+        ("clusters/staging/app.yaml", &manifest(&addr, "1.0.0")),
+    ]);
+    let dir = files(&[("objects.yaml", &objects(&addr, &remote.url()))]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-f",
+            "objects.yaml",
+            "--once",
+            "--state-dir",
+            "state",
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        hoist_env(dir.path(), &args, &[("DOCKER_CONFIG", &docker)])
+    };
+    let before = remote.head("main");
+
+    // Dry run: the diff, and nothing pushed.
+    let dry = run(&["--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&dry.stdout).unwrap_or_else(|e| panic!("{e}: {}", dry.stdout));
+    assert!(
+        report[0]["diff"]
+            .as_str()
+            .is_some_and(|d| d.contains("+          image: \"") && d.contains("1.1.0")),
+        "{report}"
+    );
+    assert_eq!(remote.head("main"), before);
+
+    let first = run(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&first.stdout).unwrap_or_else(|e| panic!("{e}: {}", first.stdout));
+    let commit = report[0]["commit"].as_str().unwrap_or_default().to_string();
+    assert_eq!(remote.head("main"), commit);
+    assert_eq!(report[0]["changes"][0]["file"], "clusters/prod/app.yaml");
+    // Exactly the marked value changed, CRLF and all; staging is outside update.path.
+    assert_eq!(
+        remote.show("main", "clusters/prod/app.yaml"),
+        manifest(&addr, "1.1.0")
+    );
+    assert_eq!(
+        remote.show("main", "clusters/staging/app.yaml"),
+        manifest(&addr, "1.0.0")
+    );
+    let log = remote.log("main");
+    assert_eq!(
+        log[0],
+        format!("hoist-bot|Update {addr}/team/app 1.0.0 → 1.1.0")
+    );
+    let body = crate::support::git::git(&remote.path, &["log", "-1", "--format=%B", "main"]);
+    assert!(body.contains("Hoist-Automation: default/fleet"), "{body}");
+
+    // A second run changes nothing and commits nothing.
+    let second = run(&[]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(remote.head("main"), commit);
+    let report: serde_json::Value = serde_json::from_str(&second.stdout).unwrap_or_default();
+    assert_eq!(report[0]["commit"], serde_json::Value::Null);
+
+    // A new tag: after the repository's interval, a new commit.
+    registry.push_image("team/app", &["1.2.0"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let third = run(&[]);
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    assert_ne!(remote.head("main"), commit);
+    assert!(
+        remote
+            .show("main", "clusters/prod/app.yaml")
+            .contains("team/app:1.2.0")
+    );
+    assert_eq!(remote.log("main").len(), 3);
+}
+
+#[test]
+fn a_failing_automation_is_reported_and_pushes_nothing() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let text = objects(&registry.addr, "file:///nonexistent/fleet.git");
+    let dir = files(&[("objects.yaml", &text)]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let run = hoist_env(
+        dir.path(),
+        &[
+            "run",
+            "-f",
+            "objects.yaml",
+            "--once",
+            "--state-dir",
+            "state",
+        ],
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("default/fleet: failed: git clone:"),
+        "{}",
+        run.stdout
+    );
+}
