@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod git;
 pub mod load;
+pub mod message;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

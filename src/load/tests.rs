@@ -445,3 +445,17 @@ fn near_miss_api_versions_and_kinds_are_warned_about() {
         set.warnings
     );
 }
+
+#[test]
+fn a_broken_message_template_is_a_load_error() {
+    let text = "apiVersion: hoist.dev/v1alpha1\nkind: ImageUpdateAutomation\nmetadata: {name: a}\nspec:\n  interval: 1m\n  git:\n    url: https://example.com/r.git\n    checkout: {ref: {branch: main}}\n    commit:\n      author: {name: hoist, email: h@example.com}\n      messageTemplate: 'Update {{ imgaes }}'\n";
+    let e = error_of(text);
+    assert!(
+        e.contains(
+            "test.yaml:11: ImageUpdateAutomation default/a: spec.git.commit.messageTemplate:"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("imgaes") || e.contains("undefined"), "{e}");
+    assert!(load_str(&text.replace("{{ imgaes }}", "{{ files | length }} files")).is_ok());
+}

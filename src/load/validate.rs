@@ -145,6 +145,19 @@ pub(super) fn automation(
             *problem,
         ));
     }
+    if let Some(template) = spec
+        .git
+        .commit
+        .message_template
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+        && let Err(e) = crate::message::check_template(template)
+    {
+        return Err(doc.invalid(
+            "spec.git.commit.messageTemplate",
+            format!("{e}; see the README for the values a template sees"),
+        ));
+    }
     if let Some(sync) = &spec.sync {
         duration(doc, "spec.sync.timeout", sync.timeout.as_ref())?;
     }

@@ -11,6 +11,7 @@ use super::scan::{ScanReport, object_key};
 use crate::api::{ImageRef, ImageUpdateAutomation};
 use crate::git::{Branch, Git, Push, Signature};
 use crate::load::ObjectSet;
+use crate::message;
 use crate::model::{Change, ChangeSet};
 use crate::rewrite::{Refs, rewrite_tree};
 
@@ -225,7 +226,12 @@ fn run_one(
         let changeset = ChangeSet {
             changes: report.changes.clone(),
         };
-        let message = commit_message(key, &changeset);
+        let message = match &automation.spec.git.commit.message_template {
+            Some(template) if !template.trim().is_empty() => {
+                message::render(template, key, &changeset)?
+            }
+            _ => message::default_message(key, &changeset),
+        };
         let Some(commit) = git
             .commit(&checkout, &author, &message)
             .map_err(|e| e.to_string())?
@@ -254,93 +260,4 @@ fn run_one(
         "branch {} kept moving during {} attempts; nothing was overwritten, the next run tries again",
         report.branch, options.push_attempts
     ))
-}
-
-/// The default commit message: which images moved where, and a trailer
-/// naming the automation.
-pub fn commit_message(automation: &str, changes: &ChangeSet) -> String {
-    // Lines like `ghcr.io/acme/app 1.2.3 → 1.3.0 (clusters/prod/app.yaml)`,
-    // one per distinct move, listing every file it touched.
-    let mut moves: Vec<(String, Vec<String>)> = Vec::new();
-    for c in &changes.changes {
-        let line = match (split_ref(&c.old), split_ref(&c.new)) {
-            (Some((old_name, old_tag)), Some((new_name, new_tag))) if old_name == new_name => {
-                format!("{new_name} {old_tag} → {new_tag}")
-            }
-            _ => format!("{} → {} ({})", c.old, c.new, c.marker),
-        };
-        let file = c.file.display().to_string();
-        match moves.iter_mut().find(|(l, _)| *l == line) {
-            Some((_, files)) if !files.contains(&file) => files.push(file),
-            Some(_) => {}
-            None => moves.push((line, vec![file])),
-        }
-    }
-    let subject = match moves.as_slice() {
-        [(only, _)] => format!("Update {only}"),
-        _ => format!("Update {} images", moves.len()),
-    };
-    let mut message = format!("{subject}\n\n");
-    for (line, files) in &moves {
-        message.push_str(&format!("- {line} ({})\n", files.join(", ")));
-    }
-    message.push_str(&format!("\nHoist-Automation: {automation}\n"));
-    message
-}
-
-/// `ghcr.io/acme/app:1.2.3` → (`ghcr.io/acme/app`, `1.2.3`); the tag
-/// follows the last ':' after the last '/'.
-fn split_ref(value: &str) -> Option<(&str, &str)> {
-    let value = value.split('@').next().unwrap_or(value);
-    let slash = value.rfind('/').map_or(0, |i| i + 1);
-    let colon = value[slash..].rfind(':')? + slash;
-    Some((&value[..colon], &value[colon + 1..]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::ObjectRef;
-
-    fn change(file: &str, old: &str, new: &str) -> Change {
-        Change {
-            file: file.into(),
-            line: 1,
-            object: ObjectRef::default(),
-            marker: "apps:app".into(),
-            policy: "apps/app".into(),
-            old: old.into(),
-            new: new.into(),
-        }
-    }
-
-    #[test]
-    fn default_message_says_which_images_moved_where() {
-        let one = ChangeSet {
-            changes: vec![
-                change(
-                    "clusters/prod/app.yaml",
-                    "ghcr.io/acme/app:1.2.3",
-                    "ghcr.io/acme/app:1.3.0",
-                ),
-                change(
-                    "clusters/prod/app2.yaml",
-                    "ghcr.io/acme/app:1.2.3",
-                    "ghcr.io/acme/app:1.3.0",
-                ),
-            ],
-        };
-        assert_eq!(
-            commit_message("apps/fleet", &one),
-            "Update ghcr.io/acme/app 1.2.3 → 1.3.0\n\n- ghcr.io/acme/app 1.2.3 → 1.3.0 (clusters/prod/app.yaml, clusters/prod/app2.yaml)\n\nHoist-Automation: apps/fleet\n"
-        );
-        let two = ChangeSet {
-            changes: vec![
-                change("a.yaml", "localhost:5000/x:1", "localhost:5000/x:2"),
-                change("b.yaml", "1.0", "1.1"),
-            ],
-        };
-        let message = commit_message("apps/fleet", &two);
-        assert!(message.starts_with("Update 2 images\n\n- localhost:5000/x 1 → 2 (a.yaml)\n- 1.0 → 1.1 (apps:app) (b.yaml)\n"), "{message}");
-    }
 }
