@@ -36,6 +36,16 @@ pub struct Signature {
     pub email: String,
 }
 
+/// The parts of a commit hoist decides on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commit {
+    pub id: String,
+    pub parent: Option<String>,
+    pub tree: String,
+    pub author: String,
+    pub message: String,
+}
+
 /// What a push did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Push {
@@ -257,6 +267,53 @@ impl Git {
                 .trim()
                 .to_string(),
         ))
+    }
+
+    /// The commit a remote branch points at, or None when it does not exist.
+    pub fn remote_head(
+        &self,
+        checkout: &Checkout,
+        branch: &str,
+    ) -> Result<Option<String>, GitError> {
+        let out = self.run(
+            Some(&checkout.dir),
+            &["ls-remote", "origin", &format!("refs/heads/{branch}")],
+            &[],
+        )?;
+        Ok(out.split_whitespace().next().map(str::to_string))
+    }
+
+    /// Fetches one commit of `branch` (its tip) into the checkout and
+    /// returns its message, first parent and tree.
+    pub fn tip(&self, checkout: &Checkout, branch: &str) -> Result<Commit, GitError> {
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        // Depth 2: the tip and its parent, whose id is all hoist needs.
+        self.run(
+            Some(&checkout.dir),
+            &["fetch", "--depth", "2", "--no-tags", "origin", &refspec],
+            &[],
+        )?;
+        self.commit_info(checkout, &format!("refs/remotes/origin/{branch}"))
+    }
+
+    /// Message, first parent and tree of a commit in the checkout.
+    pub fn commit_info(&self, checkout: &Checkout, rev: &str) -> Result<Commit, GitError> {
+        let out = self.run(
+            Some(&checkout.dir),
+            &["log", "-1", "--format=%H%n%P%n%T%n%an%n%B", rev],
+            &[],
+        )?;
+        let mut lines = out.lines();
+        let mut next = || lines.next().unwrap_or("").to_string();
+        let (id, parents, tree, author) = (next(), next(), next(), next());
+        let message = out.splitn(5, '\n').nth(4).unwrap_or("").to_string();
+        Ok(Commit {
+            id,
+            parent: parents.split_whitespace().next().map(str::to_string),
+            tree,
+            author,
+            message,
+        })
     }
 
     /// Pushes HEAD to `branch` only if the remote still points at

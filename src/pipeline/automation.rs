@@ -125,6 +125,48 @@ fn refs_for(automation: &ImageUpdateAutomation, objects: &ObjectSet, scan: &Scan
         .collect()
 }
 
+/// How to push to a branch hoist owns.
+enum Lease {
+    /// Push over this commit ("" when the branch does not exist yet).
+    Expect(String),
+    /// The branch already holds this very change on this very base.
+    UpToDate,
+}
+
+/// hoist owns `branch`: it rebuilds it from the checkout tip plus its own
+/// commit on each run. That is safe only while the branch's tip is hoist's
+/// commit for this automation; a commit by anyone else stops hoist.
+fn owned_branch_lease(
+    git: &Git,
+    checkout: &crate::git::Checkout,
+    branch: &str,
+    key: &str,
+    commit: &str,
+) -> Result<Lease, String> {
+    let Some(head) = git
+        .remote_head(checkout, branch)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(Lease::Expect(String::new()));
+    };
+    let tip = git.tip(checkout, branch).map_err(|e| e.to_string())?;
+    let trailer = format!("{}: {key}", message::TRAILER);
+    if !tip.message.lines().any(|l| l.trim() == trailer) {
+        return Err(format!(
+            "branch {branch} has a commit hoist did not make ({} by {}); hoist stops updating it so that work is not lost — merge or delete the branch",
+            &tip.id[..tip.id.len().min(12)],
+            tip.author
+        ));
+    }
+    let ours = git
+        .commit_info(checkout, commit)
+        .map_err(|e| e.to_string())?;
+    if tip.tree == ours.tree && tip.parent == ours.parent {
+        return Ok(Lease::UpToDate);
+    }
+    Ok(Lease::Expect(head))
+}
+
 /// `update.path` as a relative path that stays inside the repository.
 fn update_path(automation: &ImageUpdateAutomation) -> Result<PathBuf, String> {
     let path = Path::new(&automation.spec.update.path);
@@ -155,12 +197,7 @@ fn run_one(
     report: &mut AutomationReport,
 ) -> Result<(), String> {
     let checkout_branch = &automation.spec.git.checkout.reference.branch;
-    if &report.branch != checkout_branch {
-        return Err(format!(
-            "spec.git.push.branch {:?} differs from the checkout branch {checkout_branch:?}; pushing to another branch is not supported yet",
-            report.branch
-        ));
-    }
+    let owned = &report.branch != checkout_branch;
     let refs = refs_for(automation, objects, scan);
     let relative = update_path(automation)?;
     let branch = Branch {
@@ -238,8 +275,19 @@ fn run_one(
         else {
             return Ok(());
         };
+        // Pushing to the checkout branch: on the commit hoist built on.
+        // Pushing to a branch of its own: over hoist's previous commit
+        // there, and only if nobody else has committed on top.
+        let expected = if owned {
+            match owned_branch_lease(git, &checkout, &report.branch, key, &commit)? {
+                Lease::Expect(head) => head,
+                Lease::UpToDate => return Ok(()),
+            }
+        } else {
+            checkout.base.clone()
+        };
         match git
-            .push(&checkout, &report.branch, &checkout.base)
+            .push(&checkout, &report.branch, &expected)
             .map_err(|e| e.to_string())?
         {
             Push::Pushed(pushed) => {

@@ -156,3 +156,76 @@ fn a_failing_automation_is_reported_and_pushes_nothing() {
         run.stdout
     );
 }
+
+#[test]
+fn a_push_branch_of_its_own_is_rebuilt_and_never_taken_from_others() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[
+        ("clusters/prod/app.yaml", &manifest(&addr, "1.0.0")),
+        ("README", "fleet\n"),
+    ]);
+    let text = objects(&addr, &remote.url()).replace(
+        "      author: {name: hoist-bot, email: bot@example.com}\n",
+        "      author: {name: hoist-bot, email: bot@example.com}\n    push: {branch: hoist/fleet}\n",
+    );
+    let dir = files(&[("objects.yaml", &text)]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let run = || {
+        hoist_env(
+            dir.path(),
+            &[
+                "run",
+                "-f",
+                "objects.yaml",
+                "--once",
+                "--state-dir",
+                "state",
+            ],
+            &[("DOCKER_CONFIG", &docker)],
+        )
+    };
+    let main = remote.head("main");
+    let first = run();
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert!(
+        first.stdout.contains("pushed") && first.stdout.contains("to hoist/fleet"),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(remote.head("main"), main, "main must not move");
+    assert!(
+        remote
+            .show("hoist/fleet", "clusters/prod/app.yaml")
+            .contains("1.1.0")
+    );
+    let owned = remote.head("hoist/fleet");
+    // Same change on the same base: nothing pushed.
+    let second = run();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(remote.head("hoist/fleet"), owned);
+    // main moves: the branch is rebuilt on the new tip.
+    remote.commit_elsewhere("main", "README", "fleet, edited\n");
+    let third = run();
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    let rebuilt = remote.log("hoist/fleet");
+    assert!(
+        rebuilt[0].starts_with("hoist-bot|") && rebuilt[1].starts_with("Someone Else|"),
+        "{rebuilt:?}"
+    );
+    // Someone commits onto hoist's branch: hoist stops and says so.
+    remote.commit_elsewhere("hoist/fleet", "README", "a reviewer's fix\n");
+    let theirs = remote.head("hoist/fleet");
+    let fourth = run();
+    assert_eq!(fourth.code, 1, "{}", fourth.stdout);
+    assert!(
+        fourth.stdout.contains("has a commit hoist did not make"),
+        "{}",
+        fourth.stdout
+    );
+    assert_eq!(remote.head("hoist/fleet"), theirs);
+}
