@@ -75,9 +75,37 @@ pub enum GitError {
 #[derive(Clone, Debug, Default)]
 pub struct Git {
     /// Extra environment, e.g. `GIT_ASKPASS` or `GIT_SSH_COMMAND` for a
-    /// Secret's credentials.
+    /// Secret's credentials. Never argv: other users can read argv.
     pub env: Vec<(OsString, OsString)>,
+    /// Extra `-c key=value` settings.
+    pub config: Vec<String>,
 }
+
+/// Credentials from a Secret, under Flux's keys.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GitCredentials {
+    /// `username` / `password`: HTTPS Basic auth (or a token as password).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `identity`: an SSH private key; `known_hosts`: the host keys to trust.
+    pub identity: Option<Vec<u8>>,
+    pub known_hosts: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for GitCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitCredentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("known_hosts", &self.known_hosts.is_some())
+            .finish()
+    }
+}
+
+/// Answers git's username and password prompts from the environment, so
+/// the secret never appears in argv or a file.
+const ASKPASS: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) printf '%s\\n' \"$HOIST_GIT_USERNAME\" ;;\n  *) printf '%s\\n' \"$HOIST_GIT_PASSWORD\" ;;\nesac\n";
 
 /// `https://user:secret@host/x` → `https://host/x`, for messages.
 pub fn redact(text: &str) -> String {
@@ -98,6 +126,68 @@ pub fn redact(text: &str) -> String {
 }
 
 impl Git {
+    /// A git that authenticates with `credentials` instead of the user's
+    /// helpers. Key files and the askpass script go under `dir` (mode 0700).
+    /// SSH host keys are always verified: with `known_hosts` against it,
+    /// otherwise against the user's.
+    pub fn with_credentials(
+        &self,
+        credentials: &GitCredentials,
+        dir: &Path,
+    ) -> Result<Git, GitError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| GitError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // git runs in other directories; the paths it is given must be absolute.
+        let dir = &std::fs::canonicalize(dir).map_err(io(dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+        let write = |name: &str, contents: &[u8], mode: u32| -> Result<PathBuf, GitError> {
+            use std::io::Write;
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&path)
+                .map_err(io(&path))?;
+            file.write_all(contents).map_err(io(&path))?;
+            Ok(path)
+        };
+        let mut git = self.clone();
+        if credentials.username.is_some() || credentials.password.is_some() {
+            let askpass = write("askpass", ASKPASS.as_bytes(), 0o700)?;
+            git.env
+                .push(("GIT_ASKPASS".into(), askpass.into_os_string()));
+            git.env.push((
+                "HOIST_GIT_USERNAME".into(),
+                credentials.username.clone().unwrap_or_default().into(),
+            ));
+            git.env.push((
+                "HOIST_GIT_PASSWORD".into(),
+                credentials.password.clone().unwrap_or_default().into(),
+            ));
+            // The Secret decides, not whatever helper the user configured.
+            git.config.push("credential.helper=".into());
+        }
+        if let Some(identity) = &credentials.identity {
+            let key = write("identity", identity, 0o600)?;
+            let mut ssh = format!(
+                "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes",
+                key.display()
+            );
+            if let Some(known) = &credentials.known_hosts {
+                let known = write("known_hosts", known, 0o600)?;
+                ssh.push_str(&format!(" -o UserKnownHostsFile='{}'", known.display()));
+            }
+            git.env.push(("GIT_SSH_COMMAND".into(), ssh.into()));
+        }
+        Ok(git)
+    }
+
     fn command(&self, dir: Option<&Path>) -> Command {
         let mut command = Command::new("git");
         if let Some(dir) = dir {

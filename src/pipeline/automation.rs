@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::scan::{ScanReport, object_key};
 use crate::api::{ImageRef, ImageUpdateAutomation};
-use crate::git::{Branch, Git, Push, Signature};
+use crate::git::{Branch, Git, GitCredentials, Push, Signature};
 use crate::load::ObjectSet;
 use crate::message;
 use crate::model::{Change, ChangeSet};
@@ -125,6 +125,56 @@ fn refs_for(automation: &ImageUpdateAutomation, objects: &ObjectSet, scan: &Scan
         .collect()
 }
 
+/// The git to use for an automation: with the credentials of the Secret
+/// `spec.git.secretRef` names, when the files hold it (Flux's keys:
+/// `username`/`password`, `identity`/`known_hosts`); else the user's own
+/// credential helpers and ssh configuration, with a warning.
+fn git_for(
+    automation: &ImageUpdateAutomation,
+    key: &str,
+    objects: &ObjectSet,
+    git: &Git,
+    options: &RunOptions,
+    report: &mut AutomationReport,
+) -> Result<Git, String> {
+    let Some(reference) = &automation.spec.git.secret_ref else {
+        return Ok(git.clone());
+    };
+    let namespace = automation
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or("default");
+    let Some(secret) = objects.secret(namespace, &reference.name) else {
+        report.warnings.push(format!(
+            "spec.git.secretRef: Secret {namespace}/{} is not in the files; using git's own credential helpers and ssh configuration",
+            reference.name
+        ));
+        return Ok(git.clone());
+    };
+    let text = |k: &str| {
+        secret.data.get(k).map(|v| {
+            String::from_utf8_lossy(v)
+                .trim_end_matches('\n')
+                .to_string()
+        })
+    };
+    let credentials = GitCredentials {
+        username: text("username"),
+        password: text("password"),
+        identity: secret.data.get("identity").cloned(),
+        known_hosts: secret.data.get("known_hosts").cloned(),
+    };
+    use sha2::Digest;
+    let dir = options.cache.join("credentials").join(
+        format!("{:x}", sha2::Sha256::digest(key.as_bytes()))
+            .get(..16)
+            .unwrap_or("automation"),
+    );
+    git.with_credentials(&credentials, &dir)
+        .map_err(|e| e.to_string())
+}
+
 /// How to push to a branch hoist owns.
 enum Lease {
     /// Push over this commit ("" when the branch does not exist yet).
@@ -198,6 +248,7 @@ fn run_one(
 ) -> Result<(), String> {
     let checkout_branch = &automation.spec.git.checkout.reference.branch;
     let owned = &report.branch != checkout_branch;
+    let git = &git_for(automation, key, objects, git, options, report)?;
     let refs = refs_for(automation, objects, scan);
     let relative = update_path(automation)?;
     let branch = Branch {
@@ -208,6 +259,7 @@ fn run_one(
         name: automation.spec.git.commit.author.name.clone(),
         email: automation.spec.git.commit.author.email.clone(),
     };
+    let base_warnings = report.warnings.clone();
     for _ in 0..options.push_attempts.max(1) {
         let checkout = git
             .checkout(&options.cache, &branch)
@@ -221,19 +273,16 @@ fn run_one(
         }
         let rewritten =
             rewrite_tree(&root, &refs, options.dry_run, None).map_err(|e| e.to_string())?;
-        report.warnings = rewritten
-            .problems
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}:{}:{}: {}",
-                    relative.join(&p.file).display(),
-                    p.line,
-                    p.column,
-                    p.message
-                )
-            })
-            .collect();
+        report.warnings = base_warnings.clone();
+        report.warnings.extend(rewritten.problems.iter().map(|p| {
+            format!(
+                "{}:{}:{}: {}",
+                relative.join(&p.file).display(),
+                p.line,
+                p.column,
+                p.message
+            )
+        }));
         report.changes = rewritten
             .changeset
             .changes

@@ -229,3 +229,86 @@ fn a_push_branch_of_its_own_is_rebuilt_and_never_taken_from_others() {
     );
     assert_eq!(remote.head("hoist/fleet"), theirs);
 }
+
+#[test]
+fn https_credentials_come_from_a_secret_in_the_files() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let base = remote
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let http = crate::support::git::GitHttp::start(&base, "git-bot", "s3cr3t-pass");
+    let url = format!("http://{}/fleet.git", http.server.addr);
+    let with_secret = objects(&addr, &url)
+        .replace("    url: ", "    secretRef: {name: fleet-git}\n    url: ")
+        + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: fleet-git}\nstringData: {username: git-bot, password: s3cr3t-pass}\n";
+    let dir = files(&[
+        ("objects.yaml", &with_secret),
+        (
+            "wrong.yaml",
+            &with_secret
+                .replace("s3cr3t-pass", "n0t-the-pa55")
+                .replace("name: fleet}", "name: other}"),
+        ),
+    ]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let before = remote.head("main");
+    // Wrong credentials: a clear error, nothing pushed, no secret shown.
+    let wrong = hoist_env(
+        dir.path(),
+        &[
+            "run",
+            "-f",
+            "wrong.yaml",
+            "--once",
+            "--state-dir",
+            "state-wrong",
+        ],
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert_eq!(wrong.code, 1, "{}{}", wrong.stdout, wrong.stderr);
+    assert!(
+        wrong.stdout.contains("default/other: failed: git clone:"),
+        "{}",
+        wrong.stdout
+    );
+    assert!(
+        !wrong.stdout.contains("n0t-the-pa55") && !wrong.stderr.contains("n0t-the-pa55"),
+        "{}",
+        wrong.stdout
+    );
+    assert_eq!(remote.head("main"), before);
+    let run = hoist_env(
+        dir.path(),
+        &[
+            "run",
+            "-f",
+            "objects.yaml",
+            "--once",
+            "--state-dir",
+            "state",
+        ],
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        remote
+            .show("main", "clusters/prod/app.yaml")
+            .contains("team/app:1.1.0")
+    );
+    assert!(!run.stdout.contains("s3cr3t") && !run.stderr.contains("s3cr3t"));
+    // The password was sent in an Authorization header, not in the URL.
+    assert!(
+        http.server
+            .requests()
+            .iter()
+            .all(|r| !r.target.contains("s3cr3t"))
+    );
+}

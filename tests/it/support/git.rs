@@ -159,3 +159,93 @@ impl Drop for GitDaemon {
         let _ = self.child.wait();
     }
 }
+
+/// `git http-backend` behind Basic auth, served by the in-process HTTP
+/// server: the smart HTTP protocol as a forge speaks it.
+pub struct GitHttp {
+    pub server: super::http::FakeServer,
+}
+
+impl GitHttp {
+    pub fn start(base: &Path, username: &str, password: &str) -> GitHttp {
+        use base64::Engine;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        );
+        let base = base.to_path_buf();
+        let server = super::http::FakeServer::start(move |request, _| {
+            use super::http::Reply;
+            if request.header("authorization") != Some(expected.as_str()) {
+                return Reply::Respond {
+                    status: 401,
+                    headers: vec![("WWW-Authenticate".into(), "Basic realm=\"git\"".into())],
+                    body: b"authentication required\n".to_vec(),
+                };
+            }
+            let (path, query) = request
+                .target
+                .split_once('?')
+                .unwrap_or((&request.target, ""));
+            let mut child = Command::new("git")
+                .arg("http-backend")
+                .env("GIT_PROJECT_ROOT", &base)
+                .env("GIT_HTTP_EXPORT_ALL", "1")
+                .env("PATH_INFO", path)
+                .env("QUERY_STRING", query)
+                .env("REQUEST_METHOD", &request.method)
+                .env("CONTENT_TYPE", request.header("content-type").unwrap_or(""))
+                .env("CONTENT_LENGTH", request.body.len().to_string())
+                .env("REMOTE_USER", "tester")
+                .env("REMOTE_ADDR", "127.0.0.1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("git http-backend: {e}"));
+            if let Some(mut stdin) = child.stdin.take() {
+                use std::io::Write;
+                let _ = stdin.write_all(&request.body);
+            }
+            let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+            // CGI: headers, a blank line, the body.
+            let split = out
+                .stdout
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|i| (i, 4))
+                .or_else(|| {
+                    out.stdout
+                        .windows(2)
+                        .position(|w| w == b"\n\n")
+                        .map(|i| (i, 2))
+                });
+            let Some((at, gap)) = split else {
+                return Reply::json(500, "bad CGI output");
+            };
+            let head = String::from_utf8_lossy(&out.stdout[..at]).into_owned();
+            let mut status = 200;
+            let mut headers = Vec::new();
+            for line in head.lines() {
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("status") {
+                        status = v
+                            .trim()
+                            .split(' ')
+                            .next()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(200);
+                    } else {
+                        headers.push((k.trim().to_string(), v.trim().to_string()));
+                    }
+                }
+            }
+            Reply::Respond {
+                status,
+                headers,
+                body: out.stdout[at + gap..].to_vec(),
+            }
+        });
+        GitHttp { server }
+    }
+}
