@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Writes DIR with FILES Deployment manifests of about 2 KB each; every
-tenth has one or two setter markers over POLICIES policies.
-Usage: generate.py DIR [FILES] [POLICIES]"""
+MARK_EVERY-th (default 10) has a setter marker over POLICIES policies, and
+with SIDECAR (default 1) every other marked file a second one. Images are
+IMAGE_PREFIX/app-N (default ghcr.io/acme).
+Usage: generate.py DIR [FILES] [POLICIES] [MARK_EVERY] [SIDECAR] [IMAGE_PREFIX]"""
 
 import os
 import sys
@@ -9,15 +11,18 @@ import sys
 root = sys.argv[1]
 files = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
 policies = int(sys.argv[3]) if len(sys.argv) > 3 else 50
+mark_every = int(sys.argv[4]) if len(sys.argv) > 4 else 10
+sidecar = (sys.argv[5] != "0") if len(sys.argv) > 5 else True
+prefix = sys.argv[6] if len(sys.argv) > 6 else "ghcr.io/acme"
 
 for i in range(files):
     directory = os.path.join(root, f"team{i // 100:03d}")
     os.makedirs(directory, exist_ok=True)
-    marked = i % 10 == 0
-    policy = f"app-{i % policies}"
-    image = "ghcr.io/acme/{0}:1.0.0".format(policy)
+    marked = i % mark_every == 0
+    policy = f"app-{(i // mark_every) % policies if marked else i % policies}"
+    image = f"{prefix}/{policy}:1.0.0"
     marker = f' # {{"$imagepolicy": "apps:{policy}"}}' if marked else ""
-    sidecar_marker = f' # {{"$imagepolicy": "apps:{policy}:tag"}}' if marked and i % 20 == 0 else ""
+    sidecar_marker = f' # {{"$imagepolicy": "apps:{policy}:tag"}}' if sidecar and marked and i % (2 * mark_every) == 0 else ""
     env = "".join(
         f"            - name: SETTING_{k}\n              value: \"value-{i}-{k}\"\n" for k in range(18)
     )

@@ -87,11 +87,16 @@ fn pass(
     options: &RunOptions,
     output: Output,
 ) -> Result<(), CliError> {
+    let started = std::time::Instant::now();
     let scan = session.scan()?;
+    let scan_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     for failure in &scan.failures {
         eprintln!("error: {failure}");
     }
-    let reports = pipeline::run_automations(&session.objects, &scan, git, options);
+    let mut reports = pipeline::run_automations(&session.objects, &scan, git, options);
+    for r in &mut reports {
+        r.timings.scan_ms = scan_ms;
+    }
     let text = match output {
         Output::Json => {
             let mut json = serde_json::to_string_pretty(&reports)

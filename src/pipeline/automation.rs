@@ -41,9 +41,26 @@ pub struct AutomationReport {
     pub warnings: Vec<String>,
     /// Why the automation failed; nothing was pushed then.
     pub error: Option<String>,
+    /// Milliseconds spent in each stage, over all push attempts.
+    pub timings: Timings,
     /// With `--dry-run`: the unified diff that would be committed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+}
+
+/// Where an automation's time went.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
+    /// The scan of every repository of the run (shared by all automations).
+    pub scan_ms: u64,
+    pub checkout_ms: u64,
+    pub rewrite_ms: u64,
+    pub commit_ms: u64,
+    pub push_ms: u64,
+}
+
+fn elapsed_ms(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Runs every ImageUpdateAutomation against the refs a scan selected.
@@ -261,9 +278,11 @@ fn run_one(
     };
     let base_warnings = report.warnings.clone();
     for _ in 0..options.push_attempts.max(1) {
+        let started = std::time::Instant::now();
         let checkout = git
             .checkout(&options.cache, &branch)
             .map_err(|e| e.to_string())?;
+        report.timings.checkout_ms += elapsed_ms(started);
         let root = checkout.dir.join(&relative);
         if !root.is_dir() {
             return Err(format!(
@@ -271,8 +290,10 @@ fn run_one(
                 automation.spec.update.path, branch.name
             ));
         }
+        let started = std::time::Instant::now();
         let rewritten =
             rewrite_tree(&root, &refs, options.dry_run, None).map_err(|e| e.to_string())?;
+        report.timings.rewrite_ms += elapsed_ms(started);
         report.warnings = base_warnings.clone();
         report.warnings.extend(rewritten.problems.iter().map(|p| {
             format!(
@@ -318,10 +339,12 @@ fn run_one(
             }
             _ => message::default_message(key, &changeset),
         };
-        let Some(commit) = git
+        let started = std::time::Instant::now();
+        let committed = git
             .commit(&checkout, &author, &message)
-            .map_err(|e| e.to_string())?
-        else {
+            .map_err(|e| e.to_string())?;
+        report.timings.commit_ms += elapsed_ms(started);
+        let Some(commit) = committed else {
             return Ok(());
         };
         // Pushing to the checkout branch: on the commit hoist built on.
@@ -335,10 +358,12 @@ fn run_one(
         } else {
             checkout.base.clone()
         };
-        match git
+        let started = std::time::Instant::now();
+        let pushed = git
             .push(&checkout, &report.branch, &expected)
-            .map_err(|e| e.to_string())?
-        {
+            .map_err(|e| e.to_string())?;
+        report.timings.push_ms += elapsed_ms(started);
+        match pushed {
             Push::Pushed(pushed) => {
                 debug_assert_eq!(pushed, commit);
                 report.commit = Some(pushed);
