@@ -312,3 +312,169 @@ fn https_credentials_come_from_a_secret_in_the_files() {
             .all(|r| !r.target.contains("s3cr3t"))
     );
 }
+
+/// A Secret with `identity` and `known_hosts`, as Flux's git Secrets hold.
+fn ssh_secret(identity: &str, known_hosts: &str) -> String {
+    let indent = |text: &str| {
+        text.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: fleet-git}}\nstringData:\n  identity: |\n{}  known_hosts: |\n{}",
+        indent(identity),
+        indent(known_hosts)
+    )
+}
+
+#[test]
+fn ssh_with_an_identity_and_verified_host_keys() {
+    let Some(sshd) = crate::support::git::Sshd::start() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let url = format!(
+        "ssh://root@127.0.0.1:{}{}",
+        sshd.port,
+        remote.path.display()
+    );
+    let automation =
+        objects(&addr, &url).replace("    url: ", "    secretRef: {name: fleet-git}\n    url: ");
+    // A known_hosts entry with another key: the host is not trusted.
+    let other = format!(
+        "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+        sshd.port
+    );
+    let dir = files(&[
+        (
+            "ok.yaml",
+            &(automation.clone() + &ssh_secret(&sshd.identity, &sshd.known_hosts)),
+        ),
+        (
+            "spoofed.yaml",
+            &(automation.replace("name: fleet}", "name: spoofed}")
+                + &ssh_secret(&sshd.identity, &other)),
+        ),
+    ]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let before = remote.head("main");
+    let spoofed = hoist_env(
+        dir.path(),
+        &[
+            "run",
+            "-f",
+            "spoofed.yaml",
+            "--once",
+            "--state-dir",
+            "state-spoofed",
+        ],
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert_eq!(spoofed.code, 1, "{}{}", spoofed.stdout, spoofed.stderr);
+    assert!(
+        spoofed.stdout.contains("Host key verification failed"),
+        "{}",
+        spoofed.stdout
+    );
+    assert_eq!(remote.head("main"), before);
+    let run = hoist_env(
+        dir.path(),
+        &["run", "-f", "ok.yaml", "--once", "--state-dir", "state"],
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        remote
+            .show("main", "clusters/prod/app.yaml")
+            .contains("team/app:1.1.0")
+    );
+    assert!(!run.stdout.contains("PRIVATE KEY") && !run.stderr.contains("PRIVATE KEY"));
+}
+
+#[test]
+fn a_repository_of_ten_thousand_files() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let filler: Vec<(String, String)> = (0..10_000)
+        .map(|i| {
+            (
+                format!("clusters/prod/svc{:02}/cm-{i}.yaml", i % 50),
+                format!("kind: ConfigMap\nmetadata: {{name: cm-{i}}}\ndata: {{n: \"{i}\"}}\n"),
+            )
+        })
+        .collect();
+    let mut entries: Vec<(&str, &str)> = filler
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let marked = manifest(&addr, "1.0.0");
+    entries.push(("clusters/prod/app.yaml", &marked));
+    let remote = BareRepo::new(&entries);
+    let dir = files(&[("objects.yaml", &objects(&addr, &remote.url()))]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let run = hoist_env(
+        dir.path(),
+        &[
+            "run",
+            "-f",
+            "objects.yaml",
+            "--once",
+            "--state-dir",
+            "state",
+            "-o",
+            "json",
+        ],
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let changed =
+        crate::support::git::git(&remote.path, &["diff", "--name-only", "main~1", "main"]);
+    assert_eq!(changed, "clusters/prod/app.yaml\n");
+    assert_eq!(
+        remote.show("main", "clusters/prod/app.yaml"),
+        manifest(&addr, "1.1.0")
+    );
+}
+
+#[test]
+fn an_unreachable_registry_pushes_nothing() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    drop(registry);
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let dir = files(&[("objects.yaml", &objects(&addr, &remote.url()))]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let before = remote.head("main");
+    let run = hoist_env(
+        dir.path(),
+        &[
+            "run",
+            "-f",
+            "objects.yaml",
+            "--once",
+            "--state-dir",
+            "state",
+        ],
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("ImageRepository default/app") && run.stderr.contains("cannot connect"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(remote.head("main"), before);
+}

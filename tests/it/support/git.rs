@@ -249,3 +249,100 @@ impl GitHttp {
         GitHttp { server }
     }
 }
+
+/// sshd on a loopback port, for git over ssh: a fresh host key, one client
+/// key authorised for the current user (root in CI).
+pub struct Sshd {
+    pub port: u16,
+    /// The client's private key, as a Secret's `identity` holds it.
+    pub identity: String,
+    /// `[127.0.0.1]:PORT <host key>`, as a Secret's `known_hosts` holds it.
+    pub known_hosts: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    /// Starts sshd, or None when this machine cannot (no sshd, not root)
+    /// and the test may skip (outside CI).
+    pub fn start() -> Option<Sshd> {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+        if !Path::new("/usr/sbin/sshd").exists() || !root {
+            assert!(
+                !super::required(),
+                "sshd tests need /usr/sbin/sshd (openssh-server) and root"
+            );
+            eprintln!("skipping: sshd tests need /usr/sbin/sshd and root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = |name: &str| dir.path().join(name);
+        for key in ["host", "client"] {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", key, "-f"])
+                .arg(p(key))
+                .status()
+                .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
+            assert!(status.success(), "ssh-keygen failed");
+        }
+        std::fs::copy(p("client.pub"), p("authorized_keys")).unwrap_or_else(|e| panic!("{e}"));
+        // sshd insists on its privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").unwrap_or_else(|e| panic!("/run/sshd: {e}"));
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let config = format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel ERROR\n",
+                p("host").display(),
+                p("authorized_keys").display(),
+                p("sshd.pid").display()
+            );
+            std::fs::write(p("sshd_config"), config).unwrap_or_else(|e| panic!("{e}"));
+            let mut child = Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(p("sshd_config"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("sshd: {e}"));
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let host = std::fs::read_to_string(p("host.pub")).unwrap_or_default();
+                    let host_key = host
+                        .split_whitespace()
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    return Some(Sshd {
+                        port,
+                        identity: std::fs::read_to_string(p("client")).unwrap_or_default(),
+                        known_hosts: format!("[127.0.0.1]:{port} {host_key}\n"),
+                        child,
+                        _dir: dir,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("sshd did not start");
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
