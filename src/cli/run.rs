@@ -48,29 +48,37 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         .filter_map(|a| a.object.spec.interval.parse().ok())
         .min()
         .unwrap_or(Duration::from_secs(300));
+    // Listen for SIGTERM and SIGINT from the start: one that arrives during
+    // a pass is kept and honoured when the pass is done.
+    let mut signals = if args.once {
+        None
+    } else {
+        let _guard = session.runtime.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(CliError::runtime(format!("listening for signals: {e}")));
+            }
+        }
+    };
     loop {
         let outcome = pass(&session, &git, &options, args.output);
-        if args.once {
+        let Some((term, int)) = signals.as_mut() else {
             return outcome;
-        }
+        };
         if let Err(e) = &outcome {
             eprintln!("error: {e}");
         }
-        // Sleep until the next pass, or stop cleanly on a signal; a pass in
-        // progress is never interrupted.
+        // Sleep until the next pass, or stop on a signal.
         let stop = session.runtime.block_on(async {
-            let terminate = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = tokio::time::sleep(interval) => false,
-                _ = tokio::signal::ctrl_c() => true,
-                _ = terminate => true,
+                _ = term.recv() => true,
+                _ = int.recv() => true,
             }
         });
         if stop {

@@ -478,3 +478,48 @@ fn an_unreachable_registry_pushes_nothing() {
     );
     assert_eq!(remote.head("main"), before);
 }
+
+#[test]
+fn without_once_it_keeps_running_and_stops_cleanly_on_sigterm() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let dir = files(&[("objects.yaml", &objects(&addr, &remote.url()))]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let before = remote.head("main");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args(["run", "-f", "objects.yaml", "--state-dir", "state"])
+        .current_dir(dir.path())
+        .env("DOCKER_CONFIG", dir.path().join("docker"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let waited = std::time::Instant::now();
+    while remote.head("main") == before && waited.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_ne!(remote.head("main"), before, "the first pass did not push");
+    // Still running after its first pass: it waits for the next interval.
+    assert!(matches!(child.try_wait(), Ok(None)));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success());
+    let stopped = std::time::Instant::now();
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(10),
+            "hoist did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+}
