@@ -101,11 +101,12 @@ pub fn render(template: &str, automation: &str, changes: &ChangeSet) -> Result<S
     let mut message = compiled
         .render(minijinja::value::Serde(&context))
         .map_err(|e| describe(&e))?;
-    if !message.contains(&format!("{TRAILER}: {automation}")) {
+    let trailer = format!("{TRAILER}: {automation}");
+    if !message.lines().any(|l| l.trim() == trailer) {
         if !message.ends_with('\n') {
             message.push('\n');
         }
-        message.push_str(&format!("\n{TRAILER}: {automation}\n"));
+        message.push_str(&format!("\n{trailer}\n"));
     }
     Ok(message)
 }

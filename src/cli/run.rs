@@ -47,7 +47,9 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         .iter()
         .filter_map(|a| a.object.spec.interval.parse().ok())
         .min()
-        .unwrap_or(Duration::from_secs(300));
+        .unwrap_or(Duration::from_secs(300))
+        // A zero interval must not spin against registries and remotes.
+        .max(Duration::from_secs(1));
     // Listen for SIGTERM and SIGINT from the start: one that arrives during
     // a pass is kept and honoured when the pass is done.
     let mut signals = if args.once {

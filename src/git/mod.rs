@@ -43,6 +43,8 @@ pub struct Commit {
     pub parent: Option<String>,
     pub tree: String,
     pub author: String,
+    /// `Name <email>`
+    pub committer: String,
     pub message: String,
 }
 
@@ -102,6 +104,21 @@ impl std::fmt::Debug for GitCredentials {
             .finish()
     }
 }
+
+/// `GIT_*` variables of the parent environment that may reach hoist's git:
+/// ones that configure transports and identity, never ones that choose a
+/// repository, index, object store or configuration.
+const ALLOWED_GIT_ENV: &[&str] = &[
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_SSH_VARIANT",
+    "GIT_ASKPASS",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "GIT_PROXY_COMMAND",
+    "GIT_TRACE",
+    "GIT_CURL_VERBOSE",
+];
 
 /// Answers git's username and password prompts from the environment, so
 /// the secret never appears in argv or a file.
@@ -173,15 +190,21 @@ impl Git {
             // The Secret decides, not whatever helper the user configured.
             git.config.push("credential.helper=".into());
         }
-        if let Some(identity) = &credentials.identity {
-            let key = write("identity", identity, 0o600)?;
-            let mut ssh = format!(
-                "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes",
-                key.display()
-            );
+        if credentials.identity.is_some() || credentials.known_hosts.is_some() {
+            // Paths reach ssh through the environment, so no path can
+            // inject shell syntax into GIT_SSH_COMMAND.
+            let mut ssh = String::from("ssh -o BatchMode=yes -o StrictHostKeyChecking=yes");
+            if let Some(identity) = &credentials.identity {
+                let key = write("identity", identity, 0o600)?;
+                git.env
+                    .push(("HOIST_GIT_IDENTITY".into(), key.into_os_string()));
+                ssh.push_str(" -o IdentitiesOnly=yes -i \"$HOIST_GIT_IDENTITY\"");
+            }
             if let Some(known) = &credentials.known_hosts {
                 let known = write("known_hosts", known, 0o600)?;
-                ssh.push_str(&format!(" -o UserKnownHostsFile='{}'", known.display()));
+                git.env
+                    .push(("HOIST_GIT_KNOWN_HOSTS".into(), known.into_os_string()));
+                ssh.push_str(" -o UserKnownHostsFile=\"$HOIST_GIT_KNOWN_HOSTS\"");
             }
             git.env.push(("GIT_SSH_COMMAND".into(), ssh.into()));
         }
@@ -190,8 +213,22 @@ impl Git {
 
     fn command(&self, dir: Option<&Path>) -> Command {
         let mut command = Command::new("git");
+        // Variables a git hook or `rebase -x` exports would point git at the
+        // user's own repository; none of them may reach hoist's git.
+        for (key, _) in std::env::vars_os() {
+            let name = key.to_string_lossy();
+            if name.starts_with("GIT_") && !ALLOWED_GIT_ENV.contains(&name.as_ref()) {
+                command.env_remove(&key);
+            }
+        }
         if let Some(dir) = dir {
-            command.current_dir(dir);
+            // Explicit, and absolute since git runs inside `dir`: never
+            // discover a repository above the cache.
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+            command
+                .current_dir(&dir)
+                .arg(format!("--git-dir={}", dir.join(".git").display()))
+                .arg(format!("--work-tree={}", dir.display()));
         }
         command
             // Hooks and signing belong to the user's own checkouts, not to
@@ -204,6 +241,7 @@ impl Git {
                 "-c",
                 "advice.detachedHead=false",
             ])
+            .args(self.config.iter().flat_map(|c| ["-c", c.as_str()]))
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("LC_ALL", "C")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -260,60 +298,29 @@ impl Git {
             sha2::Sha256::digest(format!("{}\n{}", branch.url, branch.name))
         );
         let dir = cache.join(&key[..16]);
-        let missing = |e: GitError| match e {
-            GitError::Command { ref message, .. }
-                if message.contains("Remote branch") && message.contains("not found")
-                    || message.contains("couldn't find remote ref") =>
-            {
-                GitError::MissingBranch {
-                    url: redact(&branch.url),
-                    branch: branch.name.clone(),
-                }
-            }
-            other => other,
+        let remove = |dir: &Path| {
+            std::fs::remove_dir_all(dir).map_err(|source| GitError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })
         };
         if dir.join(".git").is_dir() {
-            self.run(
-                Some(&dir),
-                &["remote", "set-url", "origin", &branch.url],
-                &[],
-            )?;
-            let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", branch.name);
-            self.run(
-                Some(&dir),
-                &["fetch", "--depth", "1", "--no-tags", "origin", &refspec],
-                &[],
-            )
-            .map_err(missing)?;
-            let remote = format!("refs/remotes/origin/{}", branch.name);
-            self.run(
-                Some(&dir),
-                &["checkout", "--force", "-B", &branch.name, &remote],
-                &[],
-            )?;
-            self.run(Some(&dir), &["clean", "-fdx"], &[])?;
+            match self.refresh(&dir, branch) {
+                Ok(()) => {}
+                Err(e @ GitError::MissingBranch { .. }) => return Err(e),
+                Err(e) => {
+                    // A killed run can leave lock files or a half-made
+                    // clone; the cache is hoist's, so start it afresh.
+                    tracing::warn!(dir = %dir.display(), "the cached checkout cannot be reused ({e}); cloning again");
+                    remove(&dir)?;
+                    self.clone_into(cache, &dir, branch)?;
+                }
+            }
         } else {
-            std::fs::create_dir_all(cache).map_err(|source| GitError::Io {
-                path: cache.to_path_buf(),
-                source,
-            })?;
-            let target = dir.to_string_lossy().into_owned();
-            self.run(
-                None,
-                &[
-                    "clone",
-                    "--depth",
-                    "1",
-                    "--no-tags",
-                    "--single-branch",
-                    "--branch",
-                    &branch.name,
-                    &branch.url,
-                    &target,
-                ],
-                &[],
-            )
-            .map_err(missing)?;
+            if dir.exists() {
+                remove(&dir)?;
+            }
+            self.clone_into(cache, &dir, branch)?;
         }
         let base = self
             .run(Some(&dir), &["rev-parse", "HEAD"], &[])?
@@ -324,6 +331,79 @@ impl Git {
             branch: branch.clone(),
             base,
         })
+    }
+
+    fn missing_branch(branch: &Branch, e: GitError) -> GitError {
+        match e {
+            GitError::Command { ref message, .. }
+                if message.contains("Remote branch") && message.contains("not found")
+                    || message.contains("couldn't find remote ref") =>
+            {
+                GitError::MissingBranch {
+                    url: redact(&branch.url),
+                    branch: branch.name.clone(),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Brings an existing cached checkout to the remote tip.
+    fn refresh(&self, dir: &Path, branch: &Branch) -> Result<(), GitError> {
+        let own = self.run(Some(dir), &["rev-parse", "--absolute-git-dir"], &[])?;
+        let expected = std::fs::canonicalize(dir.join(".git")).unwrap_or_else(|_| dir.join(".git"));
+        if Path::new(own.trim()) != expected {
+            return Err(GitError::Command {
+                command: "rev-parse".into(),
+                message: "the cache directory is not a repository of its own".into(),
+            });
+        }
+        self.run(
+            Some(dir),
+            &["remote", "set-url", "origin", &branch.url],
+            &[],
+        )?;
+        let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", branch.name);
+        self.run(
+            Some(dir),
+            &["fetch", "--depth", "1", "--no-tags", "origin", &refspec],
+            &[],
+        )
+        .map_err(|e| Self::missing_branch(branch, e))?;
+        let remote = format!("refs/remotes/origin/{}", branch.name);
+        self.run(
+            Some(dir),
+            &["checkout", "--force", "-B", &branch.name, &remote],
+            &[],
+        )?;
+        self.run(Some(dir), &["clean", "-fdx"], &[])?;
+        Ok(())
+    }
+
+    fn clone_into(&self, cache: &Path, dir: &Path, branch: &Branch) -> Result<(), GitError> {
+        std::fs::create_dir_all(cache).map_err(|source| GitError::Io {
+            path: cache.to_path_buf(),
+            source,
+        })?;
+        let target = dir.to_string_lossy().into_owned();
+        self.run(
+            None,
+            &[
+                "clone",
+                "--depth",
+                "1",
+                "--no-tags",
+                "--single-branch",
+                "--branch",
+                &branch.name,
+                "--",
+                &branch.url,
+                &target,
+            ],
+            &[],
+        )
+        .map_err(|e| Self::missing_branch(branch, e))?;
+        Ok(())
     }
 
     /// Commits everything changed in the checkout, or returns None when
@@ -390,18 +470,19 @@ impl Git {
     pub fn commit_info(&self, checkout: &Checkout, rev: &str) -> Result<Commit, GitError> {
         let out = self.run(
             Some(&checkout.dir),
-            &["log", "-1", "--format=%H%n%P%n%T%n%an%n%B", rev],
+            &["log", "-1", "--format=%H%n%P%n%T%n%an%n%cn <%ce>%n%B", rev],
             &[],
         )?;
         let mut lines = out.lines();
         let mut next = || lines.next().unwrap_or("").to_string();
-        let (id, parents, tree, author) = (next(), next(), next(), next());
-        let message = out.splitn(5, '\n').nth(4).unwrap_or("").to_string();
+        let (id, parents, tree, author, committer) = (next(), next(), next(), next(), next());
+        let message = out.splitn(6, '\n').nth(5).unwrap_or("").to_string();
         Ok(Commit {
             id,
             parent: parents.split_whitespace().next().map(str::to_string),
             tree,
             author,
+            committer,
             message,
         })
     }
@@ -430,7 +511,24 @@ impl Git {
             .lines()
             .find(|l| l.contains(&format!("refs/heads/{branch}")));
         match line.and_then(|l| l.chars().next()) {
-            Some('!') => Ok(Push::Rejected(redact(line.unwrap_or("").trim()))),
+            // Only a moved branch is worth fetching and trying again; a
+            // hook or a protection rule that refuses the push is an error.
+            Some('!')
+                if line.is_some_and(|l| {
+                    ["stale info", "fetch first", "non-fast-forward"]
+                        .iter()
+                        .any(|r| l.contains(r))
+                }) =>
+            {
+                Ok(Push::Rejected(redact(line.unwrap_or("").trim())))
+            }
+            Some('!') => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                Err(GitError::Command {
+                    command: "push".into(),
+                    message: redact(&format!("{} {}", line.unwrap_or("").trim(), stderr.trim())),
+                })
+            }
             Some(_) if out.status.success() => Ok(Push::Pushed(
                 self.run(Some(&checkout.dir), &["rev-parse", "HEAD"], &[])?
                     .trim()

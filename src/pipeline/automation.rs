@@ -209,6 +209,7 @@ fn owned_branch_lease(
     branch: &str,
     key: &str,
     commit: &str,
+    author: &Signature,
 ) -> Result<Lease, String> {
     let Some(head) = git
         .remote_head(checkout, branch)
@@ -218,7 +219,10 @@ fn owned_branch_lease(
     };
     let tip = git.tip(checkout, branch).map_err(|e| e.to_string())?;
     let trailer = format!("{}: {key}", message::TRAILER);
-    if !tip.message.lines().any(|l| l.trim() == trailer) {
+    // hoist's commit carries its trailer and hoist as committer; an amended
+    // or cherry-picked copy names whoever amended it as committer.
+    let committer = format!("{} <{}>", author.name, author.email);
+    if !tip.message.lines().any(|l| l.trim() == trailer) || tip.committer != committer {
         return Err(format!(
             "branch {branch} has a commit hoist did not make ({} by {}); hoist stops updating it so that work is not lost — merge or delete the branch",
             &tip.id[..tip.id.len().min(12)],
@@ -284,6 +288,17 @@ fn run_one(
             .map_err(|e| e.to_string())?;
         report.timings.checkout_ms += elapsed_ms(started);
         let root = checkout.dir.join(&relative);
+        // A symlink in the repository must not lead the rewrite out of it.
+        let inside = std::fs::canonicalize(&root)
+            .ok()
+            .zip(std::fs::canonicalize(&checkout.dir).ok())
+            .is_some_and(|(r, c)| r.starts_with(&c) && !r.starts_with(c.join(".git")));
+        if root.exists() && !inside {
+            return Err(format!(
+                "spec.update.path {:?} leads out of the repository",
+                automation.spec.update.path
+            ));
+        }
         if !root.is_dir() {
             return Err(format!(
                 "spec.update.path {:?} is not a directory in {}",
@@ -351,7 +366,7 @@ fn run_one(
         // Pushing to a branch of its own: over hoist's previous commit
         // there, and only if nobody else has committed on top.
         let expected = if owned {
-            match owned_branch_lease(git, &checkout, &report.branch, key, &commit)? {
+            match owned_branch_lease(git, &checkout, &report.branch, key, &commit, &author)? {
                 Lease::Expect(head) => head,
                 Lease::UpToDate => return Ok(()),
             }

@@ -523,3 +523,61 @@ fn without_once_it_keeps_running_and_stops_cleanly_on_sigterm() {
     };
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn git_variables_of_the_caller_never_redirect_hoist_and_refusals_are_errors() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
+    // The user's own checkout, which a git hook's GIT_DIR would point at.
+    let user = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    crate::support::git::git(user.path(), &["clone", "--quiet", &remote.url(), "mine"]);
+    let mine = user.path().join("mine");
+    let mine_head = crate::support::git::git(&mine, &["rev-parse", "HEAD"]);
+    // A remote that refuses every push: an error, not a race to retry.
+    let hook = remote.path.join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho 'pushes are frozen' >&2\nexit 1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = files(&[("objects.yaml", &objects(&addr, &remote.url()))]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let git_dir = mine.join(".git").to_string_lossy().into_owned();
+    let work_tree = mine.to_string_lossy().into_owned();
+    let run = hoist_env(
+        dir.path(),
+        &[
+            "run",
+            "-f",
+            "objects.yaml",
+            "--once",
+            "--state-dir",
+            "state",
+        ],
+        &[
+            ("DOCKER_CONFIG", &docker),
+            ("GIT_DIR", &git_dir),
+            ("GIT_WORK_TREE", &work_tree),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("pre-receive hook declined"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("kept moving"), "{}", run.stdout);
+    assert_eq!(
+        crate::support::git::git(&mine, &["rev-parse", "HEAD"]),
+        mine_head
+    );
+    assert_eq!(
+        crate::support::git::git(&mine, &["status", "--porcelain"]),
+        ""
+    );
+}
