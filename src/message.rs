@@ -77,6 +77,53 @@ struct Named<'a> {
 /// Renders `template` (minijinja, Jinja2 syntax; an unknown variable is an
 /// error) and makes sure the message ends with hoist's trailer.
 pub fn render(template: &str, automation: &str, changes: &ChangeSet) -> Result<String, String> {
+    let mut message = render_plain(template, automation, changes)?;
+    let trailer = format!("{TRAILER}: {automation}");
+    if !message.lines().any(|l| l.trim() == trailer) {
+        if !message.ends_with('\n') {
+            message.push('\n');
+        }
+        message.push_str(&format!("\n{trailer}\n"));
+    }
+    Ok(message)
+}
+
+/// The default pull request body: a table of the changes and a footer
+/// naming the automation.
+pub fn pull_request_body(automation: &str, changes: &ChangeSet) -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut body =
+        String::from("| Image | Old | New | File | Object |\n| --- | --- | --- | --- | --- |\n");
+    for c in &changes.changes {
+        let (image, old, new) = match (split_ref(&c.old), split_ref(&c.new)) {
+            (Some((a, old)), Some((b, new))) if a == b => {
+                (a.to_string(), old.to_string(), new.to_string())
+            }
+            _ => (c.policy.clone(), c.old.clone(), c.new.clone()),
+        };
+        body.push_str(&format!(
+            "| {} | {} | {} | {}:{} | {} |\n",
+            cell(&image),
+            cell(&old),
+            cell(&new),
+            cell(&c.file.display().to_string()),
+            c.line,
+            cell(&c.object.to_string())
+        ));
+    }
+    body.push_str(&format!(
+        "\nOpened and kept up to date by hoist for ImageUpdateAutomation {automation}.\n"
+    ));
+    body
+}
+
+/// Renders a template without adding the trailer: pull request titles and
+/// bodies.
+pub fn render_plain(
+    template: &str,
+    automation: &str,
+    changes: &ChangeSet,
+) -> Result<String, String> {
     let (namespace, name) = automation
         .split_once('/')
         .unwrap_or(("default", automation));
@@ -98,17 +145,9 @@ pub fn render(template: &str, automation: &str, changes: &ChangeSet) -> Result<S
             .collect(),
         default: default_message(automation, changes),
     };
-    let mut message = compiled
+    compiled
         .render(minijinja::value::Serde(&context))
-        .map_err(|e| describe(&e))?;
-    let trailer = format!("{TRAILER}: {automation}");
-    if !message.lines().any(|l| l.trim() == trailer) {
-        if !message.ends_with('\n') {
-            message.push('\n');
-        }
-        message.push_str(&format!("\n{trailer}\n"));
-    }
-    Ok(message)
+        .map_err(|e| describe(&e))
 }
 
 /// Renders a template over a sample change, so a broken template is found

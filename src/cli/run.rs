@@ -39,6 +39,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         dry_run: args.dry_run,
         cache: session.state_dir.join("git"),
         push_attempts: 3,
+        runtime: Some(session.runtime.handle().clone()),
     };
     let git = Git::default();
     let interval = session

@@ -24,6 +24,8 @@ pub struct RunOptions {
     pub cache: PathBuf,
     /// Fetch-rewrite-commit-push rounds when the branch keeps moving.
     pub push_attempts: u32,
+    /// The async runtime forge clients block on (from outside it).
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 /// What one automation did. `-o json` prints these.
@@ -41,6 +43,8 @@ pub struct AutomationReport {
     pub warnings: Vec<String>,
     /// Why the automation failed; nothing was pushed then.
     pub error: Option<String>,
+    /// The pull request hoist keeps for this automation, if it uses one.
+    pub pull_request: Option<crate::forge::PullRequest>,
     /// Milliseconds spent in each stage, over all push attempts.
     pub timings: Timings,
     /// With `--dry-run`: the unified diff that would be committed.
@@ -190,6 +194,92 @@ fn git_for(
     );
     git.with_credentials(&credentials, &dir)
         .map_err(|e| e.to_string())
+}
+
+/// After hoist's branch holds its change: make sure one pull request from
+/// it to the checkout branch is open, with a current title and body.
+fn pull_request(
+    automation: &ImageUpdateAutomation,
+    key: &str,
+    objects: &ObjectSet,
+    options: &RunOptions,
+    changes: &ChangeSet,
+    message: &str,
+    report: &mut AutomationReport,
+) -> Result<(), String> {
+    use crate::api::ForgeProvider;
+    use crate::forge::{Forge, ForgeRepo, GitHub, PullRequestSpec};
+    let Some(spec) = automation
+        .spec
+        .git
+        .push
+        .as_ref()
+        .and_then(|p| p.pull_request.as_ref())
+    else {
+        return Ok(());
+    };
+    let base = automation.spec.git.checkout.reference.branch.clone();
+    if report.branch == base {
+        return Err("spec.git.push.pullRequest needs spec.git.push.branch to name a branch other than the checkout branch".to_string());
+    }
+    let namespace = automation
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or("default");
+    let variable = match spec.provider {
+        ForgeProvider::Github => "GITHUB_TOKEN",
+        ForgeProvider::Gitlab | ForgeProvider::Gitea => {
+            return Err(format!(
+                "spec.git.push.pullRequest.provider {:?} is not supported yet; github is",
+                spec.provider
+            ));
+        }
+    };
+    let token = match &spec.secret_ref {
+        Some(reference) => objects
+            .secret(namespace, &reference.name)
+            .and_then(|s| s.data.get("token"))
+            .map(|t| String::from_utf8_lossy(t).trim().to_string())
+            .ok_or_else(|| format!("spec.git.push.pullRequest.secretRef: Secret {namespace}/{} with key token is not in the files", reference.name))?,
+        None => std::env::var(variable).map_err(|_| format!("no forge token: set {variable} or spec.git.push.pullRequest.secretRef"))?,
+    };
+    let repo = ForgeRepo::from_git_url(&automation.spec.git.url).map_err(|e| e.to_string())?;
+    let api = spec.api_url.clone().unwrap_or_else(|| {
+        if repo.host == "github.com" {
+            "https://api.github.com".to_string()
+        } else {
+            format!("https://{}/api/v3", repo.host)
+        }
+    });
+    let runtime = options
+        .runtime
+        .clone()
+        .ok_or("no runtime for forge calls")?;
+    let forge = GitHub::new(&api, &repo, token, runtime).map_err(|e| e.to_string())?;
+    let title = match spec.title.as_deref().filter(|t| !t.trim().is_empty()) {
+        Some(template) => message::render_plain(template, key, changes)?,
+        None => message
+            .lines()
+            .next()
+            .unwrap_or("Update images")
+            .to_string(),
+    };
+    let body = match spec.body.as_deref().filter(|t| !t.trim().is_empty()) {
+        Some(template) => message::render_plain(template, key, changes)?,
+        None => message::pull_request_body(key, changes),
+    };
+    let pull = forge
+        .ensure(&PullRequestSpec {
+            head: report.branch.clone(),
+            base,
+            title,
+            body,
+            labels: spec.labels.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+    report.pull_request = Some(pull);
+    Ok(())
 }
 
 /// How to push to a branch hoist owns.
@@ -368,7 +458,11 @@ fn run_one(
         let expected = if owned {
             match owned_branch_lease(git, &checkout, &report.branch, key, &commit, &author)? {
                 Lease::Expect(head) => head,
-                Lease::UpToDate => return Ok(()),
+                Lease::UpToDate => {
+                    return pull_request(
+                        automation, key, objects, options, &changeset, &message, report,
+                    );
+                }
             }
         } else {
             checkout.base.clone()
@@ -382,7 +476,9 @@ fn run_one(
             Push::Pushed(pushed) => {
                 debug_assert_eq!(pushed, commit);
                 report.commit = Some(pushed);
-                return Ok(());
+                return pull_request(
+                    automation, key, objects, options, &changeset, &message, report,
+                );
             }
             Push::Rejected(reason) => {
                 tracing::info!(

@@ -581,3 +581,120 @@ fn git_variables_of_the_caller_never_redirect_hoist_and_refusals_are_errors() {
         ""
     );
 }
+
+#[test]
+fn github_pull_request_opened_once_then_updated() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
+    // Serve the bare repository as acme/fleet.git, the way a forge names it.
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(root.path().join("acme")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&remote.path, root.path().join("acme/fleet.git"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = crate::support::git::GitHttp::start(root.path(), "bot", "git-pass");
+    let github = crate::support::forge::FakeGitHub::start("acme", "fleet", "ghp_t0ken");
+    let url = format!("http://{}/acme/fleet.git", http.server.addr);
+    let text = objects(&addr, &url)
+        .replace("    url: ", "    secretRef: {name: git}\n    url: ")
+        .replace(
+            "      author: {name: hoist-bot, email: bot@example.com}\n",
+            &format!(
+                "      author: {{name: hoist-bot, email: bot@example.com}}\n    push:\n      branch: hoist/fleet\n      pullRequest: {{provider: github, apiURL: 'http://{}', secretRef: {{name: forge}}, labels: [dependencies]}}\n",
+                github.server.addr
+            ),
+        )
+        + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: git}\nstringData: {username: bot, password: git-pass}\n"
+        + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: forge}\nstringData: {token: ghp_t0ken}\n";
+    let dir = files(&[
+        ("objects.yaml", &text),
+        (
+            "bad-token.yaml",
+            &text.replace("token: ghp_t0ken", "token: ghp_wr0ng"),
+        ),
+    ]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let run = |file: &str, state: &str| {
+        hoist_env(
+            dir.path(),
+            &[
+                "run",
+                "-f",
+                file,
+                "--once",
+                "--state-dir",
+                state,
+                "-o",
+                "json",
+            ],
+            &[("DOCKER_CONFIG", &docker)],
+        )
+    };
+    let first = run("objects.yaml", "state");
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&first.stdout).unwrap_or_else(|e| panic!("{e}: {}", first.stdout));
+    assert_eq!(report[0]["pull_request"]["number"], 1, "{report}");
+    {
+        let pulls = github.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(pulls.len(), 1);
+        assert_eq!(
+            (pulls[0].head.as_str(), pulls[0].base.as_str()),
+            ("hoist/fleet", "main")
+        );
+        assert!(
+            pulls[0].title.contains("1.0.0 → 1.1.0"),
+            "{}",
+            pulls[0].title
+        );
+        assert!(
+            pulls[0]
+                .body
+                .contains("| Image | Old | New | File | Object |")
+                && pulls[0].body.contains("default/fleet"),
+            "{}",
+            pulls[0].body
+        );
+        assert_eq!(pulls[0].labels, ["dependencies"]);
+    }
+    assert!(
+        remote
+            .show("hoist/fleet", "clusters/prod/app.yaml")
+            .contains("1.1.0")
+    );
+    // A new tag: the branch is rebuilt and the same pull request updated.
+    registry.push_image("team/app", &["1.2.0"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let second = run("objects.yaml", "state");
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    {
+        let pulls = github.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(pulls.len(), 1, "never two pull requests");
+        assert!(
+            pulls[0].title.contains("1.0.0 → 1.2.0"),
+            "{}",
+            pulls[0].title
+        );
+    }
+    let posts = github
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path() == "/repos/acme/fleet/pulls")
+        .count();
+    assert_eq!(posts, 1);
+    // A wrong token: a clear, secret-free error.
+    let bad = run("bad-token.yaml", "state-bad");
+    assert_eq!(bad.code, 1, "{}", bad.stdout);
+    assert!(
+        bad.stdout
+            .contains("HTTP 401: Bad credentials; the token is missing or invalid"),
+        "{}",
+        bad.stdout
+    );
+    assert!(!bad.stdout.contains("ghp_wr0ng") && !bad.stderr.contains("ghp_wr0ng"));
+}

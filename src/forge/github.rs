@@ -1,0 +1,168 @@
+//! GitHub and GitHub Enterprise, by the REST API
+//! (https://docs.github.com/en/rest/pulls/pulls).
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Forge, ForgeError, ForgeRepo, PullRequest, PullRequestSpec};
+
+/// A GitHub repository and the token to act on it with.
+pub struct GitHub {
+    api: String,
+    owner: String,
+    name: String,
+    token: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+#[derive(Deserialize)]
+struct Pull {
+    number: u64,
+    html_url: String,
+}
+
+impl GitHub {
+    /// `api` is `https://api.github.com` or an Enterprise server's
+    /// `https://HOST/api/v3`. Calls block on `runtime` from outside it.
+    pub fn new(
+        api: &str,
+        repo: &ForgeRepo,
+        token: String,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<GitHub, ForgeError> {
+        let (owner, name) = repo
+            .path
+            .split_once('/')
+            .filter(|(_, n)| !n.contains('/'))
+            .ok_or_else(|| ForgeError::Config(format!("{} is not owner/name", repo.path)))?;
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ForgeError::Config(format!("setting up HTTP: {e}")))?;
+        Ok(GitHub {
+            api: api.trim_end_matches('/').to_string(),
+            owner: owner.to_string(),
+            name: name.to_string(),
+            token,
+            client,
+            runtime,
+        })
+    }
+
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ForgeError> {
+        let method_name: &'static str = match method.as_str() {
+            "GET" => "GET",
+            "POST" => "POST",
+            "PATCH" => "PATCH",
+            _ => "DELETE",
+        };
+        let url = format!("{}{path}", self.api);
+        let mut request = self
+            .client
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let shown = path.split('?').next().unwrap_or(path).to_string();
+        self.runtime.block_on(async {
+            let response = request.send().await.map_err(|e| ForgeError::Transport {
+                method: method_name,
+                path: shown.clone(),
+                message: if e.is_connect() {
+                    "cannot connect".into()
+                } else {
+                    "request failed".into()
+                },
+            })?;
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap_or_default();
+            if !(200..300).contains(&status) {
+                let message = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("message")
+                            .and_then(|m| m.as_str())
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_else(|| "no details".to_string());
+                return Err(ForgeError::Http {
+                    method: method_name,
+                    path: shown,
+                    status,
+                    message,
+                });
+            }
+            if text.trim().is_empty() {
+                return Ok(serde_json::Value::Null);
+            }
+            serde_json::from_str(&text).map_err(|e| ForgeError::Transport {
+                method: method_name,
+                path: shown,
+                message: format!("the answer is not JSON: {e}"),
+            })
+        })
+    }
+
+    fn pull(value: serde_json::Value, path: &str) -> Result<PullRequest, ForgeError> {
+        let pull: Pull = serde_json::from_value(value).map_err(|e| ForgeError::Transport {
+            method: "GET",
+            path: path.to_string(),
+            message: format!("unexpected pull request JSON: {e}"),
+        })?;
+        Ok(PullRequest {
+            number: pull.number,
+            url: pull.html_url,
+        })
+    }
+}
+
+impl Forge for GitHub {
+    fn ensure(&self, spec: &PullRequestSpec) -> Result<PullRequest, ForgeError> {
+        let repo = format!("/repos/{}/{}", self.owner, self.name);
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("state", "open")
+            .append_pair("head", &format!("{}:{}", self.owner, spec.head))
+            .append_pair("base", &spec.base)
+            .finish();
+        let listed = self.call(reqwest::Method::GET, &format!("{repo}/pulls?{query}"), None)?;
+        let existing = listed.as_array().and_then(|a| a.first()).cloned();
+        let pull = match existing {
+            Some(open) => {
+                let open = GitHub::pull(open, &format!("{repo}/pulls"))?;
+                let path = format!("{repo}/pulls/{}", open.number);
+                let updated = self.call(
+                    reqwest::Method::PATCH,
+                    &path,
+                    Some(json!({"title": spec.title, "body": spec.body})),
+                )?;
+                GitHub::pull(updated, &path)?
+            }
+            None => {
+                let path = format!("{repo}/pulls");
+                let created = self.call(
+                    reqwest::Method::POST,
+                    &path,
+                    Some(json!({"title": spec.title, "body": spec.body, "head": spec.head, "base": spec.base})),
+                )?;
+                GitHub::pull(created, &path)?
+            }
+        };
+        if !spec.labels.is_empty() {
+            self.call(
+                reqwest::Method::POST,
+                &format!("{repo}/issues/{}/labels", pull.number),
+                Some(json!({"labels": spec.labels})),
+            )?;
+        }
+        Ok(pull)
+    }
+}
