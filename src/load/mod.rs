@@ -527,18 +527,8 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
         }
         return Ok(());
     };
-    let metadata_name = match root.get("metadata").and_then(|m| m.get("name")) {
-        Some(node) => node
-            .as_str()
-            .map_or_else(|| format!("{:?}", node.to_json()), str::to_string),
-        None => String::new(),
-    };
-    let namespace = root
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
-        .and_then(Node::as_str)
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or("default");
+    let (metadata_name, namespace) = identity(root);
+    let namespace = namespace.as_str();
     let doc = Document {
         path,
         root,
@@ -627,6 +617,25 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
     Ok(())
 }
 
+/// A document's `metadata.name` (as written, for messages, even when it is
+/// not a string) and `metadata.namespace` (`default` when absent).
+fn identity(root: &Node) -> (String, String) {
+    let metadata = root.get("metadata");
+    let name = match metadata.and_then(|m| m.get("name")) {
+        Some(node) => node
+            .as_str()
+            .map_or_else(|| format!("{:?}", node.to_json()), str::to_string),
+        None => String::new(),
+    };
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Node::as_str)
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    (name, namespace)
+}
+
 /// Reads a `v1` Secret: `data` (base64) and `stringData`.
 fn load_secret(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), LoadError> {
     #[derive(serde::Deserialize)]
@@ -635,17 +644,7 @@ fn load_secret(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Load
         #[serde(default)]
         namespace: Option<String>,
     }
-    let metadata_name = root
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Node::as_str)
-        .unwrap_or("");
-    let namespace = root
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
-        .and_then(Node::as_str)
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or("default");
+    let (metadata_name, namespace) = identity(root);
     let doc = Document {
         path,
         root,

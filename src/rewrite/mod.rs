@@ -12,7 +12,7 @@ mod tree;
 
 pub use marker::{Field, Marker};
 pub use scalar::{Style, plain_is_safe, render};
-pub use text::{Edit, Problem, Refs, Rewritten, rewrite};
+pub use text::{Problem, Refs, Rewritten, rewrite};
 pub use tree::{FileProblem, RewriteError, TreeRewrite, rewrite_tree};
 
 #[cfg(test)]

@@ -9,22 +9,10 @@ use granit_parser::{Event, Parser, ScalarStyle};
 use super::marker::{Field, Marker};
 use super::scalar::{Style, plain_is_safe, render};
 use crate::api::ImageRef;
-use crate::model::ObjectRef;
+use crate::model::{Change, ObjectRef};
 
 /// The latest refs to write, by policy `ns/name`.
 pub type Refs = BTreeMap<String, ImageRef>;
-
-/// One scalar whose value a marker changes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Edit {
-    /// 1-based line of the scalar.
-    pub line: usize,
-    pub object: ObjectRef,
-    pub marker: String,
-    pub policy: String,
-    pub old: String,
-    pub new: String,
-}
 
 /// Something to report about a file: a warning (the file is still
 /// rewritten) or an error for one marker or the whole file.
@@ -41,7 +29,8 @@ pub struct Problem {
 pub struct Rewritten {
     /// The new text, when anything changed.
     pub text: Option<String>,
-    pub edits: Vec<Edit>,
+    /// The changes, with `file` left empty: the caller knows the file.
+    pub edits: Vec<Change>,
     pub problems: Vec<Problem>,
     /// The file does not parse; nothing in it was changed.
     pub unparsable: bool,
@@ -264,7 +253,8 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
             continue;
         }
         splices.push((scalar.start, scalar.end, render(&new, style)));
-        out.edits.push(Edit {
+        out.edits.push(Change {
+            file: std::path::PathBuf::new(),
             line: scalar.line,
             object: objects.get(scalar.document).cloned().unwrap_or_default(),
             marker: marker.to_string(),

@@ -220,12 +220,7 @@ pub fn rewrite_tree(
             .changes
             .extend(rewritten.edits.into_iter().map(|e| Change {
                 file: relative.clone(),
-                line: e.line,
-                object: e.object,
-                marker: e.marker,
-                policy: e.policy,
-                old: e.old,
-                new: e.new,
+                ..e
             }));
         if let Some(new_text) = rewritten.text {
             if !dry_run && let Err(e) = write_atomically(&path, new_text.as_bytes()) {

@@ -33,6 +33,16 @@ spec:
     )
 }
 
+/// The files of a test and an empty DOCKER_CONFIG directory beside them
+/// (no registry credentials unless the test writes some).
+fn workspace(entries: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+    let dir = files(entries);
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap_or_else(|e| panic!("{e}"));
+    let docker = docker.to_string_lossy().into_owned();
+    (dir, docker)
+}
+
 fn manifest(registry: &str, tag: &str) -> String {
     format!(
         "# the app\r\napiVersion: apps/v1\r\nkind: Deployment\r\nmetadata: {{name: app, namespace: prod}}\r\nspec:\r\n  template:\r\n    spec:\r\n      containers:\r\n        - name: app\r\n          image: \"{registry}/team/app:{tag}\" # {{\"$imagepolicy\": \"default:app\"}}\r\n          args: [\"--port\", \"8080\"]   # kept\r\n"
@@ -50,9 +60,7 @@ fn scan_select_rewrite_commit_push_and_nothing_twice() {
         ("clusters/prod/app.yaml", &manifest(&addr, "1.0.0")),
         ("clusters/staging/app.yaml", &manifest(&addr, "1.0.0")),
     ]);
-    let dir = files(&[("objects.yaml", &objects(&addr, &remote.url()))]);
-    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
-    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let (dir, docker) = workspace(&[("objects.yaml", &objects(&addr, &remote.url()))]);
     let run = |extra: &[&str]| {
         let mut args = vec![
             "run",
@@ -134,9 +142,7 @@ fn a_failing_automation_is_reported_and_pushes_nothing() {
     };
     registry.push_image("team/app", &["1.0.0"]);
     let text = objects(&registry.addr, "file:///nonexistent/fleet.git");
-    let dir = files(&[("objects.yaml", &text)]);
-    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
-    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let (dir, docker) = workspace(&[("objects.yaml", &text)]);
     let run = hoist_env(
         dir.path(),
         &[
@@ -172,9 +178,7 @@ fn a_push_branch_of_its_own_is_rebuilt_and_never_taken_from_others() {
         "      author: {name: hoist-bot, email: bot@example.com}\n",
         "      author: {name: hoist-bot, email: bot@example.com}\n    push: {branch: hoist/fleet}\n",
     );
-    let dir = files(&[("objects.yaml", &text)]);
-    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
-    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let (dir, docker) = workspace(&[("objects.yaml", &text)]);
     let run = || {
         hoist_env(
             dir.path(),
@@ -248,7 +252,7 @@ fn https_credentials_come_from_a_secret_in_the_files() {
     let with_secret = objects(&addr, &url)
         .replace("    url: ", "    secretRef: {name: fleet-git}\n    url: ")
         + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: fleet-git}\nstringData: {username: git-bot, password: s3cr3t-pass}\n";
-    let dir = files(&[
+    let (dir, docker) = workspace(&[
         ("objects.yaml", &with_secret),
         (
             "wrong.yaml",
@@ -257,8 +261,6 @@ fn https_credentials_come_from_a_secret_in_the_files() {
                 .replace("name: fleet}", "name: other}"),
         ),
     ]);
-    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
-    let docker = dir.path().join("docker").to_string_lossy().into_owned();
     let before = remote.head("main");
     // Wrong credentials: a clear error, nothing pushed, no secret shown.
     let wrong = hoist_env(
@@ -350,7 +352,7 @@ fn ssh_with_an_identity_and_verified_host_keys() {
         "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
         sshd.port
     );
-    let dir = files(&[
+    let (dir, docker) = workspace(&[
         (
             "ok.yaml",
             &(automation.clone() + &ssh_secret(&sshd.identity, &sshd.known_hosts)),
@@ -361,8 +363,6 @@ fn ssh_with_an_identity_and_verified_host_keys() {
                 + &ssh_secret(&sshd.identity, &other)),
         ),
     ]);
-    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
-    let docker = dir.path().join("docker").to_string_lossy().into_owned();
     let before = remote.head("main");
     let spoofed = hoist_env(
         dir.path(),
@@ -419,9 +419,7 @@ fn a_repository_of_ten_thousand_files() {
     let marked = manifest(&addr, "1.0.0");
     entries.push(("clusters/prod/app.yaml", &marked));
     let remote = BareRepo::new(&entries);
-    let dir = files(&[("objects.yaml", &objects(&addr, &remote.url()))]);
-    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
-    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let (dir, docker) = workspace(&[("objects.yaml", &objects(&addr, &remote.url()))]);
     let run = hoist_env(
         dir.path(),
         &[
@@ -454,9 +452,7 @@ fn an_unreachable_registry_pushes_nothing() {
     let addr = registry.addr.clone();
     drop(registry);
     let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
-    let dir = files(&[("objects.yaml", &objects(&addr, &remote.url()))]);
-    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
-    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let (dir, docker) = workspace(&[("objects.yaml", &objects(&addr, &remote.url()))]);
     let before = remote.head("main");
     let run = hoist_env(
         dir.path(),
@@ -487,13 +483,12 @@ fn without_once_it_keeps_running_and_stops_cleanly_on_sigterm() {
     registry.push_image("team/app", &["1.0.0", "1.1.0"]);
     let addr = registry.addr.clone();
     let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
-    let dir = files(&[("objects.yaml", &objects(&addr, &remote.url()))]);
-    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    let (dir, docker) = workspace(&[("objects.yaml", &objects(&addr, &remote.url()))]);
     let before = remote.head("main");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
         .args(["run", "-f", "objects.yaml", "--state-dir", "state"])
         .current_dir(dir.path())
-        .env("DOCKER_CONFIG", dir.path().join("docker"))
+        .env("DOCKER_CONFIG", &docker)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -544,9 +539,7 @@ fn git_variables_of_the_caller_never_redirect_hoist_and_refusals_are_errors() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
         .unwrap_or_else(|e| panic!("{e}"));
-    let dir = files(&[("objects.yaml", &objects(&addr, &remote.url()))]);
-    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
-    let docker = dir.path().join("docker").to_string_lossy().into_owned();
+    let (dir, docker) = workspace(&[("objects.yaml", &objects(&addr, &remote.url()))]);
     let git_dir = mine.join(".git").to_string_lossy().into_owned();
     let work_tree = mine.to_string_lossy().into_owned();
     let run = hoist_env(
@@ -609,15 +602,13 @@ fn github_pull_request_opened_once_then_updated() {
         )
         + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: git}\nstringData: {username: bot, password: git-pass}\n"
         + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: forge}\nstringData: {token: ghp_t0ken}\n";
-    let dir = files(&[
+    let (dir, docker) = workspace(&[
         ("objects.yaml", &text),
         (
             "bad-token.yaml",
             &text.replace("token: ghp_t0ken", "token: ghp_wr0ng"),
         ),
     ]);
-    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
-    let docker = dir.path().join("docker").to_string_lossy().into_owned();
     let run = |file: &str, state: &str| {
         hoist_env(
             dir.path(),
