@@ -43,6 +43,20 @@ fn workspace(entries: &[(&str, &str)]) -> (tempfile::TempDir, String) {
     (dir, docker)
 }
 
+/// `hoist run -f FILE --once --state-dir STATE EXTRA...` in `dir`, with
+/// `docker` as DOCKER_CONFIG.
+fn run_once(
+    dir: &tempfile::TempDir,
+    docker: &str,
+    file: &str,
+    state: &str,
+    extra: &[&str],
+) -> crate::support::Run {
+    let mut args = vec!["run", "-f", file, "--once", "--state-dir", state];
+    args.extend_from_slice(extra);
+    hoist_env(dir.path(), &args, &[("DOCKER_CONFIG", docker)])
+}
+
 fn manifest(registry: &str, tag: &str) -> String {
     format!(
         "# the app\r\napiVersion: apps/v1\r\nkind: Deployment\r\nmetadata: {{name: app, namespace: prod}}\r\nspec:\r\n  template:\r\n    spec:\r\n      containers:\r\n        - name: app\r\n          image: \"{registry}/team/app:{tag}\" # {{\"$imagepolicy\": \"default:app\"}}\r\n          args: [\"--port\", \"8080\"]   # kept\r\n"
@@ -143,18 +157,7 @@ fn a_failing_automation_is_reported_and_pushes_nothing() {
     registry.push_image("team/app", &["1.0.0"]);
     let text = objects(&registry.addr, "file:///nonexistent/fleet.git");
     let (dir, docker) = workspace(&[("objects.yaml", &text)]);
-    let run = hoist_env(
-        dir.path(),
-        &[
-            "run",
-            "-f",
-            "objects.yaml",
-            "--once",
-            "--state-dir",
-            "state",
-        ],
-        &[("DOCKER_CONFIG", &docker)],
-    );
+    let run = run_once(&dir, &docker, "objects.yaml", "state", &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stdout.contains("default/fleet: failed: git clone:"),
@@ -179,20 +182,7 @@ fn a_push_branch_of_its_own_is_rebuilt_and_never_taken_from_others() {
         "      author: {name: hoist-bot, email: bot@example.com}\n    push: {branch: hoist/fleet}\n",
     );
     let (dir, docker) = workspace(&[("objects.yaml", &text)]);
-    let run = || {
-        hoist_env(
-            dir.path(),
-            &[
-                "run",
-                "-f",
-                "objects.yaml",
-                "--once",
-                "--state-dir",
-                "state",
-            ],
-            &[("DOCKER_CONFIG", &docker)],
-        )
-    };
+    let run = || run_once(&dir, &docker, "objects.yaml", "state", &[]);
     let main = remote.head("main");
     let first = run();
     assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
@@ -263,18 +253,7 @@ fn https_credentials_come_from_a_secret_in_the_files() {
     ]);
     let before = remote.head("main");
     // Wrong credentials: a clear error, nothing pushed, no secret shown.
-    let wrong = hoist_env(
-        dir.path(),
-        &[
-            "run",
-            "-f",
-            "wrong.yaml",
-            "--once",
-            "--state-dir",
-            "state-wrong",
-        ],
-        &[("DOCKER_CONFIG", &docker)],
-    );
+    let wrong = run_once(&dir, &docker, "wrong.yaml", "state-wrong", &[]);
     assert_eq!(wrong.code, 1, "{}{}", wrong.stdout, wrong.stderr);
     assert!(
         wrong.stdout.contains("default/other: failed: git clone:"),
@@ -287,18 +266,7 @@ fn https_credentials_come_from_a_secret_in_the_files() {
         wrong.stdout
     );
     assert_eq!(remote.head("main"), before);
-    let run = hoist_env(
-        dir.path(),
-        &[
-            "run",
-            "-f",
-            "objects.yaml",
-            "--once",
-            "--state-dir",
-            "state",
-        ],
-        &[("DOCKER_CONFIG", &docker)],
-    );
+    let run = run_once(&dir, &docker, "objects.yaml", "state", &[]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         remote
@@ -364,18 +332,7 @@ fn ssh_with_an_identity_and_verified_host_keys() {
         ),
     ]);
     let before = remote.head("main");
-    let spoofed = hoist_env(
-        dir.path(),
-        &[
-            "run",
-            "-f",
-            "spoofed.yaml",
-            "--once",
-            "--state-dir",
-            "state-spoofed",
-        ],
-        &[("DOCKER_CONFIG", &docker)],
-    );
+    let spoofed = run_once(&dir, &docker, "spoofed.yaml", "state-spoofed", &[]);
     assert_eq!(spoofed.code, 1, "{}{}", spoofed.stdout, spoofed.stderr);
     assert!(
         spoofed.stdout.contains("Host key verification failed"),
@@ -383,11 +340,7 @@ fn ssh_with_an_identity_and_verified_host_keys() {
         spoofed.stdout
     );
     assert_eq!(remote.head("main"), before);
-    let run = hoist_env(
-        dir.path(),
-        &["run", "-f", "ok.yaml", "--once", "--state-dir", "state"],
-        &[("DOCKER_CONFIG", &docker)],
-    );
+    let run = run_once(&dir, &docker, "ok.yaml", "state", &[]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         remote
@@ -420,20 +373,7 @@ fn a_repository_of_ten_thousand_files() {
     entries.push(("clusters/prod/app.yaml", &marked));
     let remote = BareRepo::new(&entries);
     let (dir, docker) = workspace(&[("objects.yaml", &objects(&addr, &remote.url()))]);
-    let run = hoist_env(
-        dir.path(),
-        &[
-            "run",
-            "-f",
-            "objects.yaml",
-            "--once",
-            "--state-dir",
-            "state",
-            "-o",
-            "json",
-        ],
-        &[("DOCKER_CONFIG", &docker)],
-    );
+    let run = run_once(&dir, &docker, "objects.yaml", "state", &["-o", "json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let changed =
         crate::support::git::git(&remote.path, &["diff", "--name-only", "main~1", "main"]);
@@ -454,18 +394,7 @@ fn an_unreachable_registry_pushes_nothing() {
     let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
     let (dir, docker) = workspace(&[("objects.yaml", &objects(&addr, &remote.url()))]);
     let before = remote.head("main");
-    let run = hoist_env(
-        dir.path(),
-        &[
-            "run",
-            "-f",
-            "objects.yaml",
-            "--once",
-            "--state-dir",
-            "state",
-        ],
-        &[("DOCKER_CONFIG", &docker)],
-    );
+    let run = run_once(&dir, &docker, "objects.yaml", "state", &[]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains("ImageRepository default/app") && run.stderr.contains("cannot connect"),
