@@ -56,60 +56,19 @@ impl GitHub {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ForgeError> {
-        let method_name: &'static str = match method.as_str() {
-            "GET" => "GET",
-            "POST" => "POST",
-            "PATCH" => "PATCH",
-            _ => "DELETE",
-        };
-        let url = format!("{}{path}", self.api);
-        let mut request = self
-            .client
-            .request(method, &url)
-            .bearer_auth(&self.token)
-            .header("Accept", "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28");
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let shown = path.split('?').next().unwrap_or(path).to_string();
-        self.runtime.block_on(async {
-            let response = request.send().await.map_err(|e| ForgeError::Transport {
-                method: method_name,
-                path: shown.clone(),
-                message: if e.is_connect() {
-                    "cannot connect".into()
-                } else {
-                    "request failed".into()
-                },
-            })?;
-            let status = response.status().as_u16();
-            let text = response.text().await.unwrap_or_default();
-            if !(200..300).contains(&status) {
-                let message = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("message")
-                            .and_then(|m| m.as_str())
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| "no details".to_string());
-                return Err(ForgeError::Http {
-                    method: method_name,
-                    path: shown,
-                    status,
-                    message,
-                });
-            }
-            if text.trim().is_empty() {
-                return Ok(serde_json::Value::Null);
-            }
-            serde_json::from_str(&text).map_err(|e| ForgeError::Transport {
-                method: method_name,
-                path: shown,
-                message: format!("the answer is not JSON: {e}"),
-            })
-        })
+        super::call(
+            &self.client,
+            &self.runtime,
+            method,
+            &format!("{}{path}", self.api),
+            path,
+            body,
+            |r| {
+                r.bearer_auth(&self.token)
+                    .header("Accept", "application/vnd.github+json")
+                    .header("X-GitHub-Api-Version", "2022-11-28")
+            },
+        )
     }
 
     fn pull(value: serde_json::Value, path: &str) -> Result<PullRequest, ForgeError> {

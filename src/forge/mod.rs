@@ -3,10 +3,12 @@
 //! GitLab and Gitea follow behind the same trait.
 
 mod github;
+mod gitlab;
 
 use std::fmt;
 
 pub use github::GitHub;
+pub use gitlab::GitLab;
 
 /// A repository on a forge, derived from a git URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +118,71 @@ pub trait Forge {
     /// Finds the open pull request from `spec.head` to `spec.base`, updates
     /// its title and body, or opens one when there is none.
     fn ensure(&self, spec: &PullRequestSpec) -> Result<PullRequest, ForgeError>;
+}
+
+/// One JSON call to a forge, blocking on `runtime` from outside it. Errors
+/// carry the path without its query and the forge's own message, never the
+/// token.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn call(
+    client: &reqwest::Client,
+    runtime: &tokio::runtime::Handle,
+    method: reqwest::Method,
+    url: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+    authorize: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<serde_json::Value, ForgeError> {
+    let method_name: &'static str = match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "PUT" => "PUT",
+        _ => "DELETE",
+    };
+    let mut request = authorize(client.request(method, url));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let shown = path.split('?').next().unwrap_or(path).to_string();
+    runtime.block_on(async {
+        let response = request.send().await.map_err(|e| ForgeError::Transport {
+            method: method_name,
+            path: shown.clone(),
+            message: if e.is_connect() {
+                "cannot connect".into()
+            } else {
+                "request failed".into()
+            },
+        })?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        if !(200..300).contains(&status) {
+            // GitHub and Gitea say `message`; GitLab `message` (a string or
+            // an object of field errors) or `error`.
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let message = match (parsed.get("message"), parsed.get("error")) {
+                (Some(serde_json::Value::String(m)), _) => m.clone(),
+                (Some(other), _) => other.to_string(),
+                (None, Some(serde_json::Value::String(e))) => e.clone(),
+                _ => "no details".to_string(),
+            };
+            return Err(ForgeError::Http {
+                method: method_name,
+                path: shown,
+                status,
+                message,
+            });
+        }
+        if text.trim().is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| ForgeError::Transport {
+            method: method_name,
+            path: shown,
+            message: format!("the answer is not JSON: {e}"),
+        })
+    })
 }
 
 impl fmt::Display for PullRequest {

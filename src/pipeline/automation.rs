@@ -208,7 +208,7 @@ fn pull_request(
     report: &mut AutomationReport,
 ) -> Result<(), String> {
     use crate::api::ForgeProvider;
-    use crate::forge::{Forge, ForgeRepo, GitHub, PullRequestSpec};
+    use crate::forge::{Forge, ForgeRepo, GitHub, GitLab, PullRequestSpec};
     let Some(spec) = automation
         .spec
         .git
@@ -229,11 +229,9 @@ fn pull_request(
         .unwrap_or("default");
     let variable = match spec.provider {
         ForgeProvider::Github => "GITHUB_TOKEN",
-        ForgeProvider::Gitlab | ForgeProvider::Gitea => {
-            return Err(format!(
-                "spec.git.push.pullRequest.provider {:?} is not supported yet; github is",
-                spec.provider
-            ));
+        ForgeProvider::Gitlab => "GITLAB_TOKEN",
+        ForgeProvider::Gitea => {
+            return Err("spec.git.push.pullRequest.provider gitea is not supported yet; github and gitlab are".to_string());
         }
     };
     let token = match &spec.secret_ref {
@@ -245,18 +243,31 @@ fn pull_request(
         None => std::env::var(variable).map_err(|_| format!("no forge token: set {variable} or spec.git.push.pullRequest.secretRef"))?,
     };
     let repo = ForgeRepo::from_git_url(&automation.spec.git.url).map_err(|e| e.to_string())?;
-    let api = spec.api_url.clone().unwrap_or_else(|| {
-        if repo.host == "github.com" {
-            "https://api.github.com".to_string()
-        } else {
-            format!("https://{}/api/v3", repo.host)
-        }
-    });
     let runtime = options
         .runtime
         .clone()
         .ok_or("no runtime for forge calls")?;
-    let forge = GitHub::new(&api, &repo, token, runtime).map_err(|e| e.to_string())?;
+    // The provider's public API for its public host, else the same path on
+    // the repository's host (GitHub Enterprise, self-managed GitLab).
+    let forge: Box<dyn Forge> = match spec.provider {
+        ForgeProvider::Gitlab => {
+            let api = spec
+                .api_url
+                .clone()
+                .unwrap_or_else(|| format!("https://{}/api/v4", repo.host));
+            Box::new(GitLab::new(&api, &repo, token, runtime).map_err(|e| e.to_string())?)
+        }
+        _ => {
+            let api = spec.api_url.clone().unwrap_or_else(|| {
+                if repo.host == "github.com" {
+                    "https://api.github.com".to_string()
+                } else {
+                    format!("https://{}/api/v3", repo.host)
+                }
+            });
+            Box::new(GitHub::new(&api, &repo, token, runtime).map_err(|e| e.to_string())?)
+        }
+    };
     let title = match spec.title.as_deref().filter(|t| !t.trim().is_empty()) {
         Some(template) => message::render_plain(template, key, changes)?,
         None => message

@@ -618,3 +618,68 @@ fn github_pull_request_opened_once_then_updated() {
     );
     assert!(!bad.stdout.contains("ghp_wr0ng") && !bad.stderr.contains("ghp_wr0ng"));
 }
+
+#[test]
+fn gitlab_merge_request_in_a_subgroup_opened_once_then_updated() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(root.path().join("platform/apps")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&remote.path, root.path().join("platform/apps/fleet.git"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = crate::support::git::GitHttp::start(root.path(), "bot", "git-pass");
+    let gitlab = crate::support::forge::FakeGitLab::start("platform/apps/fleet", "glpat-t0ken");
+    let url = format!("http://{}/platform/apps/fleet.git", http.server.addr);
+    let text = objects(&addr, &url)
+        .replace("    url: ", "    secretRef: {name: git}\n    url: ")
+        .replace(
+            "      author: {name: hoist-bot, email: bot@example.com}\n",
+            &format!(
+                "      author: {{name: hoist-bot, email: bot@example.com}}\n    push:\n      branch: hoist/fleet\n      pullRequest: {{provider: gitlab, apiURL: 'http://{}/api/v4', labels: [dependencies]}}\n",
+                gitlab.server.addr
+            ),
+        )
+        + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: git}\nstringData: {username: bot, password: git-pass}\n";
+    let (dir, docker) = workspace(&[("objects.yaml", &text)]);
+    let run = || {
+        hoist_env(
+            dir.path(),
+            &[
+                "run",
+                "-f",
+                "objects.yaml",
+                "--once",
+                "--state-dir",
+                "state",
+                "-o",
+                "json",
+            ],
+            &[("DOCKER_CONFIG", &docker), ("GITLAB_TOKEN", "glpat-t0ken")],
+        )
+    };
+    let first = run();
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&first.stdout).unwrap_or_else(|e| panic!("{e}: {}", first.stdout));
+    assert_eq!(report[0]["pull_request"]["number"], 1, "{report}");
+    registry.push_image("team/app", &["1.2.0"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let second = run();
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    let mrs = gitlab
+        .merge_requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    assert_eq!(mrs.len(), 1, "never two merge requests");
+    assert_eq!(
+        (mrs[0].head.as_str(), mrs[0].base.as_str()),
+        ("hoist/fleet", "main")
+    );
+    assert!(mrs[0].title.contains("1.0.0 → 1.2.0"), "{}", mrs[0].title);
+    assert_eq!(mrs[0].labels, ["dependencies"]);
+    assert!(!first.stdout.contains("glpat") && !second.stdout.contains("glpat"));
+}

@@ -126,3 +126,108 @@ impl FakeGitHub {
         FakeGitHub { server, pulls }
     }
 }
+
+/// An in-process fake of GitLab's merge requests API
+/// (https://docs.gitlab.com/api/merge_requests/): projects addressed by
+/// URL-encoded path, `PRIVATE-TOKEN` auth, `iid` numbering.
+pub struct FakeGitLab {
+    pub server: FakeServer,
+    pub merge_requests: Arc<Mutex<Vec<FakePull>>>,
+}
+
+impl FakeGitLab {
+    pub fn start(project: &'static str, token: &'static str) -> FakeGitLab {
+        let merge_requests: Arc<Mutex<Vec<FakePull>>> = Arc::default();
+        let state = Arc::clone(&merge_requests);
+        let server = FakeServer::start(move |request: &Request, _| {
+            let addr = request.header("host").unwrap_or("").to_string();
+            if request.header("private-token") != Some(token) {
+                return Reply::json(401, r#"{"message": "401 Unauthorized"}"#);
+            }
+            let encoded: String =
+                url::form_urlencoded::byte_serialize(project.as_bytes()).collect();
+            let prefix = format!("/api/v4/projects/{encoded}/merge_requests");
+            let Some(rest) = request.path().strip_prefix(&prefix) else {
+                return Reply::json(404, r#"{"message": "404 Project Not Found"}"#);
+            };
+            let Ok(mut mrs) = state.lock() else {
+                return Reply::json(500, "{}");
+            };
+            let json_of = |p: &FakePull| {
+                serde_json::json!({"iid": p.number, "web_url": format!("http://{addr}/{project}/-/merge_requests/{}", p.number),
+                    "state": if p.open { "opened" } else { "closed" }, "title": p.title, "description": p.body,
+                    "source_branch": p.head, "target_branch": p.base, "labels": p.labels})
+            };
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            let labels = |v: &serde_json::Value| -> Vec<String> {
+                v.as_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            };
+            match (request.method.as_str(), rest) {
+                ("GET", "") => {
+                    let q = query(&request.target);
+                    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                    let listed: Vec<serde_json::Value> = mrs
+                        .iter()
+                        .filter(|p| p.open && get("state").as_deref() == Some("opened"))
+                        .filter(|p| get("source_branch").is_none_or(|h| h == p.head))
+                        .filter(|p| get("target_branch").is_none_or(|b| b == p.base))
+                        .map(json_of)
+                        .collect();
+                    Reply::json(200, &serde_json::Value::Array(listed).to_string())
+                }
+                ("POST", "") => {
+                    let head = body["source_branch"].as_str().unwrap_or("").to_string();
+                    if let Some(open) = mrs.iter().find(|p| p.open && p.head == head) {
+                        return Reply::json(
+                            409,
+                            &format!(
+                                r#"{{"message": ["Another open merge request already exists for this source branch: !{}"]}}"#,
+                                open.number
+                            ),
+                        );
+                    }
+                    let mr = FakePull {
+                        number: mrs.len() as u64 + 1,
+                        head,
+                        base: body["target_branch"].as_str().unwrap_or("").to_string(),
+                        title: body["title"].as_str().unwrap_or("").to_string(),
+                        body: body["description"].as_str().unwrap_or("").to_string(),
+                        labels: labels(&body["labels"]),
+                        open: true,
+                    };
+                    let reply = json_of(&mr).to_string();
+                    mrs.push(mr);
+                    Reply::json(201, &reply)
+                }
+                ("PUT", iid) => {
+                    let number: u64 = iid.trim_start_matches('/').parse().unwrap_or(0);
+                    let Some(mr) = mrs.iter_mut().find(|p| p.number == number) else {
+                        return Reply::json(404, r#"{"message": "404 Not found"}"#);
+                    };
+                    if let Some(t) = body["title"].as_str() {
+                        mr.title = t.to_string();
+                    }
+                    if let Some(d) = body["description"].as_str() {
+                        mr.body = d.to_string();
+                    }
+                    for l in labels(&body["add_labels"]) {
+                        if !mr.labels.contains(&l) {
+                            mr.labels.push(l);
+                        }
+                    }
+                    Reply::json(200, &json_of(mr).to_string())
+                }
+                _ => Reply::json(404, r#"{"message": "404 Not found"}"#),
+            }
+        });
+        FakeGitLab {
+            server,
+            merge_requests,
+        }
+    }
+}
