@@ -1,12 +1,14 @@
 //! The forge stage: one pull request per automation, from the branch hoist
-//! owns to the checkout branch. So far GitHub (and GitHub Enterprise);
-//! GitLab and Gitea follow behind the same trait.
+//! owns to the checkout branch, on GitHub (and GitHub Enterprise), GitLab
+//! and Gitea / Forgejo behind one trait.
 
+mod gitea;
 mod github;
 mod gitlab;
 
 use std::fmt;
 
+pub use gitea::Gitea;
 pub use github::GitHub;
 pub use gitlab::GitLab;
 

@@ -208,7 +208,7 @@ fn pull_request(
     report: &mut AutomationReport,
 ) -> Result<(), String> {
     use crate::api::ForgeProvider;
-    use crate::forge::{Forge, ForgeRepo, GitHub, GitLab, PullRequestSpec};
+    use crate::forge::{Forge, ForgeRepo, GitHub, GitLab, Gitea, PullRequestSpec};
     let Some(spec) = automation
         .spec
         .git
@@ -230,9 +230,7 @@ fn pull_request(
     let variable = match spec.provider {
         ForgeProvider::Github => "GITHUB_TOKEN",
         ForgeProvider::Gitlab => "GITLAB_TOKEN",
-        ForgeProvider::Gitea => {
-            return Err("spec.git.push.pullRequest.provider gitea is not supported yet; github and gitlab are".to_string());
-        }
+        ForgeProvider::Gitea => "GITEA_TOKEN",
     };
     let token = match &spec.secret_ref {
         Some(reference) => objects
@@ -257,7 +255,14 @@ fn pull_request(
                 .unwrap_or_else(|| format!("https://{}/api/v4", repo.host));
             Box::new(GitLab::new(&api, &repo, token, runtime).map_err(|e| e.to_string())?)
         }
-        _ => {
+        ForgeProvider::Gitea => {
+            let api = spec
+                .api_url
+                .clone()
+                .unwrap_or_else(|| format!("https://{}/api/v1", repo.host));
+            Box::new(Gitea::new(&api, &repo, token, runtime).map_err(|e| e.to_string())?)
+        }
+        ForgeProvider::Github => {
             let api = spec.api_url.clone().unwrap_or_else(|| {
                 if repo.host == "github.com" {
                     "https://api.github.com".to_string()

@@ -683,3 +683,69 @@ fn gitlab_merge_request_in_a_subgroup_opened_once_then_updated() {
     assert_eq!(mrs[0].labels, ["dependencies"]);
     assert!(!first.stdout.contains("glpat") && !second.stdout.contains("glpat"));
 }
+
+#[test]
+fn gitea_pull_request_found_across_pages_and_updated() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(root.path().join("acme")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&remote.path, root.path().join("acme/fleet.git"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = crate::support::git::GitHttp::start(root.path(), "bot", "git-pass");
+    let gitea = crate::support::forge::FakeGitea::start("acme", "fleet", "gitea-t0ken", 60);
+    let url = format!("http://{}/acme/fleet.git", http.server.addr);
+    let text = objects(&addr, &url)
+        .replace("    url: ", "    secretRef: {name: git}\n    url: ")
+        .replace(
+            "      author: {name: hoist-bot, email: bot@example.com}\n",
+            &format!(
+                "      author: {{name: hoist-bot, email: bot@example.com}}\n    push:\n      branch: hoist/fleet\n      pullRequest: {{provider: gitea, apiURL: 'http://{}/api/v1', labels: [dependencies]}}\n",
+                gitea.server.addr
+            ),
+        )
+        + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: git}\nstringData: {username: bot, password: git-pass}\n";
+    let (dir, docker) = workspace(&[("objects.yaml", &text)]);
+    let run = || {
+        hoist_env(
+            dir.path(),
+            &[
+                "run",
+                "-f",
+                "objects.yaml",
+                "--once",
+                "--state-dir",
+                "state",
+                "-o",
+                "json",
+            ],
+            &[("DOCKER_CONFIG", &docker), ("GITEA_TOKEN", "gitea-t0ken")],
+        )
+    };
+    let first = run();
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&first.stdout).unwrap_or_else(|e| panic!("{e}: {}", first.stdout));
+    assert_eq!(report[0]["pull_request"]["number"], 61, "{report}");
+    registry.push_image("team/app", &["1.2.0"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let second = run();
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    let pulls = gitea.pulls.lock().unwrap_or_else(|e| e.into_inner());
+    let ours: Vec<_> = pulls.iter().filter(|p| p.head == "hoist/fleet").collect();
+    assert_eq!(ours.len(), 1, "never two pull requests");
+    assert!(ours[0].title.contains("1.0.0 → 1.2.0"), "{}", ours[0].title);
+    assert_eq!(ours[0].labels, ["dependencies"]);
+    // The second run found it on the second page of open pull requests.
+    assert!(
+        gitea
+            .server
+            .requests()
+            .iter()
+            .any(|r| r.target.contains("page=2"))
+    );
+}

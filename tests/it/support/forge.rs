@@ -231,3 +231,123 @@ impl FakeGitLab {
         }
     }
 }
+
+/// An in-process fake of Gitea's (and Forgejo's) pull request API
+/// (https://docs.gitea.com/api/): `Authorization: token T`, pages of open
+/// pull requests, labels by id.
+pub struct FakeGitea {
+    pub server: FakeServer,
+    pub pulls: Arc<Mutex<Vec<FakePull>>>,
+}
+
+impl FakeGitea {
+    /// A fake holding `others` unrelated open pull requests, so finding
+    /// hoist's needs more than one page.
+    pub fn start(
+        owner: &'static str,
+        name: &'static str,
+        token: &'static str,
+        others: u64,
+    ) -> FakeGitea {
+        let seeded: Vec<FakePull> = (1..=others)
+            .map(|n| FakePull {
+                number: n,
+                head: format!("feature-{n}"),
+                base: "main".into(),
+                title: format!("someone's change {n}"),
+                body: String::new(),
+                labels: Vec::new(),
+                open: true,
+            })
+            .collect();
+        let pulls = Arc::new(Mutex::new(seeded));
+        let state = Arc::clone(&pulls);
+        let server = FakeServer::start(move |request: &Request, _| {
+            let addr = request.header("host").unwrap_or("").to_string();
+            if request.header("authorization") != Some(&format!("token {token}")) {
+                return Reply::json(401, r#"{"message": "token is required"}"#);
+            }
+            let prefix = format!("/api/v1/repos/{owner}/{name}");
+            let Some(rest) = request.path().strip_prefix(&prefix) else {
+                return Reply::json(404, r#"{"message": "The target couldn't be found."}"#);
+            };
+            let Ok(mut pulls) = state.lock() else {
+                return Reply::json(500, "{}");
+            };
+            let json_of = |p: &FakePull| {
+                serde_json::json!({"number": p.number, "html_url": format!("http://{addr}/{owner}/{name}/pulls/{}", p.number),
+                    "state": if p.open { "open" } else { "closed" }, "title": p.title, "body": p.body,
+                    "head": {"ref": p.head}, "base": {"ref": p.base}})
+            };
+            let label_names = |ids: &serde_json::Value| -> Vec<String> {
+                ids.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| i.as_u64() == Some(7))
+                    .map(|_| "dependencies".to_string())
+                    .collect()
+            };
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            match (request.method.as_str(), rest) {
+                ("GET", "/labels") => Reply::json(
+                    200,
+                    r#"[{"id": 3, "name": "bug"}, {"id": 7, "name": "dependencies"}]"#,
+                ),
+                ("GET", "/pulls") => {
+                    let q = query(&request.target);
+                    let get = |k: &str| {
+                        q.iter()
+                            .find(|(n, _)| n == k)
+                            .and_then(|(_, v)| v.parse::<usize>().ok())
+                    };
+                    let (limit, page) =
+                        (get("limit").unwrap_or(30), get("page").unwrap_or(1).max(1));
+                    let listed: Vec<serde_json::Value> = pulls
+                        .iter()
+                        .filter(|p| p.open)
+                        .skip((page - 1) * limit)
+                        .take(limit)
+                        .map(json_of)
+                        .collect();
+                    Reply::json(200, &serde_json::Value::Array(listed).to_string())
+                }
+                ("POST", "/pulls") => {
+                    let head = body["head"].as_str().unwrap_or("").to_string();
+                    if pulls.iter().any(|p| p.open && p.head == head) {
+                        return Reply::json(
+                            409,
+                            r#"{"message": "pull request already exists for these targets"}"#,
+                        );
+                    }
+                    let pull = FakePull {
+                        number: pulls.len() as u64 + 1,
+                        head,
+                        base: body["base"].as_str().unwrap_or("").to_string(),
+                        title: body["title"].as_str().unwrap_or("").to_string(),
+                        body: body["body"].as_str().unwrap_or("").to_string(),
+                        labels: label_names(&body["labels"]),
+                        open: true,
+                    };
+                    let reply = json_of(&pull).to_string();
+                    pulls.push(pull);
+                    Reply::json(201, &reply)
+                }
+                ("PATCH", path) if path.starts_with("/pulls/") => {
+                    let number: u64 = path.trim_start_matches("/pulls/").parse().unwrap_or(0);
+                    let Some(pull) = pulls.iter_mut().find(|p| p.number == number) else {
+                        return Reply::json(404, r#"{"message": "The target couldn't be found."}"#);
+                    };
+                    if let Some(t) = body["title"].as_str() {
+                        pull.title = t.to_string();
+                    }
+                    if let Some(b) = body["body"].as_str() {
+                        pull.body = b.to_string();
+                    }
+                    Reply::json(201, &json_of(pull).to_string())
+                }
+                _ => Reply::json(404, r#"{"message": "The target couldn't be found."}"#),
+            }
+        });
+        FakeGitea { server, pulls }
+    }
+}
