@@ -5,16 +5,13 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Forge, ForgeError, ForgeRepo, PullRequest, PullRequestSpec};
+use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequest, PullRequestSpec};
 
 /// A Gitea repository and the token to act on it with.
 pub struct Gitea {
-    api: String,
+    connection: Connection,
     owner: String,
     name: String,
-    token: String,
-    client: reqwest::Client,
-    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Deserialize)]
@@ -48,22 +45,11 @@ impl Gitea {
         token: String,
         runtime: tokio::runtime::Handle,
     ) -> Result<Gitea, ForgeError> {
-        let (owner, name) = repo
-            .path
-            .split_once('/')
-            .filter(|(_, n)| !n.contains('/'))
-            .ok_or_else(|| ForgeError::Config(format!("{} is not owner/name", repo.path)))?;
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ForgeError::Config(format!("setting up HTTP: {e}")))?;
+        let (owner, name) = repo.owner_name()?;
         Ok(Gitea {
-            api: api.trim_end_matches('/').to_string(),
-            owner: owner.to_string(),
-            name: name.to_string(),
-            token,
-            client,
-            runtime,
+            connection: Connection::new(api, token, runtime)?,
+            owner,
+            name,
         })
     }
 
@@ -73,15 +59,9 @@ impl Gitea {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ForgeError> {
-        super::call(
-            &self.client,
-            &self.runtime,
-            method,
-            &format!("{}{path}", self.api),
-            path,
-            body,
-            |r| r.header("Authorization", format!("token {}", self.token)),
-        )
+        self.connection.call(method, path, body, |r, token| {
+            r.header("Authorization", format!("token {token}"))
+        })
     }
 
     fn pull(value: serde_json::Value, path: &str) -> Result<Pull, ForgeError> {

@@ -4,16 +4,13 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Forge, ForgeError, ForgeRepo, PullRequest, PullRequestSpec};
+use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequest, PullRequestSpec};
 
 /// A GitHub repository and the token to act on it with.
 pub struct GitHub {
-    api: String,
+    connection: Connection,
     owner: String,
     name: String,
-    token: String,
-    client: reqwest::Client,
-    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Deserialize)]
@@ -31,22 +28,11 @@ impl GitHub {
         token: String,
         runtime: tokio::runtime::Handle,
     ) -> Result<GitHub, ForgeError> {
-        let (owner, name) = repo
-            .path
-            .split_once('/')
-            .filter(|(_, n)| !n.contains('/'))
-            .ok_or_else(|| ForgeError::Config(format!("{} is not owner/name", repo.path)))?;
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ForgeError::Config(format!("setting up HTTP: {e}")))?;
+        let (owner, name) = repo.owner_name()?;
         Ok(GitHub {
-            api: api.trim_end_matches('/').to_string(),
-            owner: owner.to_string(),
-            name: name.to_string(),
-            token,
-            client,
-            runtime,
+            connection: Connection::new(api, token, runtime)?,
+            owner,
+            name,
         })
     }
 
@@ -56,19 +42,11 @@ impl GitHub {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ForgeError> {
-        super::call(
-            &self.client,
-            &self.runtime,
-            method,
-            &format!("{}{path}", self.api),
-            path,
-            body,
-            |r| {
-                r.bearer_auth(&self.token)
-                    .header("Accept", "application/vnd.github+json")
-                    .header("X-GitHub-Api-Version", "2022-11-28")
-            },
-        )
+        self.connection.call(method, path, body, |r, token| {
+            r.bearer_auth(token)
+                .header("Accept", "application/vnd.github+json")
+                .header("X-GitHub-Api-Version", "2022-11-28")
+        })
     }
 
     fn pull(value: serde_json::Value, path: &str) -> Result<PullRequest, ForgeError> {

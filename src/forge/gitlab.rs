@@ -5,15 +5,13 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Forge, ForgeError, ForgeRepo, PullRequest, PullRequestSpec};
+use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequest, PullRequestSpec};
 
 /// A GitLab project and the token to act on it with.
 pub struct GitLab {
-    api: String,
+    connection: Connection,
+    /// The project's path, URL-encoded (`group%2Fsub%2Fproject`).
     project: String,
-    token: String,
-    client: reqwest::Client,
-    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Deserialize)]
@@ -30,17 +28,9 @@ impl GitLab {
         token: String,
         runtime: tokio::runtime::Handle,
     ) -> Result<GitLab, ForgeError> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ForgeError::Config(format!("setting up HTTP: {e}")))?;
-        let project: String = url::form_urlencoded::byte_serialize(repo.path.as_bytes()).collect();
         Ok(GitLab {
-            api: api.trim_end_matches('/').to_string(),
-            project,
-            token,
-            client,
-            runtime,
+            connection: Connection::new(api, token, runtime)?,
+            project: url::form_urlencoded::byte_serialize(repo.path.as_bytes()).collect(),
         })
     }
 
@@ -67,15 +57,9 @@ impl Forge for GitLab {
             .append_pair("target_branch", &spec.base)
             .finish();
         let call = |method, path: &str, body| {
-            super::call(
-                &self.client,
-                &self.runtime,
-                method,
-                &format!("{}{path}", self.api),
-                path,
-                body,
-                |r| r.header("PRIVATE-TOKEN", &self.token),
-            )
+            self.connection.call(method, path, body, |r, token| {
+                r.header("PRIVATE-TOKEN", token)
+            })
         };
         let listed = call(reqwest::Method::GET, &format!("{base}?{query}"), None)?;
         let labels = spec.labels.join(",");

@@ -64,6 +64,65 @@ impl ForgeRepo {
     }
 }
 
+impl ForgeRepo {
+    /// `owner` and `name` of a GitHub or Gitea repository.
+    fn owner_name(&self) -> Result<(String, String), ForgeError> {
+        self.path
+            .split_once('/')
+            .filter(|(_, n)| !n.contains('/'))
+            .map(|(o, n)| (o.to_string(), n.to_string()))
+            .ok_or_else(|| ForgeError::Config(format!("{} is not owner/name", self.path)))
+    }
+}
+
+/// A forge API root, the token for it, and the HTTP client and runtime its
+/// calls use: what every provider shares.
+struct Connection {
+    api: String,
+    token: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Connection {
+    fn new(
+        api: &str,
+        token: String,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Connection, ForgeError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ForgeError::Config(format!("setting up HTTP: {e}")))?;
+        Ok(Connection {
+            api: api.trim_end_matches('/').to_string(),
+            token,
+            client,
+            runtime,
+        })
+    }
+
+    /// One JSON call to `path` under the API root; `authorize` adds the
+    /// provider's auth headers.
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        authorize: impl FnOnce(reqwest::RequestBuilder, &str) -> reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value, ForgeError> {
+        call(
+            &self.client,
+            &self.runtime,
+            method,
+            &format!("{}{path}", self.api),
+            path,
+            body,
+            |r| authorize(r, &self.token),
+        )
+    }
+}
+
 /// An open pull (or merge) request.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PullRequest {
@@ -126,7 +185,7 @@ pub trait Forge {
 /// carry the path without its query and the forge's own message, never the
 /// token.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn call(
+fn call(
     client: &reqwest::Client,
     runtime: &tokio::runtime::Handle,
     method: reqwest::Method,

@@ -57,6 +57,36 @@ fn run_once(
     hoist_env(dir.path(), &args, &[("DOCKER_CONFIG", docker)])
 }
 
+/// A fleet repository served by `git http-backend` (Basic auth bot/git-pass)
+/// as `project.git`, and the objects of an automation that pushes to
+/// `hoist/fleet` and keeps the pull request `pull_request` (a YAML flow map)
+/// describes.
+fn forge_fleet(
+    addr: &str,
+    remote: &BareRepo,
+    project: &str,
+    pull_request: &str,
+) -> (tempfile::TempDir, crate::support::git::GitHttp, String) {
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let served = root.path().join(format!("{project}.git"));
+    if let Some(parent) = served.parent() {
+        std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::os::unix::fs::symlink(&remote.path, &served).unwrap_or_else(|e| panic!("{e}"));
+    let http = crate::support::git::GitHttp::start(root.path(), "bot", "git-pass");
+    let url = format!("http://{}/{project}.git", http.server.addr);
+    let text = objects(addr, &url)
+        .replace("    url: ", "    secretRef: {name: git}\n    url: ")
+        .replace(
+            "      author: {name: hoist-bot, email: bot@example.com}\n",
+            &format!(
+                "      author: {{name: hoist-bot, email: bot@example.com}}\n    push:\n      branch: hoist/fleet\n      pullRequest: {pull_request}\n"
+            ),
+        )
+        + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: git}\nstringData: {username: bot, password: git-pass}\n";
+    (root, http, text)
+}
+
 fn manifest(registry: &str, tag: &str) -> String {
     format!(
         "# the app\r\napiVersion: apps/v1\r\nkind: Deployment\r\nmetadata: {{name: app, namespace: prod}}\r\nspec:\r\n  template:\r\n    spec:\r\n      containers:\r\n        - name: app\r\n          image: \"{registry}/team/app:{tag}\" # {{\"$imagepolicy\": \"default:app\"}}\r\n          args: [\"--port\", \"8080\"]   # kept\r\n"
@@ -513,23 +543,17 @@ fn github_pull_request_opened_once_then_updated() {
     let addr = registry.addr.clone();
     let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
     // Serve the bare repository as acme/fleet.git, the way a forge names it.
-    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    std::fs::create_dir_all(root.path().join("acme")).unwrap_or_else(|e| panic!("{e}"));
-    std::os::unix::fs::symlink(&remote.path, root.path().join("acme/fleet.git"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let http = crate::support::git::GitHttp::start(root.path(), "bot", "git-pass");
     let github = crate::support::forge::FakeGitHub::start("acme", "fleet", "ghp_t0ken");
-    let url = format!("http://{}/acme/fleet.git", http.server.addr);
-    let text = objects(&addr, &url)
-        .replace("    url: ", "    secretRef: {name: git}\n    url: ")
-        .replace(
-            "      author: {name: hoist-bot, email: bot@example.com}\n",
-            &format!(
-                "      author: {{name: hoist-bot, email: bot@example.com}}\n    push:\n      branch: hoist/fleet\n      pullRequest: {{provider: github, apiURL: 'http://{}', secretRef: {{name: forge}}, labels: [dependencies]}}\n",
-                github.server.addr
-            ),
-        )
-        + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: git}\nstringData: {username: bot, password: git-pass}\n"
+    let (_served, _http, text) = forge_fleet(
+        &addr,
+        &remote,
+        "acme/fleet",
+        &format!(
+            "{{provider: github, apiURL: 'http://{}', secretRef: {{name: forge}}, labels: [dependencies]}}",
+            github.server.addr
+        ),
+    );
+    let text = text
         + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: forge}\nstringData: {token: ghp_t0ken}\n";
     let (dir, docker) = workspace(&[
         ("objects.yaml", &text),
@@ -627,23 +651,16 @@ fn gitlab_merge_request_in_a_subgroup_opened_once_then_updated() {
     registry.push_image("team/app", &["1.0.0", "1.1.0"]);
     let addr = registry.addr.clone();
     let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
-    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    std::fs::create_dir_all(root.path().join("platform/apps")).unwrap_or_else(|e| panic!("{e}"));
-    std::os::unix::fs::symlink(&remote.path, root.path().join("platform/apps/fleet.git"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let http = crate::support::git::GitHttp::start(root.path(), "bot", "git-pass");
     let gitlab = crate::support::forge::FakeGitLab::start("platform/apps/fleet", "glpat-t0ken");
-    let url = format!("http://{}/platform/apps/fleet.git", http.server.addr);
-    let text = objects(&addr, &url)
-        .replace("    url: ", "    secretRef: {name: git}\n    url: ")
-        .replace(
-            "      author: {name: hoist-bot, email: bot@example.com}\n",
-            &format!(
-                "      author: {{name: hoist-bot, email: bot@example.com}}\n    push:\n      branch: hoist/fleet\n      pullRequest: {{provider: gitlab, apiURL: 'http://{}/api/v4', labels: [dependencies]}}\n",
-                gitlab.server.addr
-            ),
-        )
-        + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: git}\nstringData: {username: bot, password: git-pass}\n";
+    let (_served, _http, text) = forge_fleet(
+        &addr,
+        &remote,
+        "platform/apps/fleet",
+        &format!(
+            "{{provider: gitlab, apiURL: 'http://{}/api/v4', labels: [dependencies]}}",
+            gitlab.server.addr
+        ),
+    );
     let (dir, docker) = workspace(&[("objects.yaml", &text)]);
     let run = || {
         hoist_env(
@@ -692,23 +709,16 @@ fn gitea_pull_request_found_across_pages_and_updated() {
     registry.push_image("team/app", &["1.0.0", "1.1.0"]);
     let addr = registry.addr.clone();
     let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
-    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    std::fs::create_dir_all(root.path().join("acme")).unwrap_or_else(|e| panic!("{e}"));
-    std::os::unix::fs::symlink(&remote.path, root.path().join("acme/fleet.git"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let http = crate::support::git::GitHttp::start(root.path(), "bot", "git-pass");
     let gitea = crate::support::forge::FakeGitea::start("acme", "fleet", "gitea-t0ken", 60);
-    let url = format!("http://{}/acme/fleet.git", http.server.addr);
-    let text = objects(&addr, &url)
-        .replace("    url: ", "    secretRef: {name: git}\n    url: ")
-        .replace(
-            "      author: {name: hoist-bot, email: bot@example.com}\n",
-            &format!(
-                "      author: {{name: hoist-bot, email: bot@example.com}}\n    push:\n      branch: hoist/fleet\n      pullRequest: {{provider: gitea, apiURL: 'http://{}/api/v1', labels: [dependencies]}}\n",
-                gitea.server.addr
-            ),
-        )
-        + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: git}\nstringData: {username: bot, password: git-pass}\n";
+    let (_served, _http, text) = forge_fleet(
+        &addr,
+        &remote,
+        "acme/fleet",
+        &format!(
+            "{{provider: gitea, apiURL: 'http://{}/api/v1', labels: [dependencies]}}",
+            gitea.server.addr
+        ),
+    );
     let (dir, docker) = workspace(&[("objects.yaml", &text)]);
     let run = || {
         hoist_env(
