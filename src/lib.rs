@@ -16,3 +16,10 @@ pub mod policy;
 pub mod registry;
 pub mod rewrite;
 pub mod store;
+
+/// Installs ring as rustls' crypto provider, before any HTTP client is built:
+/// reqwest is built without a default one (no aws-lc). A second install
+/// attempt fails harmlessly.
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,6 +1,7 @@
 //! State for standalone mode, in an embedded redb database under
 //! `--state-dir`: each image's tag list with its revision and scan time,
-//! and the digests looked up for tags.
+//! the digests looked up for tags, and the pull request each automation
+//! keeps open.
 //!
 //! redb commits are atomic and durable, so a killed process leaves the last
 //! committed state readable. A second process on the same directory waits
@@ -16,6 +17,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use crate::forge::PullRequestRecord;
 use crate::model::Tag;
 
 /// The layout of the tables below; bumped when it changes.
@@ -27,6 +29,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SCANS: TableDefinition<&str, &[u8]> = TableDefinition::new("scans");
 /// `canonical image name:tag` → JSON [`DigestRecord`].
 const DIGESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("digests");
+/// `namespace/name` of an ImageUpdateAutomation → JSON
+/// [`PullRequestRecord`] of the pull request it keeps open.
+const PULL_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("pull_requests");
 
 /// How long to wait for another hoist process to release the database.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -171,6 +176,7 @@ impl Store {
             }
             txn.open_table(SCANS).map_err(|e| self.io(e))?;
             txn.open_table(DIGESTS).map_err(|e| self.io(e))?;
+            txn.open_table(PULL_REQUESTS).map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
     }
@@ -215,6 +221,17 @@ impl Store {
         txn.commit().map_err(|e| self.io(e))
     }
 
+    fn remove(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(table).map_err(|e| self.io(e))?;
+            table.remove(key).map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
@@ -242,6 +259,23 @@ impl Store {
         record: &DigestRecord,
     ) -> Result<(), StoreError> {
         self.put(DIGESTS, &format!("{image}:{tag}"), record)
+    }
+
+    /// The pull request an automation (`namespace/name`) last kept open.
+    pub fn pull_request(&self, automation: &str) -> Result<Option<PullRequestRecord>, StoreError> {
+        self.get(PULL_REQUESTS, automation)
+    }
+
+    /// Records the automation's open pull request, or forgets it (`None`).
+    pub fn put_pull_request(
+        &self,
+        automation: &str,
+        record: Option<&PullRequestRecord>,
+    ) -> Result<(), StoreError> {
+        match record {
+            Some(record) => self.put(PULL_REQUESTS, automation, record),
+            None => self.remove(PULL_REQUESTS, automation),
+        }
     }
 }
 

@@ -104,7 +104,8 @@ fn pass(
     for failure in &scan.failures {
         eprintln!("error: {failure}");
     }
-    let mut reports = pipeline::run_automations(&session.objects, &scan, git, options);
+    let mut reports =
+        pipeline::run_automations(&session.objects, &scan, git, &session.store, options);
     for r in &mut reports {
         r.timings.scan_ms = scan_ms;
     }
@@ -166,6 +167,12 @@ fn describe(r: &AutomationReport) -> String {
             r.branch
         )),
         (None, None, None) => text.push_str(&format!("{}: up to date\n", r.automation)),
+    }
+    if let Some(pull) = &r.pull_request {
+        text.push_str(&format!(
+            "{}: pull request {} {}\n",
+            r.automation, pull.pull_request, pull.action
+        ));
     }
     text
 }

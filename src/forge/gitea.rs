@@ -2,24 +2,32 @@
 //! (https://docs.gitea.com/api/): open pull requests are listed a page at a
 //! time and matched by head and base; labels are set by id.
 
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequest, PullRequestSpec};
+use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequestSpec, PullState, decode};
 
 /// A Gitea repository and the token to act on it with.
 pub struct Gitea {
     connection: Connection,
-    owner: String,
+    /// `owner/name`, for messages.
     name: String,
+    /// `/repos/OWNER/NAME`
+    repo: String,
 }
 
 #[derive(Deserialize)]
 struct Pull {
     number: u64,
     html_url: String,
+    state: String,
+    title: String,
+    body: Option<String>,
     head: Branch,
     base: Branch,
+    #[serde(default)]
+    labels: Option<Vec<Label>>,
 }
 
 #[derive(Deserialize)]
@@ -34,7 +42,27 @@ struct Label {
     name: String,
 }
 
-/// Pages of open pull requests hoist reads at most before it opens one.
+impl From<Pull> for PullState {
+    fn from(pull: Pull) -> PullState {
+        PullState {
+            number: pull.number,
+            url: pull.html_url,
+            open: pull.state == "open",
+            title: pull.title,
+            body: pull.body.unwrap_or_default(),
+            labels: pull
+                .labels
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| l.name)
+                .collect(),
+        }
+    }
+}
+
+/// Open pull requests per page, and pages read at most, when hoist looks
+/// for its own.
+const PAGE: usize = 50;
 const MAX_PAGES: u32 = 20;
 
 impl Gitea {
@@ -48,14 +76,14 @@ impl Gitea {
         let (owner, name) = repo.owner_name()?;
         Ok(Gitea {
             connection: Connection::new(api, token, runtime)?,
-            owner,
-            name,
+            repo: format!("/repos/{owner}/{name}"),
+            name: format!("{owner}/{name}"),
         })
     }
 
     fn call(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ForgeError> {
@@ -64,21 +92,29 @@ impl Gitea {
         })
     }
 
-    fn pull(value: serde_json::Value, path: &str) -> Result<Pull, ForgeError> {
-        serde_json::from_value(value).map_err(|e| ForgeError::Transport {
-            method: "GET",
-            path: path.to_string(),
-            message: format!("unexpected pull request JSON: {e}"),
-        })
+    fn pull(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<PullState, ForgeError> {
+        let name = match method.as_str() {
+            "GET" => "GET",
+            "POST" => "POST",
+            _ => "PATCH",
+        };
+        let pull: Pull = decode(self.call(method, path, body)?, name, path)?;
+        Ok(pull.into())
     }
 
     /// Label ids for the names given; names the repository lacks are
     /// reported rather than silently dropped.
-    fn label_ids(&self, repo: &str, names: &[String]) -> Result<Vec<u64>, ForgeError> {
-        let path = format!("{repo}/labels?limit=50");
-        let labels: Vec<Label> =
-            serde_json::from_value(self.call(reqwest::Method::GET, &path, None)?)
-                .unwrap_or_default();
+    fn label_ids(&self, names: &[String]) -> Result<Vec<u64>, ForgeError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = format!("{}/labels?limit=50", self.repo);
+        let labels: Vec<Label> = decode(self.call(Method::GET, &path, None)?, "GET", &path)?;
         names
             .iter()
             .map(|n| {
@@ -88,8 +124,8 @@ impl Gitea {
                     .map(|l| l.id)
                     .ok_or_else(|| {
                         ForgeError::Config(format!(
-                            "label {n:?} does not exist in {}/{}; create it first",
-                            self.owner, self.name
+                            "label {n:?} does not exist in {}; create it first",
+                            self.name
                         ))
                     })
             })
@@ -98,48 +134,59 @@ impl Gitea {
 }
 
 impl Forge for Gitea {
-    fn ensure(&self, spec: &PullRequestSpec) -> Result<PullRequest, ForgeError> {
-        let repo = format!("/repos/{}/{}", self.owner, self.name);
-        let mut existing = None;
+    fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
         for page in 1..=MAX_PAGES {
-            let path = format!("{repo}/pulls?state=open&limit=50&page={page}");
-            let listed = self.call(reqwest::Method::GET, &path, None)?;
-            let items = listed.as_array().cloned().unwrap_or_default();
-            let done = items.len() < 50;
-            for item in items {
-                let pull = Gitea::pull(item, &path)?;
-                if pull.head.name == spec.head && pull.base.name == spec.base {
-                    existing = Some(pull);
-                    break;
-                }
+            let path = format!("{}/pulls?state=open&limit={PAGE}&page={page}", self.repo);
+            let pulls: Vec<Pull> = decode(self.call(Method::GET, &path, None)?, "GET", &path)?;
+            let last = pulls.len() < PAGE;
+            if let Some(ours) = pulls
+                .into_iter()
+                .find(|p| p.head.name == head && p.base.name == base)
+            {
+                return Ok(Some(ours.into()));
             }
-            if existing.is_some() || done {
-                break;
+            if last {
+                return Ok(None);
             }
         }
-        let labels = if spec.labels.is_empty() {
-            Vec::new()
-        } else {
-            self.label_ids(&repo, &spec.labels)?
-        };
-        let pull = match existing {
-            Some(open) => {
-                let path = format!("{repo}/pulls/{}", open.number);
-                let mut body = json!({"title": spec.title, "body": spec.body});
-                if !labels.is_empty() {
-                    body["labels"] = json!(labels);
-                }
-                Gitea::pull(self.call(reqwest::Method::PATCH, &path, Some(body))?, &path)?
-            }
-            None => {
-                let path = format!("{repo}/pulls");
-                let body = json!({"head": spec.head, "base": spec.base, "title": spec.title, "body": spec.body, "labels": labels});
-                Gitea::pull(self.call(reqwest::Method::POST, &path, Some(body))?, &path)?
-            }
-        };
-        Ok(PullRequest {
-            number: pull.number,
-            url: pull.html_url,
-        })
+        Err(ForgeError::Config(format!(
+            "{} has more than {} open pull requests; hoist did not look further for its own",
+            self.name,
+            PAGE * MAX_PAGES as usize
+        )))
+    }
+
+    fn get(&self, number: u64) -> Result<PullState, ForgeError> {
+        self.pull(Method::GET, &format!("{}/pulls/{number}", self.repo), None)
+    }
+
+    fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
+        let labels = self.label_ids(&spec.labels)?;
+        let body = json!({"head": spec.head, "base": spec.base, "title": spec.title, "body": spec.body, "labels": labels});
+        self.pull(Method::POST, &format!("{}/pulls", self.repo), Some(body))
+    }
+
+    fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
+        let path = format!("{}/pulls/{number}", self.repo);
+        self.pull(
+            Method::PATCH,
+            &path,
+            Some(json!({"title": title, "body": body})),
+        )
+    }
+
+    fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+        let ids = self.label_ids(labels)?;
+        let path = format!("{}/issues/{number}/labels", self.repo);
+        self.call(Method::POST, &path, Some(json!({"labels": ids})))
+            .map(drop)
+    }
+
+    fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
+        let path = format!("{}/issues/{number}/comments", self.repo);
+        self.call(Method::POST, &path, Some(json!({"body": comment})))?;
+        let path = format!("{}/pulls/{number}", self.repo);
+        self.call(Method::PATCH, &path, Some(json!({"state": "closed"})))
+            .map(drop)
     }
 }

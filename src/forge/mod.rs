@@ -7,6 +7,9 @@ mod github;
 mod gitlab;
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
 
 pub use gitea::Gitea;
 pub use github::GitHub;
@@ -90,8 +93,11 @@ impl Connection {
         token: String,
         runtime: tokio::runtime::Handle,
     ) -> Result<Connection, ForgeError> {
+        crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| ForgeError::Config(format!("setting up HTTP: {e}")))?;
         Ok(Connection {
@@ -102,32 +108,184 @@ impl Connection {
         })
     }
 
-    /// One JSON call to `path` under the API root; `authorize` adds the
-    /// provider's auth headers.
+    /// One JSON call to `path` under the API root, blocking on the runtime
+    /// from outside it; `authorize` adds the provider's auth headers. Rate
+    /// limits are waited out (see [`rate_limit_wait`]). Errors carry the
+    /// path without its query and the forge's own message, never the token.
     fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
-        authorize: impl FnOnce(reqwest::RequestBuilder, &str) -> reqwest::RequestBuilder,
+        authorize: impl Fn(reqwest::RequestBuilder, &str) -> reqwest::RequestBuilder,
     ) -> Result<serde_json::Value, ForgeError> {
-        call(
-            &self.client,
-            &self.runtime,
-            method,
-            &format!("{}{path}", self.api),
-            path,
-            body,
-            |r| authorize(r, &self.token),
-        )
+        let method_name: &'static str = match method.as_str() {
+            "GET" => "GET",
+            "POST" => "POST",
+            "PATCH" => "PATCH",
+            "PUT" => "PUT",
+            _ => "DELETE",
+        };
+        let shown = path.split('?').next().unwrap_or(path).to_string();
+        let url = format!("{}{path}", self.api);
+        self.runtime.block_on(async {
+            let mut waits = 0;
+            loop {
+                let mut request = authorize(self.client.request(method.clone(), &url), &self.token);
+                if let Some(body) = &body {
+                    request = request.json(body);
+                }
+                let response = request.send().await.map_err(|e| ForgeError::Transport {
+                    method: method_name,
+                    path: shown.clone(),
+                    message: if e.is_connect() {
+                        "cannot connect".into()
+                    } else if e.is_timeout() {
+                        "timed out".into()
+                    } else {
+                        "request failed".into()
+                    },
+                })?;
+                let status = response.status().as_u16();
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let limit = RateLimitHeaders {
+                    retry_after: header("retry-after"),
+                    remaining: header("x-ratelimit-remaining")
+                        .or_else(|| header("ratelimit-remaining")),
+                    reset: header("x-ratelimit-reset").or_else(|| header("ratelimit-reset")),
+                };
+                let text = response.text().await.unwrap_or_default();
+                if let Some(wait) = rate_limit_wait(status, &limit, SystemTime::now()) {
+                    if wait > RATE_LIMIT_MAX_WAIT || waits == RATE_LIMIT_MAX_WAITS {
+                        return Err(ForgeError::RateLimited {
+                            method: method_name,
+                            path: shown,
+                            seconds: wait.as_secs(),
+                        });
+                    }
+                    waits += 1;
+                    tracing::info!(path = %shown, seconds = wait.as_secs_f64(), "forge rate limit; waiting");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                if !(200..300).contains(&status) {
+                    // GitHub and Gitea say `message`; GitLab `message` (a
+                    // string, a list or an object of field errors) or `error`.
+                    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    let mut message = match (parsed.get("message"), parsed.get("error")) {
+                        (Some(serde_json::Value::String(m)), _) => m.clone(),
+                        (Some(other), _) => other.to_string(),
+                        (None, Some(serde_json::Value::String(e))) => e.clone(),
+                        _ => "no details".to_string(),
+                    };
+                    // GitHub's 422 says what failed only in `errors`.
+                    if let Some(errors) = parsed.get("errors").and_then(|e| e.as_array()) {
+                        let details: Vec<&str> = errors
+                            .iter()
+                            .filter_map(|e| e.get("message").and_then(|m| m.as_str()))
+                            .collect();
+                        if !details.is_empty() {
+                            message = format!("{message}: {}", details.join("; "));
+                        }
+                    }
+                    return Err(ForgeError::Http {
+                        method: method_name,
+                        path: shown,
+                        status,
+                        message,
+                    });
+                }
+                if text.trim().is_empty() {
+                    return Ok(serde_json::Value::Null);
+                }
+                return serde_json::from_str(&text).map_err(|e| ForgeError::Transport {
+                    method: method_name,
+                    path: shown,
+                    message: format!("the answer is not JSON: {e}"),
+                });
+            }
+        })
     }
 }
 
-/// An open pull (or merge) request.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// The longest rate limit hoist waits out inside a run; a longer one fails
+/// the automation, and the next run tries again.
+const RATE_LIMIT_MAX_WAIT: Duration = Duration::from_secs(300);
+/// Rate-limited answers one call waits out before it gives up.
+const RATE_LIMIT_MAX_WAITS: u32 = 3;
+
+/// The headers forges announce their rate limits with.
+#[derive(Debug, Default)]
+struct RateLimitHeaders {
+    retry_after: Option<String>,
+    /// GitHub and Gitea `X-RateLimit-Remaining`, GitLab `RateLimit-Remaining`.
+    remaining: Option<String>,
+    /// Unix seconds: GitHub `X-RateLimit-Reset`, GitLab `RateLimit-Reset`.
+    reset: Option<String>,
+}
+
+/// How long to wait before asking again, when the answer is a rate limit:
+/// a 429, or GitHub's 403 with no requests remaining or a `Retry-After`
+/// (its secondary limits). `Retry-After` wins; else the reset time; else a
+/// minute, as GitHub advises for secondary limits without headers.
+fn rate_limit_wait(status: u16, headers: &RateLimitHeaders, now: SystemTime) -> Option<Duration> {
+    let exhausted = headers.remaining.as_deref().map(str::trim) == Some("0");
+    let limited = status == 429 || (status == 403 && (exhausted || headers.retry_after.is_some()));
+    if !limited {
+        return None;
+    }
+    if let Some(wait) = headers
+        .retry_after
+        .as_deref()
+        .and_then(|h| crate::registry::headers::retry_after(h, now))
+    {
+        return Some(wait.max(Duration::from_secs(1)));
+    }
+    let reset = headers
+        .reset
+        .as_deref()
+        .and_then(|r| r.trim().parse::<u64>().ok())
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
+    Some(match reset {
+        Some(at) => at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_secs(1)),
+        None => Duration::from_secs(60),
+    })
+}
+
+/// A pull (or merge) request: its number and web page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullRequest {
     pub number: u64,
     pub url: String,
+}
+
+/// A pull request as the forge shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullState {
+    pub number: u64,
+    pub url: String,
+    pub open: bool,
+    pub title: String,
+    pub body: String,
+    pub labels: Vec<String>,
+}
+
+impl PullState {
+    fn pull_request(&self) -> PullRequest {
+        PullRequest {
+            number: self.number,
+            url: self.url.clone(),
+        }
+    }
 }
 
 /// What hoist asks of a forge for one automation.
@@ -160,6 +318,12 @@ pub enum ForgeError {
         path: String,
         message: String,
     },
+    #[error("{method} {path}: rate limited for another {seconds}s; the next run tries again")]
+    RateLimited {
+        method: &'static str,
+        path: String,
+        seconds: u64,
+    },
 }
 
 fn hint(status: u16) -> &'static str {
@@ -169,81 +333,195 @@ fn hint(status: u16) -> &'static str {
             "; the token lacks a scope (pull requests: write, contents: write) or the rate limit is spent"
         }
         404 => "; no such repository, or the token cannot see it",
-        422 => "; the forge refused the request as invalid",
+        409 | 422 => "; the forge refused the request as invalid",
         _ => "",
     }
 }
 
-/// Opens or updates the one pull request of an automation.
+/// The calls hoist makes on a forge, one request each where the API
+/// allows; [`ensure`] and [`retire`] decide which to make.
 pub trait Forge {
-    /// Finds the open pull request from `spec.head` to `spec.base`, updates
-    /// its title and body, or opens one when there is none.
-    fn ensure(&self, spec: &PullRequestSpec) -> Result<PullRequest, ForgeError>;
+    /// The open pull request from `head` to `base`, if there is one.
+    fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError>;
+    /// Pull request `number`, open or not.
+    fn get(&self, number: u64) -> Result<PullState, ForgeError>;
+    /// Opens a pull request, with labels where the API takes them at once.
+    fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError>;
+    /// Sets the title and body of pull request `number`.
+    fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError>;
+    /// Adds labels, keeping those people put on.
+    fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError>;
+    /// Comments why, then closes pull request `number`.
+    fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError>;
 }
 
-/// One JSON call to a forge, blocking on `runtime` from outside it. Errors
-/// carry the path without its query and the forge's own message, never the
-/// token.
-#[allow(clippy::too_many_arguments)]
-fn call(
-    client: &reqwest::Client,
-    runtime: &tokio::runtime::Handle,
-    method: reqwest::Method,
-    url: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-    authorize: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-) -> Result<serde_json::Value, ForgeError> {
-    let method_name: &'static str = match method.as_str() {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PATCH" => "PATCH",
-        "PUT" => "PUT",
-        _ => "DELETE",
-    };
-    let mut request = authorize(client.request(method, url));
-    if let Some(body) = body {
-        request = request.json(&body);
+/// What hoist remembers of an automation's pull request between runs, so
+/// that a run with nothing new asks the forge nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestRecord {
+    pub number: u64,
+    pub url: String,
+    pub head: String,
+    pub base: String,
+    /// sha256 of the title and body hoist last set.
+    pub content: String,
+    pub labels: Vec<String>,
+}
+
+/// What a run did to the pull request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Opened,
+    Updated,
+    /// Open, and already saying what it should.
+    Unchanged,
+    /// Closed because the base branch holds every change.
+    Closed,
+}
+
+/// A pull request and what this run did to it, for the run report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    #[serde(flatten)]
+    pub pull_request: PullRequest,
+    pub action: Action,
+}
+
+fn content_hash(title: &str, body: &str) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(title.as_bytes());
+    hasher.update([0]);
+    hasher.update(body.as_bytes());
+    format!("{:x}", hasher.finalize())
+}
+
+/// Forges keep text as given, but browsers and APIs may turn `\n` into
+/// `\r\n` or drop trailing blanks; such a difference is no reason to edit.
+fn same_text(a: &str, b: &str) -> bool {
+    let normal = |s: &str| s.replace("\r\n", "\n").trim_end().to_string();
+    normal(a) == normal(b)
+}
+
+/// The open pull request `recorded` names, else any open one from head to
+/// base: one call either way, two when the recorded one was closed.
+fn open_pull(
+    forge: &dyn Forge,
+    head: &str,
+    base: &str,
+    recorded: Option<&PullRequestRecord>,
+) -> Result<Option<PullState>, ForgeError> {
+    if let Some(r) = recorded.filter(|r| r.head == head && r.base == base) {
+        let pull = forge.get(r.number)?;
+        if pull.open {
+            return Ok(Some(pull));
+        }
     }
-    let shown = path.split('?').next().unwrap_or(path).to_string();
-    runtime.block_on(async {
-        let response = request.send().await.map_err(|e| ForgeError::Transport {
-            method: method_name,
-            path: shown.clone(),
-            message: if e.is_connect() {
-                "cannot connect".into()
-            } else {
-                "request failed".into()
+    forge.find_open(head, base)
+}
+
+/// Makes sure exactly one pull request from `spec.head` to `spec.base` is
+/// open and says what `spec` says. With a record of it and nothing pushed
+/// or changed since, that takes no call at all.
+pub fn ensure(
+    forge: &dyn Forge,
+    spec: &PullRequestSpec,
+    recorded: Option<&PullRequestRecord>,
+    pushed: bool,
+) -> Result<(Outcome, PullRequestRecord), ForgeError> {
+    let content = content_hash(&spec.title, &spec.body);
+    let record = |pull: &PullState| PullRequestRecord {
+        number: pull.number,
+        url: pull.url.clone(),
+        head: spec.head.clone(),
+        base: spec.base.clone(),
+        content: content.clone(),
+        labels: spec.labels.clone(),
+    };
+    if let Some(r) = recorded
+        && !pushed
+        && r.head == spec.head
+        && r.base == spec.base
+        && r.content == content
+        && r.labels == spec.labels
+    {
+        let outcome = Outcome {
+            pull_request: PullRequest {
+                number: r.number,
+                url: r.url.clone(),
             },
-        })?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        if !(200..300).contains(&status) {
-            // GitHub and Gitea say `message`; GitLab `message` (a string or
-            // an object of field errors) or `error`.
-            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            let message = match (parsed.get("message"), parsed.get("error")) {
-                (Some(serde_json::Value::String(m)), _) => m.clone(),
-                (Some(other), _) => other.to_string(),
-                (None, Some(serde_json::Value::String(e))) => e.clone(),
-                _ => "no details".to_string(),
-            };
-            return Err(ForgeError::Http {
-                method: method_name,
-                path: shown,
-                status,
-                message,
-            });
+            action: Action::Unchanged,
+        };
+        return Ok((outcome, r.clone()));
+    }
+    let (pull, action) = match open_pull(forge, &spec.head, &spec.base, recorded)? {
+        Some(open) if same_text(&open.title, &spec.title) && same_text(&open.body, &spec.body) => {
+            (open, Action::Unchanged)
         }
-        if text.trim().is_empty() {
-            return Ok(serde_json::Value::Null);
-        }
-        serde_json::from_str(&text).map_err(|e| ForgeError::Transport {
-            method: method_name,
-            path: shown,
-            message: format!("the answer is not JSON: {e}"),
-        })
+        Some(open) => (
+            forge.edit(open.number, &spec.title, &spec.body)?,
+            Action::Updated,
+        ),
+        None => (forge.create(spec)?, Action::Opened),
+    };
+    let missing: Vec<String> = spec
+        .labels
+        .iter()
+        .filter(|l| !pull.labels.contains(l))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        forge.add_labels(pull.number, &missing)?;
+    }
+    let outcome = Outcome {
+        pull_request: pull.pull_request(),
+        action,
+    };
+    Ok((outcome, record(&pull)))
+}
+
+/// The base branch already holds every change: closes the open pull
+/// request from `head` to `base`, if there is one, with `comment`.
+pub fn retire(
+    forge: &dyn Forge,
+    head: &str,
+    base: &str,
+    recorded: Option<&PullRequestRecord>,
+    comment: &str,
+) -> Result<Option<Outcome>, ForgeError> {
+    let Some(open) = open_pull(forge, head, base, recorded)? else {
+        return Ok(None);
+    };
+    forge.close(open.number, comment)?;
+    Ok(Some(Outcome {
+        pull_request: open.pull_request(),
+        action: Action::Closed,
+    }))
+}
+
+/// Reads a forge's JSON answer into `T`, naming the call when it does not fit.
+fn decode<T: for<'de> Deserialize<'de>>(
+    value: serde_json::Value,
+    method: &'static str,
+    path: &str,
+) -> Result<T, ForgeError> {
+    serde_json::from_value(value).map_err(|e| ForgeError::Transport {
+        method,
+        path: path.split('?').next().unwrap_or(path).to_string(),
+        message: format!("unexpected JSON: {e}"),
     })
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Opened => "opened",
+            Action::Updated => "updated",
+            Action::Unchanged => "unchanged",
+            Action::Closed => "closed",
+        })
+    }
 }
 
 impl fmt::Display for PullRequest {
@@ -255,6 +533,248 @@ impl fmt::Display for PullRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    /// A forge in memory that records which calls were made.
+    #[derive(Default)]
+    struct Memory {
+        pulls: RefCell<Vec<PullState>>,
+        calls: RefCell<Vec<&'static str>>,
+        /// Whether `create` sets labels at once (GitLab, Gitea) or not (GitHub).
+        labels_on_create: bool,
+    }
+
+    impl Memory {
+        fn with(pull: PullState) -> Memory {
+            Memory {
+                pulls: RefCell::new(vec![pull]),
+                ..Memory::default()
+            }
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            self.calls.borrow().clone()
+        }
+        fn find(&self, number: u64) -> Result<PullState, ForgeError> {
+            self.pulls
+                .borrow()
+                .iter()
+                .find(|p| p.number == number)
+                .cloned()
+                .ok_or_else(|| ForgeError::Config("no such pull request".into()))
+        }
+        fn change(&self, number: u64, f: impl FnOnce(&mut PullState)) {
+            if let Some(p) = self
+                .pulls
+                .borrow_mut()
+                .iter_mut()
+                .find(|p| p.number == number)
+            {
+                f(p);
+            }
+        }
+    }
+
+    impl Forge for Memory {
+        fn find_open(&self, _: &str, _: &str) -> Result<Option<PullState>, ForgeError> {
+            self.calls.borrow_mut().push("find_open");
+            Ok(self.pulls.borrow().iter().find(|p| p.open).cloned())
+        }
+        fn get(&self, number: u64) -> Result<PullState, ForgeError> {
+            self.calls.borrow_mut().push("get");
+            self.find(number)
+        }
+        fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
+            self.calls.borrow_mut().push("create");
+            let number = self.pulls.borrow().len() as u64 + 1;
+            let pull = PullState {
+                number,
+                url: format!("https://forge/pull/{number}"),
+                open: true,
+                title: spec.title.clone(),
+                body: spec.body.clone(),
+                labels: if self.labels_on_create {
+                    spec.labels.clone()
+                } else {
+                    Vec::new()
+                },
+            };
+            self.pulls.borrow_mut().push(pull.clone());
+            Ok(pull)
+        }
+        fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
+            self.calls.borrow_mut().push("edit");
+            self.change(number, |p| {
+                p.title = title.into();
+                p.body = body.into();
+            });
+            self.find(number)
+        }
+        fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+            self.calls.borrow_mut().push("add_labels");
+            self.change(number, |p| p.labels.extend(labels.iter().cloned()));
+            Ok(())
+        }
+        fn close(&self, number: u64, _: &str) -> Result<(), ForgeError> {
+            self.calls.borrow_mut().push("close");
+            self.change(number, |p| p.open = false);
+            Ok(())
+        }
+    }
+
+    fn spec(title: &str) -> PullRequestSpec {
+        PullRequestSpec {
+            head: "hoist/fleet".into(),
+            base: "main".into(),
+            title: title.into(),
+            body: "| Image | Old | New |".into(),
+            labels: vec!["dependencies".into()],
+        }
+    }
+
+    fn open_pull(title: &str, labels: &[&str]) -> PullState {
+        PullState {
+            number: 1,
+            url: "https://forge/pull/1".into(),
+            open: true,
+            title: title.into(),
+            body: "| Image | Old | New |".into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    fn run(
+        forge: &Memory,
+        spec: &PullRequestSpec,
+        recorded: Option<&PullRequestRecord>,
+        pushed: bool,
+    ) -> (Action, PullRequestRecord) {
+        let (outcome, record) =
+            ensure(forge, spec, recorded, pushed).unwrap_or_else(|e| panic!("{e}"));
+        (outcome.action, record)
+    }
+
+    #[test]
+    fn opens_one_pull_request_and_then_asks_nothing_while_nothing_changes() {
+        let forge = Memory::default();
+        let (action, record) = run(&forge, &spec("a → b"), None, true);
+        assert_eq!(action, Action::Opened);
+        assert_eq!(forge.calls(), ["find_open", "create", "add_labels"]);
+        assert_eq!(forge.pulls.borrow()[0].labels, ["dependencies"]);
+        // The branch did not move and the text is the same: no call at all.
+        forge.calls.borrow_mut().clear();
+        let (action, again) = run(&forge, &spec("a → b"), Some(&record), false);
+        assert_eq!((action, forge.calls().len()), (Action::Unchanged, 0));
+        assert_eq!(again, record);
+        // A forge that takes labels with the pull request needs no label call.
+        let gitlab = Memory {
+            labels_on_create: true,
+            ..Memory::default()
+        };
+        run(&gitlab, &spec("a → b"), None, true);
+        assert_eq!(gitlab.calls(), ["find_open", "create"]);
+    }
+
+    #[test]
+    fn a_recorded_pull_request_is_read_by_number_and_edited_only_when_its_text_changes() {
+        let forge = Memory::with(open_pull("a → b", &["dependencies"]));
+        let (_, record) = run(&forge, &spec("a → b"), None, false);
+        assert_eq!(forge.calls(), ["find_open"], "found with the same text");
+        // The base moved: the branch was pushed, the text is the same.
+        forge.calls.borrow_mut().clear();
+        let (action, _) = run(&forge, &spec("a → b"), Some(&record), true);
+        assert_eq!((action, forge.calls()), (Action::Unchanged, vec!["get"]));
+        // A newer tag: one read, one edit.
+        forge.calls.borrow_mut().clear();
+        let (action, record) = run(&forge, &spec("a → c"), Some(&record), true);
+        assert_eq!(
+            (action, forge.calls()),
+            (Action::Updated, vec!["get", "edit"])
+        );
+        assert_eq!(forge.pulls.borrow()[0].title, "a → c");
+        // Someone closed it: a new one is opened, never an edit of the closed one.
+        forge.change(1, |p| p.open = false);
+        forge.calls.borrow_mut().clear();
+        let (action, record) = run(&forge, &spec("a → d"), Some(&record), true);
+        assert_eq!(action, Action::Opened);
+        assert_eq!(forge.calls(), ["get", "find_open", "create", "add_labels"]);
+        assert_eq!(record.number, 2);
+        assert_eq!(forge.pulls.borrow()[0].title, "a → c");
+        // Text that differs only in line endings is no reason to edit.
+        forge.change(2, |p| p.body = "| Image | Old | New |\r\n".into());
+        forge.calls.borrow_mut().clear();
+        run(&forge, &spec("a → d"), Some(&record), true);
+        assert_eq!(forge.calls(), ["get"]);
+    }
+
+    #[test]
+    fn labels_people_removed_are_put_back_only_when_missing() {
+        let forge = Memory::with(open_pull("a → b", &["bug"]));
+        run(&forge, &spec("a → b"), None, false);
+        assert_eq!(forge.calls(), ["find_open", "add_labels"]);
+        assert_eq!(forge.pulls.borrow()[0].labels, ["bug", "dependencies"]);
+    }
+
+    #[test]
+    fn retiring_closes_the_open_pull_request_with_a_comment() {
+        let forge = Memory::with(open_pull("a → b", &[]));
+        let record = run(&forge, &spec("a → b"), None, false).1;
+        forge.calls.borrow_mut().clear();
+        let closed = retire(&forge, "hoist/fleet", "main", Some(&record), "why")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(closed.map(|o| o.action), Some(Action::Closed));
+        assert_eq!(forge.calls(), ["get", "close"]);
+        assert!(!forge.pulls.borrow()[0].open);
+        // Nothing open any more: nothing to close.
+        forge.calls.borrow_mut().clear();
+        let none = retire(&forge, "hoist/fleet", "main", Some(&record), "why")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(none.is_none());
+        assert_eq!(forge.calls(), ["get", "find_open"]);
+    }
+
+    #[test]
+    fn rate_limits_are_waited_out_for_as_long_as_the_forge_says() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let headers =
+            |retry: Option<&str>, remaining: Option<&str>, reset: Option<&str>| RateLimitHeaders {
+                retry_after: retry.map(str::to_string),
+                remaining: remaining.map(str::to_string),
+                reset: reset.map(str::to_string),
+            };
+        let secs = Duration::from_secs;
+        let cases = [
+            // GitHub's secondary limit: 403 or 429 with Retry-After.
+            (403, headers(Some("30"), None, None), Some(secs(30))),
+            (429, headers(Some("0"), None, None), Some(secs(1))),
+            // GitHub's primary limit: 403, none remaining, reset in Unix seconds.
+            (
+                403,
+                headers(None, Some("0"), Some("1800000090")),
+                Some(secs(90)),
+            ),
+            // GitLab: 429 with RateLimit-Reset.
+            (
+                429,
+                headers(None, Some("0"), Some("1800000005")),
+                Some(secs(5)),
+            ),
+            // A reset in the past still waits a moment.
+            (429, headers(None, None, Some("1700000000")), Some(secs(1))),
+            // No header at all: a minute.
+            (429, headers(None, None, None), Some(secs(60))),
+            // A 403 with requests left is a permission problem, not a limit.
+            (403, headers(None, Some("4999"), Some("1800000090")), None),
+            (403, headers(None, None, None), None),
+            (200, headers(None, Some("0"), Some("1800000090")), None),
+        ];
+        for (status, headers, expected) in cases {
+            assert_eq!(
+                rate_limit_wait(status, &headers, now),
+                expected,
+                "{status} {headers:?}"
+            );
+        }
+    }
 
     fn repo(url: &str) -> Result<(String, String), String> {
         ForgeRepo::from_git_url(url)

@@ -495,8 +495,29 @@ impl Git {
         branch: &str,
         expected: &str,
     ) -> Result<Push, GitError> {
+        self.push_ref(checkout, branch, expected, "HEAD")
+    }
+
+    /// Deletes `branch` on the remote, only while its tip is `expected`.
+    pub fn delete_branch(
+        &self,
+        checkout: &Checkout,
+        branch: &str,
+        expected: &str,
+    ) -> Result<Push, GitError> {
+        self.push_ref(checkout, branch, expected, "")
+    }
+
+    /// Pushes `source` ("" deletes) to `branch` with a lease on `expected`.
+    fn push_ref(
+        &self,
+        checkout: &Checkout,
+        branch: &str,
+        expected: &str,
+        source: &str,
+    ) -> Result<Push, GitError> {
         let lease = format!("--force-with-lease=refs/heads/{branch}:{expected}");
-        let refspec = format!("HEAD:refs/heads/{branch}");
+        let refspec = format!("{source}:refs/heads/{branch}");
         let out = self
             .command(Some(&checkout.dir))
             .args(["push", "--porcelain", &lease, "origin", &refspec])
@@ -529,8 +550,9 @@ impl Git {
                     message: redact(&format!("{} {}", line.unwrap_or("").trim(), stderr.trim())),
                 })
             }
+            Some(_) if out.status.success() && source.is_empty() => Ok(Push::Pushed(String::new())),
             Some(_) if out.status.success() => Ok(Push::Pushed(
-                self.run(Some(&checkout.dir), &["rev-parse", "HEAD"], &[])?
+                self.run(Some(&checkout.dir), &["rev-parse", source], &[])?
                     .trim()
                     .to_string(),
             )),

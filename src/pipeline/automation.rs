@@ -8,12 +8,14 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 
 use super::scan::{ScanReport, object_key};
-use crate::api::{ImageRef, ImageUpdateAutomation};
-use crate::git::{Branch, Git, GitCredentials, Push, Signature};
+use crate::api::{ImageRef, ImageUpdateAutomation, PullRequestSpec as PullRequestFields};
+use crate::forge::{self, Forge, ForgeRepo, Outcome, PullRequestRecord, PullRequestSpec};
+use crate::git::{Branch, Checkout, Commit, Git, GitCredentials, Push, Signature};
 use crate::load::ObjectSet;
 use crate::message;
 use crate::model::{Change, ChangeSet};
 use crate::rewrite::{Refs, rewrite_tree};
+use crate::store::Store;
 
 /// How automations run.
 #[derive(Clone, Debug)]
@@ -43,8 +45,9 @@ pub struct AutomationReport {
     pub warnings: Vec<String>,
     /// Why the automation failed; nothing was pushed then.
     pub error: Option<String>,
-    /// The pull request hoist keeps for this automation, if it uses one.
-    pub pull_request: Option<crate::forge::PullRequest>,
+    /// The pull request hoist keeps for this automation, if it uses one,
+    /// and what this run did to it.
+    pub pull_request: Option<Outcome>,
     /// Milliseconds spent in each stage, over all push attempts.
     pub timings: Timings,
     /// With `--dry-run`: the unified diff that would be committed.
@@ -68,11 +71,13 @@ fn elapsed_ms(since: std::time::Instant) -> u64 {
 }
 
 /// Runs every ImageUpdateAutomation against the refs a scan selected.
-/// One failing automation does not stop the others.
+/// One failing automation does not stop the others. `store` keeps each
+/// automation's pull request between runs.
 pub fn run_automations(
     objects: &ObjectSet,
     scan: &ScanReport,
     git: &Git,
+    store: &Store,
     options: &RunOptions,
 ) -> Vec<AutomationReport> {
     objects
@@ -93,7 +98,14 @@ pub fn run_automations(
                 report.warnings.push("suspended; not run".to_string());
                 return report;
             }
-            if let Err(e) = run_one(automation, &key, objects, scan, git, options, &mut report) {
+            let context = Context {
+                automation,
+                key: &key,
+                objects,
+                store,
+                options,
+            };
+            if let Err(e) = run_one(&context, scan, git, &mut report) {
                 report.error = Some(e);
             }
             report
@@ -111,17 +123,74 @@ fn push_branch(automation: &ImageUpdateAutomation) -> String {
         .unwrap_or_else(|| automation.spec.git.checkout.reference.branch.clone())
 }
 
-/// The latest refs of the policies the automation selects: those in its
-/// namespace that match `policySelector` and have a latest tag.
-fn refs_for(automation: &ImageUpdateAutomation, objects: &ObjectSet, scan: &ScanReport) -> Refs {
-    let namespace = automation
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or("default");
-    let selector = automation.spec.policy_selector.clone().unwrap_or_default();
+/// One automation in one run, and what it runs against.
+struct Context<'a> {
+    automation: &'a ImageUpdateAutomation,
+    /// `namespace/name`
+    key: &'a str,
+    objects: &'a ObjectSet,
+    store: &'a Store,
+    options: &'a RunOptions,
+}
+
+impl Context<'_> {
+    fn namespace(&self) -> &str {
+        self.automation
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or("default")
+    }
+
+    fn checkout_branch(&self) -> &str {
+        &self.automation.spec.git.checkout.reference.branch
+    }
+
+    fn pull_request_fields(&self) -> Option<&PullRequestFields> {
+        self.automation
+            .spec
+            .git
+            .push
+            .as_ref()
+            .and_then(|p| p.pull_request.as_ref())
+    }
+
+    /// The pull request hoist recorded for this automation; a damaged
+    /// record is as good as none (the forge is asked instead).
+    fn recorded_pull_request(&self) -> Option<PullRequestRecord> {
+        self.store.pull_request(self.key).unwrap_or_else(|e| {
+            tracing::warn!(automation = self.key, "{e}");
+            None
+        })
+    }
+
+    fn record_pull_request(
+        &self,
+        record: Option<&PullRequestRecord>,
+        report: &mut AutomationReport,
+    ) {
+        if let Err(e) = self.store.put_pull_request(self.key, record) {
+            report
+                .warnings
+                .push(format!("recording the pull request: {e}"));
+        }
+    }
+}
+
+/// The latest refs of the policies the automation selects (those in its
+/// namespace that match `policySelector`), and the selected policies that
+/// have no latest ref (their repository failed to scan, or no tag fits).
+fn refs_for(context: &Context, scan: &ScanReport) -> (Refs, Vec<String>) {
+    let namespace = context.namespace();
+    let selector = context
+        .automation
+        .spec
+        .policy_selector
+        .clone()
+        .unwrap_or_default();
     let empty = BTreeMap::new();
-    let selected: Vec<String> = objects
+    let selected: Vec<String> = context
+        .objects
         .policies
         .iter()
         .map(|p| &p.object)
@@ -129,7 +198,8 @@ fn refs_for(automation: &ImageUpdateAutomation, objects: &ObjectSet, scan: &Scan
         .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&empty)))
         .map(|p| object_key(p.metadata.namespace.as_deref(), p.metadata.name.as_deref()))
         .collect();
-    scan.policies
+    let refs: Refs = scan
+        .policies
         .iter()
         .filter(|row| selected.contains(&row.policy))
         .filter_map(|row| {
@@ -143,30 +213,24 @@ fn refs_for(automation: &ImageUpdateAutomation, objects: &ObjectSet, scan: &Scan
                 },
             ))
         })
-        .collect()
+        .collect();
+    let missing = selected
+        .into_iter()
+        .filter(|p| !refs.contains_key(p))
+        .collect();
+    (refs, missing)
 }
 
 /// The git to use for an automation: with the credentials of the Secret
 /// `spec.git.secretRef` names, when the files hold it (Flux's keys:
 /// `username`/`password`, `identity`/`known_hosts`); else the user's own
 /// credential helpers and ssh configuration, with a warning.
-fn git_for(
-    automation: &ImageUpdateAutomation,
-    key: &str,
-    objects: &ObjectSet,
-    git: &Git,
-    options: &RunOptions,
-    report: &mut AutomationReport,
-) -> Result<Git, String> {
-    let Some(reference) = &automation.spec.git.secret_ref else {
+fn git_for(context: &Context, git: &Git, report: &mut AutomationReport) -> Result<Git, String> {
+    let Some(reference) = &context.automation.spec.git.secret_ref else {
         return Ok(git.clone());
     };
-    let namespace = automation
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or("default");
-    let Some(secret) = objects.secret(namespace, &reference.name) else {
+    let namespace = context.namespace();
+    let Some(secret) = context.objects.secret(namespace, &reference.name) else {
         report.warnings.push(format!(
             "spec.git.secretRef: Secret {namespace}/{} is not in the files; using git's own credential helpers and ssh configuration",
             reference.name
@@ -187,8 +251,8 @@ fn git_for(
         known_hosts: secret.data.get("known_hosts").cloned(),
     };
     use sha2::Digest;
-    let dir = options.cache.join("credentials").join(
-        format!("{:x}", sha2::Sha256::digest(key.as_bytes()))
+    let dir = context.options.cache.join("credentials").join(
+        format!("{:x}", sha2::Sha256::digest(context.key.as_bytes()))
             .get(..16)
             .unwrap_or("automation"),
     );
@@ -196,106 +260,175 @@ fn git_for(
         .map_err(|e| e.to_string())
 }
 
-/// After hoist's branch holds its change: make sure one pull request from
-/// it to the checkout branch is open, with a current title and body.
-fn pull_request(
-    automation: &ImageUpdateAutomation,
-    key: &str,
-    objects: &ObjectSet,
-    options: &RunOptions,
-    changes: &ChangeSet,
-    message: &str,
-    report: &mut AutomationReport,
-) -> Result<(), String> {
+/// The forge client for `spec.git.push.pullRequest`, with its token from
+/// the Secret `secretRef` names, else the provider's environment variable.
+fn forge_for(context: &Context, fields: &PullRequestFields) -> Result<Box<dyn Forge>, String> {
     use crate::api::ForgeProvider;
-    use crate::forge::{Forge, ForgeRepo, GitHub, GitLab, Gitea, PullRequestSpec};
-    let Some(spec) = automation
-        .spec
-        .git
-        .push
-        .as_ref()
-        .and_then(|p| p.pull_request.as_ref())
-    else {
-        return Ok(());
-    };
-    let base = automation.spec.git.checkout.reference.branch.clone();
-    if report.branch == base {
-        return Err("spec.git.push.pullRequest needs spec.git.push.branch to name a branch other than the checkout branch".to_string());
-    }
-    let namespace = automation
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or("default");
-    let variable = match spec.provider {
+    use crate::forge::{GitHub, GitLab, Gitea};
+    let namespace = context.namespace();
+    let variable = match fields.provider {
         ForgeProvider::Github => "GITHUB_TOKEN",
         ForgeProvider::Gitlab => "GITLAB_TOKEN",
         ForgeProvider::Gitea => "GITEA_TOKEN",
     };
-    let token = match &spec.secret_ref {
-        Some(reference) => objects
+    let token = match &fields.secret_ref {
+        Some(reference) => context.objects
             .secret(namespace, &reference.name)
             .and_then(|s| s.data.get("token"))
             .map(|t| String::from_utf8_lossy(t).trim().to_string())
             .ok_or_else(|| format!("spec.git.push.pullRequest.secretRef: Secret {namespace}/{} with key token is not in the files", reference.name))?,
         None => std::env::var(variable).map_err(|_| format!("no forge token: set {variable} or spec.git.push.pullRequest.secretRef"))?,
     };
-    let repo = ForgeRepo::from_git_url(&automation.spec.git.url).map_err(|e| e.to_string())?;
-    let runtime = options
+    let repo =
+        ForgeRepo::from_git_url(&context.automation.spec.git.url).map_err(|e| e.to_string())?;
+    let runtime = context
+        .options
         .runtime
         .clone()
         .ok_or("no runtime for forge calls")?;
-    // The provider's public API for its public host, else the same path on
-    // the repository's host (GitHub Enterprise, self-managed GitLab).
-    let forge: Box<dyn Forge> = match spec.provider {
-        ForgeProvider::Gitlab => {
-            let api = spec
-                .api_url
-                .clone()
-                .unwrap_or_else(|| format!("https://{}/api/v4", repo.host));
-            Box::new(GitLab::new(&api, &repo, token, runtime).map_err(|e| e.to_string())?)
-        }
-        ForgeProvider::Gitea => {
-            let api = spec
-                .api_url
-                .clone()
-                .unwrap_or_else(|| format!("https://{}/api/v1", repo.host));
-            Box::new(Gitea::new(&api, &repo, token, runtime).map_err(|e| e.to_string())?)
-        }
-        ForgeProvider::Github => {
-            let api = spec.api_url.clone().unwrap_or_else(|| {
-                if repo.host == "github.com" {
-                    "https://api.github.com".to_string()
-                } else {
-                    format!("https://{}/api/v3", repo.host)
-                }
-            });
-            Box::new(GitHub::new(&api, &repo, token, runtime).map_err(|e| e.to_string())?)
-        }
+    // `apiURL`, else the API root on the repository's own host: GitHub's
+    // lives on api.github.com, an Enterprise server's under /api/v3.
+    let api = |path: &str| {
+        fields.api_url.clone().unwrap_or_else(|| match path {
+            "/api/v3" if repo.host == "github.com" => "https://api.github.com".to_string(),
+            _ => format!("https://{}{path}", repo.host),
+        })
     };
-    let title = match spec.title.as_deref().filter(|t| !t.trim().is_empty()) {
-        Some(template) => message::render_plain(template, key, changes)?,
+    let forge: Box<dyn Forge> = match fields.provider {
+        ForgeProvider::Gitlab => Box::new(
+            GitLab::new(&api("/api/v4"), &repo, token, runtime).map_err(|e| e.to_string())?,
+        ),
+        ForgeProvider::Gitea => {
+            Box::new(Gitea::new(&api("/api/v1"), &repo, token, runtime).map_err(|e| e.to_string())?)
+        }
+        ForgeProvider::Github => Box::new(
+            GitHub::new(&api("/api/v3"), &repo, token, runtime).map_err(|e| e.to_string())?,
+        ),
+    };
+    Ok(forge)
+}
+
+/// After hoist's branch holds its change: make sure one pull request from
+/// it to the checkout branch is open, with a current title and body.
+/// `pushed` says whether this run moved the branch; when it did not and
+/// the store remembers the pull request as hoist left it, the forge is not
+/// asked at all.
+fn pull_request(
+    context: &Context,
+    changes: &ChangeSet,
+    message: &str,
+    pushed: bool,
+    report: &mut AutomationReport,
+) -> Result<(), String> {
+    let Some(fields) = context.pull_request_fields() else {
+        return Ok(());
+    };
+    let forge = forge_for(context, fields)?;
+    let title = match fields.title.as_deref().filter(|t| !t.trim().is_empty()) {
+        Some(template) => message::render_plain(template, context.key, changes)?,
         None => message
             .lines()
             .next()
             .unwrap_or("Update images")
             .to_string(),
     };
-    let body = match spec.body.as_deref().filter(|t| !t.trim().is_empty()) {
-        Some(template) => message::render_plain(template, key, changes)?,
-        None => message::pull_request_body(key, changes),
+    let body = match fields.body.as_deref().filter(|t| !t.trim().is_empty()) {
+        Some(template) => message::render_plain(template, context.key, changes)?,
+        None => message::pull_request_body(context.key, changes),
     };
-    let pull = forge
-        .ensure(&PullRequestSpec {
-            head: report.branch.clone(),
-            base,
-            title,
-            body,
-            labels: spec.labels.clone(),
-        })
+    let spec = PullRequestSpec {
+        head: report.branch.clone(),
+        base: context.checkout_branch().to_string(),
+        title,
+        body,
+        labels: fields.labels.clone(),
+    };
+    let recorded = context.recorded_pull_request();
+    let (outcome, record) = forge::ensure(forge.as_ref(), &spec, recorded.as_ref(), pushed)
         .map_err(|e| e.to_string())?;
-    report.pull_request = Some(pull);
+    if recorded.as_ref() != Some(&record) {
+        context.record_pull_request(Some(&record), report);
+    }
+    report.pull_request = Some(outcome);
     Ok(())
+}
+
+/// The checkout branch already has every image the automation would set,
+/// so hoist's branch proposes nothing any more (its pull request was
+/// merged, or someone made the same change). Closes the pull request with a
+/// comment saying why and deletes the branch — only while the branch holds
+/// hoist's commit alone.
+fn retire_pull_request(
+    context: &Context,
+    git: &Git,
+    checkout: &Checkout,
+    author: &Signature,
+    report: &mut AutomationReport,
+) -> Result<(), String> {
+    let Some(fields) = context.pull_request_fields() else {
+        return Ok(());
+    };
+    let branch = report.branch.clone();
+    let recorded = context.recorded_pull_request();
+    if git
+        .remote_head(checkout, &branch)
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        // Merged and deleted (by the forge or a person): nothing to close.
+        if recorded.is_some() {
+            context.record_pull_request(None, report);
+        }
+        return Ok(());
+    }
+    let tip = git.tip(checkout, &branch).map_err(|e| e.to_string())?;
+    if !made_by_hoist(&tip, context.key, author) {
+        report.warnings.push(format!(
+            "{} already has every change, but branch {branch} has a commit hoist did not make ({}); hoist leaves the branch and its pull request alone",
+            context.checkout_branch(),
+            short(&tip.id)
+        ));
+        return Ok(());
+    }
+    let forge = forge_for(context, fields)?;
+    let comment = format!(
+        "{base} already has every change this pull request proposed, so it has nothing left to merge. Closing it and deleting `{branch}`.\n\n— hoist, ImageUpdateAutomation `{key}`",
+        base = context.checkout_branch(),
+        key = context.key,
+    );
+    report.pull_request = forge::retire(
+        forge.as_ref(),
+        &branch,
+        context.checkout_branch(),
+        recorded.as_ref(),
+        &comment,
+    )
+    .map_err(|e| e.to_string())?;
+    match git
+        .delete_branch(checkout, &branch, &tip.id)
+        .map_err(|e| e.to_string())?
+    {
+        Push::Pushed(_) => {}
+        Push::Rejected(reason) => {
+            return Err(format!(
+                "branch {branch} moved while hoist deleted it ({reason}); it was left as it is"
+            ));
+        }
+    }
+    context.record_pull_request(None, report);
+    Ok(())
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// hoist's commit carries its trailer and hoist as committer; an amended
+/// or cherry-picked copy names whoever amended it as committer.
+fn made_by_hoist(commit: &Commit, key: &str, author: &Signature) -> bool {
+    let trailer = format!("{}: {key}", message::TRAILER);
+    let committer = format!("{} <{}>", author.name, author.email);
+    commit.message.lines().any(|l| l.trim() == trailer) && commit.committer == committer
 }
 
 /// How to push to a branch hoist owns.
@@ -311,7 +444,7 @@ enum Lease {
 /// commit for this automation; a commit by anyone else stops hoist.
 fn owned_branch_lease(
     git: &Git,
-    checkout: &crate::git::Checkout,
+    checkout: &Checkout,
     branch: &str,
     key: &str,
     commit: &str,
@@ -324,14 +457,10 @@ fn owned_branch_lease(
         return Ok(Lease::Expect(String::new()));
     };
     let tip = git.tip(checkout, branch).map_err(|e| e.to_string())?;
-    let trailer = format!("{}: {key}", message::TRAILER);
-    // hoist's commit carries its trailer and hoist as committer; an amended
-    // or cherry-picked copy names whoever amended it as committer.
-    let committer = format!("{} <{}>", author.name, author.email);
-    if !tip.message.lines().any(|l| l.trim() == trailer) || tip.committer != committer {
+    if !made_by_hoist(&tip, key, author) {
         return Err(format!(
             "branch {branch} has a commit hoist did not make ({} by {}); hoist stops updating it so that work is not lost — merge or delete the branch",
-            &tip.id[..tip.id.len().min(12)],
+            short(&tip.id),
             tip.author
         ));
     }
@@ -363,24 +492,25 @@ fn update_path(automation: &ImageUpdateAutomation) -> Result<PathBuf, String> {
     Ok(clean)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_one(
-    automation: &ImageUpdateAutomation,
-    key: &str,
-    objects: &ObjectSet,
+    context: &Context,
     scan: &ScanReport,
     git: &Git,
-    options: &RunOptions,
     report: &mut AutomationReport,
 ) -> Result<(), String> {
-    let checkout_branch = &automation.spec.git.checkout.reference.branch;
-    let owned = &report.branch != checkout_branch;
-    let git = &git_for(automation, key, objects, git, options, report)?;
-    let refs = refs_for(automation, objects, scan);
+    let automation = context.automation;
+    let (key, options) = (context.key, context.options);
+    let checkout_branch = context.checkout_branch();
+    let owned = report.branch != checkout_branch;
+    if context.pull_request_fields().is_some() && !owned {
+        return Err("spec.git.push.pullRequest needs spec.git.push.branch to name a branch other than the checkout branch".to_string());
+    }
+    let git = &git_for(context, git, report)?;
+    let (refs, unresolved) = refs_for(context, scan);
     let relative = update_path(automation)?;
     let branch = Branch {
         url: automation.spec.git.url.clone(),
-        name: checkout_branch.clone(),
+        name: checkout_branch.to_string(),
     };
     let author = Signature {
         name: automation.spec.git.commit.author.name.clone(),
@@ -435,6 +565,12 @@ fn run_one(
             })
             .collect();
         if report.changes.is_empty() {
+            // Nothing to propose. Only when every policy has a latest ref
+            // does that mean the base has it all; a failed scan must not
+            // close a pull request.
+            if owned && !options.dry_run && unresolved.is_empty() {
+                retire_pull_request(context, git, &checkout, &author, report)?;
+            }
             return Ok(());
         }
         if options.dry_run {
@@ -475,9 +611,7 @@ fn run_one(
             match owned_branch_lease(git, &checkout, &report.branch, key, &commit, &author)? {
                 Lease::Expect(head) => head,
                 Lease::UpToDate => {
-                    return pull_request(
-                        automation, key, objects, options, &changeset, &message, report,
-                    );
+                    return pull_request(context, &changeset, &message, false, report);
                 }
             }
         } else {
@@ -492,9 +626,7 @@ fn run_one(
             Push::Pushed(pushed) => {
                 debug_assert_eq!(pushed, commit);
                 report.commit = Some(pushed);
-                return pull_request(
-                    automation, key, objects, options, &changeset, &message, report,
-                );
+                return pull_request(context, &changeset, &message, true, report);
             }
             Push::Rejected(reason) => {
                 tracing::info!(

@@ -142,9 +142,7 @@ impl Failure {
 
 impl Registry {
     pub fn new(settings: RegistrySettings) -> Self {
-        // reqwest is built without a default crypto provider (no aws-lc);
-        // ring is ours. A second install attempt fails harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_crypto_provider();
         Registry {
             settings,
             clients: Mutex::default(),

@@ -5,7 +5,7 @@ mod client;
 mod credentials;
 mod error;
 mod exclusion;
-mod headers;
+pub(crate) mod headers;
 mod reference;
 
 pub use client::{MANIFEST_ACCEPT, Registry, RegistrySettings, ScanTarget, TlsConfig};

@@ -534,22 +534,30 @@ fn git_variables_of_the_caller_never_redirect_hoist_and_refusals_are_errors() {
     );
 }
 
+/// The forge calls the last `hoist run` made: `METHOD path` after `before`.
+fn calls_since(forge: &crate::support::forge::FakeForge, before: usize) -> Vec<String> {
+    forge.calls().split_off(before)
+}
+
 #[test]
-fn github_pull_request_opened_once_then_updated() {
+fn github_enterprise_pull_request_lifecycle_and_its_api_calls() {
     let Some(registry) = DockerRegistry::start(Auth::None) else {
         return;
     };
     registry.push_image("team/app", &["1.0.0", "1.1.0"]);
     let addr = registry.addr.clone();
-    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
-    // Serve the bare repository as acme/fleet.git, the way a forge names it.
-    let github = crate::support::forge::FakeGitHub::start("acme", "fleet", "ghp_t0ken");
+    let remote = BareRepo::new(&[
+        ("clusters/prod/app.yaml", &manifest(&addr, "1.0.0")),
+        ("README", "fleet\n"),
+    ]);
+    // GitHub Enterprise serves its API under /api/v3 on its own host.
+    let github = crate::support::forge::FakeForge::github("acme", "fleet", "ghp_t0ken", "/api/v3");
     let (_served, _http, text) = forge_fleet(
         &addr,
         &remote,
         "acme/fleet",
         &format!(
-            "{{provider: github, apiURL: 'http://{}', secretRef: {{name: forge}}, labels: [dependencies]}}",
+            "{{provider: github, apiURL: 'http://{}/api/v3', secretRef: {{name: forge}}, labels: [dependencies]}}",
             github.server.addr
         ),
     );
@@ -562,77 +570,136 @@ fn github_pull_request_opened_once_then_updated() {
             &text.replace("token: ghp_t0ken", "token: ghp_wr0ng"),
         ),
     ]);
-    let run = |file: &str, state: &str| {
-        hoist_env(
-            dir.path(),
-            &[
-                "run",
-                "-f",
-                file,
-                "--once",
-                "--state-dir",
-                state,
-                "-o",
-                "json",
-            ],
-            &[("DOCKER_CONFIG", &docker)],
-        )
+    let run = |file: &str, state: &str| -> serde_json::Value {
+        let run = run_once(&dir, &docker, file, state, &["-o", "json"]);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
     };
-    let first = run("objects.yaml", "state");
-    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
-    let report: serde_json::Value =
-        serde_json::from_str(&first.stdout).unwrap_or_else(|e| panic!("{e}: {}", first.stdout));
+    let repo = "/api/v3/repos/acme/fleet";
+
+    // Open: one listing, one pull request, its label.
+    let report = run("objects.yaml", "state");
     assert_eq!(report[0]["pull_request"]["number"], 1, "{report}");
-    {
-        let pulls = github.pulls.lock().unwrap_or_else(|e| e.into_inner());
-        assert_eq!(pulls.len(), 1);
-        assert_eq!(
-            (pulls[0].head.as_str(), pulls[0].base.as_str()),
-            ("hoist/fleet", "main")
-        );
-        assert!(
-            pulls[0].title.contains("1.0.0 → 1.1.0"),
-            "{}",
-            pulls[0].title
-        );
-        assert!(
-            pulls[0]
-                .body
-                .contains("| Image | Old | New | File | Object |")
-                && pulls[0].body.contains("default/fleet"),
-            "{}",
-            pulls[0].body
-        );
-        assert_eq!(pulls[0].labels, ["dependencies"]);
-    }
+    assert_eq!(report[0]["pull_request"]["action"], "opened", "{report}");
+    assert_eq!(
+        calls_since(&github, 0),
+        [
+            format!("GET {repo}/pulls"),
+            format!("POST {repo}/pulls"),
+            format!("POST {repo}/issues/1/labels")
+        ]
+    );
+    let pulls = github.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        ("hoist/fleet", "main")
+    );
+    assert!(
+        pulls[0].title.contains("1.0.0 → 1.1.0"),
+        "{}",
+        pulls[0].title
+    );
+    assert!(
+        pulls[0]
+            .body
+            .contains("| Image | Old | New | File | Object |")
+            && pulls[0].body.contains("default/fleet"),
+        "{}",
+        pulls[0].body
+    );
+    assert_eq!(pulls[0].labels, ["dependencies"]);
     assert!(
         remote
             .show("hoist/fleet", "clusters/prod/app.yaml")
             .contains("1.1.0")
     );
-    // A new tag: the branch is rebuilt and the same pull request updated.
+
+    // Steady state: the store knows the pull request; no forge call at all.
+    let before = github.calls().len();
+    let report = run("objects.yaml", "state");
+    assert_eq!(report[0]["pull_request"]["action"], "unchanged");
+    let steady = calls_since(&github, before);
+    assert_eq!(steady, Vec::<String>::new());
+
+    // An update: a new tag rebuilds the branch; the same pull request is
+    // read by number and its text edited.
     registry.push_image("team/app", &["1.2.0"]);
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let second = run("objects.yaml", "state");
-    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
-    {
-        let pulls = github.pulls.lock().unwrap_or_else(|e| e.into_inner());
-        assert_eq!(pulls.len(), 1, "never two pull requests");
-        assert!(
-            pulls[0].title.contains("1.0.0 → 1.2.0"),
-            "{}",
-            pulls[0].title
-        );
-    }
-    let posts = github
-        .server
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path() == "/repos/acme/fleet/pulls")
-        .count();
-    assert_eq!(posts, 1);
-    // A wrong token: a clear, secret-free error.
-    let bad = run("bad-token.yaml", "state-bad");
+    let before = github.calls().len();
+    let report = run("objects.yaml", "state");
+    assert_eq!(report[0]["pull_request"]["action"], "updated", "{report}");
+    let update = calls_since(&github, before);
+    assert_eq!(
+        update,
+        [
+            format!("GET {repo}/pulls/1"),
+            format!("PATCH {repo}/pulls/1")
+        ]
+    );
+    let pulls = github.pulls();
+    assert_eq!(pulls.len(), 1, "never two pull requests");
+    assert!(
+        pulls[0].title.contains("1.0.0 → 1.2.0"),
+        "{}",
+        pulls[0].title
+    );
+    eprintln!(
+        "forge API calls per run: open {}, steady state {}, update {}",
+        3,
+        steady.len(),
+        update.len()
+    );
+
+    // The base moves: the branch is rebuilt on it; the pull request's text
+    // is the same, so it is only read.
+    remote.commit_elsewhere("main", "README", "fleet, edited\n");
+    let before = github.calls().len();
+    let report = run("objects.yaml", "state");
+    assert_eq!(report[0]["pull_request"]["action"], "unchanged");
+    assert_eq!(
+        calls_since(&github, before),
+        [format!("GET {repo}/pulls/1")]
+    );
+    let log = remote.log("hoist/fleet");
+    assert!(
+        log[0].starts_with("hoist-bot|") && log[1] == "Someone Else|someone else's change",
+        "{log:?}"
+    );
+
+    // The base gets every change another way (here: the branch merged by
+    // fast-forward while the pull request stays open): hoist closes it
+    // with a comment saying why and deletes its branch.
+    remote.fast_forward("main", "hoist/fleet");
+    let before = github.calls().len();
+    let report = run("objects.yaml", "state");
+    assert_eq!(report[0]["pull_request"]["action"], "closed", "{report}");
+    assert_eq!(
+        calls_since(&github, before),
+        [
+            format!("GET {repo}/pulls/1"),
+            format!("POST {repo}/issues/1/comments"),
+            format!("PATCH {repo}/pulls/1")
+        ]
+    );
+    let pulls = github.pulls();
+    assert!(!pulls[0].open);
+    assert!(
+        pulls[0].comments[0].contains("main already has every change"),
+        "{:?}",
+        pulls[0].comments
+    );
+    assert_eq!(remote.branches(), ["main"]);
+    // Nothing to propose, no branch, no record: no forge call.
+    let before = github.calls().len();
+    let report = run("objects.yaml", "state");
+    assert!(report[0]["pull_request"].is_null(), "{report}");
+    assert_eq!(calls_since(&github, before), Vec::<String>::new());
+
+    // A wrong token: a clear, secret-free error, and nothing is lost.
+    registry.push_image("team/app", &["1.3.0"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let bad = run_once(&dir, &docker, "bad-token.yaml", "state-bad", &[]);
     assert_eq!(bad.code, 1, "{}", bad.stdout);
     assert!(
         bad.stdout
@@ -651,7 +718,7 @@ fn gitlab_merge_request_in_a_subgroup_opened_once_then_updated() {
     registry.push_image("team/app", &["1.0.0", "1.1.0"]);
     let addr = registry.addr.clone();
     let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
-    let gitlab = crate::support::forge::FakeGitLab::start("platform/apps/fleet", "glpat-t0ken");
+    let gitlab = crate::support::forge::FakeForge::gitlab("platform/apps/fleet", "glpat-t0ken");
     let (_served, _http, text) = forge_fleet(
         &addr,
         &remote,
@@ -687,10 +754,7 @@ fn gitlab_merge_request_in_a_subgroup_opened_once_then_updated() {
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let second = run();
     assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
-    let mrs = gitlab
-        .merge_requests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mrs = gitlab.pulls();
     assert_eq!(mrs.len(), 1, "never two merge requests");
     assert_eq!(
         (mrs[0].head.as_str(), mrs[0].base.as_str()),
@@ -699,6 +763,23 @@ fn gitlab_merge_request_in_a_subgroup_opened_once_then_updated() {
     assert!(mrs[0].title.contains("1.0.0 → 1.2.0"), "{}", mrs[0].title);
     assert_eq!(mrs[0].labels, ["dependencies"]);
     assert!(!first.stdout.contains("glpat") && !second.stdout.contains("glpat"));
+    // Merged on GitLab (the branch kept): hoist finds nothing open to close
+    // and deletes the branch it owns, without a comment.
+    remote.fast_forward("main", "hoist/fleet");
+    gitlab.edit(1, |mr| {
+        mr.open = false;
+        mr.merged = true;
+    });
+    let before = gitlab.calls().len();
+    let third = run();
+    assert_eq!(third.code, 0, "{}{}", third.stdout, third.stderr);
+    let project = "/api/v4/projects/platform%2Fapps%2Ffleet/merge_requests";
+    assert_eq!(
+        calls_since(&gitlab, before),
+        [format!("GET {project}/1"), format!("GET {project}")]
+    );
+    assert!(gitlab.pulls()[0].comments.is_empty());
+    assert_eq!(remote.branches(), ["main"]);
 }
 
 #[test]
@@ -709,7 +790,7 @@ fn gitea_pull_request_found_across_pages_and_updated() {
     registry.push_image("team/app", &["1.0.0", "1.1.0"]);
     let addr = registry.addr.clone();
     let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
-    let gitea = crate::support::forge::FakeGitea::start("acme", "fleet", "gitea-t0ken", 60);
+    let gitea = crate::support::forge::FakeForge::gitea("acme", "fleet", "gitea-t0ken", 60);
     let (_served, _http, text) = forge_fleet(
         &addr,
         &remote,
@@ -719,23 +800,25 @@ fn gitea_pull_request_found_across_pages_and_updated() {
             gitea.server.addr
         ),
     );
-    let (dir, docker) = workspace(&[("objects.yaml", &text)]);
-    let run = || {
+    let unreachable = text.replace(&addr, "127.0.0.1:1");
+    let (dir, docker) = workspace(&[("objects.yaml", &text), ("unreachable.yaml", &unreachable)]);
+    let run_with = |file: &str, state: &str| {
         hoist_env(
             dir.path(),
             &[
                 "run",
                 "-f",
-                "objects.yaml",
+                file,
                 "--once",
                 "--state-dir",
-                "state",
+                state,
                 "-o",
                 "json",
             ],
             &[("DOCKER_CONFIG", &docker), ("GITEA_TOKEN", "gitea-t0ken")],
         )
     };
+    let run = || run_with("objects.yaml", "state");
     let first = run();
     assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
     let report: serde_json::Value =
@@ -743,19 +826,36 @@ fn gitea_pull_request_found_across_pages_and_updated() {
     assert_eq!(report[0]["pull_request"]["number"], 61, "{report}");
     registry.push_image("team/app", &["1.2.0"]);
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let second = run();
+    // A fresh state directory: hoist knows no pull request and looks
+    // for its own among the open ones, page by page.
+    let second = run_with("objects.yaml", "fresh-state");
     assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
-    let pulls = gitea.pulls.lock().unwrap_or_else(|e| e.into_inner());
+    let pulls = gitea.pulls();
     let ours: Vec<_> = pulls.iter().filter(|p| p.head == "hoist/fleet").collect();
     assert_eq!(ours.len(), 1, "never two pull requests");
     assert!(ours[0].title.contains("1.0.0 → 1.2.0"), "{}", ours[0].title);
     assert_eq!(ours[0].labels, ["dependencies"]);
-    // The second run found it on the second page of open pull requests.
+    let second_pages = gitea
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.target.contains("page=2"))
+        .count();
+    assert_eq!(
+        second_pages, 2,
+        "the first run and the fresh one both paged"
+    );
+    // The registry cannot be reached: with no latest tag, nothing is
+    // proposed, but that is no reason to close the pull request.
+    let before = gitea.calls().len();
+    let third = run_with("unreachable.yaml", "state-unreachable");
+    assert_eq!(third.code, 1, "{}{}", third.stdout, third.stderr);
+    assert_eq!(calls_since(&gitea, before), Vec::<String>::new());
     assert!(
         gitea
-            .server
-            .requests()
+            .pulls()
             .iter()
-            .any(|r| r.target.contains("page=2"))
+            .any(|p| p.head == "hoist/fleet" && p.open)
     );
+    assert_eq!(remote.branches(), ["hoist/fleet", "main"]);
 }

@@ -102,6 +102,26 @@ impl BareRepo {
             .collect()
     }
 
+    /// The branches, sorted.
+    pub fn branches(&self) -> Vec<String> {
+        git(
+            &self.path,
+            &["for-each-ref", "--format=%(refname:short)", "refs/heads"],
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+
+    /// Points `branch` at `source`'s tip, as a fast-forward merge does.
+    pub fn fast_forward(&self, branch: &str, source: &str) {
+        let tip = self.head(source);
+        git(
+            &self.path,
+            &["update-ref", &format!("refs/heads/{branch}"), &tip],
+        );
+    }
+
     /// A file's content at a branch's tip.
     pub fn show(&self, branch: &str, file: &str) -> String {
         git(&self.path, &["show", &format!("{branch}:{file}")])

@@ -1,0 +1,243 @@
+//! The forge clients against the fake forges: errors a user can act on,
+//! never a token in them, and rate limits waited out rather than hammered.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hoist::forge::{self, Forge, ForgeRepo, GitHub, GitLab, Gitea, PullRequestSpec};
+
+use crate::support::forge::FakeForge;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn spec() -> PullRequestSpec {
+    PullRequestSpec {
+        head: "hoist/fleet".into(),
+        base: "main".into(),
+        title: "Update team/app: 1.0.0 → 1.1.0".into(),
+        body: "| Image | Old | New | File | Object |".into(),
+        labels: vec!["dependencies".into()],
+    }
+}
+
+fn repo(url: &str) -> ForgeRepo {
+    ForgeRepo::from_git_url(url).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn github(fake: &FakeForge, rt: &tokio::runtime::Runtime, name: &str, token: &str) -> GitHub {
+    GitHub::new(
+        &format!("http://{}", fake.server.addr),
+        &repo(&format!("https://github.com/acme/{name}.git")),
+        token.to_string(),
+        rt.handle().clone(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ensure_error(forge: &dyn Forge) -> String {
+    match forge::ensure(forge, &spec(), None, true) {
+        Ok((outcome, _)) => panic!("expected an error, got {outcome:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn each_forge_error_says_what_to_fix_and_never_shows_the_token() {
+    let rt = runtime();
+    let fake = FakeForge::github("acme", "fleet", "ghp_t0ken", "");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            ensure_error(&github(&fake, &rt, "fleet", "ghp_wr0ng")),
+            "GET /repos/acme/fleet/pulls: HTTP 401: Bad credentials; the token is missing or invalid",
+        ),
+        (
+            ensure_error(&github(&fake, &rt, "other", "ghp_t0ken")),
+            "GET /repos/acme/other/pulls: HTTP 404: Not Found; no such repository, or the token cannot see it",
+        ),
+        {
+            fake.fail_next(
+                403,
+                r#"{"message": "Resource not accessible by personal access token"}"#,
+                &[("X-RateLimit-Remaining", "4990")],
+            );
+            (
+                ensure_error(&github(&fake, &rt, "fleet", "ghp_t0ken")),
+                "HTTP 403: Resource not accessible by personal access token; the token lacks a scope",
+            )
+        },
+        {
+            // Someone opened a pull request from hoist's branch to another
+            // base; GitHub refuses a second one from the same head.
+            let forge = github(&fake, &rt, "fleet", "ghp_t0ken");
+            let other = PullRequestSpec {
+                base: "release".into(),
+                ..spec()
+            };
+            forge::ensure(&forge, &other, None, true).unwrap_or_else(|e| panic!("{e}"));
+            (
+                ensure_error(&forge),
+                "POST /repos/acme/fleet/pulls: HTTP 422: Validation Failed: A pull request already exists for acme:hoist/fleet.; the forge refused the request as invalid",
+            )
+        },
+    ];
+    for (error, expected) in cases {
+        assert!(error.contains(expected), "{error}\nexpected: {expected}");
+        assert!(
+            !error.contains("t0ken") && !error.contains("wr0ng"),
+            "{error}"
+        );
+    }
+    // GitLab's 409 for a second merge request from one branch.
+    let gitlab = FakeForge::gitlab("platform/fleet", "glpat-t0ken");
+    let client = GitLab::new(
+        &format!("http://{}/api/v4", gitlab.server.addr),
+        &repo("git@gitlab.example.com:platform/fleet.git"),
+        "glpat-t0ken".into(),
+        rt.handle().clone(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    client.create(&spec()).unwrap_or_else(|e| panic!("{e}"));
+    let error = client
+        .create(&spec())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains(
+            "HTTP 409: [\"Another open merge request already exists for this source branch: !1\"]"
+        ),
+        "{error}"
+    );
+    // A Gitea label that does not exist is named, not dropped.
+    let gitea = FakeForge::gitea("acme", "fleet", "gitea-t0ken", 0);
+    let client = Gitea::new(
+        &format!("http://{}/api/v1", gitea.server.addr),
+        &repo("https://gitea.example.com/acme/fleet"),
+        "gitea-t0ken".into(),
+        rt.handle().clone(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let unknown = PullRequestSpec {
+        labels: vec!["renovate".into()],
+        ..spec()
+    };
+    let error = forge::ensure(&client, &unknown, None, true)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert_eq!(
+        error,
+        "label \"renovate\" does not exist in acme/fleet; create it first"
+    );
+    assert!(gitea.pulls().is_empty(), "nothing opened");
+}
+
+/// The time between the rate-limited request and the one after it.
+fn gap(fake: &FakeForge, index: usize) -> Duration {
+    let requests = fake.server.requests();
+    requests[index + 1].at.duration_since(requests[index].at)
+}
+
+#[test]
+fn rate_limits_are_waited_out_not_hammered() {
+    let rt = runtime();
+    let fake = FakeForge::github("acme", "fleet", "ghp_t0ken", "");
+    let forge = github(&fake, &rt, "fleet", "ghp_t0ken");
+    // GitHub's secondary limit: 429 (or 403) with Retry-After.
+    fake.fail_next(
+        429,
+        r#"{"message": "You have exceeded a secondary rate limit"}"#,
+        &[("Retry-After", "1")],
+    );
+    let (outcome, _) = forge::ensure(&forge, &spec(), None, true).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcome.pull_request.number, 1);
+    assert!(
+        gap(&fake, 0) >= Duration::from_millis(950),
+        "{:?}",
+        gap(&fake, 0)
+    );
+    // GitHub's primary limit: 403, none remaining, X-RateLimit-Reset.
+    let reset = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 2;
+    let before = fake.server.requests().len();
+    fake.fail_next(
+        403,
+        r#"{"message": "API rate limit exceeded for user ID 1."}"#,
+        &[
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset", &reset.to_string()),
+        ],
+    );
+    forge.get(1).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        gap(&fake, before) >= Duration::from_millis(950),
+        "{:?}",
+        gap(&fake, before)
+    );
+    // A limit longer than hoist waits inside a run: a clear error at once,
+    // and the next run tries again.
+    let before = fake.server.requests().len();
+    fake.fail_next(
+        429,
+        r#"{"message": "slow down"}"#,
+        &[("Retry-After", "3600")],
+    );
+    let error = forge
+        .get(1)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert_eq!(
+        error,
+        "GET /repos/acme/fleet/pulls/1: rate limited for another 3600s; the next run tries again"
+    );
+    assert_eq!(fake.server.requests().len(), before + 1, "no retry");
+    // A limit that never lifts is given up on after a few waits.
+    let before = fake.server.requests().len();
+    for _ in 0..4 {
+        fake.fail_next(429, "{}", &[("Retry-After", "1")]);
+    }
+    let error = forge
+        .get(1)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("rate limited"), "{error}");
+    assert_eq!(fake.server.requests().len(), before + 4);
+    // GitLab: 429 with RateLimit-Reset.
+    let gitlab = FakeForge::gitlab("platform/fleet", "glpat-t0ken");
+    let client = GitLab::new(
+        &format!("http://{}/api/v4", gitlab.server.addr),
+        &repo("https://gitlab.example.com/platform/fleet.git"),
+        "glpat-t0ken".into(),
+        rt.handle().clone(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let reset = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 2;
+    gitlab.fail_next(
+        429,
+        r#"{"message": "Retry later"}"#,
+        &[
+            ("RateLimit-Remaining", "0"),
+            ("RateLimit-Reset", &reset.to_string()),
+        ],
+    );
+    let (outcome, _) =
+        forge::ensure(&client, &spec(), None, true).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcome.pull_request.number, 1);
+    assert!(
+        gap(&gitlab, 0) >= Duration::from_millis(950),
+        "{:?}",
+        gap(&gitlab, 0)
+    );
+}
