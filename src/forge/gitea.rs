@@ -4,9 +4,10 @@
 
 use reqwest::Method;
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::json;
 
-use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequestSpec, PullState, decode};
+use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequestSpec, PullState};
 
 /// A Gitea repository and the token to act on it with.
 pub struct Gitea {
@@ -34,6 +35,8 @@ struct Pull {
 struct Branch {
     #[serde(rename = "ref")]
     name: String,
+    /// Differs between head and base for a pull request from a fork.
+    repo_id: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -56,12 +59,17 @@ impl From<Pull> for PullState {
                 .into_iter()
                 .map(|l| l.name)
                 .collect(),
+            fork: pull.head.repo_id != pull.base.repo_id,
+            head: pull.head.name,
+            base: pull.base.name,
         }
     }
 }
 
-/// Open pull requests per page, and pages read at most, when hoist looks
-/// for its own.
+/// Items hoist asks for per page, and pages it reads at most, when it
+/// looks for its pull request or for labels. A server may return fewer per
+/// page than asked (its MAX_RESPONSE_ITEMS), so only an empty page ends a
+/// listing.
 const PAGE: usize = 50;
 const MAX_PAGES: u32 = 20;
 
@@ -81,112 +89,124 @@ impl Gitea {
         })
     }
 
-    fn call(
+    fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value, ForgeError> {
+    ) -> Result<T, ForgeError> {
         self.connection.call(method, path, body, |r, token| {
             r.header("Authorization", format!("token {token}"))
         })
     }
 
-    fn pull(
+    /// The first item of a paged listing under `path` that `wanted` picks.
+    fn find_paged<T: DeserializeOwned>(
         &self,
-        method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<PullState, ForgeError> {
-        let name = match method.as_str() {
-            "GET" => "GET",
-            "POST" => "POST",
-            _ => "PATCH",
-        };
-        let pull: Pull = decode(self.call(method, path, body)?, name, path)?;
-        Ok(pull.into())
+        what: &str,
+        mut wanted: impl FnMut(&T) -> bool,
+    ) -> Result<Option<T>, ForgeError> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        for page in 1..=MAX_PAGES {
+            let items: Vec<T> = self.call(
+                Method::GET,
+                &format!("{path}{separator}limit={PAGE}&page={page}"),
+                None,
+            )?;
+            if items.is_empty() {
+                return Ok(None);
+            }
+            if let Some(found) = items.into_iter().find(&mut wanted) {
+                return Ok(Some(found));
+            }
+        }
+        Err(ForgeError::Config(format!(
+            "{} has more {what} than hoist reads ({MAX_PAGES} pages)",
+            self.name
+        )))
     }
 
-    /// Label ids for the names given; names the repository lacks are
-    /// reported rather than silently dropped.
+    /// Label ids for the names given, read page by page until every name
+    /// is found; names the repository lacks are reported rather than
+    /// silently dropped.
     fn label_ids(&self, names: &[String]) -> Result<Vec<u64>, ForgeError> {
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let path = format!("{}/labels?limit=50", self.repo);
-        let labels: Vec<Label> = decode(self.call(Method::GET, &path, None)?, "GET", &path)?;
+        let mut ids: Vec<Option<u64>> = vec![None; names.len()];
+        let path = format!("{}/labels", self.repo);
+        self.find_paged::<Label>(&path, "labels", |label| {
+            for (i, name) in names.iter().enumerate() {
+                if *name == label.name {
+                    ids[i] = Some(label.id);
+                }
+            }
+            ids.iter().all(Option::is_some)
+        })?;
         names
             .iter()
-            .map(|n| {
-                labels
-                    .iter()
-                    .find(|l| &l.name == n)
-                    .map(|l| l.id)
-                    .ok_or_else(|| {
-                        ForgeError::Config(format!(
-                            "label {n:?} does not exist in {}; create it first",
-                            self.name
-                        ))
-                    })
+            .zip(ids)
+            .map(|(name, id)| {
+                id.ok_or_else(|| {
+                    ForgeError::Config(format!(
+                        "label {name:?} does not exist in {}; create it first",
+                        self.name
+                    ))
+                })
             })
             .collect()
     }
 }
 
 impl Forge for Gitea {
+    fn identity(&self) -> String {
+        format!("gitea {}{}", self.connection.api, self.repo)
+    }
+
     fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
-        for page in 1..=MAX_PAGES {
-            let path = format!("{}/pulls?state=open&limit={PAGE}&page={page}", self.repo);
-            let pulls: Vec<Pull> = decode(self.call(Method::GET, &path, None)?, "GET", &path)?;
-            let last = pulls.len() < PAGE;
-            if let Some(ours) = pulls
-                .into_iter()
-                .find(|p| p.head.name == head && p.base.name == base)
-            {
-                return Ok(Some(ours.into()));
-            }
-            if last {
-                return Ok(None);
-            }
-        }
-        Err(ForgeError::Config(format!(
-            "{} has more than {} open pull requests; hoist did not look further for its own",
-            self.name,
-            PAGE * MAX_PAGES as usize
-        )))
+        let path = format!("{}/pulls?state=open", self.repo);
+        let found = self.find_paged::<Pull>(&path, "open pull requests", |p| {
+            p.head.name == head && p.base.name == base && p.head.repo_id == p.base.repo_id
+        })?;
+        Ok(found.map(PullState::from))
     }
 
     fn get(&self, number: u64) -> Result<PullState, ForgeError> {
-        self.pull(Method::GET, &format!("{}/pulls/{number}", self.repo), None)
+        let pull: Pull = self.call(Method::GET, &format!("{}/pulls/{number}", self.repo), None)?;
+        Ok(pull.into())
     }
 
     fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
-        let labels = self.label_ids(&spec.labels)?;
+        let labels = if spec.labels.is_empty() {
+            Vec::new()
+        } else {
+            self.label_ids(&spec.labels)?
+        };
         let body = json!({"head": spec.head, "base": spec.base, "title": spec.title, "body": spec.body, "labels": labels});
-        self.pull(Method::POST, &format!("{}/pulls", self.repo), Some(body))
+        let pull: Pull = self.call(Method::POST, &format!("{}/pulls", self.repo), Some(body))?;
+        Ok(pull.into())
     }
 
     fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
         let path = format!("{}/pulls/{number}", self.repo);
-        self.pull(
+        let pull: Pull = self.call(
             Method::PATCH,
             &path,
             Some(json!({"title": title, "body": body})),
-        )
+        )?;
+        Ok(pull.into())
     }
 
     fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
         let ids = self.label_ids(labels)?;
         let path = format!("{}/issues/{number}/labels", self.repo);
-        self.call(Method::POST, &path, Some(json!({"labels": ids})))
+        self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"labels": ids})))
             .map(drop)
     }
 
     fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
-        let path = format!("{}/issues/{number}/comments", self.repo);
-        self.call(Method::POST, &path, Some(json!({"body": comment})))?;
         let path = format!("{}/pulls/{number}", self.repo);
-        self.call(Method::PATCH, &path, Some(json!({"state": "closed"})))
+        self.call::<IgnoredAny>(Method::PATCH, &path, Some(json!({"state": "closed"})))?;
+        let path = format!("{}/issues/{number}/comments", self.repo);
+        self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"body": comment})))
             .map(drop)
     }
 }

@@ -4,9 +4,10 @@
 
 use reqwest::Method;
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::json;
 
-use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequestSpec, PullState, decode};
+use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequestSpec, PullState};
 
 /// A GitHub repository and the token to act on it with.
 pub struct GitHub {
@@ -25,24 +26,21 @@ struct Pull {
     body: Option<String>,
     #[serde(default)]
     labels: Vec<Label>,
+    head: Branch,
+    base: Branch,
+}
+
+#[derive(Deserialize)]
+struct Branch {
+    #[serde(rename = "ref")]
+    name: String,
+    /// `owner:branch`; the owner tells a fork's branch from ours.
+    label: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Label {
     name: String,
-}
-
-impl From<Pull> for PullState {
-    fn from(pull: Pull) -> PullState {
-        PullState {
-            number: pull.number,
-            url: pull.html_url,
-            open: pull.state == "open",
-            title: pull.title,
-            body: pull.body.unwrap_or_default(),
-            labels: pull.labels.into_iter().map(|l| l.name).collect(),
-        }
-    }
 }
 
 impl GitHub {
@@ -62,12 +60,12 @@ impl GitHub {
         })
     }
 
-    fn call(
+    fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value, ForgeError> {
+    ) -> Result<T, ForgeError> {
         self.connection.call(method, path, body, |r, token| {
             r.bearer_auth(token)
                 .header("Accept", "application/vnd.github+json")
@@ -75,66 +73,74 @@ impl GitHub {
         })
     }
 
-    fn pull(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<PullState, ForgeError> {
-        let name = if method == Method::GET {
-            "GET"
-        } else {
-            "PATCH"
-        };
-        let pull: Pull = decode(self.call(method, path, body)?, name, path)?;
-        Ok(pull.into())
+    fn state(&self, pull: Pull) -> PullState {
+        let ours = format!("{}:{}", self.owner, pull.head.name);
+        PullState {
+            number: pull.number,
+            url: pull.html_url,
+            open: pull.state == "open",
+            title: pull.title,
+            body: pull.body.unwrap_or_default(),
+            labels: pull.labels.into_iter().map(|l| l.name).collect(),
+            fork: pull
+                .head
+                .label
+                .is_some_and(|l| !l.eq_ignore_ascii_case(&ours)),
+            head: pull.head.name,
+            base: pull.base.name,
+        }
     }
 }
 
 impl Forge for GitHub {
+    fn identity(&self) -> String {
+        format!("github {}{}", self.connection.api, self.repo)
+    }
+
     fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("state", "open")
             .append_pair("head", &format!("{}:{head}", self.owner))
             .append_pair("base", base)
             .finish();
-        let path = format!("{}/pulls?{query}", self.repo);
-        let pulls: Vec<Pull> = decode(self.call(Method::GET, &path, None)?, "GET", &path)?;
-        Ok(pulls.into_iter().next().map(PullState::from))
+        let pulls: Vec<Pull> =
+            self.call(Method::GET, &format!("{}/pulls?{query}", self.repo), None)?;
+        Ok(pulls.into_iter().next().map(|p| self.state(p)))
     }
 
     fn get(&self, number: u64) -> Result<PullState, ForgeError> {
-        self.pull(Method::GET, &format!("{}/pulls/{number}", self.repo), None)
+        let pull = self.call(Method::GET, &format!("{}/pulls/{number}", self.repo), None)?;
+        Ok(self.state(pull))
     }
 
     fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
-        let path = format!("{}/pulls", self.repo);
         let body =
             json!({"title": spec.title, "body": spec.body, "head": spec.head, "base": spec.base});
-        let pull: Pull = decode(self.call(Method::POST, &path, Some(body))?, "POST", &path)?;
-        Ok(pull.into())
+        let pull = self.call(Method::POST, &format!("{}/pulls", self.repo), Some(body))?;
+        Ok(self.state(pull))
     }
 
     fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
         let path = format!("{}/pulls/{number}", self.repo);
-        self.pull(
+        let pull = self.call(
             Method::PATCH,
             &path,
             Some(json!({"title": title, "body": body})),
-        )
+        )?;
+        Ok(self.state(pull))
     }
 
     fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
         let path = format!("{}/issues/{number}/labels", self.repo);
-        self.call(Method::POST, &path, Some(json!({"labels": labels})))
+        self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"labels": labels})))
             .map(drop)
     }
 
     fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
-        let path = format!("{}/issues/{number}/comments", self.repo);
-        self.call(Method::POST, &path, Some(json!({"body": comment})))?;
         let path = format!("{}/pulls/{number}", self.repo);
-        self.call(Method::PATCH, &path, Some(json!({"state": "closed"})))
+        self.call::<IgnoredAny>(Method::PATCH, &path, Some(json!({"state": "closed"})))?;
+        let path = format!("{}/issues/{number}/comments", self.repo);
+        self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"body": comment})))
             .map(drop)
     }
 }

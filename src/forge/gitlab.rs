@@ -4,9 +4,10 @@
 
 use reqwest::Method;
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::json;
 
-use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequestSpec, PullState, decode};
+use super::{Connection, Forge, ForgeError, ForgeRepo, PullRequestSpec, PullState};
 
 /// A GitLab project and the token to act on it with.
 pub struct GitLab {
@@ -25,6 +26,11 @@ struct MergeRequest {
     description: Option<String>,
     #[serde(default)]
     labels: Vec<String>,
+    source_branch: String,
+    target_branch: String,
+    /// Differ for a merge request from a fork.
+    source_project_id: Option<u64>,
+    target_project_id: Option<u64>,
 }
 
 impl From<MergeRequest> for PullState {
@@ -36,6 +42,9 @@ impl From<MergeRequest> for PullState {
             title: mr.title,
             body: mr.description.unwrap_or_default(),
             labels: mr.labels,
+            head: mr.source_branch,
+            base: mr.target_branch,
+            fork: mr.source_project_id != mr.target_project_id,
         }
     }
 }
@@ -55,51 +64,45 @@ impl GitLab {
         })
     }
 
-    fn call(
+    fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value, ForgeError> {
+    ) -> Result<T, ForgeError> {
         self.connection.call(method, path, body, |r, token| {
             r.header("PRIVATE-TOKEN", token)
         })
     }
-
-    fn merge_request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<PullState, ForgeError> {
-        let name = match method.as_str() {
-            "GET" => "GET",
-            "POST" => "POST",
-            _ => "PUT",
-        };
-        let mr: MergeRequest = decode(self.call(method, path, body)?, name, path)?;
-        Ok(mr.into())
-    }
 }
 
 impl Forge for GitLab {
+    fn identity(&self) -> String {
+        format!("gitlab {}{}", self.connection.api, self.merge_requests)
+    }
+
     fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("state", "opened")
             .append_pair("source_branch", head)
             .append_pair("target_branch", base)
             .finish();
-        let path = format!("{}?{query}", self.merge_requests);
-        let mrs: Vec<MergeRequest> = decode(self.call(Method::GET, &path, None)?, "GET", &path)?;
-        Ok(mrs.into_iter().next().map(PullState::from))
+        let mrs: Vec<MergeRequest> = self.call(
+            Method::GET,
+            &format!("{}?{query}", self.merge_requests),
+            None,
+        )?;
+        // The filter matches forks' branches of the same name too.
+        Ok(mrs.into_iter().map(PullState::from).find(|m| !m.fork))
     }
 
     fn get(&self, number: u64) -> Result<PullState, ForgeError> {
-        self.merge_request(
+        let mr: MergeRequest = self.call(
             Method::GET,
             &format!("{}/{number}", self.merge_requests),
             None,
-        )
+        )?;
+        Ok(mr.into())
     }
 
     fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
@@ -108,21 +111,23 @@ impl Forge for GitLab {
             "title": spec.title, "description": spec.body, "labels": spec.labels.join(","),
             "remove_source_branch": true,
         });
-        self.merge_request(Method::POST, &self.merge_requests, Some(body))
+        let mr: MergeRequest = self.call(Method::POST, &self.merge_requests, Some(body))?;
+        Ok(mr.into())
     }
 
     fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
         let path = format!("{}/{number}", self.merge_requests);
-        self.merge_request(
+        let mr: MergeRequest = self.call(
             Method::PUT,
             &path,
             Some(json!({"title": title, "description": body})),
-        )
+        )?;
+        Ok(mr.into())
     }
 
     fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
         let path = format!("{}/{number}", self.merge_requests);
-        self.call(
+        self.call::<IgnoredAny>(
             Method::PUT,
             &path,
             Some(json!({"add_labels": labels.join(",")})),
@@ -131,10 +136,10 @@ impl Forge for GitLab {
     }
 
     fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
-        let path = format!("{}/{number}/notes", self.merge_requests);
-        self.call(Method::POST, &path, Some(json!({"body": comment})))?;
         let path = format!("{}/{number}", self.merge_requests);
-        self.call(Method::PUT, &path, Some(json!({"state_event": "close"})))
+        self.call::<IgnoredAny>(Method::PUT, &path, Some(json!({"state_event": "close"})))?;
+        let path = format!("{}/{number}/notes", self.merge_requests);
+        self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"body": comment})))
             .map(drop)
     }
 }

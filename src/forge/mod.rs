@@ -9,6 +9,7 @@ mod gitlab;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use gitea::Gitea;
@@ -85,6 +86,8 @@ struct Connection {
     token: String,
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
+    /// Time spent waiting out rate limits so far.
+    waited: std::sync::Mutex<Duration>,
 }
 
 impl Connection {
@@ -105,6 +108,7 @@ impl Connection {
             token,
             client,
             runtime,
+            waited: std::sync::Mutex::default(),
         })
     }
 
@@ -112,20 +116,14 @@ impl Connection {
     /// from outside it; `authorize` adds the provider's auth headers. Rate
     /// limits are waited out (see [`rate_limit_wait`]). Errors carry the
     /// path without its query and the forge's own message, never the token.
-    fn call(
+    fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
         authorize: impl Fn(reqwest::RequestBuilder, &str) -> reqwest::RequestBuilder,
-    ) -> Result<serde_json::Value, ForgeError> {
-        let method_name: &'static str = match method.as_str() {
-            "GET" => "GET",
-            "POST" => "POST",
-            "PATCH" => "PATCH",
-            "PUT" => "PUT",
-            _ => "DELETE",
-        };
+    ) -> Result<T, ForgeError> {
+        let method_name = method.to_string();
         let shown = path.split('?').next().unwrap_or(path).to_string();
         let url = format!("{}{path}", self.api);
         self.runtime.block_on(async {
@@ -136,7 +134,7 @@ impl Connection {
                     request = request.json(body);
                 }
                 let response = request.send().await.map_err(|e| ForgeError::Transport {
-                    method: method_name,
+                    method: method_name.clone(),
                     path: shown.clone(),
                     message: if e.is_connect() {
                         "cannot connect".into()
@@ -161,13 +159,21 @@ impl Connection {
                     reset: header("x-ratelimit-reset").or_else(|| header("ratelimit-reset")),
                 };
                 let text = response.text().await.unwrap_or_default();
-                if let Some(wait) = rate_limit_wait(status, &limit, SystemTime::now()) {
-                    if wait > RATE_LIMIT_MAX_WAIT || waits == RATE_LIMIT_MAX_WAITS {
+                let wait = rate_limit_wait(status, &limit, &text, SystemTime::now());
+                if let Some(wait) = wait {
+                    // One budget for all calls of this connection (one
+                    // automation in one run), so a forge that keeps saying
+                    // "later" cannot hold a run for long.
+                    let spent = self.waited.lock().map_or(RATE_LIMIT_BUDGET, |w| *w);
+                    if spent + wait > RATE_LIMIT_BUDGET || waits == RATE_LIMIT_MAX_WAITS {
                         return Err(ForgeError::RateLimited {
                             method: method_name,
                             path: shown,
                             seconds: wait.as_secs(),
                         });
+                    }
+                    if let Ok(mut waited) = self.waited.lock() {
+                        *waited += wait;
                     }
                     waits += 1;
                     tracing::info!(path = %shown, seconds = wait.as_secs_f64(), "forge rate limit; waiting");
@@ -201,22 +207,20 @@ impl Connection {
                         message,
                     });
                 }
-                if text.trim().is_empty() {
-                    return Ok(serde_json::Value::Null);
-                }
-                return serde_json::from_str(&text).map_err(|e| ForgeError::Transport {
+                let text = if text.trim().is_empty() { "null" } else { &text };
+                return serde_json::from_str(text).map_err(|e| ForgeError::Transport {
                     method: method_name,
                     path: shown,
-                    message: format!("the answer is not JSON: {e}"),
+                    message: format!("unexpected answer: {e}"),
                 });
             }
         })
     }
 }
 
-/// The longest rate limit hoist waits out inside a run; a longer one fails
-/// the automation, and the next run tries again.
-const RATE_LIMIT_MAX_WAIT: Duration = Duration::from_secs(300);
+/// The longest hoist waits out rate limits for one automation in one run;
+/// a longer limit fails the automation, and the next run tries again.
+const RATE_LIMIT_BUDGET: Duration = Duration::from_secs(300);
 /// Rate-limited answers one call waits out before it gives up.
 const RATE_LIMIT_MAX_WAITS: u32 = 3;
 
@@ -231,12 +235,20 @@ struct RateLimitHeaders {
 }
 
 /// How long to wait before asking again, when the answer is a rate limit:
-/// a 429, or GitHub's 403 with no requests remaining or a `Retry-After`
-/// (its secondary limits). `Retry-After` wins; else the reset time; else a
-/// minute, as GitHub advises for secondary limits without headers.
-fn rate_limit_wait(status: u16, headers: &RateLimitHeaders, now: SystemTime) -> Option<Duration> {
+/// a 429, or GitHub's 403 with no requests remaining, a `Retry-After`, or
+/// a message about its secondary rate limit. `Retry-After` wins; else the
+/// reset time (Unix seconds, or seconds from now in the IETF draft's form);
+/// else a minute, as GitHub advises for secondary limits without headers.
+fn rate_limit_wait(
+    status: u16,
+    headers: &RateLimitHeaders,
+    body: &str,
+    now: SystemTime,
+) -> Option<Duration> {
     let exhausted = headers.remaining.as_deref().map(str::trim) == Some("0");
-    let limited = status == 429 || (status == 403 && (exhausted || headers.retry_after.is_some()));
+    let secondary = body.contains("secondary rate limit");
+    let limited = status == 429
+        || (status == 403 && (exhausted || secondary || headers.retry_after.is_some()));
     if !limited {
         return None;
     }
@@ -247,22 +259,26 @@ fn rate_limit_wait(status: u16, headers: &RateLimitHeaders, now: SystemTime) -> 
     {
         return Some(wait.max(Duration::from_secs(1)));
     }
+    /// Smaller values are a number of seconds, not a point in time.
+    const EPOCH_FLOOR: u64 = 1_000_000_000;
     let reset = headers
         .reset
         .as_deref()
         .and_then(|r| r.trim().parse::<u64>().ok())
-        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
-    Some(match reset {
-        Some(at) => at
-            .duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .max(Duration::from_secs(1)),
-        None => Duration::from_secs(60),
-    })
+        .map(|secs| {
+            if secs < EPOCH_FLOOR {
+                Duration::from_secs(secs)
+            } else {
+                (UNIX_EPOCH + Duration::from_secs(secs))
+                    .duration_since(now)
+                    .unwrap_or(Duration::ZERO)
+            }
+        });
+    Some(reset.map_or(Duration::from_secs(60), |d| d.max(Duration::from_secs(1))))
 }
 
 /// A pull (or merge) request: its number and web page.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PullRequest {
     pub number: u64,
     pub url: String,
@@ -277,6 +293,11 @@ pub struct PullState {
     pub title: String,
     pub body: String,
     pub labels: Vec<String>,
+    pub head: String,
+    pub base: String,
+    /// From another repository (a fork) whose branch has the same name:
+    /// never hoist's.
+    pub fork: bool,
 }
 
 impl PullState {
@@ -285,6 +306,11 @@ impl PullState {
             number: self.number,
             url: self.url.clone(),
         }
+    }
+
+    /// Whether this is the open pull request from hoist's `head` to `base`.
+    fn is_open_from(&self, head: &str, base: &str) -> bool {
+        self.open && !self.fork && self.head == head && self.base == base
     }
 }
 
@@ -307,20 +333,20 @@ pub enum ForgeError {
     Config(String),
     #[error("{method} {path}: HTTP {status}: {message}{}", hint(*status))]
     Http {
-        method: &'static str,
+        method: String,
         path: String,
         status: u16,
         message: String,
     },
     #[error("{method} {path}: {message}")]
     Transport {
-        method: &'static str,
+        method: String,
         path: String,
         message: String,
     },
     #[error("{method} {path}: rate limited for another {seconds}s; the next run tries again")]
     RateLimited {
-        method: &'static str,
+        method: String,
         path: String,
         seconds: u64,
     },
@@ -341,7 +367,11 @@ fn hint(status: u16) -> &'static str {
 /// The calls hoist makes on a forge, one request each where the API
 /// allows; [`ensure`] and [`retire`] decide which to make.
 pub trait Forge {
-    /// The open pull request from `head` to `base`, if there is one.
+    /// The API root and repository, so that a record from another forge or
+    /// repository is never taken for this one's.
+    fn identity(&self) -> String;
+    /// The open pull request from `head` (in the repository itself, not a
+    /// fork) to `base`, if there is one.
     fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError>;
     /// Pull request `number`, open or not.
     fn get(&self, number: u64) -> Result<PullState, ForgeError>;
@@ -351,7 +381,8 @@ pub trait Forge {
     fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError>;
     /// Adds labels, keeping those people put on.
     fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError>;
-    /// Comments why, then closes pull request `number`.
+    /// Closes pull request `number`, then comments why: a comment never
+    /// claims a close that failed.
     fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError>;
 }
 
@@ -359,6 +390,9 @@ pub trait Forge {
 /// that a run with nothing new asks the forge nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullRequestRecord {
+    /// [`Forge::identity`] of the forge it is on.
+    #[serde(default)]
+    pub forge: String,
     pub number: u64,
     pub url: String,
     pub head: String,
@@ -404,21 +438,34 @@ fn same_text(a: &str, b: &str) -> bool {
     normal(a) == normal(b)
 }
 
+/// The record, if it is about this forge's repository and these branches.
+fn relevant<'r>(
+    forge: &dyn Forge,
+    head: &str,
+    base: &str,
+    recorded: Option<&'r PullRequestRecord>,
+) -> Option<&'r PullRequestRecord> {
+    recorded.filter(|r| r.forge == forge.identity() && r.head == head && r.base == base)
+}
+
 /// The open pull request `recorded` names, else any open one from head to
-/// base: one call either way, two when the recorded one was closed.
+/// base: one call either way, two when the recorded one was closed (or no
+/// longer goes from head to base).
 fn open_pull(
     forge: &dyn Forge,
     head: &str,
     base: &str,
     recorded: Option<&PullRequestRecord>,
 ) -> Result<Option<PullState>, ForgeError> {
-    if let Some(r) = recorded.filter(|r| r.head == head && r.base == base) {
+    if let Some(r) = relevant(forge, head, base, recorded) {
         let pull = forge.get(r.number)?;
-        if pull.open {
+        if pull.is_open_from(head, base) {
             return Ok(Some(pull));
         }
     }
-    forge.find_open(head, base)
+    Ok(forge
+        .find_open(head, base)?
+        .filter(|p| p.is_open_from(head, base)))
 }
 
 /// Makes sure exactly one pull request from `spec.head` to `spec.base` is
@@ -432,6 +479,7 @@ pub fn ensure(
 ) -> Result<(Outcome, PullRequestRecord), ForgeError> {
     let content = content_hash(&spec.title, &spec.body);
     let record = |pull: &PullState| PullRequestRecord {
+        forge: forge.identity(),
         number: pull.number,
         url: pull.url.clone(),
         head: spec.head.clone(),
@@ -439,10 +487,8 @@ pub fn ensure(
         content: content.clone(),
         labels: spec.labels.clone(),
     };
-    if let Some(r) = recorded
+    if let Some(r) = relevant(forge, &spec.head, &spec.base, recorded)
         && !pushed
-        && r.head == spec.head
-        && r.base == spec.base
         && r.content == content
         && r.labels == spec.labels
     {
@@ -455,7 +501,7 @@ pub fn ensure(
         };
         return Ok((outcome, r.clone()));
     }
-    let (pull, action) = match open_pull(forge, &spec.head, &spec.base, recorded)? {
+    let (pull, mut action) = match open_pull(forge, &spec.head, &spec.base, recorded)? {
         Some(open) if same_text(&open.title, &spec.title) && same_text(&open.body, &spec.body) => {
             (open, Action::Unchanged)
         }
@@ -473,6 +519,9 @@ pub fn ensure(
         .collect();
     if !missing.is_empty() {
         forge.add_labels(pull.number, &missing)?;
+        if action == Action::Unchanged {
+            action = Action::Updated;
+        }
     }
     let outcome = Outcome {
         pull_request: pull.pull_request(),
@@ -498,19 +547,6 @@ pub fn retire(
         pull_request: open.pull_request(),
         action: Action::Closed,
     }))
-}
-
-/// Reads a forge's JSON answer into `T`, naming the call when it does not fit.
-fn decode<T: for<'de> Deserialize<'de>>(
-    value: serde_json::Value,
-    method: &'static str,
-    path: &str,
-) -> Result<T, ForgeError> {
-    serde_json::from_value(value).map_err(|e| ForgeError::Transport {
-        method,
-        path: path.split('?').next().unwrap_or(path).to_string(),
-        message: format!("unexpected JSON: {e}"),
-    })
 }
 
 impl fmt::Display for Action {
@@ -575,9 +611,17 @@ mod tests {
     }
 
     impl Forge for Memory {
-        fn find_open(&self, _: &str, _: &str) -> Result<Option<PullState>, ForgeError> {
+        fn identity(&self) -> String {
+            "memory acme/fleet".into()
+        }
+        fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
             self.calls.borrow_mut().push("find_open");
-            Ok(self.pulls.borrow().iter().find(|p| p.open).cloned())
+            Ok(self
+                .pulls
+                .borrow()
+                .iter()
+                .find(|p| p.open && p.head == head && p.base == base)
+                .cloned())
         }
         fn get(&self, number: u64) -> Result<PullState, ForgeError> {
             self.calls.borrow_mut().push("get");
@@ -597,6 +641,9 @@ mod tests {
                 } else {
                     Vec::new()
                 },
+                head: spec.head.clone(),
+                base: spec.base.clone(),
+                fork: false,
             };
             self.pulls.borrow_mut().push(pull.clone());
             Ok(pull)
@@ -639,6 +686,9 @@ mod tests {
             title: title.into(),
             body: "| Image | Old | New |".into(),
             labels: labels.iter().map(|l| l.to_string()).collect(),
+            head: "hoist/fleet".into(),
+            base: "main".into(),
+            fork: false,
         }
     }
 
@@ -765,11 +815,20 @@ mod tests {
             // A 403 with requests left is a permission problem, not a limit.
             (403, headers(None, Some("4999"), Some("1800000090")), None),
             (403, headers(None, None, None), None),
+            // GitHub's secondary limit said only in the message: a minute.
+            (429, headers(None, None, None), Some(secs(60))),
+            // RateLimit-Reset as seconds from now (the IETF draft's form).
+            (429, headers(None, Some("0"), Some("7")), Some(secs(7))),
             (200, headers(None, Some("0"), Some("1800000090")), None),
         ];
+        let secondary = r#"{"message": "You have exceeded a secondary rate limit."}"#;
+        assert_eq!(
+            rate_limit_wait(403, &headers(None, Some("4000"), None), secondary, now),
+            Some(secs(60))
+        );
         for (status, headers, expected) in cases {
             assert_eq!(
-                rate_limit_wait(status, &headers, now),
+                rate_limit_wait(status, &headers, "", now),
                 expected,
                 "{status} {headers:?}"
             );

@@ -43,7 +43,9 @@ pub struct AutomationReport {
     pub changes: Vec<Change>,
     /// Problems with single files or markers that did not stop the run.
     pub warnings: Vec<String>,
-    /// Why the automation failed; nothing was pushed then.
+    /// Why the automation failed. Nothing was pushed then, unless the
+    /// failure came after the push (the forge refused the pull request):
+    /// `commit` says.
     pub error: Option<String>,
     /// The pull request hoist keeps for this automation, if it uses one,
     /// and what this run did to it.
@@ -392,7 +394,7 @@ fn retire_pull_request(
     }
     let forge = forge_for(context, fields)?;
     let comment = format!(
-        "{base} already has every change this pull request proposed, so it has nothing left to merge. Closing it and deleting `{branch}`.\n\n— hoist, ImageUpdateAutomation `{key}`",
+        "Closed by hoist: `{base}` already has every change this pull request proposed, so there is nothing left to merge. hoist deletes its branch `{branch}` next.\n\n— ImageUpdateAutomation `{key}`",
         base = context.checkout_branch(),
         key = context.key,
     );
@@ -565,10 +567,17 @@ fn run_one(
             })
             .collect();
         if report.changes.is_empty() {
-            // Nothing to propose. Only when every policy has a latest ref
-            // does that mean the base has it all; a failed scan must not
-            // close a pull request.
-            if owned && !options.dry_run && unresolved.is_empty() {
+            // Nothing to propose. Only when every selected policy has a
+            // latest ref does that mean the base has it all: a failed scan
+            // must not close a pull request.
+            // Nor does a selector that selects nothing, or a file that no
+            // longer parses.
+            if owned
+                && !options.dry_run
+                && unresolved.is_empty()
+                && !refs.is_empty()
+                && rewritten.problems.is_empty()
+            {
                 retire_pull_request(context, git, &checkout, &author, report)?;
             }
             return Ok(());

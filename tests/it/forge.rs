@@ -61,6 +61,7 @@ fn each_forge_error_says_what_to_fix_and_never_shows_the_token() {
         ),
         {
             fake.fail_next(
+                "GET",
                 403,
                 r#"{"message": "Resource not accessible by personal access token"}"#,
                 &[("X-RateLimit-Remaining", "4990")],
@@ -71,16 +72,16 @@ fn each_forge_error_says_what_to_fix_and_never_shows_the_token() {
             )
         },
         {
-            // Someone opened a pull request from hoist's branch to another
-            // base; GitHub refuses a second one from the same head.
-            let forge = github(&fake, &rt, "fleet", "ghp_t0ken");
-            let other = PullRequestSpec {
-                base: "release".into(),
-                ..spec()
-            };
-            forge::ensure(&forge, &other, None, true).unwrap_or_else(|e| panic!("{e}"));
+            // Another hoist opened the same pull request between this one's
+            // listing and its POST: GitHub's 422.
+            fake.fail_next(
+                "POST",
+                422,
+                r#"{"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": "A pull request already exists for acme:hoist/fleet."}]}"#,
+                &[],
+            );
             (
-                ensure_error(&forge),
+                ensure_error(&github(&fake, &rt, "fleet", "ghp_t0ken")),
                 "POST /repos/acme/fleet/pulls: HTTP 422: Validation Failed: A pull request already exists for acme:hoist/fleet.; the forge refused the request as invalid",
             )
         },
@@ -150,6 +151,7 @@ fn rate_limits_are_waited_out_not_hammered() {
     let forge = github(&fake, &rt, "fleet", "ghp_t0ken");
     // GitHub's secondary limit: 429 (or 403) with Retry-After.
     fake.fail_next(
+        "GET",
         429,
         r#"{"message": "You have exceeded a secondary rate limit"}"#,
         &[("Retry-After", "1")],
@@ -168,6 +170,7 @@ fn rate_limits_are_waited_out_not_hammered() {
         + 2;
     let before = fake.server.requests().len();
     fake.fail_next(
+        "GET",
         403,
         r#"{"message": "API rate limit exceeded for user ID 1."}"#,
         &[
@@ -185,6 +188,7 @@ fn rate_limits_are_waited_out_not_hammered() {
     // and the next run tries again.
     let before = fake.server.requests().len();
     fake.fail_next(
+        "GET",
         429,
         r#"{"message": "slow down"}"#,
         &[("Retry-After", "3600")],
@@ -202,7 +206,7 @@ fn rate_limits_are_waited_out_not_hammered() {
     // A limit that never lifts is given up on after a few waits.
     let before = fake.server.requests().len();
     for _ in 0..4 {
-        fake.fail_next(429, "{}", &[("Retry-After", "1")]);
+        fake.fail_next("GET", 429, "{}", &[("Retry-After", "1")]);
     }
     let error = forge
         .get(1)
@@ -225,6 +229,7 @@ fn rate_limits_are_waited_out_not_hammered() {
         .map_or(0, |d| d.as_secs())
         + 2;
     gitlab.fail_next(
+        "GET",
         429,
         r#"{"message": "Retry later"}"#,
         &[
@@ -239,5 +244,77 @@ fn rate_limits_are_waited_out_not_hammered() {
         gap(&gitlab, 0) >= Duration::from_millis(950),
         "{:?}",
         gap(&gitlab, 0)
+    );
+}
+
+#[test]
+fn pull_requests_from_forks_are_never_taken_for_hoists() {
+    let rt = runtime();
+    let fork = |number| crate::support::forge::FakePull {
+        number,
+        head: "hoist/fleet".into(),
+        base: "main".into(),
+        title: "a fork's change on a branch of the same name".into(),
+        open: true,
+        fork: true,
+        ..Default::default()
+    };
+    let gitea = FakeForge::gitea("acme", "fleet", "gitea-t0ken", 0);
+    gitea.seed(fork(1));
+    let client = Gitea::new(
+        &format!("http://{}/api/v1", gitea.server.addr),
+        &repo("https://gitea.example.com/acme/fleet"),
+        "gitea-t0ken".into(),
+        rt.handle().clone(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (outcome, _) =
+        forge::ensure(&client, &spec(), None, true).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcome.pull_request.number, 2);
+    let gitlab = FakeForge::gitlab("platform/fleet", "glpat-t0ken");
+    gitlab.seed(fork(1));
+    let client = GitLab::new(
+        &format!("http://{}/api/v4", gitlab.server.addr),
+        &repo("https://gitlab.example.com/platform/fleet.git"),
+        "glpat-t0ken".into(),
+        rt.handle().clone(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (outcome, _) =
+        forge::ensure(&client, &spec(), None, true).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcome.pull_request.number, 2);
+    for fake in [&gitea, &gitlab] {
+        let pulls = fake.pulls();
+        assert_eq!(
+            pulls[0].title,
+            "a fork's change on a branch of the same name"
+        );
+        assert!(pulls[0].open);
+    }
+}
+
+#[test]
+fn a_record_from_another_repository_is_not_trusted() {
+    let rt = runtime();
+    let fake = FakeForge::github("acme", "fleet", "ghp_t0ken", "");
+    let forge = github(&fake, &rt, "fleet", "ghp_t0ken");
+    let (_, mut record) =
+        forge::ensure(&forge, &spec(), None, true).unwrap_or_else(|e| panic!("{e}"));
+    // The same number, remembered from before spec.git.url changed.
+    record.forge = "github https://api.github.com/repos/acme/old".into();
+    let before = fake.calls().len();
+    let changed = PullRequestSpec {
+        title: "Update team/app: 1.0.0 → 1.2.0".into(),
+        ..spec()
+    };
+    forge::ensure(&forge, &changed, Some(&record), false).unwrap_or_else(|e| panic!("{e}"));
+    let calls = fake.calls().split_off(before);
+    assert_eq!(
+        calls,
+        [
+            "GET /repos/acme/fleet/pulls",
+            "PATCH /repos/acme/fleet/pulls/1"
+        ],
+        "listed, not read by the remembered number"
     );
 }

@@ -4,6 +4,7 @@ mod cli;
 mod forge;
 mod generated;
 mod git;
+mod kube_api;
 mod masterminds;
 mod rewrite;
 mod run;

@@ -678,14 +678,14 @@ fn github_enterprise_pull_request_lifecycle_and_its_api_calls() {
         calls_since(&github, before),
         [
             format!("GET {repo}/pulls/1"),
-            format!("POST {repo}/issues/1/comments"),
-            format!("PATCH {repo}/pulls/1")
+            format!("PATCH {repo}/pulls/1"),
+            format!("POST {repo}/issues/1/comments")
         ]
     );
     let pulls = github.pulls();
     assert!(!pulls[0].open);
     assert!(
-        pulls[0].comments[0].contains("main already has every change"),
+        pulls[0].comments[0].contains("`main` already has every change"),
         "{:?}",
         pulls[0].comments
     );

@@ -24,10 +24,14 @@ pub struct FakePull {
     pub open: bool,
     pub merged: bool,
     pub comments: Vec<String>,
+    /// From a fork whose branch has the same name as `head`.
+    pub fork: bool,
 }
 
-/// An answer to give instead of the normal one.
+/// An answer to give instead of the normal one, to the next request with
+/// this method.
 struct Fault {
+    method: String,
     status: u16,
     body: String,
     headers: Vec<(String, String)>,
@@ -83,7 +87,11 @@ impl FakeForge {
         let faults: Arc<Mutex<VecDeque<Fault>>> = Arc::default();
         let (state, queued) = (Arc::clone(&pulls), Arc::clone(&faults));
         let server = FakeServer::start(move |request: &Request, _| {
-            if let Some(fault) = queued.lock().ok().and_then(|mut f| f.pop_front()) {
+            let fault = queued.lock().ok().and_then(|mut faults| {
+                let at = faults.iter().position(|f| f.method == request.method)?;
+                faults.remove(at)
+            });
+            if let Some(fault) = fault {
                 let mut reply = Reply::json(fault.status, &fault.body);
                 for (k, v) in &fault.headers {
                     reply = reply.with_header(k, v);
@@ -110,11 +118,12 @@ impl FakeForge {
         }
     }
 
-    /// Answers the next request with `status`, `body` and `headers`
-    /// instead (queued: call again to fail several in a row).
-    pub fn fail_next(&self, status: u16, body: &str, headers: &[(&str, &str)]) {
+    /// Answers the next `method` request with `status`, `body` and
+    /// `headers` instead (queued: call again to fail several in a row).
+    pub fn fail_next(&self, method: &str, status: u16, body: &str, headers: &[(&str, &str)]) {
         if let Ok(mut faults) = self.faults.lock() {
             faults.push_back(Fault {
+                method: method.to_string(),
                 status,
                 body: body.to_string(),
                 headers: headers
@@ -122,6 +131,13 @@ impl FakeForge {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             });
+        }
+    }
+
+    /// Adds a pull request someone else opened.
+    pub fn seed(&self, pull: FakePull) {
+        if let Ok(mut pulls) = self.pulls.lock() {
+            pulls.push(pull);
         }
     }
 
@@ -160,7 +176,8 @@ impl FakeForge {
                 "state": if p.open { "open" } else { "closed" }, "merged": p.merged, "title": p.title,
                 "body": if p.body.is_empty() { Value::Null } else { json!(p.body) },
                 "labels": p.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
-                "head": {"ref": p.head}, "base": {"ref": p.base}})
+                "head": {"ref": p.head, "label": format!("{}:{}", if p.fork { "someone" } else { owner }, p.head)},
+                "base": {"ref": p.base, "label": format!("{owner}:{}", p.base)}})
         };
         let not_found =
             r#"{"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}"#;
@@ -183,7 +200,14 @@ impl FakeForge {
                             .pulls
                             .iter()
                             .filter(|p| state_wanted == "all" || p.open == (state_wanted == "open"))
-                            .filter(|p| head.is_empty() || head == format!("{owner}:{}", p.head))
+                            .filter(|p| {
+                                let label = format!(
+                                    "{}:{}",
+                                    if p.fork { "someone" } else { owner },
+                                    p.head
+                                );
+                                head.is_empty() || head == label
+                            })
                             .filter(|p| base.as_ref().is_none_or(|b| *b == p.base))
                             .map(|p| json_of(p, &addr))
                             .collect();
@@ -191,7 +215,12 @@ impl FakeForge {
                     }
                     ("POST", "/pulls") => {
                         let head = text(&state.body["head"]);
-                        if state.pulls.iter().any(|p| p.open && p.head == head) {
+                        let base = text(&state.body["base"]);
+                        if state
+                            .pulls
+                            .iter()
+                            .any(|p| p.open && !p.fork && p.head == head && p.base == base)
+                        {
                             return Reply::json(
                                 422,
                                 &format!(
@@ -275,7 +304,8 @@ impl FakeForge {
         let json_of = move |p: &FakePull, addr: &str| {
             json!({"iid": p.number, "web_url": format!("http://{addr}/{project}/-/merge_requests/{}", p.number),
                 "state": if p.merged { "merged" } else if p.open { "opened" } else { "closed" }, "title": p.title,
-                "description": p.body, "source_branch": p.head, "target_branch": p.base, "labels": p.labels})
+                "description": p.body, "source_branch": p.head, "target_branch": p.base, "labels": p.labels,
+                "source_project_id": if p.fork { 2 } else { 1 }, "target_project_id": 1})
         };
         let labels = |v: &Value| -> Vec<String> {
             v.as_str()
@@ -314,7 +344,12 @@ impl FakeForge {
                     }
                     ("POST", "") => {
                         let head = text(&state.body["source_branch"]);
-                        if let Some(open) = state.pulls.iter().find(|p| p.open && p.head == head) {
+                        let base = text(&state.body["target_branch"]);
+                        if let Some(open) = state
+                            .pulls
+                            .iter()
+                            .find(|p| p.open && !p.fork && p.head == head && p.base == base)
+                        {
                             return Reply::json(
                                 409,
                                 &format!(
@@ -409,7 +444,8 @@ impl FakeForge {
                 .collect();
             json!({"number": p.number, "html_url": format!("http://{addr}/{owner}/{name}/pulls/{}", p.number),
                 "state": if p.open { "open" } else { "closed" }, "merged": p.merged, "title": p.title, "body": p.body,
-                "labels": labels, "head": {"ref": p.head}, "base": {"ref": p.base}})
+                "labels": labels, "head": {"ref": p.head, "repo_id": if p.fork { 2 } else { 1 }},
+                "base": {"ref": p.base, "repo_id": 1}})
         };
         let names = |ids: &Value| -> Vec<String> {
             ids.as_array()
@@ -435,8 +471,12 @@ impl FakeForge {
                 };
                 match (request.method.as_str(), rest) {
                     ("GET", "/labels") => {
+                        let limit = number(param(&request.target, "limit"), 30);
+                        let page = number(param(&request.target, "page"), 1).max(1);
                         let labels: Vec<Value> = LABELS
                             .iter()
+                            .skip((page - 1) * limit)
+                            .take(limit)
                             .map(|(id, n)| json!({"id": id, "name": n}))
                             .collect();
                         Reply::json(200, &Value::Array(labels).to_string())
@@ -456,7 +496,12 @@ impl FakeForge {
                     }
                     ("POST", "/pulls") => {
                         let head = text(&state.body["head"]);
-                        if state.pulls.iter().any(|p| p.open && p.head == head) {
+                        let base = text(&state.body["base"]);
+                        if state
+                            .pulls
+                            .iter()
+                            .any(|p| p.open && !p.fork && p.head == head && p.base == base)
+                        {
                             return Reply::json(
                                 409,
                                 r#"{"message": "pull request already exists for these targets"}"#,

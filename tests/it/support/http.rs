@@ -42,6 +42,13 @@ pub enum Reply {
     },
     /// Keep the connection open and never answer.
     Hang,
+    /// Answer `status` with a chunked body: each message from the channel
+    /// is one chunk, until the sender is dropped or the server stops.
+    Stream {
+        status: u16,
+        headers: Vec<(String, String)>,
+        chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    },
 }
 
 impl Reply {
@@ -67,7 +74,7 @@ impl Reply {
                     body,
                 }
             }
-            Reply::Hang => Reply::Hang,
+            other => other,
         }
     }
 }
@@ -183,6 +190,43 @@ fn serve(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Request>>, s
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 return;
+            }
+            Reply::Stream {
+                status,
+                headers,
+                chunks,
+            } => {
+                let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+                for (k, v) in &headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+                if writer.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                loop {
+                    match chunks.recv_timeout(Duration::from_millis(100)) {
+                        Ok(chunk) if chunk.is_empty() => continue,
+                        Ok(chunk) => {
+                            let framed =
+                                [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"]
+                                    .concat();
+                            if writer
+                                .write_all(&framed)
+                                .and_then(|()| writer.flush())
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                            if !stop.load(Ordering::SeqCst) => {}
+                        Err(_) => break,
+                    }
+                }
+                if writer.write_all(b"0\r\n\r\n").is_err() {
+                    return;
+                }
             }
             Reply::Respond {
                 status,

@@ -90,3 +90,4 @@ pub fn hoist_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 pub fn required() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
+pub mod kube;
