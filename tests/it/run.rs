@@ -708,6 +708,29 @@ fn github_enterprise_pull_request_lifecycle_and_its_api_calls() {
         bad.stdout
     );
     assert!(!bad.stdout.contains("ghp_wr0ng") && !bad.stderr.contains("ghp_wr0ng"));
+    assert!(
+        remote
+            .show("hoist/fleet", "clusters/prod/app.yaml")
+            .contains("1.3.0"),
+        "the branch was pushed before the forge refused"
+    );
+
+    // A reviewer commits onto hoist's branch, and main takes it all: the
+    // base has every change, but the branch holds someone's work, so hoist
+    // leaves branch and pull requests alone and says so.
+    remote.commit_elsewhere("hoist/fleet", "README", "a reviewer's note\n");
+    remote.fast_forward("main", "hoist/fleet");
+    let theirs = remote.head("hoist/fleet");
+    let before = github.calls().len();
+    let kept = run_once(&dir, &docker, "objects.yaml", "state", &[]);
+    assert_eq!(kept.code, 0, "{}{}", kept.stdout, kept.stderr);
+    assert!(
+        kept.stdout.contains("has a commit hoist did not make"),
+        "{}",
+        kept.stdout
+    );
+    assert_eq!(remote.head("hoist/fleet"), theirs);
+    assert_eq!(calls_since(&github, before), Vec::<String>::new());
 }
 
 #[test]
