@@ -185,6 +185,9 @@ pub struct ImagePolicyStatus {
     pub latest_ref: Option<ImageRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_previous_ref: Option<ImageRef>,
+    /// The `reconcile.hoist.dev/requestedAt` annotation value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// An image by name, tag and optionally digest, as Flux's status writes it.

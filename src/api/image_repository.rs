@@ -140,6 +140,9 @@ pub struct ImageRepositoryStatus {
     pub canonical_image_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scan_result: Option<ScanResult>,
+    /// The `reconcile.hoist.dev/requestedAt` annotation value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// The outcome of the last successful scan. The tags themselves live in the

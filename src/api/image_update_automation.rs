@@ -228,4 +228,10 @@ pub struct ImageUpdateAutomationStatus {
     pub pull_request_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_revision: Option<String>,
+    /// The `reconcile.hoist.dev/requestedAt` annotation value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+    /// When the automation last ran (RFC 3339), pushed or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_automation_run_time: Option<String>,
 }

@@ -2,6 +2,7 @@
 //! checked values, calls the library, and reports failures as [`CliError`]s
 //! that `main` turns into a message and an exit code.
 
+mod controller;
 mod crds;
 mod error;
 mod policy_eval;
@@ -57,6 +58,9 @@ pub enum Command {
     Rewrite(rewrite::RewriteArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds(crds::CrdsArgs),
+    /// Reconcile the objects in a cluster: scan, select, update, with
+    /// results in their status.
+    Controller(controller::ControllerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Scan(args) => scan::run(args),
         Command::Rewrite(args) => rewrite::run(args),
         Command::Crds(args) => crds::run(args),
+        Command::Controller(args) => controller::run(args),
     }
 }
 

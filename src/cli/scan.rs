@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::{CliError, Output, report_warnings};
 use crate::load;
-use crate::pipeline::{self, PipelineError, ScanOptions};
+use crate::pipeline::{self, PipelineError, ScanOptions, TagFreshness};
 use crate::registry::{DockerConfig, Registry, RegistrySettings};
 use crate::store::{self, Store};
 
@@ -70,7 +70,11 @@ impl ScanSession {
             store,
             state_dir,
             options: ScanOptions {
-                refresh,
+                tags: if refresh {
+                    TagFreshness::Refresh
+                } else {
+                    TagFreshness::WithinInterval
+                },
                 concurrency: concurrency.max(1),
                 credentials: Arc::new(credentials),
             },

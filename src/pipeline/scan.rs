@@ -27,13 +27,26 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How a scan run behaves.
 #[derive(Clone, Debug)]
 pub struct ScanOptions {
-    /// Scan even when the interval has not passed since the last scan.
-    pub refresh: bool,
+    /// When tags come from the registry and when from the store.
+    pub tags: TagFreshness,
     /// Repositories scanned at once.
     pub concurrency: usize,
     /// Registry credentials for every repository (standalone mode: the
     /// user's docker config.json).
     pub credentials: Arc<DockerConfig>,
+}
+
+/// Where a scan takes each repository's tags from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TagFreshness {
+    /// From the store while the repository's interval has not passed.
+    #[default]
+    WithinInterval,
+    /// From the registry now, and digests looked up again.
+    Refresh,
+    /// From the store only: the controller's policies select from what its
+    /// repository reconciler stored, and never scan themselves.
+    Stored,
 }
 
 /// `ns/name` of an object.
@@ -266,8 +279,15 @@ pub async fn scan(
         options,
     };
     let mut report = ScanReport::default();
-    let scans: Vec<RepositoryScan> = futures_util::stream::iter(objects.repositories.iter())
+    // The futures are made first: a closure held in the stream across an
+    // await makes the whole future too narrow to be `Send` for the
+    // controller's reconcilers.
+    let pending: Vec<_> = objects
+        .repositories
+        .iter()
         .map(|r| run.scan_repository(&r.object))
+        .collect();
+    let scans: Vec<RepositoryScan> = futures_util::stream::iter(pending)
         .buffered(options.concurrency.max(1))
         .collect::<Vec<_>>()
         .await
@@ -381,9 +401,12 @@ impl<S: TagSource> ScanRun<'_, S> {
         let fresh = stored.as_ref().is_some_and(|s| {
             s.scanned_at.saturating_add(interval(repository).as_secs()) > store::now()
         });
-        if let Some(record) =
-            stored.filter(|_| repository.spec.suspend || (fresh && !self.options.refresh))
-        {
+        let from_store = match self.options.tags {
+            TagFreshness::WithinInterval => fresh || repository.spec.suspend,
+            TagFreshness::Refresh => repository.spec.suspend,
+            TagFreshness::Stored => true,
+        };
+        if let Some(record) = stored.filter(|_| from_store) {
             tracing::debug!(repository = %key, image, "tags from the store");
             return Ok(RepositoryScan {
                 repository: key,
@@ -396,6 +419,12 @@ impl<S: TagSource> ScanRun<'_, S> {
             return Ok(failed(
                 image,
                 format!("ImageRepository {key} is suspended and has never been scanned"),
+            ));
+        }
+        if self.options.tags == TagFreshness::Stored {
+            return Ok(failed(
+                image,
+                format!("ImageRepository {key} has not been scanned yet"),
             ));
         }
         let target = match self.target(repository, &key).await {
@@ -494,7 +523,8 @@ impl<S: TagSource> ScanRun<'_, S> {
             .digest(image, tag.as_str())
             .map_err(|e| e.to_string())?;
         if let Some(record) = stored.filter(|r| {
-            !self.options.refresh && r.checked_at.saturating_add(max_age) > store::now()
+            self.options.tags != TagFreshness::Refresh
+                && r.checked_at.saturating_add(max_age) > store::now()
         }) {
             return Ok(record.digest);
         }

@@ -1,6 +1,7 @@
 //! hoist's integration tests: one binary, so the crate links once.
 
 mod cli;
+mod controller;
 mod forge;
 mod generated;
 mod git;

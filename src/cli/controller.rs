@@ -1,0 +1,111 @@
+//! `hoist controller [--namespace NS] [--watch-label-selector SEL]
+//! [--kubeconfig FILE] [--context NAME] [--state-dir DIR] [--leader-elect]`
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CliError;
+use crate::controller::{self, LeaderElection, Options};
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Watch only this namespace [default: all namespaces].
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Reconcile only objects with these labels (`shard=a`), to split
+    /// objects across hoist instances.
+    #[arg(long, value_name = "SELECTOR")]
+    pub watch_label_selector: Option<String>,
+    /// A kubeconfig file [default: KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use [default: its current context].
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Where hoist keeps its store and repository cache.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/hoist")]
+    pub state_dir: PathBuf,
+    /// Run only while holding the Lease `--lease-name` in
+    /// `--lease-namespace`, so that replicas stand by.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// The Lease's namespace [default: POD_NAMESPACE, else hoist-system].
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "POD_NAMESPACE",
+        default_value = "hoist-system"
+    )]
+    pub lease_namespace: String,
+    #[arg(long, value_name = "NAME", default_value = "hoist")]
+    pub lease_name: String,
+    /// Seconds a leader holds the lease without renewing it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    pub lease_duration: u64,
+    /// This instance's name in the lease and in events [default: POD_NAME,
+    /// else HOSTNAME].
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
+}
+
+pub fn run(args: ControllerArgs) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("starting the async runtime: {e}")))?;
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("hoist-{}", std::process::id()));
+    let options = Options {
+        namespace: args.namespace,
+        label_selector: args.watch_label_selector,
+        state_dir: args.state_dir,
+        identity,
+        leader_election: args.leader_elect.then(|| LeaderElection {
+            namespace: args.lease_namespace,
+            name: args.lease_name,
+            duration: args.lease_duration.max(2),
+        }),
+    };
+    runtime.block_on(async {
+        let config = match &args.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                    CliError::invalid(format!("--kubeconfig {}: {e}", path.display()))
+                })?;
+                let choice = kube::config::KubeConfigOptions {
+                    context: args.context.clone(),
+                    ..Default::default()
+                };
+                kube::Config::from_custom_kubeconfig(kubeconfig, &choice)
+                    .await
+                    .map_err(|e| {
+                        CliError::invalid(format!("--kubeconfig {}: {e}", path.display()))
+                    })?
+            }
+            None if args.context.is_some() => {
+                let choice = kube::config::KubeConfigOptions {
+                    context: args.context.clone(),
+                    ..Default::default()
+                };
+                kube::Config::from_kubeconfig(&choice)
+                    .await
+                    .map_err(|e| CliError::invalid(format!("--context: {e}")))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| CliError::runtime(format!("finding the cluster: {e}")))?,
+        };
+        crate::install_crypto_provider();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| CliError::runtime(format!("connecting to the cluster: {e}")))?;
+        controller::run(client, options)
+            .await
+            .map_err(|e| CliError::runtime(e.to_string()))
+    })
+}

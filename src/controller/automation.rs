@@ -1,0 +1,219 @@
+//! ImageUpdateAutomation: when a selected policy's latest ref changes, the
+//! interval passes or a reconcile is requested, run the pipeline's
+//! rewrite → commit → push → pull request for it, with the latest refs the
+//! policies' statuses hold.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::conditions::{self, Outcome};
+use super::{
+    Context, ReconcileError, document, errors_for, key_of, load, now, patch_status, requested,
+};
+use crate::api::{ImagePolicy, ImageRef, ImageUpdateAutomation, ImageUpdateAutomationStatus};
+use crate::model::Tag;
+use crate::pipeline::{self, PolicyRef, RunOptions, ScanReport};
+
+pub async fn reconcile(
+    automation: Arc<ImageUpdateAutomation>,
+    context: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let key = format!("ImageUpdateAutomation {}", key_of(&*automation));
+    let result = update(automation, &context).await;
+    if result.is_ok() {
+        context.succeeded(&key);
+    }
+    result
+}
+
+pub fn error_policy(
+    automation: Arc<ImageUpdateAutomation>,
+    error: &ReconcileError,
+    context: Arc<Context>,
+) -> Action {
+    let key = format!("ImageUpdateAutomation {}", key_of(&*automation));
+    let wait = context.failed(&key);
+    tracing::warn!(automation = %key, retry_in = wait.as_secs(), "{error}");
+    Action::requeue(wait)
+}
+
+/// Whether `automation` selects `policy`: same namespace, labels matching
+/// `policySelector`.
+pub fn selects(automation: &ImageUpdateAutomation, policy: &ImagePolicy) -> bool {
+    let empty = BTreeMap::new();
+    automation.namespace() == policy.namespace()
+        && automation
+            .spec
+            .policy_selector
+            .clone()
+            .unwrap_or_default()
+            .matches(policy.metadata.labels.as_ref().unwrap_or(&empty))
+}
+
+fn interval(automation: &ImageUpdateAutomation) -> Duration {
+    automation
+        .spec
+        .interval
+        .parse()
+        .unwrap_or(Duration::from_secs(300))
+        .max(Duration::from_secs(1))
+}
+
+/// Seconds since an RFC 3339 time, if it parses.
+fn age(time: Option<&String>) -> Option<Duration> {
+    let then: jiff::Timestamp = time?.parse().ok()?;
+    let seconds = jiff::Timestamp::now().as_second() - then.as_second();
+    Some(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+}
+
+async fn update(
+    automation: Arc<ImageUpdateAutomation>,
+    context: &Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    if automation.spec.suspend {
+        return Ok(Action::await_change());
+    }
+    let namespace = automation.namespace().unwrap_or_else(|| "default".into());
+    let current = automation.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    let generation = automation.metadata.generation;
+    let object = format!("ImageUpdateAutomation {}", key_of(&*automation));
+    let interval = interval(&automation);
+    let write = |mut status: ImageUpdateAutomationStatus, outcome: Outcome| {
+        conditions::apply(&mut status.conditions, &outcome, generation, &now());
+        status.observed_generation = generation;
+        status
+    };
+
+    // The selected policies and the latest refs their statuses hold.
+    context.policies.wait_until_ready().await.map_err(|e| {
+        ReconcileError::Transient(format!("waiting for the ImagePolicy cache: {e}"))
+    })?;
+    let selected: Vec<Arc<ImagePolicy>> = context
+        .policies
+        .state()
+        .into_iter()
+        .filter(|p| selects(&automation, p))
+        .collect();
+    let observed: BTreeMap<String, ImageRef> = selected
+        .iter()
+        .filter_map(|p| Some((key_of(&**p), p.status.as_ref()?.latest_ref.clone()?)))
+        .collect();
+    let asked = requested(&*automation, status.last_handled_reconcile_at.as_ref());
+    let due = asked.is_some()
+        || observed != status.observed_policies
+        || generation != status.observed_generation
+        || age(status.last_automation_run_time.as_ref()).is_none_or(|a| a >= interval);
+    if !due {
+        let waited = age(status.last_automation_run_time.as_ref()).unwrap_or_default();
+        return Ok(Action::requeue(
+            interval.saturating_sub(waited).max(Duration::from_secs(1)),
+        ));
+    }
+
+    let mut secrets = Vec::new();
+    if let Some(reference) = &automation.spec.git.secret_ref {
+        secrets.push(reference.name.as_str());
+    }
+    if let Some(reference) = automation
+        .spec
+        .git
+        .push
+        .as_ref()
+        .and_then(|p| p.pull_request.as_ref())
+        .and_then(|p| p.secret_ref.as_ref())
+    {
+        secrets.push(reference.name.as_str());
+    }
+    let secrets = match context.secrets(&namespace, &secrets).await {
+        Ok(s) => s,
+        Err(e) => {
+            let status = write(status, Outcome::retrying("SecretNotFound", e.to_string()));
+            patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+            return Err(e);
+        }
+    };
+    let mut documents = vec![document(&*automation)];
+    documents.extend(selected.iter().map(|p| document(&**p)));
+    documents.extend(secrets);
+    let (objects, errors) = load(&documents);
+    if let Some(message) = errors_for(&errors, &object) {
+        let status = write(status, Outcome::stalled("InvalidSpec", message));
+        patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+    // The scan report the pipeline takes: one row per latest ref.
+    let rows: Vec<PolicyRef> = selected
+        .iter()
+        .filter_map(|p| {
+            let latest = p.status.as_ref()?.latest_ref.as_ref()?;
+            Some(PolicyRef {
+                policy: key_of(&**p),
+                repository: pipeline::repository_of(p),
+                image: latest.name.clone(),
+                name: latest.name.clone(),
+                tag: Some(Tag::from(latest.tag.as_str())),
+                digest: latest.digest.clone(),
+                tags: 0,
+            })
+        })
+        .collect();
+    let report = ScanReport {
+        policies: rows,
+        ..ScanReport::default()
+    };
+    let options = RunOptions {
+        dry_run: false,
+        cache: context.options.state_dir.join("git"),
+        push_attempts: 3,
+        runtime: Some(context.runtime.clone()),
+    };
+    // git runs as processes and forge calls block: off the async workers.
+    let shared = Arc::clone(context);
+    let ran = tokio::task::spawn_blocking(move || {
+        pipeline::run_automations(&objects, &report, &shared.git, &shared.store, &options)
+    })
+    .await
+    .map_err(|e| ReconcileError::Transient(format!("the automation run stopped: {e}")))?;
+    let Some(ran) = ran.into_iter().next() else {
+        return Err(ReconcileError::Transient(format!("{object} did not run")));
+    };
+    if let Some(asked) = asked {
+        status.last_handled_reconcile_at = Some(asked);
+    }
+    status.last_automation_run_time = Some(now().0.to_string());
+    if let Some(pull) = &ran.pull_request {
+        status.pull_request_url = Some(pull.pull_request.url.clone());
+    }
+    if let Some(error) = &ran.error {
+        let status = write(status, Outcome::retrying("UpdateFailed", error.clone()));
+        patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+        return Err(ReconcileError::Transient(error.clone()));
+    }
+    status.observed_policies = observed;
+    let message = match &ran.commit {
+        Some(commit) => {
+            status.last_push_commit = Some(commit.clone());
+            status.last_push_time = status.last_automation_run_time.clone();
+            let message = format!(
+                "pushed commit {} to {} ({} change{})",
+                &commit[..commit.len().min(12)],
+                ran.branch,
+                ran.changes.len(),
+                if ran.changes.len() == 1 { "" } else { "s" }
+            );
+            context
+                .event(&automation.object_ref(&()), "Pushed", message.clone())
+                .await;
+            message
+        }
+        None => "no updates made".to_string(),
+    };
+    let status = write(status, Outcome::ready("Succeeded", message));
+    patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+    Ok(Action::requeue(interval))
+}

@@ -1,0 +1,489 @@
+//! `hoist controller`: a second thin driver over the pipeline `hoist run`
+//! uses, driven by ImageRepository, ImagePolicy and ImageUpdateAutomation
+//! objects in a cluster. Each kind has a reconciler; results go to the
+//! objects' `.status` (server-side apply, field manager `hoist`), tags to the
+//! store on the pod's volume.
+//!
+//! Objects read from the cluster go through the same loader and checks as
+//! files (`load::load_text`), so an invalid spec gets the same message in
+//! both modes — here as a `Stalled` condition.
+
+mod automation;
+pub mod conditions;
+mod policy;
+mod repository;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{ImagePolicy, ImageRepository, ImageUpdateAutomation};
+use crate::git::Git;
+use crate::load::{LoadError, ObjectSet};
+use crate::registry::{DockerConfig, Registry, RegistrySettings};
+use crate::store::Store;
+
+/// The field manager of every write hoist makes.
+pub const MANAGER: &str = "hoist";
+/// The annotation that asks for a reconcile now (its value is any new
+/// string, usually the time), as Flux's `reconcile.fluxcd.io/requestedAt`.
+pub const REQUESTED_AT: &str = "reconcile.hoist.dev/requestedAt";
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Watch only this namespace (default: all).
+    pub namespace: Option<String>,
+    /// Reconcile only objects with these labels, to shard objects across
+    /// hoist instances.
+    pub label_selector: Option<String>,
+    /// The store and repository cache (an emptyDir in the Deployment).
+    pub state_dir: PathBuf,
+    /// This instance's name: events and the lease name it.
+    pub identity: String,
+    /// Leader election on a Lease, or none (one replica, or tests).
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Where the Lease lives.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub name: String,
+    /// Seconds a leader's lock lasts without renewal.
+    pub duration: u64,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("leader election: {0}")]
+    Lease(String),
+    #[error("lost the leader lease; stopping so that a standby takes over")]
+    LostLease,
+}
+
+/// Why one reconcile failed; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// What every reconciler shares.
+pub struct Context {
+    client: Client,
+    options: Options,
+    store: Store,
+    registry: Registry,
+    credentials: Arc<DockerConfig>,
+    git: Git,
+    recorder: Recorder,
+    repositories: kube::runtime::reflector::Store<ImageRepository>,
+    policies: kube::runtime::reflector::Store<ImagePolicy>,
+    /// Failures in a row per object (`kind ns/name`), for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Context {
+    /// Reads the Secrets `names` in `namespace`: Secrets that do not exist
+    /// are listed in the error.
+    async fn secrets(
+        &self,
+        namespace: &str,
+        names: &[&str],
+    ) -> Result<Vec<serde_json::Value>, ReconcileError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let mut docs = Vec::new();
+        for name in names {
+            match api.get_opt(name).await? {
+                Some(secret) => docs.push(secret_document(&secret)),
+                None => {
+                    return Err(ReconcileError::Transient(format!(
+                        "Secret {namespace}/{name} not found"
+                    )));
+                }
+            }
+        }
+        Ok(docs)
+    }
+
+    async fn event(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            tracing::warn!("publishing an event: {e}");
+        }
+    }
+
+    /// The backoff after the `n`th failure in a row: 5 s doubling to 5 min.
+    fn failed(&self, key: &str) -> Duration {
+        let n = self.failures.lock().map_or(1, |mut f| {
+            let n = f.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        });
+        Duration::from_secs(
+            5u64.saturating_mul(1 << n.min(7).saturating_sub(1))
+                .min(300),
+        )
+    }
+
+    fn succeeded(&self, key: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(key);
+        }
+    }
+}
+
+/// A Secret as the loader reads it from files.
+fn secret_document(secret: &Secret) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": secret.name_any(), "namespace": secret.namespace()},
+        "type": secret.type_,
+        "data": secret.data,
+    })
+}
+
+/// An object as the loader reads it: identity, labels, annotations and
+/// spec; no status, no server bookkeeping.
+fn document<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    let meta = object.meta();
+    value["metadata"] = serde_json::json!({
+        "name": meta.name,
+        "namespace": meta.namespace,
+        "labels": meta.labels,
+        "annotations": meta.annotations,
+    });
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    value
+}
+
+/// Loads cluster objects through the file loader: the same types and
+/// checks, the same messages.
+fn load(documents: &[serde_json::Value]) -> (ObjectSet, Vec<LoadError>) {
+    let text: String = documents.iter().map(|d| format!("---\n{d}\n")).collect();
+    let mut set = ObjectSet::default();
+    let mut errors = Vec::new();
+    crate::load::load_text(Path::new("cluster"), &text, true, &mut set, &mut errors);
+    (set, errors)
+}
+
+/// The loader's errors about one object, as `field: message` lines.
+fn errors_for(errors: &[LoadError], object: &str) -> Option<String> {
+    let lines: Vec<String> = errors
+        .iter()
+        .filter_map(|e| match e {
+            LoadError::Invalid {
+                object: o,
+                field,
+                message,
+                ..
+            } if o == object => Some(format!("{field}: {message}")),
+            LoadError::Invalid { .. } => None,
+            other => Some(other.to_string()),
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+/// `ns/name`
+fn key_of<K: Resource>(object: &K) -> String {
+    format!(
+        "{}/{}",
+        object.meta().namespace.as_deref().unwrap_or("default"),
+        object.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+/// Now, to the second: what conditions and status times carry.
+fn now() -> Time {
+    Time(
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+/// Writes `status` when it differs from what the object has.
+async fn patch_status<K, S>(
+    client: &Client,
+    object: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(
+        client.clone(),
+        object.meta().namespace.as_deref().unwrap_or("default"),
+    );
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The requestedAt annotation, if it asks for something not yet handled.
+fn requested<K: Resource>(object: &K, handled: Option<&String>) -> Option<String> {
+    let value = object.annotations().get(REQUESTED_AT)?;
+    (Some(value) != handled).then(|| value.clone())
+}
+
+fn watcher_config(options: &Options) -> watcher::Config {
+    let config = watcher::Config::default();
+    match &options.label_selector {
+        Some(selector) => config.labels(selector),
+        None => config,
+    }
+}
+
+fn api<K>(client: &Client, options: &Options) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match &options.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the three reconcilers until SIGTERM / SIGINT (or, with leader
+/// election, until the lease is lost), then releases the lease.
+pub async fn run(client: Client, options: Options) -> Result<(), ControllerError> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot listen for signals");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping");
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+
+    let lease = match &options.leader_election {
+        None => None,
+        Some(election) => {
+            let manager =
+                kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.name)
+                    .with_namespace(&election.namespace)
+                    .with_identity(&options.identity)
+                    .with_duration(election.duration)
+                    .with_grace(election.duration.div_ceil(3).max(1))
+                    .build()
+                    .await
+                    .map_err(|e| ControllerError::Lease(e.to_string()))?;
+            tracing::info!(lease = %election.name, identity = %options.identity, "waiting to become the leader");
+            loop {
+                tokio::select! {
+                    changed = manager.changed() => match changed {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!("leader election: {e}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    },
+                    () = until_stopped(stopped.clone()) => return Ok(()),
+                }
+            }
+            tracing::info!(identity = %options.identity, "leading");
+            Some(Arc::new(manager))
+        }
+    };
+    // The leader keeps renewing; losing the lease stops everything.
+    let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
+    let renew = lease.clone().map(|manager| {
+        tokio::spawn(async move {
+            loop {
+                match manager.changed().await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("renewing the lease: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+    });
+
+    let result = reconcile_all(client, options, stopped.clone(), &mut lost).await;
+
+    if let Some(renew) = renew {
+        renew.abort();
+    }
+    if let Some(manager) = lease {
+        // Hand over at once rather than after the lease expires.
+        if let Err(e) = manager.release().await {
+            tracing::warn!("releasing the lease: {e}");
+        }
+    }
+    result
+}
+
+/// Reconcile failures are logged by the reconcilers; the controller's own
+/// (a watch that failed, a queue error) here.
+async fn log_result<T, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(e) = result {
+        tracing::debug!("controller: {e}");
+    }
+}
+
+async fn reconcile_all(
+    client: Client,
+    options: Options,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    lost: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ControllerError> {
+    let store =
+        Store::open(&options.state_dir).map_err(|e| ControllerError::Setup(e.to_string()))?;
+    let credentials =
+        DockerConfig::from_environment().map_err(|e| ControllerError::Setup(e.to_string()))?;
+    let config = watcher_config(&options);
+    let repositories: Api<ImageRepository> = api(&client, &options);
+    let policies: Api<ImagePolicy> = api(&client, &options);
+    let automations: Api<ImageUpdateAutomation> = api(&client, &options);
+
+    let repository_controller = Controller::new(repositories.clone(), config.clone());
+    let policy_controller = Controller::new(policies.clone(), config.clone());
+    let automation_controller = Controller::new(automations, config.clone());
+
+    // A new scan result re-queues the policies that read that repository;
+    // a new latest ref the automations in its namespace that select it.
+    let policy_store = policy_controller.store();
+    let policy_controller =
+        policy_controller.watches(repositories, config.clone(), move |repository| {
+            let key = key_of(&repository);
+            policy_store
+                .state()
+                .into_iter()
+                .filter(|p| crate::pipeline::repository_of(p) == key)
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        });
+    let automation_store = automation_controller.store();
+    let automation_controller = automation_controller.watches(policies, config, move |policy| {
+        automation_store
+            .state()
+            .into_iter()
+            .filter(|a| automation::selects(a, &policy))
+            .map(|a| ObjectRef::from_obj(&*a))
+            .collect::<Vec<_>>()
+    });
+
+    let context = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.to_string(),
+                instance: Some(options.identity.clone()),
+            },
+        ),
+        repositories: repository_controller.store(),
+        policies: policy_controller.store(),
+        client,
+        options,
+        store,
+        registry: Registry::new(RegistrySettings::default()),
+        credentials: Arc::new(credentials),
+        git: Git::default(),
+        failures: Mutex::default(),
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let shutdown = |stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let repository_run = repository_controller
+        .graceful_shutdown_on(shutdown(stopped.clone()))
+        .run(
+            repository::reconcile,
+            repository::error_policy,
+            Arc::clone(&context),
+        )
+        .for_each(log_result);
+    let policy_run = policy_controller
+        .graceful_shutdown_on(shutdown(stopped.clone()))
+        .run(
+            policy::reconcile,
+            policy::error_policy,
+            Arc::clone(&context),
+        )
+        .for_each(log_result);
+    let automation_run = automation_controller
+        .graceful_shutdown_on(shutdown(stopped))
+        .run(automation::reconcile, automation::error_policy, context)
+        .for_each(log_result);
+    tokio::select! {
+        _ = async { tokio::join!(repository_run, policy_run, automation_run) } => Ok(()),
+        () = async {
+            // Without leader election nothing sends: wait forever.
+            if lost.wait_for(|l| *l).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        } => Err(ControllerError::LostLease),
+    }
+}

@@ -1,0 +1,169 @@
+//! ImagePolicy: select the latest tag from what the repository reconciler
+//! stored; `.status.latestRef`, and an Event when it changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+
+use super::conditions::{self, Outcome};
+use super::{
+    Context, ReconcileError, document, errors_for, key_of, load, now, patch_status, requested,
+};
+use crate::api::{ImagePolicy, ImagePolicyStatus, ImageRef, ImageRepository};
+use crate::pipeline::{self, ScanOptions, TagFreshness};
+
+pub async fn reconcile(
+    policy: Arc<ImagePolicy>,
+    context: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let key = format!("ImagePolicy {}", key_of(&*policy));
+    let result = select(&policy, &context).await;
+    if result.is_ok() {
+        context.succeeded(&key);
+    }
+    result
+}
+
+pub fn error_policy(
+    policy: Arc<ImagePolicy>,
+    error: &ReconcileError,
+    context: Arc<Context>,
+) -> Action {
+    let key = format!("ImagePolicy {}", key_of(&*policy));
+    let wait = context.failed(&key);
+    tracing::warn!(policy = %key, retry_in = wait.as_secs(), "{error}");
+    Action::requeue(wait)
+}
+
+/// The policy's ImageRepository: from the watch cache, else from the API
+/// (the cache may not have caught up with a repository just created).
+async fn repository_of(
+    policy: &ImagePolicy,
+    context: &Context,
+) -> Result<Option<ImageRepository>, ReconcileError> {
+    let reference = &policy.spec.image_repository_ref;
+    let namespace = reference
+        .namespace
+        .clone()
+        .or_else(|| policy.namespace())
+        .unwrap_or_else(|| "default".into());
+    let object = ObjectRef::new(&reference.name).within(&namespace);
+    if let Some(found) = context.repositories.get(&object) {
+        return Ok(Some((*found).clone()));
+    }
+    let api: Api<ImageRepository> = Api::namespaced(context.client.clone(), &namespace);
+    Ok(api.get_opt(&reference.name).await?)
+}
+
+async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, ReconcileError> {
+    if policy.spec.suspend {
+        return Ok(Action::await_change());
+    }
+    let current = policy.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    let generation = policy.metadata.generation;
+    let object = format!("ImagePolicy {}", key_of(policy));
+    let write = |mut status: ImagePolicyStatus, outcome: Outcome| {
+        conditions::apply(&mut status.conditions, &outcome, generation, &now());
+        status.observed_generation = generation;
+        status
+    };
+    if let Some(asked) = requested(policy, status.last_handled_reconcile_at.as_ref()) {
+        status.last_handled_reconcile_at = Some(asked);
+    }
+    let Some(repository) = repository_of(policy, context).await? else {
+        let message = format!(
+            "ImageRepository {} not found",
+            pipeline::repository_of(policy)
+        );
+        let status = write(status, Outcome::waiting("DependencyNotReady", message));
+        patch_status(&context.client, policy, current.as_ref(), &status).await?;
+        // Its creation re-queues this policy through the watch mapping.
+        return Ok(Action::await_change());
+    };
+    let (objects, errors) = load(&[document(&repository), document(policy)]);
+    if let Some(message) = errors_for(&errors, &object) {
+        let status = write(status, Outcome::stalled("InvalidSpec", message));
+        patch_status(&context.client, policy, current.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+    if objects.repositories.is_empty() {
+        let message = format!("ImageRepository {} is invalid", key_of(&repository));
+        let status = write(status, Outcome::waiting("DependencyNotReady", message));
+        patch_status(&context.client, policy, current.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+    // Tags from the store only: scanning is the repository reconciler's.
+    let options = ScanOptions {
+        tags: TagFreshness::Stored,
+        concurrency: 1,
+        credentials: Arc::clone(&context.credentials),
+    };
+    let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
+        .await
+        .map_err(|e| ReconcileError::Transient(e.to_string()))?;
+    if let Some(Err(message)) = report.repositories.first().map(|r| &r.outcome) {
+        let status = write(
+            status,
+            Outcome::waiting("DependencyNotReady", message.clone()),
+        );
+        patch_status(&context.client, policy, current.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+    if let Some(failure) = report.failures.first() {
+        let status = write(status, Outcome::retrying("DigestFailed", failure.clone()));
+        patch_status(&context.client, policy, current.as_ref(), &status).await?;
+        return Err(ReconcileError::Transient(failure.clone()));
+    }
+    let latest = report.policies.first().and_then(|row| {
+        Some(ImageRef {
+            name: row.name.clone(),
+            tag: row.tag.as_ref()?.to_string(),
+            digest: row.digest.clone(),
+        })
+    });
+    let Some(latest) = latest else {
+        let tags = report.policies.first().map_or(0, |r| r.tags);
+        let status = write(
+            status,
+            Outcome::waiting("NoMatchingTag", format!("no tag of {tags} fits the policy")),
+        );
+        patch_status(&context.client, policy, current.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    };
+    let changed = status.latest_ref.as_ref() != Some(&latest);
+    if changed {
+        status.observed_previous_ref = status.latest_ref.take();
+        status.latest_ref = Some(latest.clone());
+    }
+    let message = format!(
+        "latest image tag for {} resolved to {}",
+        latest.name, latest.tag
+    );
+    let status = write(status, Outcome::ready("Succeeded", message.clone()));
+    patch_status(&context.client, policy, current.as_ref(), &status).await?;
+    if changed {
+        let note = match &status.observed_previous_ref {
+            Some(previous) => format!("{message} (was {})", previous.tag),
+            None => message,
+        };
+        context
+            .event(&policy.object_ref(&()), "NewLatestTag", note)
+            .await;
+    }
+    // Digests reflected `Always` are refreshed on the policy's interval.
+    let refresh = matches!(
+        policy.spec.digest_reflection_policy,
+        Some(crate::api::ReflectionPolicy::Always)
+    );
+    Ok(
+        match policy.spec.interval.as_ref().and_then(|i| i.parse().ok()) {
+            Some(interval) if refresh => Action::requeue(interval.max(Duration::from_secs(1))),
+            _ => Action::await_change(),
+        },
+    )
+}

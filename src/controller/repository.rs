@@ -1,0 +1,146 @@
+//! ImageRepository: scan on `interval` (or when asked), tags to the store,
+//! a summary of the scan to `.status`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use super::conditions::{self, Outcome};
+use super::{
+    Context, ReconcileError, document, errors_for, key_of, load, now, patch_status, requested,
+};
+use crate::api::{ImageRepository, ImageRepositoryStatus, ScanResult};
+use crate::pipeline::{self, ScanOptions, TagFreshness};
+
+pub async fn reconcile(
+    repository: Arc<ImageRepository>,
+    context: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let key = format!("ImageRepository {}", key_of(&*repository));
+    let result = scan(&repository, &context).await;
+    if result.is_ok() {
+        context.succeeded(&key);
+    }
+    result
+}
+
+pub fn error_policy(
+    repository: Arc<ImageRepository>,
+    error: &ReconcileError,
+    context: Arc<Context>,
+) -> Action {
+    let key = format!("ImageRepository {}", key_of(&*repository));
+    let wait = context.failed(&key);
+    tracing::warn!(repository = %key, retry_in = wait.as_secs(), "{error}");
+    Action::requeue(wait)
+}
+
+async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action, ReconcileError> {
+    if repository.spec.suspend {
+        return Ok(Action::await_change());
+    }
+    let namespace = repository.namespace().unwrap_or_else(|| "default".into());
+    let current = repository.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    let generation = repository.metadata.generation;
+    let object = format!("ImageRepository {}", key_of(repository));
+    let finish = |status: &mut ImageRepositoryStatus, outcome: &Outcome| {
+        conditions::apply(&mut status.conditions, outcome, generation, &now());
+        status.observed_generation = generation;
+    };
+
+    let mut secrets = Vec::new();
+    for reference in [
+        &repository.spec.secret_ref,
+        &repository.spec.cert_secret_ref,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        secrets.push(reference.name.as_str());
+    }
+    let secrets = match context.secrets(&namespace, &secrets).await {
+        Ok(s) => s,
+        Err(e) => {
+            finish(
+                &mut status,
+                &Outcome::retrying("SecretNotFound", e.to_string()),
+            );
+            patch_status(&context.client, repository, current.as_ref(), &status).await?;
+            return Err(e);
+        }
+    };
+    let mut documents = vec![document(repository)];
+    documents.extend(secrets);
+    let (objects, errors) = load(&documents);
+    if let Some(message) = errors_for(&errors, &object) {
+        finish(&mut status, &Outcome::stalled("InvalidSpec", message));
+        patch_status(&context.client, repository, current.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+    let asked = requested(repository, status.last_handled_reconcile_at.as_ref());
+    let options = ScanOptions {
+        tags: if asked.is_some() {
+            TagFreshness::Refresh
+        } else {
+            TagFreshness::WithinInterval
+        },
+        concurrency: 1,
+        credentials: Arc::clone(&context.credentials),
+    };
+    let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
+        .await
+        .map_err(|e| ReconcileError::Transient(e.to_string()))?;
+    let Some(scanned) = report.repositories.first() else {
+        return Err(ReconcileError::Transient(format!(
+            "{object} was not scanned"
+        )));
+    };
+    if asked.is_some() {
+        status.last_handled_reconcile_at = asked;
+    }
+    status.canonical_image_name = Some(scanned.image.clone());
+    let interval = repository
+        .spec
+        .interval
+        .as_ref()
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(Duration::from_secs(300));
+    match &scanned.outcome {
+        Ok(record) => {
+            let scan_time =
+                jiff::Timestamp::from_second(i64::try_from(record.scanned_at).unwrap_or(0))
+                    .map(|t| t.to_string())
+                    .ok();
+            status.last_scan_result = Some(ScanResult {
+                tag_count: i64::try_from(record.tags.len()).unwrap_or(i64::MAX),
+                scan_time,
+                revision: Some(record.revision.clone()),
+            });
+            finish(
+                &mut status,
+                &Outcome::ready(
+                    "Succeeded",
+                    format!("successful scan: found {} tags", record.tags.len()),
+                ),
+            );
+            patch_status(&context.client, repository, current.as_ref(), &status).await?;
+            // Wake when the interval has passed since the scan itself.
+            let age = crate::store::now().saturating_sub(record.scanned_at);
+            let next = interval
+                .saturating_sub(Duration::from_secs(age))
+                .max(Duration::from_secs(1));
+            Ok(Action::requeue(next))
+        }
+        Err(message) => {
+            finish(
+                &mut status,
+                &Outcome::retrying("ScanFailed", message.clone()),
+            );
+            patch_status(&context.client, repository, current.as_ref(), &status).await?;
+            Err(ReconcileError::Transient(message.clone()))
+        }
+    }
+}

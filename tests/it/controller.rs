@@ -1,0 +1,324 @@
+//! `hoist controller` against the fake API server, a real registry and a
+//! real git remote: statuses, pushes, Stalled specs, suspend, requestedAt,
+//! leader election.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+use crate::support::git::BareRepo;
+use crate::support::kube::FakeKube;
+use crate::support::registry::{Auth, DockerRegistry};
+
+const GROUP: &str = "hoist.dev/v1alpha1";
+
+/// A running `hoist controller`; stopped with SIGTERM when dropped.
+struct Running {
+    child: Child,
+    _state: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(fake: &FakeKube, extra: &[&str]) -> Running {
+        let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kubeconfig = fake.kubeconfig.to_string_lossy().into_owned();
+        let state_dir = state.path().to_string_lossy().into_owned();
+        let mut args = vec![
+            "controller",
+            "--kubeconfig",
+            &kubeconfig,
+            "--state-dir",
+            &state_dir,
+        ];
+        args.extend_from_slice(extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_hoist"))
+            .args(&args)
+            .env("HOIST_LOG", "hoist=info")
+            .env("DOCKER_CONFIG", state.path())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("HOIST_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting hoist controller: {e}"));
+        Running {
+            child,
+            _state: state,
+        }
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
+
+/// Polls `check` until it gives a value, or panics naming `what`.
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn install_crds(fake: &FakeKube) {
+    for crd in [
+        hoist::api::ImageRepository::crd(),
+        hoist::api::ImagePolicy::crd(),
+        hoist::api::ImageUpdateAutomation::crd(),
+    ] {
+        fake.apply(serde_json::to_value(crd).unwrap_or_default());
+    }
+}
+
+fn condition(object: &Value, type_: &str) -> Option<(String, String, String)> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+                c["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+}
+
+fn manifest(registry: &str, tag: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {registry}/team/app:{tag} # {{\"$imagepolicy\": \"apps:app\"}}\n"
+    )
+}
+
+fn repository(registry: &str, interval: &str) -> Value {
+    json!({"apiVersion": GROUP, "kind": "ImageRepository",
+        "metadata": {"name": "app", "namespace": "apps"},
+        "spec": {"image": format!("{registry}/team/app"), "interval": interval, "insecure": true}})
+}
+
+fn policy(range: &str) -> Value {
+    json!({"apiVersion": GROUP, "kind": "ImagePolicy",
+        "metadata": {"name": "app", "namespace": "apps", "labels": {"team": "a"}},
+        "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": range}}}})
+}
+
+fn automation(url: &str, suspend: bool) -> Value {
+    json!({"apiVersion": GROUP, "kind": "ImageUpdateAutomation",
+        "metadata": {"name": "fleet", "namespace": "apps"},
+        "spec": {"interval": "10m", "suspend": suspend,
+            "sourceRef": {"kind": "GitRepository", "name": "fleet"},
+            "git": {"url": url, "checkout": {"ref": {"branch": "main"}},
+                "commit": {"author": {"name": "hoist-bot", "email": "bot@example.com"}}},
+            "update": {"path": "./clusters"},
+            "policySelector": {"matchLabels": {"team": "a"}}}})
+}
+
+fn tag_of(fake: &FakeKube) -> Option<String> {
+    let policy = fake.get(GROUP, "ImagePolicy", "apps", "app")?;
+    policy["status"]["latestRef"]["tag"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[test]
+fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let fake = FakeKube::start();
+    install_crds(&fake);
+    fake.apply(repository(&addr, "1s"));
+    fake.apply(policy("^1"));
+    fake.apply(automation(&remote.url(), false));
+    let _controller = Running::start(&fake, &[]);
+    let long = Duration::from_secs(60);
+
+    // Statuses become Ready with the right latest ref; main gets the commit.
+    let scanned = wait_for("the repository's scan", long, || {
+        let r = fake.get(GROUP, "ImageRepository", "apps", "app")?;
+        (condition(&r, "Ready")?.0 == "True").then_some(r)
+    });
+    assert_eq!(scanned["status"]["lastScanResult"]["tagCount"], 2);
+    assert_eq!(
+        scanned["status"]["canonicalImageName"],
+        format!("{addr}/team/app")
+    );
+    wait_for("latestRef 1.1.0", long, || {
+        (tag_of(&fake)? == "1.1.0").then_some(())
+    });
+    let selected = fake
+        .get(GROUP, "ImagePolicy", "apps", "app")
+        .unwrap_or_default();
+    assert_eq!(
+        condition(&selected, "Ready").map(|c| c.0),
+        Some("True".into())
+    );
+    assert_eq!(
+        selected["status"]["latestRef"]["name"],
+        format!("{addr}/team/app")
+    );
+    wait_for("the push of 1.1.0", long, || {
+        remote
+            .show("main", "clusters/app.yaml")
+            .contains(":1.1.0")
+            .then_some(())
+    });
+    let updated = wait_for("the automation's status", long, || {
+        let a = fake.get(GROUP, "ImageUpdateAutomation", "apps", "fleet")?;
+        a["status"]["lastPushCommit"]
+            .as_str()
+            .is_some()
+            .then_some(a)
+    });
+    assert_eq!(updated["status"]["lastPushCommit"], remote.head("main"));
+    assert_eq!(
+        updated["status"]["observedPolicies"]["apps/app"]["tag"],
+        "1.1.0"
+    );
+    let events = fake.list("events.k8s.io/v1", "Event");
+    assert!(
+        events.iter().any(|e| e["reason"] == "NewLatestTag"),
+        "{events:?}"
+    );
+
+    // A new tag in the registry: scanned on the interval, selected, pushed.
+    registry.push_image("team/app", &["1.2.0"]);
+    wait_for("the push of 1.2.0", long, || {
+        remote
+            .show("main", "clusters/app.yaml")
+            .contains(":1.2.0")
+            .then_some(())
+    });
+    let moved = fake
+        .get(GROUP, "ImagePolicy", "apps", "app")
+        .unwrap_or_default();
+    assert_eq!(moved["status"]["observedPreviousRef"]["tag"], "1.1.0");
+
+    // Suspended, the automation pushes nothing, though the policy moves on.
+    fake.apply(automation(&remote.url(), true));
+    let main = remote.head("main");
+    registry.push_image("team/app", &["1.3.0"]);
+    wait_for("latestRef 1.3.0", long, || {
+        (tag_of(&fake)? == "1.3.0").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(remote.head("main"), main, "a suspended automation pushed");
+
+    // An invalid policy is Stalled with a message naming the field.
+    fake.apply(policy("not a range"));
+    let stalled = wait_for("Stalled", long, || {
+        let p = fake.get(GROUP, "ImagePolicy", "apps", "app")?;
+        condition(&p, "Stalled")
+    });
+    assert_eq!(stalled.0, "True");
+    assert!(
+        stalled.2.contains("spec.policy.semver.range"),
+        "{stalled:?}"
+    );
+}
+
+#[test]
+fn requested_reconciles_scan_at_once() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let addr = registry.addr.clone();
+    let fake = FakeKube::start();
+    install_crds(&fake);
+    fake.apply(repository(&addr, "1h"));
+    let _controller = Running::start(&fake, &["--namespace", "apps"]);
+    let long = Duration::from_secs(60);
+    wait_for("the first scan", long, || {
+        let r = fake.get(GROUP, "ImageRepository", "apps", "app")?;
+        (r["status"]["lastScanResult"]["tagCount"] == 1).then_some(())
+    });
+    registry.push_image("team/app", &["1.1.0"]);
+    let mut asked = repository(&addr, "1h");
+    asked["metadata"]["annotations"] =
+        json!({"reconcile.hoist.dev/requestedAt": "2026-11-26T10:00:00Z"});
+    fake.apply(asked);
+    let rescanned = wait_for("a scan on request, not after the hour", long, || {
+        let r = fake.get(GROUP, "ImageRepository", "apps", "app")?;
+        (r["status"]["lastScanResult"]["tagCount"] == 2).then_some(r)
+    });
+    assert_eq!(
+        rescanned["status"]["lastHandledReconcileAt"],
+        "2026-11-26T10:00:00Z"
+    );
+}
+
+#[test]
+fn one_leader_and_the_standby_takes_over_when_it_stops() {
+    let fake = FakeKube::start();
+    install_crds(&fake);
+    let lease_of = || {
+        fake.get("coordination.k8s.io/v1", "Lease", "hoist-system", "hoist")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    let elect = |identity: &'static str| {
+        Running::start(
+            &fake,
+            &[
+                "--leader-elect",
+                "--lease-duration",
+                "4",
+                "--identity",
+                identity,
+            ],
+        )
+    };
+    let mut first = elect("pod-a");
+    let long = Duration::from_secs(30);
+    wait_for("pod-a to lead", long, || {
+        (lease_of()? == "pod-a").then_some(())
+    });
+    let _second = elect("pod-b");
+    // The standby waits while the leader renews.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(lease_of().as_deref(), Some("pod-a"));
+    // The leader stops on SIGTERM and releases the lease as it goes, so
+    // the standby need not wait for it to expire.
+    assert_eq!(first.stop(), Some(0));
+    assert_ne!(
+        lease_of().as_deref(),
+        Some("pod-a"),
+        "the lease was not released"
+    );
+    wait_for("pod-b to lead", long, || {
+        (lease_of()? == "pod-b").then_some(())
+    });
+}
