@@ -48,6 +48,9 @@ pub struct ControllerArgs {
     /// else HOSTNAME].
     #[arg(long, value_name = "NAME")]
     pub identity: Option<String>,
+    /// Where to serve /metrics, /healthz and /readyz (`off`: nowhere).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
 }
 
 pub fn run(args: ControllerArgs) -> Result<(), CliError> {
@@ -61,7 +64,16 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
         .or_else(|| std::env::var("POD_NAME").ok())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("hoist-{}", std::process::id()));
+    let metrics_addr = match args.metrics_addr.as_str() {
+        "" | "off" => None,
+        addr => Some(addr.parse().map_err(|e| {
+            CliError::invalid(format!(
+                "--metrics-addr {addr:?}: {e}; give HOST:PORT or off"
+            ))
+        })?),
+    };
     let options = Options {
+        metrics_addr,
         namespace: args.namespace,
         label_selector: args.watch_label_selector,
         state_dir: args.state_dir,

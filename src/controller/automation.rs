@@ -23,10 +23,9 @@ pub async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let key = format!("ImageUpdateAutomation {}", key_of(&*automation));
+    let started = std::time::Instant::now();
     let result = update(automation, &context).await;
-    if result.is_ok() {
-        context.succeeded(&key);
-    }
+    context.finished("ImageUpdateAutomation", &key, started, result.is_ok());
     result
 }
 
@@ -188,6 +187,12 @@ async fn update(
     status.last_automation_run_time = Some(now().0.to_string());
     if let Some(pull) = &ran.pull_request {
         status.pull_request_url = Some(pull.pull_request.url.clone());
+        if pull.action == crate::forge::Action::Opened {
+            context.metrics.pull_requests_opened.inc();
+        }
+    }
+    if ran.commit.is_some() {
+        context.metrics.commits_pushed.inc();
     }
     if let Some(error) = &ran.error {
         let status = write(status, Outcome::retrying("UpdateFailed", error.clone()));

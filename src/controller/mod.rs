@@ -10,6 +10,7 @@
 
 mod automation;
 pub mod conditions;
+pub mod metrics;
 mod policy;
 mod repository;
 
@@ -56,6 +57,8 @@ pub struct Options {
     pub identity: String,
     /// Leader election on a Lease, or none (one replica, or tests).
     pub leader_election: Option<LeaderElection>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where the Lease lives.
@@ -100,6 +103,7 @@ pub struct Context {
     policies: kube::runtime::reflector::Store<ImagePolicy>,
     /// Failures in a row per object (`kind ns/name`), for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    metrics: Arc<metrics::Metrics>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -157,8 +161,12 @@ impl Context {
         )
     }
 
-    fn succeeded(&self, key: &str) {
-        if let Ok(mut f) = self.failures.lock() {
+    /// Records a reconcile of `kind` for metrics; a success ends the
+    /// object's backoff.
+    fn finished(&self, kind: &str, key: &str, started: std::time::Instant, ok: bool) {
+        self.metrics
+            .reconciled(kind, ok, started.elapsed().as_secs_f64());
+        if ok && let Ok(mut f) = self.failures.lock() {
             f.remove(key);
         }
     }
@@ -299,6 +307,13 @@ where
 /// Runs the three reconcilers until SIGTERM / SIGINT (or, with leader
 /// election, until the lease is lost), then releases the lease.
 pub async fn run(client: Client, options: Options) -> Result<(), ControllerError> {
+    let metrics = Arc::new(metrics::Metrics::default());
+    if let Some(addr) = options.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| ControllerError::Setup(format!("--metrics-addr {addr}: {e}")))?;
+        tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -370,7 +385,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
         })
     });
 
-    let result = reconcile_all(client, options, stopped.clone(), &mut lost).await;
+    let result = reconcile_all(client, options, metrics, stopped.clone(), &mut lost).await;
 
     if let Some(renew) = renew {
         renew.abort();
@@ -395,6 +410,7 @@ async fn log_result<T, E: std::fmt::Display>(result: Result<T, E>) {
 async fn reconcile_all(
     client: Client,
     options: Options,
+    metrics: Arc<metrics::Metrics>,
     stopped: tokio::sync::watch::Receiver<bool>,
     lost: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ControllerError> {
@@ -447,12 +463,27 @@ async fn reconcile_all(
         client,
         options,
         store,
-        registry: Registry::new(RegistrySettings::default()),
+        registry: Registry::new(RegistrySettings::default()).with_observer({
+            let metrics = Arc::clone(&metrics);
+            Arc::new(move |host: &str, status: u16| {
+                metrics
+                    .registry_requests
+                    .get_or_create(&metrics::RegistryLabels {
+                        host: host.to_string(),
+                        status,
+                    })
+                    .inc();
+            })
+        }),
         credentials: Arc::new(credentials),
         git: Git::default(),
         failures: Mutex::default(),
+        metrics: Arc::clone(&metrics),
         runtime: tokio::runtime::Handle::current(),
     });
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let shutdown = |stopped: tokio::sync::watch::Receiver<bool>| async move {
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;

@@ -21,10 +21,9 @@ pub async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let key = format!("ImagePolicy {}", key_of(&*policy));
+    let started = std::time::Instant::now();
     let result = select(&policy, &context).await;
-    if result.is_ok() {
-        context.succeeded(&key);
-    }
+    context.finished("ImagePolicy", &key, started, result.is_ok());
     result
 }
 

@@ -19,10 +19,9 @@ pub async fn reconcile(
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let key = format!("ImageRepository {}", key_of(&*repository));
+    let started = std::time::Instant::now();
     let result = scan(&repository, &context).await;
-    if result.is_ok() {
-        context.succeeded(&key);
-    }
+    context.finished("ImageRepository", &key, started, result.is_ok());
     result
 }
 
@@ -110,6 +109,12 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
         .unwrap_or(Duration::from_secs(300));
     match &scanned.outcome {
         Ok(record) => {
+            if !scanned.cached {
+                context
+                    .metrics
+                    .tags_scanned
+                    .inc_by(u64::try_from(record.tags.len()).unwrap_or(u64::MAX));
+            }
             let scan_time =
                 jiff::Timestamp::from_second(i64::try_from(record.scanned_at).unwrap_or(0))
                     .map(|t| t.to_string())

@@ -106,7 +106,12 @@ pub struct Registry {
     /// principal), so later requests skip the 401 round trip.
     authorizations: Mutex<HashMap<(String, String, String), Authorization>>,
     requests: AtomicU64,
+    /// Told each answer's host and status (0: no answer), for metrics.
+    observer: Option<Observer>,
 }
+
+/// A callback for each registry answer: host and HTTP status.
+pub type Observer = Arc<dyn Fn(&str, u16) + Send + Sync>;
 
 #[derive(Clone)]
 struct Authorization {
@@ -149,7 +154,14 @@ impl Registry {
             hosts: Mutex::default(),
             authorizations: Mutex::default(),
             requests: AtomicU64::new(0),
+            observer: None,
         }
+    }
+
+    /// Calls `observer` with the host and status of every answer.
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// HTTP requests sent so far, token requests and retries included.
@@ -626,6 +638,12 @@ impl Registry {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let result = request().timeout(remaining).send().await;
             drop(permit);
+            if let Some(observe) = &self.observer {
+                observe(
+                    host_name,
+                    result.as_ref().map_or(0, |r| r.status().as_u16()),
+                );
+            }
             let retry_in = match result {
                 Ok(response) => {
                     let status = response.status();

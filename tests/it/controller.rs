@@ -17,6 +17,8 @@ const GROUP: &str = "hoist.dev/v1alpha1";
 /// A running `hoist controller`; stopped with SIGTERM when dropped.
 struct Running {
     child: Child,
+    /// `127.0.0.1:PORT` of /metrics, /healthz and /readyz.
+    metrics: String,
     _state: tempfile::TempDir,
 }
 
@@ -25,12 +27,18 @@ impl Running {
         let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let kubeconfig = fake.kubeconfig.to_string_lossy().into_owned();
         let state_dir = state.path().to_string_lossy().into_owned();
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut args = vec![
             "controller",
             "--kubeconfig",
             &kubeconfig,
             "--state-dir",
             &state_dir,
+            "--metrics-addr",
+            &metrics,
         ];
         args.extend_from_slice(extra);
         let child = Command::new(env!("CARGO_BIN_EXE_hoist"))
@@ -47,7 +55,24 @@ impl Running {
             .unwrap_or_else(|e| panic!("starting hoist controller: {e}"));
         Running {
             child,
+            metrics,
             _state: state,
+        }
+    }
+
+    /// GET `path` on the metrics endpoint: status and body.
+    fn get(&self, path: &str) -> (u16, String) {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
+        match agent.get(&format!("http://{}{path}", self.metrics)).call() {
+            Ok(mut response) => (
+                response.status().as_u16(),
+                response.body_mut().read_to_string().unwrap_or_default(),
+            ),
+            Err(e) => panic!("GET {path}: {e}"),
         }
     }
 
@@ -163,7 +188,7 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
     fake.apply(repository(&addr, "1s"));
     fake.apply(policy("^1"));
     fake.apply(automation(&remote.url(), false));
-    let _controller = Running::start(&fake, &[]);
+    let controller = Running::start(&fake, &[]);
     let long = Duration::from_secs(60);
 
     // Statuses become Ready with the right latest ref; main gets the commit.
@@ -236,6 +261,24 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(remote.head("main"), main, "a suspended automation pushed");
+
+    // The metrics count what happened.
+    assert_eq!(controller.get("/healthz").0, 200);
+    assert_eq!(controller.get("/readyz").0, 200);
+    let (status, metrics) = controller.get("/metrics");
+    assert_eq!(status, 200);
+    for expected in [
+        "hoist_reconciles_total{kind=\"ImageRepository\",result=\"success\"}",
+        "hoist_reconcile_duration_seconds_bucket{le=",
+        &format!("hoist_registry_requests_total{{host=\"{addr}\",status=\"200\"}}"),
+        "hoist_commits_pushed_total 2",
+        "hoist_tags_scanned_total",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from\n{metrics}"
+        );
+    }
 
     // An invalid policy is Stalled with a message naming the field.
     fake.apply(policy("not a range"));

@@ -2,6 +2,7 @@
 
 mod cli;
 mod controller;
+mod deploy;
 mod forge;
 mod generated;
 mod git;

@@ -1,0 +1,138 @@
+//! deploy/: every manifest validates against the Kubernetes JSON schemas
+//! of the supported versions (kubernetes-validate, offline), `kustomize
+//! build` renders them all, and the Deployment's flags are hoist's.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::{hoist, repo_root};
+
+/// Kubernetes versions hoist supports (k8s-openapi is built for 1.33).
+const VERSIONS: [&str; 4] = ["1.31.0", "1.32.0", "1.33.0", "1.34.0"];
+
+fn manifests() -> Vec<PathBuf> {
+    let deploy = repo_root().join("deploy");
+    let mut files: Vec<PathBuf> = [
+        "namespace",
+        "serviceaccount",
+        "rbac",
+        "deployment",
+        "service",
+    ]
+    .iter()
+    .map(|f| deploy.join(format!("{f}.yaml")))
+    .collect();
+    files.push(deploy.join("crds/hoist.dev.yaml"));
+    files
+}
+
+/// A program from `variable`, else on PATH; None when neither has it.
+fn tool(variable: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Some(PathBuf::from(path));
+    }
+    names.iter().find_map(|name| {
+        Command::new(name)
+            .arg("--help")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|_| PathBuf::from(name))
+    })
+}
+
+#[test]
+fn manifests_validate_against_the_kubernetes_schemas() {
+    let Some(validator) = tool("HOIST_KUBERNETES_VALIDATE", &["kubernetes-validate"]) else {
+        assert!(
+            !crate::support::required(),
+            "kubernetes-validate is missing (pip install kubernetes-validate)"
+        );
+        eprintln!("skipped: kubernetes-validate is not installed");
+        return;
+    };
+    for version in VERSIONS {
+        let out = Command::new(&validator)
+            .args(["--strict", "-k", version])
+            .args(manifests())
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", validator.display()));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "Kubernetes {version}:\n{text}");
+        // 11 objects: 3 CRDs, namespace, service account, 4 RBAC, deployment, service.
+        assert_eq!(text.matches("passed for resource").count(), 11, "{text}");
+    }
+}
+
+#[test]
+fn kustomize_build_renders_every_object_into_the_namespace() {
+    let deploy = repo_root().join("deploy");
+    let rendered = if let Some(kustomize) = tool("HOIST_KUSTOMIZE", &["kustomize"]) {
+        Command::new(kustomize).arg("build").arg(&deploy).output()
+    } else if tool("HOIST_KUBECTL", &["kubectl"]).is_some() {
+        Command::new("kubectl")
+            .arg("kustomize")
+            .arg(&deploy)
+            .output()
+    } else {
+        eprintln!("skipped: neither kustomize nor kubectl is installed");
+        return;
+    };
+    let out = rendered.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Namespace",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    // Every namespaced object lands in hoist's namespace: five objects and
+    // the service account the two bindings name.
+    let placed = text
+        .lines()
+        .filter(|l| *l == "  namespace: hoist-system")
+        .count();
+    assert_eq!(placed, 7, "{text}");
+}
+
+#[test]
+fn the_deployment_passes_flags_hoist_knows() {
+    let text = std::fs::read_to_string(repo_root().join("deploy/deployment.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let args: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim() != "args:")
+        .skip(1)
+        .map_while(|l| l.trim().strip_prefix("- "))
+        .collect();
+    assert_eq!(args.first(), Some(&"controller"), "{args:?}");
+    let mut check = args.clone();
+    check.push("--help");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = hoist(dir.path(), &check, "");
+    assert_eq!(run.code, 0, "hoist {}: {}", args.join(" "), run.stderr);
+}
