@@ -172,6 +172,35 @@ impl Context {
     }
 }
 
+/// What a watch mapping last saw of each object, so that it maps only
+/// changes that matter to the objects it re-queues.
+struct Changes<T> {
+    seen: Mutex<HashMap<String, T>>,
+}
+
+impl<T> Default for Changes<T> {
+    fn default() -> Self {
+        Changes {
+            seen: Mutex::default(),
+        }
+    }
+}
+
+impl<T: PartialEq> Changes<T> {
+    /// Whether `value` differs from what was seen for `key` (true the
+    /// first time), remembering it.
+    fn changed(&self, key: &str, value: T) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return true;
+        };
+        if seen.get(key) == Some(&value) {
+            return false;
+        }
+        seen.insert(key.to_string(), value);
+        true
+    }
+}
+
 /// A Secret as the loader reads it from files.
 fn secret_document(secret: &Secret) -> serde_json::Value {
     serde_json::json!({
@@ -423,16 +452,33 @@ async fn reconcile_all(
     let policies: Api<ImagePolicy> = api(&client, &options);
     let automations: Api<ImageUpdateAutomation> = api(&client, &options);
 
-    let repository_controller = Controller::new(repositories.clone(), config.clone());
-    let policy_controller = Controller::new(policies.clone(), config.clone());
-    let automation_controller = Controller::new(automations, config.clone());
+    // Bounded concurrency: scans share the registry's per-host limit, and
+    // a thousand policies reconciled at once would hold a thousand loaded
+    // object sets in memory for no gain.
+    let limit = |n: u16| kube::runtime::controller::Config::default().concurrency(n);
+    let repository_controller =
+        Controller::new(repositories.clone(), config.clone()).with_config(limit(8));
+    let policy_controller =
+        Controller::new(policies.clone(), config.clone()).with_config(limit(16));
+    let automation_controller = Controller::new(automations, config.clone()).with_config(limit(2));
 
     // A new scan result re-queues the policies that read that repository;
     // a new latest ref the automations in its namespace that select it.
+    // Only a change that matters maps: a rescan that found the same tags
+    // (a new scanTime, the same revision) re-queues no policy.
     let policy_store = policy_controller.store();
+    let seen_scans = Changes::default();
     let policy_controller =
         policy_controller.watches(repositories, config.clone(), move |repository| {
             let key = key_of(&repository);
+            let revision = repository
+                .status
+                .as_ref()
+                .and_then(|s| s.last_scan_result.as_ref())
+                .and_then(|r| r.revision.clone());
+            if !seen_scans.changed(&key, (revision, repository.metadata.generation)) {
+                return Vec::new();
+            }
             policy_store
                 .state()
                 .into_iter()
@@ -441,7 +487,13 @@ async fn reconcile_all(
                 .collect::<Vec<_>>()
         });
     let automation_store = automation_controller.store();
+    let seen_refs = Changes::default();
     let automation_controller = automation_controller.watches(policies, config, move |policy| {
+        let latest = policy.status.as_ref().and_then(|s| s.latest_ref.clone());
+        let labels = policy.metadata.labels.clone();
+        if !seen_refs.changed(&key_of(&policy), (latest, labels)) {
+            return Vec::new();
+        }
         automation_store
             .state()
             .into_iter()

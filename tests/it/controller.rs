@@ -60,7 +60,8 @@ impl Running {
         }
     }
 
-    /// GET `path` on the metrics endpoint: status and body.
+    /// GET `path` on the metrics endpoint: status and body (status 0 when
+    /// nothing listens yet).
     fn get(&self, path: &str) -> (u16, String) {
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
@@ -72,7 +73,7 @@ impl Running {
                 response.status().as_u16(),
                 response.body_mut().read_to_string().unwrap_or_default(),
             ),
-            Err(e) => panic!("GET {path}: {e}"),
+            Err(e) => (0, e.to_string()),
         }
     }
 
@@ -364,4 +365,143 @@ fn one_leader_and_the_standby_takes_over_when_it_stops() {
     wait_for("pod-b to lead", long, || {
         (lease_of()? == "pod-b").then_some(())
     });
+}
+
+/// Peak resident memory of a process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sum of a counter family in the Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Requests to the fake that are not watch streams (those stay open).
+fn api_requests(fake: &FakeKube) -> usize {
+    fake.calls()
+        .iter()
+        .filter(|c| !c.contains("watch=true"))
+        .count()
+}
+
+/// `benches/controller/run.sh`: 1,000 ImagePolicies over 200
+/// ImageRepositories against the fake API server and a local registry.
+/// Prints peak RSS (against an idle controller's, in the same run), the
+/// time from a new tag to the policy's status, and API requests per
+/// reconcile in the steady state. Figures, not assertions: run it with
+/// `--ignored --nocapture`, best from a release build.
+#[test]
+#[ignore = "a benchmark: benches/controller/run.sh"]
+fn scale_1000_policies_over_200_repositories() {
+    const REPOSITORIES: usize = 200;
+    const POLICIES_PER_REPOSITORY: usize = 5;
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    let started = Instant::now();
+    for r in 0..REPOSITORIES {
+        registry.push_image(
+            &format!("team/app-{r}"),
+            &["1.0.0", "1.1.0", "2.0.0", "2.1.0-rc.1"],
+        );
+    }
+    eprintln!("pushed {REPOSITORIES} images in {:?}", started.elapsed());
+
+    // The baseline: the same controller with nothing to reconcile.
+    let idle_fake = FakeKube::start();
+    install_crds(&idle_fake);
+    let mut idle = Running::start(&idle_fake, &[]);
+    wait_for("the idle controller", Duration::from_secs(30), || {
+        (idle.get("/readyz").0 == 200).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let idle_rss = peak_rss_kib(idle.child.id());
+    idle.stop();
+
+    let fake = FakeKube::start();
+    install_crds(&fake);
+    let ranges = ["^1", "~1.0", ">=1.0.0 <2.0.0", "^2", ">=2.0.0-0"];
+    for r in 0..REPOSITORIES {
+        let mut repository = repository(&addr, "5s");
+        repository["metadata"]["name"] = json!(format!("app-{r}"));
+        repository["spec"]["image"] = json!(format!("{addr}/team/app-{r}"));
+        fake.apply(repository);
+        for (p, range) in ranges.iter().enumerate().take(POLICIES_PER_REPOSITORY) {
+            let mut policy = policy(range);
+            policy["metadata"]["name"] = json!(format!("app-{r}-{p}"));
+            policy["spec"]["imageRepositoryRef"]["name"] = json!(format!("app-{r}"));
+            fake.apply(policy);
+        }
+    }
+    let total = REPOSITORIES * POLICIES_PER_REPOSITORY;
+    let controller = Running::start(&fake, &[]);
+    let started = Instant::now();
+    let ready_policies = || {
+        fake.list(GROUP, "ImagePolicy")
+            .iter()
+            .filter(|p| condition(p, "Ready").is_some_and(|c| c.0 == "True"))
+            .count()
+    };
+    wait_for("every policy Ready", Duration::from_secs(300), || {
+        (ready_policies() == total).then_some(())
+    });
+    let converged = started.elapsed();
+
+    // Steady state: repositories rescan every 5 s; nothing changes.
+    std::thread::sleep(Duration::from_secs(6));
+    let (requests, reconciles) = (
+        api_requests(&fake),
+        metric_sum(&controller.get("/metrics").1, "hoist_reconciles_total"),
+    );
+    let window = Duration::from_secs(20);
+    std::thread::sleep(window);
+    let requests = api_requests(&fake) - requests;
+    let reconciles =
+        metric_sum(&controller.get("/metrics").1, "hoist_reconciles_total") - reconciles;
+
+    // A new tag: how long until the policy's status has it.
+    let latency = |tag: &str, trigger: bool| {
+        registry.push_image("team/app-7", &[tag]);
+        let pushed = Instant::now();
+        if trigger {
+            let mut asked = repository(&addr, "5s");
+            asked["metadata"]["name"] = json!("app-7");
+            asked["spec"]["image"] = json!(format!("{addr}/team/app-7"));
+            asked["metadata"]["annotations"] = json!({"reconcile.hoist.dev/requestedAt": tag});
+            fake.apply(asked);
+        }
+        wait_for("the new tag in the policy", Duration::from_secs(60), || {
+            let p = fake.get(GROUP, "ImagePolicy", "apps", "app-7-3")?;
+            (p["status"]["latestRef"]["tag"] == tag).then_some(())
+        });
+        pushed.elapsed()
+    };
+    let polled = latency("2.2.0", false);
+    let requested = latency("2.3.0", true);
+    let peak = peak_rss_kib(controller.child.id());
+    println!("controller scale: {REPOSITORIES} ImageRepositories, {total} ImagePolicies");
+    println!("  all policies Ready after start: {converged:.2?}");
+    println!(
+        "  peak RSS: {:.1} MiB; idle controller in the same run {:.1} MiB (ratio {:.2})",
+        peak as f64 / 1024.0,
+        idle_rss as f64 / 1024.0,
+        peak as f64 / idle_rss.max(1) as f64
+    );
+    println!(
+        "  steady state over {window:?}: {reconciles} reconciles, {requests} API requests ({:.2} per reconcile)",
+        requests as f64 / reconciles.max(1.0)
+    );
+    println!(
+        "  new tag → policy status: {polled:.2?} polling every 5s; {requested:.2?} with requestedAt"
+    );
 }
