@@ -295,7 +295,7 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
 }
 
 #[test]
-fn requested_reconciles_scan_at_once() {
+fn requested_reconciles_scan_at_once_within_the_namespace_and_shard() {
     let Some(registry) = DockerRegistry::start(Auth::None) else {
         return;
     };
@@ -303,15 +303,30 @@ fn requested_reconciles_scan_at_once() {
     let addr = registry.addr.clone();
     let fake = FakeKube::start();
     install_crds(&fake);
-    fake.apply(repository(&addr, "1h"));
-    let _controller = Running::start(&fake, &["--namespace", "apps"]);
+    let sharded = |mut object: Value| {
+        object["metadata"]["labels"] = json!({"shard": "a"});
+        object
+    };
+    fake.apply(sharded(repository(&addr, "1h")));
+    // Another shard's object, and one in another namespace: not ours.
+    let mut other_shard = repository(&addr, "1h");
+    other_shard["metadata"]["name"] = json!("other-shard");
+    other_shard["metadata"]["labels"] = json!({"shard": "b"});
+    fake.apply(other_shard);
+    let mut elsewhere = sharded(repository(&addr, "1h"));
+    elsewhere["metadata"]["namespace"] = json!("elsewhere");
+    fake.apply(elsewhere);
+    let _controller = Running::start(
+        &fake,
+        &["--namespace", "apps", "--watch-label-selector", "shard=a"],
+    );
     let long = Duration::from_secs(60);
     wait_for("the first scan", long, || {
         let r = fake.get(GROUP, "ImageRepository", "apps", "app")?;
         (r["status"]["lastScanResult"]["tagCount"] == 1).then_some(())
     });
     registry.push_image("team/app", &["1.1.0"]);
-    let mut asked = repository(&addr, "1h");
+    let mut asked = sharded(repository(&addr, "1h"));
     asked["metadata"]["annotations"] =
         json!({"reconcile.hoist.dev/requestedAt": "2026-11-26T10:00:00Z"});
     fake.apply(asked);
@@ -323,6 +338,15 @@ fn requested_reconciles_scan_at_once() {
         rescanned["status"]["lastHandledReconcileAt"],
         "2026-11-26T10:00:00Z"
     );
+    for (namespace, name) in [("apps", "other-shard"), ("elsewhere", "app")] {
+        let untouched = fake
+            .get(GROUP, "ImageRepository", namespace, name)
+            .unwrap_or_default();
+        assert!(
+            untouched["status"].is_null(),
+            "{namespace}/{name}: {untouched}"
+        );
+    }
 }
 
 #[test]
