@@ -17,6 +17,7 @@ pub mod policy;
 pub mod registry;
 pub mod rewrite;
 pub mod store;
+pub mod sync;
 
 /// Installs ring as rustls' crypto provider, before any HTTP client is built:
 /// reqwest is built without a default one (no aws-lc). A second install

@@ -1,7 +1,7 @@
 //! State for standalone mode, in an embedded redb database under
 //! `--state-dir`: each image's tag list with its revision and scan time,
-//! the digests looked up for tags, and the pull request each automation
-//! keeps open.
+//! the digests looked up for tags, the pull request each automation keeps
+//! open, and what each sync applied.
 //!
 //! redb commits are atomic and durable, so a killed process leaves the last
 //! committed state readable. A second process on the same directory waits
@@ -32,9 +32,18 @@ const DIGESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("digests");
 /// `namespace/name` of an ImageUpdateAutomation → JSON
 /// [`PullRequestRecord`] of the pull request it keeps open.
 const PULL_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("pull_requests");
+/// `namespace/name` of a sync owner → JSON [`SyncRecord`]: what it applied.
+const SYNCS: TableDefinition<&str, &[u8]> = TableDefinition::new("syncs");
 
 /// How long to wait for another hoist process to release the database.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// What one sync owner applied last, for pruning, and from which revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    pub revision: Option<String>,
+    pub inventory: Vec<crate::sync::plan::InventoryEntry>,
+}
 
 /// The last successful scan of one image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +186,7 @@ impl Store {
             txn.open_table(SCANS).map_err(|e| self.io(e))?;
             txn.open_table(DIGESTS).map_err(|e| self.io(e))?;
             txn.open_table(PULL_REQUESTS).map_err(|e| self.io(e))?;
+            txn.open_table(SYNCS).map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
     }
@@ -264,6 +274,15 @@ impl Store {
     /// The pull request an automation (`namespace/name`) last kept open.
     pub fn pull_request(&self, automation: &str) -> Result<Option<PullRequestRecord>, StoreError> {
         self.get(PULL_REQUESTS, automation)
+    }
+
+    /// What the sync owner `namespace/name` applied last.
+    pub fn sync_record(&self, owner: &str) -> Result<Option<SyncRecord>, StoreError> {
+        self.get(SYNCS, owner)
+    }
+
+    pub fn put_sync_record(&self, owner: &str, record: &SyncRecord) -> Result<(), StoreError> {
+        self.put(SYNCS, owner, record)
     }
 
     /// Records the automation's open pull request, or forgets it (`None`).

@@ -85,37 +85,8 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
         }),
     };
     runtime.block_on(async {
-        let config = match &args.kubeconfig {
-            Some(path) => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-                    CliError::invalid(format!("--kubeconfig {}: {e}", path.display()))
-                })?;
-                let choice = kube::config::KubeConfigOptions {
-                    context: args.context.clone(),
-                    ..Default::default()
-                };
-                kube::Config::from_custom_kubeconfig(kubeconfig, &choice)
-                    .await
-                    .map_err(|e| {
-                        CliError::invalid(format!("--kubeconfig {}: {e}", path.display()))
-                    })?
-            }
-            None if args.context.is_some() => {
-                let choice = kube::config::KubeConfigOptions {
-                    context: args.context.clone(),
-                    ..Default::default()
-                };
-                kube::Config::from_kubeconfig(&choice)
-                    .await
-                    .map_err(|e| CliError::invalid(format!("--context: {e}")))?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| CliError::runtime(format!("finding the cluster: {e}")))?,
-        };
-        crate::install_crypto_provider();
-        let client = kube::Client::try_from(config)
-            .map_err(|e| CliError::runtime(format!("connecting to the cluster: {e}")))?;
+        let client =
+            super::cluster::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
         controller::run(client, options)
             .await
             .map_err(|e| CliError::runtime(e.to_string()))

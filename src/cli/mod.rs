@@ -2,6 +2,7 @@
 //! checked values, calls the library, and reports failures as [`CliError`]s
 //! that `main` turns into a message and an exit code.
 
+mod cluster;
 mod controller;
 mod crds;
 mod error;
@@ -9,6 +10,7 @@ mod policy_eval;
 mod rewrite;
 mod run;
 mod scan;
+mod sync;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -58,6 +60,8 @@ pub enum Command {
     Rewrite(rewrite::RewriteArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds(crds::CrdsArgs),
+    /// Apply a directory to the cluster: server-side apply, prune, wait.
+    Sync(sync::SyncArgs),
     /// Reconcile the objects in a cluster: scan, select, update, with
     /// results in their status.
     Controller(controller::ControllerArgs),
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Scan(args) => scan::run(args),
         Command::Rewrite(args) => rewrite::run(args),
         Command::Crds(args) => crds::run(args),
+        Command::Sync(args) => sync::run(args),
         Command::Controller(args) => controller::run(args),
     }
 }

@@ -12,3 +12,4 @@ mod rewrite;
 mod run;
 mod scan;
 mod support;
+mod sync;

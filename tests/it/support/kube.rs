@@ -397,6 +397,19 @@ impl World {
         dry_run: bool,
     ) -> Result<(Value, bool), Failure> {
         let key = (kind.resource(), ns.to_string(), name.to_string());
+        // A stand-in for an admission webhook that denies a write: objects
+        // annotated `fake.hoist.dev/reject: REASON` are refused.
+        let body = match &write {
+            Write::Create(b) | Write::Replace(b) | Write::Merge(b) => b,
+            Write::Apply { config, .. } => config,
+        };
+        if let Some(reason) = body["metadata"]["annotations"]["fake.hoist.dev/reject"].as_str() {
+            return Err(failure(
+                422,
+                "Invalid",
+                format!("admission webhook \"deny.fake\" denied the request: {reason}"),
+            ));
+        }
         let existing = self.objects.get(&key).cloned();
         // Which part of the object this write may touch.
         let in_scope = |path: &str| {

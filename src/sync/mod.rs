@@ -1,0 +1,428 @@
+//! The sync stage: apply a directory of the repository to the cluster.
+//!
+//! Data flows one way: [`source::read`] (files, or `kustomize build`) →
+//! [`plan::plan`] (pure: order, namespaces, duplicates, unknown kinds,
+//! what to prune) → [`apply`] (server-side apply with field manager
+//! `hoist`, only for objects whose live state differs, so a second sync
+//! with nothing changed writes nothing and a manual edit is reverted) →
+//! prune (only objects of hoist's previous inventory that still carry its
+//! labels) → wait ([`health`]).
+
+pub mod health;
+pub mod plan;
+pub mod source;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope as ApiScope};
+use serde::Serialize;
+
+use health::Health;
+use plan::{ApplyPlan, Desired, InventoryEntry, ObjectId, Scope};
+
+/// Labels that tie an object to the automation (or `hoist sync --name`)
+/// that applied it: only such objects are ever pruned.
+pub const OWNER_NAME: &str = "sync.hoist.dev/name";
+pub const OWNER_NAMESPACE: &str = "sync.hoist.dev/namespace";
+/// `hoist.dev/prune: disabled` keeps an object when it leaves the source.
+pub const PRUNE: &str = "hoist.dev/prune";
+/// The field manager of everything hoist applies.
+pub const MANAGER: &str = "hoist";
+
+/// Who applies: an ImageUpdateAutomation, or `hoist sync --name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// How a sync behaves.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    pub prune: bool,
+    /// Server-side dry run: report what would change, change nothing.
+    pub dry_run: bool,
+    /// Wait this long for the applied workloads to become healthy.
+    pub wait: Option<Duration>,
+    /// For namespaced objects that name none.
+    pub default_namespace: String,
+}
+
+/// What happened to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    pub object: String,
+    pub action: Action,
+}
+
+/// What a sync did. `-o json` prints it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncReport {
+    pub applied: Vec<Applied>,
+    pub pruned: Vec<String>,
+    /// Gone from the source but kept: not hoist's, or `hoist.dev/prune: disabled`.
+    pub kept: Vec<String>,
+    /// Objects not healthy when the wait ended.
+    pub unhealthy: Vec<String>,
+    /// What hoist has applied, for the next sync's pruning.
+    pub inventory: Vec<InventoryEntry>,
+    /// Writes sent to the API server (applies and deletes).
+    pub writes: usize,
+    pub error: Option<String>,
+}
+
+/// How the cluster serves each kind, from discovery.
+struct Served {
+    discovery: Discovery,
+}
+
+impl Served {
+    fn resolve(&self, api_version: &str, kind: &str) -> Option<(ApiResource, ApiCapabilities)> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        self.discovery
+            .resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
+    }
+
+    fn scope(&self, api_version: &str, kind: &str) -> Option<Scope> {
+        self.resolve(api_version, kind)
+            .map(|(_, caps)| match caps.scope {
+                ApiScope::Namespaced => Scope::Namespaced,
+                ApiScope::Cluster => Scope::Cluster,
+            })
+    }
+}
+
+/// The API to reach `object` by; for kinds a CRD in the source defines,
+/// built from that CRD (discovery ran before it existed).
+fn api_for(
+    client: &Client,
+    served: &Served,
+    plan: &ApplyPlan,
+    api_version: &str,
+    id: &ObjectId,
+) -> Option<Api<DynamicObject>> {
+    let resource = served
+        .resolve(api_version, &id.kind)
+        .map(|(r, _)| r)
+        .or_else(|| {
+            let crd = plan.first.iter().find(|d| {
+                d.id.kind == "CustomResourceDefinition"
+                    && d.object["spec"]["group"] == id.group.as_str()
+                    && d.object["spec"]["names"]["kind"] == id.kind.as_str()
+            })?;
+            let plural = crd.object["spec"]["names"]["plural"].as_str()?;
+            let gvk = GroupVersionKind::gvk(
+                &id.group,
+                api_version.rsplit_once('/').map_or(api_version, |(_, v)| v),
+                &id.kind,
+            );
+            Some(ApiResource::from_gvk_with_plural(&gvk, plural))
+        })?;
+    Some(match &id.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    })
+}
+
+/// Whether every field of `desired` has the same value in `live`: then
+/// applying it again would change nothing. Lists compare item by item, so
+/// fields the server defaults inside list items do not count as drift.
+pub fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, v)| {
+            l.get(k).is_some_and(|lv| contains(lv, v)) || (v.is_null() && !l.contains_key(k))
+        }),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
+        }
+        (l, d) => l == d,
+    }
+}
+
+/// Adds the owner labels to an object's metadata.
+fn label(object: &mut serde_json::Value, owner: &Owner) {
+    let labels = &mut object["metadata"]["labels"];
+    if !labels.is_object() {
+        *labels = serde_json::json!({});
+    }
+    labels[OWNER_NAME] = serde_json::json!(owner.name);
+    labels[OWNER_NAMESPACE] = serde_json::json!(owner.namespace);
+}
+
+/// Syncs `source` to the cluster. `previous` is what this owner applied
+/// last time. Nothing is applied when planning fails; nothing is pruned
+/// when an apply fails.
+pub async fn sync(
+    client: &Client,
+    source: Vec<Desired>,
+    previous: &[InventoryEntry],
+    owner: &Owner,
+    options: &SyncOptions,
+) -> SyncReport {
+    let mut report = SyncReport {
+        inventory: previous.to_vec(),
+        ..SyncReport::default()
+    };
+    let served = match Discovery::new(client.clone()).run().await {
+        Ok(discovery) => Served { discovery },
+        Err(e) => {
+            report.error = Some(format!("discovery: {e}"));
+            return report;
+        }
+    };
+    let plan = match plan::plan(
+        source,
+        |v, k| served.scope(v, k),
+        &options.default_namespace,
+        previous,
+    ) {
+        Ok(plan) => plan,
+        Err(errors) => {
+            report.error = Some(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+            return report;
+        }
+    };
+    let mut applied: BTreeSet<InventoryEntry> = previous.iter().cloned().collect();
+    let mut crds_changed = Vec::new();
+    for (phase, objects) in [("first", &plan.first), ("then", &plan.then)] {
+        if phase == "then"
+            && !crds_changed.is_empty()
+            && !options.dry_run
+            && let Err(e) = established(client, &crds_changed).await
+        {
+            report.error = Some(e);
+            report.inventory = applied.into_iter().collect();
+            return report;
+        }
+        for d in objects {
+            match apply_one(client, &served, &plan, d, owner, options).await {
+                Ok(action) => {
+                    if action != Action::Unchanged {
+                        report.writes += 1;
+                        if d.id.kind == "CustomResourceDefinition" {
+                            crds_changed.push(d.id.name.clone());
+                        }
+                    }
+                    report.applied.push(Applied {
+                        object: d.id.to_string(),
+                        action,
+                    });
+                    applied.insert(InventoryEntry {
+                        id: d.id.clone(),
+                        api_version: d.api_version.clone(),
+                    });
+                }
+                Err(e) => {
+                    // Keep what was applied in the inventory, so a later
+                    // sync can prune it; prune nothing now.
+                    report.error = Some(format!("{}: {}: {e}", d.file.display(), d.id));
+                    report.inventory = applied.into_iter().collect();
+                    return report;
+                }
+            }
+        }
+    }
+    let mut inventory = plan.inventory();
+    if options.prune {
+        for entry in &plan.prune {
+            match prune_one(client, &served, &plan, entry, owner, options.dry_run).await {
+                Ok(true) => {
+                    report.writes += 1;
+                    report.pruned.push(entry.id.to_string());
+                }
+                Ok(false) => report.kept.push(entry.id.to_string()),
+                Err(e) => {
+                    // Still ours and still there: keep it in the inventory.
+                    report.error = Some(format!("pruning {}: {e}", entry.id));
+                    inventory.push(entry.clone());
+                }
+            }
+        }
+    } else {
+        // Not pruned now; still ours to prune later.
+        inventory.extend(plan.prune.iter().cloned());
+    }
+    inventory.sort();
+    inventory.dedup();
+    report.inventory = inventory;
+    if let (Some(timeout), None, false) = (options.wait, &report.error, options.dry_run) {
+        report.unhealthy = wait(client, &served, &plan, timeout).await;
+        if !report.unhealthy.is_empty() {
+            report.error = Some(format!(
+                "not healthy after {}s: {}",
+                timeout.as_secs(),
+                report.unhealthy.join("; ")
+            ));
+        }
+    }
+    report
+}
+
+async fn apply_one(
+    client: &Client,
+    served: &Served,
+    plan: &ApplyPlan,
+    d: &Desired,
+    owner: &Owner,
+    options: &SyncOptions,
+) -> Result<Action, String> {
+    let api = api_for(client, served, plan, &d.api_version, &d.id)
+        .ok_or_else(|| format!("the cluster serves no {} {}", d.api_version, d.id.kind))?;
+    let mut object = d.object.clone();
+    label(&mut object, owner);
+    let live = api.get_opt(&d.id.name).await.map_err(|e| e.to_string())?;
+    if let Some(live) = &live {
+        let live = serde_json::to_value(live).map_err(|e| e.to_string())?;
+        if contains(&live, &object) {
+            return Ok(Action::Unchanged);
+        }
+    }
+    let mut params = PatchParams::apply(MANAGER).force();
+    if options.dry_run {
+        params = params.dry_run();
+    }
+    api.patch(&d.id.name, &params, &Patch::Apply(&object))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(if live.is_some() {
+        Action::Configured
+    } else {
+        Action::Created
+    })
+}
+
+/// Deletes `entry` if it still exists, carries this owner's labels and is
+/// not marked `hoist.dev/prune: disabled`. True when it was deleted.
+async fn prune_one(
+    client: &Client,
+    served: &Served,
+    plan: &ApplyPlan,
+    entry: &InventoryEntry,
+    owner: &Owner,
+    dry_run: bool,
+) -> Result<bool, String> {
+    let Some(api) = api_for(client, served, plan, &entry.api_version, &entry.id) else {
+        // The kind is gone from the cluster, and its objects with it.
+        return Ok(false);
+    };
+    let Some(live) = api
+        .get_opt(&entry.id.name)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(false);
+    };
+    let labels = live.metadata.labels.clone().unwrap_or_default();
+    let ours = labels.get(OWNER_NAME) == Some(&owner.name)
+        && labels.get(OWNER_NAMESPACE) == Some(&owner.namespace);
+    let disabled = live
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PRUNE))
+        .is_some_and(|v| v == "disabled");
+    if !ours || disabled {
+        return Ok(false);
+    }
+    let params = if dry_run {
+        DeleteParams::default().dry_run()
+    } else {
+        DeleteParams::background()
+    };
+    api.delete(&entry.id.name, &params)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// Waits until the CRDs named are Established, so their kinds can be applied.
+async fn established(client: &Client, names: &[String]) -> Result<(), String> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in names {
+        loop {
+            let crd = api.get_opt(name).await.map_err(|e| e.to_string())?;
+            let ready = crd
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "CustomResourceDefinition {name} was not Established within 60s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Polls the applied objects until all are healthy or `timeout` passes;
+/// returns the unhealthy ones with why.
+async fn wait(
+    client: &Client,
+    served: &Served,
+    plan: &ApplyPlan,
+    timeout: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut unhealthy = Vec::new();
+        let mut failed = false;
+        for d in plan.first.iter().chain(&plan.then) {
+            let Some(api) = api_for(client, served, plan, &d.api_version, &d.id) else {
+                continue;
+            };
+            let state = match api.get_opt(&d.id.name).await {
+                Ok(Some(live)) => match serde_json::to_value(&live) {
+                    Ok(live) => health::health(&d.id.group, &d.id.kind, &live),
+                    Err(e) => Health::Progressing(e.to_string()),
+                },
+                Ok(None) => Health::Progressing("not found".into()),
+                Err(e) => Health::Progressing(e.to_string()),
+            };
+            match state {
+                Health::Healthy => {}
+                Health::Progressing(why) => unhealthy.push(format!("{}: {why}", d.id)),
+                Health::Failed(why) => {
+                    failed = true;
+                    unhealthy.push(format!("{}: failed: {why}", d.id));
+                }
+            }
+        }
+        // A failure will not heal by waiting.
+        if unhealthy.is_empty() || failed || Instant::now() >= deadline {
+            return unhealthy;
+        }
+        tokio::time::sleep(
+            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+    }
+}
