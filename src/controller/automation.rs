@@ -24,8 +24,14 @@ pub async fn reconcile(
 ) -> Result<Action, ReconcileError> {
     let key = format!("ImageUpdateAutomation {}", key_of(&*automation));
     let started = std::time::Instant::now();
-    let result = update(automation, &context).await;
-    context.finished("ImageUpdateAutomation", &key, started, result.is_ok());
+    let result = update(automation, &key, &context).await;
+    // Only a run that succeeded ends the backoff (in `update`): a
+    // reconcile that found nothing due is no success.
+    context.metrics.reconciled(
+        "ImageUpdateAutomation",
+        result.is_ok(),
+        started.elapsed().as_secs_f64(),
+    );
     result
 }
 
@@ -71,6 +77,7 @@ fn age(time: Option<&String>) -> Option<Duration> {
 
 async fn update(
     automation: Arc<ImageUpdateAutomation>,
+    key: &str,
     context: &Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     if automation.spec.suspend {
@@ -103,15 +110,25 @@ async fn update(
         .filter_map(|p| Some((key_of(&**p), p.status.as_ref()?.latest_ref.clone()?)))
         .collect();
     let asked = requested(&*automation, status.last_handled_reconcile_at.as_ref());
-    let due = asked.is_some()
-        || observed != status.observed_policies
-        || generation != status.observed_generation
-        || age(status.last_automation_run_time.as_ref()).is_none_or(|a| a >= interval);
-    if !due {
-        let waited = age(status.last_automation_run_time.as_ref()).unwrap_or_default();
-        return Ok(Action::requeue(
-            interval.saturating_sub(waited).max(Duration::from_secs(1)),
-        ));
+    let since_run = age(status.last_automation_run_time.as_ref());
+    let spec_changed = generation != status.observed_generation;
+    // After a failed run, retry on the backoff (or at once for a new spec),
+    // not on every status write the failure itself caused.
+    let wait = match context.backoff(key) {
+        Some(backoff) if !spec_changed => since_run
+            .map(|a| backoff.saturating_sub(a))
+            .unwrap_or_default(),
+        Some(_) => Duration::ZERO,
+        None if observed != status.observed_policies || spec_changed => Duration::ZERO,
+        // The policy cache may lag behind the watch that woke this
+        // reconcile: look again soon rather than after a whole interval.
+        None => since_run
+            .map(|a| interval.saturating_sub(a))
+            .unwrap_or_default()
+            .min(Duration::from_secs(10)),
+    };
+    if asked.is_none() && !wait.is_zero() {
+        return Ok(Action::requeue(wait));
     }
 
     let mut secrets = Vec::new();
@@ -220,5 +237,6 @@ async fn update(
     };
     let status = write(status, Outcome::ready("Succeeded", message));
     patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+    context.forgive(key);
     Ok(Action::requeue(interval))
 }

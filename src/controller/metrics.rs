@@ -134,56 +134,62 @@ impl Metrics {
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
+            // Out of file descriptors, say: do not spin.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let mut request = Vec::with_capacity(1024);
-            let mut buffer = [0u8; 1024];
-            // Read the request head, at most 8 KiB of it.
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    stream.read(&mut buffer),
-                )
-                .await
-                {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                    Ok(Ok(n)) => request.extend_from_slice(&buffer[..n]),
+        // Each connection gets 10 s in all, however slowly it sends.
+        tokio::spawn(tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            async move {
+                let mut request = Vec::with_capacity(1024);
+                let mut buffer = [0u8; 1024];
+                // Read the request head, at most 8 KiB of it.
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+                    match tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        stream.read(&mut buffer),
+                    )
+                    .await
+                    {
+                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                        Ok(Ok(n)) => request.extend_from_slice(&buffer[..n]),
+                    }
                 }
-            }
-            let head = String::from_utf8_lossy(&request);
-            let mut parts = head.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let path = path.split('?').next().unwrap_or(path);
-            let (status, content_type, body) = match (method, path) {
-                ("GET", "/metrics") => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.encode(),
-                ),
-                ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
-                ("GET", "/readyz") if metrics.ready.load(Ordering::Relaxed) => {
-                    ("200 OK", "text/plain", "ok\n".to_string())
-                }
-                ("GET", "/readyz") => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "starting\n".to_string(),
-                ),
-                ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-                _ => (
-                    "405 Method Not Allowed",
-                    "text/plain",
-                    "GET only\n".to_string(),
-                ),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
+                let head = String::from_utf8_lossy(&request);
+                let mut parts = head.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let path = path.split('?').next().unwrap_or(path);
+                let (status, content_type, body) = match (method, path) {
+                    ("GET", "/metrics") => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        metrics.encode(),
+                    ),
+                    ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+                    ("GET", "/readyz") if metrics.ready.load(Ordering::Relaxed) => {
+                        ("200 OK", "text/plain", "ok\n".to_string())
+                    }
+                    ("GET", "/readyz") => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "starting\n".to_string(),
+                    ),
+                    ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+                    _ => (
+                        "405 Method Not Allowed",
+                        "text/plain",
+                        "GET only\n".to_string(),
+                    ),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            },
+        ));
     }
 }

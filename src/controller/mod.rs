@@ -166,9 +166,26 @@ impl Context {
     fn finished(&self, kind: &str, key: &str, started: std::time::Instant, ok: bool) {
         self.metrics
             .reconciled(kind, ok, started.elapsed().as_secs_f64());
-        if ok && let Ok(mut f) = self.failures.lock() {
+        if ok {
+            self.forgive(key);
+        }
+    }
+
+    /// Ends an object's backoff.
+    fn forgive(&self, key: &str) {
+        if let Ok(mut f) = self.failures.lock() {
             f.remove(key);
         }
+    }
+
+    /// The backoff an object is in, if it failed last: without counting a
+    /// new failure.
+    fn backoff(&self, key: &str) -> Option<Duration> {
+        let n = *self.failures.lock().ok()?.get(key)?;
+        Some(Duration::from_secs(
+            5u64.saturating_mul(1 << n.min(7).saturating_sub(1))
+                .min(300),
+        ))
     }
 }
 
@@ -343,6 +360,11 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
             .map_err(|e| ControllerError::Setup(format!("--metrics-addr {addr}: {e}")))?;
         tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
     }
+    // Ready once serving: a standby waiting for the lease is ready too, or
+    // a rolling update would wait forever for the new pod.
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -396,17 +418,31 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
     };
     // The leader keeps renewing; losing the lease stops everything.
     let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
+    // Renewals that keep failing (the API server unreachable) lose the
+    // lease as surely as a standby taking it: stop before it expires.
+    let expiry = options.leader_election.as_ref().map_or(Duration::MAX, |e| {
+        Duration::from_secs(
+            e.duration
+                .saturating_sub(e.duration.div_ceil(3).max(1))
+                .max(1),
+        )
+    });
     let renew = lease.clone().map(|manager| {
         tokio::spawn(async move {
+            let mut renewed = std::time::Instant::now();
             loop {
                 match manager.changed().await {
-                    Ok(true) => {}
+                    Ok(true) => renewed = std::time::Instant::now(),
                     Ok(false) => {
                         let _ = lost_tx.send(true);
                         return;
                     }
                     Err(e) => {
                         tracing::warn!("renewing the lease: {e}");
+                        if renewed.elapsed() >= expiry {
+                            let _ = lost_tx.send(true);
+                            return;
+                        }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -460,7 +496,9 @@ async fn reconcile_all(
         Controller::new(repositories.clone(), config.clone()).with_config(limit(8));
     let policy_controller =
         Controller::new(policies.clone(), config.clone()).with_config(limit(16));
-    let automation_controller = Controller::new(automations, config.clone()).with_config(limit(2));
+    // One automation at a time: automations on the same repository and
+    // branch share its checkout cache.
+    let automation_controller = Controller::new(automations, config.clone()).with_config(limit(1));
 
     // A new scan result re-queues the policies that read that repository;
     // a new latest ref the automations in its namespace that select it.

@@ -111,7 +111,9 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
             Outcome::waiting("DependencyNotReady", message.clone()),
         );
         patch_status(&context.client, policy, current.as_ref(), &status).await?;
-        return Ok(Action::await_change());
+        // After a restart the store is empty, and the repository's rescan
+        // may find the same revision (which re-queues no policy): look again.
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     if let Some(failure) = report.failures.first() {
         let status = write(status, Outcome::retrying("DigestFailed", failure.clone()));

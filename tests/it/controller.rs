@@ -350,6 +350,38 @@ fn requested_reconciles_scan_at_once_within_the_namespace_and_shard() {
 }
 
 #[test]
+fn a_failing_automation_retries_on_a_backoff_not_on_its_own_status_writes() {
+    let fake = FakeKube::start();
+    install_crds(&fake);
+    fake.apply(automation("file:///nonexistent/fleet.git", false));
+    // A selected policy with a latest ref: the failed run never records it
+    // as observed, so "a policy changed" stays true after the failure.
+    let mut selected = policy("^1");
+    selected["status"] =
+        json!({"latestRef": {"name": "registry.example/team/app", "tag": "1.0.0"}});
+    fake.apply(selected);
+    let controller = Running::start(&fake, &[]);
+    let failed = wait_for("the failure in the status", Duration::from_secs(30), || {
+        let a = fake.get(GROUP, "ImageUpdateAutomation", "apps", "fleet")?;
+        condition(&a, "Reconciling")
+    });
+    assert_eq!(
+        (failed.0.as_str(), failed.1.as_str()),
+        ("True", "UpdateFailed"),
+        "{failed:?}"
+    );
+    // The first retry waits 5 s; the failure's own status write must not
+    // run it again meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, metrics) = controller.get("/metrics");
+    let runs = metric_sum(
+        &metrics,
+        "hoist_reconciles_total{kind=\"ImageUpdateAutomation\",result=\"error\"}",
+    );
+    assert_eq!(runs, 1.0, "{metrics}");
+}
+
+#[test]
 fn one_leader_and_the_standby_takes_over_when_it_stops() {
     let fake = FakeKube::start();
     install_crds(&fake);

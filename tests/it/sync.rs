@@ -325,3 +325,126 @@ fn a_failed_apply_prunes_nothing_and_wait_names_the_unhealthy() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(report["unhealthy"], json!([]));
 }
+
+/// `benches/sync/run.sh`: 500 objects synced to the fake API server: time
+/// and requests for the first sync and for a second with nothing changed,
+/// next to `kubectl apply --server-side` of the same directory against the
+/// same kind of fake in the same run when kubectl is installed.
+#[test]
+#[ignore = "a benchmark: benches/sync/run.sh"]
+fn sync_500_objects() {
+    use std::time::Instant;
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for ns in 0..5 {
+        entries.push((
+            format!("ns-{ns}/namespace.yaml"),
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: team-{ns}}}\n"),
+        ));
+        for i in 0..33 {
+            let name = format!("app-{i}");
+            entries.push((
+                format!("ns-{ns}/{name}.yaml"),
+                DEPLOYMENT
+                    .replace("name: app,", &format!("name: {name},"))
+                    .replace("namespace: prod", &format!("namespace: team-{ns}"))
+                    + &format!(
+                        "---\n{}",
+                        config_map(&name, &format!(", namespace: team-{ns}"))
+                    ),
+            ));
+        }
+    }
+    let refs: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = files(&refs);
+    let objects = 5 + 5 * 33 * 3;
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let fake = FakeKube::start();
+    let timed = |run: &dyn Fn() -> (i32, String)| {
+        let before = fake.calls().len();
+        let started = Instant::now();
+        let (code, out) = run();
+        let elapsed = started.elapsed();
+        assert_eq!(code, 0, "{out}");
+        let calls = fake.calls().split_off(before);
+        let writes = calls.iter().filter(|c| !c.starts_with("GET ")).count();
+        (elapsed, calls.len(), writes)
+    };
+    let hoist_sync = || {
+        let (code, _, out) = sync(&fake, dir.path(), state.path(), &[]);
+        (code, out)
+    };
+    let first = timed(&hoist_sync);
+    let second = timed(&hoist_sync);
+    println!("sync of {objects} objects to the fake API server");
+    println!(
+        "  hoist sync, first:   {:>8.2?}, {:>5} requests, {:>4} writes",
+        first.0, first.1, first.2
+    );
+    println!(
+        "  hoist sync, again:   {:>8.2?}, {:>5} requests, {:>4} writes",
+        second.0, second.1, second.2
+    );
+    let kubectl_present = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !kubectl_present {
+        println!("  kubectl: not installed, no baseline");
+        return;
+    }
+    let other = FakeKube::start();
+    let kubeconfig = other.kubeconfig.to_string_lossy().into_owned();
+    let kubectl = || {
+        let out = std::process::Command::new("kubectl")
+            .args([
+                "--kubeconfig",
+                &kubeconfig,
+                "apply",
+                "--server-side",
+                "--validate=false",
+                "--recursive",
+                "-f",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let count = |f: &FakeKube, run: &dyn Fn() -> (i32, String)| {
+        let before = f.calls().len();
+        let started = Instant::now();
+        let (code, out) = run();
+        let elapsed = started.elapsed();
+        let calls = f.calls().split_off(before);
+        let writes = calls.iter().filter(|c| !c.starts_with("GET ")).count();
+        (code, out, elapsed, calls.len(), writes)
+    };
+    let k1 = count(&other, &kubectl);
+    let k2 = count(&other, &kubectl);
+    if k1.0 != 0 {
+        println!(
+            "  kubectl apply --server-side failed against the fake: {}",
+            k1.1.lines().next().unwrap_or("")
+        );
+        return;
+    }
+    println!(
+        "  kubectl apply --server-side, first: {:>8.2?}, {:>5} requests, {:>4} writes",
+        k1.2, k1.3, k1.4
+    );
+    println!(
+        "  kubectl apply --server-side, again: {:>8.2?}, {:>5} requests, {:>4} writes",
+        k2.2, k2.3, k2.4
+    );
+    println!(
+        "  time ratio hoist/kubectl: first {:.2}, again {:.2}",
+        first.0.as_secs_f64() / k1.2.as_secs_f64(),
+        second.0.as_secs_f64() / k2.2.as_secs_f64()
+    );
+}

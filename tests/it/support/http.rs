@@ -135,6 +135,9 @@ impl Drop for FakeServer {
 
 fn serve(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Request>>, stop: &AtomicBool) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    // Head and body go out in separate writes: without this, Nagle's
+    // algorithm and the client's delayed ACK add 40 ms to every answer.
+    let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
