@@ -12,11 +12,11 @@ pub mod health;
 pub mod plan;
 pub mod source;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope as ApiScope};
 use serde::Serialize;
@@ -213,8 +213,30 @@ pub async fn sync(
             report.inventory = applied.into_iter().collect();
             return report;
         }
+        // What this owner applied before, one labelled LIST per kind and
+        // namespace instead of a GET per object.
+        let live = match live_objects(client, &served, &plan, objects, owner).await {
+            Ok(live) => live,
+            Err(e) => {
+                report.error = Some(e);
+                report.inventory = applied.into_iter().collect();
+                return report;
+            }
+        };
         for d in objects {
-            match apply_one(client, &served, &plan, d, owner, options).await {
+            let known = previous.iter().any(|e| e.id == d.id);
+            match apply_one(
+                client,
+                &served,
+                &plan,
+                d,
+                live.get(&d.id),
+                known,
+                owner,
+                options,
+            )
+            .await
+            {
                 Ok(action) => {
                     if action != Action::Unchanged {
                         report.writes += 1;
@@ -277,11 +299,67 @@ pub async fn sync(
     report
 }
 
+/// The live objects carrying `owner`'s labels among the kinds and
+/// namespaces of `objects`.
+async fn live_objects(
+    client: &Client,
+    served: &Served,
+    plan: &ApplyPlan,
+    objects: &[Desired],
+    owner: &Owner,
+) -> Result<HashMap<ObjectId, serde_json::Value>, String> {
+    let selector = format!(
+        "{OWNER_NAME}={},{OWNER_NAMESPACE}={}",
+        owner.name, owner.namespace
+    );
+    let mut listed: BTreeSet<(String, String, Option<String>)> = BTreeSet::new();
+    let mut live = HashMap::new();
+    for d in objects {
+        let scope = (
+            d.api_version.clone(),
+            d.id.kind.clone(),
+            d.id.namespace.clone(),
+        );
+        if !listed.insert(scope) {
+            continue;
+        }
+        // A kind whose CRD this sync has not applied yet has no objects.
+        let Some(api) = api_for(client, served, plan, &d.api_version, &d.id) else {
+            continue;
+        };
+        let list = match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => list,
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(format!("listing {} {}: {e}", d.api_version, d.id.kind)),
+        };
+        for object in list.items {
+            let id = ObjectId {
+                group: d.id.group.clone(),
+                kind: d.id.kind.clone(),
+                namespace: object.metadata.namespace.clone(),
+                name: object.metadata.name.clone().unwrap_or_default(),
+            };
+            live.insert(
+                id,
+                serde_json::to_value(&object).map_err(|e| e.to_string())?,
+            );
+        }
+    }
+    Ok(live)
+}
+
+/// Applies one object unless `live` (its labelled live state) already
+/// holds every field of it. `known`: in the previous inventory, so an
+/// object that is applied without a labelled live copy was changed or
+/// recreated by someone, not created.
+#[allow(clippy::too_many_arguments)]
 async fn apply_one(
     client: &Client,
     served: &Served,
     plan: &ApplyPlan,
     d: &Desired,
+    live: Option<&serde_json::Value>,
+    known: bool,
     owner: &Owner,
     options: &SyncOptions,
 ) -> Result<Action, String> {
@@ -289,12 +367,8 @@ async fn apply_one(
         .ok_or_else(|| format!("the cluster serves no {} {}", d.api_version, d.id.kind))?;
     let mut object = d.object.clone();
     label(&mut object, owner);
-    let live = api.get_opt(&d.id.name).await.map_err(|e| e.to_string())?;
-    if let Some(live) = &live {
-        let live = serde_json::to_value(live).map_err(|e| e.to_string())?;
-        if contains(&live, &object) {
-            return Ok(Action::Unchanged);
-        }
+    if live.is_some_and(|live| contains(live, &object)) {
+        return Ok(Action::Unchanged);
     }
     let mut params = PatchParams::apply(MANAGER).force();
     if options.dry_run {
@@ -303,7 +377,7 @@ async fn apply_one(
     api.patch(&d.id.name, &params, &Patch::Apply(&object))
         .await
         .map_err(|e| e.to_string())?;
-    Ok(if live.is_some() {
+    Ok(if live.is_some() || known {
         Action::Configured
     } else {
         Action::Created
