@@ -31,11 +31,33 @@ pub struct RunArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// The cluster `spec.sync` applies to [default: KUBECONFIG,
+    /// ~/.kube/config, or the in-cluster service account]. Only read when
+    /// an automation has `spec.sync`.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> Result<(), CliError> {
     let session = ScanSession::open(&args.files, args.state_dir.clone(), false, 8)?;
+    let syncs = session
+        .objects
+        .automations
+        .iter()
+        .any(|a| a.object.spec.sync.is_some());
+    let cluster = if syncs && !args.dry_run {
+        Some(session.runtime.block_on(super::cluster::client(
+            args.kubeconfig.as_deref(),
+            args.context.as_deref(),
+        ))?)
+    } else {
+        None
+    };
     let options = RunOptions {
+        cluster,
         dry_run: args.dry_run,
         cache: session.state_dir.join("git"),
         push_attempts: 3,
@@ -167,6 +189,26 @@ fn describe(r: &AutomationReport) -> String {
             r.branch
         )),
         (None, None, None) => text.push_str(&format!("{}: up to date\n", r.automation)),
+    }
+    if let Some(sync) = &r.sync {
+        let changed = sync
+            .report
+            .applied
+            .iter()
+            .filter(|a| a.action != crate::sync::Action::Unchanged)
+            .count();
+        text.push_str(&format!(
+            "{}: synced {}: {} object{}, {changed} changed, {} pruned\n",
+            r.automation,
+            &sync.revision[..sync.revision.len().min(12)],
+            sync.report.applied.len(),
+            if sync.report.applied.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            sync.report.pruned.len()
+        ));
     }
     if let Some(pull) = &r.pull_request {
         text.push_str(&format!(

@@ -187,6 +187,8 @@ async fn update(
         cache: context.options.state_dir.join("git"),
         push_attempts: 3,
         runtime: Some(context.runtime.clone()),
+        // The controller's sync keeps its inventory in the status: not yet.
+        cluster: None,
     };
     // git runs as processes and forge calls block: off the async workers.
     let shared = Arc::clone(context);

@@ -18,7 +18,7 @@ use crate::rewrite::{Refs, rewrite_tree};
 use crate::store::Store;
 
 /// How automations run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Rewrite and report, but commit and push nothing.
     pub dry_run: bool,
@@ -28,6 +28,8 @@ pub struct RunOptions {
     pub push_attempts: u32,
     /// The async runtime forge clients block on (from outside it).
     pub runtime: Option<tokio::runtime::Handle>,
+    /// The cluster `spec.sync` applies to; without one, sync is skipped.
+    pub cluster: Option<kube::Client>,
 }
 
 /// What one automation did. `-o json` prints these.
@@ -52,9 +54,20 @@ pub struct AutomationReport {
     pub pull_request: Option<Outcome>,
     /// Milliseconds spent in each stage, over all push attempts.
     pub timings: Timings,
+    /// What `spec.sync` applied, and from which commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncOutcome>,
     /// With `--dry-run`: the unified diff that would be committed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+}
+
+/// A sync of the checkout branch: its commit and what was applied.
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncOutcome {
+    pub revision: String,
+    #[serde(flatten)]
+    pub report: crate::sync::SyncReport,
 }
 
 /// Where an automation's time went.
@@ -107,7 +120,14 @@ pub fn run_automations(
                 store,
                 options,
             };
-            if let Err(e) = run_one(&context, scan, git, &mut report) {
+            let published = git_for(&context, git, &mut report).and_then(|git| {
+                run_one(&context, scan, &git, &mut report)?;
+                if context.options.dry_run {
+                    return Ok(());
+                }
+                sync_branch(&context, &git, &mut report)
+            });
+            if let Err(e) = published {
                 report.error = Some(e);
             }
             report
@@ -475,23 +495,105 @@ fn owned_branch_lease(
     Ok(Lease::Expect(head))
 }
 
-/// `update.path` as a relative path that stays inside the repository.
-fn update_path(automation: &ImageUpdateAutomation) -> Result<PathBuf, String> {
-    let path = Path::new(&automation.spec.update.path);
+/// A path from the spec (`field`) as a relative path that stays inside
+/// the repository.
+fn repository_path(field: &str, value: &str) -> Result<PathBuf, String> {
     let mut clean = PathBuf::new();
-    for component in path.components() {
+    for component in Path::new(value).components() {
         match component {
             Component::Normal(part) => clean.push(part),
             Component::CurDir => {}
-            _ => {
-                return Err(format!(
-                    "spec.update.path {:?} must stay inside the repository",
-                    automation.spec.update.path
-                ));
-            }
+            _ => return Err(format!("{field} {value:?} must stay inside the repository")),
         }
     }
     Ok(clean)
+}
+
+/// `spec.sync`: apply the checkout branch as it is now on the remote —
+/// hoist's own commit right after it pushed one, the base branch when
+/// hoist proposes changes by pull request, anyone's commit otherwise.
+fn sync_branch(context: &Context, git: &Git, report: &mut AutomationReport) -> Result<(), String> {
+    let (Some(spec), Some(client)) = (&context.automation.spec.sync, &context.options.cluster)
+    else {
+        return Ok(());
+    };
+    let runtime = context
+        .options
+        .runtime
+        .clone()
+        .ok_or("no runtime for the sync")?;
+    let relative = repository_path("spec.sync.path", &spec.path)?;
+    let branch = Branch {
+        url: context.automation.spec.git.url.clone(),
+        name: context.checkout_branch().to_string(),
+    };
+    let checkout = git
+        .checkout(&context.options.cache, &branch)
+        .map_err(|e| e.to_string())?;
+    let root = checkout.dir.join(&relative);
+    let source = crate::sync::source::read(&root).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| {
+                format!(
+                    "spec.sync.path: {}: {}",
+                    relative.join(&e.file).display(),
+                    e.message
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let owner = crate::sync::Owner {
+        namespace: context.namespace().to_string(),
+        name: context.automation.metadata.name.clone().unwrap_or_default(),
+    };
+    let previous = context
+        .store
+        .sync_record(context.key)
+        .unwrap_or_else(|e| {
+            report
+                .warnings
+                .push(format!("reading the sync inventory: {e}"));
+            None
+        })
+        .unwrap_or_default();
+    let options = crate::sync::SyncOptions {
+        prune: spec.prune,
+        dry_run: false,
+        wait: spec.wait.then(|| {
+            spec.timeout
+                .as_ref()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(std::time::Duration::from_secs(300))
+        }),
+        default_namespace: context.namespace().to_string(),
+    };
+    let synced = runtime.block_on(crate::sync::sync(
+        client,
+        source,
+        &previous.inventory,
+        &owner,
+        &options,
+    ));
+    let record = crate::store::SyncRecord {
+        revision: Some(checkout.base.clone()),
+        inventory: synced.inventory.clone(),
+    };
+    if let Err(e) = context.store.put_sync_record(context.key, &record) {
+        report
+            .warnings
+            .push(format!("recording the sync inventory: {e}"));
+    }
+    let error = synced.error.clone();
+    report.sync = Some(SyncOutcome {
+        revision: checkout.base,
+        report: synced,
+    });
+    match error {
+        Some(e) => Err(format!("sync of {}: {e}", relative.display())),
+        None => Ok(()),
+    }
 }
 
 fn run_one(
@@ -507,9 +609,8 @@ fn run_one(
     if context.pull_request_fields().is_some() && !owned {
         return Err("spec.git.push.pullRequest needs spec.git.push.branch to name a branch other than the checkout branch".to_string());
     }
-    let git = &git_for(context, git, report)?;
     let (refs, unresolved) = refs_for(context, scan);
-    let relative = update_path(automation)?;
+    let relative = repository_path("spec.update.path", &automation.spec.update.path)?;
     let branch = Branch {
         url: automation.spec.git.url.clone(),
         name: checkout_branch.to_string(),

@@ -882,3 +882,64 @@ fn gitea_pull_request_found_across_pages_and_updated() {
     );
     assert_eq!(remote.branches(), ["hoist/fleet", "main"]);
 }
+
+#[test]
+fn spec_sync_applies_the_branch_hoist_just_pushed_and_then_anyones_commit() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[
+        ("clusters/prod/app.yaml", &manifest(&addr, "1.0.0")),
+        (
+            "clusters/prod/config.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: prod}\ndata: {level: info}\n",
+        ),
+    ]);
+    let fake = crate::support::kube::FakeKube::start();
+    let text = objects(&addr, &remote.url()) + "  sync: {path: ./clusters/prod, prune: true}\n";
+    let (dir, docker) = workspace(&[("objects.yaml", &text)]);
+    let kubeconfig = fake.kubeconfig.to_string_lossy().into_owned();
+    let run = || {
+        let run = run_once(
+            &dir,
+            &docker,
+            "objects.yaml",
+            "state",
+            &["--kubeconfig", &kubeconfig, "-o", "json"],
+        );
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        serde_json::from_str::<serde_json::Value>(&run.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    };
+    // hoist's own commit is applied in the same run, not at the next interval.
+    let first = run();
+    assert_eq!(first[0]["sync"]["revision"], remote.head("main"), "{first}");
+    assert_eq!(first[0]["commit"], remote.head("main"));
+    let deployment = fake
+        .get("apps/v1", "Deployment", "prod", "app")
+        .unwrap_or_default();
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    assert_eq!(image, format!("{addr}/team/app:1.1.0"), "{deployment}");
+    assert_eq!(
+        deployment["metadata"]["labels"]["sync.hoist.dev/name"],
+        "fleet"
+    );
+    // Nothing new: nothing written.
+    let second = run();
+    assert_eq!(second[0]["sync"]["writes"], 0, "{second}");
+    // Someone else's commit on the branch is applied too: a GitOps sync.
+    remote.commit_elsewhere(
+        "main",
+        "clusters/prod/config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: prod}\ndata: {level: debug}\n",
+    );
+    let third = run();
+    assert_eq!(third[0]["sync"]["revision"], remote.head("main"));
+    assert_eq!(third[0]["sync"]["writes"], 1, "{third}");
+    let config = fake
+        .get("v1", "ConfigMap", "prod", "settings")
+        .unwrap_or_default();
+    assert_eq!(config["data"]["level"], "debug");
+}
