@@ -226,8 +226,13 @@ pub struct ImageUpdateAutomationStatus {
     pub observed_policies: BTreeMap<String, super::ImageRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request_url: Option<String>,
+    /// The commit `spec.sync` last applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_revision: Option<String>,
+    /// What `spec.sync` has applied, for pruning: kept here so that it
+    /// survives the pod and its store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<crate::sync::plan::InventoryEntry>,
     /// The `reconcile.hoist.dev/requestedAt` annotation value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,

@@ -187,9 +187,20 @@ async fn update(
         cache: context.options.state_dir.join("git"),
         push_attempts: 3,
         runtime: Some(context.runtime.clone()),
-        // The controller's sync keeps its inventory in the status: not yet.
-        cluster: None,
+        cluster: Some(context.client.clone()),
     };
+    // The sync's inventory lives in the status (the store is an emptyDir
+    // that a restart empties): the pipeline reads it from the store.
+    if automation.spec.sync.is_some() {
+        let record = crate::store::SyncRecord {
+            revision: status.sync_revision.clone(),
+            inventory: status.inventory.clone(),
+        };
+        context
+            .store
+            .put_sync_record(key_of(&*automation).as_str(), &record)
+            .map_err(|e| ReconcileError::Transient(e.to_string()))?;
+    }
     // git runs as processes and forge calls block: off the async workers.
     let shared = Arc::clone(context);
     let ran = tokio::task::spawn_blocking(move || {
@@ -210,8 +221,25 @@ async fn update(
             context.metrics.pull_requests_opened.inc();
         }
     }
-    if ran.commit.is_some() {
+    if let Some(commit) = &ran.commit {
         context.metrics.commits_pushed.inc();
+        status.last_push_commit = Some(commit.clone());
+        status.last_push_time = status.last_automation_run_time.clone();
+    }
+    if let Some(synced) = &ran.sync {
+        status.sync_revision = Some(synced.revision.clone());
+        status.inventory = synced.report.inventory.clone();
+        if !synced.report.pruned.is_empty() {
+            let note = format!("pruned {}", synced.report.pruned.join(", "));
+            context
+                .event(&automation.object_ref(&()), "Pruned", note)
+                .await;
+        }
+        if let Some(error) = &synced.report.error {
+            context
+                .warning(&automation.object_ref(&()), "SyncFailed", error.clone())
+                .await;
+        }
     }
     if let Some(error) = &ran.error {
         let status = write(status, Outcome::retrying("UpdateFailed", error.clone()));
@@ -221,8 +249,6 @@ async fn update(
     status.observed_policies = observed;
     let message = match &ran.commit {
         Some(commit) => {
-            status.last_push_commit = Some(commit.clone());
-            status.last_push_time = status.last_automation_run_time.clone();
             let message = format!(
                 "pushed commit {} to {} ({} change{})",
                 &commit[..commit.len().min(12)],

@@ -136,8 +136,29 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        self.publish(EventType::Normal, reference, reason, note)
+            .await;
+    }
+
+    async fn warning(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        reason: &str,
+        note: String,
+    ) {
+        self.publish(EventType::Warning, reference, reason, note)
+            .await;
+    }
+
+    async fn publish(
+        &self,
+        type_: EventType,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        reason: &str,
+        note: String,
+    ) {
         let event = Event {
-            type_: EventType::Normal,
+            type_,
             reason: reason.to_string(),
             note: Some(note),
             action: reason.to_string(),

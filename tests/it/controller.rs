@@ -166,6 +166,7 @@ fn automation(url: &str, suspend: bool) -> Value {
             "git": {"url": url, "checkout": {"ref": {"branch": "main"}},
                 "commit": {"author": {"name": "hoist-bot", "email": "bot@example.com"}}},
             "update": {"path": "./clusters"},
+            "sync": {"path": "./clusters", "prune": true},
             "policySelector": {"matchLabels": {"team": "a"}}}})
 }
 
@@ -230,6 +231,19 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
             .then_some(a)
     });
     assert_eq!(updated["status"]["lastPushCommit"], remote.head("main"));
+    // spec.sync applied hoist's own commit; its inventory is in the status.
+    assert_eq!(updated["status"]["syncRevision"], remote.head("main"));
+    assert_eq!(
+        updated["status"]["inventory"],
+        json!([{"group": "apps", "kind": "Deployment", "namespace": "apps", "name": "app", "apiVersion": "apps/v1"}])
+    );
+    let running = fake
+        .get("apps/v1", "Deployment", "apps", "app")
+        .unwrap_or_default();
+    assert_eq!(
+        running["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("{addr}/team/app:1.1.0")
+    );
     assert_eq!(
         updated["status"]["observedPolicies"]["apps/app"]["tag"],
         "1.1.0"

@@ -943,3 +943,59 @@ fn spec_sync_applies_the_branch_hoist_just_pushed_and_then_anyones_commit() {
         .unwrap_or_default();
     assert_eq!(config["data"]["level"], "debug");
 }
+
+#[test]
+fn spec_sync_in_pull_request_mode_applies_the_base_branch_not_the_proposal() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let github = crate::support::forge::FakeForge::github("acme", "fleet", "ghp_t0ken", "");
+    let (_served, _http, text) = forge_fleet(
+        &addr,
+        &remote,
+        "acme/fleet",
+        &format!(
+            "{{provider: github, apiURL: 'http://{}'}}",
+            github.server.addr
+        ),
+    );
+    let text = text.replace(
+        "  update: {path: ./clusters/prod}\n",
+        "  update: {path: ./clusters/prod}\n  sync: {path: ./clusters/prod}\n",
+    );
+    let fake = crate::support::kube::FakeKube::start();
+    let kubeconfig = fake.kubeconfig.to_string_lossy().into_owned();
+    let (dir, docker) = workspace(&[("objects.yaml", &text)]);
+    let run = hoist_env(
+        dir.path(),
+        &[
+            "run",
+            "-f",
+            "objects.yaml",
+            "--once",
+            "--state-dir",
+            "state",
+            "--kubeconfig",
+            &kubeconfig,
+            "-o",
+            "json",
+        ],
+        &[("DOCKER_CONFIG", &docker), ("GITHUB_TOKEN", "ghp_t0ken")],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    assert_eq!(report[0]["pull_request"]["action"], "opened", "{report}");
+    // The proposal waits for review; the cluster runs what main holds.
+    assert_eq!(report[0]["sync"]["revision"], remote.head("main"));
+    let deployment = fake
+        .get("apps/v1", "Deployment", "prod", "app")
+        .unwrap_or_default();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("{addr}/team/app:1.0.0")
+    );
+}

@@ -448,3 +448,64 @@ fn sync_500_objects() {
         second.0.as_secs_f64() / k2.2.as_secs_f64()
     );
 }
+
+#[test]
+fn a_kustomization_is_built_and_without_a_builder_the_error_says_so() {
+    let fake = FakeKube::start();
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = files(&[
+        (
+            "base/kustomization.yaml",
+            "resources: [config.yaml]\nnamespace: prod\ncommonLabels: {team: a}\n",
+        ),
+        ("base/config.yaml", &config_map("settings", "")),
+        ("base/ignored.yaml", &config_map("not-listed", "")),
+    ]);
+    // Without kustomize and kubectl on PATH: a clear error, nothing applied.
+    let kubeconfig = fake.kubeconfig.to_string_lossy().into_owned();
+    let path = dir.path().to_string_lossy().into_owned();
+    let state_dir = state.path().to_string_lossy().into_owned();
+    let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bare = crate::support::hoist_env(
+        dir.path(),
+        &[
+            "sync",
+            "--path",
+            &path,
+            "--kubeconfig",
+            &kubeconfig,
+            "--state-dir",
+            &state_dir,
+        ],
+        &[("PATH", &empty.path().to_string_lossy())],
+    );
+    assert_eq!(bare.code, 2, "{}{}", bare.stdout, bare.stderr);
+    assert!(
+        bare.stderr.contains(
+            "base: has a kustomization.yaml, but neither kustomize nor kubectl is installed"
+        ),
+        "{}",
+        bare.stderr
+    );
+    assert!(fake.list("v1", "ConfigMap").is_empty());
+    let builder = ["kustomize", "kubectl"].iter().any(|b| {
+        std::process::Command::new(b)
+            .arg("version")
+            .output()
+            .is_ok()
+    });
+    if !builder {
+        eprintln!("skipped the build: neither kustomize nor kubectl is installed");
+        return;
+    }
+    let (code, report, out) = sync(&fake, dir.path(), state.path(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        actions(&report),
+        [("ConfigMap prod/settings".to_string(), "created".to_string())]
+    );
+    let settings = fake
+        .get("v1", "ConfigMap", "prod", "settings")
+        .unwrap_or_default();
+    assert_eq!(settings["metadata"]["labels"]["team"], "a");
+}
