@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod registry;
 pub mod rewrite;
+pub mod schedule;
 pub mod store;
 pub mod sync;
 

@@ -236,6 +236,9 @@ pub struct ImageUpdateAutomationStatus {
     /// The `reconcile.hoist.dev/requestedAt` annotation value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// Outside every update window: when the next opens (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window: Option<String>,
     /// When the automation last ran (RFC 3339), pushed or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_automation_run_time: Option<String>,

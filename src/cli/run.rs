@@ -58,6 +58,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     };
     let options = RunOptions {
         cluster,
+        now: None,
         dry_run: args.dry_run,
         cache: session.state_dir.join("git"),
         push_attempts: 3,

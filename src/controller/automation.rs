@@ -120,6 +120,15 @@ async fn update(
             .unwrap_or_default(),
         Some(_) => Duration::ZERO,
         None if observed != status.observed_policies || spec_changed => Duration::ZERO,
+        // An update window has opened since the run that found all closed.
+        None if status
+            .next_window
+            .as_ref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .is_some_and(|t| t <= jiff::Timestamp::now()) =>
+        {
+            Duration::ZERO
+        }
         // The policy cache may lag behind the watch that woke this
         // reconcile: look again soon rather than after a whole interval.
         None => since_run
@@ -188,6 +197,7 @@ async fn update(
         push_attempts: 3,
         runtime: Some(context.runtime.clone()),
         cluster: Some(context.client.clone()),
+        now: None,
     };
     // The sync's inventory lives in the status (the store is an emptyDir
     // that a restart empties): the pipeline reads it from the store.
@@ -247,6 +257,25 @@ async fn update(
         return Err(ReconcileError::Transient(error.clone()));
     }
     status.observed_policies = observed;
+    status.next_window = ran.window.as_ref().and_then(|w| w.next_open.clone());
+    if let Some(window) = &ran.window {
+        let message = format!(
+            "outside every update window; {} change{} waiting; the next window opens {}",
+            ran.changes.len(),
+            if ran.changes.len() == 1 { "" } else { "s" },
+            window.next_open.as_deref().unwrap_or("not within a year")
+        );
+        let status = write(status, Outcome::ready("OutsideUpdateWindow", message));
+        patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+        context.forgive(key);
+        let until = window
+            .next_open
+            .as_ref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .and_then(|t| u64::try_from(t.as_second() - jiff::Timestamp::now().as_second()).ok())
+            .map_or(interval, Duration::from_secs);
+        return Ok(Action::requeue(until.min(interval).max(Duration::from_secs(1))));
+    }
     let message = match &ran.commit {
         Some(commit) => {
             let message = format!(

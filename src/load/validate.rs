@@ -131,11 +131,9 @@ pub(super) fn automation(
         "name the branch to check out",
     )?;
     for (i, window) in spec.schedule.iter().enumerate() {
-        duration(
-            doc,
-            &format!("spec.schedule[{i}].duration"),
-            Some(&window.duration),
-        )?;
+        if let Err(e) = crate::schedule::Window::parse(window) {
+            return Err(doc.invalid(&format!("spec.schedule[{i}].{}", e.field), e.message));
+        }
     }
     if let Some(selector) = &spec.policy_selector
         && let Some((i, problem)) = selector.problems().first()

@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub runtime: Option<tokio::runtime::Handle>,
     /// The cluster `spec.sync` applies to; without one, sync is skipped.
     pub cluster: Option<kube::Client>,
+    /// The time update windows are judged at (default: now); tests set it.
+    pub now: Option<jiff::Timestamp>,
 }
 
 /// What one automation did. `-o json` prints these.
@@ -54,12 +56,24 @@ pub struct AutomationReport {
     pub pull_request: Option<Outcome>,
     /// Milliseconds spent in each stage, over all push attempts.
     pub timings: Timings,
+    /// Set when the automation has update windows and none is open: the
+    /// run only worked out what it would change (`changes`, `diff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowReport>,
     /// What `spec.sync` applied, and from which commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncOutcome>,
     /// With `--dry-run`: the unified diff that would be committed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+}
+
+/// Outside every update window.
+#[derive(Clone, Debug, Serialize)]
+pub struct WindowReport {
+    pub open: bool,
+    /// RFC 3339, when the next window opens (within a year).
+    pub next_open: Option<String>,
 }
 
 /// A sync of the checkout branch: its commit and what was applied.
@@ -120,8 +134,26 @@ pub fn run_automations(
                 store,
                 options,
             };
+            // Outside every update window: work out what would change,
+            // push nothing, open or update no pull request.
+            let closed = match window_gate(automation, options) {
+                Ok(gate) => gate,
+                Err(e) => {
+                    report.error = Some(e);
+                    return report;
+                }
+            };
+            report.window = closed.clone();
+            let rehearsal = RunOptions {
+                dry_run: true,
+                ..options.clone()
+            };
+            let update = Context {
+                options: if closed.is_some() { &rehearsal } else { options },
+                ..context
+            };
             let published = git_for(&context, git, &mut report).and_then(|git| {
-                run_one(&context, scan, &git, &mut report)?;
+                run_one(&update, scan, &git, &mut report)?;
                 if context.options.dry_run {
                     return Ok(());
                 }
@@ -197,6 +229,34 @@ impl Context<'_> {
                 .push(format!("recording the pull request: {e}"));
         }
     }
+}
+
+/// `Some(window report)` when the automation has update windows and none
+/// is open at `options.now` (or now).
+fn window_gate(
+    automation: &ImageUpdateAutomation,
+    options: &RunOptions,
+) -> Result<Option<WindowReport>, String> {
+    if automation.spec.schedule.is_empty() {
+        return Ok(None);
+    }
+    let windows = automation
+        .spec
+        .schedule
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            crate::schedule::Window::parse(w).map_err(|e| format!("spec.schedule[{i}].{e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = options.now.unwrap_or_else(jiff::Timestamp::now);
+    Ok(match crate::schedule::gate(&windows, now) {
+        crate::schedule::Gate::Open => None,
+        crate::schedule::Gate::Closed { next } => Some(WindowReport {
+            open: false,
+            next_open: next.map(|t| t.to_string()),
+        }),
+    })
 }
 
 /// The latest refs of the policies the automation selects (those in its
