@@ -56,7 +56,15 @@ pub fn run(args: SyncArgs) -> Result<(), CliError> {
         CliError::invalid(
             errors
                 .iter()
-                .map(|e| format!("{}: {}", args.path.join(&e.file).display(), e.message))
+                .map(|e| {
+                    // The path itself, or a file under it.
+                    let file = if e.file == args.path {
+                        e.file.clone()
+                    } else {
+                        args.path.join(&e.file)
+                    };
+                    format!("{}: {}", file.display(), e.message)
+                })
                 .collect::<Vec<_>>()
                 .join("\n"),
         )

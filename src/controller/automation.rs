@@ -202,9 +202,25 @@ async fn update(
     // The sync's inventory lives in the status (the store is an emptyDir
     // that a restart empties): the pipeline reads it from the store.
     if automation.spec.sync.is_some() {
+        // The union of both: a status read from a lagging cache (or a
+        // status write that failed) must not drop what the store knows.
+        // Pruning checks labels, so an extra entry is harmless.
+        let stored = context
+            .store
+            .sync_record(key_of(&*automation).as_str())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut inventory = status.inventory.clone();
+        for entry in stored.inventory {
+            if !inventory.iter().any(|e| e.id == entry.id) {
+                inventory.push(entry);
+            }
+        }
+        inventory.sort();
         let record = crate::store::SyncRecord {
             revision: status.sync_revision.clone(),
-            inventory: status.inventory.clone(),
+            inventory,
         };
         context
             .store
@@ -274,7 +290,9 @@ async fn update(
             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
             .and_then(|t| u64::try_from(t.as_second() - jiff::Timestamp::now().as_second()).ok())
             .map_or(interval, Duration::from_secs);
-        return Ok(Action::requeue(until.min(interval).max(Duration::from_secs(1))));
+        return Ok(Action::requeue(
+            until.min(interval).max(Duration::from_secs(1)),
+        ));
     }
     let message = match &ran.commit {
         Some(commit) => {

@@ -149,7 +149,11 @@ pub fn run_automations(
                 ..options.clone()
             };
             let update = Context {
-                options: if closed.is_some() { &rehearsal } else { options },
+                options: if closed.is_some() {
+                    &rehearsal
+                } else {
+                    options
+                },
                 ..context
             };
             let published = git_for(&context, git, &mut report).and_then(|git| {
@@ -591,6 +595,17 @@ fn sync_branch(context: &Context, git: &Git, report: &mut AutomationReport) -> R
         .checkout(&context.options.cache, &branch)
         .map_err(|e| e.to_string())?;
     let root = checkout.dir.join(&relative);
+    // A symbolic link must not lead the sync out of the repository.
+    let inside = std::fs::canonicalize(&root)
+        .ok()
+        .zip(std::fs::canonicalize(&checkout.dir).ok())
+        .is_some_and(|(r, c)| r.starts_with(&c) && !r.starts_with(c.join(".git")));
+    if !inside {
+        return Err(format!(
+            "spec.sync.path {:?} is not a directory inside the repository",
+            spec.path
+        ));
+    }
     let source = crate::sync::source::read(&root).map_err(|errors| {
         errors
             .iter()
@@ -608,15 +623,12 @@ fn sync_branch(context: &Context, git: &Git, report: &mut AutomationReport) -> R
         namespace: context.namespace().to_string(),
         name: context.automation.metadata.name.clone().unwrap_or_default(),
     };
+    // Without the inventory hoist could not prune what it applied: stop
+    // rather than start a new, empty one.
     let previous = context
         .store
         .sync_record(context.key)
-        .unwrap_or_else(|e| {
-            report
-                .warnings
-                .push(format!("reading the sync inventory: {e}"));
-            None
-        })
+        .map_err(|e| format!("reading the sync inventory: {e}"))?
         .unwrap_or_default();
     let options = crate::sync::SyncOptions {
         prune: spec.prune,

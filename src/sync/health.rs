@@ -36,6 +36,8 @@ pub fn health(group: &str, kind: &str, object: &Value) -> Health {
     let status = &object["status"];
     let wanted = |path: &str| object["spec"][path].as_i64().unwrap_or(1);
     match (group, kind) {
+        // A paused rollout is what someone asked for.
+        ("apps", "Deployment") if object["spec"]["paused"] == true => Health::Healthy,
         ("apps", "Deployment") => {
             if !observed(object) {
                 return Health::Progressing("the new spec is not observed yet".into());
@@ -108,6 +110,14 @@ pub fn health(group: &str, kind: &str, object: &Value) -> Health {
             }
         }
         _ => match condition(object, "Ready") {
+            // A Ready condition from before the latest spec says nothing yet.
+            Some(c)
+                if c["observedGeneration"]
+                    .as_i64()
+                    .is_some_and(|g| g < int(&object["metadata"]["generation"])) =>
+            {
+                Health::Progressing("the new spec is not observed yet".into())
+            }
             Some(c) if c["status"] == "True" => Health::Healthy,
             Some(c) => Health::Progressing(c["message"].as_str().unwrap_or("not ready").into()),
             None => Health::Healthy,
@@ -192,6 +202,19 @@ mod tests {
                 Health::Progressing("issuing".into()),
             ),
             ("", "ConfigMap", json!({"data": {}}), Health::Healthy),
+            (
+                "cert-manager.io",
+                "Certificate",
+                json!({"metadata": {"generation": 3}, "status": {"conditions": [
+                    {"type": "Ready", "status": "True", "observedGeneration": 2}]}}),
+                Health::Progressing("the new spec is not observed yet".into()),
+            ),
+            (
+                "apps",
+                "Deployment",
+                json!({"metadata": {"generation": 3}, "spec": {"paused": true}, "status": {"observedGeneration": 1}}),
+                Health::Healthy,
+            ),
         ];
         for (group, kind, object, expected) in cases {
             assert_eq!(health(group, kind, &object), expected, "{kind} {object}");

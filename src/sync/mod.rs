@@ -12,7 +12,7 @@ pub mod health;
 pub mod plan;
 pub mod source;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use kube::Client;
@@ -141,15 +141,41 @@ fn api_for(
 /// fields the server defaults inside list items do not count as drift.
 pub fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
     use serde_json::Value;
+    // The server drops empty maps and lists and nulls: absent is the same.
+    let empty = |v: &Value| {
+        v.is_null()
+            || v.as_object().is_some_and(serde_json::Map::is_empty)
+            || v.as_array().is_some_and(Vec::is_empty)
+    };
     match (live, desired) {
-        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, v)| {
-            l.get(k).is_some_and(|lv| contains(lv, v)) || (v.is_null() && !l.contains_key(k))
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, v)| match l.get(k) {
+            Some(lv) => contains(lv, v) || (empty(v) && empty(lv)),
+            None => empty(v),
         }),
         (Value::Array(l), Value::Array(d)) => {
             l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
         }
         (l, d) => l == d,
     }
+}
+
+/// Whether two versions of an object are the same but for the server's
+/// bookkeeping.
+fn same_object(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v["metadata"].as_object_mut() {
+            for field in ["resourceVersion", "managedFields", "generation"] {
+                meta.remove(field);
+            }
+        }
+        if let Some(map) = v.as_object_mut() {
+            map.remove("apiVersion");
+            map.remove("kind");
+        }
+        v
+    };
+    strip(a) == strip(b)
 }
 
 /// Adds the owner labels to an object's metadata.
@@ -201,7 +227,10 @@ pub async fn sync(
             return report;
         }
     };
-    let mut applied: BTreeSet<InventoryEntry> = previous.iter().cloned().collect();
+    // By object, whatever its API version: the newest entry wins, and
+    // whether hoist created it carries over.
+    let mut applied: BTreeMap<ObjectId, InventoryEntry> =
+        previous.iter().map(|e| (e.id.clone(), e.clone())).collect();
     let mut crds_changed = Vec::new();
     for (phase, objects) in [("first", &plan.first), ("then", &plan.then)] {
         if phase == "then"
@@ -210,7 +239,7 @@ pub async fn sync(
             && let Err(e) = established(client, &crds_changed).await
         {
             report.error = Some(e);
-            report.inventory = applied.into_iter().collect();
+            report.inventory = applied.into_values().collect();
             return report;
         }
         // What this owner applied before, one labelled LIST per kind and
@@ -219,7 +248,7 @@ pub async fn sync(
             Ok(live) => live,
             Err(e) => {
                 report.error = Some(e);
-                report.inventory = applied.into_iter().collect();
+                report.inventory = applied.into_values().collect();
                 return report;
             }
         };
@@ -248,30 +277,43 @@ pub async fn sync(
                         object: d.id.to_string(),
                         action,
                     });
-                    applied.insert(InventoryEntry {
-                        id: d.id.clone(),
-                        api_version: d.api_version.clone(),
-                    });
+                    let created =
+                        action == Action::Created || applied.get(&d.id).is_some_and(|e| e.created);
+                    applied.insert(
+                        d.id.clone(),
+                        InventoryEntry {
+                            id: d.id.clone(),
+                            api_version: d.api_version.clone(),
+                            created,
+                        },
+                    );
                 }
                 Err(e) => {
                     // Keep what was applied in the inventory, so a later
                     // sync can prune it; prune nothing now.
                     report.error = Some(format!("{}: {}: {e}", d.file.display(), d.id));
-                    report.inventory = applied.into_iter().collect();
+                    report.inventory = applied.into_values().collect();
                     return report;
                 }
             }
         }
     }
-    let mut inventory = plan.inventory();
+    // What the source holds now, then what is still ours to prune.
+    let mut inventory: Vec<InventoryEntry> = plan
+        .first
+        .iter()
+        .chain(&plan.then)
+        .filter_map(|d| applied.get(&d.id).cloned())
+        .collect();
     if options.prune {
         for entry in &plan.prune {
             match prune_one(client, &served, &plan, entry, owner, options.dry_run).await {
-                Ok(true) => {
+                Ok(Pruned::Deleted) => {
                     report.writes += 1;
                     report.pruned.push(entry.id.to_string());
                 }
-                Ok(false) => report.kept.push(entry.id.to_string()),
+                Ok(Pruned::Kept) => report.kept.push(entry.id.to_string()),
+                Ok(Pruned::Gone) => {}
                 Err(e) => {
                     // Still ours and still there: keep it in the inventory.
                     report.error = Some(format!("pruning {}: {e}", entry.id));
@@ -284,7 +326,7 @@ pub async fn sync(
         inventory.extend(plan.prune.iter().cloned());
     }
     inventory.sort();
-    inventory.dedup();
+    inventory.dedup_by(|a, b| a.id == b.id);
     report.inventory = inventory;
     if let (Some(timeout), None, false) = (options.wait, &report.error, options.dry_run) {
         report.unhealthy = wait(client, &served, &plan, timeout).await;
@@ -333,16 +375,17 @@ async fn live_objects(
             Err(e) => return Err(format!("listing {} {}: {e}", d.api_version, d.id.kind)),
         };
         for object in list.items {
+            let mut value = serde_json::to_value(&object).map_err(|e| e.to_string())?;
+            // Items of built-in kinds come without apiVersion and kind.
+            value["apiVersion"] = serde_json::json!(d.api_version);
+            value["kind"] = serde_json::json!(d.id.kind);
             let id = ObjectId {
                 group: d.id.group.clone(),
                 kind: d.id.kind.clone(),
                 namespace: object.metadata.namespace.clone(),
                 name: object.metadata.name.clone().unwrap_or_default(),
             };
-            live.insert(
-                id,
-                serde_json::to_value(&object).map_err(|e| e.to_string())?,
-            );
+            live.insert(id, value);
         }
     }
     Ok(live)
@@ -370,13 +413,36 @@ async fn apply_one(
     if live.is_some_and(|live| contains(live, &object)) {
         return Ok(Action::Unchanged);
     }
-    let mut params = PatchParams::apply(MANAGER).force();
-    if options.dry_run {
-        params = params.dry_run();
+    let rehearse = PatchParams::apply(MANAGER).force().dry_run();
+    // The server may write a field differently than the source does
+    // (`cpu: 0.5` as `500m`, `{}` dropped): ask it what applying would
+    // give, and write only if that differs from what is live.
+    if let Some(live) = live {
+        let after = api
+            .patch(&d.id.name, &rehearse, &Patch::Apply(&object))
+            .await
+            .map_err(|e| e.to_string())?;
+        let after = serde_json::to_value(&after).map_err(|e| e.to_string())?;
+        if same_object(live, &after) {
+            return Ok(Action::Unchanged);
+        }
+        if options.dry_run {
+            return Ok(Action::Configured);
+        }
     }
-    api.patch(&d.id.name, &params, &Patch::Apply(&object))
-        .await
-        .map_err(|e| e.to_string())?;
+    let params = if options.dry_run {
+        rehearse
+    } else {
+        PatchParams::apply(MANAGER).force()
+    };
+    if let Err(e) = api.patch(&d.id.name, &params, &Patch::Apply(&object)).await {
+        // A dry run cannot create an object in a Namespace or of a CRD
+        // that this same sync would create first.
+        if options.dry_run && matches!(&e, kube::Error::Api(r) if r.code == 404) {
+            return Ok(Action::Created);
+        }
+        return Err(e.to_string());
+    }
     Ok(if live.is_some() || known {
         Action::Configured
     } else {
@@ -384,8 +450,18 @@ async fn apply_one(
     })
 }
 
+/// What pruning did to one inventory entry.
+enum Pruned {
+    Deleted,
+    /// Not hoist's to delete: another owner's labels, `hoist.dev/prune:
+    /// disabled`, or a Namespace or CRD hoist did not create.
+    Kept,
+    /// No longer there.
+    Gone,
+}
+
 /// Deletes `entry` if it still exists, carries this owner's labels and is
-/// not marked `hoist.dev/prune: disabled`. True when it was deleted.
+/// not marked `hoist.dev/prune: disabled`.
 async fn prune_one(
     client: &Client,
     served: &Served,
@@ -393,18 +469,31 @@ async fn prune_one(
     entry: &InventoryEntry,
     owner: &Owner,
     dry_run: bool,
-) -> Result<bool, String> {
+) -> Result<Pruned, String> {
     let Some(api) = api_for(client, served, plan, &entry.api_version, &entry.id) else {
-        // The kind is gone from the cluster, and its objects with it.
-        return Ok(false);
+        // Not served under this version (any more): keep the entry rather
+        // than lose track of the object.
+        return Err(format!(
+            "the cluster serves no {} {}",
+            entry.api_version, entry.id.kind
+        ));
     };
     let Some(live) = api
         .get_opt(&entry.id.name)
         .await
         .map_err(|e| e.to_string())?
     else {
-        return Ok(false);
+        return Ok(Pruned::Gone);
     };
+    // A Namespace or CRD takes everything in it or of its kind along:
+    // hoist deletes only those it created itself.
+    if matches!(
+        entry.id.kind.as_str(),
+        "Namespace" | "CustomResourceDefinition"
+    ) && !entry.created
+    {
+        return Ok(Pruned::Kept);
+    }
     let labels = live.metadata.labels.clone().unwrap_or_default();
     let ours = labels.get(OWNER_NAME) == Some(&owner.name)
         && labels.get(OWNER_NAMESPACE) == Some(&owner.namespace);
@@ -415,17 +504,22 @@ async fn prune_one(
         .and_then(|a| a.get(PRUNE))
         .is_some_and(|v| v == "disabled");
     if !ours || disabled {
-        return Ok(false);
+        return Ok(Pruned::Kept);
     }
-    let params = if dry_run {
+    // Delete exactly the object whose labels were just read.
+    let mut params = if dry_run {
         DeleteParams::default().dry_run()
     } else {
         DeleteParams::background()
     };
+    params.preconditions = Some(kube::api::Preconditions {
+        uid: live.metadata.uid.clone(),
+        resource_version: live.metadata.resource_version.clone(),
+    });
     api.delete(&entry.id.name, &params)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(true)
+    Ok(Pruned::Deleted)
 }
 
 /// Waits until the CRDs named are Established, so their kinds can be applied.

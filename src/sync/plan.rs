@@ -44,6 +44,10 @@ pub struct InventoryEntry {
     #[serde(flatten)]
     pub id: ObjectId,
     pub api_version: String,
+    /// hoist created the object (rather than taking over one that
+    /// existed): only then may it prune a Namespace or CRD.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
 }
 
 /// An object of the source, as read from a file.
@@ -89,6 +93,7 @@ impl ApplyPlan {
             .map(|d| InventoryEntry {
                 id: d.id.clone(),
                 api_version: d.api_version.clone(),
+                created: false,
             })
             .collect();
         entries.sort();
@@ -280,6 +285,7 @@ mod tests {
                 name: name.into(),
             },
             api_version: api_version.into(),
+            created: false,
         }
     }
 

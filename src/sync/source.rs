@@ -60,8 +60,10 @@ fn walk(root: &Path, dir: &Path, objects: &mut Vec<Desired>, errors: &mut Vec<Pl
     entries.sort();
     for path in entries {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        // Dot-directories (.git, .github) hold no manifests.
-        if name.starts_with('.') {
+        // Dot-directories (.git, .github) hold no manifests; symbolic links
+        // are not followed (they could loop, or lead out of the repository).
+        let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if name.starts_with('.') || link {
             continue;
         }
         if path.is_dir() {

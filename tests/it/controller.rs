@@ -235,7 +235,7 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
     assert_eq!(updated["status"]["syncRevision"], remote.head("main"));
     assert_eq!(
         updated["status"]["inventory"],
-        json!([{"group": "apps", "kind": "Deployment", "namespace": "apps", "name": "app", "apiVersion": "apps/v1"}])
+        json!([{"group": "apps", "kind": "Deployment", "namespace": "apps", "name": "app", "apiVersion": "apps/v1", "created": true}])
     );
     let running = fake
         .get("apps/v1", "Deployment", "apps", "app")

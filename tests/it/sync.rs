@@ -35,11 +35,12 @@ fn sync(
     (run.code, report, format!("{}{}", run.stdout, run.stderr))
 }
 
-/// Requests that change something: everything but reads and watches.
+/// Requests that change something: everything but reads, watches and
+/// server-side dry runs.
 fn writes(fake: &FakeKube) -> Vec<String> {
     fake.calls()
         .into_iter()
-        .filter(|c| !c.starts_with("GET "))
+        .filter(|c| !c.starts_with("GET ") && !c.contains("dryRun=All"))
         .collect()
 }
 
@@ -98,12 +99,17 @@ fn apply_then_nothing_then_drift_reverted_and_only_hoists_objects_pruned() {
             "config/keep.yaml",
             &config_map("keep", ", annotations: {hoist.dev/prune: disabled}"),
         ),
+        // The server drops `annotations: {}`: that is no drift.
+        (
+            "config/empty.yaml",
+            &config_map("empty", ", annotations: {}"),
+        ),
         ("README.md", "not yaml, not read\n"),
     ]);
     // A dry run asks the server and writes nothing.
     let (code, report, out) = sync(&fake, dir.path(), state.path(), &["--dry-run"]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(actions(&report).len(), 6, "{report}");
+    assert_eq!(actions(&report).len(), 7, "{report}");
     assert!(
         fake.list("v1", "ConfigMap").is_empty(),
         "a dry run created objects"
@@ -112,7 +118,7 @@ fn apply_then_nothing_then_drift_reverted_and_only_hoists_objects_pruned() {
     let (code, report, out) = sync(&fake, dir.path(), state.path(), &[]);
     assert_eq!(code, 0, "{out}");
     let applied = actions(&report);
-    assert_eq!(applied.len(), 6, "{report}");
+    assert_eq!(applied.len(), 7, "{report}");
     assert!(applied.iter().all(|(_, a)| a == "created"), "{applied:?}");
     // The Namespace came first; namespaced objects without one got default.
     assert_eq!(applied[0].0, "Namespace prod");

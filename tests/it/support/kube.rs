@@ -32,6 +32,9 @@ pub struct Kind {
     pub namespaced: bool,
     /// Whether `.status` is a subresource (writes to the object ignore it).
     pub status: bool,
+    /// Defined by a CRD. Lists of built-in kinds, as the real server sends
+    /// them, carry no apiVersion and kind on their items.
+    pub custom: bool,
 }
 
 impl Kind {
@@ -50,6 +53,7 @@ impl Kind {
             kind: kind.into(),
             namespaced,
             status,
+            custom: false,
         }
     }
 
@@ -374,6 +378,7 @@ impl World {
                     kind: kind.clone(),
                     namespaced,
                     status: version["subresources"]["status"].is_object(),
+                    custom: true,
                 });
             }
         }
@@ -584,6 +589,13 @@ impl World {
                 }
                 stored.object = next;
             }
+        }
+        // Like the real server, no empty labels or annotations are kept.
+        if let Some(meta) = stored.object["metadata"].as_object_mut() {
+            meta.retain(|k, v| {
+                !(matches!(k.as_str(), "labels" | "annotations")
+                    && v.as_object().is_some_and(Map::is_empty))
+            });
         }
         // Identity and bookkeeping are the server's.
         let metadata = &mut stored.object["metadata"];
@@ -1012,7 +1024,15 @@ fn handle(world: &mut World, request: &Request) -> Reply {
                     chunks: receiver,
                 };
             }
-            let items = world.list(&kind, target.namespace.as_deref(), selector.as_deref());
+            let mut items = world.list(&kind, target.namespace.as_deref(), selector.as_deref());
+            if !kind.custom {
+                for item in &mut items {
+                    if let Some(map) = item.as_object_mut() {
+                        map.remove("apiVersion");
+                        map.remove("kind");
+                    }
+                }
+            }
             Reply::json(
                 200,
                 &json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(),
