@@ -53,6 +53,35 @@ pub struct ScanRecord {
     pub revision: String,
     /// Seconds since the Unix epoch.
     pub scanned_at: u64,
+    /// When hoist first saw each tag (seconds since the epoch), for
+    /// `minimumAge`. Tags present at a repository's first scan count as
+    /// seen at 0: their age is unknown, and holding back every existing
+    /// tag would freeze a new install.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub first_seen: std::collections::BTreeMap<String, u64>,
+}
+
+/// First-seen times for `tags` scanned at `now`, carried over from the
+/// previous record; with no previous record, every tag counts as old.
+pub fn first_seen(
+    tags: &[Tag],
+    previous: Option<&ScanRecord>,
+    now: u64,
+) -> std::collections::BTreeMap<String, u64> {
+    tags.iter()
+        .map(|t| {
+            let seen = match previous {
+                None => 0,
+                Some(p) => match p.first_seen.get(t.as_str()) {
+                    Some(at) => *at,
+                    // A record from before first-seen times were kept.
+                    None if p.first_seen.is_empty() && p.tags.contains(t) => 0,
+                    None => now,
+                },
+            };
+            (t.as_str().to_string(), seen)
+        })
+        .collect()
 }
 
 /// A digest looked up for a tag, and when.
@@ -316,6 +345,7 @@ mod tests {
             revision: revision(&tags),
             tags,
             scanned_at: 1_700_000_000,
+            first_seen: Default::default(),
         }
     }
 
@@ -348,6 +378,29 @@ mod tests {
                 .flatten()
                 .map(|d| d.digest),
             Some("sha256:ab".to_string())
+        );
+    }
+
+    #[test]
+    fn first_seen_times_carry_over_and_start_for_new_tags() {
+        let tags = |names: &[&str]| names.iter().map(|t| Tag::from(*t)).collect::<Vec<_>>();
+        // The first scan: age unknown, counted as old.
+        let first = first_seen(&tags(&["1.0.0", "1.1.0"]), None, 100);
+        assert_eq!(first.values().copied().collect::<Vec<_>>(), [0, 0]);
+        let mut previous = record(&["1.0.0", "1.1.0"]);
+        previous.first_seen = first;
+        // A new tag starts its clock; a deleted one is forgotten.
+        let second = first_seen(&tags(&["1.1.0", "1.2.0"]), Some(&previous), 200);
+        assert_eq!(
+            second.into_iter().collect::<Vec<_>>(),
+            [("1.1.0".to_string(), 0), ("1.2.0".to_string(), 200)]
+        );
+        // A record from before first-seen times: its tags count as old.
+        let legacy = record(&["1.0.0"]);
+        let third = first_seen(&tags(&["1.0.0", "2.0.0"]), Some(&legacy), 300);
+        assert_eq!(
+            third.into_iter().collect::<Vec<_>>(),
+            [("1.0.0".to_string(), 0), ("2.0.0".to_string(), 300)]
         );
     }
 

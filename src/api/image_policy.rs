@@ -54,8 +54,8 @@ pub struct ImagePolicySpec {
     /// Stop updating the latest ref.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
-    /// A tag becomes eligible only after hoist has seen it this long.
-    /// Reserved: hoist rejects it until it can honour it.
+    /// A tag becomes eligible only after hoist has seen it in the registry
+    /// this long (tags there at the first scan count as old).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_age: Option<GoDuration>,
 }
@@ -185,9 +185,21 @@ pub struct ImagePolicyStatus {
     pub latest_ref: Option<ImageRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_previous_ref: Option<ImageRef>,
+    /// A newer tag held back by `minimumAge`, and when it becomes eligible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingTag>,
     /// The `reconcile.hoist.dev/requestedAt` annotation value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+}
+
+/// A tag waiting for `minimumAge`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingTag {
+    pub tag: String,
+    /// RFC 3339.
+    pub eligible_at: String,
 }
 
 /// An image by name, tag and optionally digest, as Flux's status writes it.

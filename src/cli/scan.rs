@@ -77,6 +77,7 @@ impl ScanSession {
                 },
                 concurrency: concurrency.max(1),
                 credentials: Arc::new(credentials),
+                now: None,
             },
             runtime,
             registry: Registry::new(RegistrySettings::default()),
@@ -178,6 +179,18 @@ fn table(rows: &[pipeline::PolicyRef]) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+    }
+    for r in rows {
+        if let Some(waiting) = &r.waiting {
+            let at = jiff::Timestamp::from_second(
+                i64::try_from(waiting.eligible_at).unwrap_or(i64::MAX),
+            )
+            .map_or_else(|_| waiting.eligible_at.to_string(), |t| t.to_string());
+            out.push_str(&format!(
+                "{}: {} is waiting for minimumAge; eligible at {at}\n",
+                r.policy, waiting.tag
+            ));
+        }
     }
     out
 }

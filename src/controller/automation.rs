@@ -184,6 +184,7 @@ async fn update(
                 tag: Some(Tag::from(latest.tag.as_str())),
                 digest: latest.digest.clone(),
                 tags: 0,
+                waiting: None,
             })
         })
         .collect();

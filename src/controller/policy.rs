@@ -101,6 +101,7 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
         tags: TagFreshness::Stored,
         concurrency: 1,
         credentials: Arc::clone(&context.credentials),
+        now: None,
     };
     let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
         .await
@@ -128,6 +129,26 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
         })
     });
     let Some(latest) = latest else {
+        // Every fitting tag is still too new for minimumAge.
+        if let Some(w) = report.policies.first().and_then(|r| r.waiting.clone()) {
+            let at = jiff::Timestamp::from_second(i64::try_from(w.eligible_at).unwrap_or(0))
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            status.waiting = Some(crate::api::WaitingTag {
+                tag: w.tag.clone(),
+                eligible_at: at.clone(),
+            });
+            let status = write(
+                status,
+                Outcome::waiting(
+                    "MinimumAge",
+                    format!("{} waits for minimumAge until {at}", w.tag),
+                ),
+            );
+            patch_status(&context.client, policy, current.as_ref(), &status).await?;
+            let wait = w.eligible_at.saturating_sub(crate::store::now()).max(1);
+            return Ok(Action::requeue(Duration::from_secs(wait)));
+        }
         let tags = report.policies.first().map_or(0, |r| r.tags);
         let status = write(
             status,
@@ -136,6 +157,17 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
         patch_status(&context.client, policy, current.as_ref(), &status).await?;
         return Ok(Action::await_change());
     };
+    // A tag held back by minimumAge: say so, and look again when it is old
+    // enough (no new scan revision would re-queue this policy then).
+    let waiting = report.policies.first().and_then(|r| r.waiting.clone());
+    status.waiting = waiting.as_ref().map(|w| crate::api::WaitingTag {
+        tag: w.tag.clone(),
+        eligible_at: jiff::Timestamp::from_second(i64::try_from(w.eligible_at).unwrap_or(0))
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+    });
+    let mature_in = waiting
+        .map(|w| Duration::from_secs(w.eligible_at.saturating_sub(crate::store::now()).max(1)));
     let changed = status.latest_ref.as_ref() != Some(&latest);
     if changed {
         status.observed_previous_ref = status.latest_ref.take();
@@ -161,10 +193,16 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
         policy.spec.digest_reflection_policy,
         Some(crate::api::ReflectionPolicy::Always)
     );
-    Ok(
-        match policy.spec.interval.as_ref().and_then(|i| i.parse().ok()) {
-            Some(interval) if refresh => Action::requeue(interval.max(Duration::from_secs(1))),
-            _ => Action::await_change(),
-        },
-    )
+    let interval = policy
+        .spec
+        .interval
+        .as_ref()
+        .and_then(|i| i.parse().ok())
+        .filter(|_| refresh)
+        .map(|i: Duration| i.max(Duration::from_secs(1)));
+    Ok(match (interval, mature_in) {
+        (Some(a), Some(b)) => Action::requeue(a.min(b)),
+        (Some(a), None) | (None, Some(a)) => Action::requeue(a),
+        (None, None) => Action::await_change(),
+    })
 }

@@ -88,6 +88,7 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
         },
         concurrency: 1,
         credentials: Arc::clone(&context.credentials),
+        now: None,
     };
     let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
         .await

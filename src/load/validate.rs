@@ -98,12 +98,7 @@ pub(super) fn policy(doc: &Document<'_>, spec: &ImagePolicySpec) -> Result<(), L
         return Err(doc.invalid(&format!("spec.{}", e.field()), e.to_string()));
     }
     duration(doc, "spec.interval", spec.interval.as_ref())?;
-    if spec.minimum_age.is_some() {
-        return Err(doc.invalid(
-            "spec.minimumAge",
-            "not supported yet: hoist would adopt new tags at once; remove the field until it is",
-        ));
-    }
+    duration(doc, "spec.minimumAge", spec.minimum_age.as_ref())?;
     if spec.digest_reflection_policy == Some(ReflectionPolicy::Always) && spec.interval.is_none() {
         return Err(doc.invalid(
             "spec.interval",

@@ -34,6 +34,9 @@ pub struct ScanOptions {
     /// Registry credentials for every repository (standalone mode: the
     /// user's docker config.json).
     pub credentials: Arc<DockerConfig>,
+    /// The time `minimumAge` is judged at, in seconds since the epoch
+    /// (default: now); tests set it.
+    pub now: Option<u64>,
 }
 
 /// Where a scan takes each repository's tags from.
@@ -84,6 +87,9 @@ pub struct PolicyRef {
     pub digest: Option<String>,
     /// Tags the repository has (after its exclusion list).
     pub tags: usize,
+    /// With `minimumAge`: the tag that would be latest but is too new.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<crate::policy::Waiting>,
 }
 
 /// Everything a scan run found.
@@ -406,7 +412,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             TagFreshness::Refresh => repository.spec.suspend,
             TagFreshness::Stored => true,
         };
-        if let Some(record) = stored.filter(|_| from_store) {
+        if let Some(record) = stored.clone().filter(|_| from_store) {
             tracing::debug!(repository = %key, image, "tags from the store");
             return Ok(RepositoryScan {
                 repository: key,
@@ -433,10 +439,12 @@ impl<S: TagSource> ScanRun<'_, S> {
         };
         match self.source.list_tags(&target).await {
             Ok(tags) => {
+                let now = store::now();
                 let record = ScanRecord {
                     revision: store::revision(&tags),
+                    first_seen: store::first_seen(&tags, stored.as_ref(), now),
                     tags,
-                    scanned_at: store::now(),
+                    scanned_at: now,
                 };
                 self.store.put_scan(&image, &record)?;
                 tracing::info!(repository = %key, image, tags = record.tags.len(), "scanned");
@@ -475,7 +483,22 @@ impl<S: TagSource> ScanRun<'_, S> {
             .iter()
             .filter(|t| !exclusions.excludes(t.as_str()))
             .collect();
-        let selection = compiled.select(&tags);
+        // `minimumAge`: select among the tags seen long enough; the one
+        // that would win otherwise waits, and says until when.
+        let (selection, waiting) = match policy
+            .spec
+            .minimum_age
+            .as_ref()
+            .and_then(|a| a.parse().ok())
+        {
+            Some(age) => {
+                let now = self.options.now.unwrap_or_else(store::now);
+                let (mature, waiting) =
+                    crate::policy::mature(&compiled, &tags, &record.first_seen, age, now);
+                (compiled.select(&mature), waiting)
+            }
+            None => (compiled.select(&tags), None),
+        };
         let reflection = policy.spec.digest_reflection_policy.unwrap_or_default();
         let digest = match (&selection.tag, reflection) {
             (Some(tag), ReflectionPolicy::IfNotPresent) => Some(
@@ -505,6 +528,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             tag: selection.tag,
             digest,
             tags: tags.len(),
+            waiting,
         }))
     }
 

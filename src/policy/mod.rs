@@ -341,8 +341,99 @@ fn check_extract(pattern: &Regex, extract: &str) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// A tag that would be the latest but has not been seen for the policy's
+/// `minimumAge` yet.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Waiting {
+    pub tag: String,
+    /// Seconds since the epoch at which it becomes eligible.
+    pub eligible_at: u64,
+}
+
+/// Splits `tags` by `minimumAge`: those first seen at least `age` before
+/// `now` (tags without a first-seen time count as old), and the tag the
+/// policy would pick if age did not matter, when that one is too new.
+pub fn mature<'t, T: AsRef<str>>(
+    policy: &CompiledPolicy,
+    tags: &[&'t T],
+    first_seen: &std::collections::BTreeMap<String, u64>,
+    age: std::time::Duration,
+    now: u64,
+) -> (Vec<&'t T>, Option<Waiting>) {
+    // 0 (or no time at all) means "there before hoist looked": old.
+    let eligible_at = |tag: &str| match first_seen.get(tag) {
+        None | Some(0) => 0,
+        Some(seen) => seen.saturating_add(age.as_secs()),
+    };
+    let mature: Vec<&T> = tags
+        .iter()
+        .copied()
+        .filter(|t| eligible_at(t.as_ref()) <= now)
+        .collect();
+    let waiting = policy.select(tags).tag.and_then(|best| {
+        let at = eligible_at(best.as_str());
+        (at > now).then(|| Waiting {
+            tag: best.as_str().to_string(),
+            eligible_at: at,
+        })
+    });
+    (mature, waiting)
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod maturity {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    #[test]
+    fn minimum_age_holds_back_new_tags_until_they_are_old_enough() {
+        let spec: ImagePolicySpec = serde_json::from_value(serde_json::json!({
+            "imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": ">=1.0.0"}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let policy = CompiledPolicy::compile(&spec).unwrap_or_else(|e| panic!("{e}"));
+        let tags = ["1.0.0", "1.1.0", "1.2.0"];
+        let refs: Vec<&&str> = tags.iter().collect();
+        let day = Duration::from_secs(86_400);
+        // 1.0.0 was there at the first scan; 1.1.0 appeared at t=1000,
+        // 1.2.0 at t=50_000.
+        let seen = BTreeMap::from([
+            ("1.0.0".to_string(), 0),
+            ("1.1.0".to_string(), 1_000),
+            ("1.2.0".to_string(), 50_000),
+        ]);
+        let pick = |now: u64| {
+            let (mature, waiting) = mature(&policy, &refs, &seen, day, now);
+            (policy.select(&mature).tag.map(|t| t.to_string()), waiting)
+        };
+        assert_eq!(
+            pick(60_000),
+            (
+                Some("1.0.0".into()),
+                Some(Waiting {
+                    tag: "1.2.0".into(),
+                    eligible_at: 136_400
+                })
+            )
+        );
+        assert_eq!(
+            pick(87_400),
+            (
+                Some("1.1.0".into()),
+                Some(Waiting {
+                    tag: "1.2.0".into(),
+                    eligible_at: 136_400
+                })
+            )
+        );
+        assert_eq!(pick(136_400), (Some("1.2.0".into()), None));
+    }
+}
 
 #[cfg(test)]
 mod props;

@@ -944,3 +944,48 @@ fn listed_names_that_are_not_tags_are_dropped() {
     assert_eq!(json(&run)[0]["tags"], 2);
     assert_eq!(json(&run)[0]["tag"], "1.1.0");
 }
+
+#[test]
+fn minimum_age_holds_a_new_tag_back_and_says_until_when() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let image = format!("{}/team/app", registry.addr);
+    let dir = files(&[(
+        "objects.yaml",
+        &(repository(&image, "") + &policy("app", "^1", "Never") + "  minimumAge: 24h\n"),
+    )]);
+    // Tags there at the first scan count as old: no freeze on install.
+    let first = scan(dir.path(), &[], &[]);
+    assert_eq!(json(&first)[0]["tag"], "1.1.0", "{}", first.stderr);
+    // A release pushed now waits a day; the latest stays as it was.
+    registry.push_image("team/app", &["1.2.0"]);
+    let second = scan(dir.path(), &["--refresh"], &[]);
+    let rows = json(&second);
+    assert_eq!(rows[0]["tag"], "1.1.0", "{rows}");
+    assert_eq!(rows[0]["waiting"]["tag"], "1.2.0", "{rows}");
+    let eligible = rows[0]["waiting"]["eligibleAt"].as_u64().unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    assert!(
+        eligible > now + 86_000 && eligible <= now + 86_400,
+        "{eligible} vs {now}"
+    );
+    // The table says so too.
+    let text = crate::support::hoist_env(
+        dir.path(),
+        &["scan", "-f", "objects.yaml", "--state-dir", "state"],
+        &[(
+            "DOCKER_CONFIG",
+            &dir.path().join("docker").to_string_lossy(),
+        )],
+    );
+    assert!(
+        text.stdout
+            .contains("default/app: 1.2.0 is waiting for minimumAge; eligible at "),
+        "{}",
+        text.stdout
+    );
+}
