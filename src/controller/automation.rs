@@ -12,7 +12,8 @@ use kube::{Resource, ResourceExt};
 
 use super::conditions::{self, Outcome};
 use super::{
-    Context, ReconcileError, document, errors_for, key_of, load, now, patch_status, requested,
+    Context, ReconcileError, document, errors_for, key_of, labelled, load, now, patch_status,
+    requested,
 };
 use crate::api::{ImagePolicy, ImageRef, ImageUpdateAutomation, ImageUpdateAutomationStatus};
 use crate::model::Tag;
@@ -22,7 +23,7 @@ pub async fn reconcile(
     automation: Arc<ImageUpdateAutomation>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let key = format!("ImageUpdateAutomation {}", key_of(&*automation));
+    let key = labelled(&*automation);
     let started = std::time::Instant::now();
     let result = update(automation, &key, &context).await;
     // Only a run that succeeded ends the backoff (in `update`): a
@@ -33,17 +34,6 @@ pub async fn reconcile(
         started.elapsed().as_secs_f64(),
     );
     result
-}
-
-pub fn error_policy(
-    automation: Arc<ImageUpdateAutomation>,
-    error: &ReconcileError,
-    context: Arc<Context>,
-) -> Action {
-    let key = format!("ImageUpdateAutomation {}", key_of(&*automation));
-    let wait = context.failed(&key);
-    tracing::warn!(automation = %key, retry_in = wait.as_secs(), "{error}");
-    Action::requeue(wait)
 }
 
 /// Whether `automation` selects `policy`: same namespace, labels matching
@@ -87,7 +77,7 @@ async fn update(
     let current = automation.status.clone();
     let mut status = current.clone().unwrap_or_default();
     let generation = automation.metadata.generation;
-    let object = format!("ImageUpdateAutomation {}", key_of(&*automation));
+    let object = labelled(&*automation);
     let interval = interval(&automation);
     let write = |mut status: ImageUpdateAutomationStatus, outcome: Outcome| {
         conditions::apply(&mut status.conditions, &outcome, generation, &now());

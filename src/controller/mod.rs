@@ -24,6 +24,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -293,6 +294,24 @@ fn errors_for(errors: &[LoadError], object: &str) -> Option<String> {
         })
         .collect();
     (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+/// `Kind ns/name`: how logs, metrics and backoff name an object.
+fn labelled<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!("{} {}", K::kind(&()), key_of(object))
+}
+
+/// What every reconciler does on a failure: back off, 5 s doubling to
+/// 5 min per object, and log why.
+fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &ReconcileError,
+    context: Arc<Context>,
+) -> Action {
+    let key = labelled(&*object);
+    let wait = context.failed(&key);
+    tracing::warn!(object = %key, retry_in = wait.as_secs(), "{error}");
+    Action::requeue(wait)
 }
 
 /// `ns/name`
@@ -601,23 +620,15 @@ async fn reconcile_all(
     };
     let repository_run = repository_controller
         .graceful_shutdown_on(shutdown(stopped.clone()))
-        .run(
-            repository::reconcile,
-            repository::error_policy,
-            Arc::clone(&context),
-        )
+        .run(repository::reconcile, error_policy, Arc::clone(&context))
         .for_each(log_result);
     let policy_run = policy_controller
         .graceful_shutdown_on(shutdown(stopped.clone()))
-        .run(
-            policy::reconcile,
-            policy::error_policy,
-            Arc::clone(&context),
-        )
+        .run(policy::reconcile, error_policy, Arc::clone(&context))
         .for_each(log_result);
     let automation_run = automation_controller
         .graceful_shutdown_on(shutdown(stopped))
-        .run(automation::reconcile, automation::error_policy, context)
+        .run(automation::reconcile, error_policy, context)
         .for_each(log_result);
     tokio::select! {
         _ = async { tokio::join!(repository_run, policy_run, automation_run) } => Ok(()),

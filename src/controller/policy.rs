@@ -11,7 +11,8 @@ use kube::{Resource, ResourceExt};
 
 use super::conditions::{self, Outcome};
 use super::{
-    Context, ReconcileError, document, errors_for, key_of, load, now, patch_status, requested,
+    Context, ReconcileError, document, errors_for, key_of, labelled, load, now, patch_status,
+    requested,
 };
 use crate::api::{ImagePolicy, ImagePolicyStatus, ImageRef, ImageRepository};
 use crate::pipeline::{self, ScanOptions, TagFreshness};
@@ -20,22 +21,11 @@ pub async fn reconcile(
     policy: Arc<ImagePolicy>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let key = format!("ImagePolicy {}", key_of(&*policy));
+    let key = labelled(&*policy);
     let started = std::time::Instant::now();
     let result = select(&policy, &context).await;
     context.finished("ImagePolicy", &key, started, result.is_ok());
     result
-}
-
-pub fn error_policy(
-    policy: Arc<ImagePolicy>,
-    error: &ReconcileError,
-    context: Arc<Context>,
-) -> Action {
-    let key = format!("ImagePolicy {}", key_of(&*policy));
-    let wait = context.failed(&key);
-    tracing::warn!(policy = %key, retry_in = wait.as_secs(), "{error}");
-    Action::requeue(wait)
 }
 
 /// The policy's ImageRepository: from the watch cache, else from the API
@@ -65,7 +55,7 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
     let current = policy.status.clone();
     let mut status = current.clone().unwrap_or_default();
     let generation = policy.metadata.generation;
-    let object = format!("ImagePolicy {}", key_of(policy));
+    let object = labelled(policy);
     let write = |mut status: ImagePolicyStatus, outcome: Outcome| {
         conditions::apply(&mut status.conditions, &outcome, generation, &now());
         status.observed_generation = generation;

@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 
 use super::conditions::{self, Outcome};
 use super::{
-    Context, ReconcileError, document, errors_for, key_of, load, now, patch_status, requested,
+    Context, ReconcileError, document, errors_for, labelled, load, now, patch_status, requested,
 };
 use crate::api::{ImageRepository, ImageRepositoryStatus, ScanResult};
 use crate::pipeline::{self, ScanOptions, TagFreshness};
@@ -18,22 +18,11 @@ pub async fn reconcile(
     repository: Arc<ImageRepository>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let key = format!("ImageRepository {}", key_of(&*repository));
+    let key = labelled(&*repository);
     let started = std::time::Instant::now();
     let result = scan(&repository, &context).await;
     context.finished("ImageRepository", &key, started, result.is_ok());
     result
-}
-
-pub fn error_policy(
-    repository: Arc<ImageRepository>,
-    error: &ReconcileError,
-    context: Arc<Context>,
-) -> Action {
-    let key = format!("ImageRepository {}", key_of(&*repository));
-    let wait = context.failed(&key);
-    tracing::warn!(repository = %key, retry_in = wait.as_secs(), "{error}");
-    Action::requeue(wait)
 }
 
 async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action, ReconcileError> {
@@ -44,7 +33,7 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
     let current = repository.status.clone();
     let mut status = current.clone().unwrap_or_default();
     let generation = repository.metadata.generation;
-    let object = format!("ImageRepository {}", key_of(repository));
+    let object = labelled(repository);
     let finish = |status: &mut ImageRepositoryStatus, outcome: &Outcome| {
         conditions::apply(&mut status.conditions, outcome, generation, &now());
         status.observed_generation = generation;
