@@ -19,6 +19,7 @@ pub mod rewrite;
 pub mod schedule;
 pub mod store;
 pub mod sync;
+pub mod webhook;
 
 /// Installs ring as rustls' crypto provider, before any HTTP client is built:
 /// reqwest is built without a default one (no aws-lc). A second install

@@ -1,0 +1,600 @@
+//! The pure half of webhook receivers: is a request really from its
+//! sender, and what does it name? Each sender type signs the way it does
+//! (GitHub and Gitea an HMAC-SHA256 of the body, GitLab a token header,
+//! Harbor and distribution an `Authorization` header, Docker Hub and Quay
+//! only the secret URL path), and each payload names images or git
+//! repositories in its own shape. Comparisons of secrets take constant
+//! time. No HTTP here: the server hands in headers and body.
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+
+/// The sender types of a Receiver (`spec.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SenderType {
+    DockerHub,
+    GitHub,
+    GitLab,
+    Gitea,
+    Harbor,
+    Quay,
+    Distribution,
+    GenericHmac,
+}
+
+impl SenderType {
+    pub fn parse(text: &str) -> Option<SenderType> {
+        Some(match text {
+            "dockerhub" => SenderType::DockerHub,
+            "github" => SenderType::GitHub,
+            "gitlab" => SenderType::GitLab,
+            "gitea" => SenderType::Gitea,
+            "harbor" => SenderType::Harbor,
+            "quay" => SenderType::Quay,
+            "distribution" => SenderType::Distribution,
+            "generic-hmac" => SenderType::GenericHmac,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a request is refused. The HTTP answer says no more than the status;
+/// the reason goes to the log and a metric.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("no signature or token")]
+    Unsigned,
+    #[error("the signature or token does not match")]
+    BadSignature,
+    #[error("an event this receiver does not act on")]
+    IgnoredEvent,
+    #[error("the body is not the JSON this sender sends")]
+    BadPayload,
+}
+
+/// What a verified event asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// Images pushed, as `registry/path` (docker.io spelt out).
+    pub images: Vec<String>,
+    /// Git repositories pushed to, as the URLs the payload gives.
+    pub repositories: Vec<String>,
+}
+
+/// `a == b` in time that depends only on the lengths.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The hash of an HMAC.
+#[derive(Clone, Copy, Debug)]
+enum Hash {
+    Sha256,
+    Sha512,
+}
+
+/// The HMAC of `body` with `secret`.
+fn hmac(hash: Hash, secret: &[u8], body: &[u8]) -> Vec<u8> {
+    fn of<M: Mac + hmac::digest::KeyInit>(secret: &[u8], body: &[u8]) -> Vec<u8> {
+        match <M as hmac::digest::KeyInit>::new_from_slice(secret) {
+            Ok(mut mac) => {
+                mac.update(body);
+                mac.finalize().into_bytes().to_vec()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+    match hash {
+        Hash::Sha256 => of::<Hmac<sha2::Sha256>>(secret, body),
+        Hash::Sha512 => of::<Hmac<sha2::Sha512>>(secret, body),
+    }
+}
+
+/// Checks `signature` (hex) against an HMAC of `body` with `secret`, in
+/// constant time.
+fn hmac_matches(hash: Hash, secret: &[u8], body: &[u8], signature: &str) -> bool {
+    let Some(expected) = hex_decode(signature.trim()) else {
+        return false;
+    };
+    let actual = hmac(hash, secret, body);
+    !actual.is_empty() && same(&actual, &expected)
+}
+
+/// A header by name, case-insensitively.
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Verifies a request for a receiver of `sender` with `secret`, then reads
+/// what it names. Docker Hub and Quay sign nothing: reaching the receiver's
+/// secret path is their proof.
+pub fn verify(
+    sender: SenderType,
+    secret: &[u8],
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Event, Rejection> {
+    match sender {
+        SenderType::GitHub => {
+            let signature = header(headers, "X-Hub-Signature-256").ok_or(Rejection::Unsigned)?;
+            let hex = signature
+                .strip_prefix("sha256=")
+                .ok_or(Rejection::BadSignature)?;
+            if !hmac_matches(Hash::Sha256, secret, body, hex) {
+                return Err(Rejection::BadSignature);
+            }
+        }
+        SenderType::Gitea => {
+            let signature = header(headers, "X-Gitea-Signature")
+                .or_else(|| header(headers, "X-Forgejo-Signature"))
+                .ok_or(Rejection::Unsigned)?;
+            if !hmac_matches(Hash::Sha256, secret, body, signature) {
+                return Err(Rejection::BadSignature);
+            }
+        }
+        SenderType::GitLab => {
+            let token = header(headers, "X-Gitlab-Token").ok_or(Rejection::Unsigned)?;
+            if !same(token.as_bytes(), secret) {
+                return Err(Rejection::BadSignature);
+            }
+        }
+        SenderType::Harbor | SenderType::Distribution => {
+            let token = header(headers, "Authorization").ok_or(Rejection::Unsigned)?;
+            // Either the secret as is, or as a bearer token.
+            let token = token.strip_prefix("Bearer ").unwrap_or(token);
+            if !same(token.trim().as_bytes(), secret) {
+                return Err(Rejection::BadSignature);
+            }
+        }
+        SenderType::GenericHmac => {
+            let signature = header(headers, "X-Signature").ok_or(Rejection::Unsigned)?;
+            let ok = match signature.split_once('=') {
+                Some(("sha256", hex)) => hmac_matches(Hash::Sha256, secret, body, hex),
+                Some(("sha512", hex)) => hmac_matches(Hash::Sha512, secret, body, hex),
+                _ => false,
+            };
+            if !ok {
+                return Err(Rejection::BadSignature);
+            }
+        }
+        SenderType::DockerHub | SenderType::Quay => {}
+    }
+    event(sender, headers, body)
+}
+
+/// `acme/app` on Docker Hub is `docker.io/acme/app`; `app` is
+/// `docker.io/library/app`.
+fn docker_hub(name: &str) -> String {
+    if name.contains('/') {
+        format!("docker.io/{name}")
+    } else {
+        format!("docker.io/library/{name}")
+    }
+}
+
+/// `host/path:tag` or `host/path@digest` → `host/path`.
+fn without_tag(reference: &str) -> String {
+    let reference = reference.split('@').next().unwrap_or(reference);
+    match reference.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name.to_string(),
+        _ => reference.to_string(),
+    }
+}
+
+/// What a verified payload names.
+fn event(
+    sender: SenderType,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Event, Rejection> {
+    if sender == SenderType::GenericHmac {
+        return Ok(Event::default());
+    }
+    let payload: Value = serde_json::from_slice(body).map_err(|_| Rejection::BadPayload)?;
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let mut event = Event::default();
+    match sender {
+        SenderType::DockerHub => {
+            let name = text(&payload["repository"]["repo_name"]).ok_or(Rejection::BadPayload)?;
+            event.images.push(docker_hub(&name));
+        }
+        SenderType::Quay => {
+            let url = text(&payload["docker_url"]).ok_or(Rejection::BadPayload)?;
+            event.images.push(url);
+        }
+        SenderType::Harbor => {
+            if !matches!(
+                payload["type"].as_str(),
+                Some("PUSH_ARTIFACT" | "pushImage")
+            ) {
+                return Err(Rejection::IgnoredEvent);
+            }
+            for resource in payload["event_data"]["resources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(url) = text(&resource["resource_url"]) {
+                    event.images.push(without_tag(&url));
+                }
+            }
+        }
+        SenderType::Distribution => {
+            for e in payload["events"].as_array().into_iter().flatten() {
+                if e["action"] != "push" {
+                    continue;
+                }
+                let (Some(host), Some(repository)) = (
+                    text(&e["request"]["host"]),
+                    text(&e["target"]["repository"]),
+                ) else {
+                    continue;
+                };
+                event.images.push(format!("{host}/{repository}"));
+            }
+            if event.images.is_empty() {
+                return Err(Rejection::IgnoredEvent);
+            }
+        }
+        SenderType::GitHub => match header(headers, "X-GitHub-Event").unwrap_or("") {
+            "push" => {
+                let repository = &payload["repository"];
+                for field in ["clone_url", "ssh_url", "html_url"] {
+                    if let Some(url) = text(&repository[field]) {
+                        event.repositories.push(url);
+                    }
+                }
+            }
+            "package" | "registry_package" => {
+                let package = if payload["package"].is_object() {
+                    &payload["package"]
+                } else {
+                    &payload["registry_package"]
+                };
+                if package["package_type"]
+                    .as_str()
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                    != Some("container")
+                {
+                    return Err(Rejection::IgnoredEvent);
+                }
+                let owner = text(&package["namespace"])
+                    .or_else(|| text(&package["owner"]["login"]))
+                    .ok_or(Rejection::BadPayload)?;
+                let name = text(&package["name"]).ok_or(Rejection::BadPayload)?;
+                event.images.push(format!(
+                    "ghcr.io/{}/{}",
+                    owner.to_ascii_lowercase(),
+                    name.to_ascii_lowercase()
+                ));
+            }
+            _ => return Err(Rejection::IgnoredEvent),
+        },
+        SenderType::GitLab => {
+            if !matches!(
+                header(headers, "X-Gitlab-Event"),
+                Some("Push Hook" | "Tag Push Hook")
+            ) {
+                return Err(Rejection::IgnoredEvent);
+            }
+            for field in ["git_http_url", "git_ssh_url", "web_url"] {
+                if let Some(url) = text(&payload["project"][field]) {
+                    event.repositories.push(url);
+                }
+            }
+        }
+        SenderType::Gitea => {
+            let kind = header(headers, "X-Gitea-Event")
+                .or_else(|| header(headers, "X-Forgejo-Event"))
+                .unwrap_or("");
+            if kind != "push" {
+                return Err(Rejection::IgnoredEvent);
+            }
+            for field in ["clone_url", "ssh_url", "html_url"] {
+                if let Some(url) = text(&payload["repository"][field]) {
+                    event.repositories.push(url);
+                }
+            }
+        }
+        SenderType::GenericHmac => {}
+    }
+    if event.images.is_empty() && event.repositories.is_empty() {
+        return Err(Rejection::BadPayload);
+    }
+    Ok(event)
+}
+
+/// The receiver's URL path: `/hook/` and the sha256 of its name and token,
+/// so that only someone who knows the token can find it.
+pub fn path(namespace: &str, name: &str, token: &[u8]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(format!("{namespace}/{name}").as_bytes());
+    hasher.update(token);
+    format!("/hook/{:x}", hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"s3cret";
+
+    /// Sender, headers, body, and what `verify` should say.
+    type Case<'a> = (
+        SenderType,
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+        Result<Event, Rejection>,
+    );
+
+    fn hmac_hex(hash: Hash, body: &[u8]) -> String {
+        hmac(hash, SECRET, body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A good request, a bad signature, and an unsigned one, per sender.
+    #[test]
+    fn each_sender_is_verified_the_way_it_signs() {
+        let push = json!({"ref": "refs/heads/main", "repository": {
+            "clone_url": "https://github.com/acme/fleet.git", "ssh_url": "git@github.com:acme/fleet.git",
+            "html_url": "https://github.com/acme/fleet"}})
+        .to_string();
+        let package = json!({"action": "published", "package": {"name": "App", "namespace": "Acme",
+            "package_type": "CONTAINER", "package_version": {"container_metadata": {"tag": {"name": "1.2.0"}}}}})
+        .to_string();
+        let gitlab = json!({"object_kind": "push", "project": {
+            "git_http_url": "https://gitlab.example.com/platform/apps/fleet.git",
+            "git_ssh_url": "git@gitlab.example.com:platform/apps/fleet.git"}})
+        .to_string();
+        let dockerhub = json!({"push_data": {"tag": "1.2.0", "pusher": "acme"},
+            "repository": {"repo_name": "acme/app", "namespace": "acme", "name": "app"}})
+        .to_string();
+        let harbor = json!({"type": "PUSH_ARTIFACT", "event_data": {"resources": [
+            {"tag": "1.2.0", "resource_url": "harbor.example.com/library/app:1.2.0"}],
+            "repository": {"repo_full_name": "library/app"}}})
+        .to_string();
+        let quay = json!({"repository": "acme/app", "docker_url": "quay.io/acme/app", "updated_tags": ["1.2.0"]})
+            .to_string();
+        let distribution = json!({"events": [
+            {"action": "pull", "target": {"repository": "team/other"}, "request": {"host": "registry:5000"}},
+            {"action": "push", "target": {"repository": "team/app", "tag": "1.2.0"}, "request": {"host": "registry:5000"}}]})
+        .to_string();
+        let github_sig = format!("sha256={}", hmac_hex(Hash::Sha256, push.as_bytes()));
+        let package_sig = format!("sha256={}", hmac_hex(Hash::Sha256, package.as_bytes()));
+        let gitea_sig = hmac_hex(Hash::Sha256, push.as_bytes());
+        let generic_sig = format!("sha512={}", hmac_hex(Hash::Sha512, b"{}"));
+        let image = |i: &str| Event {
+            images: vec![i.into()],
+            repositories: vec![],
+        };
+        let repos = |r: &[&str]| Event {
+            images: vec![],
+            repositories: r.iter().map(|s| s.to_string()).collect(),
+        };
+        let github_repos = repos(&[
+            "https://github.com/acme/fleet.git",
+            "git@github.com:acme/fleet.git",
+            "https://github.com/acme/fleet",
+        ]);
+        let cases: Vec<Case> = vec![
+            (
+                SenderType::GitHub,
+                vec![
+                    ("X-GitHub-Event", "push"),
+                    ("X-Hub-Signature-256", &github_sig),
+                ],
+                &push,
+                Ok(github_repos.clone()),
+            ),
+            (
+                SenderType::GitHub,
+                vec![
+                    ("X-GitHub-Event", "package"),
+                    ("X-Hub-Signature-256", &package_sig),
+                ],
+                &package,
+                Ok(image("ghcr.io/acme/app")),
+            ),
+            (
+                SenderType::GitHub,
+                vec![
+                    ("X-GitHub-Event", "push"),
+                    ("X-Hub-Signature-256", "sha256=00"),
+                ],
+                &push,
+                Err(Rejection::BadSignature),
+            ),
+            (
+                SenderType::GitHub,
+                vec![("X-GitHub-Event", "push")],
+                &push,
+                Err(Rejection::Unsigned),
+            ),
+            (
+                SenderType::GitHub,
+                vec![
+                    ("X-GitHub-Event", "issues"),
+                    ("X-Hub-Signature-256", &github_sig),
+                ],
+                &push,
+                Err(Rejection::IgnoredEvent),
+            ),
+            (
+                SenderType::Gitea,
+                vec![("X-Gitea-Event", "push"), ("X-Gitea-Signature", &gitea_sig)],
+                &push,
+                Ok(github_repos),
+            ),
+            (
+                SenderType::Gitea,
+                vec![
+                    ("X-Gitea-Event", "push"),
+                    ("X-Gitea-Signature", &github_sig),
+                ],
+                &push,
+                Err(Rejection::BadSignature),
+            ),
+            (
+                SenderType::GitLab,
+                vec![
+                    ("X-Gitlab-Event", "Push Hook"),
+                    ("X-Gitlab-Token", "s3cret"),
+                ],
+                &gitlab,
+                Ok(repos(&[
+                    "https://gitlab.example.com/platform/apps/fleet.git",
+                    "git@gitlab.example.com:platform/apps/fleet.git",
+                ])),
+            ),
+            (
+                SenderType::GitLab,
+                vec![
+                    ("X-Gitlab-Event", "Push Hook"),
+                    ("X-Gitlab-Token", "s3crex"),
+                ],
+                &gitlab,
+                Err(Rejection::BadSignature),
+            ),
+            (
+                SenderType::DockerHub,
+                vec![],
+                &dockerhub,
+                Ok(image("docker.io/acme/app")),
+            ),
+            (
+                SenderType::Harbor,
+                vec![("Authorization", "s3cret")],
+                &harbor,
+                Ok(image("harbor.example.com/library/app")),
+            ),
+            (
+                SenderType::Harbor,
+                vec![],
+                &harbor,
+                Err(Rejection::Unsigned),
+            ),
+            (
+                SenderType::Quay,
+                vec![],
+                &quay,
+                Ok(image("quay.io/acme/app")),
+            ),
+            (
+                SenderType::Distribution,
+                vec![("Authorization", "Bearer s3cret")],
+                &distribution,
+                Ok(image("registry:5000/team/app")),
+            ),
+            (
+                SenderType::Distribution,
+                vec![("Authorization", "Bearer nope")],
+                &distribution,
+                Err(Rejection::BadSignature),
+            ),
+            (
+                SenderType::GenericHmac,
+                vec![("X-Signature", &generic_sig)],
+                "{}",
+                Ok(Event::default()),
+            ),
+            (
+                SenderType::GenericHmac,
+                vec![("X-Signature", "sha1=abcd")],
+                "{}",
+                Err(Rejection::BadSignature),
+            ),
+            (
+                SenderType::DockerHub,
+                vec![],
+                "not json",
+                Err(Rejection::BadPayload),
+            ),
+        ];
+        for (sender, pairs, body, expected) in cases {
+            assert_eq!(
+                verify(sender, SECRET, &headers(&pairs), body.as_bytes()),
+                expected,
+                "{sender:?} {pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hmacs_match_published_test_vectors() {
+        // RFC 4231, test case 2.
+        assert!(hmac_matches(
+            Hash::Sha256,
+            b"Jefe",
+            b"what do ya want for nothing?",
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        ));
+        assert!(hmac_matches(
+            Hash::Sha512,
+            b"Jefe",
+            b"what do ya want for nothing?",
+            "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
+        ));
+        // GitHub's documentation example of X-Hub-Signature-256.
+        let headers = vec![
+            (
+                "X-Hub-Signature-256".to_string(),
+                "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+                    .to_string(),
+            ),
+            ("X-GitHub-Event".to_string(), "ping".to_string()),
+        ];
+        assert_eq!(
+            verify(
+                SenderType::GitHub,
+                b"It's a Secret to Everybody",
+                &headers,
+                b"Hello, World!"
+            ),
+            // The signature is accepted; the body is no event then.
+            Err(Rejection::BadPayload)
+        );
+    }
+
+    #[test]
+    fn paths_depend_on_the_token_and_secrets_compare_in_full() {
+        let a = path("flux-system", "registry", b"token-a");
+        assert!(a.starts_with("/hook/") && a.len() == 6 + 64, "{a}");
+        assert_ne!(a, path("flux-system", "registry", b"token-b"));
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd") && !same(b"abc", b"abcd"));
+        assert_eq!(
+            without_tag("harbor.example.com:8443/library/app:1.2.0"),
+            "harbor.example.com:8443/library/app"
+        );
+        assert_eq!(
+            without_tag("ghcr.io/acme/app@sha256:ab"),
+            "ghcr.io/acme/app"
+        );
+        assert_eq!(docker_hub("nginx"), "docker.io/library/nginx");
+    }
+}
