@@ -8,8 +8,10 @@
 //! `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually`); when both
 //! day fields are restricted, either matching is enough, as in cron.
 //! `@every 30m` opens a window every 30 minutes from the Unix epoch.
-//! Across a DST change wall-clock times that do not exist never match and
-//! times that happen twice match twice — what cron does.
+//! Across a DST change, wall-clock times that do not exist never match (a
+//! `30 2 * * *` window does not open on the spring-forward day; cronie
+//! would run such a job right after the jump) and times that happen twice
+//! match twice.
 
 use std::time::Duration;
 
@@ -81,12 +83,6 @@ fn field(
                 if names.is_empty() { "" } else { " or a name" }
             )
         })?;
-        // Day of week 7 is Sunday too.
-        let n = if what == "day of week" && n == 7 {
-            0
-        } else {
-            n
-        };
         if n < min || n > max {
             return Err(format!("{what} {n} is outside {min}-{max}"));
         }
@@ -99,8 +95,8 @@ fn field(
                 r,
                 s.parse::<u32>()
                     .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| format!("{what} step {s:?} is not a positive number"))?,
+                    .filter(|s| *s > 0 && *s <= max)
+                    .ok_or_else(|| format!("{what} step {s:?} is not a number from 1 to {max}"))?,
             ),
             None => (part, 1),
         };
@@ -125,7 +121,13 @@ fn field(
             v += step;
         }
     }
-    Ok((bits, text == "*"))
+    // Day of week 7 is Sunday too.
+    if what == "day of week" && bits & (1 << 7) != 0 {
+        bits = (bits & !(1 << 7)) | 1;
+    }
+    // As in Vixie cron, a field that starts with `*` (`*/2` too) does not
+    // restrict the day for the either-day rule.
+    Ok((bits, text.starts_with('*')))
 }
 
 impl Cron {
@@ -188,8 +190,14 @@ impl Window {
                 let every = GoDuration::new(every.trim())
                     .parse()
                     .map_err(|e| error("cron", format!("@every: {e}")))?;
-                if every < Duration::from_secs(60) {
-                    return Err(error("cron", "@every must be at least 1m".into()));
+                if every < Duration::from_secs(60)
+                    || every.as_secs() % 60 != 0
+                    || every.subsec_nanos() != 0
+                {
+                    return Err(error(
+                        "cron",
+                        "@every must be whole minutes, at least 1m".into(),
+                    ));
                 }
                 Opens::Every(every)
             }
@@ -199,8 +207,9 @@ impl Window {
             .duration
             .parse()
             .map_err(|e| error("duration", e.to_string()))?;
-        if duration.is_zero() {
-            return Err(error("duration", "must be longer than 0s".into()));
+        // Windows open on whole minutes: a shorter one could never be seen.
+        if duration < Duration::from_secs(60) {
+            return Err(error("duration", "must be at least 1m".into()));
         }
         if duration > Duration::from_secs(31 * 24 * 3600) {
             return Err(error("duration", "must be at most 31 days (744h)".into()));
@@ -372,6 +381,20 @@ mod tests {
         );
         assert!(either.contains(at("2026-04-05T00:00:30Z")), "a Sunday");
         assert!(!either.contains(at("2026-04-06T00:00:30Z")));
+        // 7 is Sunday, in ranges too; `*/2` days do not restrict.
+        let weekend = window("0 10 * * 5-7", "1h", None);
+        assert!(weekend.contains(at("2026-04-05T10:30:00Z")), "Sunday");
+        assert!(weekend.contains(at("2026-04-03T10:30:00Z")), "Friday");
+        assert!(!weekend.contains(at("2026-04-06T10:30:00Z")), "Monday");
+        let odd_days_on_mondays = window("0 0 */2 * mon", "1m", None);
+        assert!(
+            !odd_days_on_mondays.contains(at("2026-04-01T00:00:30Z")),
+            "a Wednesday"
+        );
+        assert!(
+            odd_days_on_mondays.contains(at("2026-04-13T00:00:30Z")),
+            "Monday the 13th"
+        );
         let daily = window("@daily", "1h", None);
         assert!(daily.contains(at("2026-04-06T00:59:00Z")));
         let every = window("@every 30m", "5m", None);
@@ -406,7 +429,7 @@ mod tests {
         );
         assert_eq!(
             error("*/0 * * * *", "2h", None),
-            "cron: minute step \"0\" is not a positive number"
+            "cron: minute step \"0\" is not a number from 1 to 59"
         );
         assert_eq!(
             error("0 22 * * *", "2 hours", None),
@@ -418,7 +441,19 @@ mod tests {
         );
         assert_eq!(
             error("@every 10s", "2h", None),
-            "cron: @every must be at least 1m"
+            "cron: @every must be whole minutes, at least 1m"
+        );
+        assert_eq!(
+            error("@every 90s", "2h", None),
+            "cron: @every must be whole minutes, at least 1m"
+        );
+        assert_eq!(
+            error("0 22 * * *", "500ms", None),
+            "duration: must be at least 1m"
+        );
+        assert_eq!(
+            error("1/99 * * * *", "2h", None),
+            "cron: minute step \"99\" is not a number from 1 to 59"
         );
     }
 }

@@ -62,16 +62,20 @@ pub struct ScanRecord {
 }
 
 /// First-seen times for `tags` scanned at `now`, carried over from the
-/// previous record; with no previous record, every tag counts as old.
+/// previous record. With no previous record every tag is seen at
+/// `unknown`: 0 (old) for a repository never scanned, `now` when the
+/// record was lost (a controller's emptyDir after a restart), so that a
+/// tag pushed a minute ago is not taken for an old one.
 pub fn first_seen(
     tags: &[Tag],
     previous: Option<&ScanRecord>,
     now: u64,
+    unknown: u64,
 ) -> std::collections::BTreeMap<String, u64> {
     tags.iter()
         .map(|t| {
             let seen = match previous {
-                None => 0,
+                None => unknown,
                 Some(p) => match p.first_seen.get(t.as_str()) {
                     Some(at) => *at,
                     // A record from before first-seen times were kept.
@@ -385,19 +389,22 @@ mod tests {
     fn first_seen_times_carry_over_and_start_for_new_tags() {
         let tags = |names: &[&str]| names.iter().map(|t| Tag::from(*t)).collect::<Vec<_>>();
         // The first scan: age unknown, counted as old.
-        let first = first_seen(&tags(&["1.0.0", "1.1.0"]), None, 100);
+        let first = first_seen(&tags(&["1.0.0", "1.1.0"]), None, 100, 0);
+        // The record was lost, not never made: every tag starts now.
+        let lost = first_seen(&tags(&["1.0.0"]), None, 100, 100);
+        assert_eq!(lost.values().copied().collect::<Vec<_>>(), [100]);
         assert_eq!(first.values().copied().collect::<Vec<_>>(), [0, 0]);
         let mut previous = record(&["1.0.0", "1.1.0"]);
         previous.first_seen = first;
         // A new tag starts its clock; a deleted one is forgotten.
-        let second = first_seen(&tags(&["1.1.0", "1.2.0"]), Some(&previous), 200);
+        let second = first_seen(&tags(&["1.1.0", "1.2.0"]), Some(&previous), 200, 0);
         assert_eq!(
             second.into_iter().collect::<Vec<_>>(),
             [("1.1.0".to_string(), 0), ("1.2.0".to_string(), 200)]
         );
         // A record from before first-seen times: its tags count as old.
         let legacy = record(&["1.0.0"]);
-        let third = first_seen(&tags(&["1.0.0", "2.0.0"]), Some(&legacy), 300);
+        let third = first_seen(&tags(&["1.0.0", "2.0.0"]), Some(&legacy), 300, 0);
         assert_eq!(
             third.into_iter().collect::<Vec<_>>(),
             [("1.0.0".to_string(), 0), ("2.0.0".to_string(), 300)]

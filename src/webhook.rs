@@ -61,13 +61,19 @@ pub struct Event {
     pub repositories: Vec<String>,
 }
 
-/// `a == b` in time that depends only on the lengths.
+/// `a == b` in time that does not depend on where they differ, nor on
+/// their lengths: the digests of both are compared.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::Digest;
+    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -127,6 +133,12 @@ pub fn verify(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Event, Rejection> {
+    // A Secret value written with a trailing newline still matches; an
+    // empty one matches nothing.
+    let secret = secret.trim_ascii();
+    if secret.is_empty() && !matches!(sender, SenderType::DockerHub | SenderType::Quay) {
+        return Err(Rejection::BadSignature);
+    }
     match sender {
         SenderType::GitHub => {
             let signature = header(headers, "X-Hub-Signature-256").ok_or(Rejection::Unsigned)?;
@@ -147,7 +159,7 @@ pub fn verify(
         }
         SenderType::GitLab => {
             let token = header(headers, "X-Gitlab-Token").ok_or(Rejection::Unsigned)?;
-            if !same(token.as_bytes(), secret) {
+            if !same(token.trim().as_bytes(), secret) {
                 return Err(Rejection::BadSignature);
             }
         }
@@ -587,6 +599,25 @@ mod tests {
         assert_ne!(a, path("flux-system", "registry", b"token-b"));
         assert!(same(b"abc", b"abc"));
         assert!(!same(b"abc", b"abd") && !same(b"abc", b"abcd"));
+        assert_eq!(hex_decode("+f"), None);
+        // An empty secret matches nothing; a trailing newline is ignored.
+        let gitlab =
+            json!({"project": {"git_http_url": "https://gitlab.example.com/a/b.git"}}).to_string();
+        let hook =
+            |token: &str| headers(&[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", token)]);
+        assert_eq!(
+            verify(SenderType::GitLab, b"", &hook(""), gitlab.as_bytes()),
+            Err(Rejection::BadSignature)
+        );
+        assert!(
+            verify(
+                SenderType::GitLab,
+                b"s3cret\n",
+                &hook("s3cret"),
+                gitlab.as_bytes()
+            )
+            .is_ok()
+        );
         assert_eq!(
             without_tag("harbor.example.com:8443/library/app:1.2.0"),
             "harbor.example.com:8443/library/app"

@@ -78,6 +78,7 @@ impl ScanSession {
                 concurrency: concurrency.max(1),
                 credentials: Arc::new(credentials),
                 now: None,
+                scanned_before: false,
             },
             runtime,
             registry: Registry::new(RegistrySettings::default()),

@@ -54,6 +54,8 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
     }
     let current = policy.status.clone();
     let mut status = current.clone().unwrap_or_default();
+    // Worked out afresh by each reconcile that gets as far as selecting.
+    status.waiting = None;
     let generation = policy.metadata.generation;
     let object = labelled(policy);
     let write = |mut status: ImagePolicyStatus, outcome: Outcome| {
@@ -92,6 +94,7 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
         concurrency: 1,
         credentials: Arc::clone(&context.credentials),
         now: None,
+        scanned_before: false,
     };
     let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
         .await

@@ -78,6 +78,10 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
         concurrency: 1,
         credentials: Arc::clone(&context.credentials),
         now: None,
+        scanned_before: repository
+            .status
+            .as_ref()
+            .is_some_and(|s| s.last_scan_result.is_some()),
     };
     let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
         .await

@@ -37,6 +37,10 @@ pub struct ScanOptions {
     /// The time `minimumAge` is judged at, in seconds since the epoch
     /// (default: now); tests set it.
     pub now: Option<u64>,
+    /// The repositories were scanned before, though the store has no record
+    /// (a controller restarted on an empty volume): tags without a record
+    /// count as new for `minimumAge`, not as old.
+    pub scanned_before: bool,
 }
 
 /// Where a scan takes each repository's tags from.
@@ -442,7 +446,12 @@ impl<S: TagSource> ScanRun<'_, S> {
                 let now = store::now();
                 let record = ScanRecord {
                     revision: store::revision(&tags),
-                    first_seen: store::first_seen(&tags, stored.as_ref(), now),
+                    first_seen: store::first_seen(
+                        &tags,
+                        stored.as_ref(),
+                        now,
+                        if self.options.scanned_before { now } else { 0 },
+                    ),
                     tags,
                     scanned_at: now,
                 };
