@@ -166,18 +166,34 @@ impl Cron {
     /// Whether the wall-clock minute `time` matches.
     fn matches(&self, time: &jiff::civil::DateTime) -> bool {
         let bit = |set: u64, v: i8| v >= 0 && set & (1 << v) != 0;
-        if !bit(self.minutes, time.minute())
-            || !bit(self.hours as u64, time.hour())
-            || !bit(self.months as u64, time.month())
-        {
+        bit(self.minutes, time.minute())
+            && bit(self.hours as u64, time.hour())
+            && self.matches_day(time.date())
+    }
+
+    /// Whether the day `date` has matching minutes.
+    fn matches_day(&self, date: jiff::civil::Date) -> bool {
+        let bit = |set: u64, v: i8| v >= 0 && set & (1 << v) != 0;
+        if !bit(self.months as u64, date.month()) {
             return false;
         }
-        let day = bit(self.days as u64, time.day());
-        let weekday = bit(self.weekdays as u64, time.weekday().to_sunday_zero_offset());
+        let day = bit(self.days as u64, date.day());
+        let weekday = bit(self.weekdays as u64, date.weekday().to_sunday_zero_offset());
         match (self.days_restricted, self.weekdays_restricted) {
             (true, true) => day || weekday,
             _ => day && weekday,
         }
+    }
+
+    /// Whether any day matches: over 28 years the calendar repeats, leap
+    /// days and weekdays included.
+    fn ever_matches(&self) -> bool {
+        let start = jiff::civil::date(2000, 1, 1);
+        (0..28 * 366).any(|n| {
+            start
+                .checked_add(jiff::Span::new().days(n))
+                .is_ok_and(|d| self.matches_day(d))
+        })
     }
 }
 
@@ -201,7 +217,16 @@ impl Window {
                 }
                 Opens::Every(every)
             }
-            None => Opens::At(Cron::parse(&window.cron).map_err(|m| error("cron", m))?),
+            None => {
+                let cron = Cron::parse(&window.cron).map_err(|m| error("cron", m))?;
+                if !cron.ever_matches() {
+                    return Err(error(
+                        "cron",
+                        format!("{:?} names a day that never comes", window.cron),
+                    ));
+                }
+                Opens::At(cron)
+            }
         };
         let duration = window
             .duration
@@ -451,6 +476,12 @@ mod tests {
             error("0 22 * * *", "500ms", None),
             "duration: must be at least 1m"
         );
+        assert_eq!(
+            error("0 0 30 2 *", "1h", None),
+            "cron: \"0 0 30 2 *\" names a day that never comes"
+        );
+        // February 29th does come.
+        assert_eq!(error("0 0 29 2 *", "1h", None), "");
         assert_eq!(
             error("1/99 * * * *", "2h", None),
             "cron: minute step \"99\" is not a number from 1 to 59"
