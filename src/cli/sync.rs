@@ -132,11 +132,7 @@ fn describe(report: &SyncReport, dry_run: bool) -> String {
     let suffix = if dry_run { " (dry run)" } else { "" };
     let mut text = String::new();
     for a in &report.applied {
-        let action = serde_json::to_value(a.action)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        text.push_str(&format!("{} {action}{suffix}\n", a.object));
+        text.push_str(&format!("{} {}{suffix}\n", a.object, a.action));
     }
     for p in &report.pruned {
         text.push_str(&format!("{p} pruned{suffix}\n"));

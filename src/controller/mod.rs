@@ -170,17 +170,14 @@ impl Context {
         }
     }
 
-    /// The backoff after the `n`th failure in a row: 5 s doubling to 5 min.
+    /// Counts a failure of `key` and returns the wait before retrying.
     fn failed(&self, key: &str) -> Duration {
         let n = self.failures.lock().map_or(1, |mut f| {
             let n = f.entry(key.to_string()).or_insert(0);
             *n = n.saturating_add(1);
             *n
         });
-        Duration::from_secs(
-            5u64.saturating_mul(1 << n.min(7).saturating_sub(1))
-                .min(300),
-        )
+        backoff_after(n)
     }
 
     /// Records a reconcile of `kind` for metrics; a success ends the
@@ -204,11 +201,16 @@ impl Context {
     /// new failure.
     fn backoff(&self, key: &str) -> Option<Duration> {
         let n = *self.failures.lock().ok()?.get(key)?;
-        Some(Duration::from_secs(
-            5u64.saturating_mul(1 << n.min(7).saturating_sub(1))
-                .min(300),
-        ))
+        Some(backoff_after(n))
     }
+}
+
+/// The wait after the `n`th failure in a row: 5 s doubling to 5 min.
+fn backoff_after(n: u32) -> Duration {
+    Duration::from_secs(
+        5u64.saturating_mul(1 << n.min(7).saturating_sub(1))
+            .min(300),
+    )
 }
 
 /// What a watch mapping last saw of each object, so that it maps only

@@ -61,6 +61,16 @@ pub enum Action {
     Unchanged,
 }
 
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Applied {
     pub object: String,

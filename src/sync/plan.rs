@@ -83,24 +83,6 @@ pub struct ApplyPlan {
     pub defined_here: BTreeSet<(String, String)>,
 }
 
-impl ApplyPlan {
-    /// The inventory this plan leaves when it applies in full.
-    pub fn inventory(&self) -> Vec<InventoryEntry> {
-        let mut entries: Vec<InventoryEntry> = self
-            .first
-            .iter()
-            .chain(&self.then)
-            .map(|d| InventoryEntry {
-                id: d.id.clone(),
-                api_version: d.api_version.clone(),
-                created: false,
-            })
-            .collect();
-        entries.sort();
-        entries
-    }
-}
-
 /// A document that cannot be planned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {message}", file.display())]
@@ -360,7 +342,7 @@ mod tests {
                 "Namespace old"
             ]
         );
-        assert_eq!(plan.inventory().len(), 5);
+        assert_eq!(plan.first.len() + plan.then.len(), 5);
     }
 
     #[test]
