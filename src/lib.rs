@@ -11,6 +11,7 @@ pub mod forge;
 pub mod git;
 pub mod load;
 pub mod message;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

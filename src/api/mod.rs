@@ -1,5 +1,5 @@
-//! The objects users write: ImageRepository, ImagePolicy and
-//! ImageUpdateAutomation in `hoist.dev/v1alpha1`.
+//! The objects users write: ImageRepository, ImagePolicy,
+//! ImageUpdateAutomation and Receiver in `hoist.dev/v1alpha1`.
 //!
 //! Field names follow Flux's `image.toolkit.fluxcd.io/v1`, so a Flux user
 //! migrates by changing the apiVersion. The same types derive the CRDs
@@ -9,11 +9,13 @@ mod common;
 mod image_policy;
 mod image_repository;
 mod image_update_automation;
+mod receiver;
 
 pub use common::*;
 pub use image_policy::*;
 pub use image_repository::*;
 pub use image_update_automation::*;
+pub use receiver::*;
 
 /// The API group of hoist's own kinds.
 pub const GROUP: &str = "hoist.dev";

@@ -4,7 +4,7 @@ use clap::Args;
 use kube::CustomResourceExt;
 
 use super::CliError;
-use crate::api::{ImagePolicy, ImageRepository, ImageUpdateAutomation};
+use crate::api::{ImagePolicy, ImageRepository, ImageUpdateAutomation, Receiver};
 
 #[derive(Debug, Args)]
 pub struct CrdsArgs {}
@@ -16,6 +16,7 @@ pub fn render() -> Result<String, CliError> {
         ImageRepository::crd(),
         ImagePolicy::crd(),
         ImageUpdateAutomation::crd(),
+        Receiver::crd(),
     ];
     let mut out = String::new();
     for crd in crds {

@@ -1,7 +1,10 @@
-//! `hoist run -f PATH... [--once] [--dry-run] [--state-dir DIR] [-o json]`
+//! `hoist run -f PATH... [--once] [--dry-run] [--state-dir DIR] [-o json]
+//! [--webhook-addr ADDR] [--metrics-addr ADDR]`
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -9,7 +12,11 @@ use clap::Args;
 use super::scan::ScanSession;
 use super::{CliError, Output};
 use crate::git::Git;
-use crate::pipeline::{self, AutomationReport, RunOptions};
+use crate::load::ObjectSet;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, AutomationReport, RunOptions, object_key};
+use crate::webhook::server::{self as webhook, Delivery, Endpoint, Endpoints};
+use crate::webhook::targets::{Targets, targets};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -39,10 +46,45 @@ pub struct RunArgs {
     /// The kubeconfig context to use.
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Serve the Receivers in the files on HOST:PORT: a verified push
+    /// re-scans or runs at once instead of at the next interval.
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_addr: Option<std::net::SocketAddr>,
+    /// Serve /metrics, /healthz and /readyz on HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// What one pass does: everything (the interval), or what webhooks named.
+#[derive(Debug, Default)]
+struct Work {
+    /// Repositories scanned from the registry whatever their interval.
+    rescan: BTreeSet<String>,
+    /// Only these automations run; `None`: all of them.
+    automations: Option<BTreeSet<String>>,
 }
 
 pub fn run(args: RunArgs) -> Result<(), CliError> {
-    let session = ScanSession::open(&args.files, args.state_dir.clone(), false, 8)?;
+    if args.once && (args.webhook_addr.is_some() || args.metrics_addr.is_some()) {
+        return Err(CliError::invalid(
+            "--webhook-addr and --metrics-addr serve while hoist keeps running; drop --once",
+        ));
+    }
+    let mut session = ScanSession::open(&args.files, args.state_dir.clone(), false, 8)?;
+    let endpoints = endpoints(&session.objects)?;
+    if !endpoints.is_empty() && args.webhook_addr.is_none() && !args.once {
+        eprintln!("warning: the files hold Receivers; serve them with --webhook-addr");
+    }
+    let metrics = Arc::new(Metrics::default());
+    if args.metrics_addr.is_some() {
+        let metrics = Arc::clone(&metrics);
+        session.registry =
+            session
+                .registry
+                .with_observer(Arc::new(move |host: &str, status: u16| {
+                    metrics.registry_request(host, status)
+                }));
+    }
     let syncs = session
         .objects
         .automations
@@ -91,44 +133,245 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             }
         }
     };
+    let mut deliveries = match args.webhook_addr {
+        Some(addr) => Some(serve(&session, addr, endpoints, &metrics)?),
+        None => None,
+    };
+    if let Some(addr) = args.metrics_addr {
+        let listener = bind(&session, addr, "--metrics-addr")?;
+        metrics
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        session
+            .runtime
+            .spawn(crate::metrics::serve(listener, Arc::clone(&metrics)));
+    }
+    let mut work = Work::default();
+    let mut next = tokio::time::Instant::now();
     loop {
-        let outcome = pass(&session, &git, &options, args.output);
+        if work.automations.is_none() {
+            next = tokio::time::Instant::now() + interval;
+        }
+        let outcome = pass(&session, &git, &options, args.output, &work);
         let Some((term, int)) = signals.as_mut() else {
             return outcome;
         };
         if let Err(e) = &outcome {
             eprintln!("error: {e}");
         }
-        // Sleep until the next pass, or stop on a signal.
-        let stop = session.runtime.block_on(async {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => false,
-                _ = term.recv() => true,
-                _ = int.recv() => true,
+        // Sleep until the next pass or a webhook, or stop on a signal.
+        work = loop {
+            let woke = session.runtime.block_on(async {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => Wake::Interval,
+                    _ = term.recv() => Wake::Stop,
+                    _ = int.recv() => Wake::Stop,
+                    Some(delivery) = async {
+                        match deliveries.as_mut() {
+                            Some(d) => d.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => Wake::Webhook(delivery),
+                }
+            });
+            match woke {
+                Wake::Stop => {
+                    tracing::info!("stopping");
+                    return Ok(());
+                }
+                Wake::Interval => break Work::default(),
+                Wake::Webhook(first) => {
+                    // Whatever else arrived while the last pass ran joins it.
+                    let mut batch = vec![first];
+                    if let Some(d) = deliveries.as_mut() {
+                        while let Ok(more) = d.try_recv() {
+                            batch.push(more);
+                        }
+                    }
+                    if let Some(work) = webhook_work(&session.objects, &batch) {
+                        break work;
+                    }
+                }
             }
-        });
-        if stop {
-            tracing::info!("stopping");
-            return Ok(());
-        }
+        };
     }
 }
 
-/// One pass: scan, then every automation.
+enum Wake {
+    Interval,
+    Webhook(Delivery),
+    Stop,
+}
+
+/// The Receivers in the files, each with the token its Secret holds.
+fn endpoints(objects: &ObjectSet) -> Result<Vec<Endpoint>, CliError> {
+    let mut endpoints = Vec::new();
+    for loaded in &objects.receivers {
+        let receiver = &loaded.object;
+        let namespace = receiver.metadata.namespace.as_deref().unwrap_or("default");
+        let key = object_key(Some(namespace), receiver.metadata.name.as_deref());
+        let secret = &receiver.spec.secret_ref.name;
+        let token = objects
+            .secret(namespace, secret)
+            .and_then(|s| s.data.get("token"))
+            .filter(|t| !t.trim_ascii().is_empty())
+            .ok_or_else(|| {
+                CliError::invalid(format!(
+                    "{}: Receiver {key}: spec.secretRef: Secret {namespace}/{secret} with a non-empty key `token` is not in the files",
+                    loaded.origin
+                ))
+            })?;
+        for (i, resource) in receiver.spec.resources.iter().enumerate() {
+            let wanted = object_key(
+                Some(resource.namespace.as_deref().unwrap_or(namespace)),
+                Some(&resource.name),
+            );
+            let key_of =
+                |m: &kube::api::ObjectMeta| object_key(m.namespace.as_deref(), m.name.as_deref());
+            let found = match resource.kind.as_str() {
+                "ImageRepository" => objects
+                    .repositories
+                    .iter()
+                    .any(|r| key_of(&r.object.metadata) == wanted),
+                _ => objects
+                    .automations
+                    .iter()
+                    .any(|a| key_of(&a.object.metadata) == wanted),
+            };
+            if !found {
+                return Err(CliError::invalid(format!(
+                    "{}: Receiver {key}: spec.resources[{i}]: {} {wanted} is not in the files",
+                    loaded.origin, resource.kind
+                )));
+            }
+        }
+        endpoints.push(Endpoint::new(receiver.clone(), token.clone()));
+    }
+    Ok(endpoints)
+}
+
+fn bind(
+    session: &ScanSession,
+    addr: std::net::SocketAddr,
+    flag: &str,
+) -> Result<tokio::net::TcpListener, CliError> {
+    session
+        .runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|e| CliError::runtime(format!("{flag} {addr}: {e}")))
+}
+
+/// Starts the webhook server and its coalescing; merged deliveries come
+/// out of the returned channel.
+fn serve(
+    session: &ScanSession,
+    addr: std::net::SocketAddr,
+    endpoints: Vec<Endpoint>,
+    metrics: &Arc<Metrics>,
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<Delivery>, CliError> {
+    let listener = bind(session, addr, "--webhook-addr")?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let served = Endpoints::default();
+    for endpoint in endpoints {
+        let key = endpoint.key();
+        let path = served.insert(endpoint);
+        eprintln!("webhook: Receiver {key}: POST http://{bound}{path}");
+    }
+    eprintln!("webhook: listening on {bound}");
+    let (sender, received) = tokio::sync::mpsc::channel(1024);
+    let (merged, out) = tokio::sync::mpsc::unbounded_channel();
+    session.runtime.spawn(webhook::serve(
+        listener,
+        served,
+        Arc::clone(metrics),
+        sender,
+    ));
+    session.runtime.spawn(webhook::coalesce(
+        received,
+        merged,
+        webhook::Coalescing::default(),
+    ));
+    Ok(out)
+}
+
+/// What a batch of webhook deliveries asks of the next pass: re-scan the
+/// repositories named and run the automations named or fed by them.
+/// `None` when they name nothing hoist knows.
+fn webhook_work(objects: &ObjectSet, batch: &[Delivery]) -> Option<Work> {
+    let mut wanted = Targets::default();
+    for delivery in batch {
+        let named = targets(
+            &delivery.endpoint.receiver,
+            &delivery.event,
+            objects.repositories.iter().map(|r| &r.object),
+            objects.automations.iter().map(|a| &a.object),
+        );
+        if named.is_empty() {
+            tracing::info!(
+                receiver = %delivery.endpoint.key(),
+                images = ?delivery.event.images,
+                repositories = ?delivery.event.repositories,
+                "webhook: names nothing this hoist scans or runs"
+            );
+        }
+        wanted.merge(named);
+    }
+    if wanted.is_empty() {
+        return None;
+    }
+    let mut automations = wanted.automations;
+    for loaded in &objects.automations {
+        let automation = &loaded.object;
+        let fed = objects.policies.iter().any(|p| {
+            pipeline::selects(automation, &p.object)
+                && wanted
+                    .repositories
+                    .contains(&pipeline::repository_of(&p.object))
+        });
+        if fed {
+            automations.insert(object_key(
+                automation.metadata.namespace.as_deref(),
+                automation.metadata.name.as_deref(),
+            ));
+        }
+    }
+    tracing::info!(repositories = ?wanted.repositories, ?automations, "webhook: running now");
+    Some(Work {
+        rescan: wanted.repositories,
+        automations: Some(automations),
+    })
+}
+
+/// One pass: scan, then every automation (or those `work` names).
 fn pass(
     session: &ScanSession,
     git: &Git,
     options: &RunOptions,
     output: Output,
+    work: &Work,
 ) -> Result<(), CliError> {
     let started = std::time::Instant::now();
-    let scan = session.scan()?;
+    let scan = session.scan_with(&work.rescan)?;
     let scan_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     for failure in &scan.failures {
         eprintln!("error: {failure}");
     }
-    let mut reports =
-        pipeline::run_automations(&session.objects, &scan, git, &session.store, options);
+    let selected;
+    let objects = match &work.automations {
+        None => &session.objects,
+        Some(keys) => {
+            let mut only = session.objects.clone();
+            only.automations.retain(|a| {
+                keys.contains(&object_key(
+                    a.object.metadata.namespace.as_deref(),
+                    a.object.metadata.name.as_deref(),
+                ))
+            });
+            selected = only;
+            &selected
+        }
+    };
+    let mut reports = pipeline::run_automations(objects, &scan, git, &session.store, options);
     for r in &mut reports {
         r.timings.scan_ms = scan_ms;
     }

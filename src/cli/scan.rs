@@ -79,6 +79,7 @@ impl ScanSession {
                 credentials: Arc::new(credentials),
                 now: None,
                 scanned_before: false,
+                rescan: Default::default(),
             },
             runtime,
             registry: Registry::new(RegistrySettings::default()),
@@ -86,12 +87,25 @@ impl ScanSession {
     }
 
     pub(super) fn scan(&self) -> Result<pipeline::ScanReport, CliError> {
+        self.scan_with(&Default::default())
+    }
+
+    /// A scan that also takes the `rescan` repositories (`ns/name`) from
+    /// the registry, whatever their interval.
+    pub(super) fn scan_with(
+        &self,
+        rescan: &std::collections::BTreeSet<String>,
+    ) -> Result<pipeline::ScanReport, CliError> {
+        let options = pipeline::ScanOptions {
+            rescan: rescan.clone(),
+            ..self.options.clone()
+        };
         self.runtime
             .block_on(pipeline::scan(
                 &self.objects,
                 &self.registry,
                 &self.store,
-                &self.options,
+                &options,
             ))
             .map_err(|e| match e {
                 PipelineError::MissingRepository { .. } => CliError::invalid(e.to_string()),

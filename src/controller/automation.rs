@@ -36,19 +36,6 @@ pub async fn reconcile(
     result
 }
 
-/// Whether `automation` selects `policy`: same namespace, labels matching
-/// `policySelector`.
-pub fn selects(automation: &ImageUpdateAutomation, policy: &ImagePolicy) -> bool {
-    let empty = BTreeMap::new();
-    automation.namespace() == policy.namespace()
-        && automation
-            .spec
-            .policy_selector
-            .clone()
-            .unwrap_or_default()
-            .matches(policy.metadata.labels.as_ref().unwrap_or(&empty))
-}
-
 fn interval(automation: &ImageUpdateAutomation) -> Duration {
     automation
         .spec
@@ -93,7 +80,7 @@ async fn update(
         .policies
         .state()
         .into_iter()
-        .filter(|p| selects(&automation, p))
+        .filter(|p| pipeline::selects(&automation, p))
         .collect();
     let observed: BTreeMap<String, ImageRef> = selected
         .iter()

@@ -10,7 +10,6 @@
 
 mod automation;
 pub mod conditions;
-pub mod metrics;
 mod policy;
 mod repository;
 
@@ -35,6 +34,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{ImagePolicy, ImageRepository, ImageUpdateAutomation};
 use crate::git::Git;
 use crate::load::{LoadError, ObjectSet};
+use crate::metrics;
 use crate::registry::{DockerConfig, Registry, RegistrySettings};
 use crate::store::Store;
 
@@ -577,7 +577,7 @@ async fn reconcile_all(
         automation_store
             .state()
             .into_iter()
-            .filter(|a| automation::selects(a, &policy))
+            .filter(|a| crate::pipeline::selects(a, &policy))
             .map(|a| ObjectRef::from_obj(&*a))
             .collect::<Vec<_>>()
     });
@@ -597,15 +597,7 @@ async fn reconcile_all(
         store,
         registry: Registry::new(RegistrySettings::default()).with_observer({
             let metrics = Arc::clone(&metrics);
-            Arc::new(move |host: &str, status: u16| {
-                metrics
-                    .registry_requests
-                    .get_or_create(&metrics::RegistryLabels {
-                        host: host.to_string(),
-                        status,
-                    })
-                    .inc();
-            })
+            Arc::new(move |host: &str, status: u16| metrics.registry_request(host, status))
         }),
         credentials: Arc::new(credentials),
         git: Git::default(),

@@ -95,6 +95,7 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
         credentials: Arc::clone(&context.credentials),
         now: None,
         scanned_before: false,
+        rescan: Default::default(),
     };
     let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
         .await

@@ -82,6 +82,7 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
             .status
             .as_ref()
             .is_some_and(|s| s.last_scan_result.is_some()),
+        rescan: Default::default(),
     };
     let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
         .await

@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{
     API_VERSION, FLUX_IMAGE_GROUP, ImagePolicy, ImagePolicySpec, ImageRepository,
-    ImageRepositorySpec, ImageUpdateAutomation, ImageUpdateAutomationSpec, PolicyChoice,
+    ImageRepositorySpec, ImageUpdateAutomation, ImageUpdateAutomationSpec, PolicyChoice, Receiver,
+    ReceiverSpec,
 };
 use node::{Node, Step};
 
@@ -48,6 +49,7 @@ pub struct ObjectSet {
     pub repositories: Vec<Loaded<ImageRepository>>,
     pub policies: Vec<Loaded<ImagePolicy>>,
     pub automations: Vec<Loaded<ImageUpdateAutomation>>,
+    pub receivers: Vec<Loaded<Receiver>>,
     /// `v1` Secrets in the files, which `secretRef` and `certSecretRef`
     /// name in standalone mode as they would in a cluster.
     pub secrets: Vec<Loaded<SecretData>>,
@@ -173,6 +175,7 @@ enum Kind {
     ImageRepository,
     ImagePolicy,
     ImageUpdateAutomation,
+    Receiver,
 }
 
 impl Kind {
@@ -181,6 +184,7 @@ impl Kind {
             "ImageRepository" => Some(Kind::ImageRepository),
             "ImagePolicy" => Some(Kind::ImagePolicy),
             "ImageUpdateAutomation" => Some(Kind::ImageUpdateAutomation),
+            "Receiver" => Some(Kind::Receiver),
             _ => None,
         }
     }
@@ -285,7 +289,7 @@ fn collect_files(
 fn mentions_hoist_kind(text: &str) -> bool {
     static KIND: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
         regex::Regex::new(
-            r#"(?m)^\s*kind:\s*["']?(ImageRepository|ImagePolicy|ImageUpdateAutomation)\b"#,
+            r#"(?m)^\s*kind:\s*["']?(ImageRepository|ImagePolicy|ImageUpdateAutomation|Receiver)\b"#,
         )
         .ok()
     });
@@ -512,14 +516,17 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
         return load_secret(path, root, set);
     }
     let group = api_version.split_once('/').map_or("", |(g, _)| g);
-    let Some(kind) = Kind::from_name(kind_name) else {
+    // Flux's notification-controller has a Receiver kind of its own.
+    let kind =
+        Kind::from_name(kind_name).filter(|k| *k != Kind::Receiver || group == crate::api::GROUP);
+    let Some(kind) = kind else {
         if group == crate::api::GROUP || group == FLUX_IMAGE_GROUP {
             set.warnings.push(LoadWarning {
                 path: path.to_path_buf(),
                 line: root.line_of(&[Step::Key("kind".into())]),
                 object: format!("{api_version} {kind_name}"),
                 message:
-                    "skipped: hoist reads ImageRepository, ImagePolicy and ImageUpdateAutomation"
+                    "skipped: hoist reads ImageRepository, ImagePolicy, ImageUpdateAutomation and Receiver"
                         .to_string(),
             });
         } else {
@@ -606,6 +613,18 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
             validate::automation(&doc, &spec)?;
             set.automations.push(Loaded {
                 object: ImageUpdateAutomation {
+                    metadata,
+                    spec,
+                    status: None,
+                },
+                origin,
+            });
+        }
+        Kind::Receiver => {
+            let spec: ReceiverSpec = doc.typed("spec", &mut set.warnings)?;
+            validate::receiver(&doc, &spec)?;
+            set.receivers.push(Loaded {
+                object: Receiver {
                     metadata,
                     spec,
                     status: None,
@@ -771,6 +790,7 @@ fn check_duplicates(set: &ObjectSet, errors: &mut Vec<LoadError>) {
     check(&set.repositories, errors);
     check(&set.policies, errors);
     check(&set.automations, errors);
+    check(&set.receivers, errors);
 }
 
 #[cfg(test)]

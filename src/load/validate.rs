@@ -5,7 +5,8 @@ use regex::Regex;
 
 use super::{Document, LoadError, LoadWarning};
 use crate::api::{
-    GoDuration, ImagePolicySpec, ImageRepositorySpec, ImageUpdateAutomationSpec, ReflectionPolicy,
+    API_VERSION, GoDuration, ImagePolicySpec, ImageRepositorySpec, ImageUpdateAutomationSpec,
+    ReceiverSpec, ReceiverType, ReflectionPolicy,
 };
 use crate::policy::{CompiledPolicy, regex_reason};
 
@@ -153,6 +154,46 @@ pub(super) fn automation(
     }
     if let Some(sync) = &spec.sync {
         duration(doc, "spec.sync.timeout", sync.timeout.as_ref())?;
+    }
+    Ok(())
+}
+
+pub(super) fn receiver(doc: &Document<'_>, spec: &ReceiverSpec) -> Result<(), LoadError> {
+    required(
+        doc,
+        "spec.secretRef.name",
+        &spec.secret_ref.name,
+        "name a Secret with key `token`",
+    )?;
+    for (i, resource) in spec.resources.iter().enumerate() {
+        let field = |f: &str| format!("spec.resources[{i}].{f}");
+        if !matches!(
+            resource.kind.as_str(),
+            "ImageRepository" | "ImageUpdateAutomation"
+        ) {
+            return Err(doc.invalid(
+                &field("kind"),
+                format!(
+                    "{:?}: a Receiver triggers ImageRepository or ImageUpdateAutomation objects",
+                    resource.kind
+                ),
+            ));
+        }
+        required(doc, &field("name"), &resource.name, "name the object")?;
+        if let Some(version) = resource.api_version.as_deref()
+            && version != API_VERSION
+        {
+            return Err(doc.invalid(
+                &field("apiVersion"),
+                format!("{version:?}: use {API_VERSION}, or leave it out"),
+            ));
+        }
+    }
+    if spec.type_ == ReceiverType::GenericHmac && spec.resources.is_empty() {
+        return Err(doc.invalid(
+            "spec.resources",
+            "a generic-hmac payload names no image or repository; list the objects it triggers",
+        ));
     }
     Ok(())
 }

@@ -263,25 +263,34 @@ fn window_gate(
     })
 }
 
+/// Whether `automation` selects `policy`: same namespace, labels matching
+/// `policySelector`.
+pub fn selects(automation: &ImageUpdateAutomation, policy: &crate::api::ImagePolicy) -> bool {
+    let empty = BTreeMap::new();
+    automation
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or("default")
+        == policy.metadata.namespace.as_deref().unwrap_or("default")
+        && automation
+            .spec
+            .policy_selector
+            .clone()
+            .unwrap_or_default()
+            .matches(policy.metadata.labels.as_ref().unwrap_or(&empty))
+}
+
 /// The latest refs of the policies the automation selects (those in its
 /// namespace that match `policySelector`), and the selected policies that
 /// have no latest ref (their repository failed to scan, or no tag fits).
 fn refs_for(context: &Context, scan: &ScanReport) -> (Refs, Vec<String>) {
-    let namespace = context.namespace();
-    let selector = context
-        .automation
-        .spec
-        .policy_selector
-        .clone()
-        .unwrap_or_default();
-    let empty = BTreeMap::new();
     let selected: Vec<String> = context
         .objects
         .policies
         .iter()
         .map(|p| &p.object)
-        .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == namespace)
-        .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&empty)))
+        .filter(|p| selects(context.automation, p))
         .map(|p| object_key(p.metadata.namespace.as_deref(), p.metadata.name.as_deref()))
         .collect();
     let refs: Refs = scan

@@ -4,5 +4,5 @@
 mod automation;
 mod scan;
 
-pub use automation::{AutomationReport, RunOptions, Timings, run_automations};
+pub use automation::{AutomationReport, RunOptions, Timings, run_automations, selects};
 pub use scan::*;

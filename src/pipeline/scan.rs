@@ -41,6 +41,9 @@ pub struct ScanOptions {
     /// (a controller restarted on an empty volume): tags without a record
     /// count as new for `minimumAge`, not as old.
     pub scanned_before: bool,
+    /// Repositories (`ns/name`) a webhook named: scanned from the registry
+    /// now, whatever their interval.
+    pub rescan: std::collections::BTreeSet<String>,
 }
 
 /// Where a scan takes each repository's tags from.
@@ -412,7 +415,9 @@ impl<S: TagSource> ScanRun<'_, S> {
             s.scanned_at.saturating_add(interval(repository).as_secs()) > store::now()
         });
         let from_store = match self.options.tags {
-            TagFreshness::WithinInterval => fresh || repository.spec.suspend,
+            TagFreshness::WithinInterval => {
+                (fresh && !self.options.rescan.contains(&key)) || repository.spec.suspend
+            }
             TagFreshness::Refresh => repository.spec.suspend,
             TagFreshness::Stored => true,
         };

@@ -15,15 +15,20 @@ fn deploy_crds_match_hoist_crds() {
         "deploy/crds/hoist.dev.yaml differs from `hoist crds`; regenerate it with \
          `cargo run -- crds > deploy/crds/hoist.dev.yaml`"
     );
-    for kind in ["ImageRepository", "ImagePolicy", "ImageUpdateAutomation"] {
+    for kind in [
+        "ImageRepository",
+        "ImagePolicy",
+        "ImageUpdateAutomation",
+        "Receiver",
+    ] {
         assert!(
             run.stdout.contains(&format!("kind: {kind}\n")),
             "{kind} missing"
         );
     }
-    assert_eq!(run.stdout.matches("subresources:\n").count(), 3);
-    assert_eq!(run.stdout.matches("additionalPrinterColumns:").count(), 3);
-    assert_eq!(run.stdout.matches("openAPIV3Schema:").count(), 3);
+    assert_eq!(run.stdout.matches("subresources:\n").count(), 4);
+    assert_eq!(run.stdout.matches("additionalPrinterColumns:").count(), 4);
+    assert_eq!(run.stdout.matches("openAPIV3Schema:").count(), 4);
 }
 
 /// Every example a user may copy loads without error or warning.

@@ -13,3 +13,4 @@ mod run;
 mod scan;
 mod support;
 mod sync;
+mod webhook;

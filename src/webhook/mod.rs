@@ -6,37 +6,13 @@
 //! repositories in its own shape. Comparisons of secrets take constant
 //! time. No HTTP here: the server hands in headers and body.
 
+pub mod server;
+pub mod targets;
+
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 
-/// The sender types of a Receiver (`spec.type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SenderType {
-    DockerHub,
-    GitHub,
-    GitLab,
-    Gitea,
-    Harbor,
-    Quay,
-    Distribution,
-    GenericHmac,
-}
-
-impl SenderType {
-    pub fn parse(text: &str) -> Option<SenderType> {
-        Some(match text {
-            "dockerhub" => SenderType::DockerHub,
-            "github" => SenderType::GitHub,
-            "gitlab" => SenderType::GitLab,
-            "gitea" => SenderType::Gitea,
-            "harbor" => SenderType::Harbor,
-            "quay" => SenderType::Quay,
-            "distribution" => SenderType::Distribution,
-            "generic-hmac" => SenderType::GenericHmac,
-            _ => return None,
-        })
-    }
-}
+use crate::api::ReceiverType;
 
 /// Why a request is refused. The HTTP answer says no more than the status;
 /// the reason goes to the log and a metric.
@@ -128,7 +104,7 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
 /// what it names. Docker Hub and Quay sign nothing: reaching the receiver's
 /// secret path is their proof.
 pub fn verify(
-    sender: SenderType,
+    sender: ReceiverType,
     secret: &[u8],
     headers: &[(String, String)],
     body: &[u8],
@@ -136,11 +112,11 @@ pub fn verify(
     // A Secret value written with a trailing newline still matches; an
     // empty one matches nothing.
     let secret = secret.trim_ascii();
-    if secret.is_empty() && !matches!(sender, SenderType::DockerHub | SenderType::Quay) {
+    if secret.is_empty() && !matches!(sender, ReceiverType::DockerHub | ReceiverType::Quay) {
         return Err(Rejection::BadSignature);
     }
     match sender {
-        SenderType::GitHub => {
+        ReceiverType::GitHub => {
             let signature = header(headers, "X-Hub-Signature-256").ok_or(Rejection::Unsigned)?;
             let hex = signature
                 .strip_prefix("sha256=")
@@ -149,7 +125,7 @@ pub fn verify(
                 return Err(Rejection::BadSignature);
             }
         }
-        SenderType::Gitea => {
+        ReceiverType::Gitea => {
             let signature = header(headers, "X-Gitea-Signature")
                 .or_else(|| header(headers, "X-Forgejo-Signature"))
                 .ok_or(Rejection::Unsigned)?;
@@ -157,13 +133,13 @@ pub fn verify(
                 return Err(Rejection::BadSignature);
             }
         }
-        SenderType::GitLab => {
+        ReceiverType::GitLab => {
             let token = header(headers, "X-Gitlab-Token").ok_or(Rejection::Unsigned)?;
             if !same(token.trim().as_bytes(), secret) {
                 return Err(Rejection::BadSignature);
             }
         }
-        SenderType::Harbor | SenderType::Distribution => {
+        ReceiverType::Harbor | ReceiverType::Distribution => {
             let token = header(headers, "Authorization").ok_or(Rejection::Unsigned)?;
             // Either the secret as is, or as a bearer token.
             let token = token.strip_prefix("Bearer ").unwrap_or(token);
@@ -171,7 +147,7 @@ pub fn verify(
                 return Err(Rejection::BadSignature);
             }
         }
-        SenderType::GenericHmac => {
+        ReceiverType::GenericHmac => {
             let signature = header(headers, "X-Signature").ok_or(Rejection::Unsigned)?;
             let ok = match signature.split_once('=') {
                 Some(("sha256", hex)) => hmac_matches(Hash::Sha256, secret, body, hex),
@@ -182,7 +158,7 @@ pub fn verify(
                 return Err(Rejection::BadSignature);
             }
         }
-        SenderType::DockerHub | SenderType::Quay => {}
+        ReceiverType::DockerHub | ReceiverType::Quay => {}
     }
     event(sender, headers, body)
 }
@@ -208,26 +184,30 @@ fn without_tag(reference: &str) -> String {
 
 /// What a verified payload names.
 fn event(
-    sender: SenderType,
+    sender: ReceiverType,
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Event, Rejection> {
-    if sender == SenderType::GenericHmac {
+    // A generic payload names nothing; GitHub's ping, sent when a hook is
+    // made, asks for nothing but a 2xx.
+    if sender == ReceiverType::GenericHmac
+        || (sender == ReceiverType::GitHub && header(headers, "X-GitHub-Event") == Some("ping"))
+    {
         return Ok(Event::default());
     }
     let payload: Value = serde_json::from_slice(body).map_err(|_| Rejection::BadPayload)?;
     let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
     let mut event = Event::default();
     match sender {
-        SenderType::DockerHub => {
+        ReceiverType::DockerHub => {
             let name = text(&payload["repository"]["repo_name"]).ok_or(Rejection::BadPayload)?;
             event.images.push(docker_hub(&name));
         }
-        SenderType::Quay => {
+        ReceiverType::Quay => {
             let url = text(&payload["docker_url"]).ok_or(Rejection::BadPayload)?;
             event.images.push(url);
         }
-        SenderType::Harbor => {
+        ReceiverType::Harbor => {
             if !matches!(
                 payload["type"].as_str(),
                 Some("PUSH_ARTIFACT" | "pushImage")
@@ -244,7 +224,7 @@ fn event(
                 }
             }
         }
-        SenderType::Distribution => {
+        ReceiverType::Distribution => {
             for e in payload["events"].as_array().into_iter().flatten() {
                 if e["action"] != "push" {
                     continue;
@@ -261,7 +241,7 @@ fn event(
                 return Err(Rejection::IgnoredEvent);
             }
         }
-        SenderType::GitHub => match header(headers, "X-GitHub-Event").unwrap_or("") {
+        ReceiverType::GitHub => match header(headers, "X-GitHub-Event").unwrap_or("") {
             "push" => {
                 let repository = &payload["repository"];
                 for field in ["clone_url", "ssh_url", "html_url"] {
@@ -296,7 +276,7 @@ fn event(
             }
             _ => return Err(Rejection::IgnoredEvent),
         },
-        SenderType::GitLab => {
+        ReceiverType::GitLab => {
             if !matches!(
                 header(headers, "X-Gitlab-Event"),
                 Some("Push Hook" | "Tag Push Hook")
@@ -309,7 +289,7 @@ fn event(
                 }
             }
         }
-        SenderType::Gitea => {
+        ReceiverType::Gitea => {
             let kind = header(headers, "X-Gitea-Event")
                 .or_else(|| header(headers, "X-Forgejo-Event"))
                 .unwrap_or("");
@@ -322,7 +302,7 @@ fn event(
                 }
             }
         }
-        SenderType::GenericHmac => {}
+        ReceiverType::GenericHmac => {}
     }
     if event.images.is_empty() && event.repositories.is_empty() {
         return Err(Rejection::BadPayload);
@@ -349,7 +329,7 @@ mod tests {
 
     /// Sender, headers, body, and what `verify` should say.
     type Case<'a> = (
-        SenderType,
+        ReceiverType,
         Vec<(&'a str, &'a str)>,
         &'a str,
         Result<Event, Rejection>,
@@ -415,7 +395,7 @@ mod tests {
         ]);
         let cases: Vec<Case> = vec![
             (
-                SenderType::GitHub,
+                ReceiverType::GitHub,
                 vec![
                     ("X-GitHub-Event", "push"),
                     ("X-Hub-Signature-256", &github_sig),
@@ -424,7 +404,7 @@ mod tests {
                 Ok(github_repos.clone()),
             ),
             (
-                SenderType::GitHub,
+                ReceiverType::GitHub,
                 vec![
                     ("X-GitHub-Event", "package"),
                     ("X-Hub-Signature-256", &package_sig),
@@ -433,7 +413,7 @@ mod tests {
                 Ok(image("ghcr.io/acme/app")),
             ),
             (
-                SenderType::GitHub,
+                ReceiverType::GitHub,
                 vec![
                     ("X-GitHub-Event", "push"),
                     ("X-Hub-Signature-256", "sha256=00"),
@@ -442,13 +422,13 @@ mod tests {
                 Err(Rejection::BadSignature),
             ),
             (
-                SenderType::GitHub,
+                ReceiverType::GitHub,
                 vec![("X-GitHub-Event", "push")],
                 &push,
                 Err(Rejection::Unsigned),
             ),
             (
-                SenderType::GitHub,
+                ReceiverType::GitHub,
                 vec![
                     ("X-GitHub-Event", "issues"),
                     ("X-Hub-Signature-256", &github_sig),
@@ -457,13 +437,13 @@ mod tests {
                 Err(Rejection::IgnoredEvent),
             ),
             (
-                SenderType::Gitea,
+                ReceiverType::Gitea,
                 vec![("X-Gitea-Event", "push"), ("X-Gitea-Signature", &gitea_sig)],
                 &push,
                 Ok(github_repos),
             ),
             (
-                SenderType::Gitea,
+                ReceiverType::Gitea,
                 vec![
                     ("X-Gitea-Event", "push"),
                     ("X-Gitea-Signature", &github_sig),
@@ -472,7 +452,7 @@ mod tests {
                 Err(Rejection::BadSignature),
             ),
             (
-                SenderType::GitLab,
+                ReceiverType::GitLab,
                 vec![
                     ("X-Gitlab-Event", "Push Hook"),
                     ("X-Gitlab-Token", "s3cret"),
@@ -484,7 +464,7 @@ mod tests {
                 ])),
             ),
             (
-                SenderType::GitLab,
+                ReceiverType::GitLab,
                 vec![
                     ("X-Gitlab-Event", "Push Hook"),
                     ("X-Gitlab-Token", "s3crex"),
@@ -493,55 +473,55 @@ mod tests {
                 Err(Rejection::BadSignature),
             ),
             (
-                SenderType::DockerHub,
+                ReceiverType::DockerHub,
                 vec![],
                 &dockerhub,
                 Ok(image("docker.io/acme/app")),
             ),
             (
-                SenderType::Harbor,
+                ReceiverType::Harbor,
                 vec![("Authorization", "s3cret")],
                 &harbor,
                 Ok(image("harbor.example.com/library/app")),
             ),
             (
-                SenderType::Harbor,
+                ReceiverType::Harbor,
                 vec![],
                 &harbor,
                 Err(Rejection::Unsigned),
             ),
             (
-                SenderType::Quay,
+                ReceiverType::Quay,
                 vec![],
                 &quay,
                 Ok(image("quay.io/acme/app")),
             ),
             (
-                SenderType::Distribution,
+                ReceiverType::Distribution,
                 vec![("Authorization", "Bearer s3cret")],
                 &distribution,
                 Ok(image("registry:5000/team/app")),
             ),
             (
-                SenderType::Distribution,
+                ReceiverType::Distribution,
                 vec![("Authorization", "Bearer nope")],
                 &distribution,
                 Err(Rejection::BadSignature),
             ),
             (
-                SenderType::GenericHmac,
+                ReceiverType::GenericHmac,
                 vec![("X-Signature", &generic_sig)],
                 "{}",
                 Ok(Event::default()),
             ),
             (
-                SenderType::GenericHmac,
+                ReceiverType::GenericHmac,
                 vec![("X-Signature", "sha1=abcd")],
                 "{}",
                 Err(Rejection::BadSignature),
             ),
             (
-                SenderType::DockerHub,
+                ReceiverType::DockerHub,
                 vec![],
                 "not json",
                 Err(Rejection::BadPayload),
@@ -582,13 +562,13 @@ mod tests {
         ];
         assert_eq!(
             verify(
-                SenderType::GitHub,
+                ReceiverType::GitHub,
                 b"It's a Secret to Everybody",
                 &headers,
                 b"Hello, World!"
             ),
-            // The signature is accepted; the body is no event then.
-            Err(Rejection::BadPayload)
+            // The signature is accepted: a ping, answered and acted on no further.
+            Ok(Event::default())
         );
     }
 
@@ -606,12 +586,12 @@ mod tests {
         let hook =
             |token: &str| headers(&[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", token)]);
         assert_eq!(
-            verify(SenderType::GitLab, b"", &hook(""), gitlab.as_bytes()),
+            verify(ReceiverType::GitLab, b"", &hook(""), gitlab.as_bytes()),
             Err(Rejection::BadSignature)
         );
         assert!(
             verify(
-                SenderType::GitLab,
+                ReceiverType::GitLab,
                 b"s3cret\n",
                 &hook("s3cret"),
                 gitlab.as_bytes()

@@ -1,6 +1,6 @@
-//! What the controller counts (`hoist_` metrics in the Prometheus text
-//! format) and the small HTTP endpoint that serves them with `/healthz`
-//! and `/readyz`.
+//! What hoist counts (`hoist_` metrics in the Prometheus text format) and
+//! the small HTTP endpoint that serves them with `/healthz` and `/readyz`:
+//! the controller's `--metrics-addr`, and a long-running `hoist run`'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +25,14 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `accepted`, or why not: `unknown_path`, `unsigned`,
+    /// `bad_signature`, `ignored_event`, `bad_payload`, `too_large`,
+    /// `method`, `overloaded`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RegistryLabels {
     pub host: String,
     /// The HTTP status, or `0` when no answer came.
@@ -38,7 +46,7 @@ fn reconcile_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
 }
 
-/// The controller's metrics.
+/// hoist's metrics.
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ReconcileLabels, Counter>,
@@ -47,6 +55,7 @@ pub struct Metrics {
     pub tags_scanned: Counter,
     pub commits_pushed: Counter,
     pub pull_requests_opened: Counter,
+    pub webhook_requests: Family<WebhookLabels, Counter>,
     /// Whether the controller is up and its caches are filled.
     pub ready: AtomicBool,
 }
@@ -60,6 +69,7 @@ impl Default for Metrics {
         let tags_scanned = Counter::default();
         let commits_pushed = Counter::default();
         let pull_requests_opened = Counter::default();
+        let webhook_requests = Family::<WebhookLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
@@ -90,6 +100,11 @@ impl Default for Metrics {
             "Pull requests opened by ImageUpdateAutomations",
             pull_requests_opened.clone(),
         );
+        registry.register(
+            "webhook_requests",
+            "Webhook requests by result: accepted, or why they were refused",
+            webhook_requests.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -98,6 +113,7 @@ impl Default for Metrics {
             tags_scanned,
             commits_pushed,
             pull_requests_opened,
+            webhook_requests,
             ready: AtomicBool::new(false),
         }
     }
@@ -117,6 +133,25 @@ impl Metrics {
                 kind: kind.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Counts one webhook request and how it ended.
+    pub fn webhook(&self, result: &str) {
+        self.webhook_requests
+            .get_or_create(&WebhookLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one registry request to `host` that ended in `status`.
+    pub fn registry_request(&self, host: &str, status: u16) {
+        self.registry_requests
+            .get_or_create(&RegistryLabels {
+                host: host.to_string(),
+                status,
+            })
+            .inc();
     }
 
     /// The metrics in the Prometheus text format.

@@ -1,0 +1,408 @@
+//! The webhook server (`--webhook-addr`): finds the Receiver by its secret
+//! path, verifies the request the way its sender signs, and hands the event
+//! on. Events for one Receiver that arrive close together are merged, so a
+//! burst of pushes costs one scan.
+//!
+//! What a refused request learns is its status code, nothing more; why it
+//! was refused goes to the log and `hoist_webhook_requests_total`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Event, Rejection, verify};
+use crate::api::Receiver;
+use crate::metrics::Metrics;
+
+/// The largest body read; larger ones are refused with 413.
+pub const MAX_BODY: usize = 1 << 20;
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 256;
+
+/// A Receiver ready to verify requests: its object and its token.
+pub struct Endpoint {
+    pub receiver: Receiver,
+    token: Vec<u8>,
+}
+
+impl Endpoint {
+    pub fn new(receiver: Receiver, token: Vec<u8>) -> Endpoint {
+        Endpoint { receiver, token }
+    }
+
+    /// `ns/name`
+    pub fn key(&self) -> String {
+        crate::pipeline::object_key(
+            self.receiver.metadata.namespace.as_deref(),
+            self.receiver.metadata.name.as_deref(),
+        )
+    }
+
+    /// The URL path senders are configured with.
+    pub fn path(&self) -> String {
+        super::path(
+            self.receiver
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or("default"),
+            self.receiver.metadata.name.as_deref().unwrap_or(""),
+            self.token.trim_ascii(),
+        )
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    // The token never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("receiver", &self.key())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Receivers served, by path. The controller replaces entries as
+/// Receivers and their Secrets change; `hoist run` fills it once.
+#[derive(Clone, Default)]
+pub struct Endpoints {
+    by_path: Arc<RwLock<HashMap<String, Arc<Endpoint>>>>,
+}
+
+impl Endpoints {
+    /// Serves `endpoint` at its path, in place of whatever served the
+    /// Receiver before (its token may have changed).
+    pub fn insert(&self, endpoint: Endpoint) -> String {
+        let path = endpoint.path();
+        let key = endpoint.key();
+        if let Ok(mut map) = self.by_path.write() {
+            map.retain(|_, e| e.key() != key);
+            map.insert(path.clone(), Arc::new(endpoint));
+        }
+        path
+    }
+
+    /// Stops serving the Receiver `key` (`ns/name`).
+    pub fn remove(&self, key: &str) {
+        if let Ok(mut map) = self.by_path.write() {
+            map.retain(|_, e| e.key() != key);
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<Arc<Endpoint>> {
+        self.by_path.read().ok()?.get(path).cloned()
+    }
+}
+
+/// A verified event, and the Receiver it came to.
+#[derive(Debug)]
+pub struct Delivery {
+    pub endpoint: Arc<Endpoint>,
+    pub event: Event,
+}
+
+/// How long events for one Receiver are gathered before they are acted on:
+/// until none came for `quiet`, and never longer than `longest` after the
+/// first.
+#[derive(Clone, Copy, Debug)]
+pub struct Coalescing {
+    pub quiet: Duration,
+    pub longest: Duration,
+}
+
+impl Default for Coalescing {
+    fn default() -> Coalescing {
+        // A registry sends one event per tag and per platform of a push,
+        // within milliseconds; 250 ms gathers them and keeps a tag to
+        // commit well under a second.
+        Coalescing {
+            quiet: Duration::from_millis(250),
+            longest: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Serves webhooks on `listener` until the process ends, sending verified
+/// events to `deliveries`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    endpoints: Endpoints,
+    metrics: Arc<Metrics>,
+    deliveries: mpsc::Sender<Delivery>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, say: do not spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (endpoints, metrics, deliveries) =
+            (endpoints.clone(), Arc::clone(&metrics), deliveries.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let (endpoints, metrics, deliveries) =
+                    (endpoints.clone(), Arc::clone(&metrics), deliveries.clone());
+                async move {
+                    Ok::<_, Infallible>(handle(request, &endpoints, &metrics, &deliveries).await)
+                }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // However slowly a client sends, a connection ends in a minute.
+            let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Answers one request; the body says nothing beyond the status.
+async fn handle(
+    request: Request<Incoming>,
+    endpoints: &Endpoints,
+    metrics: &Metrics,
+    deliveries: &mpsc::Sender<Delivery>,
+) -> Response<Full<Bytes>> {
+    let answer = |status: StatusCode, result: &str| {
+        metrics.webhook(result);
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = status;
+        response
+    };
+    if request.method() != Method::POST {
+        return answer(StatusCode::METHOD_NOT_ALLOWED, "method");
+    }
+    let Some(endpoint) = endpoints.get(request.uri().path()) else {
+        tracing::debug!(path = request.uri().path(), "webhook: unknown path");
+        return answer(StatusCode::NOT_FOUND, "unknown_path");
+    };
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let declared = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return answer(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    }
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return answer(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+        }
+        // The client went away or sent garbage.
+        Err(_) => return answer(StatusCode::BAD_REQUEST, "bad_payload"),
+    };
+    let receiver = endpoint.key();
+    let event = match verify(
+        endpoint.receiver.spec.type_,
+        &endpoint.token,
+        &headers,
+        &body,
+    ) {
+        Ok(event) => event,
+        Err(rejection) => {
+            tracing::info!(%receiver, "webhook refused: {rejection}");
+            let (status, result) = match rejection {
+                Rejection::Unsigned => (StatusCode::UNAUTHORIZED, "unsigned"),
+                Rejection::BadSignature => (StatusCode::UNAUTHORIZED, "bad_signature"),
+                Rejection::IgnoredEvent => (StatusCode::BAD_REQUEST, "ignored_event"),
+                Rejection::BadPayload => (StatusCode::BAD_REQUEST, "bad_payload"),
+            };
+            return answer(status, result);
+        }
+    };
+    if endpoint.receiver.spec.suspend {
+        tracing::info!(%receiver, "webhook: the Receiver is suspended; nothing triggered");
+        return answer(StatusCode::ACCEPTED, "accepted");
+    }
+    tracing::debug!(%receiver, images = ?event.images, repositories = ?event.repositories, "webhook accepted");
+    let delivery = Delivery { endpoint, event };
+    match deliveries.try_send(delivery) {
+        Ok(()) => answer(StatusCode::ACCEPTED, "accepted"),
+        Err(_) => answer(StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+    }
+}
+
+/// Events gathered for one Receiver.
+struct Gathering {
+    endpoint: Arc<Endpoint>,
+    event: Event,
+    first: Instant,
+    last: Instant,
+}
+
+impl Gathering {
+    fn due(&self, timing: Coalescing) -> Instant {
+        (self.last + timing.quiet).min(self.first + timing.longest)
+    }
+}
+
+/// Merges the deliveries for each Receiver that arrive within `timing` and
+/// sends one per Receiver on, until `deliveries` closes.
+pub async fn coalesce(
+    mut deliveries: mpsc::Receiver<Delivery>,
+    merged: mpsc::UnboundedSender<Delivery>,
+    timing: Coalescing,
+) {
+    let mut gathering: HashMap<String, Gathering> = HashMap::new();
+    loop {
+        let next = gathering.values().map(|g| g.due(timing)).min();
+        let wake = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            delivery = deliveries.recv() => {
+                let Some(delivery) = delivery else { return };
+                let now = Instant::now();
+                let key = delivery.endpoint.key();
+                match gathering.get_mut(&key) {
+                    Some(g) => {
+                        merge(&mut g.event, delivery.event);
+                        g.last = now;
+                        // The newest object: a token rotated mid-burst.
+                        g.endpoint = delivery.endpoint;
+                    }
+                    None => {
+                        gathering.insert(key, Gathering {
+                            endpoint: delivery.endpoint,
+                            event: delivery.event,
+                            first: now,
+                            last: now,
+                        });
+                    }
+                }
+            }
+            () = wake => {
+                let now = Instant::now();
+                let due: Vec<String> = gathering
+                    .iter()
+                    .filter(|(_, g)| g.due(timing) <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in due {
+                    if let Some(g) = gathering.remove(&key) {
+                        let _ = merged.send(Delivery { endpoint: g.endpoint, event: g.event });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds what `more` names to `event`, each name once.
+fn merge(event: &mut Event, more: Event) {
+    for image in more.images {
+        if !event.images.contains(&image) {
+            event.images.push(image);
+        }
+    }
+    for repository in more.repositories {
+        if !event.repositories.contains(&repository) {
+            event.repositories.push(repository);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(name: &str) -> Arc<Endpoint> {
+        let receiver: Receiver = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "apps"},
+            "spec": {"type": "dockerhub", "secretRef": {"name": "token"}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        Arc::new(Endpoint::new(receiver, b"token".to_vec()))
+    }
+
+    fn image(name: &str) -> Event {
+        Event {
+            images: vec![name.to_string()],
+            ..Event::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bursts_for_one_receiver_become_one_delivery() {
+        let (tx, rx) = mpsc::channel(1024);
+        let (out, mut merged) = mpsc::unbounded_channel();
+        let timing = Coalescing::default();
+        tokio::spawn(coalesce(rx, out, timing));
+        let (a, b) = (endpoint("a"), endpoint("b"));
+        // 50 events 10 ms apart for `a`, the same image each time but one;
+        // one for `b`.
+        for i in 0..50 {
+            let name = if i == 20 {
+                "docker.io/acme/other"
+            } else {
+                "docker.io/acme/app"
+            };
+            tx.send(Delivery {
+                endpoint: Arc::clone(&a),
+                event: image(name),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            if i == 0 {
+                tx.send(Delivery {
+                    endpoint: Arc::clone(&b),
+                    event: image("docker.io/acme/b"),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let first = merged.recv().await.unwrap_or_else(|| panic!("closed"));
+        assert_eq!(first.endpoint.key(), "apps/b");
+        let second = merged.recv().await.unwrap_or_else(|| panic!("closed"));
+        assert_eq!(second.endpoint.key(), "apps/a");
+        assert_eq!(
+            second.event.images,
+            ["docker.io/acme/app", "docker.io/acme/other"]
+        );
+        // Nothing more: 50 events, one delivery.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(merged.try_recv().is_err());
+
+        // Events that never pause are still delivered within `longest`.
+        let started = Instant::now();
+        for _ in 0..400 {
+            tx.send(Delivery {
+                endpoint: Arc::clone(&a),
+                event: image("docker.io/acme/app"),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if merged.try_recv().is_ok() {
+                break;
+            }
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= timing.longest && waited <= timing.longest + Duration::from_millis(200),
+            "{waited:?}"
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! Which objects a verified event triggers: pure, so that `hoist run` (objects
+//! from files) and the controller (objects listed from the cluster) decide
+//! alike.
+
+use std::collections::BTreeSet;
+
+use super::Event;
+use crate::api::{ImageRepository, ImageUpdateAutomation, Receiver, ReceiverType};
+use crate::pipeline::object_key;
+use crate::registry::ImageName;
+
+/// What an event triggers, each object as `ns/name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// ImageRepositories to scan now.
+    pub repositories: BTreeSet<String>,
+    /// ImageUpdateAutomations to run now (and sync).
+    pub automations: BTreeSet<String>,
+}
+
+impl Targets {
+    pub fn is_empty(&self) -> bool {
+        self.repositories.is_empty() && self.automations.is_empty()
+    }
+
+    /// Adds `other`'s objects to these.
+    pub fn merge(&mut self, other: Targets) {
+        self.repositories.extend(other.repositories);
+        self.automations.extend(other.automations);
+    }
+}
+
+/// The objects `event` triggers among `repositories` and `automations`.
+///
+/// The candidates are the Receiver's `spec.resources`, or, when it lists
+/// none, every object in its namespace. Of those, an image event triggers
+/// the ImageRepositories of the images it names, and a git push the
+/// ImageUpdateAutomations of the repository it names; a `generic-hmac`
+/// event names nothing and triggers every candidate.
+pub fn targets<'a>(
+    receiver: &Receiver,
+    event: &Event,
+    repositories: impl IntoIterator<Item = &'a ImageRepository>,
+    automations: impl IntoIterator<Item = &'a ImageUpdateAutomation>,
+) -> Targets {
+    let namespace = receiver.metadata.namespace.as_deref().unwrap_or("default");
+    let listed = |kind: &str, key: &str| {
+        if receiver.spec.resources.is_empty() {
+            return key.split_once('/').is_some_and(|(ns, _)| ns == namespace);
+        }
+        receiver.spec.resources.iter().any(|r| {
+            r.kind == kind
+                && object_key(
+                    Some(r.namespace.as_deref().unwrap_or(namespace)),
+                    Some(&r.name),
+                ) == key
+        })
+    };
+    let everything = receiver.spec.type_ == ReceiverType::GenericHmac;
+    let images: Vec<ImageName> = event
+        .images
+        .iter()
+        .filter_map(|image| ImageName::parse(image).ok())
+        .collect();
+    // A distribution registry reports the host its client used, which need
+    // not be the name hoist knows it by: there, the path decides.
+    let path_only = receiver.spec.type_ == ReceiverType::Distribution;
+    let image_named = |repository: &ImageRepository| {
+        ImageName::parse(&repository.spec.image).is_ok_and(|name| {
+            images.iter().any(|i| {
+                i.repository == name.repository && (path_only || i.registry == name.registry)
+            })
+        })
+    };
+    let pushed: Vec<(String, String)> = event
+        .repositories
+        .iter()
+        .filter_map(|url| git_identity(url))
+        .collect();
+    let repository_named = |automation: &ImageUpdateAutomation| {
+        git_identity(&automation.spec.git.url).is_some_and(|id| pushed.contains(&id))
+    };
+    let key =
+        |meta: &kube::api::ObjectMeta| object_key(meta.namespace.as_deref(), meta.name.as_deref());
+    Targets {
+        repositories: repositories
+            .into_iter()
+            .filter(|r| listed("ImageRepository", &key(&r.metadata)))
+            .filter(|r| everything || image_named(r))
+            .map(|r| key(&r.metadata))
+            .collect(),
+        automations: automations
+            .into_iter()
+            .filter(|a| listed("ImageUpdateAutomation", &key(&a.metadata)))
+            .filter(|a| everything || repository_named(a))
+            .map(|a| key(&a.metadata))
+            .collect(),
+    }
+}
+
+/// A git URL as `(host, path)`, lower-cased, without scheme, user, port,
+/// `.git` or slashes at the ends, so that the https, ssh and scp forms of
+/// one repository compare equal.
+fn git_identity(url: &str) -> Option<(String, String)> {
+    let (authority, path) = match url.split_once("://") {
+        Some((_, rest)) => rest.split_once('/')?,
+        // scp form: `git@host:owner/name.git`
+        None => url.split_once(':')?,
+    };
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match host.strip_prefix('[') {
+        // [::1]:2222
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    let path = path.trim_matches('/');
+    let path = path
+        .strip_suffix(".git")
+        .unwrap_or(path)
+        .trim_end_matches('/');
+    if host.is_empty() || path.is_empty() {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), path.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ReceiverResource, ReceiverSpec};
+    use kube::api::ObjectMeta;
+
+    fn meta(namespace: &str, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn repository(namespace: &str, name: &str, image: &str) -> ImageRepository {
+        let mut r: ImageRepository =
+            serde_json::from_value(serde_json::json!({"metadata": {}, "spec": {"image": image}}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        r.metadata = meta(namespace, name);
+        r
+    }
+
+    fn automation(namespace: &str, name: &str, url: &str) -> ImageUpdateAutomation {
+        let mut a: ImageUpdateAutomation = serde_json::from_value(serde_json::json!({"metadata": {},
+            "spec": {"interval": "5m", "git": {"url": url, "checkout": {"ref": {"branch": "main"}},
+                "commit": {"author": {"name": "hoist", "email": "hoist@example.com"}}}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        a.metadata = meta(namespace, name);
+        a
+    }
+
+    fn receiver(type_: ReceiverType, resources: &[(&str, &str)]) -> Receiver {
+        Receiver {
+            metadata: meta("apps", "hook"),
+            spec: ReceiverSpec {
+                type_,
+                secret_ref: crate::api::LocalObjectReference {
+                    name: "token".to_string(),
+                },
+                resources: resources
+                    .iter()
+                    .map(|(kind, name)| ReceiverResource {
+                        kind: kind.to_string(),
+                        name: name.to_string(),
+                        ..ReceiverResource::default()
+                    })
+                    .collect(),
+                suspend: false,
+            },
+            status: None,
+        }
+    }
+
+    fn set(keys: &[&str]) -> BTreeSet<String> {
+        keys.iter().map(|k| k.to_string()).collect()
+    }
+
+    #[test]
+    fn an_event_triggers_exactly_the_objects_it_names() {
+        let repositories = [
+            repository("apps", "nginx", "nginx"),
+            repository("apps", "app", "ghcr.io/acme/app"),
+            repository("apps", "local", "localhost:5000/team/app"),
+            // The same image in another namespace: not this receiver's.
+            repository("other", "nginx", "docker.io/library/nginx"),
+        ];
+        let automations = [
+            automation("apps", "fleet", "ssh://git@github.com/Acme/fleet.git"),
+            automation("apps", "infra", "https://github.com/acme/infra"),
+            automation("other", "fleet", "https://github.com/acme/fleet.git"),
+        ];
+        let cases: Vec<(Receiver, Event, &[&str], &[&str])> = vec![
+            (
+                receiver(ReceiverType::DockerHub, &[]),
+                Event {
+                    images: vec!["docker.io/library/nginx".into()],
+                    ..Event::default()
+                },
+                &["apps/nginx"],
+                &[],
+            ),
+            (
+                receiver(ReceiverType::GitHub, &[]),
+                Event {
+                    images: vec!["ghcr.io/acme/app".into()],
+                    ..Event::default()
+                },
+                &["apps/app"],
+                &[],
+            ),
+            // The https, ssh and scp forms of one repository are one.
+            (
+                receiver(ReceiverType::GitHub, &[]),
+                Event {
+                    repositories: vec![
+                        "https://github.com/acme/fleet.git".into(),
+                        "git@github.com:acme/fleet.git".into(),
+                    ],
+                    ..Event::default()
+                },
+                &[],
+                &["apps/fleet"],
+            ),
+            // A distribution registry names the host its client used.
+            (
+                receiver(ReceiverType::Distribution, &[]),
+                Event {
+                    images: vec!["registry.internal:5000/team/app".into()],
+                    ..Event::default()
+                },
+                &["apps/local"],
+                &[],
+            ),
+            // Elsewhere the host must match too.
+            (
+                receiver(ReceiverType::Harbor, &[]),
+                Event {
+                    images: vec!["registry.internal:5000/team/app".into()],
+                    ..Event::default()
+                },
+                &[],
+                &[],
+            ),
+            // Listed resources narrow what an event may trigger.
+            (
+                receiver(ReceiverType::DockerHub, &[("ImageRepository", "app")]),
+                Event {
+                    images: vec!["docker.io/library/nginx".into()],
+                    ..Event::default()
+                },
+                &[],
+                &[],
+            ),
+            // generic-hmac triggers every listed object.
+            (
+                receiver(
+                    ReceiverType::GenericHmac,
+                    &[
+                        ("ImageRepository", "app"),
+                        ("ImageUpdateAutomation", "infra"),
+                    ],
+                ),
+                Event::default(),
+                &["apps/app"],
+                &["apps/infra"],
+            ),
+            // A GitHub ping names nothing.
+            (
+                receiver(ReceiverType::GitHub, &[]),
+                Event::default(),
+                &[],
+                &[],
+            ),
+        ];
+        for (i, (receiver, event, repos, autos)) in cases.into_iter().enumerate() {
+            let got = targets(&receiver, &event, &repositories, &automations);
+            assert_eq!(got.repositories, set(repos), "case {i}");
+            assert_eq!(got.automations, set(autos), "case {i}");
+        }
+    }
+
+    #[test]
+    fn git_urls_compare_by_host_and_path() {
+        let id = |url| git_identity(url).map(|(h, p)| format!("{h} {p}"));
+        for url in [
+            "https://github.com/acme/fleet.git",
+            "https://token@GitHub.com/acme/fleet/",
+            "ssh://git@github.com:22/acme/fleet.git",
+            "git@github.com:acme/fleet.git",
+            "git://github.com/acme/fleet",
+        ] {
+            assert_eq!(id(url).as_deref(), Some("github.com acme/fleet"), "{url}");
+        }
+        assert_eq!(id("file-without-host").as_deref(), None);
+        assert_eq!(
+            id("ssh://git@[::1]:2222/fleet.git").as_deref(),
+            Some("::1 fleet")
+        );
+    }
+}

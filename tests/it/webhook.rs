@@ -1,0 +1,873 @@
+//! Webhook receivers: each sender type through the real server with a
+//! payload in its sender's shape, and `hoist run --webhook-addr` end to end
+//! with a real registry and git daemon.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use hoist::api::{ImageRepository, ImageUpdateAutomation, Receiver};
+use hoist::metrics::Metrics;
+use hoist::webhook::server::{self, Coalescing, Delivery, Endpoint, Endpoints};
+use hoist::webhook::targets::targets;
+use serde_json::json;
+
+use crate::support::git::{BareRepo, GitDaemon};
+use crate::support::registry::{Auth, DockerRegistry};
+
+const TOKEN: &str = "s3cret-t0ken";
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// POSTs `body` with `headers` to `url`; the status. Every answer has an
+/// empty body: a refusal tells a caller nothing beyond its status.
+fn post(url: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
+    let mut request = ureq::http::Request::builder().method("POST").uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = request
+        .body(body.to_vec())
+        .unwrap_or_else(|e| panic!("{e}"));
+    match agent().run(request) {
+        Ok(mut response) => {
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            assert_eq!(text, "", "POST {url}");
+            response.status().as_u16()
+        }
+        Err(e) => panic!("POST {url}: {e}"),
+    }
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `/hook/` and the sha256 of `ns/name` and the token, as documented.
+fn hook_path(namespace: &str, name: &str, token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{namespace}/{name}{token}").as_bytes());
+    format!("/hook/{digest:x}")
+}
+
+fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn repository(name: &str, image: &str) -> ImageRepository {
+    object(json!({"metadata": {"name": name, "namespace": "apps"}, "spec": {"image": image}}))
+}
+
+fn automation(name: &str, url: &str) -> ImageUpdateAutomation {
+    object(
+        json!({"metadata": {"name": name, "namespace": "apps"}, "spec": {
+        "interval": "1h", "git": {"url": url, "checkout": {"ref": {"branch": "main"}},
+        "commit": {"author": {"name": "hoist", "email": "hoist@example.com"}}}}}),
+    )
+}
+
+/// One request of a sender: what it sends, and what it should trigger.
+struct Case {
+    receiver: &'static str,
+    type_: &'static str,
+    body: String,
+    /// The good headers; a bad and a missing signature are derived.
+    headers: Vec<(&'static str, String)>,
+    /// The header carrying the signature or token, if the sender signs.
+    signed_by: Option<&'static str>,
+    repositories: &'static [&'static str],
+    automations: &'static [&'static str],
+}
+
+fn cases() -> Vec<Case> {
+    let github_push = json!({"ref": "refs/heads/main", "before": "0000", "after": "1111",
+        "repository": {"full_name": "acme/fleet", "clone_url": "https://github.com/acme/fleet.git",
+            "ssh_url": "git@github.com:acme/fleet.git", "html_url": "https://github.com/acme/fleet"},
+        "pusher": {"name": "octocat"}})
+    .to_string();
+    let github_package = json!({"action": "published", "package": {"id": 1, "name": "app",
+        "namespace": "acme", "ecosystem": "CONTAINER", "package_type": "CONTAINER",
+        "owner": {"login": "acme"}, "package_version": {"container_metadata": {"tag": {"name": "1.2.0",
+        "digest": "sha256:aa"}}}}, "repository": {"full_name": "acme/app"}})
+    .to_string();
+    let gitlab = json!({"object_kind": "push", "ref": "refs/heads/main", "project": {
+        "path_with_namespace": "platform/apps/fleet",
+        "git_http_url": "https://gitlab.example.com/platform/apps/fleet.git",
+        "git_ssh_url": "git@gitlab.example.com:platform/apps/fleet.git",
+        "web_url": "https://gitlab.example.com/platform/apps/fleet"}})
+    .to_string();
+    let gitea = json!({"ref": "refs/heads/main", "repository": {"full_name": "ops/infra",
+        "clone_url": "https://gitea.example.com/ops/infra.git",
+        "ssh_url": "git@gitea.example.com:ops/infra.git", "html_url": "https://gitea.example.com/ops/infra"}})
+    .to_string();
+    let dockerhub = json!({"callback_url": "https://registry.hub.docker.com/u/acme/web/hook/x/",
+        "push_data": {"pushed_at": 1_700_000_000, "pusher": "acme", "tag": "1.2.0"},
+        "repository": {"repo_name": "acme/web", "name": "web", "namespace": "acme", "is_private": false,
+            "repo_url": "https://hub.docker.com/r/acme/web"}})
+    .to_string();
+    let harbor = json!({"type": "PUSH_ARTIFACT", "occur_at": 1_700_000_000, "operator": "admin",
+        "event_data": {"resources": [{"digest": "sha256:bb", "tag": "1.2.0",
+            "resource_url": "harbor.example.com/library/api:1.2.0"}],
+        "repository": {"name": "api", "namespace": "library", "repo_full_name": "library/api", "repo_type": "private"}}})
+    .to_string();
+    let quay = json!({"name": "worker", "repository": "acme/worker", "namespace": "acme",
+        "docker_url": "quay.io/acme/worker", "homepage": "https://quay.io/repository/acme/worker",
+        "updated_tags": ["1.2.0"]})
+    .to_string();
+    let distribution = json!({"events": [{"id": "e1", "timestamp": "2026-11-26T10:00:00Z", "action": "push",
+        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:cc",
+            "repository": "team/cache", "url": "http://registry.internal:5000/v2/team/cache/manifests/sha256:cc",
+            "tag": "1.2.0"},
+        "request": {"id": "r1", "addr": "10.0.0.9:4711", "host": "registry.internal:5000", "method": "PUT",
+            "useragent": "containerd/2.0"}, "actor": {}, "source": {"addr": "registry:5000"}}]})
+    .to_string();
+    let generic = json!({"anything": "at all"}).to_string();
+    vec![
+        Case {
+            receiver: "github-push",
+            type_: "github",
+            headers: vec![
+                ("X-GitHub-Event", "push".into()),
+                (
+                    "X-Hub-Signature-256",
+                    format!("sha256={}", hmac_hex(TOKEN, github_push.as_bytes())),
+                ),
+            ],
+            body: github_push,
+            signed_by: Some("X-Hub-Signature-256"),
+            repositories: &[],
+            automations: &["apps/fleet"],
+        },
+        Case {
+            receiver: "github-package",
+            type_: "github",
+            headers: vec![
+                ("X-GitHub-Event", "package".into()),
+                (
+                    "X-Hub-Signature-256",
+                    format!("sha256={}", hmac_hex(TOKEN, github_package.as_bytes())),
+                ),
+            ],
+            body: github_package,
+            signed_by: Some("X-Hub-Signature-256"),
+            repositories: &["apps/app"],
+            automations: &[],
+        },
+        Case {
+            receiver: "gitlab",
+            type_: "gitlab",
+            body: gitlab,
+            headers: vec![
+                ("X-Gitlab-Event", "Push Hook".into()),
+                ("X-Gitlab-Token", TOKEN.into()),
+            ],
+            signed_by: Some("X-Gitlab-Token"),
+            repositories: &[],
+            automations: &["apps/platform"],
+        },
+        Case {
+            receiver: "gitea",
+            type_: "gitea",
+            headers: vec![
+                ("X-Gitea-Event", "push".into()),
+                ("X-Gitea-Signature", hmac_hex(TOKEN, gitea.as_bytes())),
+            ],
+            body: gitea,
+            signed_by: Some("X-Gitea-Signature"),
+            repositories: &[],
+            automations: &["apps/infra"],
+        },
+        Case {
+            receiver: "dockerhub",
+            type_: "dockerhub",
+            body: dockerhub,
+            headers: vec![],
+            signed_by: None,
+            repositories: &["apps/web"],
+            automations: &[],
+        },
+        Case {
+            receiver: "harbor",
+            type_: "harbor",
+            body: harbor,
+            headers: vec![("Authorization", TOKEN.into())],
+            signed_by: Some("Authorization"),
+            repositories: &["apps/api"],
+            automations: &[],
+        },
+        Case {
+            receiver: "quay",
+            type_: "quay",
+            body: quay,
+            headers: vec![],
+            signed_by: None,
+            repositories: &["apps/worker"],
+            automations: &[],
+        },
+        Case {
+            receiver: "distribution",
+            type_: "distribution",
+            body: distribution,
+            headers: vec![
+                (
+                    "Content-Type",
+                    "application/vnd.docker.distribution.events.v1+json".into(),
+                ),
+                ("Authorization", format!("Bearer {TOKEN}")),
+            ],
+            signed_by: Some("Authorization"),
+            repositories: &["apps/cache"],
+            automations: &[],
+        },
+        Case {
+            receiver: "generic",
+            type_: "generic-hmac",
+            headers: vec![(
+                "X-Signature",
+                format!("sha256={}", hmac_hex(TOKEN, generic.as_bytes())),
+            )],
+            body: generic,
+            signed_by: Some("X-Signature"),
+            repositories: &["apps/web"],
+            automations: &["apps/infra"],
+        },
+    ]
+}
+
+/// The in-process server with a Receiver per case; verified deliveries
+/// come out of the returned channel, merged with `timing`.
+struct Served {
+    runtime: tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    merged: tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+    metrics: Arc<Metrics>,
+}
+
+fn serve(cases: &[Case], timing: Coalescing) -> Served {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let endpoints = Endpoints::default();
+    for case in cases {
+        let mut spec = json!({"type": case.type_, "secretRef": {"name": "token"}});
+        if case.type_ == "generic-hmac" {
+            spec["resources"] = json!([{"kind": "ImageRepository", "name": "web"},
+                {"kind": "ImageUpdateAutomation", "name": "infra"}]);
+        }
+        let receiver: Receiver =
+            object(json!({"metadata": {"name": case.receiver, "namespace": "apps"}, "spec": spec}));
+        // A Secret written with a trailing newline still serves.
+        endpoints.insert(Endpoint::new(receiver, format!("{TOKEN}\n").into_bytes()));
+    }
+    let metrics = Arc::new(Metrics::default());
+    let (sender, received) = tokio::sync::mpsc::channel(1024);
+    let (merged_tx, merged) = tokio::sync::mpsc::unbounded_channel();
+    runtime.spawn(server::serve(
+        listener,
+        endpoints,
+        Arc::clone(&metrics),
+        sender,
+    ));
+    runtime.spawn(server::coalesce(received, merged_tx, timing));
+    Served {
+        runtime,
+        addr,
+        merged,
+        metrics,
+    }
+}
+
+impl Served {
+    fn url(&self, receiver: &str) -> String {
+        format!("http://{}{}", self.addr, hook_path("apps", receiver, TOKEN))
+    }
+
+    /// The next merged delivery, if one comes within `wait`.
+    fn next(&mut self, wait: Duration) -> Option<Delivery> {
+        let merged = &mut self.merged;
+        self.runtime.block_on(async {
+            tokio::time::timeout(wait, merged.recv())
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
+    /// `hoist_webhook_requests_total{result=...}` as served.
+    fn count(&self, result: &str) -> u64 {
+        counter(
+            &self.metrics.encode(),
+            &format!("hoist_webhook_requests_total{{result=\"{result}\"}}"),
+        )
+    }
+}
+
+/// Writes `request` on a new connection and reads the answer's head.
+fn raw(addr: &std::net::SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream
+        .write_all(request.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = vec![0u8; 1024];
+    let n = stream.read(&mut answer).unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
+/// A counter's value in Prometheus text, 0 when absent.
+fn counter(text: &str, series: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .filter_map(|rest| rest.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[test]
+fn each_sender_type_triggers_exactly_its_object_and_bad_requests_are_refused() {
+    let cases = cases();
+    let mut served = serve(
+        &cases,
+        Coalescing {
+            quiet: Duration::from_millis(50),
+            longest: Duration::from_secs(1),
+        },
+    );
+    let repositories = [
+        repository("app", "ghcr.io/acme/app"),
+        repository("web", "acme/web"),
+        repository("api", "harbor.example.com/library/api"),
+        repository("worker", "quay.io/acme/worker"),
+        repository("cache", "localhost:5000/team/cache"),
+        repository("nginx", "nginx"),
+    ];
+    let automations = [
+        automation("fleet", "ssh://git@github.com/acme/fleet.git"),
+        automation("platform", "https://gitlab.example.com/platform/apps/fleet"),
+        automation("infra", "git@gitea.example.com:ops/infra.git"),
+    ];
+    let mut rejected = 0;
+    for case in &cases {
+        let url = served.url(case.receiver);
+        // A bad signature and a missing one are refused and trigger nothing.
+        if let Some(header) = case.signed_by {
+            for tamper in [true, false] {
+                let headers: Vec<(&str, String)> = case
+                    .headers
+                    .iter()
+                    .filter(|(name, _)| tamper || *name != header)
+                    .map(|(name, value)| {
+                        if *name == header {
+                            (*name, value.replace('a', "b").replace('s', "t") + "0")
+                        } else {
+                            (*name, value.clone())
+                        }
+                    })
+                    .collect();
+                assert_eq!(
+                    post(&url, &headers, case.body.as_bytes()),
+                    401,
+                    "{}",
+                    case.receiver
+                );
+                rejected += 1;
+            }
+            // A signature over another body.
+            let mut other = case.body.clone().into_bytes();
+            other.push(b' ');
+            if header != "Authorization" && header != "X-Gitlab-Token" {
+                assert_eq!(post(&url, &case.headers, &other), 401, "{}", case.receiver);
+                rejected += 1;
+            }
+        }
+        assert_eq!(
+            post(&url, &case.headers, case.body.as_bytes()),
+            202,
+            "{}",
+            case.receiver
+        );
+        let delivery = served
+            .next(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{}: nothing delivered", case.receiver));
+        assert_eq!(delivery.endpoint.key(), format!("apps/{}", case.receiver));
+        let triggered = targets(
+            &delivery.endpoint.receiver,
+            &delivery.event,
+            &repositories,
+            &automations,
+        );
+        let names =
+            |set: &std::collections::BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            names(&triggered.repositories),
+            case.repositories,
+            "{}",
+            case.receiver
+        );
+        assert_eq!(
+            names(&triggered.automations),
+            case.automations,
+            "{}",
+            case.receiver
+        );
+    }
+    // Nothing was delivered for the refused requests.
+    assert!(served.next(Duration::from_millis(300)).is_none());
+    assert_eq!(
+        served.count("unsigned") + served.count("bad_signature"),
+        rejected
+    );
+    assert_eq!(served.count("accepted"), cases.len() as u64);
+
+    // An unknown path, another receiver's path with this one's signature, an
+    // event the receiver does not act on, a GET, and a body over 1 MiB.
+    let github = &cases[0];
+    let unknown = format!(
+        "http://{}{}",
+        served.addr,
+        hook_path("apps", "github-push", "guess")
+    );
+    assert_eq!(post(&unknown, &github.headers, github.body.as_bytes()), 404);
+    assert_eq!(
+        post(
+            &served.url("gitea"),
+            &github.headers,
+            github.body.as_bytes()
+        ),
+        401
+    );
+    let issue = json!({"action": "opened", "issue": {"number": 1}}).to_string();
+    let issue_headers = vec![
+        ("X-GitHub-Event", "issues".to_string()),
+        (
+            "X-Hub-Signature-256",
+            format!("sha256={}", hmac_hex(TOKEN, issue.as_bytes())),
+        ),
+    ];
+    assert_eq!(
+        post(&served.url("github-push"), &issue_headers, issue.as_bytes()),
+        400
+    );
+    let status = agent()
+        .get(served.url("dockerhub"))
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 405);
+    // A body of 1 MiB is read (and is no Docker Hub payload); one byte more
+    // is refused from its Content-Length, before any of it is read.
+    let full = vec![b' '; server::MAX_BODY];
+    assert_eq!(post(&served.url("dockerhub"), &[], &full), 400);
+    let path = hook_path("apps", "dockerhub", TOKEN);
+    let answer = raw(
+        &served.addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: hoist\r\nContent-Length: {}\r\n\r\n",
+            server::MAX_BODY + 1
+        ),
+    );
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    // Each refusal is counted by why.
+    for result in ["unknown_path", "ignored_event", "method", "too_large"] {
+        assert_eq!(served.count(result), 1, "{result}");
+    }
+    assert_eq!(served.count("bad_payload"), 1);
+    assert!(served.next(Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn a_burst_of_fifty_events_is_one_delivery() {
+    let cases = cases();
+    let mut served = serve(&cases, Coalescing::default());
+    let dockerhub = cases
+        .iter()
+        .find(|c| c.type_ == "dockerhub")
+        .unwrap_or_else(|| panic!());
+    let url = served.url("dockerhub");
+    // Fifty pushes of one image, from ten senders at once.
+    std::thread::scope(|scope| {
+        for _ in 0..10 {
+            scope.spawn(|| {
+                for _ in 0..5 {
+                    assert_eq!(post(&url, &[], dockerhub.body.as_bytes()), 202);
+                }
+            });
+        }
+    });
+    let delivery = served
+        .next(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("nothing delivered"));
+    assert_eq!(delivery.event.images, ["docker.io/acme/web"]);
+    assert!(
+        served.next(Duration::from_secs(1)).is_none(),
+        "a second delivery"
+    );
+    assert_eq!(served.count("accepted"), 50);
+}
+
+/// A free loopback `127.0.0.1:PORT`.
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A long-running `hoist run` with its webhook and metrics servers; stopped
+/// with SIGTERM when dropped.
+pub struct Serving {
+    child: std::process::Child,
+    pub webhook: String,
+    metrics: String,
+    stdout: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Serving {
+    pub fn start(objects: &str) -> Serving {
+        let dir = crate::support::files(&[("objects.yaml", objects)]);
+        let (webhook, metrics) = (free_addr(), free_addr());
+        let stdout = dir.path().join("stdout");
+        let file = std::fs::File::create(&stdout).unwrap_or_else(|e| panic!("{e}"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+            .args(["run", "-f", "objects.yaml", "--state-dir", "state"])
+            .args(["--webhook-addr", &webhook, "--metrics-addr", &metrics])
+            .current_dir(dir.path())
+            .env("DOCKER_CONFIG", dir.path())
+            .env("HOIST_LOG", "hoist=info")
+            .stdout(file)
+            .stderr(if std::env::var_os("HOIST_TEST_LOGS").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting hoist run: {e}"));
+        let serving = Serving {
+            child,
+            webhook,
+            metrics,
+            stdout,
+            _dir: dir,
+        };
+        wait_for("the metrics endpoint", Duration::from_secs(20), || {
+            agent()
+                .get(format!("http://{}/metrics", serving.metrics))
+                .call()
+                .ok()
+                .filter(|r| r.status() == 200)
+        });
+        serving
+    }
+
+    /// The lines hoist printed: one per automation per pass.
+    pub fn passes(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.stdout)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Registry requests so far, as `/metrics` counts them.
+    pub fn registry_requests(&self) -> u64 {
+        let text = agent()
+            .get(format!("http://{}/metrics", self.metrics))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("hoist_registry_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 20 ms until it gives a value, or panics naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A deployment manifest with a setter marker for `default:app`.
+pub fn manifest(registry: &str, tag: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {registry}/team/app:{tag} # {{\"$imagepolicy\": \"default:app\"}}\n"
+    )
+}
+
+/// An ImageRepository, ImagePolicy and ImageUpdateAutomation that poll
+/// once an hour, and `distribution` and `gitea` Receivers.
+pub fn webhook_objects(registry: &str, remote: &str) -> String {
+    format!(
+        "apiVersion: hoist.dev/v1alpha1
+kind: ImageRepository
+metadata: {{name: app}}
+spec: {{image: {registry}/team/app, insecure: true, interval: 1h}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImagePolicy
+metadata: {{name: app}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: '^1'}}}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet}}
+spec:
+  interval: 1h
+  git:
+    url: {remote}
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{name: hoist-bot, email: bot@example.com}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: Receiver
+metadata: {{name: registry}}
+spec:
+  type: distribution
+  secretRef: {{name: webhook-token}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: Receiver
+metadata: {{name: git}}
+spec:
+  type: gitea
+  secretRef: {{name: webhook-token}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: webhook-token}}
+stringData: {{token: {TOKEN}}}
+"
+    )
+}
+
+/// A distribution notification of a push of `tag` to `registry`.
+pub fn pushed(registry: &str, tag: &str) -> String {
+    json!({"events": [{"id": tag, "action": "push",
+        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": "team/app", "tag": tag},
+        "request": {"host": registry, "method": "PUT"}}]})
+    .to_string()
+}
+
+pub fn distribution_headers() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "Content-Type",
+            "application/vnd.docker.distribution.events.v1+json".to_string(),
+        ),
+        ("Authorization", format!("Bearer {TOKEN}")),
+    ]
+}
+
+#[test]
+fn run_commits_a_pushed_tag_when_the_webhook_comes_not_at_the_interval() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("app.yaml", &manifest(&addr, "1.0.0"))]);
+    let base = remote
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let daemon = GitDaemon::start(&base);
+    let url = format!("git://127.0.0.1:{}/fleet.git", daemon.port);
+    let hoist = Serving::start(&webhook_objects(&addr, &url));
+    wait_for("the first pass", Duration::from_secs(30), || {
+        (hoist.passes().len() == 1).then_some(())
+    });
+    assert_eq!(hoist.passes(), ["default/fleet: up to date"]);
+    let registry_hook = format!(
+        "http://{}{}",
+        hoist.webhook,
+        hook_path("default", "registry", TOKEN)
+    );
+
+    // A tag pushed, then the registry's webhook: a commit without waiting
+    // for the hour.
+    let before = hoist.registry_requests();
+    registry.push_image("team/app", &["1.1.0"]);
+    assert_eq!(
+        post(
+            &registry_hook,
+            &distribution_headers(),
+            pushed(&addr, "1.1.0").as_bytes()
+        ),
+        202
+    );
+    wait_for("the 1.1.0 commit", Duration::from_secs(30), || {
+        remote
+            .show("main", "app.yaml")
+            .contains(":1.1.0")
+            .then_some(())
+    });
+    let one_scan = hoist.registry_requests() - before;
+    assert!(one_scan >= 1);
+
+    // Fifty notifications of one push: one scan, one pass.
+    let before = hoist.registry_requests();
+    registry.push_image("team/app", &["1.2.0"]);
+    std::thread::scope(|scope| {
+        for _ in 0..10 {
+            scope.spawn(|| {
+                for _ in 0..5 {
+                    assert_eq!(
+                        post(
+                            &registry_hook,
+                            &distribution_headers(),
+                            pushed(&addr, "1.2.0").as_bytes()
+                        ),
+                        202
+                    );
+                }
+            });
+        }
+    });
+    wait_for("the 1.2.0 commit", Duration::from_secs(30), || {
+        remote
+            .show("main", "app.yaml")
+            .contains(":1.2.0")
+            .then_some(())
+    });
+    // Long enough for a second pass, were one coming.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(hoist.registry_requests() - before, one_scan);
+    assert_eq!(hoist.passes().len(), 3, "{:?}", hoist.passes());
+
+    // An image hoist does not scan: accepted, nothing run.
+    let other = json!({"events": [{"action": "push", "target": {"repository": "team/other", "tag": "9.9.9"},
+        "request": {"host": addr}}]}).to_string();
+    assert_eq!(
+        post(&registry_hook, &distribution_headers(), other.as_bytes()),
+        202
+    );
+
+    // Someone sets the tag back by hand; the forge's push webhook runs the
+    // automation, which puts the policy's tag back.
+    remote.commit_elsewhere("main", "app.yaml", &manifest(&addr, "1.0.0"));
+    let push = json!({"ref": "refs/heads/main", "repository": {"clone_url": url}}).to_string();
+    let git_hook = format!(
+        "http://{}{}",
+        hoist.webhook,
+        hook_path("default", "git", TOKEN)
+    );
+    let headers = vec![
+        ("X-Gitea-Event", "push".to_string()),
+        ("X-Gitea-Signature", hmac_hex(TOKEN, push.as_bytes())),
+    ];
+    let requests = hoist.registry_requests();
+    assert_eq!(post(&git_hook, &headers, push.as_bytes()), 202);
+    wait_for("the automation run", Duration::from_secs(30), || {
+        remote
+            .show("main", "app.yaml")
+            .contains(":1.2.0")
+            .then_some(())
+    });
+    // A git push scans nothing.
+    assert_eq!(hoist.registry_requests(), requests);
+    assert_eq!(hoist.passes().len(), 4, "{:?}", hoist.passes());
+    assert_eq!(
+        remote.log("main")[..4]
+            .iter()
+            .map(|l| l.split('|').next().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["hoist-bot", "Someone Else", "hoist-bot", "hoist-bot"]
+    );
+}
+
+#[test]
+fn receivers_are_checked_when_loaded() {
+    let run = |objects: &str, extra: &[&str]| {
+        let dir = crate::support::files(&[("objects.yaml", objects)]);
+        let mut args = vec!["run", "-f", "objects.yaml", "--state-dir", "state"];
+        args.extend_from_slice(extra);
+        crate::support::hoist_env(dir.path(), &args, &[("DOCKER_CONFIG", "/nonexistent")])
+    };
+    let good = webhook_objects("127.0.0.1:1", "git://127.0.0.1:1/fleet.git");
+    let addr = free_addr();
+    // --once serves nothing.
+    let out = run(&good, &["--once", "--webhook-addr", &addr]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("drop --once"), "{}", out.stderr);
+    // A Secret that is not in the files.
+    let missing = good.replace("metadata: {name: webhook-token}", "metadata: {name: other}");
+    let out = run(&missing, &["--webhook-addr", &addr]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("objects.yaml:24: Receiver default/registry: spec.secretRef: Secret default/webhook-token"),
+        "{}",
+        out.stderr
+    );
+    // A resource that is not there, a kind a Receiver cannot trigger, an
+    // unknown type, generic-hmac without resources.
+    for (spec, message) in [
+        (
+            "type: github\n  resources: [{kind: ImageRepository, name: nope}]",
+            "Receiver default/registry: spec.resources[0]: ImageRepository default/nope is not in the files",
+        ),
+        (
+            "type: github\n  resources: [{kind: ImagePolicy, name: app}]",
+            "spec.resources[0].kind",
+        ),
+        ("type: bitbucket", "spec.type"),
+        ("type: generic-hmac", "spec.resources"),
+    ] {
+        let objects = good.replacen("type: distribution", spec, 1);
+        let out = run(&objects, &["--webhook-addr", &addr]);
+        assert_eq!(out.code, 2, "{spec}: {}", out.stderr);
+        assert!(out.stderr.contains(message), "{spec}: {}", out.stderr);
+    }
+}
