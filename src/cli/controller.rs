@@ -51,6 +51,9 @@ pub struct ControllerArgs {
     /// Where to serve /metrics, /healthz and /readyz (`off`: nowhere).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: String,
+    /// Serve Receivers' webhooks on HOST:PORT [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_addr: Option<std::net::SocketAddr>,
 }
 
 pub fn run(args: ControllerArgs) -> Result<(), CliError> {
@@ -74,6 +77,7 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
     };
     let options = Options {
         metrics_addr,
+        webhook_addr: args.webhook_addr,
         namespace: args.namespace,
         label_selector: args.watch_label_selector,
         state_dir: args.state_dir,

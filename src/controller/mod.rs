@@ -11,6 +11,7 @@
 mod automation;
 pub mod conditions;
 mod policy;
+mod receiver;
 mod repository;
 
 use std::collections::HashMap;
@@ -60,6 +61,8 @@ pub struct Options {
     pub leader_election: Option<LeaderElection>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where Receivers are served, if anywhere.
+    pub webhook_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where the Lease lives.
@@ -427,6 +430,17 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
+    // Receivers are served by every replica, leader or not.
+    if let Some(addr) = options.webhook_addr {
+        serve_receivers(
+            &client,
+            &options,
+            addr,
+            Arc::clone(&metrics),
+            stopped.clone(),
+        )
+        .await?;
+    }
 
     let lease = match &options.leader_election {
         None => None,
@@ -504,6 +518,49 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
         }
     }
     result
+}
+
+/// Serves Receivers on `addr`: their reconciler, the webhook server, and
+/// the dispatcher that turns verified events into reconcile requests.
+async fn serve_receivers(
+    client: &Client,
+    options: &Options,
+    addr: std::net::SocketAddr,
+    metrics: Arc<metrics::Metrics>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ControllerError> {
+    use crate::webhook::server;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ControllerError::Setup(format!("--webhook-addr {addr}: {e}")))?;
+    let endpoints = server::Endpoints::default();
+    let controller = Controller::new(
+        api::<crate::api::Receiver>(client, options),
+        watcher_config(options),
+    );
+    let context = Arc::new(receiver::ReceiverContext {
+        client: client.clone(),
+        endpoints: endpoints.clone(),
+        receivers: controller.store(),
+    });
+    let (sender, received) = tokio::sync::mpsc::channel(1024);
+    let (merged, out) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(server::serve(listener, endpoints, metrics, sender));
+    tokio::spawn(server::coalesce(
+        received,
+        merged,
+        server::Coalescing::default(),
+    ));
+    tokio::spawn(receiver::dispatch(out, Arc::clone(&context)));
+    tokio::spawn(
+        controller
+            .graceful_shutdown_on(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .run(receiver::reconcile, receiver::error_policy, context)
+            .for_each(log_result),
+    );
+    Ok(())
 }
 
 /// Reconcile failures are logged by the reconcilers; the controller's own

@@ -95,6 +95,13 @@ impl Endpoints {
         }
     }
 
+    /// Keeps serving only the Receivers whose `ns/name` `keep` accepts.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut map) = self.by_path.write() {
+            map.retain(|_, e| keep(&e.key()));
+        }
+    }
+
     fn get(&self, path: &str) -> Option<Arc<Endpoint>> {
         self.by_path.read().ok()?.get(path).cloned()
     }

@@ -121,6 +121,7 @@ fn install_crds(fake: &FakeKube) {
         hoist::api::ImageRepository::crd(),
         hoist::api::ImagePolicy::crd(),
         hoist::api::ImageUpdateAutomation::crd(),
+        hoist::api::Receiver::crd(),
     ] {
         fake.apply(serde_json::to_value(crd).unwrap_or_default());
     }
@@ -361,6 +362,116 @@ fn requested_reconciles_scan_at_once_within_the_namespace_and_shard() {
             "{namespace}/{name}: {untouched}"
         );
     }
+}
+
+/// A Receiver served by the controller: its status names its path; a
+/// verified event sets `requestedAt` on the repository it names, and the
+/// new tag reaches git without waiting for the hour.
+#[test]
+fn a_webhook_to_any_replica_asks_for_a_scan_and_the_tag_is_pushed() {
+    use base64::Engine;
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let fake = FakeKube::start();
+    install_crds(&fake);
+    fake.apply(repository(&addr, "1h"));
+    fake.apply(policy("^1"));
+    let mut fleet = automation(&remote.url(), false);
+    fleet["spec"]["interval"] = json!("1h");
+    fleet["spec"].as_object_mut().map(|s| s.remove("sync"));
+    fake.apply(fleet);
+    let token = "webhook-token";
+    fake.apply(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "hook", "namespace": "apps"},
+        "data": {"token": base64::engine::general_purpose::STANDARD.encode(format!("{token}\n"))}}));
+    fake.apply(json!({"apiVersion": GROUP, "kind": "Receiver",
+        "metadata": {"name": "registry", "namespace": "apps"},
+        "spec": {"type": "distribution", "secretRef": {"name": "hook"}}}));
+    fake.apply(json!({"apiVersion": GROUP, "kind": "Receiver",
+        "metadata": {"name": "no-secret", "namespace": "apps"},
+        "spec": {"type": "harbor", "secretRef": {"name": "missing"}}}));
+    let webhook = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let controller = Running::start(&fake, &["--webhook-addr", &webhook]);
+    let long = Duration::from_secs(60);
+
+    let path = {
+        use sha2::Digest;
+        format!(
+            "/hook/{:x}",
+            sha2::Sha256::digest(format!("apps/registry{token}").as_bytes())
+        )
+    };
+    let served = wait_for("the Receiver's path", long, || {
+        let r = fake.get(GROUP, "Receiver", "apps", "registry")?;
+        (condition(&r, "Ready")?.0 == "True").then_some(r)
+    });
+    assert_eq!(served["status"]["webhookPath"], path);
+    let missing = wait_for("the Receiver without a Secret", long, || {
+        let r = fake.get(GROUP, "Receiver", "apps", "no-secret")?;
+        condition(&r, "Ready")
+    });
+    assert_eq!(missing.0, "False");
+    assert!(missing.2.contains("Secret apps/missing"), "{missing:?}");
+    wait_for("the first automation run", long, || {
+        let a = fake.get(GROUP, "ImageUpdateAutomation", "apps", "fleet")?;
+        (condition(&a, "Ready")?.0 == "True").then_some(())
+    });
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |authorization: &str, body: &str| {
+        agent
+            .post(format!("http://{webhook}{path}"))
+            .header("Authorization", authorization)
+            .send(body)
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let event =
+        json!({"events": [{"action": "push", "target": {"repository": "team/app", "tag": "1.1.0"},
+        "request": {"host": addr}}]})
+        .to_string();
+    assert_eq!(post("Bearer wrong", &event), 401);
+    registry.push_image("team/app", &["1.1.0"]);
+    assert_eq!(post(&format!("Bearer {token}"), &event), 202);
+    wait_for("the push of 1.1.0", long, || {
+        remote
+            .show("main", "clusters/app.yaml")
+            .contains(":1.1.0")
+            .then_some(())
+    });
+    let requested = fake
+        .get(GROUP, "ImageRepository", "apps", "app")
+        .unwrap_or_default();
+    assert!(
+        requested["metadata"]["annotations"]["reconcile.hoist.dev/requestedAt"].is_string(),
+        "{requested}"
+    );
+    let (_, metrics) = controller.get("/metrics");
+    for expected in [
+        "hoist_webhook_requests_total{result=\"accepted\"} 1",
+        "hoist_webhook_requests_total{result=\"bad_signature\"} 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from\n{metrics}"
+        );
+    }
+
+    // A deleted Receiver is no longer served.
+    fake.delete(GROUP, "Receiver", "apps", "registry");
+    wait_for("the path to go", long, || {
+        (post(&format!("Bearer {token}"), &event) == 404).then_some(())
+    });
 }
 
 #[test]

@@ -18,6 +18,7 @@ fn manifests() -> Vec<PathBuf> {
         "rbac",
         "deployment",
         "service",
+        "webhook-service",
     ]
     .iter()
     .map(|f| deploy.join(format!("{f}.yaml")))
@@ -63,8 +64,8 @@ fn manifests_validate_against_the_kubernetes_schemas() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "Kubernetes {version}:\n{text}");
-        // 12 objects: 4 CRDs, namespace, service account, 4 RBAC, deployment, service.
-        assert_eq!(text.matches("passed for resource").count(), 12, "{text}");
+        // 13 objects: 4 CRDs, namespace, service account, 4 RBAC, deployment, 2 services.
+        assert_eq!(text.matches("passed for resource").count(), 13, "{text}");
     }
 }
 
@@ -108,16 +109,17 @@ fn kustomize_build_renders_every_object_into_the_namespace() {
             "Role",
             "RoleBinding",
             "Service",
+            "Service",
             "ServiceAccount"
         ]
     );
-    // Every namespaced object lands in hoist's namespace: five objects and
+    // Every namespaced object lands in hoist's namespace: six objects and
     // the service account the two bindings name.
     let placed = text
         .lines()
         .filter(|l| *l == "  namespace: hoist-system")
         .count();
-    assert_eq!(placed, 7, "{text}");
+    assert_eq!(placed, 8, "{text}");
 }
 
 #[test]
