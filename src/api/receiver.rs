@@ -37,7 +37,8 @@ pub struct ReceiverSpec {
     #[serde(rename = "type")]
     pub type_: ReceiverType,
     /// A Secret in the Receiver's namespace with key `token`: the HMAC
-    /// secret, token or password the sender is configured with.
+    /// secret, token or password the sender is configured with (for
+    /// `dockerhub` and `quay`, at least 16 characters).
     pub secret_ref: LocalObjectReference,
     /// The ImageRepositories and ImageUpdateAutomations this receiver may
     /// trigger. Empty: those in its namespace whose image or git URL the
@@ -88,7 +89,8 @@ pub struct ReceiverResource {
     /// `ImageRepository` or `ImageUpdateAutomation`.
     pub kind: String,
     pub name: String,
-    /// Defaults to the Receiver's namespace.
+    /// The Receiver's own namespace, the only one allowed (a Receiver must
+    /// not set other teams' objects running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Optional; `hoist.dev/v1alpha1` when given.

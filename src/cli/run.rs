@@ -214,13 +214,18 @@ fn endpoints(objects: &ObjectSet) -> Result<Vec<Endpoint>, CliError> {
         let token = objects
             .secret(namespace, secret)
             .and_then(|s| s.data.get("token"))
-            .filter(|t| !t.trim_ascii().is_empty())
             .ok_or_else(|| {
                 CliError::invalid(format!(
-                    "{}: Receiver {key}: spec.secretRef: Secret {namespace}/{secret} with a non-empty key `token` is not in the files",
+                    "{}: Receiver {key}: spec.secretRef: Secret {namespace}/{secret} with key `token` is not in the files",
                     loaded.origin
                 ))
             })?;
+        if let Some(problem) = crate::webhook::token_problem(receiver.spec.type_, token) {
+            return Err(CliError::invalid(format!(
+                "{}: Receiver {key}: spec.secretRef: Secret {namespace}/{secret}: {problem}",
+                loaded.origin
+            )));
+        }
         for (i, resource) in receiver.spec.resources.iter().enumerate() {
             let wanted = object_key(
                 Some(resource.namespace.as_deref().unwrap_or(namespace)),
@@ -285,6 +290,8 @@ fn serve(
         served,
         Arc::clone(metrics),
         sender,
+        // Serves until the process ends.
+        std::future::pending(),
     ));
     session.runtime.spawn(webhook::coalesce(
         received,

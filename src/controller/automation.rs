@@ -72,10 +72,11 @@ async fn update(
         status
     };
 
-    // The selected policies and the latest refs their statuses hold.
-    context.policies.wait_until_ready().await.map_err(|e| {
-        ReconcileError::Transient(format!("waiting for the ImagePolicy cache: {e}"))
-    })?;
+    // The selected policies and the latest refs their statuses hold, once
+    // the policy cache is filled.
+    if !context.policies_listed() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let selected: Vec<Arc<ImagePolicy>> = context
         .policies
         .state()

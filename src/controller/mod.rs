@@ -105,6 +105,14 @@ pub struct Context {
     recorder: Recorder,
     repositories: kube::runtime::reflector::Store<ImageRepository>,
     policies: kube::runtime::reflector::Store<ImagePolicy>,
+    /// Whether the ImagePolicy cache is filled: set by the first policy
+    /// reconcile (the controller reconciles only once its cache is), or
+    /// after a while when there are none. Not `Store::wait_until_ready`:
+    /// kube-runtime 5 wakes only the last of several waiters, and the
+    /// policy controller itself waits on that store, so a second waiter
+    /// could stall it or the automations.
+    policies_listed: std::sync::atomic::AtomicBool,
+    started: std::time::Instant,
     /// Failures in a row per object (`kind ns/name`), for backoff.
     failures: Mutex<HashMap<String, u32>>,
     metrics: Arc<metrics::Metrics>,
@@ -171,6 +179,13 @@ impl Context {
         if let Err(e) = self.recorder.publish(&event, reference).await {
             tracing::warn!("publishing an event: {e}");
         }
+    }
+
+    /// Whether the ImagePolicy cache can be trusted to hold every policy.
+    fn policies_listed(&self) -> bool {
+        self.policies_listed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            || self.started.elapsed() > Duration::from_secs(30)
     }
 
     /// Counts a failure of `key` and returns the wait before retrying.
@@ -385,6 +400,15 @@ fn watcher_config(options: &Options) -> watcher::Config {
     }
 }
 
+/// The list parameters matching what `watcher_config` watches.
+fn watcher_list_params(options: &Options) -> kube::api::ListParams {
+    let params = kube::api::ListParams::default();
+    match &options.label_selector {
+        Some(selector) => params.labels(selector),
+        None => params,
+    }
+}
+
 fn api<K>(client: &Client, options: &Options) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
@@ -393,6 +417,11 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// Completes once the stop signal came.
+async fn until_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
 }
 
 /// Runs the three reconcilers until SIGTERM / SIGINT (or, with leader
@@ -405,11 +434,6 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
             .map_err(|e| ControllerError::Setup(format!("--metrics-addr {addr}: {e}")))?;
         tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
     }
-    // Ready once serving: a standby waiting for the lease is ready too, or
-    // a rolling update would wait forever for the new pod.
-    metrics
-        .ready
-        .store(true, std::sync::atomic::Ordering::Relaxed);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -427,21 +451,45 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
         tracing::info!("stopping");
         let _ = stop.send(true);
     });
-    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
     // Receivers are served by every replica, leader or not.
-    if let Some(addr) = options.webhook_addr {
-        serve_receivers(
-            &client,
-            &options,
-            addr,
-            Arc::clone(&metrics),
-            stopped.clone(),
-        )
-        .await?;
+    let dispatcher = match options.webhook_addr {
+        Some(addr) => Some(
+            serve_receivers(
+                &client,
+                &options,
+                addr,
+                Arc::clone(&metrics),
+                stopped.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    // Ready once serving: a standby waiting for the lease is ready too, or
+    // a rolling update would wait forever for the new pod.
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let result = lead(client, options, metrics, stopped).await;
+    // Webhooks accepted before the stop are handed on before the exit.
+    if let Some(dispatcher) = dispatcher
+        && tokio::time::timeout(Duration::from_secs(10), dispatcher)
+            .await
+            .is_err()
+    {
+        tracing::warn!("webhook events still being handed on at exit");
     }
+    result
+}
 
+/// Waits for the lease if asked to, then reconciles until stopped or the
+/// lease is lost, and releases it.
+async fn lead(
+    client: Client,
+    options: Options,
+    metrics: Arc<metrics::Metrics>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ControllerError> {
     let lease = match &options.leader_election {
         None => None,
         Some(election) => {
@@ -522,13 +570,16 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
 
 /// Serves Receivers on `addr`: their reconciler, the webhook server, and
 /// the dispatcher that turns verified events into reconcile requests.
+/// Returns once every Receiver is served (at most 30 s), with the
+/// dispatcher's task: after `stopped`, the server stops accepting, what
+/// was gathered is flushed, and the task ends when all of it is handed on.
 async fn serve_receivers(
     client: &Client,
     options: &Options,
     addr: std::net::SocketAddr,
     metrics: Arc<metrics::Metrics>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), ControllerError> {
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ControllerError> {
     use crate::webhook::server;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -538,29 +589,54 @@ async fn serve_receivers(
         api::<crate::api::Receiver>(client, options),
         watcher_config(options),
     );
-    let context = Arc::new(receiver::ReceiverContext {
-        client: client.clone(),
-        endpoints: endpoints.clone(),
-        receivers: controller.store(),
-    });
+    let context = Arc::new(receiver::ReceiverContext::new(
+        client.clone(),
+        endpoints.clone(),
+        controller.store(),
+    ));
     let (sender, received) = tokio::sync::mpsc::channel(1024);
     let (merged, out) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(server::serve(listener, endpoints, metrics, sender));
+    tokio::spawn(server::serve(
+        listener,
+        endpoints,
+        metrics,
+        sender,
+        until_stopped(stopped.clone()),
+    ));
     tokio::spawn(server::coalesce(
         received,
         merged,
         server::Coalescing::default(),
     ));
-    tokio::spawn(receiver::dispatch(out, Arc::clone(&context)));
+    let dispatcher = tokio::spawn(receiver::dispatch(out, Arc::clone(&context)));
     tokio::spawn(
         controller
-            .graceful_shutdown_on(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .run(receiver::reconcile, receiver::error_policy, context)
+            .graceful_shutdown_on(until_stopped(stopped.clone()))
+            .run(
+                receiver::reconcile,
+                receiver::error_policy,
+                Arc::clone(&context),
+            )
             .for_each(log_result),
     );
-    Ok(())
+    // A deleted Receiver stops being served within seconds, even when no
+    // other Receiver is reconciled after it.
+    let sweeper = Arc::clone(&context);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(2)) => sweeper.forget_deleted(),
+                () = until_stopped(stopped.clone()) => return,
+            }
+        }
+    });
+    let listed = api::<crate::api::Receiver>(client, options)
+        .list(&watcher_list_params(options))
+        .await
+        .map_err(|e| ControllerError::Setup(format!("listing Receivers: {e}")))?;
+    let keys: Vec<String> = listed.items.iter().map(key_of).collect();
+    context.wait_served(&keys, Duration::from_secs(30)).await;
+    Ok(dispatcher)
 }
 
 /// Reconcile failures are logged by the reconcilers; the controller's own
@@ -659,26 +735,24 @@ async fn reconcile_all(
         credentials: Arc::new(credentials),
         git: Git::default(),
         failures: Mutex::default(),
+        policies_listed: std::sync::atomic::AtomicBool::new(false),
+        started: std::time::Instant::now(),
         metrics: Arc::clone(&metrics),
         runtime: tokio::runtime::Handle::current(),
     });
     metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let shutdown = |stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let mut stopped = stopped;
-        let _ = stopped.wait_for(|s| *s).await;
-    };
     let repository_run = repository_controller
-        .graceful_shutdown_on(shutdown(stopped.clone()))
+        .graceful_shutdown_on(until_stopped(stopped.clone()))
         .run(repository::reconcile, error_policy, Arc::clone(&context))
         .for_each(log_result);
     let policy_run = policy_controller
-        .graceful_shutdown_on(shutdown(stopped.clone()))
+        .graceful_shutdown_on(until_stopped(stopped.clone()))
         .run(policy::reconcile, error_policy, Arc::clone(&context))
         .for_each(log_result);
     let automation_run = automation_controller
-        .graceful_shutdown_on(shutdown(stopped))
+        .graceful_shutdown_on(until_stopped(stopped))
         .run(automation::reconcile, error_policy, context)
         .for_each(log_result);
     tokio::select! {

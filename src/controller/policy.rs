@@ -21,6 +21,9 @@ pub async fn reconcile(
     policy: Arc<ImagePolicy>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    context
+        .policies_listed
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let key = labelled(&*policy);
     let started = std::time::Instant::now();
     let result = select(&policy, &context).await;

@@ -6,7 +6,8 @@
 //! any ready pod. The annotation is how a standby hands an event to the
 //! leader, and it is the same request a person makes by hand.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -18,7 +19,7 @@ use kube::{Client, ResourceExt};
 use super::conditions::{self, Outcome};
 use super::{
     MANAGER, REQUESTED_AT, ReconcileError, document, errors_for, key_of, labelled, load, now,
-    patch_status,
+    patch_status, requested,
 };
 use crate::api::{ImageRepository, ImageUpdateAutomation, Receiver, ReceiverStatus};
 use crate::webhook::server::{Delivery, Endpoint, Endpoints};
@@ -35,14 +36,93 @@ pub struct ReceiverContext {
     /// The Receivers the reconciler's watch has seen: one deleted stops
     /// being served.
     pub receivers: kube::runtime::reflector::Store<Receiver>,
+    /// Receivers (`ns/name`) reconciled at least once, served or not:
+    /// readiness waits for all of them.
+    reconciled: Mutex<HashSet<String>>,
+    /// Whether the watch has listed every Receiver: until then the store
+    /// is empty, and an absent Receiver proves nothing. Set by the first
+    /// reconcile, since the controller reconciles only once its store is
+    /// filled. (Not `Store::wait_until_ready`: kube-runtime 5 wakes only
+    /// the last of several waiters, and the controller itself is one.)
+    listed: std::sync::atomic::AtomicBool,
+}
+
+impl ReceiverContext {
+    pub fn new(
+        client: Client,
+        endpoints: Endpoints,
+        receivers: kube::runtime::reflector::Store<Receiver>,
+    ) -> ReceiverContext {
+        ReceiverContext {
+            client,
+            endpoints,
+            receivers,
+            reconciled: Mutex::default(),
+            listed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether `receiver` is gone from a watch that has listed everything.
+    fn gone(&self, receiver: &Receiver) -> bool {
+        self.listed.load(std::sync::atomic::Ordering::Relaxed)
+            && self.receivers.get(&ObjectRef::from_obj(receiver)).is_none()
+    }
+
+    /// Waits, at most `limit`, until each of `receivers` (`ns/name`, listed
+    /// by the caller) has been reconciled once, so that a new replica
+    /// answers for every Receiver before it reports ready.
+    pub async fn wait_served(&self, receivers: &[String], limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            let done = self
+                .reconciled
+                .lock()
+                .map_or(true, |seen| receivers.iter().all(|r| seen.contains(r)));
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::warn!("not every Receiver was served within {limit:?}; ready anyway");
+    }
+
+    /// Stops serving Receivers that are gone from the watch (deleted, or
+    /// out of its namespace or labels).
+    pub fn forget_deleted(&self) {
+        if !self.listed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let live: HashSet<String> = self
+            .receivers
+            .state()
+            .iter()
+            .map(|r| key_of(&**r))
+            .collect();
+        self.endpoints.retain(|key| live.contains(key));
+    }
 }
 
 pub async fn reconcile(
     receiver: Arc<Receiver>,
     context: Arc<ReceiverContext>,
 ) -> Result<Action, ReconcileError> {
-    forget_deleted(&context);
+    context
+        .listed
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let key = key_of(&*receiver);
+    let result = serve(&receiver, &key, &context).await;
+    if let Ok(mut seen) = context.reconciled.lock() {
+        seen.insert(key);
+    }
+    result
+}
+
+async fn serve(
+    receiver: &Receiver,
+    key: &str,
+    context: &ReceiverContext,
+) -> Result<Action, ReconcileError> {
+    context.forget_deleted();
     let namespace = receiver.namespace().unwrap_or_else(|| "default".into());
     let current = receiver.status.clone();
     let mut status = current.clone().unwrap_or_default();
@@ -52,44 +132,54 @@ pub async fn reconcile(
         status.observed_generation = generation;
     };
 
-    let (_, errors) = load(&[document(&*receiver)]);
-    if let Some(message) = errors_for(&errors, &labelled(&*receiver)) {
-        context.endpoints.remove(&key);
+    let (_, errors) = load(&[document(receiver)]);
+    if let Some(message) = errors_for(&errors, &labelled(receiver)) {
+        context.endpoints.remove(key);
         status.webhook_path = None;
         finish(&mut status, &Outcome::stalled("InvalidSpec", message));
-        patch_status(&context.client, &*receiver, current.as_ref(), &status).await?;
+        patch_status(&context.client, receiver, current.as_ref(), &status).await?;
         return Ok(Action::await_change());
     }
     let secret = &receiver.spec.secret_ref.name;
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
-    let token = secrets
-        .get_opt(secret)
-        .await?
-        .and_then(|s| s.data?.remove("token"))
-        .map(|t| t.0)
-        .filter(|t| !t.trim_ascii().is_empty());
-    let Some(token) = token else {
-        // Without its token a Receiver verifies nothing: stop serving it.
-        context.endpoints.remove(&key);
+    let token = match secrets.get_opt(secret).await {
+        Ok(found) => found.and_then(|s| s.data?.remove("token")).map(|t| t.0),
+        Err(e) => {
+            // Serve nothing rather than an old spec with an old token.
+            context.endpoints.remove(key);
+            return Err(e.into());
+        }
+    };
+    let problem = match &token {
+        None => Some(format!(
+            "spec.secretRef: Secret {namespace}/{secret} with key `token` not found"
+        )),
+        Some(token) => crate::webhook::token_problem(receiver.spec.type_, token)
+            .map(|p| format!("spec.secretRef: Secret {namespace}/{secret}: {p}")),
+    };
+    let (Some(token), None) = (token, problem.clone()) else {
+        // Without a usable token a Receiver verifies nothing: stop serving it.
+        context.endpoints.remove(key);
         status.webhook_path = None;
-        let message = format!(
-            "spec.secretRef: Secret {namespace}/{secret} with a non-empty key `token` not found"
-        );
-        finish(&mut status, &Outcome::retrying("SecretNotFound", &message));
-        patch_status(&context.client, &*receiver, current.as_ref(), &status).await?;
+        let message = problem.unwrap_or_default();
+        finish(&mut status, &Outcome::retrying("SecretNotFound", message));
+        patch_status(&context.client, receiver, current.as_ref(), &status).await?;
         return Ok(Action::requeue(Duration::from_secs(10)));
     };
     let path = context
         .endpoints
-        .insert(Endpoint::new((*receiver).clone(), token));
+        .insert(Endpoint::new(receiver.clone(), token));
+    // The path is a credential for senders that sign nothing: it is in
+    // status.webhookPath for whoever may read the Receiver, and not
+    // repeated in messages that travel further.
     let message = if receiver.spec.suspend {
-        format!("suspended: {path} answers and triggers nothing")
+        "suspended: requests are answered and trigger nothing"
     } else {
-        format!("serving at {path}")
+        "serving at status.webhookPath"
     };
     status.webhook_path = Some(path);
     finish(&mut status, &Outcome::ready("Serving", message));
-    patch_status(&context.client, &*receiver, current.as_ref(), &status).await?;
+    patch_status(&context.client, receiver, current.as_ref(), &status).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -102,17 +192,6 @@ pub fn error_policy(
     Action::requeue(Duration::from_secs(10))
 }
 
-/// Stops serving Receivers that are gone from the watch.
-fn forget_deleted(context: &ReceiverContext) {
-    let live: std::collections::HashSet<String> = context
-        .receivers
-        .state()
-        .iter()
-        .map(|r| key_of(&**r))
-        .collect();
-    context.endpoints.retain(|key| live.contains(key));
-}
-
 /// Acts on merged deliveries until the channel closes: each one's targets
 /// get a new `requestedAt`.
 pub async fn dispatch(
@@ -120,85 +199,149 @@ pub async fn dispatch(
     context: Arc<ReceiverContext>,
 ) {
     while let Some(delivery) = merged.recv().await {
-        let receiver = &delivery.endpoint.receiver;
-        if context
-            .receivers
-            .get(&ObjectRef::from_obj(receiver))
-            .is_none()
-        {
-            forget_deleted(&context);
+        let key = delivery.endpoint.key();
+        // The Receiver as it is now: deleted, suspended or re-scoped since
+        // the request was verified.
+        if context.gone(&delivery.endpoint.receiver) {
+            context.forget_deleted();
             continue;
         }
-        if let Err(e) = request(&context.client, &delivery).await {
-            tracing::warn!(receiver = %delivery.endpoint.key(), "webhook: {e}");
+        let receiver = context
+            .receivers
+            .get(&ObjectRef::from_obj(&delivery.endpoint.receiver))
+            .unwrap_or_else(|| Arc::new(delivery.endpoint.receiver.clone()));
+        if receiver.spec.suspend {
+            continue;
         }
+        request(&context.client, &receiver, &key, &delivery.event).await;
     }
 }
 
-/// Finds what `delivery` names and asks for a reconcile of each.
-async fn request(client: &Client, delivery: &Delivery) -> Result<(), kube::Error> {
-    let receiver = &delivery.endpoint.receiver;
+/// Retries `call` on failures other than 404: 3 tries, 1 s and 2 s apart.
+/// None when the object is not there or every try failed (logged).
+async fn retried<T, F, Fut>(what: &str, mut call: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    for attempt in 1..=3u32 {
+        match call().await {
+            Ok(value) => return Some(value),
+            Err(kube::Error::Api(e)) if e.code == 404 => return None,
+            Err(e) => {
+                tracing::warn!(attempt, "webhook: {what}: {e}");
+                if attempt < 3 {
+                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Finds what `event` names and asks for a reconcile of each, unless one
+/// asked for before is still waiting to be handled. A failure on one
+/// object does not keep the others from their turn.
+async fn request(client: &Client, receiver: &Receiver, key: &str, event: &crate::webhook::Event) {
     let namespace = receiver.namespace().unwrap_or_else(|| "default".into());
-    // The objects a Receiver may trigger: those it lists, else its
-    // namespace's.
+    let repositories_api = Api::<ImageRepository>::namespaced(client.clone(), &namespace);
+    let automations_api = Api::<ImageUpdateAutomation>::namespaced(client.clone(), &namespace);
+    // The objects a Receiver may trigger: those it lists, else those in its
+    // namespace (listed only when the event names something of that kind).
     let mut repositories = Vec::new();
     let mut automations = Vec::new();
     if receiver.spec.resources.is_empty() {
         let params = ListParams::default();
-        repositories = Api::<ImageRepository>::namespaced(client.clone(), &namespace)
-            .list(&params)
-            .await?
-            .items;
-        automations = Api::<ImageUpdateAutomation>::namespaced(client.clone(), &namespace)
-            .list(&params)
-            .await?
-            .items;
+        if !event.images.is_empty() {
+            repositories = retried("listing ImageRepositories", || {
+                repositories_api.list(&params)
+            })
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        }
+        if !event.repositories.is_empty() {
+            automations = retried("listing ImageUpdateAutomations", || {
+                automations_api.list(&params)
+            })
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        }
     } else {
         for resource in &receiver.spec.resources {
-            let ns = resource.namespace.as_deref().unwrap_or(&namespace);
+            let name = resource.name.as_str();
             match resource.kind.as_str() {
                 "ImageRepository" => repositories.extend(
-                    Api::<ImageRepository>::namespaced(client.clone(), ns)
-                        .get_opt(&resource.name)
-                        .await?,
+                    retried("reading an ImageRepository", || {
+                        repositories_api.get_opt(name)
+                    })
+                    .await
+                    .flatten(),
                 ),
                 _ => automations.extend(
-                    Api::<ImageUpdateAutomation>::namespaced(client.clone(), ns)
-                        .get_opt(&resource.name)
-                        .await?,
+                    retried("reading an ImageUpdateAutomation", || {
+                        automations_api.get_opt(name)
+                    })
+                    .await
+                    .flatten(),
                 ),
             }
         }
     }
-    let wanted = targets(receiver, &delivery.event, &repositories, &automations);
+    let wanted = targets(receiver, event, &repositories, &automations);
     if wanted.is_empty() {
         tracing::info!(
-            receiver = %delivery.endpoint.key(),
-            images = ?delivery.event.images,
-            repositories = ?delivery.event.repositories,
+            receiver = key,
+            images = ?event.images,
+            repositories = ?event.repositories,
             "webhook: names nothing this Receiver may trigger"
         );
     }
     // Nanoseconds: two events in one second still differ.
     let at = jiff::Timestamp::now().to_string();
-    let patch = serde_json::json!({"metadata": {"annotations": {REQUESTED_AT: at}}});
+    let patch = Patch::Merge(serde_json::json!({"metadata": {"annotations": {REQUESTED_AT: at}}}));
     let params = PatchParams {
         field_manager: Some(MANAGER.to_string()),
         ..PatchParams::default()
     };
-    for key in &wanted.repositories {
-        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
-        Api::<ImageRepository>::namespaced(client.clone(), ns)
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await?;
-        tracing::info!(receiver = %delivery.endpoint.key(), repository = %key, "webhook: scan requested");
+    for repository in &repositories {
+        let target = key_of(repository);
+        let handled = repository
+            .status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_ref());
+        // A scan asked for and not yet started will see this push too.
+        if !wanted.repositories.contains(&target) || requested(repository, handled).is_some() {
+            continue;
+        }
+        let name = repository.name_any();
+        if retried("requesting a scan", || {
+            repositories_api.patch(&name, &params, &patch)
+        })
+        .await
+        .is_some()
+        {
+            tracing::info!(receiver = key, repository = %target, "webhook: scan requested");
+        }
     }
-    for key in &wanted.automations {
-        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
-        Api::<ImageUpdateAutomation>::namespaced(client.clone(), ns)
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await?;
-        tracing::info!(receiver = %delivery.endpoint.key(), automation = %key, "webhook: run requested");
+    for automation in &automations {
+        let target = key_of(automation);
+        let handled = automation
+            .status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_ref());
+        if !wanted.automations.contains(&target) || requested(automation, handled).is_some() {
+            continue;
+        }
+        let name = automation.name_any();
+        if retried("requesting a run", || {
+            automations_api.patch(&name, &params, &patch)
+        })
+        .await
+        .is_some()
+        {
+            tracing::info!(receiver = key, automation = %target, "webhook: run requested");
+        }
     }
-    Ok(())
 }

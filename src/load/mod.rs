@@ -622,7 +622,7 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
         }
         Kind::Receiver => {
             let spec: ReceiverSpec = doc.typed("spec", &mut set.warnings)?;
-            validate::receiver(&doc, &spec)?;
+            validate::receiver(&doc, &spec, namespace)?;
             set.receivers.push(Loaded {
                 object: Receiver {
                     metadata,

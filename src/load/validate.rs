@@ -158,7 +158,11 @@ pub(super) fn automation(
     Ok(())
 }
 
-pub(super) fn receiver(doc: &Document<'_>, spec: &ReceiverSpec) -> Result<(), LoadError> {
+pub(super) fn receiver(
+    doc: &Document<'_>,
+    spec: &ReceiverSpec,
+    namespace: &str,
+) -> Result<(), LoadError> {
     required(
         doc,
         "spec.secretRef.name",
@@ -180,6 +184,18 @@ pub(super) fn receiver(doc: &Document<'_>, spec: &ReceiverSpec) -> Result<(), Lo
             ));
         }
         required(doc, &field("name"), &resource.name, "name the object")?;
+        // Whoever may write a Receiver in one namespace must not be able to
+        // set other teams' objects running.
+        if let Some(other) = resource.namespace.as_deref()
+            && other != namespace
+        {
+            return Err(doc.invalid(
+                &field("namespace"),
+                format!(
+                    "{other:?}: a Receiver triggers objects in its own namespace ({namespace}) only"
+                ),
+            ));
+        }
         if let Some(version) = resource.api_version.as_deref()
             && version != API_VERSION
         {

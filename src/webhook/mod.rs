@@ -28,6 +28,10 @@ pub enum Rejection {
     BadPayload,
 }
 
+/// The most images, and the most repositories, one event names: a sender
+/// has no reason to name more, and a merged burst stays small.
+pub const MAX_NAMES: usize = 100;
+
 /// What a verified event asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Event {
@@ -61,6 +65,9 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
 /// The hash of an HMAC.
 #[derive(Clone, Copy, Debug)]
 enum Hash {
+    /// Accepted from generic senders only, as Flux does; HMAC-SHA1 is
+    /// still sound as a MAC.
+    Sha1,
     Sha256,
     Sha512,
 }
@@ -77,6 +84,7 @@ fn hmac(hash: Hash, secret: &[u8], body: &[u8]) -> Vec<u8> {
         }
     }
     match hash {
+        Hash::Sha1 => of::<Hmac<sha1::Sha1>>(secret, body),
         Hash::Sha256 => of::<Hmac<sha2::Sha256>>(secret, body),
         Hash::Sha512 => of::<Hmac<sha2::Sha512>>(secret, body),
     }
@@ -141,15 +149,20 @@ pub fn verify(
         }
         ReceiverType::Harbor | ReceiverType::Distribution => {
             let token = header(headers, "Authorization").ok_or(Rejection::Unsigned)?;
-            // Either the secret as is, or as a bearer token.
-            let token = token.strip_prefix("Bearer ").unwrap_or(token);
-            if !same(token.trim().as_bytes(), secret) {
+            // The header as it is (Flux compares it verbatim, so a token
+            // stored as `Bearer xyz` keeps working), or a bearer token.
+            let bearer = token.strip_prefix("Bearer ").unwrap_or(token);
+            // Both compared, so the time does not tell which form matched.
+            let verbatim = same(token.trim().as_bytes(), secret);
+            let stripped = same(bearer.trim().as_bytes(), secret);
+            if !(verbatim | stripped) {
                 return Err(Rejection::BadSignature);
             }
         }
         ReceiverType::GenericHmac => {
             let signature = header(headers, "X-Signature").ok_or(Rejection::Unsigned)?;
             let ok = match signature.split_once('=') {
+                Some(("sha1", hex)) => hmac_matches(Hash::Sha1, secret, body, hex),
                 Some(("sha256", hex)) => hmac_matches(Hash::Sha256, secret, body, hex),
                 Some(("sha512", hex)) => hmac_matches(Hash::Sha512, secret, body, hex),
                 _ => false,
@@ -307,7 +320,31 @@ fn event(
     if event.images.is_empty() && event.repositories.is_empty() {
         return Err(Rejection::BadPayload);
     }
+    for names in [&mut event.images, &mut event.repositories] {
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        names.truncate(MAX_NAMES);
+    }
     Ok(event)
+}
+
+/// Shortest token of a sender that signs nothing, where the path made from
+/// the token is the only credential.
+pub const MIN_PATH_TOKEN: usize = 16;
+
+/// What is wrong with `token` for a Receiver of `sender`, if anything.
+pub fn token_problem(sender: ReceiverType, token: &[u8]) -> Option<String> {
+    let token = token.trim_ascii();
+    if token.is_empty() {
+        return Some("key `token` is empty".to_string());
+    }
+    let path_only = matches!(sender, ReceiverType::DockerHub | ReceiverType::Quay);
+    (path_only && token.len() < MIN_PATH_TOKEN).then(|| {
+        format!(
+            "key `token` has {} characters; Docker Hub and Quay sign nothing, so the path made from the token is the only credential: use at least {MIN_PATH_TOKEN} random characters",
+            token.len()
+        )
+    })
 }
 
 /// The receiver's URL path: `/hook/` and the sha256 of its name and token,
@@ -551,6 +588,31 @@ mod tests {
             b"what do ya want for nothing?",
             "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
         ));
+        // RFC 2202, test case 2.
+        assert!(hmac_matches(
+            Hash::Sha1,
+            b"Jefe",
+            b"what do ya want for nothing?",
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        ));
+        // A Harbor token stored with its scheme, as Flux users keep it.
+        let harbor = json!({"type": "PUSH_ARTIFACT", "event_data": {"resources": [
+            {"resource_url": "harbor.example.com/library/app:1.2.0"}]}})
+        .to_string();
+        for (stored, sent, ok) in [
+            ("Bearer xyz", "Bearer xyz", true),
+            ("xyz", "Bearer xyz", true),
+            ("xyz", "xyz", true),
+            ("Bearer xyz", "xyz", false),
+        ] {
+            let result = verify(
+                ReceiverType::Harbor,
+                stored.as_bytes(),
+                &headers(&[("Authorization", sent)]),
+                harbor.as_bytes(),
+            );
+            assert_eq!(result.is_ok(), ok, "{stored:?} / {sent:?}");
+        }
         // GitHub's documentation example of X-Hub-Signature-256.
         let headers = vec![
             (

@@ -23,8 +23,12 @@ use crate::metrics::Metrics;
 
 /// The largest body read; larger ones are refused with 413.
 pub const MAX_BODY: usize = 1 << 20;
-/// Connections served at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once; more are closed as soon as they are
+/// accepted, so that slow clients cannot keep the listener from accepting.
+const MAX_CONNECTIONS: usize = 1024;
+/// The time a client has to send its request head, and then its body.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A Receiver ready to verify requests: its object and its token.
 pub struct Endpoint {
@@ -116,11 +120,14 @@ pub struct Delivery {
 
 /// How long events for one Receiver are gathered before they are acted on:
 /// until none came for `quiet`, and never longer than `longest` after the
-/// first.
+/// first; and never sooner than `spacing` after the Receiver's previous
+/// delivery, so that a sender (or someone who learnt a Docker Hub path)
+/// cannot make hoist scan a registry more than once per `spacing`.
 #[derive(Clone, Copy, Debug)]
 pub struct Coalescing {
     pub quiet: Duration,
     pub longest: Duration,
+    pub spacing: Duration,
 }
 
 impl Default for Coalescing {
@@ -131,26 +138,36 @@ impl Default for Coalescing {
         Coalescing {
             quiet: Duration::from_millis(250),
             longest: Duration::from_secs(2),
+            spacing: Duration::from_secs(1),
         }
     }
 }
 
-/// Serves webhooks on `listener` until the process ends, sending verified
-/// events to `deliveries`.
+/// Serves webhooks on `listener` until `stop` completes, sending verified
+/// events to `deliveries`. One request per connection (webhook senders
+/// open one for each), each within [`HEAD_TIMEOUT`] and [`BODY_TIMEOUT`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     endpoints: Endpoints,
     metrics: Arc<Metrics>,
     deliveries: mpsc::Sender<Delivery>,
+    stop: impl std::future::Future<Output = ()>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(stop);
     loop {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            return;
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => return,
         };
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = accepted else {
             // Out of file descriptors, say: do not spin.
             tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            metrics.webhook("overloaded");
+            drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -166,10 +183,10 @@ pub async fn serve(
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(HEAD_TIMEOUT)
+                .keep_alive(false)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            // However slowly a client sends, a connection ends in a minute.
-            let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
+            let _ = tokio::time::timeout(HEAD_TIMEOUT + BODY_TIMEOUT, connection).await;
             drop(permit);
         });
     }
@@ -207,13 +224,15 @@ async fn handle(
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return answer(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     }
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let body = Limited::new(request.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return answer(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
         }
         // The client went away or sent garbage.
-        Err(_) => return answer(StatusCode::BAD_REQUEST, "bad_payload"),
+        Ok(Err(_)) => return answer(StatusCode::BAD_REQUEST, "bad_payload"),
+        Err(_) => return answer(StatusCode::REQUEST_TIMEOUT, "timeout"),
     };
     let receiver = endpoint.key();
     let event = match verify(
@@ -252,22 +271,31 @@ struct Gathering {
     event: Event,
     first: Instant,
     last: Instant,
+    /// The Receiver's previous delivery, if within `spacing`.
+    previous: Option<Instant>,
 }
 
 impl Gathering {
     fn due(&self, timing: Coalescing) -> Instant {
-        (self.last + timing.quiet).min(self.first + timing.longest)
+        let gathered = (self.last + timing.quiet).min(self.first + timing.longest);
+        match self.previous {
+            Some(previous) => gathered.max(previous + timing.spacing),
+            None => gathered,
+        }
     }
 }
 
 /// Merges the deliveries for each Receiver that arrive within `timing` and
-/// sends one per Receiver on, until `deliveries` closes.
+/// sends one per Receiver on, until `deliveries` closes; then what is
+/// still gathered goes on at once.
 pub async fn coalesce(
     mut deliveries: mpsc::Receiver<Delivery>,
     merged: mpsc::UnboundedSender<Delivery>,
     timing: Coalescing,
 ) {
     let mut gathering: HashMap<String, Gathering> = HashMap::new();
+    // When each Receiver last had a delivery (kept for `spacing`).
+    let mut delivered: HashMap<String, Instant> = HashMap::new();
     loop {
         let next = gathering.values().map(|g| g.due(timing)).min();
         let wake = async {
@@ -278,7 +306,12 @@ pub async fn coalesce(
         };
         tokio::select! {
             delivery = deliveries.recv() => {
-                let Some(delivery) = delivery else { return };
+                let Some(delivery) = delivery else {
+                    for (_, g) in gathering.drain() {
+                        let _ = merged.send(Delivery { endpoint: g.endpoint, event: g.event });
+                    }
+                    return;
+                };
                 let now = Instant::now();
                 let key = delivery.endpoint.key();
                 match gathering.get_mut(&key) {
@@ -289,11 +322,14 @@ pub async fn coalesce(
                         g.endpoint = delivery.endpoint;
                     }
                     None => {
+                        delivered.retain(|_, at| *at + timing.spacing > now);
+                        let previous = delivered.get(&key).copied();
                         gathering.insert(key, Gathering {
                             endpoint: delivery.endpoint,
                             event: delivery.event,
                             first: now,
                             last: now,
+                            previous,
                         });
                     }
                 }
@@ -308,6 +344,7 @@ pub async fn coalesce(
                 for key in due {
                     if let Some(g) = gathering.remove(&key) {
                         let _ = merged.send(Delivery { endpoint: g.endpoint, event: g.event });
+                        delivered.insert(key, now);
                     }
                 }
             }
@@ -315,18 +352,21 @@ pub async fn coalesce(
     }
 }
 
-/// Adds what `more` names to `event`, each name once.
+/// Adds what `more` names to `event`, each name once, at most
+/// [`super::MAX_NAMES`] of each kind.
 fn merge(event: &mut Event, more: Event) {
-    for image in more.images {
-        if !event.images.contains(&image) {
-            event.images.push(image);
+    fn add(names: &mut Vec<String>, more: Vec<String>) {
+        for name in more {
+            if names.len() >= super::MAX_NAMES {
+                return;
+            }
+            if !names.contains(&name) {
+                names.push(name);
+            }
         }
     }
-    for repository in more.repositories {
-        if !event.repositories.contains(&repository) {
-            event.repositories.push(repository);
-        }
-    }
+    add(&mut event.images, more.images);
+    add(&mut event.repositories, more.repositories);
 }
 
 #[cfg(test)]
@@ -411,5 +451,38 @@ mod tests {
             waited >= timing.longest && waited <= timing.longest + Duration::from_millis(200),
             "{waited:?}"
         );
+
+        // A Receiver's next delivery waits for `spacing` after its last.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        while merged.try_recv().is_ok() {}
+        tx.send(Delivery {
+            endpoint: Arc::clone(&a),
+            event: image("docker.io/acme/app"),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let delivered = merged.recv().await.unwrap_or_else(|| panic!("closed"));
+        let sent = Instant::now();
+        assert_eq!(delivered.endpoint.key(), "apps/a");
+        tx.send(Delivery {
+            endpoint: Arc::clone(&a),
+            event: image("docker.io/acme/app"),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        merged.recv().await.unwrap_or_else(|| panic!("closed"));
+        assert_eq!(sent.elapsed(), timing.spacing);
+
+        // What is gathered when the senders go away is delivered at once.
+        tx.send(Delivery {
+            endpoint: Arc::clone(&b),
+            event: image("docker.io/acme/last"),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        drop(tx);
+        let last = merged.recv().await.unwrap_or_else(|| panic!("closed"));
+        assert_eq!(last.event.images, ["docker.io/acme/last"]);
+        assert!(merged.recv().await.is_none());
     }
 }

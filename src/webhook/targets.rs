@@ -32,11 +32,12 @@ impl Targets {
 
 /// The objects `event` triggers among `repositories` and `automations`.
 ///
-/// The candidates are the Receiver's `spec.resources`, or, when it lists
-/// none, every object in its namespace. Of those, an image event triggers
-/// the ImageRepositories of the images it names, and a git push the
-/// ImageUpdateAutomations of the repository it names; a `generic-hmac`
-/// event names nothing and triggers every candidate.
+/// A Receiver that lists `spec.resources` triggers every listed object on
+/// any event, as Flux's does. One that lists none triggers the objects in
+/// its own namespace that the event names: the ImageRepositories of the
+/// images pushed, the ImageUpdateAutomations of the git repository pushed
+/// to. An event that names nothing (GitHub's ping) triggers nothing, except
+/// for `generic-hmac`, whose events never name anything.
 pub fn targets<'a>(
     receiver: &Receiver,
     event: &Event,
@@ -44,9 +45,16 @@ pub fn targets<'a>(
     automations: impl IntoIterator<Item = &'a ImageUpdateAutomation>,
 ) -> Targets {
     let namespace = receiver.metadata.namespace.as_deref().unwrap_or("default");
-    let listed = |kind: &str, key: &str| {
+    let empty = event.images.is_empty() && event.repositories.is_empty();
+    if empty && receiver.spec.type_ != ReceiverType::GenericHmac {
+        return Targets::default();
+    }
+    let key =
+        |meta: &kube::api::ObjectMeta| object_key(meta.namespace.as_deref(), meta.name.as_deref());
+    let chosen = |kind: &str, meta: &kube::api::ObjectMeta, named: &dyn Fn() -> bool| {
+        let key = key(meta);
         if receiver.spec.resources.is_empty() {
-            return key.split_once('/').is_some_and(|(ns, _)| ns == namespace);
+            return key.split_once('/').is_some_and(|(ns, _)| ns == namespace) && named();
         }
         receiver.spec.resources.iter().any(|r| {
             r.kind == kind
@@ -56,20 +64,29 @@ pub fn targets<'a>(
                 ) == key
         })
     };
-    let everything = receiver.spec.type_ == ReceiverType::GenericHmac;
     let images: Vec<ImageName> = event
         .images
         .iter()
         .filter_map(|image| ImageName::parse(image).ok())
         .collect();
     // A distribution registry reports the host its client used, which need
-    // not be the name hoist knows it by: there, the path decides.
+    // not be the name hoist knows it by (nor even look like a host name):
+    // there, the repository path after the host decides.
+    let paths: Vec<&str> = event
+        .images
+        .iter()
+        .filter_map(|image| Some(image.split_once('/')?.1))
+        .collect();
     let path_only = receiver.spec.type_ == ReceiverType::Distribution;
     let image_named = |repository: &ImageRepository| {
         ImageName::parse(&repository.spec.image).is_ok_and(|name| {
-            images.iter().any(|i| {
-                i.repository == name.repository && (path_only || i.registry == name.registry)
-            })
+            if path_only {
+                paths.contains(&name.repository.as_str())
+            } else {
+                images
+                    .iter()
+                    .any(|i| i.repository == name.repository && i.registry == name.registry)
+            }
         })
     };
     let pushed: Vec<(String, String)> = event
@@ -80,19 +97,19 @@ pub fn targets<'a>(
     let repository_named = |automation: &ImageUpdateAutomation| {
         git_identity(&automation.spec.git.url).is_some_and(|id| pushed.contains(&id))
     };
-    let key =
-        |meta: &kube::api::ObjectMeta| object_key(meta.namespace.as_deref(), meta.name.as_deref());
     Targets {
         repositories: repositories
             .into_iter()
-            .filter(|r| listed("ImageRepository", &key(&r.metadata)))
-            .filter(|r| everything || image_named(r))
+            .filter(|r| chosen("ImageRepository", &r.metadata, &|| image_named(r)))
             .map(|r| key(&r.metadata))
             .collect(),
         automations: automations
             .into_iter()
-            .filter(|a| listed("ImageUpdateAutomation", &key(&a.metadata)))
-            .filter(|a| everything || repository_named(a))
+            .filter(|a| {
+                chosen("ImageUpdateAutomation", &a.metadata, &|| {
+                    repository_named(a)
+                })
+            })
             .map(|a| key(&a.metadata))
             .collect(),
     }
@@ -238,6 +255,16 @@ mod tests {
                 &["apps/local"],
                 &[],
             ),
+            // Whatever the host looks like.
+            (
+                receiver(ReceiverType::Distribution, &[]),
+                Event {
+                    images: vec!["registry/team/app".into()],
+                    ..Event::default()
+                },
+                &["apps/local"],
+                &[],
+            ),
             // Elsewhere the host must match too.
             (
                 receiver(ReceiverType::Harbor, &[]),
@@ -248,15 +275,21 @@ mod tests {
                 &[],
                 &[],
             ),
-            // Listed resources narrow what an event may trigger.
+            // Listed resources are triggered by any event, as in Flux.
             (
-                receiver(ReceiverType::DockerHub, &[("ImageRepository", "app")]),
+                receiver(
+                    ReceiverType::DockerHub,
+                    &[
+                        ("ImageRepository", "app"),
+                        ("ImageUpdateAutomation", "fleet"),
+                    ],
+                ),
                 Event {
                     images: vec!["docker.io/library/nginx".into()],
                     ..Event::default()
                 },
-                &[],
-                &[],
+                &["apps/app"],
+                &["apps/fleet"],
             ),
             // generic-hmac triggers every listed object.
             (

@@ -46,7 +46,10 @@ fn every_example_in_policies_loads() {
     for path in entries {
         let set = hoist::load::load(std::slice::from_ref(&path))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let objects = set.repositories.len() + set.policies.len() + set.automations.len();
+        let objects = set.repositories.len()
+            + set.policies.len()
+            + set.automations.len()
+            + set.receivers.len();
         assert!(objects > 0, "{} holds no hoist object", path.display());
         assert!(
             set.warnings.is_empty(),

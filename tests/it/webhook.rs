@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::support::git::{BareRepo, GitDaemon};
 use crate::support::registry::{Auth, DockerRegistry};
 
-const TOKEN: &str = "s3cret-t0ken";
+const TOKEN: &str = "s3cret-t0ken-for-hoist-tests";
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -286,6 +286,7 @@ fn serve(cases: &[Case], timing: Coalescing) -> Served {
         endpoints,
         Arc::clone(&metrics),
         sender,
+        std::future::pending(),
     ));
     runtime.spawn(server::coalesce(received, merged_tx, timing));
     Served {
@@ -353,6 +354,7 @@ fn each_sender_type_triggers_exactly_its_object_and_bad_requests_are_refused() {
         Coalescing {
             quiet: Duration::from_millis(50),
             longest: Duration::from_secs(1),
+            spacing: Duration::ZERO,
         },
     );
     let repositories = [
@@ -842,6 +844,17 @@ fn receivers_are_checked_when_loaded() {
     let out = run(&good, &["--once", "--webhook-addr", &addr]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("drop --once"), "{}", out.stderr);
+    // A Docker Hub token too short to be the only credential.
+    let short = good
+        .replacen("type: distribution", "type: dockerhub", 1)
+        .replace(&format!("token: {TOKEN}"), "token: hunter2");
+    let out = run(&short, &["--webhook-addr", &addr]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Receiver default/registry: spec.secretRef: Secret default/webhook-token: key `token` has 7 characters"),
+        "{}",
+        out.stderr
+    );
     // A Secret that is not in the files.
     let missing = good.replace("metadata: {name: webhook-token}", "metadata: {name: other}");
     let out = run(&missing, &["--webhook-addr", &addr]);
@@ -864,10 +877,230 @@ fn receivers_are_checked_when_loaded() {
         ),
         ("type: bitbucket", "spec.type"),
         ("type: generic-hmac", "spec.resources"),
+        (
+            "type: github\n  resources: [{kind: ImageRepository, name: app, namespace: other}]",
+            "spec.resources[0].namespace: \"other\": a Receiver triggers objects in its own namespace (default) only",
+        ),
     ] {
         let objects = good.replacen("type: distribution", spec, 1);
         let out = run(&objects, &["--webhook-addr", &addr]);
         assert_eq!(out.code, 2, "{spec}: {}", out.stderr);
         assert!(out.stderr.contains(message), "{spec}: {}", out.stderr);
     }
+}
+
+/// The tip of `branch` in a bare repository, read from its ref file (a
+/// loose ref, as receive-pack writes it) or by git when packed.
+fn tip(remote: &BareRepo, branch: &str) -> String {
+    std::fs::read_to_string(remote.path.join("refs/heads").join(branch))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| remote.head(branch))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// benches/webhook/run.sh: webhook request → pushed commit, median of 20,
+/// against a local docker-registry and git daemon, next to a `hoist run
+/// --once` for a new tag on the same setup (the cost of one pass without a
+/// server); and registry requests per hour for 100 repositories, polled
+/// each minute or woken by webhooks.
+#[test]
+#[ignore = "a benchmark: benches/webhook/run.sh"]
+fn webhook_to_commit_latency() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("app.yaml", &manifest(&addr, "1.0.0"))]);
+    let base = remote
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let daemon = GitDaemon::start(&base);
+    let url = format!("git://127.0.0.1:{}/fleet.git", daemon.port);
+    let objects = webhook_objects(&addr, &url);
+    let hoist = Serving::start(&objects);
+    wait_for("the first pass", Duration::from_secs(30), || {
+        (hoist.passes().len() == 1).then_some(())
+    });
+    let hook = format!(
+        "http://{}{}",
+        hoist.webhook,
+        hook_path("default", "registry", TOKEN)
+    );
+    let headers = distribution_headers();
+    let requests_before = hoist.registry_requests();
+    let mut latencies = Vec::new();
+    for minor in 1..=20 {
+        let tag = format!("1.{minor}.0");
+        registry.push_image("team/app", &[&tag]);
+        // Pushes a second apart: a Receiver's deliveries are spaced by 1 s.
+        std::thread::sleep(Duration::from_secs(1));
+        let before = tip(&remote, "main");
+        let started = Instant::now();
+        assert_eq!(post(&hook, &headers, pushed(&addr, &tag).as_bytes()), 202);
+        loop {
+            if tip(&remote, "main") != before {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no commit for {tag}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(remote.show("main", "app.yaml").contains(&format!(":{tag}")));
+    }
+    let per_scan = (hoist.registry_requests() - requests_before) as f64 / 20.0;
+    drop(hoist);
+
+    // The same change by a one-shot run (process start to exit), 5 times,
+    // its repository due for a scan each time (interval 1s).
+    let due = objects.replacen("interval: 1h}", "interval: 1s}", 1);
+    assert_ne!(due, objects);
+    let dir = crate::support::files(&[("objects.yaml", &due)]);
+    let mut once = Vec::new();
+    for minor in 21..=25 {
+        let tag = format!("1.{minor}.0");
+        registry.push_image("team/app", &[&tag]);
+        std::thread::sleep(Duration::from_millis(1100));
+        let started = Instant::now();
+        let run = crate::support::hoist_env(
+            dir.path(),
+            &[
+                "run",
+                "-f",
+                "objects.yaml",
+                "--once",
+                "--state-dir",
+                "state",
+            ],
+            &[("DOCKER_CONFIG", "/nonexistent")],
+        );
+        once.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            remote.show("main", "app.yaml").contains(&format!(":{tag}")),
+            "{}",
+            run.stdout
+        );
+    }
+
+    let webhook_ms = median(latencies.clone());
+    let once_ms = median(once);
+    let min = latencies.iter().copied().fold(f64::MAX, f64::min);
+    let max = latencies.iter().copied().fold(0.0, f64::max);
+    println!(
+        "webhook request -> pushed commit, 20 runs: median {webhook_ms:.0} ms (min {min:.0}, max {max:.0})"
+    );
+    println!("  of which gathering a burst (quiet window): 250 ms; pushes were 1 s apart");
+    println!("hoist run --once for the same change, 5 runs: median {once_ms:.0} ms");
+    println!("ratio webhook / one-shot run: {:.2}", webhook_ms / once_ms);
+    println!(
+        "with a 1-minute poll instead, a tag waits 30 s on average before the pass starts: {:.0}x the webhook's median",
+        (30_000.0 + once_ms) / webhook_ms
+    );
+    // 100 repositories: polled every minute, against webhooks with a
+    // 1-hour safety poll and, say, one push per repository per day.
+    let poll = 100.0 * 60.0 * per_scan;
+    let webhooks = (100.0 + 100.0 / 24.0) * per_scan;
+    println!("registry requests per scan (measured): {per_scan:.1}");
+    println!(
+        "registry requests per hour, 100 repositories: 1-minute poll {poll:.0}; webhooks (+1 h safety poll, 1 push/repo/day) {webhooks:.0}; saved {:.0} ({:.1}%)",
+        poll - webhooks,
+        100.0 * (poll - webhooks) / poll
+    );
+}
+
+/// What a real docker-registry sends its notification endpoint, read the
+/// way a `distribution` Receiver reads it: the push of a tag names the
+/// image, signed with the header the endpoint configures.
+#[test]
+fn a_real_registry_notification_names_the_pushed_image() {
+    let sink = crate::support::http::FakeServer::start(|_, _| {
+        crate::support::http::Reply::json(200, "{}")
+    });
+    let notifications = format!(
+        "notifications:\n  endpoints:\n    - name: hoist\n      url: http://{}/hook/registry\n      headers:\n        Authorization: [Bearer {TOKEN}]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n",
+        sink.addr
+    );
+    let Some(registry) = DockerRegistry::start_with(Auth::None, &notifications) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.2.0"]);
+    let addr = registry.addr.clone();
+    let receiver: Receiver = object(
+        json!({"metadata": {"name": "registry", "namespace": "apps"},
+        "spec": {"type": "distribution", "secretRef": {"name": "token"}}}),
+    );
+    let repositories = [
+        repository("app", &format!("{addr}/team/app")),
+        repository("other", &format!("{addr}/team/other")),
+    ];
+    let event = wait_for(
+        "the registry's notification of the tag",
+        Duration::from_secs(30),
+        || {
+            sink.requests().into_iter().find_map(|request| {
+                let tagged =
+                    serde_json::from_slice::<serde_json::Value>(&request.body).ok()?["events"]
+                        .as_array()?
+                        .iter()
+                        .any(|e| e["action"] == "push" && e["target"]["tag"] == "1.2.0");
+                tagged.then_some(request)
+            })
+        },
+    );
+    assert_eq!(
+        event.header("Content-Type"),
+        Some("application/vnd.docker.distribution.events.v1+json")
+    );
+    let read = hoist::webhook::verify(
+        hoist::api::ReceiverType::Distribution,
+        TOKEN.as_bytes(),
+        &event.headers,
+        &event.body,
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&event.body)));
+    assert!(
+        read.images.contains(&format!("{addr}/team/app")),
+        "{read:?}"
+    );
+    let triggered = targets(&receiver, &read, &repositories, &[]);
+    assert_eq!(
+        triggered.repositories.iter().collect::<Vec<_>>(),
+        ["apps/app"]
+    );
+    // The same notification with another token is refused.
+    let forged: Vec<(String, String)> = event
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            if k.eq_ignore_ascii_case("Authorization") {
+                (k.clone(), "Bearer guessed".to_string())
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect();
+    assert!(
+        hoist::webhook::verify(
+            hoist::api::ReceiverType::Distribution,
+            TOKEN.as_bytes(),
+            &forged,
+            &event.body
+        )
+        .is_err()
+    );
 }

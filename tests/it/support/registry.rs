@@ -59,6 +59,12 @@ impl DockerRegistry {
     /// Starts a registry, or returns None when it is not installed and the
     /// test may skip (outside CI).
     pub fn start(auth: Auth) -> Option<DockerRegistry> {
+        DockerRegistry::start_with(auth, "")
+    }
+
+    /// Starts a registry with `extra` appended to its configuration (a
+    /// top-level YAML section such as `notifications:`).
+    pub fn start_with(auth: Auth, extra: &str) -> Option<DockerRegistry> {
         if !std::path::Path::new(BINARY).exists() {
             assert!(
                 !super::required(),
@@ -68,7 +74,7 @@ impl DockerRegistry {
             return None;
         }
         for _ in 0..5 {
-            if let Some(registry) = DockerRegistry::try_start(&auth, None, None) {
+            if let Some(registry) = DockerRegistry::try_start(&auth, None, None, extra) {
                 return Some(registry);
             }
         }
@@ -81,7 +87,7 @@ impl DockerRegistry {
     pub fn tls_mirror(&self, tls: &TlsFiles) -> DockerRegistry {
         for _ in 0..5 {
             if let Some(registry) =
-                DockerRegistry::try_start(&Auth::None, Some(&self.storage), Some(tls))
+                DockerRegistry::try_start(&Auth::None, Some(&self.storage), Some(tls), "")
             {
                 return registry;
             }
@@ -93,6 +99,7 @@ impl DockerRegistry {
         auth: &Auth,
         storage: Option<&std::path::Path>,
         tls: Option<&TlsFiles>,
+        extra: &str,
     ) -> Option<DockerRegistry> {
         let dir = tempfile::tempdir().ok()?;
         let storage = storage.map_or_else(|| dir.path().join("data"), std::path::Path::to_path_buf);
@@ -146,6 +153,7 @@ impl DockerRegistry {
                 Pusher::Token(std::sync::Arc::clone(signer))
             }
         };
+        config.push_str(extra);
         let config_path: PathBuf = dir.path().join("config.yml");
         std::fs::write(&config_path, config).ok()?;
         let mut child = Command::new(BINARY)
