@@ -141,9 +141,10 @@ impl GitDaemon {
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
                 .unwrap_or_else(|e| panic!("{e}"));
-            let mut child = Command::new("git")
+            // git-daemon itself, not `git daemon`: the `git` wrapper runs it
+            // as a child, and killing the wrapper would leave it serving.
+            let mut child = Command::new(daemon_program())
                 .args([
-                    "daemon",
                     "--export-all",
                     "--enable=receive-pack",
                     "--reuseaddr",
@@ -171,6 +172,15 @@ impl GitDaemon {
         }
         panic!("git daemon did not start");
     }
+}
+
+/// The `git-daemon` program in git's exec path.
+fn daemon_program() -> PathBuf {
+    let out = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .unwrap_or_else(|e| panic!("git --exec-path: {e}"));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
 }
 
 impl Drop for GitDaemon {
