@@ -297,6 +297,7 @@ fn serve(
         received,
         merged,
         webhook::Coalescing::default(),
+        std::future::pending(),
     ));
     Ok(out)
 }

@@ -607,6 +607,7 @@ async fn serve_receivers(
         received,
         merged,
         server::Coalescing::default(),
+        until_stopped(stopped.clone()),
     ));
     let dispatcher = tokio::spawn(receiver::dispatch(out, Arc::clone(&context)));
     tokio::spawn(
@@ -630,12 +631,16 @@ async fn serve_receivers(
             }
         }
     });
-    let listed = api::<crate::api::Receiver>(client, options)
+    match api::<crate::api::Receiver>(client, options)
         .list(&watcher_list_params(options))
         .await
-        .map_err(|e| ControllerError::Setup(format!("listing Receivers: {e}")))?;
-    let keys: Vec<String> = listed.items.iter().map(key_of).collect();
-    context.wait_served(&keys, Duration::from_secs(30)).await;
+    {
+        Ok(listed) => {
+            let keys: Vec<String> = listed.items.iter().map(key_of).collect();
+            context.wait_served(&keys, Duration::from_secs(30)).await;
+        }
+        Err(e) => tracing::warn!("listing Receivers: {e}; ready without waiting for them"),
+    }
     Ok(dispatcher)
 }
 

@@ -19,7 +19,7 @@ use kube::{Client, ResourceExt};
 use super::conditions::{self, Outcome};
 use super::{
     MANAGER, REQUESTED_AT, ReconcileError, document, errors_for, key_of, labelled, load, now,
-    patch_status, requested,
+    patch_status,
 };
 use crate::api::{ImageRepository, ImageUpdateAutomation, Receiver, ReceiverStatus};
 use crate::webhook::server::{Delivery, Endpoint, Endpoints};
@@ -198,23 +198,42 @@ pub async fn dispatch(
     mut merged: tokio::sync::mpsc::UnboundedReceiver<Delivery>,
     context: Arc<ReceiverContext>,
 ) {
-    while let Some(delivery) = merged.recv().await {
-        let key = delivery.endpoint.key();
-        // The Receiver as it is now: deleted, suspended or re-scoped since
-        // the request was verified.
-        if context.gone(&delivery.endpoint.receiver) {
-            context.forget_deleted();
-            continue;
+    while let Some(first) = merged.recv().await {
+        // What piled up while the last deliveries were handled (a slow API
+        // server) is handled once per Receiver.
+        let mut batch: Vec<Delivery> = vec![first];
+        while let Ok(more) = merged.try_recv() {
+            match batch
+                .iter_mut()
+                .find(|d| d.endpoint.key() == more.endpoint.key())
+            {
+                Some(d) => crate::webhook::server::merge(&mut d.event, more.event),
+                None => batch.push(more),
+            }
         }
-        let receiver = context
-            .receivers
-            .get(&ObjectRef::from_obj(&delivery.endpoint.receiver))
-            .unwrap_or_else(|| Arc::new(delivery.endpoint.receiver.clone()));
-        if receiver.spec.suspend {
-            continue;
+        for delivery in batch {
+            handle(&context, delivery).await;
         }
-        request(&context.client, &receiver, &key, &delivery.event).await;
     }
+}
+
+/// Hands one merged delivery on to the objects it names.
+async fn handle(context: &ReceiverContext, delivery: Delivery) {
+    let key = delivery.endpoint.key();
+    // The Receiver as it is now: deleted, suspended or re-scoped since the
+    // request was verified.
+    if context.gone(&delivery.endpoint.receiver) {
+        context.forget_deleted();
+        return;
+    }
+    let receiver = context
+        .receivers
+        .get(&ObjectRef::from_obj(&delivery.endpoint.receiver))
+        .unwrap_or_else(|| Arc::new(delivery.endpoint.receiver.clone()));
+    if receiver.spec.suspend {
+        return;
+    }
+    request(&context.client, &receiver, &key, &delivery.event).await;
 }
 
 /// Retries `call` on failures other than 404: 3 tries, 1 s and 2 s apart.
@@ -239,9 +258,11 @@ where
     None
 }
 
-/// Finds what `event` names and asks for a reconcile of each, unless one
-/// asked for before is still waiting to be handled. A failure on one
-/// object does not keep the others from their turn.
+/// Finds what `event` names and asks for a reconcile of each: always anew,
+/// since a reconcile already running may have listed the registry before
+/// this push (a Receiver's deliveries are a second apart, so this is at
+/// most one write per object per second). A failure on one object does not
+/// keep the others from their turn.
 async fn request(client: &Client, receiver: &Receiver, key: &str, event: &crate::webhook::Event) {
     let namespace = receiver.namespace().unwrap_or_else(|| "default".into());
     let repositories_api = Api::<ImageRepository>::namespaced(client.clone(), &namespace);
@@ -307,12 +328,7 @@ async fn request(client: &Client, receiver: &Receiver, key: &str, event: &crate:
     };
     for repository in &repositories {
         let target = key_of(repository);
-        let handled = repository
-            .status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_ref());
-        // A scan asked for and not yet started will see this push too.
-        if !wanted.repositories.contains(&target) || requested(repository, handled).is_some() {
+        if !wanted.repositories.contains(&target) {
             continue;
         }
         let name = repository.name_any();
@@ -327,11 +343,7 @@ async fn request(client: &Client, receiver: &Receiver, key: &str, event: &crate:
     }
     for automation in &automations {
         let target = key_of(automation);
-        let handled = automation
-            .status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_ref());
-        if !wanted.automations.contains(&target) || requested(automation, handled).is_some() {
+        if !wanted.automations.contains(&target) {
             continue;
         }
         let name = automation.name_any();

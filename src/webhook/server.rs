@@ -25,7 +25,9 @@ use crate::metrics::Metrics;
 pub const MAX_BODY: usize = 1 << 20;
 /// Connections served at once; more are closed as soon as they are
 /// accepted, so that slow clients cannot keep the listener from accepting.
-const MAX_CONNECTIONS: usize = 1024;
+/// (Well under the usual soft limit of 1,024 open files, which hoist's own
+/// registry, git and API connections share.)
+const MAX_CONNECTIONS: usize = 512;
 /// The time a client has to send its request head, and then its body.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -286,16 +288,18 @@ impl Gathering {
 }
 
 /// Merges the deliveries for each Receiver that arrive within `timing` and
-/// sends one per Receiver on, until `deliveries` closes; then what is
-/// still gathered goes on at once.
+/// sends one per Receiver on, until `deliveries` closes or `stop`
+/// completes; then what is still gathered goes on at once.
 pub async fn coalesce(
     mut deliveries: mpsc::Receiver<Delivery>,
     merged: mpsc::UnboundedSender<Delivery>,
     timing: Coalescing,
+    stop: impl std::future::Future<Output = ()>,
 ) {
     let mut gathering: HashMap<String, Gathering> = HashMap::new();
     // When each Receiver last had a delivery (kept for `spacing`).
     let mut delivered: HashMap<String, Instant> = HashMap::new();
+    tokio::pin!(stop);
     loop {
         let next = gathering.values().map(|g| g.due(timing)).min();
         let wake = async {
@@ -305,6 +309,17 @@ pub async fn coalesce(
             }
         };
         tokio::select! {
+            () = &mut stop => {
+                // Later requests find the channel closed and get a 503.
+                deliveries.close();
+                while let Ok(delivery) = deliveries.try_recv() {
+                    merge_into(&mut gathering, delivery);
+                }
+                for (_, g) in gathering.drain() {
+                    let _ = merged.send(Delivery { endpoint: g.endpoint, event: g.event });
+                }
+                return;
+            }
             delivery = deliveries.recv() => {
                 let Some(delivery) = delivery else {
                     for (_, g) in gathering.drain() {
@@ -352,17 +367,42 @@ pub async fn coalesce(
     }
 }
 
+/// Adds a delivery to what is gathered for its Receiver, without timing.
+fn merge_into(gathering: &mut HashMap<String, Gathering>, delivery: Delivery) {
+    let now = Instant::now();
+    match gathering.get_mut(&delivery.endpoint.key()) {
+        Some(g) => merge(&mut g.event, delivery.event),
+        None => {
+            gathering.insert(
+                delivery.endpoint.key(),
+                Gathering {
+                    endpoint: delivery.endpoint,
+                    event: delivery.event,
+                    first: now,
+                    last: now,
+                    previous: None,
+                },
+            );
+        }
+    }
+}
+
 /// Adds what `more` names to `event`, each name once, at most
 /// [`super::MAX_NAMES`] of each kind.
-fn merge(event: &mut Event, more: Event) {
+pub(crate) fn merge(event: &mut Event, more: Event) {
     fn add(names: &mut Vec<String>, more: Vec<String>) {
         for name in more {
+            if names.contains(&name) {
+                continue;
+            }
             if names.len() >= super::MAX_NAMES {
+                tracing::warn!(
+                    "webhook: more than {} names in one burst; {name} and later ones wait for the interval",
+                    super::MAX_NAMES
+                );
                 return;
             }
-            if !names.contains(&name) {
-                names.push(name);
-            }
+            names.push(name);
         }
     }
     add(&mut event.images, more.images);
@@ -394,7 +434,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(1024);
         let (out, mut merged) = mpsc::unbounded_channel();
         let timing = Coalescing::default();
-        tokio::spawn(coalesce(rx, out, timing));
+        tokio::spawn(coalesce(rx, out, timing, std::future::pending()));
         let (a, b) = (endpoint("a"), endpoint("b"));
         // 50 events 10 ms apart for `a`, the same image each time but one;
         // one for `b`.
@@ -484,5 +524,36 @@ mod tests {
         let last = merged.recv().await.unwrap_or_else(|| panic!("closed"));
         assert_eq!(last.event.images, ["docker.io/acme/last"]);
         assert!(merged.recv().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_hands_on_what_is_gathered_at_once() {
+        let (tx, rx) = mpsc::channel(16);
+        let (out, mut merged) = mpsc::unbounded_channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(coalesce(rx, out, Coalescing::default(), async {
+            let _ = stopped.await;
+        }));
+        tx.send(Delivery {
+            endpoint: endpoint("a"),
+            event: image("docker.io/acme/app"),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let started = Instant::now();
+        let _ = stop.send(());
+        let delivery = merged.recv().await.unwrap_or_else(|| panic!("closed"));
+        assert_eq!(delivery.event.images, ["docker.io/acme/app"]);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        task.await.unwrap_or_else(|e| panic!("{e}"));
+        // Later requests find the channel closed.
+        assert!(
+            tx.try_send(Delivery {
+                endpoint: endpoint("a"),
+                event: image("x")
+            })
+            .is_err()
+        );
     }
 }

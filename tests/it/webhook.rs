@@ -288,7 +288,12 @@ fn serve(cases: &[Case], timing: Coalescing) -> Served {
         sender,
         std::future::pending(),
     ));
-    runtime.spawn(server::coalesce(received, merged_tx, timing));
+    runtime.spawn(server::coalesce(
+        received,
+        merged_tx,
+        timing,
+        std::future::pending(),
+    ));
     Served {
         runtime,
         addr,
