@@ -319,6 +319,19 @@ async fn request(client: &Client, receiver: &Receiver, key: &str, event: &crate:
             "webhook: names nothing this Receiver may trigger"
         );
     }
+    ask(&repositories_api, &repositories, &wanted.repositories, key).await;
+    ask(&automations_api, &automations, &wanted.automations, key).await;
+}
+
+/// Sets `requestedAt` on each of `objects` that `wanted` holds.
+async fn ask<K>(
+    api: &Api<K>,
+    objects: &[K],
+    wanted: &std::collections::BTreeSet<String>,
+    receiver: &str,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     // Nanoseconds: two events in one second still differ.
     let at = jiff::Timestamp::now().to_string();
     let patch = Patch::Merge(serde_json::json!({"metadata": {"annotations": {REQUESTED_AT: at}}}));
@@ -326,34 +339,19 @@ async fn request(client: &Client, receiver: &Receiver, key: &str, event: &crate:
         field_manager: Some(MANAGER.to_string()),
         ..PatchParams::default()
     };
-    for repository in &repositories {
-        let target = key_of(repository);
-        if !wanted.repositories.contains(&target) {
+    for object in objects {
+        let target = labelled(object);
+        if !wanted.contains(&key_of(object)) {
             continue;
         }
-        let name = repository.name_any();
-        if retried("requesting a scan", || {
-            repositories_api.patch(&name, &params, &patch)
+        let name = object.name_any();
+        if retried(&format!("requesting a reconcile of {target}"), || {
+            api.patch(&name, &params, &patch)
         })
         .await
         .is_some()
         {
-            tracing::info!(receiver = key, repository = %target, "webhook: scan requested");
-        }
-    }
-    for automation in &automations {
-        let target = key_of(automation);
-        if !wanted.automations.contains(&target) {
-            continue;
-        }
-        let name = automation.name_any();
-        if retried("requesting a run", || {
-            automations_api.patch(&name, &params, &patch)
-        })
-        .await
-        .is_some()
-        {
-            tracing::info!(receiver = key, automation = %target, "webhook: run requested");
+            tracing::info!(receiver, object = %target, "webhook: reconcile requested");
         }
     }
 }

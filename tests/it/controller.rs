@@ -104,16 +104,10 @@ impl Drop for Running {
     }
 }
 
-/// Polls `check` until it gives a value, or panics naming `what`.
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Polls `check` every 100 ms until it gives a value, or panics naming
+/// `what`.
+fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    crate::support::wait_for(what, timeout, Duration::from_millis(100), check)
 }
 
 fn install_crds(fake: &FakeKube) {

@@ -2,7 +2,7 @@
 
 use hoist::git::{Branch, Git, Push, Signature};
 
-use crate::support::git::{BareRepo, GitDaemon};
+use crate::support::git::BareRepo;
 
 const DEPLOY: &str = "image: ghcr.io/acme/app:1.0.0 # {\"$imagepolicy\": \"ns:app\"}\n";
 
@@ -126,15 +126,9 @@ fn a_push_race_overwrites_nothing_and_a_retry_lands_both() {
 #[test]
 fn git_daemon_and_clear_errors() {
     let remote = BareRepo::new(&[("apps/deploy.yaml", DEPLOY)]);
-    let base = remote
-        .path
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let daemon = GitDaemon::start(&base);
+    let (_daemon, url) = remote.serve();
     let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let git = Git::default();
-    let url = format!("git://127.0.0.1:{}/fleet.git", daemon.port);
     let checkout = git
         .checkout(cache.path(), &branch(url.clone()))
         .unwrap_or_else(|e| panic!("{e}"));

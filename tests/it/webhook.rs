@@ -631,16 +631,10 @@ impl Drop for Serving {
     }
 }
 
-/// Polls `check` every 20 ms until it gives a value, or panics naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `check` every 20 ms until it gives a value, or panics naming
+/// `what`.
+fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    crate::support::wait_for(what, timeout, Duration::from_millis(20), check)
 }
 
 /// A deployment manifest with a setter marker for `default:app`.
@@ -699,6 +693,17 @@ stringData: {{token: {TOKEN}}}
     )
 }
 
+/// A registry with `team/app:1.0.0`, and a fleet repository whose
+/// `app.yaml` runs it, served by a git daemon at the returned URL; None
+/// when docker-registry is not installed (outside CI).
+fn fleet() -> Option<(DockerRegistry, BareRepo, GitDaemon, String)> {
+    let registry = DockerRegistry::start(Auth::None)?;
+    registry.push_image("team/app", &["1.0.0"]);
+    let remote = BareRepo::new(&[("app.yaml", &manifest(&registry.addr, "1.0.0"))]);
+    let (daemon, url) = remote.serve();
+    Some((registry, remote, daemon, url))
+}
+
 /// A distribution notification of a push of `tag` to `registry`.
 pub fn pushed(registry: &str, tag: &str) -> String {
     json!({"events": [{"id": tag, "action": "push",
@@ -719,19 +724,10 @@ pub fn distribution_headers() -> Vec<(&'static str, String)> {
 
 #[test]
 fn run_commits_a_pushed_tag_when_the_webhook_comes_not_at_the_interval() {
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
+    let Some((registry, remote, _daemon, url)) = fleet() else {
         return;
     };
-    registry.push_image("team/app", &["1.0.0"]);
     let addr = registry.addr.clone();
-    let remote = BareRepo::new(&[("app.yaml", &manifest(&addr, "1.0.0"))]);
-    let base = remote
-        .path
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let daemon = GitDaemon::start(&base);
-    let url = format!("git://127.0.0.1:{}/fleet.git", daemon.port);
     let hoist = Serving::start(&webhook_objects(&addr, &url));
     wait_for("the first pass", Duration::from_secs(30), || {
         (hoist.passes().len() == 1).then_some(())
@@ -920,19 +916,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[test]
 #[ignore = "a benchmark: benches/webhook/run.sh"]
 fn webhook_to_commit_latency() {
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
+    let Some((registry, remote, _daemon, url)) = fleet() else {
         return;
     };
-    registry.push_image("team/app", &["1.0.0"]);
     let addr = registry.addr.clone();
-    let remote = BareRepo::new(&[("app.yaml", &manifest(&addr, "1.0.0"))]);
-    let base = remote
-        .path
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let daemon = GitDaemon::start(&base);
-    let url = format!("git://127.0.0.1:{}/fleet.git", daemon.port);
     let objects = webhook_objects(&addr, &url);
     let hoist = Serving::start(&objects);
     wait_for("the first pass", Duration::from_secs(30), || {

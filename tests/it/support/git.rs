@@ -70,6 +70,14 @@ impl BareRepo {
         format!("file://{}", self.path.display())
     }
 
+    /// Serves this repository with `git daemon`; its `git://` URL.
+    pub fn serve(&self) -> (GitDaemon, String) {
+        let base = self.path.parent().unwrap_or(&self.path);
+        let daemon = GitDaemon::start(base);
+        let url = format!("git://127.0.0.1:{}/fleet.git", daemon.port);
+        (daemon, url)
+    }
+
     /// The commit a branch points at.
     pub fn head(&self, branch: &str) -> String {
         git(&self.path, &["rev-parse", &format!("refs/heads/{branch}")])

@@ -91,3 +91,21 @@ pub fn required() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 pub mod kube;
+
+/// Polls `check` every `every` until it gives a value, or panics naming
+/// `what` after `timeout`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(every);
+    }
+}
