@@ -358,23 +358,24 @@ fn requested_reconciles_scan_at_once_within_the_namespace_and_shard() {
     }
 }
 
-/// A Receiver served by the controller: its status names its path; a
-/// verified event sets `requestedAt` on the repository it names, and the
-/// new tag reaches git without waiting for the hour.
-#[test]
-fn a_webhook_to_any_replica_asks_for_a_scan_and_the_tag_is_pushed() {
+/// A Receiver `registry` (distribution) with its Secret, a Receiver whose
+/// Secret is missing, the objects of one image and one automation (hourly),
+/// and a controller serving webhooks.
+struct WebhookSetup {
+    controller: Running,
+    /// `127.0.0.1:PORT` of the webhook server.
+    webhook: String,
+    token: &'static str,
+    /// The path the Receiver `registry` should be served at.
+    path: String,
+}
+
+fn webhook_setup(fake: &FakeKube, registry: &str, url: &str) -> WebhookSetup {
     use base64::Engine;
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
-        return;
-    };
-    registry.push_image("team/app", &["1.0.0"]);
-    let addr = registry.addr.clone();
-    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, "1.0.0"))]);
-    let fake = FakeKube::start();
-    install_crds(&fake);
-    fake.apply(repository(&addr, "1h"));
+    install_crds(fake);
+    fake.apply(repository(registry, "1h"));
     fake.apply(policy("^1"));
-    let mut fleet = automation(&remote.url(), false);
+    let mut fleet = automation(url, false);
     fleet["spec"]["interval"] = json!("1h");
     fleet["spec"].as_object_mut().map(|s| s.remove("sync"));
     fake.apply(fleet);
@@ -392,9 +393,7 @@ fn a_webhook_to_any_replica_asks_for_a_scan_and_the_tag_is_pushed() {
         .and_then(|l| l.local_addr())
         .map(|a| a.to_string())
         .unwrap_or_else(|e| panic!("{e}"));
-    let controller = Running::start(&fake, &["--webhook-addr", &webhook]);
-    let long = Duration::from_secs(60);
-
+    let controller = Running::start(fake, &["--webhook-addr", &webhook]);
     let path = {
         use sha2::Digest;
         format!(
@@ -402,6 +401,100 @@ fn a_webhook_to_any_replica_asks_for_a_scan_and_the_tag_is_pushed() {
             sha2::Sha256::digest(format!("apps/registry{token}").as_bytes())
         )
     };
+    WebhookSetup {
+        controller,
+        webhook,
+        token,
+        path,
+    }
+}
+
+/// benches/webhook/run.sh, the controller's path: webhook request →
+/// requestedAt → scan → policy → automation → pushed commit, median of 20,
+/// against the fake API server, a local docker-registry and git daemon.
+#[test]
+#[ignore = "a benchmark: benches/webhook/run.sh"]
+fn controller_webhook_to_commit_latency() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let (_daemon, url) = remote.serve();
+    let fake = FakeKube::start();
+    let setup = webhook_setup(&fake, &addr, &url);
+    let long = Duration::from_secs(60);
+    wait_for("the first automation run", long, || {
+        let a = fake.get(GROUP, "ImageUpdateAutomation", "apps", "fleet")?;
+        (condition(&a, "Ready")?.0 == "True").then_some(())
+    });
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let tip = || {
+        std::fs::read_to_string(remote.path.join("refs/heads/main"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| remote.head("main"))
+    };
+    let mut latencies = Vec::new();
+    for minor in 1..=20 {
+        let tag = format!("1.{minor}.0");
+        registry.push_image("team/app", &[&tag]);
+        // Pushes a second apart: a Receiver's deliveries are spaced by 1 s.
+        std::thread::sleep(Duration::from_secs(1));
+        let event = json!({"events": [{"action": "push",
+            "target": {"repository": "team/app", "tag": tag}, "request": {"host": addr}}]})
+        .to_string();
+        let before = tip();
+        let started = Instant::now();
+        let status = agent
+            .post(format!("http://{}{}", setup.webhook, setup.path))
+            .header("Authorization", format!("Bearer {}", setup.token))
+            .send(&event)
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status, 202);
+        while tip() == before {
+            assert!(started.elapsed() < long, "no commit for {tag}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(
+            remote
+                .show("main", "clusters/app.yaml")
+                .contains(&format!(":{tag}"))
+        );
+    }
+    latencies.sort_by(f64::total_cmp);
+    let median = (latencies[9] + latencies[10]) / 2.0;
+    println!(
+        "controller: webhook request -> pushed commit, 20 runs: median {median:.0} ms (min {:.0}, max {:.0})",
+        latencies[0], latencies[19]
+    );
+    drop(setup.controller);
+}
+
+/// A Receiver served by the controller: its status names its path; a
+/// verified event sets `requestedAt` on the repository it names, and the
+/// new tag reaches git without waiting for the hour.
+#[test]
+fn a_webhook_to_any_replica_asks_for_a_scan_and_the_tag_is_pushed() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, "1.0.0"))]);
+    let fake = FakeKube::start();
+    let WebhookSetup {
+        controller,
+        webhook,
+        token,
+        path,
+    } = webhook_setup(&fake, &addr, &remote.url());
+    let long = Duration::from_secs(60);
     let served = wait_for("the Receiver's path", long, || {
         let r = fake.get(GROUP, "Receiver", "apps", "registry")?;
         (condition(&r, "Ready")?.0 == "True").then_some(r)
