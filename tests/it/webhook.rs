@@ -528,7 +528,7 @@ fn a_burst_of_fifty_events_is_one_delivery() {
         .unwrap_or_else(|| panic!("nothing delivered"));
     assert_eq!(delivery.event.images, ["docker.io/acme/web"]);
     assert!(
-        served.next(Duration::from_secs(1)).is_none(),
+        served.next(Duration::from_secs(2)).is_none(),
         "a second delivery"
     );
     assert_eq!(served.count("accepted"), 50);
@@ -785,8 +785,12 @@ fn run_commits_a_pushed_tag_when_the_webhook_comes_not_at_the_interval() {
             .contains(":1.2.0")
             .then_some(())
     });
-    // Long enough for a second pass, were one coming.
-    std::thread::sleep(Duration::from_secs(1));
+    wait_for("the third pass's report", Duration::from_secs(30), || {
+        (hoist.passes().len() >= 3).then_some(())
+    });
+    // Long enough for a second delivery (1 s after the first) and its
+    // scan, were one coming.
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(hoist.registry_requests() - before, one_scan);
     assert_eq!(hoist.passes().len(), 3, "{:?}", hoist.passes());
 
@@ -818,6 +822,10 @@ fn run_commits_a_pushed_tag_when_the_webhook_comes_not_at_the_interval() {
             .show("main", "app.yaml")
             .contains(":1.2.0")
             .then_some(())
+    });
+    // The pass prints its report after the push.
+    wait_for("the fourth pass's report", Duration::from_secs(30), || {
+        (hoist.passes().len() >= 4).then_some(())
     });
     // A git push scans nothing.
     assert_eq!(hoist.registry_requests(), requests);
