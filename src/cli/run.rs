@@ -133,7 +133,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             }
         }
     };
-    let mut deliveries = match args.webhook_addr {
+    let mut webhooks = match args.webhook_addr {
         Some(addr) => Some(serve(&session, addr, endpoints, &metrics)?),
         None => None,
     };
@@ -167,8 +167,8 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
                     _ = term.recv() => Wake::Stop,
                     _ = int.recv() => Wake::Stop,
                     Some(delivery) = async {
-                        match deliveries.as_mut() {
-                            Some(d) => d.recv().await,
+                        match webhooks.as_mut() {
+                            Some(w) => w.deliveries.recv().await,
                             None => std::future::pending().await,
                         }
                     } => Wake::Webhook(delivery),
@@ -177,14 +177,23 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             match woke {
                 Wake::Stop => {
                     tracing::info!("stopping");
+                    // Events answered 202 get their pass before the exit.
+                    let last = match webhooks.as_mut() {
+                        Some(w) => last_deliveries(&session, w),
+                        None => Vec::new(),
+                    };
+                    if let Some(work) = webhook_work(&session.objects, &last) {
+                        tracing::info!("a last pass for webhooks accepted before the stop");
+                        return pass(&session, &git, &options, args.output, &work);
+                    }
                     return Ok(());
                 }
                 Wake::Interval => break Work::default(),
                 Wake::Webhook(first) => {
                     // Whatever else arrived while the last pass ran joins it.
                     let mut batch = vec![first];
-                    if let Some(d) = deliveries.as_mut() {
-                        while let Ok(more) = d.try_recv() {
+                    if let Some(w) = webhooks.as_mut() {
+                        while let Ok(more) = w.deliveries.try_recv() {
                             batch.push(more);
                         }
                     }
@@ -268,12 +277,20 @@ fn bind(
 
 /// Starts the webhook server and its coalescing; merged deliveries come
 /// out of the returned channel.
+/// The webhook server's output, and how to stop it.
+struct Webhooks {
+    /// Merged deliveries; closed once the server has stopped and handed
+    /// on everything it accepted.
+    deliveries: tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
 fn serve(
     session: &ScanSession,
     addr: std::net::SocketAddr,
     endpoints: Vec<Endpoint>,
     metrics: &Arc<Metrics>,
-) -> Result<tokio::sync::mpsc::UnboundedReceiver<Delivery>, CliError> {
+) -> Result<Webhooks, CliError> {
     let listener = bind(session, addr, "--webhook-addr")?;
     let bound = listener.local_addr().unwrap_or(addr);
     let served = Endpoints::default();
@@ -284,22 +301,41 @@ fn serve(
     }
     eprintln!("webhook: listening on {bound}");
     let (sender, received) = tokio::sync::mpsc::channel(1024);
-    let (merged, out) = tokio::sync::mpsc::unbounded_channel();
+    let (merged, deliveries) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     session.runtime.spawn(webhook::serve(
         listener,
         served,
         Arc::clone(metrics),
         sender,
-        // Serves until the process ends.
-        std::future::pending(),
+        until(stopped.clone()),
     ));
     session.runtime.spawn(webhook::coalesce(
         received,
         merged,
         webhook::Coalescing::default(),
-        std::future::pending(),
+        until(stopped),
     ));
-    Ok(out)
+    Ok(Webhooks { deliveries, stop })
+}
+
+/// Stops the webhook server and returns what it accepted and had not yet
+/// handed on.
+fn last_deliveries(session: &ScanSession, webhooks: &mut Webhooks) -> Vec<Delivery> {
+    let _ = webhooks.stop.send(true);
+    session.runtime.block_on(async {
+        let mut batch = Vec::new();
+        // The coalescer flushes at once and closes the channel.
+        while let Ok(Some(delivery)) =
+            tokio::time::timeout(Duration::from_secs(5), webhooks.deliveries.recv()).await
+        {
+            batch.push(delivery);
+        }
+        batch
+    })
 }
 
 /// What a batch of webhook deliveries asks of the next pass: re-scan the

@@ -614,20 +614,31 @@ impl Serving {
     }
 }
 
-impl Drop for Serving {
-    fn drop(&mut self) {
+impl Serving {
+    /// SIGTERM, then the exit code once it has exited (None if it had to
+    /// be killed after 30 s).
+    pub fn stop(&mut self) -> Option<i32> {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
     }
 }
 
@@ -837,6 +848,20 @@ fn run_commits_a_pushed_tag_when_the_webhook_comes_not_at_the_interval() {
             .collect::<Vec<_>>(),
         ["hoist-bot", "Someone Else", "hoist-bot", "hoist-bot"]
     );
+
+    // A webhook answered just before SIGTERM still gets its pass.
+    registry.push_image("team/app", &["1.3.0"]);
+    assert_eq!(
+        post(
+            &registry_hook,
+            &distribution_headers(),
+            pushed(&addr, "1.3.0").as_bytes()
+        ),
+        202
+    );
+    let mut hoist = hoist;
+    assert_eq!(hoist.stop(), Some(0));
+    assert!(remote.show("main", "app.yaml").contains(":1.3.0"));
 }
 
 #[test]
