@@ -31,11 +31,11 @@ const RESYNC: Duration = Duration::from_secs(60);
 
 /// What the Receiver reconciler and the event dispatcher share.
 pub struct ReceiverContext {
-    pub client: Client,
-    pub endpoints: Endpoints,
+    client: Client,
+    endpoints: Endpoints,
     /// The Receivers the reconciler's watch has seen: one deleted stops
     /// being served.
-    pub receivers: kube::runtime::reflector::Store<Receiver>,
+    receivers: kube::runtime::reflector::Store<Receiver>,
     /// Receivers (`ns/name`) reconciled at least once, served or not:
     /// readiness waits for all of them.
     reconciled: Mutex<HashSet<String>>,

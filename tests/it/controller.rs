@@ -110,6 +110,21 @@ fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) 
     crate::support::wait_for(what, timeout, Duration::from_millis(100), check)
 }
 
+/// Waits, at most a minute, for `tag` in the remote's `clusters/app.yaml`
+/// on main.
+fn wait_for_push(remote: &BareRepo, tag: &str) {
+    wait_for(
+        &format!("the push of {tag}"),
+        Duration::from_secs(60),
+        || {
+            remote
+                .show("main", "clusters/app.yaml")
+                .contains(&format!(":{tag}"))
+                .then_some(())
+        },
+    );
+}
+
 fn install_crds(fake: &FakeKube) {
     for crd in [
         hoist::api::ImageRepository::crd(),
@@ -212,12 +227,7 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
         selected["status"]["latestRef"]["name"],
         format!("{addr}/team/app")
     );
-    wait_for("the push of 1.1.0", long, || {
-        remote
-            .show("main", "clusters/app.yaml")
-            .contains(":1.1.0")
-            .then_some(())
-    });
+    wait_for_push(&remote, "1.1.0");
     let updated = wait_for("the automation's status", long, || {
         let a = fake.get(GROUP, "ImageUpdateAutomation", "apps", "fleet")?;
         a["status"]["lastPushCommit"]
@@ -251,12 +261,7 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
 
     // A new tag in the registry: scanned on the interval, selected, pushed.
     registry.push_image("team/app", &["1.2.0"]);
-    wait_for("the push of 1.2.0", long, || {
-        remote
-            .show("main", "clusters/app.yaml")
-            .contains(":1.2.0")
-            .then_some(())
-    });
+    wait_for_push(&remote, "1.2.0");
     let moved = fake
         .get(GROUP, "ImagePolicy", "apps", "app")
         .unwrap_or_default();
@@ -530,12 +535,7 @@ fn a_webhook_to_any_replica_asks_for_a_scan_and_the_tag_is_pushed() {
     assert_eq!(post("Bearer wrong", &event), 401);
     registry.push_image("team/app", &["1.1.0"]);
     assert_eq!(post(&format!("Bearer {token}"), &event), 202);
-    wait_for("the push of 1.1.0", long, || {
-        remote
-            .show("main", "clusters/app.yaml")
-            .contains(":1.1.0")
-            .then_some(())
-    });
+    wait_for_push(&remote, "1.1.0");
     let requested = fake
         .get(GROUP, "ImageRepository", "apps", "app")
         .unwrap_or_default();
