@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+pub mod redact;
 pub mod registry;
 pub mod rewrite;
 pub mod schedule;

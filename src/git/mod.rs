@@ -126,20 +126,7 @@ const ASKPASS: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) printf '%s\\n' \"
 
 /// `https://user:secret@host/x` → `https://host/x`, for messages.
 pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        let end = tail.find(['/', ' ', '\n', '\'', '"']).unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(userinfo) => out.push_str(&tail[userinfo + 1..end]),
-            None => out.push_str(&tail[..end]),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
+    crate::redact::strip_userinfo(text)
 }
 
 impl Git {
