@@ -19,6 +19,7 @@ pub mod redact;
 pub mod registry;
 pub mod rewrite;
 pub mod schedule;
+pub mod serve;
 pub mod store;
 pub mod sync;
 pub mod webhook;

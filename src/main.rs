@@ -9,6 +9,9 @@ use hoist::cli::{self, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Before any listener or client exists: the connection caps are sized
+    // from the limit in force.
+    hoist::serve::raise_open_files_limit();
     let cli = Cli::parse();
     if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
         eprintln!("error: {e:#}");

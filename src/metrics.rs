@@ -10,7 +10,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -29,6 +28,16 @@ pub struct WebhookLabels {
     /// `accepted`, or why not: `unknown_path`, `unsigned`,
     /// `bad_signature`, `ignored_event`, `bad_payload`, `too_large`,
     /// `method`, `overloaded`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `webhook` or `metrics`.
+    pub listener: String,
+    /// `refused` (every slot busy), `evicted` (an idle connection closed
+    /// to make room), `quiet` (closed having sent nothing in time),
+    /// `lifetime`, `accept_error` (out of file descriptors, say).
     pub result: String,
 }
 
@@ -56,6 +65,7 @@ pub struct Metrics {
     pub commits_pushed: Counter,
     pub pull_requests_opened: Counter,
     pub webhook_requests: Family<WebhookLabels, Counter>,
+    pub connections: Family<ConnectionLabels, Counter>,
     /// Whether the controller is up and its caches are filled.
     pub ready: AtomicBool,
 }
@@ -70,6 +80,7 @@ impl Default for Metrics {
         let commits_pushed = Counter::default();
         let pull_requests_opened = Counter::default();
         let webhook_requests = Family::<WebhookLabels, Counter>::default();
+        let connections = Family::<ConnectionLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
@@ -105,6 +116,11 @@ impl Default for Metrics {
             "Webhook requests by result: accepted, or why they were refused",
             webhook_requests.clone(),
         );
+        registry.register(
+            "connections",
+            "Connections the HTTP listeners closed early, by listener and why",
+            connections.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -114,6 +130,7 @@ impl Default for Metrics {
             commits_pushed,
             pull_requests_opened,
             webhook_requests,
+            connections,
             ready: AtomicBool::new(false),
         }
     }
@@ -144,6 +161,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a connection `listener` closed early, and why.
+    pub fn connection(&self, listener: &str, result: &str) {
+        self.connections
+            .get_or_create(&ConnectionLabels {
+                listener: listener.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
     /// Counts one registry request to `host` that ended in `status`.
     pub fn registry_request(&self, host: &str, status: u16) {
         self.registry_requests
@@ -165,66 +192,48 @@ impl Metrics {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the
-/// process ends. One small request per connection: probes and scrapes.
+/// process ends, on the serving stack the webhook server uses (the same
+/// connection limits and deadlines): probes and scrapes.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            // Out of file descriptors, say: do not spin.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        };
+    let options = crate::serve::Options {
+        name: "metrics",
+        keep_alive: true,
+        lifetime: std::time::Duration::from_secs(60),
+    };
+    let handler = {
         let metrics = Arc::clone(&metrics);
-        // Each connection gets 10 s in all, however slowly it sends.
-        tokio::spawn(tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            async move {
-                let mut request = Vec::with_capacity(1024);
-                let mut buffer = [0u8; 1024];
-                // Read the request head, at most 8 KiB of it.
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-                    match tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        stream.read(&mut buffer),
-                    )
-                    .await
-                    {
-                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                        Ok(Ok(n)) => request.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&request);
-                let mut parts = head.split_whitespace();
-                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                let path = path.split('?').next().unwrap_or(path);
-                let (status, content_type, body) = match (method, path) {
-                    ("GET", "/metrics") => (
-                        "200 OK",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        metrics.encode(),
-                    ),
-                    ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
-                    ("GET", "/readyz") if metrics.ready.load(Ordering::Relaxed) => {
-                        ("200 OK", "text/plain", "ok\n".to_string())
-                    }
-                    ("GET", "/readyz") => (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        "starting\n".to_string(),
-                    ),
-                    ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-                    _ => (
-                        "405 Method Not Allowed",
-                        "text/plain",
-                        "GET only\n".to_string(),
-                    ),
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            },
-        ));
+        move |request: hyper::Request<hyper::body::Incoming>| {
+            let metrics = Arc::clone(&metrics);
+            async move { answer(&request, &metrics) }
+        }
+    };
+    crate::serve::serve(listener, options, metrics, handler, std::future::pending()).await;
+}
+
+fn answer<B>(
+    request: &hyper::Request<B>,
+    metrics: &Metrics,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&hyper::Method::GET, "/metrics") => (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        (&hyper::Method::GET, "/healthz") => (200, "text/plain", "ok\n".to_string()),
+        (&hyper::Method::GET, "/readyz") if metrics.ready.load(Ordering::Relaxed) => {
+            (200, "text/plain", "ok\n".to_string())
+        }
+        (&hyper::Method::GET, "/readyz") => (503, "text/plain", "starting\n".to_string()),
+        (&hyper::Method::GET, _) => (404, "text/plain", "not found\n".to_string()),
+        _ => (405, "text/plain", "GET only\n".to_string()),
+    };
+    let mut response = hyper::Response::new(http_body_util::Full::new(body.into()));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
     }
+    response
 }

@@ -7,7 +7,6 @@
 //! was refused goes to the log and `hoist_webhook_requests_total`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,13 +22,7 @@ use crate::metrics::Metrics;
 
 /// The largest body read; larger ones are refused with 413.
 pub const MAX_BODY: usize = 1 << 20;
-/// Connections served at once; more are closed as soon as they are
-/// accepted, so that slow clients cannot keep the listener from accepting.
-/// (Well under the usual soft limit of 1,024 open files, which hoist's own
-/// registry, git and API connections share.)
-const MAX_CONNECTIONS: usize = 512;
-/// The time a client has to send its request head, and then its body.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The time a client has to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A Receiver ready to verify requests: its object and its token.
@@ -146,8 +139,9 @@ impl Default for Coalescing {
 }
 
 /// Serves webhooks on `listener` until `stop` completes, sending verified
-/// events to `deliveries`. One request per connection (webhook senders
-/// open one for each), each within [`HEAD_TIMEOUT`] and [`BODY_TIMEOUT`].
+/// events to `deliveries`, on the stack in [`crate::serve`] (its connection
+/// limits and deadlines). One request per connection (webhook senders open
+/// one for each); its body within [`BODY_TIMEOUT`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     endpoints: Endpoints,
@@ -155,43 +149,20 @@ pub async fn serve(
     deliveries: mpsc::Sender<Delivery>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(stop);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut stop => return,
-        };
-        let Ok((stream, _)) = accepted else {
-            // Out of file descriptors, say: do not spin.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            metrics.webhook("overloaded");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (endpoints, metrics, deliveries) =
-            (endpoints.clone(), Arc::clone(&metrics), deliveries.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let (endpoints, metrics, deliveries) =
-                    (endpoints.clone(), Arc::clone(&metrics), deliveries.clone());
-                async move {
-                    Ok::<_, Infallible>(handle(request, &endpoints, &metrics, &deliveries).await)
-                }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .keep_alive(false)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(HEAD_TIMEOUT + BODY_TIMEOUT, connection).await;
-            drop(permit);
-        });
-    }
+    let options = crate::serve::Options {
+        name: "webhook",
+        keep_alive: false,
+        lifetime: crate::serve::HEAD + BODY_TIMEOUT,
+    };
+    let handler = {
+        let metrics = Arc::clone(&metrics);
+        move |request| {
+            let (endpoints, metrics, deliveries) =
+                (endpoints.clone(), Arc::clone(&metrics), deliveries.clone());
+            async move { handle(request, &endpoints, &metrics, &deliveries).await }
+        }
+    };
+    crate::serve::serve(listener, options, metrics, handler, stop).await;
 }
 
 /// Answers one request; the body says nothing beyond the status.

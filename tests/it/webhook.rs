@@ -542,6 +542,12 @@ fn free_addr() -> String {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The binary `Serving` starts: this build's, or `HOIST_BIN` (a baseline
+/// for the flood bench to compare with).
+fn hoist_binary() -> std::ffi::OsString {
+    std::env::var_os("HOIST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hoist").into())
+}
+
 /// A long-running `hoist run` with its webhook and metrics servers; stopped
 /// with SIGTERM when dropped.
 pub struct Serving {
@@ -554,11 +560,20 @@ pub struct Serving {
 
 impl Serving {
     pub fn start(objects: &str) -> Serving {
+        Serving::start_with_limit(objects, ":")
+    }
+
+    /// Started by `sh` after `ulimit`, a shell command that sets the
+    /// open-file limit.
+    pub fn start_with_limit(objects: &str, ulimit: &str) -> Serving {
         let dir = crate::support::files(&[("objects.yaml", objects)]);
         let (webhook, metrics) = (free_addr(), free_addr());
         let stdout = dir.path().join("stdout");
         let file = std::fs::File::create(&stdout).unwrap_or_else(|e| panic!("{e}"));
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{ulimit} && exec \"$0\" \"$@\""))
+            .arg(hoist_binary())
             .args(["run", "-f", "objects.yaml", "--state-dir", "state"])
             .args(["--webhook-addr", &webhook, "--metrics-addr", &metrics])
             .current_dir(dir.path())
@@ -1128,4 +1143,263 @@ fn a_real_registry_notification_names_the_pushed_image() {
         )
         .is_err()
     );
+}
+
+/// Idle connections held against `target` from `sources` in turn, each
+/// opened again soon after the server closes it, until dropped.
+struct Flood {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(target: &str, sources: &[std::net::Ipv4Addr], count: usize) -> Flood {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let target: std::net::SocketAddr = target.parse().unwrap_or_else(|e| panic!("{e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let sources = sources.to_vec();
+        let thread = std::thread::spawn({
+            let (stop, opened) = (Arc::clone(&stop), Arc::clone(&opened));
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| panic!("{e}"));
+                runtime.block_on(async move {
+                    let mut tasks = Vec::new();
+                    for i in 0..count {
+                        let source = sources[i % sources.len()];
+                        let (stop, opened) = (Arc::clone(&stop), Arc::clone(&opened));
+                        tasks.push(tokio::spawn(async move {
+                            let mut first = true;
+                            while !stop.load(Ordering::Relaxed) {
+                                if let Ok(mut stream) = connect_from(source, target).await {
+                                    if first {
+                                        opened.fetch_add(1, Ordering::Relaxed);
+                                        first = false;
+                                    }
+                                    // Held, sending nothing, until the server closes it.
+                                    let mut byte = [0u8; 1];
+                                    let _ = tokio::time::timeout(
+                                        Duration::from_millis(500),
+                                        tokio::io::AsyncReadExt::read(&mut stream, &mut byte),
+                                    )
+                                    .await;
+                                    // Still open: keep holding it.
+                                    while !stop.load(Ordering::Relaxed)
+                                        && matches!(stream.try_read(&mut byte), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                                    {
+                                        tokio::time::sleep(Duration::from_millis(100)).await;
+                                    }
+                                }
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }));
+                    }
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                });
+            }
+        });
+        let flood = Flood {
+            stop,
+            opened,
+            thread: Some(thread),
+        };
+        wait_for("the flood's connections", Duration::from_secs(60), || {
+            (flood.opened.load(std::sync::atomic::Ordering::Relaxed) >= count).then_some(())
+        });
+        // Long enough for the server to have read each and found nothing.
+        std::thread::sleep(Duration::from_millis(300));
+        flood
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A connection to `target` from the loopback address `source`.
+async fn connect_from(
+    source: std::net::Ipv4Addr,
+    target: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((source, 0)))?;
+    socket.connect(target).await
+}
+
+/// `request` sent from `source` to `target`; the answer's status, or 0 when
+/// none came (refused, reset, or nothing within 10 s).
+fn status_from(source: std::net::Ipv4Addr, target: &str, request: &str) -> u16 {
+    let target: std::net::SocketAddr = target.parse().unwrap_or_else(|e| panic!("{e}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let exchange = async {
+            let mut stream = connect_from(source, target).await?;
+            stream.write_all(request.as_bytes()).await?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await?;
+            Ok::<_, std::io::Error>(answer)
+        };
+        match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+            Ok(Ok(answer)) => String::from_utf8_lossy(&answer)
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        }
+    })
+}
+
+fn loopback(last: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 0, last)
+}
+
+/// A signed distribution notification to `hoist`'s registry Receiver, as
+/// raw HTTP.
+fn signed_request(hoist: &Serving, registry: &str) -> String {
+    let body = pushed(registry, "9.9.9");
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        hook_path("default", "registry", TOKEN),
+        hoist.webhook,
+        body.len()
+    );
+    for (name, value) in distribution_headers() {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    request
+}
+
+/// Sends 20 signed requests from each of `sources`; how many got 202.
+fn accepted_of(hoist: &Serving, registry: &str, sources: &[std::net::Ipv4Addr]) -> (usize, usize) {
+    let request = signed_request(hoist, registry);
+    let mut accepted = 0;
+    let mut sent = 0;
+    for round in 0..20 {
+        for source in sources {
+            sent += 1;
+            if status_from(*source, &hoist.webhook, &request) == 202 {
+                accepted += 1;
+            }
+        }
+        if round % 5 == 4 {
+            // Spread over the flood's own churn.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    (accepted, sent)
+}
+
+const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: hoist\r\nConnection: close\r\n\r\n";
+
+/// Raises this process's soft open-file limit to its hard one; panics
+/// when even that leaves too few for `needed` connections, since a flood
+/// test that silently shrank would prove nothing.
+fn open_files_for(needed: u64) {
+    let limit = hoist::serve::raise_open_files_limit().unwrap_or(u64::MAX);
+    assert!(
+        limit >= needed,
+        "this test needs {needed} open files and the hard limit allows {limit}"
+    );
+}
+
+#[test]
+fn signed_webhooks_are_accepted_past_600_idle_connections_from_one_peer() {
+    open_files_for(2_000);
+    // No registry or git needed: the Receiver answers before any scan.
+    let registry = "127.0.0.1:9";
+    let hoist = Serving::start(&webhook_objects(registry, "http://127.0.0.1:9/fleet.git"));
+    let _flood = Flood::start(&hoist.webhook, &[loopback(1)], 600);
+    let (accepted, sent) = accepted_of(&hoist, registry, &[loopback(1), loopback(2)]);
+    assert!(
+        accepted * 100 >= sent * 95,
+        "{accepted} of {sent} signed webhooks accepted"
+    );
+    assert_eq!(status_from(loopback(3), &hoist.metrics, HEALTHZ), 200);
+}
+
+#[test]
+fn signed_webhooks_are_accepted_past_2000_idle_connections_from_many_peers() {
+    open_files_for(5_000);
+    let registry = "127.0.0.1:9";
+    let hoist = Serving::start(&webhook_objects(registry, "http://127.0.0.1:9/fleet.git"));
+    let sources: Vec<_> = (10..=209).map(loopback).collect();
+    let _flood = Flood::start(&hoist.webhook, &sources, 2_000);
+    let (accepted, sent) = accepted_of(&hoist, registry, &[loopback(1), loopback(250)]);
+    assert!(
+        accepted * 100 >= sent * 95,
+        "{accepted} of {sent} signed webhooks accepted"
+    );
+    assert_eq!(status_from(loopback(3), &hoist.metrics, HEALTHZ), 200);
+}
+
+#[test]
+fn hoist_raises_its_soft_open_file_limit_to_the_hard_one() {
+    let registry = "127.0.0.1:9";
+    let hoist = Serving::start_with_limit(
+        &webhook_objects(registry, "http://127.0.0.1:9/fleet.git"),
+        "ulimit -Sn 256",
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", hoist.child.id()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("{limits}"));
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "{line}");
+}
+
+#[test]
+fn scans_and_git_keep_working_past_a_metrics_flood_at_1024_open_files() {
+    let Some((registry, remote, _daemon, url)) = fleet() else {
+        return;
+    };
+    open_files_for(4_000);
+    let addr = registry.addr.clone();
+    // Soft and hard: hoist cannot raise its way out of this one.
+    let hoist = Serving::start_with_limit(&webhook_objects(&addr, &url), "ulimit -n 1024");
+    wait_for("the first pass", Duration::from_secs(30), || {
+        (hoist.passes().len() == 1).then_some(())
+    });
+    let sources: Vec<_> = (10..=109).map(loopback).collect();
+    let _flood = Flood::start(&hoist.metrics, &sources, 1_500);
+    assert_eq!(status_from(loopback(3), &hoist.metrics, HEALTHZ), 200);
+    registry.push_image("team/app", &["1.1.0"]);
+    let hook = format!(
+        "http://{}{}",
+        hoist.webhook,
+        hook_path("default", "registry", TOKEN)
+    );
+    assert_eq!(
+        post(
+            &hook,
+            &distribution_headers(),
+            pushed(&addr, "1.1.0").as_bytes()
+        ),
+        202
+    );
+    wait_for("the 1.1.0 commit", Duration::from_secs(60), || {
+        remote
+            .show("main", "app.yaml")
+            .contains(":1.1.0")
+            .then_some(())
+    });
 }
