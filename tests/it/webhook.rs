@@ -1403,3 +1403,46 @@ fn scans_and_git_keep_working_past_a_metrics_flood_at_1024_open_files() {
             .then_some(())
     });
 }
+
+/// For benches/webhook/floods.sh: the share of signed webhooks accepted,
+/// and their p50/p99 latency, with no flood, 600 idle connections from one
+/// peer, and 2,000 from 200 peers; of the binary `HOIST_BIN` names, or this
+/// build's. One `flood …` line per case.
+#[test]
+#[ignore = "a bench: benches/webhook/floods.sh"]
+fn webhook_flood_bench() {
+    open_files_for(5_000);
+    let registry = "127.0.0.1:9";
+    let many: Vec<_> = (10..=209).map(loopback).collect();
+    let cases: [(&str, &[std::net::Ipv4Addr], usize); 3] = [
+        ("none", &[], 0),
+        ("600-one-peer", &[loopback(1)], 600),
+        ("2000-many-peers", &many, 2_000),
+    ];
+    for (name, sources, count) in cases {
+        let hoist = Serving::start(&webhook_objects(registry, "http://127.0.0.1:9/fleet.git"));
+        let _flood = (count > 0).then(|| Flood::start(&hoist.webhook, sources, count));
+        let request = signed_request(&hoist, registry);
+        let (mut accepted, mut latencies) = (0usize, Vec::new());
+        let sent = 100;
+        for i in 0..sent {
+            let source = if i % 2 == 0 {
+                loopback(1)
+            } else {
+                loopback(250)
+            };
+            let started = Instant::now();
+            if status_from(source, &hoist.webhook, &request) == 202 {
+                accepted += 1;
+            }
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        latencies.sort_by(f64::total_cmp);
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "flood {name} accepted {accepted}/{sent} p50_ms {:.2} p99_ms {:.2}",
+            at(0.5),
+            at(0.99)
+        );
+    }
+}
