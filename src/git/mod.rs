@@ -542,15 +542,29 @@ impl Git {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let message = stderr
+        let lines = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("Cloning into "))
             .map(|l| {
                 l.trim_start_matches("fatal: ")
                     .trim_start_matches("error: ")
             })
-            .collect::<Vec<_>>()
-            .join("; ");
+            .collect::<Vec<_>>();
+        // The reason comes last (ssh's banner about a changed host key
+        // alone fills the limit), so the last lines are the ones kept.
+        let mut kept = 0;
+        let mut size = 0;
+        for line in lines.iter().rev() {
+            size += line.len() + 2;
+            if kept > 0 && size > crate::redact::SERVER_TEXT_LIMIT {
+                break;
+            }
+            kept += 1;
+        }
+        let mut message = lines[lines.len() - kept..].join("; ");
+        if kept < lines.len() {
+            message = format!("…; {message}");
+        }
         Err(GitError::Command {
             command: args.first().copied().unwrap_or("").to_string(),
             message: self.server_text(if message.is_empty() {
