@@ -8,10 +8,18 @@
 //! transport (https, ssh, git://, file://), credential helper, ssh config,
 //! known_hosts file and proxy setting a user has works exactly as it does
 //! for them, with no second TLS or ssh stack inside hoist.
+//!
+//! Nothing a repository holds runs: every git hoist starts, and the git on
+//! the far side of a local transport, runs with hooks and fsmonitor off and
+//! never updates a remote's work tree (see [`SAFE_CONFIG`] and
+//! [`REMOTE_SIDE`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use crate::redact::Secrets;
 
 /// A branch of a remote repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +89,205 @@ pub struct Git {
     pub env: Vec<(OsString, OsString)>,
     /// Extra `-c key=value` settings.
     pub config: Vec<String>,
+    /// What the credentials hold, masked in whatever git or a remote says.
+    secrets: Secrets,
+    /// The key files these credentials wrote: removed once the last copy
+    /// of this `Git` is dropped.
+    files: Vec<Arc<KeyFiles>>,
+}
+
+/// A directory of key files for one use of a Secret, removed on drop, so
+/// that a private key outlives neither the run nor the pass that needed it.
+#[derive(Debug)]
+struct KeyFiles {
+    dir: PathBuf,
+}
+
+impl Drop for KeyFiles {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.dir.display(), "cannot remove git key files: {e}");
+        }
+    }
+}
+
+/// Settings every git hoist starts runs with. `-c` outranks repository
+/// configuration and reaches the git commands git starts for it (through
+/// `GIT_CONFIG_PARAMETERS`), except across a local transport, which drops
+/// it, as it drops `GIT_CONFIG_COUNT`; [`REMOTE_SIDE`] covers that side.
+///
+/// `/dev/null` as the hooks directory: no file can ever be created under
+/// it, so no hook can be found there, whoever writes where.
+const SAFE_CONFIG: &[&str] = &[
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    // `ext::` URLs run a command; git refuses them by default, and so
+    // does hoist whatever a user's configuration says.
+    "protocol.ext.allow=never",
+    "commit.gpgsign=false",
+    "advice.detachedHead=false",
+];
+
+/// The options of the upload-pack and receive-pack git runs in the
+/// remote repository of a local transport (a path or `file://`), which is
+/// the repository a URL names and whose configuration and hooks are not
+/// hoist's. Its work tree, if it has one, is never updated: that would
+/// run its filters.
+const REMOTE_SIDE: &str = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c receive.denyCurrentBranch=refuse -c receive.denyDeleteCurrent=refuse";
+
+/// Whether git reaches `url` through the local transport, by git's own
+/// rules: `file://`, or a path (no scheme, and no `:` before the first `/`,
+/// which would make it scp-style ssh).
+fn is_local(url: &str) -> bool {
+    if let Some(end) = url.find("://") {
+        let scheme = &url[..end];
+        if !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        {
+            return scheme.eq_ignore_ascii_case("file");
+        }
+    }
+    match (url.find(':'), url.find('/')) {
+        (None, _) => true,
+        (Some(colon), Some(slash)) => slash < colon,
+        (Some(_), None) => false,
+    }
+}
+
+/// The `--upload-pack`/`--receive-pack` option for `url`: none for a
+/// network transport, whose server runs what it runs.
+fn remote_side(url: &str, option: &str, program: &str) -> Option<String> {
+    is_local(url).then(|| format!("--{option}={REMOTE_SIDE} {program}"))
+}
+
+/// A remote URL as git may see it, and the userinfo it carried,
+/// percent-decoded, to be answered through askpass: argv and the cache's
+/// `.git/config` would show it to anyone.
+#[derive(Clone, PartialEq, Eq)]
+struct Remote {
+    url: String,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Remote {
+    /// Userinfo is split off HTTP(S) URLs only: an ssh URL's user is the
+    /// account to log in as, not a secret, and ssh never asks for a
+    /// password here.
+    fn parse(url: &str) -> Remote {
+        let plain = Remote {
+            url: url.to_string(),
+            username: None,
+            password: None,
+        };
+        let Ok(mut parsed) = url::Url::parse(url) else {
+            return plain;
+        };
+        if !matches!(parsed.scheme(), "http" | "https")
+            || (parsed.username().is_empty() && parsed.password().is_none())
+        {
+            return plain;
+        }
+        let username = percent_decode(parsed.username());
+        let password = parsed.password().map(percent_decode);
+        if parsed.set_username("").is_err() || parsed.set_password(None).is_err() {
+            return plain;
+        }
+        Remote {
+            url: parsed.to_string(),
+            username: Some(username),
+            password,
+        }
+    }
+}
+
+/// `%40` → `@`; a `%` not followed by two hex digits stays as it is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A directory only hoist's user may enter, made with that mode so that
+/// it is never open to others, even for a moment.
+fn private_dir(dir: &Path) -> Result<(), GitError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| GitError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    // One made before hoist cared, or by a umask, is closed now.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+/// Writes the askpass script into `dir`, unless it is there already.
+/// Written aside and renamed, so that a git running it never sees it half
+/// written (or fails with "text file busy").
+fn write_askpass(dir: &Path) -> Result<PathBuf, GitError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = dir.join("askpass");
+    if std::fs::read(&path).is_ok_and(|text| text == ASKPASS.as_bytes()) {
+        return Ok(path);
+    }
+    let aside = dir.join(format!(
+        ".askpass.{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GitError::Io { path, source }
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(&aside)
+        .map_err(io(&aside))?;
+    file.write_all(ASKPASS.as_bytes()).map_err(io(&aside))?;
+    drop(file);
+    std::fs::rename(&aside, &path).map_err(io(&path))?;
+    Ok(path)
 }
 
 /// Credentials from a Secret, under Flux's keys.
@@ -131,27 +338,42 @@ pub fn redact(text: &str) -> String {
 
 impl Git {
     /// A git that authenticates with `credentials` instead of the user's
-    /// helpers. Key files and the askpass script go under `dir` (mode 0700).
-    /// SSH host keys are always verified: with `known_hosts` against it,
-    /// otherwise against the user's.
+    /// helpers. Key files and the askpass script go in a directory of their
+    /// own under `dir` (mode 0700), removed when the returned `Git` and its
+    /// last copy are dropped. SSH host keys are always verified: with
+    /// `known_hosts` against it, otherwise against the user's.
     pub fn with_credentials(
         &self,
         credentials: &GitCredentials,
         dir: &Path,
     ) -> Result<Git, GitError> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| GitError::Io { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        private_dir(dir)?;
         // git runs in other directories; the paths it is given must be absolute.
-        let dir = &std::fs::canonicalize(dir).map_err(io(dir))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+        let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
+        // A directory per use: two passes of one automation never remove
+        // each other's files.
+        let files = loop {
+            let files = dir.join(format!(
+                "{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&files) {
+                Ok(()) => break KeyFiles { dir: files },
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&files)(e)),
+            }
+        };
         let write = |name: &str, contents: &[u8], mode: u32| -> Result<PathBuf, GitError> {
             use std::io::Write;
-            let path = dir.join(name);
-            let _ = std::fs::remove_file(&path);
+            let path = files.dir.join(name);
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -164,22 +386,20 @@ impl Git {
         let mut git = self.clone();
         if credentials.username.is_some() || credentials.password.is_some() {
             let askpass = write("askpass", ASKPASS.as_bytes(), 0o700)?;
+            let username = credentials.username.clone().unwrap_or_default();
+            let password = credentials.password.clone().unwrap_or_default();
+            git.secrets.add_basic(&username, &password);
             git.env
                 .push(("GIT_ASKPASS".into(), askpass.into_os_string()));
-            git.env.push((
-                "HOIST_GIT_USERNAME".into(),
-                credentials.username.clone().unwrap_or_default().into(),
-            ));
-            git.env.push((
-                "HOIST_GIT_PASSWORD".into(),
-                credentials.password.clone().unwrap_or_default().into(),
-            ));
+            git.env.push(("HOIST_GIT_USERNAME".into(), username.into()));
+            git.env.push(("HOIST_GIT_PASSWORD".into(), password.into()));
             // The Secret decides, not whatever helper the user configured.
             git.config.push("credential.helper=".into());
         }
         if credentials.identity.is_some() || credentials.known_hosts.is_some() {
             // Paths reach ssh through the environment, so no path can
-            // inject shell syntax into GIT_SSH_COMMAND.
+            // inject shell syntax into GIT_SSH_COMMAND. GIT_SSH_COMMAND
+            // outranks any core.sshCommand a configuration sets.
             let mut ssh = String::from("ssh -o BatchMode=yes -o StrictHostKeyChecking=yes");
             if let Some(identity) = &credentials.identity {
                 let key = write("identity", identity, 0o600)?;
@@ -195,7 +415,46 @@ impl Git {
             }
             git.env.push(("GIT_SSH_COMMAND".into(), ssh.into()));
         }
+        git.files.push(Arc::new(files));
         Ok(git)
+    }
+
+    /// This git for `remote`: the userinfo its URL carried answers git's
+    /// prompts through askpass (written under `cache`), ahead of any
+    /// Secret's, as git itself prefers a URL's userinfo.
+    fn for_remote(&self, remote: &Remote, cache: &Path) -> Result<Git, GitError> {
+        let Some(username) = &remote.username else {
+            return Ok(self.clone());
+        };
+        let password = remote.password.clone().unwrap_or_default();
+        let mut git = self.clone();
+        if password.is_empty() {
+            // `https://TOKEN@host/…`: the username is the secret.
+            git.secrets.add(username);
+        }
+        git.secrets.add_basic(username, &password);
+        let askpass = write_askpass(cache)?;
+        let askpass = std::path::absolute(&askpass).unwrap_or(askpass);
+        git.env
+            .push(("GIT_ASKPASS".into(), askpass.into_os_string()));
+        git.env
+            .push(("HOIST_GIT_USERNAME".into(), username.clone().into()));
+        git.env.push(("HOIST_GIT_PASSWORD".into(), password.into()));
+        git.config.push("credential.helper=".into());
+        Ok(git)
+    }
+
+    /// This git for the remote of `checkout`, and the URL git is given.
+    fn for_checkout(&self, checkout: &Checkout) -> Result<(Git, Remote), GitError> {
+        let remote = Remote::parse(&checkout.branch.url);
+        let cache = checkout.dir.parent().unwrap_or(&checkout.dir);
+        Ok((self.for_remote(&remote, cache)?, remote))
+    }
+
+    /// `text` from git or a remote, fit for an error: the credentials of
+    /// this git masked, userinfo stripped, control characters escaped.
+    fn server_text(&self, text: &str) -> String {
+        crate::redact::server_text(text, &self.secrets)
     }
 
     fn command(&self, dir: Option<&Path>) -> Command {
@@ -218,16 +477,10 @@ impl Git {
                 .arg(format!("--work-tree={}", dir.display()));
         }
         command
-            // Hooks and signing belong to the user's own checkouts, not to
-            // hoist's cache; prompts would hang an unattended run.
-            .args([
-                "-c",
-                "core.hooksPath=/dev/null",
-                "-c",
-                "commit.gpgsign=false",
-                "-c",
-                "advice.detachedHead=false",
-            ])
+            // Hooks, fsmonitor and signing belong to the user's own
+            // checkouts, not to hoist's cache; prompts would hang an
+            // unattended run.
+            .args(SAFE_CONFIG.iter().flat_map(|c| ["-c", c]))
             .args(self.config.iter().flat_map(|c| ["-c", c.as_str()]))
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("LC_ALL", "C")
@@ -243,31 +496,78 @@ impl Git {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<String, GitError> {
-        let out = self
-            .command(dir)
-            .args(args)
-            .envs(env.iter().copied())
-            .output()
-            .map_err(|e| GitError::Command {
-                command: args.first().copied().unwrap_or("").to_string(),
-                message: format!("cannot run git: {e}"),
-            })?;
+        self.run_with_input(dir, args, env, None)
+    }
+
+    /// Runs git with `input` as its standard input (none: /dev/null).
+    fn run_with_input(
+        &self,
+        dir: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        input: Option<&[u8]>,
+    ) -> Result<String, GitError> {
+        let cannot = |e: std::io::Error| GitError::Command {
+            command: args.first().copied().unwrap_or("").to_string(),
+            message: format!("cannot run git: {e}"),
+        };
+        let mut command = self.command(dir);
+        command.args(args).envs(env.iter().copied());
+        let out = match input {
+            None => command.output().map_err(cannot)?,
+            Some(input) => {
+                let mut child = command
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(cannot)?;
+                let stdin = child.stdin.take();
+                // Written from a thread, so that git filling its stdout
+                // pipe meanwhile cannot deadlock the two.
+                std::thread::scope(|scope| {
+                    scope.spawn(move || {
+                        use std::io::Write;
+                        if let Some(mut stdin) = stdin {
+                            // A git that exits early reports why itself.
+                            let _ = stdin.write_all(input);
+                        }
+                    });
+                    child.wait_with_output()
+                })
+                .map_err(cannot)?
+            }
+        };
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let message = stderr
+        let lines = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("Cloning into "))
             .map(|l| {
                 l.trim_start_matches("fatal: ")
                     .trim_start_matches("error: ")
             })
-            .collect::<Vec<_>>()
-            .join("; ");
+            .collect::<Vec<_>>();
+        // The reason comes last (ssh's banner about a changed host key
+        // alone fills the limit), so the last lines are the ones kept.
+        let mut kept = 0;
+        let mut size = 0;
+        for line in lines.iter().rev() {
+            size += line.len() + 2;
+            if kept > 0 && size > crate::redact::SERVER_TEXT_LIMIT {
+                break;
+            }
+            kept += 1;
+        }
+        let mut message = lines[lines.len() - kept..].join("; ");
+        if kept < lines.len() {
+            message = format!("…; {message}");
+        }
         Err(GitError::Command {
             command: args.first().copied().unwrap_or("").to_string(),
-            message: redact(if message.is_empty() {
+            message: self.server_text(if message.is_empty() {
                 "failed"
             } else {
                 &message
@@ -285,6 +585,8 @@ impl Git {
             sha2::Sha256::digest(format!("{}\n{}", branch.url, branch.name))
         );
         let dir = cache.join(&key[..16]);
+        // Caches hold what the repositories hold and their remotes' URLs.
+        private_dir(cache)?;
         let remove = |dir: &Path| {
             std::fs::remove_dir_all(dir).map_err(|source| GitError::Io {
                 path: dir.to_path_buf(),
@@ -309,6 +611,7 @@ impl Git {
             }
             self.clone_into(cache, &dir, branch)?;
         }
+        private_dir(&dir)?;
         let base = self
             .run(Some(&dir), &["rev-parse", "HEAD"], &[])?
             .trim()
@@ -345,18 +648,20 @@ impl Git {
                 message: "the cache directory is not a repository of its own".into(),
             });
         }
+        let remote = Remote::parse(&branch.url);
+        let git = self.for_remote(&remote, dir.parent().unwrap_or(dir))?;
         self.run(
             Some(dir),
-            &["remote", "set-url", "origin", &branch.url],
+            &["remote", "set-url", "origin", &remote.url],
             &[],
         )?;
         let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", branch.name);
-        self.run(
-            Some(dir),
-            &["fetch", "--depth", "1", "--no-tags", "origin", &refspec],
-            &[],
-        )
-        .map_err(|e| Self::missing_branch(branch, e))?;
+        let mut fetch = vec!["fetch", "--depth", "1", "--no-tags"];
+        let upload_pack = remote_side(&remote.url, "upload-pack", "upload-pack");
+        fetch.extend(upload_pack.as_deref());
+        fetch.extend(["origin", &refspec]);
+        git.run(Some(dir), &fetch, &[])
+            .map_err(|e| Self::missing_branch(branch, e))?;
         let remote = format!("refs/remotes/origin/{}", branch.name);
         self.run(
             Some(dir),
@@ -368,28 +673,25 @@ impl Git {
     }
 
     fn clone_into(&self, cache: &Path, dir: &Path, branch: &Branch) -> Result<(), GitError> {
-        std::fs::create_dir_all(cache).map_err(|source| GitError::Io {
-            path: cache.to_path_buf(),
-            source,
-        })?;
+        // Made private before git fills it; git clones into an empty one.
+        private_dir(dir)?;
+        let remote = Remote::parse(&branch.url);
+        let git = self.for_remote(&remote, cache)?;
         let target = dir.to_string_lossy().into_owned();
-        self.run(
-            None,
-            &[
-                "clone",
-                "--depth",
-                "1",
-                "--no-tags",
-                "--single-branch",
-                "--branch",
-                &branch.name,
-                "--",
-                &branch.url,
-                &target,
-            ],
-            &[],
-        )
-        .map_err(|e| Self::missing_branch(branch, e))?;
+        let mut clone = vec![
+            "clone",
+            "--depth",
+            "1",
+            "--no-tags",
+            "--single-branch",
+            "--branch",
+            &branch.name,
+        ];
+        let upload_pack = remote_side(&remote.url, "upload-pack", "upload-pack");
+        clone.extend(upload_pack.as_deref());
+        clone.extend(["--", &remote.url, &target]);
+        git.run(None, &clone, &[])
+            .map_err(|e| Self::missing_branch(branch, e))?;
         Ok(())
     }
 
@@ -414,10 +716,13 @@ impl Git {
             ("GIT_COMMITTER_NAME", author.name.as_str()),
             ("GIT_COMMITTER_EMAIL", author.email.as_str()),
         ];
-        self.run(
+        // Through stdin: an argument is limited to 128 KiB, and argv is
+        // there for every user to read.
+        self.run_with_input(
             Some(&checkout.dir),
-            &["commit", "--quiet", "--no-verify", "--message", message],
+            &["commit", "--quiet", "--no-verify", "--file=-"],
             &env,
+            Some(message.as_bytes()),
         )?;
         Ok(Some(
             self.run(Some(&checkout.dir), &["rev-parse", "HEAD"], &[])?
@@ -432,11 +737,13 @@ impl Git {
         checkout: &Checkout,
         branch: &str,
     ) -> Result<Option<String>, GitError> {
-        let out = self.run(
-            Some(&checkout.dir),
-            &["ls-remote", "origin", &format!("refs/heads/{branch}")],
-            &[],
-        )?;
+        let (git, remote) = self.for_checkout(checkout)?;
+        let upload_pack = remote_side(&remote.url, "upload-pack", "upload-pack");
+        let pattern = format!("refs/heads/{branch}");
+        let mut args = vec!["ls-remote"];
+        args.extend(upload_pack.as_deref());
+        args.extend(["origin", &pattern]);
+        let out = git.run(Some(&checkout.dir), &args, &[])?;
         Ok(out.split_whitespace().next().map(str::to_string))
     }
 
@@ -444,12 +751,13 @@ impl Git {
     /// returns its message, first parent and tree.
     pub fn tip(&self, checkout: &Checkout, branch: &str) -> Result<Commit, GitError> {
         let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        let (git, remote) = self.for_checkout(checkout)?;
+        let upload_pack = remote_side(&remote.url, "upload-pack", "upload-pack");
         // Depth 2: the tip and its parent, whose id is all hoist needs.
-        self.run(
-            Some(&checkout.dir),
-            &["fetch", "--depth", "2", "--no-tags", "origin", &refspec],
-            &[],
-        )?;
+        let mut args = vec!["fetch", "--depth", "2", "--no-tags"];
+        args.extend(upload_pack.as_deref());
+        args.extend(["origin", &refspec]);
+        git.run(Some(&checkout.dir), &args, &[])?;
         self.commit_info(checkout, &format!("refs/remotes/origin/{branch}"))
     }
 
@@ -505,58 +813,183 @@ impl Git {
     ) -> Result<Push, GitError> {
         let lease = format!("--force-with-lease=refs/heads/{branch}:{expected}");
         let refspec = format!("{source}:refs/heads/{branch}");
-        let out = self
+        let (git, remote) = self.for_checkout(checkout)?;
+        let receive_pack = remote_side(&remote.url, "receive-pack", "receive-pack");
+        let out = git
             .command(Some(&checkout.dir))
-            .args(["push", "--porcelain", &lease, "origin", &refspec])
+            .args(["push", "--porcelain", &lease])
+            .args(receive_pack.as_deref())
+            .args(["origin", &refspec])
             .output()
             .map_err(|e| GitError::Command {
                 command: "push".into(),
                 message: format!("cannot run git: {e}"),
             })?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        // Porcelain: `<flag>\t<from>:<to>\t<summary>`; `!` is a rejection.
-        let line = stdout
-            .lines()
-            .find(|l| l.contains(&format!("refs/heads/{branch}")));
-        match line.and_then(|l| l.chars().next()) {
-            // Only a moved branch is worth fetching and trying again; a
-            // hook or a protection rule that refuses the push is an error.
-            Some('!')
-                if line.is_some_and(|l| {
-                    ["stale info", "fetch first", "non-fast-forward"]
-                        .iter()
-                        .any(|r| l.contains(r))
-                }) =>
-            {
-                Ok(Push::Rejected(redact(line.unwrap_or("").trim())))
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let failure = |text: &str| GitError::Command {
+            command: "push".into(),
+            message: git.server_text(text),
+        };
+        match push_outcome(&stdout, &stderr, branch) {
+            PushOutcome::Moved(line) => Ok(Push::Rejected(git.server_text(line))),
+            PushOutcome::Refused(line) => Err(failure(&format!("{line} {}", stderr.trim()))),
+            PushOutcome::Done if out.status.success() && source.is_empty() => {
+                Ok(Push::Pushed(String::new()))
             }
-            Some('!') => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                Err(GitError::Command {
-                    command: "push".into(),
-                    message: redact(&format!("{} {}", line.unwrap_or("").trim(), stderr.trim())),
-                })
-            }
-            Some(_) if out.status.success() && source.is_empty() => Ok(Push::Pushed(String::new())),
-            Some(_) if out.status.success() => Ok(Push::Pushed(
+            PushOutcome::Done if out.status.success() => Ok(Push::Pushed(
                 self.run(Some(&checkout.dir), &["rev-parse", source], &[])?
                     .trim()
                     .to_string(),
             )),
-            _ => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                Err(GitError::Command {
-                    command: "push".into(),
-                    message: redact(stderr.trim().trim_start_matches("fatal: ")),
-                })
+            PushOutcome::Done | PushOutcome::Unknown => {
+                Err(failure(stderr.trim().trim_start_matches("fatal: ")))
             }
         }
     }
 }
 
+/// What `git push --porcelain` said about one branch.
+#[derive(Debug, PartialEq, Eq)]
+enum PushOutcome<'a> {
+    /// Updated (or already up to date).
+    Done,
+    /// Rejected because the branch moved: worth fetching and trying again.
+    Moved(&'a str),
+    /// Refused for another reason: a hook, a protection rule, a lost
+    /// permission.
+    Refused(&'a str),
+    /// No line for the branch: git failed before it got that far.
+    Unknown,
+}
+
+/// Classifies a push of `branch` from git's porcelain `stdout`
+/// (`<flag>\t<from>:<to>\t<summary>`, `!` for a rejection) and `stderr`.
+///
+/// A moved branch shows as the lease's "stale info", as "fetch first" or
+/// "non-fast-forward", or, when the branch moved after the server's
+/// advertisement, as the server losing the race for its ref lock:
+/// `[remote rejected] (cannot lock ref 'refs/heads/main': is at … but
+/// expected …)` on GitHub, or git's own receive-pack saying "failed to
+/// update ref" with the `cannot lock ref` on its stderr.
+fn push_outcome<'a>(stdout: &'a str, stderr: &str, branch: &str) -> PushOutcome<'a> {
+    let target = format!("refs/heads/{branch}");
+    let Some(line) = stdout.lines().find(|l| l.contains(&target)) else {
+        return PushOutcome::Unknown;
+    };
+    let line = line.trim();
+    if !line.starts_with('!') {
+        return PushOutcome::Done;
+    }
+    let moved = [
+        "stale info",
+        "fetch first",
+        "non-fast-forward",
+        "cannot lock ref",
+    ]
+    .iter()
+    .any(|r| line.contains(r));
+    let lost_lock = line.contains("failed to update ref")
+        && stderr.contains(&format!("cannot lock ref '{target}'"));
+    if moved || lost_lock {
+        PushOutcome::Moved(line)
+    } else {
+        PushOutcome::Refused(line)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::*;
+
+    #[test]
+    fn local_transports_by_gits_rules() {
+        for url in [
+            "file:///srv/fleet.git",
+            "FILE:///srv/fleet.git",
+            "/srv/fleet.git",
+            "fleet.git",
+            "./a:b/fleet.git",
+            "/srv/a://b",
+        ] {
+            assert!(is_local(url), "{url}");
+        }
+        for url in [
+            "https://host/fleet.git",
+            "ssh://git@host/fleet.git",
+            "git://host/fleet.git",
+            "git@host:fleet.git",
+            "host:/srv/fleet.git",
+            "[::1]:fleet.git",
+            "ext::sh -c touch% /tmp/x",
+        ] {
+            assert!(!is_local(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn userinfo_leaves_the_url_percent_decoded() {
+        let remote = Remote::parse("https://bot:p%40ss%3Aw%2Frd%25@git.example.com:8443/a.git");
+        assert_eq!(remote.url, "https://git.example.com:8443/a.git");
+        assert_eq!(remote.username.as_deref(), Some("bot"));
+        assert_eq!(remote.password.as_deref(), Some("p@ss:w/rd%"));
+        let token = Remote::parse("https://ghp_t0ken@github.com/acme/fleet");
+        assert_eq!(token.url, "https://github.com/acme/fleet");
+        assert_eq!(token.username.as_deref(), Some("ghp_t0ken"));
+        assert_eq!(token.password, None);
+        // An ssh user is an account, not a secret; paths have no userinfo.
+        for url in ["ssh://git@host/x.git", "git@host:x.git", "/srv/a@b.git"] {
+            assert_eq!(Remote::parse(url).url, url);
+            assert_eq!(Remote::parse(url).username, None);
+        }
+        assert_eq!(percent_decode("100%zz%4"), "100%zz%4");
+        assert!(!format!("{remote:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn a_lost_ref_lock_is_a_moved_branch() {
+        // In the form GitHub reports it, the reason inside the ref line.
+        let github = "To github.com:acme/fleet.git\n!\tHEAD:refs/heads/main\t[remote rejected] (cannot lock ref 'refs/heads/main': is at 1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c but expected 0a1b2c3d4e5f60718293a4b5c6d7e8f901234567)\nDone\n";
+        assert!(matches!(
+            push_outcome(github, "", "main"),
+            PushOutcome::Moved(_)
+        ));
+        // As git's own receive-pack reports it (git 2.39 over git://,
+        // captured from the integration test that loses this race).
+        let git = "To git://127.0.0.1:45511/fleet.git\n!\tHEAD:refs/heads/main\t[remote rejected] (failed to update ref)\nDone\n";
+        let stderr = "remote: error: cannot lock ref 'refs/heads/main': is at 13ab021aad885b55368def90078ed76a7377ce60 but expected 3d7a73515a26350a71cd16204939a5de35c08301        \nerror: failed to push some refs to 'git://127.0.0.1:45511/fleet.git'\n";
+        assert!(matches!(
+            push_outcome(git, stderr, "main"),
+            PushOutcome::Moved(_)
+        ));
+        // Another branch's lock, or a failure that is not a lock, is not.
+        assert!(matches!(
+            push_outcome(git, &stderr.replace("heads/main'", "heads/other'"), "main"),
+            PushOutcome::Refused(_)
+        ));
+        assert!(matches!(
+            push_outcome(git, "remote: error: disk full\n", "main"),
+            PushOutcome::Refused(_)
+        ));
+        let hook = "!\tHEAD:refs/heads/main\t[remote rejected] (pre-receive hook declined)\n";
+        assert!(matches!(
+            push_outcome(hook, "", "main"),
+            PushOutcome::Refused(_)
+        ));
+        let lease = "!\tHEAD:refs/heads/main\t[rejected] (stale info)\n";
+        assert!(matches!(
+            push_outcome(lease, "", "main"),
+            PushOutcome::Moved(_)
+        ));
+        assert_eq!(
+            push_outcome("=\tHEAD:refs/heads/main\t[up to date]\n", "", "main"),
+            PushOutcome::Done
+        );
+        assert_eq!(
+            push_outcome("", "fatal: no route", "main"),
+            PushOutcome::Unknown
+        );
+    }
 
     #[test]
     fn urls_lose_their_credentials() {

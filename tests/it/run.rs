@@ -498,7 +498,10 @@ fn git_variables_of_the_caller_never_redirect_hoist_and_refusals_are_errors() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
         .unwrap_or_else(|e| panic!("{e}"));
-    let (dir, docker) = workspace(&[("objects.yaml", &objects(&addr, &remote.url()))]);
+    // Served by git daemon: the hook is the server's, and hoist never runs
+    // a local remote's hooks.
+    let (_daemon, url) = remote.serve();
+    let (dir, docker) = workspace(&[("objects.yaml", &objects(&addr, &url))]);
     let git_dir = mine.join(".git").to_string_lossy().into_owned();
     let work_tree = mine.to_string_lossy().into_owned();
     let run = hoist_env(

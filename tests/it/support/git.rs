@@ -384,3 +384,51 @@ impl Drop for Sshd {
         let _ = self.child.wait();
     }
 }
+
+/// Every hook git knows, so that a test can see whether any of them ran.
+pub const HOOKS: &[&str] = &[
+    "applypatch-msg",
+    "pre-applypatch",
+    "post-applypatch",
+    "pre-commit",
+    "pre-merge-commit",
+    "prepare-commit-msg",
+    "commit-msg",
+    "post-commit",
+    "pre-rebase",
+    "post-checkout",
+    "post-merge",
+    "pre-push",
+    "pre-receive",
+    "update",
+    "proc-receive",
+    "post-receive",
+    "post-update",
+    "reference-transaction",
+    "push-to-checkout",
+    "pre-auto-gc",
+    "post-rewrite",
+    "sendemail-validate",
+    "fsmonitor-watchman",
+    "post-index-change",
+];
+
+/// An executable script at `path` that appends `name` to `marker`.
+pub fn marker_script(path: &Path, name: &str, marker: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = format!(
+        "#!/bin/sh\ncat >/dev/null 2>&1\necho {name} >> '{}'\n",
+        marker.display()
+    );
+    std::fs::write(path, script).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Every hook in `hooks`, each appending its name to `marker` when run.
+pub fn arm_hooks(hooks: &Path, marker: &Path) {
+    std::fs::create_dir_all(hooks).unwrap_or_else(|e| panic!("{e}"));
+    for name in HOOKS {
+        marker_script(&hooks.join(name), name, marker);
+    }
+}
