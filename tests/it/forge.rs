@@ -451,3 +451,109 @@ fn what_a_forge_sends_back_is_scrubbed_of_the_token_and_escaped() {
         "{error}"
     );
 }
+
+/// `hoist run --once -o json` against a real registry, a fleet served
+/// over smart HTTP and a fake GitHub whose answer to the pull request
+/// echoes the credentials and carries escapes: the token is nowhere in
+/// what hoist prints, and the forge's text stays on one line.
+#[test]
+fn a_forge_answer_echoing_the_token_never_reaches_the_report() {
+    use crate::support::registry::{Auth, DockerRegistry};
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: prod}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {addr}/team/app:1.0.0 # {{\"$imagepolicy\": \"default:app\"}}\n"
+    );
+    let remote = crate::support::git::BareRepo::new(&[("clusters/prod/app.yaml", &manifest)]);
+    let served = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(served.path().join("acme")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&remote.path, served.path().join("acme/fleet.git"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = crate::support::git::GitHttp::start(served.path(), "bot", "git-pass");
+    let github = FakeForge::github("acme", "fleet", "ghp_t0ken", "/api/v3");
+    github.fail_next(
+        "POST",
+        422,
+        r#"{"message": "Validation Failed: \u001b[31m\nerror: forged", "errors": [{"message": "request had Authorization: {authorization}"}]}"#,
+        &[],
+    );
+    let objects = format!(
+        "apiVersion: hoist.dev/v1alpha1
+kind: ImageRepository
+metadata: {{name: app}}
+spec: {{image: {addr}/team/app, insecure: true, interval: 1s}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImagePolicy
+metadata: {{name: app}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: '^1'}}}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet}}
+spec:
+  interval: 5m
+  git:
+    secretRef: {{name: git}}
+    url: http://{git}/acme/fleet.git
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{name: hoist-bot, email: bot@example.com}}
+    push:
+      branch: hoist/fleet
+      pullRequest: {{provider: github, apiURL: 'http://{api}/api/v3', secretRef: {{name: forge}}}}
+  update: {{path: ./clusters/prod}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: git}}
+stringData: {{username: bot, password: git-pass}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: forge}}
+stringData: {{token: ghp_t0ken}}
+",
+        git = http.server.addr,
+        api = github.server.addr,
+    );
+    let dir = crate::support::files(&[("objects.yaml", &objects)]);
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap_or_else(|e| panic!("{e}"));
+    let docker = docker.to_string_lossy().into_owned();
+    let run = crate::support::hoist_env(
+        dir.path(),
+        &[
+            "run",
+            "-f",
+            "objects.yaml",
+            "--once",
+            "--state-dir",
+            "state",
+            "-o",
+            "json",
+        ],
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    let error = report[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(r"HTTP 422: Validation Failed: \x1b[31m\nerror: forged: request had Authorization: Bearer ***"),
+        "{error}"
+    );
+    for out in [&run.stdout, &run.stderr] {
+        assert!(!out.contains("t0ken"), "{out}");
+    }
+    assert!(
+        !run.stderr.lines().any(|l| l.starts_with("error: forged")),
+        "{}",
+        run.stderr
+    );
+}
