@@ -259,6 +259,22 @@ fn render_bounded(
     changes: &ChangeSet,
     limit: usize,
 ) -> Result<String, String> {
+    render_until(
+        template,
+        automation,
+        changes,
+        limit,
+        Instant::now() + RENDER_TIME_LIMIT,
+    )
+}
+
+fn render_until(
+    template: &str,
+    automation: &str,
+    changes: &ChangeSet,
+    limit: usize,
+    deadline: Instant,
+) -> Result<String, String> {
     let (namespace, name) = automation
         .split_once('/')
         .unwrap_or(("default", automation));
@@ -266,7 +282,6 @@ fn render_bounded(
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(RENDER_FUEL));
     env.set_recursion_limit(RENDER_RECURSION_LIMIT);
-    let started = Instant::now();
     let compiled = env.template_from_str(template).map_err(|e| describe(&e))?;
     let context = Context {
         automation: Named { namespace, name },
@@ -286,7 +301,7 @@ fn render_bounded(
     let mut out = Bounded {
         out: Vec::new(),
         limit,
-        deadline: started + RENDER_TIME_LIMIT,
+        deadline,
         stopped: None,
     };
     let rendered = compiled.render_captured_to(minijinja::value::Serde(&context), &mut out);
@@ -304,7 +319,7 @@ fn render_bounded(
         )),
         (Err(e), None) => Err(describe(&e)),
         // Work after the last write (a loop that prints nothing) counts too.
-        (Ok(_), _) if started.elapsed() > RENDER_TIME_LIMIT => Err(too_slow()),
+        (Ok(_), _) if Instant::now() > deadline => Err(too_slow()),
         (Ok(_), _) => {
             String::from_utf8(out.out).map_err(|_| "rendered text is not UTF-8".to_string())
         }
@@ -488,6 +503,21 @@ mod limit_tests {
             .err()
             .unwrap_or_default();
         assert!(error.starts_with(FIELD), "{error}");
+    }
+
+    #[test]
+    fn a_render_past_its_deadline_stops() {
+        // A deadline already passed stands for a render that took too long,
+        // without a test that waits.
+        let now = Instant::now();
+        let passed = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        let template = "{% for c in changes %}{{ c.old }}\n{% endfor %}";
+        let error = render_until(template, "apps/fleet", &changes(3), 1 << 20, passed).err();
+        assert_eq!(error.as_deref(), Some("rendering took longer than 2 s"));
+        // Work after the last write counts too.
+        let silent = "{% for c in changes %}{% set x = c.old %}{% endfor %}";
+        let error = render_until(silent, "apps/fleet", &changes(3), 1 << 20, passed).err();
+        assert_eq!(error.as_deref(), Some("rendering took longer than 2 s"));
     }
 
     #[test]
