@@ -20,9 +20,9 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", cli::printable(&e.to_string()));
             if let Some(hint) = &e.hint {
-                eprintln!("hint: {hint}");
+                eprintln!("hint: {}", cli::printable(hint));
             }
             ExitCode::from(e.kind.exit_code())
         }

@@ -1,7 +1,28 @@
-//! Commit messages (and, later, pull request titles and bodies): pure
-//! functions of the automation and its ChangeSet.
+//! Commit messages and pull request titles and bodies: pure functions of
+//! the automation and its ChangeSet.
+//!
+//! A template comes from whoever writes the automation, so rendering one is
+//! bounded: a template that loops over `range(10000)` inside itself must
+//! fail at once rather than fill memory. Every render gets
+//!
+//! - an output cap, enforced while rendering (the text goes into a writer
+//!   that refuses bytes past the cap, so memory never holds more):
+//!   [`COMMIT_MESSAGE_LIMIT`] (1 MiB) for `messageTemplate`, the forge's
+//!   body limit for a pull request `body` (see [`crate::forge::Forge::body_limit`]),
+//!   [`TITLE_LIMIT`] for a `title`;
+//! - a time limit, [`RENDER_TIME_LIMIT`] (2 s);
+//! - a work budget, [`RENDER_FUEL`] minijinja fuel: about that many
+//!   instructions, or 64 bytes of strings and lists created per unit, which
+//!   bounds time and memory inside a render that writes nothing;
+//! - a recursion limit, [`RENDER_RECURSION_LIMIT`], for recursive macros.
+//!
+//! Past any of them rendering fails with an error naming the field. The
+//! default pull request body never fails: its change table is shortened to
+//! fit the forge's limit, ending with "… and N more".
 
 use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
@@ -74,10 +95,34 @@ struct Named<'a> {
     name: &'a str,
 }
 
+/// The longest commit message a `messageTemplate` may render. Git itself
+/// takes far more; a message past a mebibyte is a template gone wrong.
+pub const COMMIT_MESSAGE_LIMIT: usize = 1 << 20;
+/// The longest pull request title, in bytes: GitLab and Gitea refuse more
+/// than 255 characters, GitHub 256. A longer default title (the commit
+/// subject) is cut to fit; a `title` template past it is an error.
+pub const TITLE_LIMIT: usize = 255;
+/// How long one render may take.
+pub const RENDER_TIME_LIMIT: Duration = Duration::from_secs(2);
+/// minijinja fuel for one render: roughly a million instructions, or
+/// 64 MB of values created, whichever runs out first. A template over
+/// thousands of changes uses a fraction of it.
+pub const RENDER_FUEL: u64 = 1_000_000;
+/// Nesting depth of loops, conditions and macro calls one render may reach;
+/// well inside what a worker thread's stack holds.
+pub const RENDER_RECURSION_LIMIT: usize = 100;
+
 /// Renders `template` (minijinja, Jinja2 syntax; an unknown variable is an
-/// error) and makes sure the message ends with hoist's trailer.
-pub fn render(template: &str, automation: &str, changes: &ChangeSet) -> Result<String, String> {
-    let mut message = render_plain(template, automation, changes)?;
+/// error) and makes sure the message ends with hoist's trailer. `field`
+/// names the template in errors (`spec.git.commit.messageTemplate`).
+pub fn render(
+    field: &str,
+    template: &str,
+    automation: &str,
+    changes: &ChangeSet,
+) -> Result<String, String> {
+    let mut message = render_bounded(template, automation, changes, COMMIT_MESSAGE_LIMIT)
+        .map_err(|e| format!("{field}: {e}"))?;
     let trailer = format!("{TRAILER}: {automation}");
     if !message.lines().any(|l| l.trim() == trailer) {
         if !message.ends_with('\n') {
@@ -89,19 +134,25 @@ pub fn render(template: &str, automation: &str, changes: &ChangeSet) -> Result<S
 }
 
 /// The default pull request body: a table of the changes and a footer
-/// naming the automation.
-pub fn pull_request_body(automation: &str, changes: &ChangeSet) -> String {
+/// naming the automation, in at most `limit` bytes (a forge counts
+/// characters, never more than bytes). Rows that do not fit are left out
+/// and counted on an "… and N more" line: a body is shortened, never
+/// refused.
+pub fn pull_request_body(automation: &str, changes: &ChangeSet, limit: usize) -> String {
     let cell = |s: &str| s.replace('|', "\\|");
-    let mut body =
-        String::from("| Image | Old | New | File | Object |\n| --- | --- | --- | --- | --- |\n");
-    for c in &changes.changes {
+    let header = "| Image | Old | New | File | Object |\n| --- | --- | --- | --- | --- |\n";
+    let footer =
+        format!("\nOpened and kept up to date by hoist for ImageUpdateAutomation {automation}.\n");
+    let more = |n: usize| format!("\n… and {n} more\n");
+    let mut body = String::from(header);
+    for (i, c) in changes.changes.iter().enumerate() {
         let (image, old, new) = match (split_ref(&c.old), split_ref(&c.new)) {
             (Some((a, old)), Some((b, new))) if a == b => {
                 (a.to_string(), old.to_string(), new.to_string())
             }
             _ => (c.policy.clone(), c.old.clone(), c.new.clone()),
         };
-        body.push_str(&format!(
+        let row = format!(
             "| {} | {} | {} | {}:{} | {} |\n",
             cell(&image),
             cell(&old),
@@ -109,26 +160,128 @@ pub fn pull_request_body(automation: &str, changes: &ChangeSet) -> String {
             cell(&c.file.display().to_string()),
             c.line,
             cell(&c.object.to_string())
-        ));
+        );
+        let left = changes.changes.len() - i - 1;
+        // Room for this row, the footer, and the count of rows after it.
+        let tail = footer.len() + if left > 0 { more(left).len() } else { 0 };
+        if body.len() + row.len() + tail > limit {
+            body.push_str(&more(left + 1));
+            break;
+        }
+        body.push_str(&row);
     }
-    body.push_str(&format!(
-        "\nOpened and kept up to date by hoist for ImageUpdateAutomation {automation}.\n"
-    ));
+    body.push_str(&footer);
+    if body.len() > limit {
+        // Not even the header and footer fit (a forge limit far below any
+        // real one): a cut body beats a refused one.
+        let mut cut = limit.saturating_sub('…'.len_utf8());
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        body.truncate(cut);
+        body.push('…');
+    }
     body
 }
 
+/// A default title (the commit subject) cut to [`TITLE_LIMIT`].
+pub fn shorten_title(title: &str) -> String {
+    if title.len() <= TITLE_LIMIT {
+        return title.to_string();
+    }
+    let mut cut = TITLE_LIMIT - '…'.len_utf8();
+    while !title.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &title[..cut])
+}
+
 /// Renders a template without adding the trailer: pull request titles and
-/// bodies.
+/// bodies, in at most `limit` bytes. `field` names the template in errors
+/// (`spec.git.push.pullRequest.body`).
 pub fn render_plain(
+    field: &str,
     template: &str,
     automation: &str,
     changes: &ChangeSet,
+    limit: usize,
+) -> Result<String, String> {
+    render_bounded(template, automation, changes, limit).map_err(|e| format!("{field}: {e}"))
+}
+
+/// Why a render was stopped from outside minijinja.
+#[derive(Clone, Copy)]
+enum Stop {
+    Size,
+    Time,
+}
+
+/// Where a render writes: refuses the write that would pass `limit` bytes
+/// or come after `deadline`, which ends the render there.
+struct Bounded {
+    out: Vec<u8>,
+    limit: usize,
+    deadline: Instant,
+    stopped: Option<Stop>,
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.deadline {
+            self.stopped = Some(Stop::Time);
+            return Err(std::io::Error::other("rendering took too long"));
+        }
+        if self.out.len() + buf.len() > self.limit {
+            self.stopped = Some(Stop::Size);
+            return Err(std::io::Error::other("rendered text too long"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `1 MiB`, `64 KiB`, `255 bytes`.
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
+fn render_bounded(
+    template: &str,
+    automation: &str,
+    changes: &ChangeSet,
+    limit: usize,
+) -> Result<String, String> {
+    render_until(
+        template,
+        automation,
+        changes,
+        limit,
+        Instant::now() + RENDER_TIME_LIMIT,
+    )
+}
+
+fn render_until(
+    template: &str,
+    automation: &str,
+    changes: &ChangeSet,
+    limit: usize,
+    deadline: Instant,
 ) -> Result<String, String> {
     let (namespace, name) = automation
         .split_once('/')
         .unwrap_or(("default", automation));
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(RENDER_FUEL));
+    env.set_recursion_limit(RENDER_RECURSION_LIMIT);
     let compiled = env.template_from_str(template).map_err(|e| describe(&e))?;
     let context = Context {
         automation: Named { namespace, name },
@@ -145,9 +298,32 @@ pub fn render_plain(
             .collect(),
         default: default_message(automation, changes),
     };
-    compiled
-        .render(minijinja::value::Serde(&context))
-        .map_err(|e| describe(&e))
+    let mut out = Bounded {
+        out: Vec::new(),
+        limit,
+        deadline,
+        stopped: None,
+    };
+    let rendered = compiled.render_captured_to(minijinja::value::Serde(&context), &mut out);
+    let too_slow = || {
+        format!(
+            "rendering took longer than {} s",
+            RENDER_TIME_LIMIT.as_secs()
+        )
+    };
+    match (rendered, out.stopped) {
+        (Err(_), Some(Stop::Size)) => Err(format!("rendered text exceeds {}", size(limit))),
+        (Err(_), Some(Stop::Time)) => Err(too_slow()),
+        (Err(e), None) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(format!(
+            "rendering took too long: it used up its budget of {RENDER_FUEL} steps"
+        )),
+        (Err(e), None) => Err(describe(&e)),
+        // Work after the last write (a loop that prints nothing) counts too.
+        (Ok(_), _) if Instant::now() > deadline => Err(too_slow()),
+        (Ok(_), _) => {
+            String::from_utf8(out.out).map_err(|_| "rendered text is not UTF-8".to_string())
+        }
+    }
 }
 
 /// Renders a template over a sample change, so a broken template is found
@@ -168,7 +344,7 @@ pub fn check_template(template: &str) -> Result<(), String> {
             new: "ghcr.io/acme/app:1.3.0".into(),
         }],
     };
-    render(template, "apps/fleet", &sample).map(|_| ())
+    render_bounded(template, "apps/fleet", &sample, COMMIT_MESSAGE_LIMIT).map(|_| ())
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -248,6 +424,7 @@ mod template_tests {
             }],
         };
         let out = render(
+            "spec.git.commit.messageTemplate",
             "chore({{ automation.name }}): {% for c in changes %}{{ c.old }} -> {{ c.new }} in {{ c.file }}{% endfor %}\n\n{{ objects | join(', ') }}",
             "apps/fleet",
             &changes,
@@ -261,5 +438,138 @@ mod template_tests {
         assert!(check_template("{{ nope }}").is_err());
         assert!(check_template("{% for %}").is_err());
         assert!(check_template("{{ default }}").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn changes(n: usize) -> ChangeSet {
+        ChangeSet {
+            changes: (0..n)
+                .map(|i| Change {
+                    file: format!("clusters/prod/app-{i}.yaml").into(),
+                    line: 7,
+                    object: ObjectRef {
+                        kind: Some("Deployment".into()),
+                        namespace: Some("prod".into()),
+                        name: Some(format!("app-{i}")),
+                    },
+                    marker: "apps:app".into(),
+                    policy: "apps/app".into(),
+                    old: format!("ghcr.io/acme/app-{i}:1.2.3"),
+                    new: format!("ghcr.io/acme/app-{i}:1.3.0"),
+                })
+                .collect(),
+        }
+    }
+
+    const FIELD: &str = "spec.git.commit.messageTemplate";
+
+    #[test]
+    fn a_message_past_the_cap_fails_naming_the_field() {
+        // About 1.4 MB: past the cap, but small enough to render whole
+        // where there is no cap.
+        let big = "{% for i in range(10000) %}{{ default }}{% endfor %}";
+        let error = render(FIELD, big, "apps/fleet", &changes(1)).err();
+        assert_eq!(
+            error.as_deref(),
+            Some("spec.git.commit.messageTemplate: rendered text exceeds 1 MiB")
+        );
+        // The bomb (a gigabyte uncapped) stops at the cap as well.
+        let bomb = "{% for a in range(10000) %}{% for b in range(10000) %}{{ default }}{% endfor %}{% endfor %}";
+        let error = render(FIELD, bomb, "apps/fleet", &changes(1)).err();
+        assert_eq!(
+            error.as_deref(),
+            Some("spec.git.commit.messageTemplate: rendered text exceeds 1 MiB")
+        );
+        // And it is found when the file is loaded.
+        assert!(check_template(bomb).is_err());
+    }
+
+    #[test]
+    fn work_that_writes_nothing_is_bounded_too() {
+        let silent = "{% for a in range(10000) %}{% for b in range(10000) %}{% set x = a ~ b %}{% endfor %}{% endfor %}";
+        let error = render(FIELD, silent, "apps/fleet", &changes(1))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("spec.git.commit.messageTemplate: rendering took too long"),
+            "{error}"
+        );
+        let recursive = "{% macro down(n) %}{{ down(n + 1) }}{% endmacro %}{{ down(0) }}";
+        let error = render(FIELD, recursive, "apps/fleet", &changes(1))
+            .err()
+            .unwrap_or_default();
+        assert!(error.starts_with(FIELD), "{error}");
+    }
+
+    #[test]
+    fn a_render_past_its_deadline_stops() {
+        // A deadline already passed stands for a render that took too long,
+        // without a test that waits.
+        let now = Instant::now();
+        let passed = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        let template = "{% for c in changes %}{{ c.old }}\n{% endfor %}";
+        let error = render_until(template, "apps/fleet", &changes(3), 1 << 20, passed).err();
+        assert_eq!(error.as_deref(), Some("rendering took longer than 2 s"));
+        // Work after the last write counts too.
+        let silent = "{% for c in changes %}{% set x = c.old %}{% endfor %}";
+        let error = render_until(silent, "apps/fleet", &changes(3), 1 << 20, passed).err();
+        assert_eq!(error.as_deref(), Some("rendering took longer than 2 s"));
+    }
+
+    #[test]
+    fn a_template_over_thousands_of_changes_stays_within_the_limits() {
+        let template =
+            "{% for c in changes %}{{ c.old }} -> {{ c.new }} in {{ c.file }}\n{% endfor %}";
+        let message =
+            render(FIELD, template, "apps/fleet", &changes(5000)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(message.lines().count(), 5002);
+    }
+
+    #[test]
+    fn a_templated_title_or_body_past_its_limit_fails_naming_the_field() {
+        let error = render_plain(
+            "spec.git.push.pullRequest.title",
+            "{{ 'x' * 300 }}",
+            "apps/fleet",
+            &changes(1),
+            TITLE_LIMIT,
+        )
+        .err();
+        assert_eq!(
+            error.as_deref(),
+            Some("spec.git.push.pullRequest.title: rendered text exceeds 255 bytes")
+        );
+        let long = "Update ".to_string() + &"é".repeat(300);
+        let title = shorten_title(&long);
+        assert!(
+            title.len() <= TITLE_LIMIT && title.ends_with('…'),
+            "{title}"
+        );
+    }
+
+    #[test]
+    fn the_default_body_is_shortened_to_the_forge_limit_never_refused() {
+        for (n, limit) in [(3000, 65_536), (40_000, 1_048_576), (5, 400)] {
+            let body = pull_request_body("apps/fleet", &changes(n), limit);
+            assert!(body.len() <= limit, "{n} changes: {} bytes", body.len());
+            let rows = body.lines().filter(|l| l.starts_with("| ghcr.io")).count();
+            assert!(rows > 0 && rows < n, "{n} changes: {rows} rows");
+            assert!(
+                body.contains(&format!("\n… and {} more\n", n - rows)),
+                "{body}"
+            );
+            assert!(body.ends_with("ImageUpdateAutomation apps/fleet.\n"));
+        }
+        // Everything fits: no count line.
+        let body = pull_request_body("apps/fleet", &changes(3), 65_536);
+        assert!(!body.contains("more"), "{body}");
+        assert_eq!(
+            body.lines().filter(|l| l.starts_with("| ghcr.io")).count(),
+            3
+        );
     }
 }

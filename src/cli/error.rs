@@ -2,6 +2,19 @@ use std::fmt;
 
 use crate::load::LoadErrors;
 
+/// An error or warning fit for the terminal: every control character
+/// escaped but the line breaks. Text from servers (a registry's body, a
+/// cluster's message, git's stderr) can reach an error by paths that have
+/// not scrubbed it; escapes and carriage returns from there must not
+/// recolour the terminal or overwrite what is shown, while hoist's own
+/// multi-line messages keep their lines.
+pub fn printable(text: &str) -> String {
+    text.split('\n')
+        .map(crate::redact::escape_control)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// How a command failed, which decides its exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -65,5 +78,16 @@ impl From<LoadErrors> for CliError {
             tracing::warn!("{warning}");
         }
         CliError::invalid(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_escapes_control_characters_and_keeps_lines() {
+        assert_eq!(
+            super::printable("two lines:\n  \x1b[31mred\r\tkept"),
+            "two lines:\n  \\x1b[31mred\\r\tkept"
+        );
     }
 }

@@ -14,7 +14,7 @@ mod sync;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use error::{CliError, ErrorKind};
+pub use error::{CliError, ErrorKind, printable};
 
 /// hoist keeps container image tags in a GitOps repository current.
 #[derive(Debug, Parser)]

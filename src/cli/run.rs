@@ -157,7 +157,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             return outcome;
         };
         if let Err(e) = &outcome {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", super::printable(&e.to_string()));
         }
         // Sleep until the next pass or a webhook, or stop on a signal.
         work = loop {
@@ -398,7 +398,7 @@ fn pass(
     let scan = session.scan_with(&work.rescan)?;
     let scan_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     for failure in &scan.failures {
-        eprintln!("error: {failure}");
+        eprintln!("error: {}", super::printable(&failure.to_string()));
     }
     let selected;
     let objects = match &work.automations {
@@ -437,7 +437,7 @@ fn pass(
             eprintln!(
                 "error: ImageUpdateAutomation {}: {}",
                 r.automation,
-                r.error.as_deref().unwrap_or("")
+                super::printable(r.error.as_deref().unwrap_or(""))
             );
         }
         return Err(CliError::runtime(format!(
@@ -458,10 +458,18 @@ fn pass(
 fn describe(r: &AutomationReport) -> String {
     let mut text = String::new();
     for w in &r.warnings {
-        text.push_str(&format!("{}: warning: {w}\n", r.automation));
+        text.push_str(&format!(
+            "{}: warning: {}\n",
+            r.automation,
+            super::printable(w)
+        ));
     }
     match (&r.error, &r.commit, &r.diff) {
-        (Some(e), _, _) => text.push_str(&format!("{}: failed: {e}\n", r.automation)),
+        (Some(e), _, _) => text.push_str(&format!(
+            "{}: failed: {}\n",
+            r.automation,
+            super::printable(e)
+        )),
         (None, Some(commit), _) => text.push_str(&format!(
             "{}: pushed {} to {} ({} change{})\n",
             r.automation,

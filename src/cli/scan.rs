@@ -152,7 +152,7 @@ pub fn run(args: ScanArgs) -> Result<(), CliError> {
         return Ok(());
     }
     for failure in &report.failures[..report.failures.len() - 1] {
-        eprintln!("error: {failure}");
+        eprintln!("error: {}", super::printable(&failure.to_string()));
     }
     let last = report.failures.last().cloned().unwrap_or_default();
     Err(CliError::runtime(last))

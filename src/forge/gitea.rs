@@ -166,12 +166,12 @@ impl Forge for Gitea {
         let found = self.find_paged::<Pull>(&path, "open pull requests", |p| {
             p.head.name == head && p.base.name == base && p.head.repo_id == p.base.repo_id
         })?;
-        Ok(found.map(PullState::from))
+        Ok(found.map(|p| self.connection.clean(p.into())))
     }
 
     fn get(&self, number: u64) -> Result<PullState, ForgeError> {
         let pull: Pull = self.call(Method::GET, &format!("{}/pulls/{number}", self.repo), None)?;
-        Ok(pull.into())
+        Ok(self.connection.clean(pull.into()))
     }
 
     fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
@@ -182,7 +182,7 @@ impl Forge for Gitea {
         };
         let body = json!({"head": spec.head, "base": spec.base, "title": spec.title, "body": spec.body, "labels": labels});
         let pull: Pull = self.call(Method::POST, &format!("{}/pulls", self.repo), Some(body))?;
-        Ok(pull.into())
+        Ok(self.connection.clean(pull.into()))
     }
 
     fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
@@ -192,7 +192,7 @@ impl Forge for Gitea {
             &path,
             Some(json!({"title": title, "body": body})),
         )?;
-        Ok(pull.into())
+        Ok(self.connection.clean(pull.into()))
     }
 
     fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
@@ -208,5 +208,9 @@ impl Forge for Gitea {
         let path = format!("{}/issues/{number}/comments", self.repo);
         self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"body": comment})))
             .map(drop)
+    }
+
+    fn body_limit(&self) -> usize {
+        super::GITHUB_BODY_LIMIT
     }
 }

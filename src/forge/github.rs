@@ -75,7 +75,7 @@ impl GitHub {
 
     fn state(&self, pull: Pull) -> PullState {
         let ours = format!("{}:{}", self.owner, pull.head.name);
-        PullState {
+        self.connection.clean(PullState {
             number: pull.number,
             url: pull.html_url,
             open: pull.state == "open",
@@ -88,7 +88,7 @@ impl GitHub {
                 .is_some_and(|l| !l.eq_ignore_ascii_case(&ours)),
             head: pull.head.name,
             base: pull.base.name,
-        }
+        })
     }
 }
 
@@ -142,5 +142,9 @@ impl Forge for GitHub {
         let path = format!("{}/issues/{number}/comments", self.repo);
         self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"body": comment})))
             .map(drop)
+    }
+
+    fn body_limit(&self) -> usize {
+        super::GITHUB_BODY_LIMIT
     }
 }

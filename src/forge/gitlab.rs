@@ -93,7 +93,10 @@ impl Forge for GitLab {
             None,
         )?;
         // The filter matches forks' branches of the same name too.
-        Ok(mrs.into_iter().map(PullState::from).find(|m| !m.fork))
+        Ok(mrs
+            .into_iter()
+            .map(|m| self.connection.clean(m.into()))
+            .find(|m| !m.fork))
     }
 
     fn get(&self, number: u64) -> Result<PullState, ForgeError> {
@@ -102,7 +105,7 @@ impl Forge for GitLab {
             &format!("{}/{number}", self.merge_requests),
             None,
         )?;
-        Ok(mr.into())
+        Ok(self.connection.clean(mr.into()))
     }
 
     fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
@@ -112,7 +115,7 @@ impl Forge for GitLab {
             "remove_source_branch": true,
         });
         let mr: MergeRequest = self.call(Method::POST, &self.merge_requests, Some(body))?;
-        Ok(mr.into())
+        Ok(self.connection.clean(mr.into()))
     }
 
     fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
@@ -122,7 +125,7 @@ impl Forge for GitLab {
             &path,
             Some(json!({"title": title, "description": body})),
         )?;
-        Ok(mr.into())
+        Ok(self.connection.clean(mr.into()))
     }
 
     fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
@@ -141,5 +144,9 @@ impl Forge for GitLab {
         let path = format!("{}/{number}/notes", self.merge_requests);
         self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"body": comment})))
             .map(drop)
+    }
+
+    fn body_limit(&self) -> usize {
+        super::GITLAB_BODY_LIMIT
     }
 }

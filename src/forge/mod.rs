@@ -88,6 +88,8 @@ struct Connection {
     runtime: tokio::runtime::Handle,
     /// Time spent waiting out rate limits so far.
     waited: std::sync::Mutex<Duration>,
+    /// The token, to be scrubbed from whatever the forge answers.
+    secrets: crate::redact::Secrets,
 }
 
 impl Connection {
@@ -103,13 +105,29 @@ impl Connection {
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| ForgeError::Config(format!("setting up HTTP: {e}")))?;
+        let mut secrets = crate::redact::Secrets::new();
+        secrets.add(&token);
         Ok(Connection {
             api: api.trim_end_matches('/').to_string(),
+            secrets,
             token,
             client,
             runtime,
             waited: std::sync::Mutex::default(),
         })
+    }
+
+    /// Text the forge sent, fit to print: the token masked, control
+    /// characters escaped, bounded.
+    fn shown(&self, text: &str) -> String {
+        crate::redact::server_text(text, &self.secrets)
+    }
+
+    /// A pull request as the forge described it, its web address (which
+    /// hoist prints) made fit to print like any other text it sent.
+    fn clean(&self, mut pull: PullState) -> PullState {
+        pull.url = self.shown(&pull.url);
+        pull
     }
 
     /// One JSON call to `path` under the API root, blocking on the runtime
@@ -204,7 +222,9 @@ impl Connection {
                         method: method_name,
                         path: shown,
                         status,
-                        message,
+                        // The forge's words: it may echo the token, or send
+                        // escapes that forge lines on a terminal.
+                        message: self.shown(&message),
                     });
                 }
                 let text = if text.trim().is_empty() { "null" } else { &text };
@@ -384,7 +404,16 @@ pub trait Forge {
     /// Closes pull request `number`, then comments why: a comment never
     /// claims a close that failed.
     fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError>;
+    /// The longest pull request body the forge takes, in characters; hoist
+    /// counts bytes, which are never fewer.
+    fn body_limit(&self) -> usize;
 }
+
+/// GitHub's limit on a pull request body: 65,536 characters. Gitea
+/// documents none; hoist keeps to GitHub's there too.
+pub const GITHUB_BODY_LIMIT: usize = 65_536;
+/// GitLab's limit on a merge request description: 1,048,576 characters.
+pub const GITLAB_BODY_LIMIT: usize = 1_048_576;
 
 /// What hoist remembers of an automation's pull request between runs, so
 /// that a run with nothing new asks the forge nothing.
@@ -665,6 +694,9 @@ mod tests {
             self.calls.borrow_mut().push("close");
             self.change(number, |p| p.open = false);
             Ok(())
+        }
+        fn body_limit(&self) -> usize {
+            GITHUB_BODY_LIMIT
         }
     }
 

@@ -420,16 +420,24 @@ fn pull_request(
     };
     let forge = forge_for(context, fields)?;
     let title = match fields.title.as_deref().filter(|t| !t.trim().is_empty()) {
-        Some(template) => message::render_plain(template, context.key, changes)?,
-        None => message
-            .lines()
-            .next()
-            .unwrap_or("Update images")
-            .to_string(),
+        Some(template) => message::render_plain(
+            "spec.git.push.pullRequest.title",
+            template,
+            context.key,
+            changes,
+            message::TITLE_LIMIT,
+        )?,
+        None => message::shorten_title(message.lines().next().unwrap_or("Update images")),
     };
     let body = match fields.body.as_deref().filter(|t| !t.trim().is_empty()) {
-        Some(template) => message::render_plain(template, context.key, changes)?,
-        None => message::pull_request_body(context.key, changes),
+        Some(template) => message::render_plain(
+            "spec.git.push.pullRequest.body",
+            template,
+            context.key,
+            changes,
+            forge.body_limit(),
+        )?,
+        None => message::pull_request_body(context.key, changes, forge.body_limit()),
     };
     let spec = PullRequestSpec {
         head: report.branch.clone(),
@@ -783,7 +791,7 @@ fn run_one(
         };
         let message = match &automation.spec.git.commit.message_template {
             Some(template) if !template.trim().is_empty() => {
-                message::render(template, key, &changeset)?
+                message::render("spec.git.commit.messageTemplate", template, key, &changeset)?
             }
             _ => message::default_message(key, &changeset),
         };

@@ -318,3 +318,242 @@ fn a_record_from_another_repository_is_not_trusted() {
         "listed, not read by the remembered number"
     );
 }
+
+fn many_changes(n: usize) -> hoist::model::ChangeSet {
+    hoist::model::ChangeSet {
+        changes: (0..n)
+            .map(|i| hoist::model::Change {
+                file: format!("clusters/prod/service-{i}/deployment.yaml").into(),
+                line: 12,
+                object: hoist::model::ObjectRef {
+                    kind: Some("Deployment".into()),
+                    namespace: Some("prod".into()),
+                    name: Some(format!("service-{i}")),
+                },
+                marker: "apps:service".into(),
+                policy: "apps/service".into(),
+                old: format!("ghcr.io/acme/service-{i}:1.2.3"),
+                new: format!("ghcr.io/acme/service-{i}:1.3.0"),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_pull_request_body_over_thousands_of_changes_is_shortened_to_the_forges_limit() {
+    let rt = runtime();
+    let fake = FakeForge::github("acme", "fleet", "ghp_t0ken", "");
+    let client = github(&fake, &rt, "fleet", "ghp_t0ken");
+    for n in [600, 3000] {
+        let body =
+            hoist::message::pull_request_body("apps/fleet", &many_changes(n), client.body_limit());
+        let spec = PullRequestSpec { body, ..spec() };
+        forge::ensure(&client, &spec, None, true).unwrap_or_else(|e| panic!("{n} changes: {e}"));
+        let pulls = fake.pulls();
+        let Some(pull) = pulls.last() else {
+            panic!("nothing opened");
+        };
+        assert!(
+            pull.body.chars().count() <= 65_536,
+            "{n} changes: {}",
+            pull.body.len()
+        );
+        let rows = pull
+            .body
+            .lines()
+            .filter(|l| l.starts_with("| ghcr.io"))
+            .count();
+        assert!(
+            pull.body.contains(&format!("\n… and {} more\n", n - rows)),
+            "{n} changes, {rows} rows"
+        );
+        // The next round opens a fresh one.
+        fake.edit(pull.number, |p| p.open = false);
+    }
+    // GitLab takes a megabyte: a few thousand rows fit whole.
+    let gitlab = FakeForge::gitlab("platform/fleet", "glpat-t0ken");
+    let client = GitLab::new(
+        &format!("http://{}/api/v4", gitlab.server.addr),
+        &repo("https://gitlab.example.com/platform/fleet.git"),
+        "glpat-t0ken".into(),
+        rt.handle().clone(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let body =
+        hoist::message::pull_request_body("apps/fleet", &many_changes(3000), client.body_limit());
+    assert!(
+        !body.contains("more\n") && body.len() > 65_536,
+        "{}",
+        body.len()
+    );
+}
+
+#[test]
+fn what_a_forge_sends_back_is_scrubbed_of_the_token_and_escaped() {
+    let rt = runtime();
+    let fake = FakeForge::github("acme", "fleet", "ghp_t0ken", "");
+    let client = github(&fake, &rt, "fleet", "ghp_t0ken");
+    // A forge that echoes the request it refused, and one that writes
+    // escapes and a line of its own into its message.
+    fake.fail_next(
+        "POST",
+        422,
+        r#"{"message": "Validation Failed", "errors": [{"message": "bad request with Authorization: {authorization}"}]}"#,
+        &[],
+    );
+    let error = ensure_error(&client);
+    assert!(!error.contains("t0ken"), "{error}");
+    assert!(error.contains("Authorization: Bearer ***"), "{error}");
+    fake.fail_next(
+        "POST",
+        422,
+        r#"{"message": "\u001b[31m\nerror: forged\r"}"#,
+        &[],
+    );
+    let error = ensure_error(&client);
+    assert!(
+        error.contains(r"HTTP 422: \x1b[31m\nerror: forged\r;"),
+        "{error:?}"
+    );
+    assert!(!error.contains(['\x1b', '\n', '\r']), "{error:?}");
+    // GitLab's PRIVATE-TOKEN and Gitea's `token` header, echoed.
+    let gitlab = FakeForge::gitlab("platform/fleet", "glpat-t0ken");
+    let client = GitLab::new(
+        &format!("http://{}/api/v4", gitlab.server.addr),
+        &repo("https://gitlab.example.com/platform/fleet.git"),
+        "glpat-t0ken".into(),
+        rt.handle().clone(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    gitlab.fail_next(
+        "GET",
+        400,
+        r#"{"error": "token {authorization} refused"}"#,
+        &[],
+    );
+    let error = ensure_error(&client);
+    assert!(
+        error.contains("token *** refused") && !error.contains("t0ken"),
+        "{error}"
+    );
+    let gitea = FakeForge::gitea("acme", "fleet", "gitea-t0ken", 0);
+    let client = Gitea::new(
+        &format!("http://{}/api/v1", gitea.server.addr),
+        &repo("https://gitea.example.com/acme/fleet"),
+        "gitea-t0ken".into(),
+        rt.handle().clone(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    gitea.fail_next("GET", 403, r#"{"message": "{authorization} may not"}"#, &[]);
+    let error = ensure_error(&client);
+    assert!(
+        error.contains("token *** may not") && !error.contains("t0ken"),
+        "{error}"
+    );
+}
+
+/// `hoist run --once -o json` against a real registry, a fleet served
+/// over smart HTTP and a fake GitHub whose answer to the pull request
+/// echoes the credentials and carries escapes: the token is nowhere in
+/// what hoist prints, and the forge's text stays on one line.
+#[test]
+fn a_forge_answer_echoing_the_token_never_reaches_the_report() {
+    use crate::support::registry::{Auth, DockerRegistry};
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: prod}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {addr}/team/app:1.0.0 # {{\"$imagepolicy\": \"default:app\"}}\n"
+    );
+    let remote = crate::support::git::BareRepo::new(&[("clusters/prod/app.yaml", &manifest)]);
+    let served = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(served.path().join("acme")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&remote.path, served.path().join("acme/fleet.git"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = crate::support::git::GitHttp::start(served.path(), "bot", "git-pass");
+    let github = FakeForge::github("acme", "fleet", "ghp_t0ken", "/api/v3");
+    github.fail_next(
+        "POST",
+        422,
+        r#"{"message": "Validation Failed: \u001b[31m\nerror: forged", "errors": [{"message": "request had Authorization: {authorization}"}]}"#,
+        &[],
+    );
+    let objects = format!(
+        "apiVersion: hoist.dev/v1alpha1
+kind: ImageRepository
+metadata: {{name: app}}
+spec: {{image: {addr}/team/app, insecure: true, interval: 1s}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImagePolicy
+metadata: {{name: app}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: '^1'}}}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet}}
+spec:
+  interval: 5m
+  git:
+    secretRef: {{name: git}}
+    url: http://{git}/acme/fleet.git
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{name: hoist-bot, email: bot@example.com}}
+    push:
+      branch: hoist/fleet
+      pullRequest: {{provider: github, apiURL: 'http://{api}/api/v3', secretRef: {{name: forge}}}}
+  update: {{path: ./clusters/prod}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: git}}
+stringData: {{username: bot, password: git-pass}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: forge}}
+stringData: {{token: ghp_t0ken}}
+",
+        git = http.server.addr,
+        api = github.server.addr,
+    );
+    let dir = crate::support::files(&[("objects.yaml", &objects)]);
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap_or_else(|e| panic!("{e}"));
+    let docker = docker.to_string_lossy().into_owned();
+    let run = crate::support::hoist_env(
+        dir.path(),
+        &[
+            "run",
+            "-f",
+            "objects.yaml",
+            "--once",
+            "--state-dir",
+            "state",
+            "-o",
+            "json",
+        ],
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    let error = report[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(r"HTTP 422: Validation Failed: \x1b[31m\nerror: forged: request had Authorization: Bearer ***"),
+        "{error}"
+    );
+    for out in [&run.stdout, &run.stderr] {
+        assert!(!out.contains("t0ken"), "{out}");
+    }
+    assert!(
+        !run.stderr.lines().any(|l| l.starts_with("error: forged")),
+        "{}",
+        run.stderr
+    );
+}

@@ -13,4 +13,5 @@ mod run;
 mod scan;
 mod support;
 mod sync;
+mod terminal;
 mod webhook;

@@ -72,6 +72,16 @@ fn number_of(rest: &str) -> Option<(u64, &str)> {
     Some((number.parse().ok()?, suffix))
 }
 
+/// GitHub's limit on a pull request body, in characters, and its answer
+/// to a longer one.
+const GITHUB_BODY_LIMIT: usize = 65_536;
+const BODY_TOO_LONG: &str = r#"{"message": "Validation Failed", "errors": [{"resource": "Issue", "code": "custom", "field": "body", "message": "body is too long (maximum is 65536 characters)"}]}"#;
+
+fn too_long(body: &Value) -> bool {
+    body.as_str()
+        .is_some_and(|b| b.chars().count() > GITHUB_BODY_LIMIT)
+}
+
 fn text(value: &Value) -> String {
     value.as_str().unwrap_or("").to_string()
 }
@@ -92,7 +102,13 @@ impl FakeForge {
                 faults.remove(at)
             });
             if let Some(fault) = fault {
-                let mut reply = Reply::json(fault.status, &fault.body);
+                // A forge that echoes the request, credentials included.
+                let echoed = request
+                    .header("authorization")
+                    .or_else(|| request.header("private-token"))
+                    .unwrap_or("");
+                let mut reply =
+                    Reply::json(fault.status, &fault.body.replace("{authorization}", echoed));
                 for (k, v) in &fault.headers {
                     reply = reply.with_header(k, v);
                 }
@@ -120,6 +136,8 @@ impl FakeForge {
 
     /// Answers the next `method` request with `status`, `body` and
     /// `headers` instead (queued: call again to fail several in a row).
+    /// `{authorization}` in `body` becomes the request's credentials, as a
+    /// forge that echoes its request would send them.
     pub fn fail_next(&self, method: &str, status: u16, body: &str, headers: &[(&str, &str)]) {
         if let Ok(mut faults) = self.faults.lock() {
             faults.push_back(Fault {
@@ -213,6 +231,7 @@ impl FakeForge {
                             .collect();
                         Reply::json(200, &Value::Array(listed).to_string())
                     }
+                    _ if too_long(&state.body["body"]) => Reply::json(422, BODY_TOO_LONG),
                     ("POST", "/pulls") => {
                         let head = text(&state.body["head"]);
                         let base = text(&state.body["base"]);
