@@ -8,6 +8,8 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod forge;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod git;
 pub mod load;
 pub mod message;

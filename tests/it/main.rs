@@ -4,6 +4,7 @@ mod cli;
 mod controller;
 mod deploy;
 mod forge;
+mod fuzz_corpus;
 mod generated;
 mod git;
 mod kube_api;
