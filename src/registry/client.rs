@@ -227,24 +227,25 @@ impl Registry {
                 self.error(target, "GET", &url, f)
             })?;
             read += body.len() as u64;
-            #[derive(serde::Deserialize)]
-            struct TagList {
-                tags: Option<Vec<String>>,
-            }
-            let list: TagList = serde_json::from_slice(&body).map_err(|e| {
-                self.error(
-                    target,
-                    "GET",
-                    &url,
-                    Failure::new(
-                        FailureKind::Protocol,
-                        format!("the tag list is not the expected JSON: {e}"),
-                    ),
-                )
-            })?;
-            let listed = list.tags.unwrap_or_default();
-            let before = tags.len();
-            if before + listed.iter().filter(|t| valid_tag(t)).count() > target.max_tags {
+            // Parsed one tag at a time against what is left of the cap, so
+            // a page of millions of short names never becomes millions of
+            // strings.
+            let room = target.max_tags.saturating_sub(tags.len());
+            let mut page = serde_json::Deserializer::from_slice(&body);
+            let list = serde::de::DeserializeSeed::deserialize(TagPage { room }, &mut page)
+                .and_then(|list| page.end().map(|()| list))
+                .map_err(|e| {
+                    self.error(
+                        target,
+                        "GET",
+                        &url,
+                        Failure::new(
+                            FailureKind::Protocol,
+                            format!("the tag list is not the expected JSON: {e}"),
+                        ),
+                    )
+                })?;
+            if list.over {
                 return Err(self.error(
                     target,
                     "GET",
@@ -255,12 +256,12 @@ impl Registry {
                     )),
                 ));
             }
-            tags.extend(listed.iter().filter(|t| valid_tag(t)).cloned().map(Tag));
-            if tags.len() - before < listed.len() {
+            if list.dropped > 0 {
                 // Tags go into URLs and manifests; one that is not a valid
                 // tag could redirect a request or break a file.
-                tracing::warn!(image = %target.image, dropped = listed.len() - (tags.len() - before), "dropping listed tags that are not valid tags");
+                tracing::warn!(image = %target.image, dropped = list.dropped, "dropping listed tags that are not valid tags");
             }
+            tags.extend(list.tags.into_iter().map(Tag));
             pages += 1;
             let Some(next) = next else { break };
             let resolved = url.join(&next).map_err(|e| {
@@ -902,6 +903,89 @@ async fn read_body(
         })
 }
 
+/// One page of a tag list, `{"tags": [...]}` (other members ignored, a
+/// null or missing `tags` is empty), keeping at most `room` valid tags.
+struct TagPage {
+    room: usize,
+}
+
+#[derive(Default)]
+struct ListedTags {
+    tags: Vec<String>,
+    /// Names that are not valid tags, not kept.
+    dropped: usize,
+    /// More valid tags than `room`; those past it are not kept.
+    over: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TagPage {
+    type Value = ListedTags;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<ListedTags, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TagPage {
+    type Value = ListedTags;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with a tags array")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ListedTags, A::Error> {
+        let mut listed = ListedTags::default();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "tags" {
+                listed = map.next_value_seed(TagArray { room: self.room })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(listed)
+    }
+}
+
+struct TagArray {
+    room: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TagArray {
+    type Value = ListedTags;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<ListedTags, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TagArray {
+    type Value = ListedTags;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of tags or null")
+    }
+    fn visit_none<E>(self) -> Result<ListedTags, E> {
+        Ok(ListedTags::default())
+    }
+    fn visit_unit<E>(self) -> Result<ListedTags, E> {
+        Ok(ListedTags::default())
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<ListedTags, D::Error> {
+        d.deserialize_seq(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ListedTags, A::Error> {
+        let mut listed = ListedTags::default();
+        while let Some(tag) = seq.next_element::<String>()? {
+            if !valid_tag(&tag) {
+                listed.dropped += 1;
+            } else if listed.tags.len() < self.room {
+                listed.tags.push(tag);
+            } else {
+                listed.over = true;
+                // The rest is read, not kept, so the error is the cap's.
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                break;
+            }
+        }
+        Ok(listed)
+    }
+}
+
 fn too_large(detail: String) -> Failure {
     Failure::new(FailureKind::TooLarge, detail)
 }
@@ -947,5 +1031,47 @@ async fn failure_from(response: reqwest::Response, deadline: Instant) -> Failure
         status: Some(status.as_u16()),
         code,
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tag_page_tests {
+    use super::*;
+
+    fn parse(body: &str, room: usize) -> Result<ListedTags, serde_json::Error> {
+        let mut page = serde_json::Deserializer::from_str(body);
+        let list = serde::de::DeserializeSeed::deserialize(TagPage { room }, &mut page)?;
+        page.end().map(|()| list)
+    }
+
+    #[test]
+    fn a_page_keeps_at_most_its_room_and_says_so() {
+        let tags: Vec<String> = (0..5000).map(|i| format!("t{i}")).collect();
+        let body = serde_json::json!({"name": "x", "tags": tags, "manifest": {"a": 1}}).to_string();
+        let list = parse(&body, 1000).unwrap_or_else(|e| panic!("{e}"));
+        assert!(list.over);
+        assert_eq!(list.tags.len(), 1000);
+        let list = parse(&body, 5000).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!list.over);
+        assert_eq!(list.tags.len(), 5000);
+    }
+
+    #[test]
+    fn null_missing_and_invalid_tags() {
+        for body in [r#"{"tags": null}"#, r#"{"name": "x"}"#] {
+            let list = parse(body, 10).unwrap_or_else(|e| panic!("{e}"));
+            assert!(list.tags.is_empty() && !list.over);
+        }
+        let list =
+            parse(r#"{"tags": ["1.0", "../x", "-a"]}"#, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((list.tags, list.dropped), (vec!["1.0".to_string()], 2));
+        for body in [
+            r#"{"tags": 3}"#,
+            r#"{"tags": [1]}"#,
+            r#"{"tags": []} x"#,
+            "[]",
+        ] {
+            assert!(parse(body, 10).is_err(), "{body}");
+        }
     }
 }
