@@ -75,6 +75,12 @@ pub struct ImageRepositorySpec {
     /// Stop scanning.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+    /// hoist extension: most tags a scan keeps; a repository listing more
+    /// fails rather than exhausting memory. Defaults to 50000. The bytes
+    /// read per listing are 64 MiB or 1 KiB per tag, whichever is more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tags: Option<u32>,
     /// Flux field accepted so Flux documents load; not acted on yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,

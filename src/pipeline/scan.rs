@@ -14,8 +14,8 @@ use crate::load::ObjectSet;
 use crate::model::Tag;
 use crate::policy::CompiledPolicy;
 use crate::registry::{
-    Credential, DockerConfig, Exclusions, ImageName, RegistryError, ScanTarget, TagSource,
-    TlsConfig,
+    Credential, DEFAULT_MAX_TAGS, DockerConfig, Exclusions, ImageName, RegistryError, ScanTarget,
+    TagSource, TlsConfig,
 };
 use crate::store::{self, DigestRecord, ScanRecord, Store, StoreError};
 
@@ -261,6 +261,11 @@ fn target(
         timeout,
         tls: access.tls.clone(),
         credential,
+        max_tags: match spec.max_tags {
+            Some(0) => return Err("spec.maxTags must be at least 1".to_string()),
+            Some(n) => n as usize,
+            None => DEFAULT_MAX_TAGS,
+        },
     })
 }
 

@@ -38,6 +38,24 @@ pub struct ScanTarget {
     pub tls: TlsConfig,
     /// What to answer a challenge with, looked up once per scan.
     pub credential: Option<Credential>,
+    /// Most tags one listing keeps (`spec.maxTags`); the bytes read for
+    /// the listing are bounded by [`scan_bytes`] of it.
+    pub max_tags: usize,
+}
+
+/// Tags kept per repository when `spec.maxTags` is not set. The largest
+/// public repositories hold tens of thousands of tags; 50,000 is above
+/// them, and at most ~10 MB of tag text (a tag is at most 128 bytes).
+pub const DEFAULT_MAX_TAGS: usize = 50_000;
+/// Bytes read per tag listing at the default tag cap: a tag list entry is
+/// at most ~132 bytes of JSON, so 64 MiB leaves room for padding and
+/// dropped names while keeping a scan far below 256 MB of memory.
+const MIN_SCAN_BYTES: u64 = 64 << 20;
+
+/// The bytes a listing of `max_tags` tags may read: 64 MiB, or 1 KiB per
+/// tag when `spec.maxTags` is raised past 65,536.
+pub fn scan_bytes(max_tags: usize) -> u64 {
+    (max_tags as u64).saturating_mul(1024).max(MIN_SCAN_BYTES)
 }
 
 /// Extra trust and a client certificate, from `certSecretRef`.
@@ -84,6 +102,9 @@ const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const MAX_PAGE: usize = 16 << 20;
 const MAX_MANIFEST: usize = 4 << 20;
 const MAX_TOKEN: usize = 1 << 20;
+/// An error body: only its first code and message are kept, and only
+/// [`crate::redact::SERVER_TEXT_LIMIT`] bytes of that.
+const MAX_ERROR_BODY: usize = 64 << 10;
 
 impl Default for RegistrySettings {
     fn default() -> Self {
@@ -175,6 +196,8 @@ impl Registry {
         let deadline = Instant::now() + target.timeout;
         let mut url = self.url(target, &format!("tags/list?n={}", self.settings.page_size))?;
         let mut tags = Vec::new();
+        let budget = scan_bytes(target.max_tags);
+        let mut read: u64 = 0;
         let mut pages = 0;
         let mut visited = std::collections::HashSet::from([url.clone()]);
         loop {
@@ -187,32 +210,58 @@ impl Registry {
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link)
                 .map(str::to_string);
-            let body = read_body(response, deadline, MAX_PAGE)
-                .await
-                .map_err(|f| self.error(target, "GET", &url, f))?;
-            #[derive(serde::Deserialize)]
-            struct TagList {
-                tags: Option<Vec<String>>,
-            }
-            let list: TagList = serde_json::from_slice(&body).map_err(|e| {
-                self.error(
+            // Each page may take what is left of the listing's budget, so
+            // that endless pages end at the budget, not at memory's end.
+            let left = budget.saturating_sub(read);
+            let limit = usize::try_from(left).unwrap_or(usize::MAX).min(MAX_PAGE);
+            let body = read_body(response, deadline, limit).await.map_err(|f| {
+                let f = if f.kind == FailureKind::TooLarge && limit < MAX_PAGE {
+                    too_large(format!(
+                        "the tag list is larger than {} MiB in all, the limit for spec.maxTags {}",
+                        budget >> 20,
+                        target.max_tags
+                    ))
+                } else {
+                    f
+                };
+                self.error(target, "GET", &url, f)
+            })?;
+            read += body.len() as u64;
+            // Parsed one tag at a time against what is left of the cap, so
+            // a page of millions of short names never becomes millions of
+            // strings.
+            let room = target.max_tags.saturating_sub(tags.len());
+            let mut page = serde_json::Deserializer::from_slice(&body);
+            let list = serde::de::DeserializeSeed::deserialize(TagPage { room }, &mut page)
+                .and_then(|list| page.end().map(|()| list))
+                .map_err(|e| {
+                    self.error(
+                        target,
+                        "GET",
+                        &url,
+                        Failure::new(
+                            FailureKind::Protocol,
+                            format!("the tag list is not the expected JSON: {e}"),
+                        ),
+                    )
+                })?;
+            if list.over {
+                return Err(self.error(
                     target,
                     "GET",
                     &url,
-                    Failure::new(
-                        FailureKind::Protocol,
-                        format!("the tag list is not the expected JSON: {e}"),
-                    ),
-                )
-            })?;
-            let listed = list.tags.unwrap_or_default();
-            let before = tags.len();
-            tags.extend(listed.iter().filter(|t| valid_tag(t)).cloned().map(Tag));
-            if tags.len() - before < listed.len() {
+                    too_large(format!(
+                        "the repository has more than {} tags (spec.maxTags)",
+                        target.max_tags
+                    )),
+                ));
+            }
+            if list.dropped > 0 {
                 // Tags go into URLs and manifests; one that is not a valid
                 // tag could redirect a request or break a file.
-                tracing::warn!(image = %target.image, dropped = listed.len() - (tags.len() - before), "dropping listed tags that are not valid tags");
+                tracing::warn!(image = %target.image, dropped = list.dropped, "dropping listed tags that are not valid tags");
             }
+            tags.extend(list.tags.into_iter().map(Tag));
             pages += 1;
             let Some(next) = next else { break };
             let resolved = url.join(&next).map_err(|e| {
@@ -305,11 +354,54 @@ impl Registry {
         RegistryError {
             image: target.image.canonical(),
             request: format!("{method} {}", url.path()),
+            ..self.scrubbed(target, failure)
+        }
+    }
+
+    /// A failure as an error whose server-sent text (error bodies, codes,
+    /// challenges, Link headers) is masked of every secret sent for the
+    /// target and escaped of control characters; `image` and `request` are
+    /// the caller's.
+    fn scrubbed(&self, target: &ScanTarget, failure: Failure) -> RegistryError {
+        let secrets = self.secrets(target);
+        RegistryError {
+            image: String::new(),
+            request: String::new(),
             kind: failure.kind,
             status: failure.status,
-            code: failure.code,
-            detail: failure.detail,
+            code: failure
+                .code
+                .map(|c| crate::redact::server_text(&c, &secrets)),
+            detail: crate::redact::server_text(&failure.detail, &secrets),
         }
+    }
+
+    /// What hoist sends to the target's registry and token endpoint: the
+    /// credential, in every form, and the bearer tokens it was given.
+    fn secrets(&self, target: &ScanTarget) -> crate::redact::Secrets {
+        let mut secrets = crate::redact::Secrets::new();
+        match &target.credential {
+            Some(Credential::Basic { username, password }) => {
+                secrets.add_basic(username, password);
+            }
+            Some(Credential::IdentityToken(token)) => {
+                secrets.add(token);
+            }
+            None => {}
+        }
+        let map = self
+            .authorizations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for ((host, repository, _), authorization) in map.iter() {
+            if host == target.image.api_host()
+                && *repository == target.image.repository
+                && let Some(token) = authorization.header.strip_prefix("Bearer ")
+            {
+                secrets.add(token);
+            }
+        }
+        secrets
     }
 
     fn client(&self, tls: &TlsConfig) -> Result<reqwest::Client, Failure> {
@@ -504,11 +596,9 @@ impl Registry {
             .unwrap_or_else(|| format!("repository:{}:pull", target.image.repository));
         let token_error = |path: &str, f: Failure| RegistryError {
             image: image.clone(),
-            request: format!("GET {path}"),
-            kind: f.kind,
-            status: f.status,
-            code: f.code,
-            detail: f.detail,
+            // The path comes from the registry's challenge.
+            request: format!("GET {}", crate::redact::escape_control(path)),
+            ..self.scrubbed(target, f)
         };
         let url = Url::parse(realm).map_err(|e| {
             token_error(
@@ -779,6 +869,13 @@ async fn read_body(
     deadline: Instant,
     limit: usize,
 ) -> Result<Vec<u8>, Failure> {
+    // A declared length over the limit is refused before reading any.
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large(format!(
+            "the response is larger than {}",
+            size(limit)
+        )));
+    }
     let read = async {
         let mut body = Vec::new();
         while let Some(chunk) = response
@@ -787,10 +884,10 @@ async fn read_body(
             .map_err(|e| Failure::new(FailureKind::Transport, describe(&e)))?
         {
             if body.len() + chunk.len() > limit {
-                return Err(Failure::new(
-                    FailureKind::Protocol,
-                    format!("the response is larger than {} MiB", limit >> 20),
-                ));
+                return Err(too_large(format!(
+                    "the response is larger than {}",
+                    size(limit)
+                )));
             }
             body.extend_from_slice(&chunk);
         }
@@ -806,11 +903,106 @@ async fn read_body(
         })
 }
 
+/// One page of a tag list, `{"tags": [...]}` (other members ignored, a
+/// null or missing `tags` is empty), keeping at most `room` valid tags.
+struct TagPage {
+    room: usize,
+}
+
+#[derive(Default)]
+struct ListedTags {
+    tags: Vec<String>,
+    /// Names that are not valid tags, not kept.
+    dropped: usize,
+    /// More valid tags than `room`; those past it are not kept.
+    over: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TagPage {
+    type Value = ListedTags;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<ListedTags, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TagPage {
+    type Value = ListedTags;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with a tags array")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ListedTags, A::Error> {
+        let mut listed = ListedTags::default();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "tags" {
+                listed = map.next_value_seed(TagArray { room: self.room })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(listed)
+    }
+}
+
+struct TagArray {
+    room: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TagArray {
+    type Value = ListedTags;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<ListedTags, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TagArray {
+    type Value = ListedTags;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of tags or null")
+    }
+    fn visit_none<E>(self) -> Result<ListedTags, E> {
+        Ok(ListedTags::default())
+    }
+    fn visit_unit<E>(self) -> Result<ListedTags, E> {
+        Ok(ListedTags::default())
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<ListedTags, D::Error> {
+        d.deserialize_seq(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ListedTags, A::Error> {
+        let mut listed = ListedTags::default();
+        while let Some(tag) = seq.next_element::<String>()? {
+            if !valid_tag(&tag) {
+                listed.dropped += 1;
+            } else if listed.tags.len() < self.room {
+                listed.tags.push(tag);
+            } else {
+                listed.over = true;
+                // The rest is read, not kept, so the error is the cap's.
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                break;
+            }
+        }
+        Ok(listed)
+    }
+}
+
+fn too_large(detail: String) -> Failure {
+    Failure::new(FailureKind::TooLarge, detail)
+}
+
+fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
+}
+
 /// Turns an unsuccessful response into a failure with the registry's code.
 async fn failure_from(response: reqwest::Response, deadline: Instant) -> Failure {
     let status = response.status();
     let headers: HeaderMap = response.headers().clone();
-    let body = read_body(response, deadline, MAX_TOKEN)
+    let body = read_body(response, deadline, MAX_ERROR_BODY)
         .await
         .unwrap_or_default();
     let (code, message) = match error_code(&body) {
@@ -839,5 +1031,47 @@ async fn failure_from(response: reqwest::Response, deadline: Instant) -> Failure
         status: Some(status.as_u16()),
         code,
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tag_page_tests {
+    use super::*;
+
+    fn parse(body: &str, room: usize) -> Result<ListedTags, serde_json::Error> {
+        let mut page = serde_json::Deserializer::from_str(body);
+        let list = serde::de::DeserializeSeed::deserialize(TagPage { room }, &mut page)?;
+        page.end().map(|()| list)
+    }
+
+    #[test]
+    fn a_page_keeps_at_most_its_room_and_says_so() {
+        let tags: Vec<String> = (0..5000).map(|i| format!("t{i}")).collect();
+        let body = serde_json::json!({"name": "x", "tags": tags, "manifest": {"a": 1}}).to_string();
+        let list = parse(&body, 1000).unwrap_or_else(|e| panic!("{e}"));
+        assert!(list.over);
+        assert_eq!(list.tags.len(), 1000);
+        let list = parse(&body, 5000).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!list.over);
+        assert_eq!(list.tags.len(), 5000);
+    }
+
+    #[test]
+    fn null_missing_and_invalid_tags() {
+        for body in [r#"{"tags": null}"#, r#"{"name": "x"}"#] {
+            let list = parse(body, 10).unwrap_or_else(|e| panic!("{e}"));
+            assert!(list.tags.is_empty() && !list.over);
+        }
+        let list =
+            parse(r#"{"tags": ["1.0", "../x", "-a"]}"#, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((list.tags, list.dropped), (vec!["1.0".to_string()], 2));
+        for body in [
+            r#"{"tags": 3}"#,
+            r#"{"tags": [1]}"#,
+            r#"{"tags": []} x"#,
+            "[]",
+        ] {
+            assert!(parse(body, 10).is_err(), "{body}");
+        }
     }
 }

@@ -22,6 +22,9 @@ pub enum FailureKind {
     Protocol,
     /// Credentials could not be read (config.json, credential helper).
     Credentials,
+    /// The repository lists more tags, or more bytes of them, than the
+    /// caps allow.
+    TooLarge,
 }
 
 /// A failed registry operation. Names the image, the request and what the
@@ -85,6 +88,9 @@ impl RegistryError {
             }
             FailureKind::Transport => Some(
                 "check the registry host, port, TLS settings (spec.insecure, spec.certSecretRef)",
+            ),
+            FailureKind::TooLarge => Some(
+                "if the repository really has this many tags, raise spec.maxTags (default 50000)",
             ),
             FailureKind::Server | FailureKind::Protocol | FailureKind::Credentials => None,
         }

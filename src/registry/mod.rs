@@ -8,7 +8,9 @@ mod exclusion;
 pub(crate) mod headers;
 mod reference;
 
-pub use client::{MANIFEST_ACCEPT, Registry, RegistrySettings, ScanTarget, TlsConfig};
+pub use client::{
+    DEFAULT_MAX_TAGS, MANIFEST_ACCEPT, Registry, RegistrySettings, ScanTarget, TlsConfig,
+};
 pub use credentials::{Credential, CredentialError, DockerConfig};
 pub use error::{FailureKind, RegistryError};
 pub use exclusion::{ExclusionError, Exclusions};

@@ -3,6 +3,7 @@
 //! opaque pagination cursors, 429, 500, hangs, broken answers.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::support::http::{FakeServer, Reply, Request};
 use crate::support::registry::{
@@ -987,5 +988,228 @@ fn minimum_age_holds_a_new_tag_back_and_says_until_when() {
             .contains("default/app: 1.2.0 is waiting for minimumAge; eligible at "),
         "{}",
         text.stdout
+    );
+}
+
+// ---- hostile registries ----
+
+/// Page `page` of a listing: 1000 distinct tags, and a Link to the next
+/// page until `last`. Without a cap on the total, a registry that never
+/// stops (`last` unbounded) grows hoist without end; the tests stop at a
+/// few pages past the cap so that the unfixed state is observable.
+fn numbered_page(page: usize, last: usize) -> Reply {
+    let tags: Vec<String> = (0..1000).map(|i| format!("{page}.{i}.0")).collect();
+    let body = serde_json::json!({"name": "team/app", "tags": tags}).to_string();
+    let reply = Reply::json(200, &body);
+    if page < last {
+        reply.with_header(
+            "Link",
+            &format!(r#"</v2/team/app/tags/list?page={}>; rel="next""#, page + 1),
+        )
+    } else {
+        reply
+    }
+}
+
+fn page_number(request: &Request) -> usize {
+    request
+        .target
+        .split_once("page=")
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn endless_tag_pages_stop_at_the_tag_cap() {
+    let server = FakeServer::start(|request: &Request, _| numbered_page(page_number(request), 59));
+    let dir = fake_objects(&server, "");
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("team/app")
+            && run.stderr.contains("more than 50000 tags")
+            && run.stderr.contains("spec.maxTags"),
+        "{}",
+        run.stderr
+    );
+    // It stopped at the page that crossed the cap.
+    assert_eq!(server.requests().len(), 51);
+
+    // A user with a genuinely large repository raises the cap.
+    let dir = fake_objects(&server, "  maxTags: 100000\n");
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&run)[0]["tags"], 60_000);
+
+    // And a low cap holds too.
+    let dir = fake_objects(&server, "  maxTags: 1500\n");
+    let run = scan(dir.path(), &["--refresh"], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("more than 1500 tags"), "{}", run.stderr);
+}
+
+#[test]
+fn pages_of_dropped_names_stop_at_the_byte_budget() {
+    // Pages that are nearly all whitespace keep no tag, so only the bytes
+    // read bound them: 8 MiB each, 12 of them (96 MiB) before the end.
+    let padding = Arc::new(format!(
+        "{{\"name\": \"team/app\", \"tags\": [{}\"1.0.0\"]}}",
+        " ".repeat(8 << 20)
+    ));
+    let server = FakeServer::start(move |request: &Request, _| {
+        let page = page_number(request);
+        let reply = Reply::json(200, &padding);
+        if page < 11 {
+            reply.with_header(
+                "Link",
+                &format!(r#"</v2/team/app/tags/list?page={}>; rel="next""#, page + 1),
+            )
+        } else {
+            reply
+        }
+    });
+    let dir = fake_objects(&server, "");
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("team/app")
+            && run.stderr.contains("larger than 64 MiB in all")
+            && run.stderr.contains("spec.maxTags"),
+        "{}",
+        run.stderr
+    );
+    assert!(server.requests().len() <= 9, "{}", server.requests().len());
+}
+
+#[test]
+fn a_huge_single_page_is_refused_while_streaming() {
+    // 1 GiB in 1 MiB chunks, never all sent: hoist stops reading at its
+    // page limit and the sender stops when the connection goes.
+    let server = FakeServer::start(|_, _| {
+        let (send, chunks) = std::sync::mpsc::sync_channel(2);
+        std::thread::spawn(move || {
+            let _ = send.send(br#"{"name": "team/app", "tags": ["#.to_vec());
+            for _ in 0..1024 {
+                if send.send(vec![b' '; 1 << 20]).is_err() {
+                    return;
+                }
+            }
+        });
+        Reply::Stream {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            chunks,
+        }
+    });
+    let dir = fake_objects(&server, "");
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("team/app") && run.stderr.contains("larger than 16 MiB"),
+        "{}",
+        run.stderr
+    );
+}
+
+const ECHO_USER: &str = "echo-user";
+const ECHO_PASSWORD: &str = "s3cret-Pa55";
+
+/// A registry whose errors echo what it was sent: the Authorization
+/// header and the password, with an escape sequence and a forged line.
+fn echoing_registry() -> FakeServer {
+    FakeServer::start(|request: &Request, _| {
+        let addr = request.header("host").unwrap_or("").to_string();
+        let sent = request.header("authorization").unwrap_or("").to_string();
+        let echo = |status: u16| {
+            let message = format!(
+                "you sent {sent:?} and password {ECHO_PASSWORD}\u{1b}[31m\r\nerror: forged line"
+            );
+            Reply::json(
+                status,
+                &serde_json::json!({"errors": [{"code": "DENIED", "message": message}]})
+                    .to_string(),
+            )
+        };
+        let path = request.path();
+        if path == "/token" {
+            // The token endpoint refuses, echoing the Basic value.
+            return echo(401);
+        }
+        if path.starts_with("/v2/bearer/") {
+            if sent == "Bearer t0ken-given" {
+                return echo(403);
+            }
+            return Reply::json(401, "{}").with_header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="http://{addr}/mint",service="fake""#),
+            );
+        }
+        if path == "/mint" {
+            return Reply::json(200, r#"{"token": "t0ken-given"}"#);
+        }
+        if path.starts_with("/v2/token/") {
+            return Reply::json(401, "{}").with_header(
+                "WWW-Authenticate",
+                &format!(r#"Bearer realm="http://{addr}/token",service="fake""#),
+            );
+        }
+        if sent.is_empty() {
+            return Reply::json(401, "{}").with_header("WWW-Authenticate", r#"Basic realm="x""#);
+        }
+        // /v2/basic/…: 401 for the answered challenge, 500 for the rest.
+        if path.starts_with("/v2/basic/") {
+            echo(401)
+        } else {
+            echo(500)
+        }
+    })
+}
+
+#[test]
+fn server_text_never_carries_the_credentials_or_control_characters() {
+    let server = echoing_registry();
+    let objects: String = ["basic", "token", "bearer", "fivehundred"]
+        .iter()
+        .map(|name| {
+            format!(
+                "---\napiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {{name: {name}}}\nspec:\n  image: {}/{name}/app\n  insecure: true\n  interval: 1h\n  timeout: 20s\n",
+                server.addr
+            )
+        })
+        .collect();
+    let dir = files(&[("objects.yaml", &objects)]);
+    std::fs::create_dir_all(dir.path().join("docker")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("docker/config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"username": "{ECHO_USER}", "password": "{ECHO_PASSWORD}"}}}}}}"#,
+            server.addr
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let basic_value = basic(ECHO_USER, ECHO_PASSWORD);
+    let basic_value = basic_value.trim_start_matches("Basic ");
+    for output in [&run.stdout, &run.stderr] {
+        assert!(!output.contains(basic_value), "{output}");
+        assert!(!output.contains(ECHO_PASSWORD), "{output}");
+        assert!(!output.contains("t0ken-given"), "{output}");
+        assert!(!output.contains('\u{1b}'), "{output}");
+        assert!(!output.contains("\nerror: forged"), "{output}");
+    }
+    // Each repository's error is there, masked and escaped.
+    for name in ["basic", "token", "bearer", "fivehundred"] {
+        assert!(
+            run.stderr.contains(&format!("{name}/app")),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(run.stderr.contains("***"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("\\x1b[31m\\r\\nerror: forged line"),
+        "{}",
+        run.stderr
     );
 }
