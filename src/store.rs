@@ -151,31 +151,162 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Makes the state directory 0700, since it holds clones of private
+/// repositories and, while a run lasts, key files: new directories are
+/// created so, an existing one is tightened when hoist's user owns it. One
+/// it cannot change (a Kubernetes emptyDir, which kubelet owns and only
+/// the pod sees) is left as it is.
+fn state_directory(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let fail = |source| StoreError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(fail)?;
+    let mode = std::fs::metadata(dir).map_err(fail)?.permissions().mode();
+    if mode & 0o077 != 0
+        && let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    {
+        tracing::debug!(dir = %dir.display(), "leaving the state directory at mode {:o}: {e}", mode & 0o7777);
+    }
+    Ok(())
+}
+
+/// Runs `f`, turning a panic into an error: redb asserts on some damaged
+/// files instead of returning an error, and a damaged store must be
+/// reported, not crash hoist.
+fn unpanicked<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "an internal check failed".to_string());
+            Err(format!("the database is damaged ({what})"))
+        }
+    }
+}
+
+/// Reads every entry of every table hoist keeps, so that damage anywhere
+/// shows now, while nothing has been written, rather than in a later read.
+fn read_everything(db: &impl ReadableDatabase) -> Result<(), String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    match txn.open_table(META) {
+        Ok(table) => {
+            for entry in table.iter().map_err(|e| e.to_string())? {
+                entry.map_err(|e| e.to_string())?;
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    for definition in [SCANS, DIGESTS, PULL_REQUESTS, SYNCS] {
+        match txn.open_table(definition) {
+            Ok(table) => {
+                for entry in table.iter().map_err(|e| e.to_string())? {
+                    let (key, value) = entry.map_err(|e| e.to_string())?;
+                    serde_json::from_slice::<serde_json::Value>(value.value())
+                        .map_err(|e| format!("the entry for {} is damaged: {e}", key.value()))?;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// Whether redb can open the database at `path` without harm. redb
+/// rewrites a file as it opens it (and repairs one a killed run left),
+/// which must not happen to a damaged file: it may hold the only copy of a
+/// user's state. So everything the open does is first done to a copy.
+enum Check {
+    /// Missing or empty: redb makes a new database.
+    New,
+    /// A copy opened, every entry read, and the format check passed.
+    Good,
+    /// Another process has it open.
+    Locked,
+    Damaged(String),
+}
+
+fn check(path: &Path) -> Check {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Check::New,
+        Err(e) => return Check::Damaged(e.to_string()),
+        Ok(meta) if meta.len() == 0 => return Check::New,
+        Ok(_) => {}
+    }
+    let original = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Check::Damaged(e.to_string()),
+    };
+    // A shared lock keeps a writer out while the copy is taken; redb holds
+    // an exclusive one while a process has the database open.
+    match original.try_lock_shared() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Check::Locked,
+        Err(std::fs::TryLockError::Error(e)) => return Check::Damaged(e.to_string()),
+    }
+    let copy = path.with_extension("redb.check");
+    let result = std::fs::copy(path, &copy)
+        .map_err(|e| format!("copying it to check it: {e}"))
+        .and_then(|_| {
+            unpanicked(|| {
+                let db = Database::create(&copy).map_err(|e| e.to_string())?;
+                read_everything(&db)?;
+                let store = Store {
+                    db,
+                    path: copy.clone(),
+                };
+                store.check_format().map_err(|e| e.to_string())?;
+                store.flush().map_err(|e| e.to_string())
+            })
+        });
+    let _ = std::fs::remove_file(&copy);
+    drop(original);
+    match result {
+        Ok(()) => Check::Good,
+        Err(reason) => Check::Damaged(reason),
+    }
+}
+
 impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        state_directory(dir)?;
         let path = dir.join(DATABASE_FILE);
         let started = std::time::Instant::now();
+        let unreadable = |path: &Path, reason: String| StoreError::Unreadable {
+            path: path.to_path_buf(),
+            reason,
+        };
         let db = loop {
-            match Database::create(&path) {
-                Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(100));
+            let locked = match check(&path) {
+                Check::Locked => true,
+                Check::Damaged(reason) => return Err(unreadable(&path, reason)),
+                Check::New | Check::Good => {
+                    match unpanicked(|| match Database::create(&path) {
+                        Ok(db) => Ok(Some(db)),
+                        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    }) {
+                        Ok(Some(db)) => break db,
+                        Ok(None) => true,
+                        Err(reason) => return Err(unreadable(&path, reason)),
+                    }
                 }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                    return Err(StoreError::Locked { path });
-                }
-                Err(e) => {
-                    return Err(StoreError::Unreadable {
-                        path,
-                        reason: e.to_string(),
-                    });
-                }
+            };
+            if locked && started.elapsed() >= LOCK_WAIT {
+                return Err(StoreError::Locked { path });
             }
+            std::thread::sleep(Duration::from_millis(100));
         };
         let store = Store { db, path };
         store.check_format()?;
@@ -193,8 +324,21 @@ impl Store {
         }
     }
 
+    /// Runs a database operation; a panic inside redb (damage the open
+    /// did not read, since it showed only on a write) becomes an error.
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unreadable {
+                path: self.path.clone(),
+                reason: "the database is damaged (an internal check failed)".to_string(),
+            }),
+        }
+    }
+
     /// Stamps a new database with our format; refuses one from a newer hoist.
     fn check_format(&self) -> Result<(), StoreError> {
+        self.guarded(|| {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
@@ -222,6 +366,7 @@ impl Store {
             txn.open_table(SYNCS).map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
+        })
     }
 
     fn get<T: for<'de> Deserialize<'de>>(
@@ -229,17 +374,19 @@ impl Store {
         table: TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = txn.open_table(table).map_err(|e| self.io(e))?;
-        let Some(value) = table.get(key).map_err(|e| self.io(e))? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(value.value())
-            .map(Some)
-            .map_err(|e| StoreError::Unreadable {
-                path: self.path.clone(),
-                reason: format!("the entry for {key} is damaged: {e}"),
-            })
+        self.guarded(|| {
+            let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+            let table = txn.open_table(table).map_err(|e| self.io(e))?;
+            let Some(value) = table.get(key).map_err(|e| self.io(e))? else {
+                return Ok(None);
+            };
+            serde_json::from_slice(value.value())
+                .map(Some)
+                .map_err(|e| StoreError::Unreadable {
+                    path: self.path.clone(),
+                    reason: format!("the entry for {key} is damaged: {e}"),
+                })
+        })
     }
 
     fn put<T: Serialize>(
@@ -248,37 +395,43 @@ impl Store {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| self.io(e))?;
-        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        // Each put is atomic but not synced: a run syncs once at the end
-        // (`flush`) instead of once per repository. A crash before then
-        // loses only cache entries; the file stays consistent.
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| self.io(e))?;
-        {
-            let mut table = txn.open_table(table).map_err(|e| self.io(e))?;
-            table
-                .insert(key, bytes.as_slice())
+        self.guarded(|| {
+            let bytes = serde_json::to_vec(value).map_err(|e| self.io(e))?;
+            let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
+            // Each put is atomic but not synced: a run syncs once at the end
+            // (`flush`) instead of once per repository. A crash before then
+            // loses only cache entries; the file stays consistent.
+            txn.set_durability(redb::Durability::None)
                 .map_err(|e| self.io(e))?;
-        }
-        txn.commit().map_err(|e| self.io(e))
+            {
+                let mut table = txn.open_table(table).map_err(|e| self.io(e))?;
+                table
+                    .insert(key, bytes.as_slice())
+                    .map_err(|e| self.io(e))?;
+            }
+            txn.commit().map_err(|e| self.io(e))
+        })
     }
 
     fn remove(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| self.io(e))?;
-        {
-            let mut table = txn.open_table(table).map_err(|e| self.io(e))?;
-            table.remove(key).map_err(|e| self.io(e))?;
-        }
-        txn.commit().map_err(|e| self.io(e))
+        self.guarded(|| {
+            let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| self.io(e))?;
+            {
+                let mut table = txn.open_table(table).map_err(|e| self.io(e))?;
+                table.remove(key).map_err(|e| self.io(e))?;
+            }
+            txn.commit().map_err(|e| self.io(e))
+        })
     }
 
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        txn.commit().map_err(|e| self.io(e))
+        self.guarded(|| {
+            let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+            txn.commit().map_err(|e| self.io(e))
+        })
     }
 
     /// The last scan of an image, by canonical name.
@@ -432,6 +585,110 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read(&file).ok(), Some(garbage));
+    }
+
+    /// A database with a few entries of every table, as a run leaves it.
+    fn populated(dir: &Path) -> Vec<u8> {
+        {
+            let store = Store::open(dir).unwrap_or_else(|e| panic!("{e}"));
+            for i in 0..200 {
+                let tags: Vec<String> = (0..20).map(|t| format!("1.{i}.{t}")).collect();
+                let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+                store
+                    .put_scan(&format!("ghcr.io/acme/app{i}"), &record(&tags))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let d = DigestRecord {
+                    digest: format!("sha256:{i:064x}"),
+                    checked_at: 5,
+                };
+                store
+                    .put_digest(&format!("ghcr.io/acme/app{i}"), "1.0.0", &d)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        std::fs::read(dir.join(DATABASE_FILE)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Opens the damaged file and reads everything from it: no panic, and
+    /// when anything fails, the message the README names and the file as
+    /// it was.
+    fn open_damaged(dir: &Path, damaged: &[u8], what: &str) {
+        let file = dir.join(DATABASE_FILE);
+        std::fs::write(&file, damaged).unwrap_or_else(|e| panic!("{e}"));
+        let outcome = Store::open(dir).and_then(|store| {
+            for i in 0..200 {
+                store.scan(&format!("ghcr.io/acme/app{i}"))?;
+                store.digest(&format!("ghcr.io/acme/app{i}"), "1.0.0")?;
+            }
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            let text = e.to_string();
+            assert!(
+                text.contains("cannot be read") && text.contains("left untouched"),
+                "{what}: {text}"
+            );
+            let now = std::fs::read(&file).unwrap_or_default();
+            assert!(now == damaged, "{what}: the file was changed: {text}");
+        }
+    }
+
+    #[test]
+    fn truncated_databases_are_reported_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let whole = populated(dir.path());
+        let size = whole.len();
+        assert!(size > 8192, "{size}");
+        for length in [1, 512, 4096, 4097, size / 2, size - 1] {
+            open_damaged(
+                dir.path(),
+                &whole[..length],
+                &format!("truncated to {length}"),
+            );
+        }
+    }
+
+    #[test]
+    fn corrupted_databases_are_reported_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let whole = populated(dir.path());
+        let size = whole.len();
+        // The header, the first pages and spots through the rest of the file.
+        let mut spots: Vec<usize> = vec![0, 9, 64, 200, 700, 4096, 4100, 5000, 8192, 9000];
+        spots.extend((1..16).map(|k| size * k / 16));
+        for at in spots {
+            for byte in [0x00u8, 0xff, 0x5a] {
+                let mut damaged = whole.clone();
+                for b in damaged.iter_mut().skip(at).take(16) {
+                    *b ^= byte | 1;
+                }
+                open_damaged(
+                    dir.path(),
+                    &damaged,
+                    &format!("16 bytes at {at} xor {byte:#x}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_state_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0)
+        };
+        let new = dir.path().join("state/hoist");
+        drop(Store::open(&new).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(mode(&new), 0o700);
+        let wide = dir.path().join("wide");
+        std::fs::create_dir(&wide).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(Store::open(&wide).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(mode(&wide), 0o700);
     }
 
     #[test]
