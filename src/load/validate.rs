@@ -152,10 +152,107 @@ pub(super) fn automation(
             format!("{e}; see the README for the values a template sees"),
         ));
     }
+    inside_repository(doc, "spec.update.path", &spec.update.path)?;
+    let checkout = &spec.git.checkout.reference.branch;
+    branch(doc, "spec.git.checkout.ref.branch", checkout)?;
+    if let Some(push) = &spec.git.push {
+        if let Some(name) = &push.branch {
+            branch(doc, "spec.git.push.branch", name)?;
+        }
+        if let Some(pull) = &push.pull_request {
+            if push.branch.as_ref().is_none_or(|b| b == checkout) {
+                return Err(doc.invalid(
+                    "spec.git.push.branch",
+                    format!("a pull request needs a branch of its own: name one other than the checkout branch {checkout:?}"),
+                ));
+            }
+            for (field, template) in [("title", &pull.title), ("body", &pull.body)] {
+                if let Some(template) = template.as_deref().filter(|t| !t.trim().is_empty())
+                    && let Err(e) = crate::message::check_template(template)
+                {
+                    return Err(doc.invalid(
+                        &format!("spec.git.push.pullRequest.{field}"),
+                        format!("{e}; see the README for the values a template sees"),
+                    ));
+                }
+            }
+        }
+    }
     if let Some(sync) = &spec.sync {
+        inside_repository(doc, "spec.sync.path", &sync.path)?;
         duration(doc, "spec.sync.timeout", sync.timeout.as_ref())?;
     }
     Ok(())
+}
+
+/// A path in the repository: relative, and no `..` that could lead out.
+fn inside_repository(doc: &Document<'_>, field: &str, value: &str) -> Result<(), LoadError> {
+    use std::path::Component;
+    let leaves = std::path::Path::new(value)
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if leaves {
+        return Err(doc.invalid(
+            field,
+            format!("{value:?} must stay inside the repository: a relative path without `..`, e.g. ./clusters/prod"),
+        ));
+    }
+    Ok(())
+}
+
+/// A branch name git accepts (`git check-ref-format --branch`).
+fn branch(doc: &Document<'_>, field: &str, name: &str) -> Result<(), LoadError> {
+    match branch_problem(name) {
+        Some(problem) => Err(doc.invalid(
+            field,
+            format!("{name:?} is not a branch name git accepts: {problem}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What git's ref-name rules find wrong with a branch name, if anything.
+fn branch_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if name == "@" || name == "HEAD" {
+        return Some("it is reserved");
+    }
+    if name.starts_with('-') {
+        return Some("it starts with `-`");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_ascii_control() || " ~^:?*[\\".contains(*c))
+    {
+        return Some(if c.is_ascii_control() {
+            "it contains a control character"
+        } else if c == ' ' {
+            "it contains a space"
+        } else {
+            "it contains one of ~ ^ : ? * [ \\"
+        });
+    }
+    if name.contains("..") {
+        return Some("it contains `..`");
+    }
+    if name.contains("@{") {
+        return Some("it contains `@{`");
+    }
+    if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        return Some("it has an empty `/`-separated part");
+    }
+    if name.ends_with('.') {
+        return Some("it ends with `.`");
+    }
+    if name
+        .split('/')
+        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
+    {
+        return Some("a `/`-separated part starts with `.` or ends with `.lock`");
+    }
+    None
 }
 
 pub(super) fn receiver(

@@ -695,9 +695,6 @@ fn run_one(
     let (key, options) = (context.key, context.options);
     let checkout_branch = context.checkout_branch();
     let owned = report.branch != checkout_branch;
-    if context.pull_request_fields().is_some() && !owned {
-        return Err("spec.git.push.pullRequest needs spec.git.push.branch to name a branch other than the checkout branch".to_string());
-    }
     let (refs, unresolved) = refs_for(context, scan);
     let relative = repository_path("spec.update.path", &automation.spec.update.path)?;
     let branch = Branch {

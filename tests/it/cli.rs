@@ -348,3 +348,97 @@ fn readme_quickstart_runs() {
         "{stdout}"
     );
 }
+
+/// Automations whose paths, branches or pull-request settings git or the
+/// forge would refuse fail at load time: exit 2 naming the file, the object
+/// and the field, before hoist makes its state directory or runs git.
+#[test]
+fn invalid_automations_exit_2_before_any_git() {
+    let automation = |git: &str, rest: &str| {
+        format!(
+            "apiVersion: hoist.dev/v1alpha1\nkind: ImageUpdateAutomation\nmetadata: {{name: fleet, namespace: team}}\nspec:\n  interval: 5m\n  git:\n    url: http://127.0.0.1:1/fleet.git\n    checkout: {{ref: {{branch: main}}}}\n{git}{rest}"
+        )
+    };
+    let pull = "      pullRequest: {provider: github}\n";
+    let cases = [
+        (
+            automation("", "  update: {path: ../elsewhere}\n"),
+            "spec.update.path",
+        ),
+        (
+            automation("", "  update: {path: /etc}\n"),
+            "spec.update.path",
+        ),
+        (
+            automation("", "  sync: {path: ./a/../../b}\n"),
+            "spec.sync.path",
+        ),
+        (
+            automation("    push: {branch: '*'}\n", ""),
+            "spec.git.push.branch",
+        ),
+        (
+            automation("    push: {branch: 'my branch'}\n", ""),
+            "spec.git.push.branch",
+        ),
+        (
+            automation("    push: {branch: 'a..b'}\n", ""),
+            "spec.git.push.branch",
+        ),
+        (
+            automation("    push: {branch: 'hoist@{1}'}\n", ""),
+            "spec.git.push.branch",
+        ),
+        (
+            automation("    push: {branch: 'x.lock'}\n", ""),
+            "spec.git.push.branch",
+        ),
+        (
+            automation("    push: {branch: '-f'}\n", ""),
+            "spec.git.push.branch",
+        ),
+        (
+            automation("", "").replace("{branch: main}", "{branch: 'main/'}"),
+            "spec.git.checkout.ref.branch",
+        ),
+        (
+            automation(&format!("    push:\n{pull}"), ""),
+            "spec.git.push.branch",
+        ),
+        (
+            automation(&format!("    push:\n      branch: main\n{pull}"), ""),
+            "spec.git.push.branch",
+        ),
+        (
+            automation(
+                "    push:\n      branch: hoist\n      pullRequest: {provider: github, title: '{{ oops'}\n",
+                "",
+            ),
+            "spec.git.push.pullRequest.title",
+        ),
+        (
+            automation(
+                "    push:\n      branch: hoist\n      pullRequest: {provider: github, body: '{% for %}'}\n",
+                "",
+            ),
+            "spec.git.push.pullRequest.body",
+        ),
+    ];
+    for (text, field) in cases {
+        let dir = files(&[("fleet.yaml", &text)]);
+        let run = hoist(
+            dir.path(),
+            &["run", "-f", "fleet.yaml", "--state-dir", "state"],
+            "",
+        );
+        assert_eq!(run.code, 2, "{text}\n{}", run.stderr);
+        assert!(
+            run.stderr.contains("fleet.yaml:")
+                && run.stderr.contains("ImageUpdateAutomation team/fleet")
+                && run.stderr.contains(&format!(": {field}: ")),
+            "{text}\n{}",
+            run.stderr
+        );
+        assert!(!dir.path().join("state").exists(), "{text}");
+    }
+}
