@@ -144,7 +144,13 @@ async fn update(
     documents.extend(selected.iter().map(|p| document(&**p)));
     documents.extend(secrets);
     let (objects, errors) = load(&documents);
-    if let Some(message) = errors_for(&errors, &object) {
+    let transport = (!crate::git::network_url(&automation.spec.git.url)).then(|| {
+        "spec.git.url: hoist controller reaches git only over https://, http:// and ssh:// \
+         (or scp-style user@host:path); local paths, file:// and git:// are for hoist run \
+         on your own machine"
+            .to_string()
+    });
+    if let Some(message) = errors_for(&errors, &object).or(transport) {
         let status = write(status, Outcome::stalled("InvalidSpec", message));
         patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
         return Ok(Action::await_change());

@@ -158,6 +158,58 @@ fn is_local(url: &str) -> bool {
     }
 }
 
+/// Whether `url` is one a cluster's controller may reach: `https://`,
+/// `http://`, `ssh://` or scp-style `user@host:path`. Local transports
+/// (paths, `file://`) would let an object reach into the pod's own files,
+/// the state directory included; `git://` is unauthenticated; `ext::` and
+/// other remote helpers run programs.
+pub fn network_url(url: &str) -> bool {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        return matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "https" | "http" | "ssh" | "git+ssh" | "ssh+git"
+        ) && !host.is_empty()
+            && !host.starts_with(['-', '/']);
+    }
+    let helper = url.split_once("::").is_some_and(|(transport, _)| {
+        !transport.is_empty()
+            && transport
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    // scp-style: what is before the first `:` is the host (a `-` there
+    // would be read by ssh as an option).
+    !helper && !is_local(url) && !url.starts_with('-') && !url.starts_with(':')
+}
+
+/// The path a local-transport URL names, as written and, for `file://`,
+/// percent-decoded too (git reads both), so that a check can refuse either.
+/// Relative paths are relative to where hoist runs, as git reads them.
+pub fn local_paths(url: &str) -> Vec<PathBuf> {
+    if !is_local(url) {
+        return Vec::new();
+    }
+    let Some(rest) = url
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("file://"))
+        .map(|_| &url[7..])
+    else {
+        return vec![PathBuf::from(url)];
+    };
+    // `file://host/path`: the host part is not part of the path.
+    let path = match rest.find('/') {
+        Some(at) => &rest[at..],
+        None => rest,
+    };
+    let mut paths = vec![PathBuf::from(path)];
+    let decoded = percent_decode(path);
+    if decoded != path {
+        paths.push(PathBuf::from(decoded));
+    }
+    paths
+}
+
 /// The `--upload-pack`/`--receive-pack` option for `url`: none for a
 /// network transport, whose server runs what it runs.
 fn remote_side(url: &str, option: &str, program: &str) -> Option<String> {
@@ -925,6 +977,52 @@ mod tests {
         ] {
             assert!(!is_local(url), "{url}");
         }
+    }
+
+    #[test]
+    fn a_controller_reaches_only_network_urls() {
+        for url in [
+            "https://host/fleet.git",
+            "HTTP://host:8080/fleet.git",
+            "ssh://git@host:2222/fleet.git",
+            "git@host:acme/fleet.git",
+            "host:/srv/fleet.git",
+            "[::1]:fleet.git",
+        ] {
+            assert!(network_url(url), "{url}");
+        }
+        for url in [
+            "file:///srv/fleet.git",
+            "/var/lib/hoist/git/0a1b/fleet",
+            "fleet.git",
+            "./state/git",
+            "git://host/fleet.git",
+            "ext::sh -c touch% /tmp/x",
+            "fd::17",
+            "https://",
+            "ssh://-oProxyCommand=x/fleet.git",
+            "-oProxyCommand=x:fleet.git",
+        ] {
+            assert!(!network_url(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn local_paths_as_git_reads_them() {
+        let paths = |url: &str| local_paths(url);
+        assert_eq!(paths("/srv/a.git"), [PathBuf::from("/srv/a.git")]);
+        assert_eq!(paths("a.git"), [PathBuf::from("a.git")]);
+        assert_eq!(paths("file:///srv/a.git"), [PathBuf::from("/srv/a.git")]);
+        assert_eq!(
+            paths("file://localhost/srv/a.git"),
+            [PathBuf::from("/srv/a.git")]
+        );
+        assert_eq!(
+            paths("FILE:///srv/st%61te"),
+            [PathBuf::from("/srv/st%61te"), PathBuf::from("/srv/state")]
+        );
+        assert!(paths("https://host/a.git").is_empty());
+        assert!(paths("git@host:a.git").is_empty());
     }
 
     #[test]

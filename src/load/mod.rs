@@ -296,6 +296,76 @@ fn mentions_hoist_kind(text: &str) -> bool {
     KIND.as_ref().is_none_or(|re| re.is_match(text))
 }
 
+/// Refuses automations whose `git.url` is a local path into hoist's own
+/// state directory (`--state-dir`): the caches there are clones that other
+/// automations made, whose configuration and hooks hoist never wrote, and
+/// the store and key files beside them are hoist's alone. Made before the
+/// state directory is opened, so nothing has been created when it fails.
+pub fn refuse_state_directory(set: &ObjectSet, state_dir: &Path) -> Result<(), LoadErrors> {
+    let Some(state) = resolved(state_dir) else {
+        return Ok(());
+    };
+    let errors: Vec<LoadError> = set
+        .automations
+        .iter()
+        .filter(|a| {
+            crate::git::local_paths(&a.object.spec.git.url)
+                .iter()
+                .filter_map(|p| resolved(p))
+                .any(|p| p.starts_with(&state))
+        })
+        .map(|a| LoadError::Invalid {
+            path: a.origin.path.clone(),
+            line: a.origin.line,
+            object: format!(
+                "ImageUpdateAutomation {}/{}",
+                a.object.metadata.namespace.as_deref().unwrap_or("default"),
+                a.object.metadata.name.as_deref().unwrap_or("")
+            ),
+            field: "spec.git.url".to_string(),
+            message: format!(
+                "{:?} is inside hoist's state directory {}: the clones there are hoist's caches, not a remote; name the repository itself",
+                a.object.spec.git.url,
+                state.display()
+            ),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadErrors {
+            errors,
+            warnings: Vec::new(),
+        })
+    }
+}
+
+/// Where `path` leads: made absolute, symlinks resolved as far as it
+/// exists and `..` taken lexically beyond that, as the kernel would walk
+/// it once the rest is created.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).ok()?;
+    let parts: Vec<Component<'_>> = absolute.components().collect();
+    for existing in (1..=parts.len()).rev() {
+        let Ok(mut out) = std::fs::canonicalize(parts[..existing].iter().collect::<PathBuf>())
+        else {
+            continue;
+        };
+        for part in &parts[existing..] {
+            match part {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::Normal(name) => out.push(name),
+                _ => {}
+            }
+        }
+        return Some(out);
+    }
+    None
+}
+
 /// Reads the documents of one file into the set.
 pub fn load_text(
     path: &Path,

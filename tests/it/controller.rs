@@ -199,7 +199,8 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
     install_crds(&fake);
     fake.apply(repository(&addr, "1s"));
     fake.apply(policy("^1"));
-    fake.apply(automation(&remote.url(), false));
+    let (_git, url) = remote.serve_http();
+    fake.apply(automation(&url, false));
     let controller = Running::start(&fake, &[]);
     let long = Duration::from_secs(60);
 
@@ -268,7 +269,7 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
     assert_eq!(moved["status"]["observedPreviousRef"]["tag"], "1.1.0");
 
     // Suspended, the automation pushes nothing, though the policy moves on.
-    fake.apply(automation(&remote.url(), true));
+    fake.apply(automation(&url, true));
     let main = remote.head("main");
     registry.push_image("team/app", &["1.3.0"]);
     wait_for("latestRef 1.3.0", long, || {
@@ -306,6 +307,26 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
         stalled.2.contains("spec.policy.semver.range"),
         "{stalled:?}"
     );
+
+    // A local path would reach the pod's own files, the state directory
+    // with every team's clones among them: Stalled, and nothing pushed.
+    fake.apply(policy("^1"));
+    let main = remote.head("main");
+    let mut local = automation(&remote.url(), false);
+    local["spec"]["update"]["path"] = json!("./clusters/other");
+    fake.apply(local);
+    let refused = wait_for("the local automation Stalled", long, || {
+        let a = fake.get(GROUP, "ImageUpdateAutomation", "apps", "fleet")?;
+        let stalled = condition(&a, "Stalled")?;
+        (stalled.0 == "True").then_some(stalled)
+    });
+    assert!(
+        refused.1 == "InvalidSpec"
+            && refused.2.contains("spec.git.url")
+            && refused.2.contains("https://"),
+        "{refused:?}"
+    );
+    assert_eq!(remote.head("main"), main, "a local remote was pushed to");
 }
 
 #[test]
@@ -426,7 +447,7 @@ fn controller_webhook_to_commit_latency() {
     registry.push_image("team/app", &["1.0.0"]);
     let addr = registry.addr.clone();
     let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, "1.0.0"))]);
-    let (_daemon, url) = remote.serve();
+    let (_git, url) = remote.serve_http();
     let fake = FakeKube::start();
     let setup = webhook_setup(&fake, &addr, &url);
     let long = Duration::from_secs(60);
@@ -493,12 +514,13 @@ fn a_webhook_to_any_replica_asks_for_a_scan_and_the_tag_is_pushed() {
     let addr = registry.addr.clone();
     let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, "1.0.0"))]);
     let fake = FakeKube::start();
+    let (_git, url) = remote.serve_http();
     let WebhookSetup {
         controller,
         webhook,
         token,
         path,
-    } = webhook_setup(&fake, &addr, &remote.url());
+    } = webhook_setup(&fake, &addr, &url);
     let long = Duration::from_secs(60);
     let served = wait_for("the Receiver's path", long, || {
         let r = fake.get(GROUP, "Receiver", "apps", "registry")?;
@@ -565,7 +587,8 @@ fn a_webhook_to_any_replica_asks_for_a_scan_and_the_tag_is_pushed() {
 fn a_failing_automation_retries_on_a_backoff_not_on_its_own_status_writes() {
     let fake = FakeKube::start();
     install_crds(&fake);
-    fake.apply(automation("file:///nonexistent/fleet.git", false));
+    // Nothing listens on port 1: every run fails.
+    fake.apply(automation("http://127.0.0.1:1/fleet.git", false));
     // A selected policy with a latest ref: the failed run never records it
     // as observed, so "a policy changed" stays true after the failure.
     let mut selected = policy("^1");

@@ -1002,3 +1002,49 @@ fn spec_sync_in_pull_request_mode_applies_the_base_branch_not_the_proposal() {
         format!("{addr}/team/app:1.0.0")
     );
 }
+
+/// A `git.url` that leads into the state directory — by absolute path,
+/// relative path, `file://` (percent-encoded or not) or a symlink — would
+/// reach a clone another automation made, and git would run what that
+/// clone's configuration and hooks say. Refused with exit 2, naming the
+/// file, the object and the field, before the store is opened.
+#[test]
+fn a_git_url_into_the_state_directory_is_refused() {
+    let (dir, docker) = workspace(&[]);
+    let cache = dir.path().join("state/git/0a1b2c/fleet.git");
+    std::fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("{e}"));
+    crate::support::git::git(&cache, &["init", "--quiet", "--bare"]);
+    std::os::unix::fs::symlink(dir.path().join("state"), dir.path().join("link"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let absolute = cache.display().to_string();
+    for url in [
+        absolute.clone(),
+        format!("file://{absolute}"),
+        format!("file://{}", absolute.replace("state", "st%61te")),
+        "state/git/0a1b2c/fleet.git".to_string(),
+        "./elsewhere/../state/git/0a1b2c/fleet.git".to_string(),
+        "link/git/0a1b2c/fleet.git".to_string(),
+        "state/git/not-yet-cloned".to_string(),
+    ] {
+        std::fs::write(
+            dir.path().join("fleet.yaml"),
+            objects("127.0.0.1:1", &format!("'{url}'")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let run = run_once(&dir, &docker, "fleet.yaml", "state", &[]);
+        assert_eq!(run.code, 2, "{url}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("fleet.yaml:")
+                && run
+                    .stderr
+                    .contains("ImageUpdateAutomation default/fleet: spec.git.url: ")
+                && run.stderr.contains("state directory"),
+            "{url}: {}",
+            run.stderr
+        );
+        assert!(
+            !dir.path().join("state/hoist.redb").exists(),
+            "{url}: the store was opened"
+        );
+    }
+}

@@ -70,6 +70,19 @@ impl BareRepo {
         format!("file://{}", self.path.display())
     }
 
+    /// Serves this repository over smart HTTP, to anyone; its `http://` URL.
+    pub fn serve_http(&self) -> (GitHttp, String) {
+        let base = self.path.parent().unwrap_or(&self.path);
+        let http = GitHttp::anonymous(base);
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let url = format!("http://{}/{name}", http.server.addr);
+        (http, url)
+    }
+
     /// Serves this repository with `git daemon`; its `git://` URL.
     pub fn serve(&self) -> (GitDaemon, String) {
         let base = self.path.parent().unwrap_or(&self.path);
@@ -211,10 +224,23 @@ impl GitHttp {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
         );
+        Self::serve(base, Some(expected))
+    }
+
+    /// Serves the repositories under `base` to anyone, as a public forge
+    /// repository is.
+    pub fn anonymous(base: &Path) -> GitHttp {
+        Self::serve(base, None)
+    }
+
+    fn serve(base: &Path, expected: Option<String>) -> GitHttp {
         let base = base.to_path_buf();
         let server = super::http::FakeServer::start(move |request, _| {
             use super::http::Reply;
-            if request.header("authorization") != Some(expected.as_str()) {
+            if expected
+                .as_deref()
+                .is_some_and(|expected| request.header("authorization") != Some(expected))
+            {
                 return Reply::Respond {
                     status: 401,
                     headers: vec![("WWW-Authenticate".into(), "Basic realm=\"git\"".into())],
