@@ -176,11 +176,38 @@ fn state_directory(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+thread_local! {
+    /// How many `caught` calls this thread is inside: their panics are
+    /// redb's assertions about a damaged file, reported as an error.
+    static CATCHING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f`, catching a panic, and keeps the panic hook quiet about it:
+/// the error that follows says what happened, and a backtrace from inside
+/// redb would only bury it. Panics anywhere else still print as before.
+fn caught<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(std::cell::Cell::get) > 0 {
+                tracing::debug!("the store's database: {info}");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(c.get().saturating_sub(1)));
+    result
+}
+
 /// Runs `f`, turning a panic into an error: redb asserts on some damaged
 /// files instead of returning an error, and a damaged store must be
 /// reported, not crash hoist.
 fn unpanicked<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    match caught(f) {
         Ok(result) => result,
         Err(payload) => {
             let what = payload
@@ -327,7 +354,7 @@ impl Store {
     /// Runs a database operation; a panic inside redb (damage the open
     /// did not read, since it showed only on a write) becomes an error.
     fn guarded<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        match caught(f) {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unreadable {
                 path: self.path.clone(),

@@ -442,3 +442,47 @@ fn invalid_automations_exit_2_before_any_git() {
         assert!(!dir.path().join("state").exists(), "{text}");
     }
 }
+
+/// A store cut short at any length (a full disk, a copy interrupted) is
+/// reported with the README's message and exit 1, never a panic from
+/// inside the database, and the file is left byte for byte as it was.
+#[test]
+fn a_truncated_store_is_reported_and_left_as_it_was() {
+    let objects = "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {name: app, namespace: team}\nspec: {image: 127.0.0.1:1/team/app, insecure: true, timeout: 1s}\n";
+    let dir = files(&[("fleet.yaml", objects)]);
+    // Any scan, even a failing one, leaves a whole database behind.
+    hoist(
+        dir.path(),
+        &["scan", "-f", "fleet.yaml", "--state-dir", "whole"],
+        "",
+    );
+    let whole = std::fs::read(dir.path().join("whole/hoist.redb"))
+        .unwrap_or_else(|e| panic!("the first scan left no store: {e}"));
+    for length in [1, 512, 4096, 4097, 8192, whole.len() / 2, whole.len() - 1] {
+        let state = dir.path().join(format!("cut-{length}"));
+        std::fs::create_dir(&state).unwrap_or_else(|e| panic!("{e}"));
+        let file = state.join("hoist.redb");
+        std::fs::write(&file, &whole[..length]).unwrap_or_else(|e| panic!("{e}"));
+        let state_arg = format!("cut-{length}");
+        let run = hoist(
+            dir.path(),
+            &["scan", "-f", "fleet.yaml", "--state-dir", &state_arg],
+            "",
+        );
+        assert!(
+            run.code == 1
+                && run.stderr.contains("cannot be read")
+                && run.stderr.contains("left untouched")
+                && !run.stderr.contains("panicked"),
+            "truncated to {length}: exit {}\n{}",
+            run.code,
+            run.stderr
+        );
+        let now = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            now == whole[..length],
+            "truncated to {length}: the file changed"
+        );
+        assert!(!state.join("hoist.redb.check").exists(), "{length}");
+    }
+}
