@@ -24,6 +24,7 @@ fn manifests() -> Vec<PathBuf> {
     .map(|f| deploy.join(format!("{f}.yaml")))
     .collect();
     files.push(deploy.join("crds/hoist.dev.yaml"));
+    files.push(deploy.join("namespaced/rbac.yaml"));
     files
 }
 
@@ -64,8 +65,10 @@ fn manifests_validate_against_the_kubernetes_schemas() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "Kubernetes {version}:\n{text}");
-        // 13 objects: 4 CRDs, namespace, service account, 4 RBAC, deployment, 2 services.
-        assert_eq!(text.matches("passed for resource").count(), 13, "{text}");
+        // 15 objects: 4 CRDs, namespace, service account, 4 RBAC,
+        // deployment, 2 services, and the namespaced install's Role and
+        // RoleBinding.
+        assert_eq!(text.matches("passed for resource").count(), 15, "{text}");
     }
 }
 
@@ -138,4 +141,114 @@ fn the_deployment_passes_flags_hoist_knows() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let run = hoist(dir.path(), &check, "");
     assert_eq!(run.code, 0, "hoist {}: {}", args.join(" "), run.stderr);
+}
+
+/// The `rules:` list of the first object in an RBAC file.
+fn rules(file: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join("deploy").join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    let start = text
+        .find("\nrules:\n")
+        .unwrap_or_else(|| panic!("{file}: no rules"));
+    let rest = &text[start..];
+    rest[..rest.find("\n---\n").unwrap_or(rest.len())].to_string()
+}
+
+/// One list of permissions, two scopes: the namespaced install's Role
+/// grants exactly what the ClusterRole does, no more and no less.
+#[test]
+fn the_namespaced_role_has_the_cluster_roles_rules() {
+    let cluster = rules("rbac.yaml");
+    assert!(cluster.contains("secrets"), "{cluster}");
+    assert_eq!(rules("namespaced/rbac.yaml"), cluster);
+}
+
+/// A kustomization of a team's own that takes deploy/ with the
+/// namespaced component: no cluster-wide RBAC, every object in the
+/// team's namespace, and a controller that watches only that namespace.
+#[test]
+fn the_namespaced_component_holds_no_cluster_role() {
+    let Some(kubectl) = tool("HOIST_KUBECTL", &["kubectl"]) else {
+        eprintln!("skipped: kubectl is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // kustomize takes only relative paths to other kustomizations.
+    let up = "../".repeat(dir.path().components().count().saturating_sub(1));
+    let root = repo_root();
+    let root = root.to_string_lossy();
+    let deploy = format!("{up}{}/deploy", root.trim_start_matches('/'));
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: team-a\nresources: [{deploy}]\ncomponents: [{deploy}/namespaced]\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Namespace",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "Service",
+            "Service",
+            "ServiceAccount"
+        ],
+        "{text}"
+    );
+    // Eight namespaced objects, and the service account in each of the
+    // two bindings' subjects.
+    let placed = text
+        .lines()
+        .filter(|l| *l == "  namespace: team-a" || *l == "    namespace: team-a")
+        .count();
+    assert_eq!(placed, 10, "{text}");
+    assert!(!text.contains("hoist-system"), "{text}");
+    assert!(text.contains("- --namespace=$(POD_NAMESPACE)"), "{text}");
+}
+
+/// Every emptyDir of the Deployment has a sizeLimit: a remote or registry
+/// that sends without end gets the pod evicted, not the node's disk filled.
+#[test]
+fn every_volume_of_the_deployment_is_bounded() {
+    let text = std::fs::read_to_string(repo_root().join("deploy/deployment.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let volumes: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim() != "volumes:")
+        .collect();
+    let empty_dirs = volumes.iter().filter(|l| l.trim() == "emptyDir:").count();
+    let limits = volumes
+        .iter()
+        .filter(|l| l.trim().starts_with("sizeLimit: "))
+        .count();
+    assert!(
+        empty_dirs == 2 && limits == empty_dirs && !text.contains("emptyDir: {}"),
+        "{}",
+        volumes.join("\n")
+    );
 }
