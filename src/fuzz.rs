@@ -116,7 +116,7 @@ pub fn rewriter(data: &[u8]) {
     assert_ne!(new, text, "a changed text is the same");
     // Only the marked scalars' lines change: from the line a value starts
     // on to its marker's line.
-    let old_lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let old_lines = yaml_lines(text);
     let marked = |line: usize| {
         out.edits.iter().any(|e| {
             let start = e.line.saturating_sub(1);
@@ -146,6 +146,32 @@ pub fn rewriter(data: &[u8]) {
     let again = crate::rewrite::rewrite(new, &refs);
     assert!(!again.unparsable, "the rewrite broke the YAML: {new:?}");
     assert_eq!(again.text, None, "a second rewrite changed {new:?}");
+}
+
+/// The lines of `text` as YAML counts them (and the diff splits them):
+/// each ends at `\r\n`, `\n` or a lone `\r`.
+fn yaml_lines(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let end = match (bytes[i], bytes.get(i + 1)) {
+            (b'\r', Some(b'\n')) => i + 2,
+            (b'\r' | b'\n', _) => i + 1,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        lines.push(&text[start..end]);
+        start = end;
+        i = end;
+    }
+    if start < text.len() {
+        lines.push(&text[start..]);
+    }
+    lines
 }
 
 /// Setter markers: the comment text after `#`.

@@ -317,13 +317,15 @@ fn event(
         }
         ReceiverType::GenericHmac => {}
     }
+    for names in [&mut event.images, &mut event.repositories] {
+        // An empty name (a Harbor `resource_url` of only `:tag`) names no
+        // object; left in, it would be one more name matching nothing.
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| !n.is_empty() && seen.insert(n.clone()));
+        names.truncate(MAX_NAMES);
+    }
     if event.images.is_empty() && event.repositories.is_empty() {
         return Err(Rejection::BadPayload);
-    }
-    for names in [&mut event.images, &mut event.repositories] {
-        let mut seen = std::collections::HashSet::new();
-        names.retain(|n| seen.insert(n.clone()));
-        names.truncate(MAX_NAMES);
     }
     Ok(event)
 }
@@ -406,6 +408,11 @@ mod tests {
         let harbor = json!({"type": "PUSH_ARTIFACT", "event_data": {"resources": [
             {"tag": "1.2.0", "resource_url": "harbor.example.com/library/app:1.2.0"}],
             "repository": {"repo_full_name": "library/app"}}})
+        .to_string();
+        // Found by the webhook_payload fuzz target: a resource that names
+        // only a tag names no image.
+        let harbor_tag_only = json!({"type": "PUSH_ARTIFACT", "event_data": {"resources": [
+            {"resource_url": ":1.2.0"}]}})
         .to_string();
         let quay = json!({"repository": "acme/app", "docker_url": "quay.io/acme/app", "updated_tags": ["1.2.0"]})
             .to_string();
@@ -526,6 +533,12 @@ mod tests {
                 vec![],
                 &harbor,
                 Err(Rejection::Unsigned),
+            ),
+            (
+                ReceiverType::Harbor,
+                vec![("Authorization", "s3cret")],
+                &harbor_tag_only,
+                Err(Rejection::BadPayload),
             ),
             (
                 ReceiverType::Quay,
