@@ -121,7 +121,7 @@ pub fn rewriter(data: &[u8]) {
         out.edits.iter().any(|e| {
             let start = e.line.saturating_sub(1);
             let marker_line = (start..old_lines.len())
-                .find(|&i| old_lines[i].contains("$imagepolicy"))
+                .find(|&i| holds_marker(old_lines[i], &e.marker))
                 .unwrap_or(start);
             (start..=marker_line).contains(&line)
         })
@@ -146,6 +146,17 @@ pub fn rewriter(data: &[u8]) {
     let again = crate::rewrite::rewrite(new, &refs);
     assert!(!again.unparsable, "the rewrite broke the YAML: {new:?}");
     assert_eq!(again.text, None, "a second rewrite changed {new:?}");
+}
+
+/// Whether `line` has a comment that is the setter marker `marker`. The
+/// value's own text may hold `$imagepolicy` (a plain scalar spanning lines
+/// can), so the words alone do not make a marker line.
+fn holds_marker(line: &str, marker: &str) -> bool {
+    line.match_indices('#').any(|(at, _)| {
+        let starts_comment = at == 0 || line[..at].ends_with([' ', '\t']);
+        starts_comment
+            && matches!(Marker::parse(&line[at + 1..]), Some(Ok(m)) if m.to_string() == marker)
+    })
 }
 
 /// The lines of `text` as YAML counts them (and the diff splits them):
