@@ -57,11 +57,7 @@ pub struct ControllerArgs {
 }
 
 pub fn run(args: ControllerArgs) -> Result<(), CliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::runtime(format!("starting the async runtime: {e}")))?;
+    let runtime = super::runtime()?;
     let identity = args
         .identity
         .or_else(|| std::env::var("POD_NAME").ok())

@@ -73,6 +73,17 @@ pub enum PolicyCommand {
     Eval(policy_eval::EvalArgs),
 }
 
+/// The async runtime of a command: two workers, with stacks deep enough to
+/// load any document the parser accepts.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(crate::load::STACK_BYTES)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("starting the async runtime: {e}")))
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {

@@ -61,11 +61,7 @@ impl ScanSession {
         let state_dir = state_dir.unwrap_or_else(store::default_state_dir);
         load::refuse_state_directory(&objects, &state_dir)?;
         let store = Store::open(&state_dir).map_err(|e| CliError::runtime(e.to_string()))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| CliError::runtime(format!("starting the async runtime: {e}")))?;
+        let runtime = super::runtime()?;
         Ok(ScanSession {
             objects,
             store,

@@ -89,11 +89,7 @@ pub fn run(args: SyncArgs) -> Result<(), CliError> {
         wait: args.wait.then_some(timeout),
         default_namespace: args.namespace.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::runtime(format!("starting the async runtime: {e}")))?;
+    let runtime = super::runtime()?;
     let report = runtime.block_on(async {
         let client =
             super::cluster::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;

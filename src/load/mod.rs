@@ -22,6 +22,13 @@ use crate::api::{
 };
 use node::{Node, Step};
 
+/// Stack a thread needs to load the deepest document the YAML parser lets
+/// through (64 levels; deeper is refused): a debug build spends about
+/// 37 KiB a level, so tokio's default of 2 MiB overflows at 56 levels.
+/// Every runtime hoist starts gives its threads this much, which is what a
+/// main thread gets by default.
+pub const STACK_BYTES: usize = 8 << 20;
+
 /// Where an object was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {

@@ -459,3 +459,41 @@ fn a_broken_message_template_is_a_load_error() {
     assert!(e.contains("imgaes") || e.contains("undefined"), "{e}");
     assert!(load_str(&text.replace("{{ imgaes }}", "{{ files | length }} files")).is_ok());
 }
+
+/// The controller loads on its runtime's threads: the deepest document the
+/// parser lets through, and deeper ones it refuses, must load on a stack of
+/// their size, block or flow, in a hoist kind's spec. (On tokio's default
+/// 2 MiB a debug build overflows at 56 levels.)
+#[test]
+fn the_deepest_document_loads_on_a_worker_sized_stack() {
+    fn nested(levels: usize, flow: bool) -> String {
+        let mut text = format!("{POLICY_HEAD}  policy:\n    x:\n");
+        if flow {
+            text.push_str(&format!(
+                "      {}1{}\n",
+                "[".repeat(levels),
+                "]".repeat(levels)
+            ));
+        } else {
+            for level in 0..levels {
+                text.push_str(&format!("{}k:\n", "  ".repeat(level + 3)));
+            }
+            text.push_str(&format!("{}1\n", "  ".repeat(levels + 3)));
+        }
+        text
+    }
+    for flow in [false, true] {
+        for levels in [56, 62, 63, 64, 70, 200, 10_000] {
+            let text = nested(levels, flow);
+            let outcome = std::thread::Builder::new()
+                .stack_size(STACK_BYTES)
+                .spawn(move || load_str(&text).err())
+                .and_then(|t| t.join().map_err(|_| std::io::Error::other("panicked")));
+            match outcome {
+                Ok(Some(error)) => assert!(!error.is_empty()),
+                Ok(None) => panic!("{levels} levels (flow: {flow}) loaded without an error"),
+                Err(e) => panic!("{levels} levels (flow: {flow}): {e}"),
+            }
+        }
+    }
+}
