@@ -1,21 +1,17 @@
 //! Differential test: hoist's semver policy against Flux's own loop on
-//! Masterminds/semver (Debian's golang-github-masterminds-semver-dev), over
-//! thousands of generated ranges and tag lists.
+//! Masterminds/semver at the version Flux's image-reflector-controller pins
+//! (v3.5, tests/masterminds/go.mod), over thousands of generated ranges and
+//! tag lists.
 //!
-//! Debian ships Masterminds v3.2; Flux uses v3.4, which hoist follows. The
-//! behaviours that changed between them are generated around rather than
-//! compared (this test found each of them as a mismatch first):
-//! - v3.4 lets a prerelease comparator admit prereleases for its whole AND
-//!   group, v3.2 only for itself: prerelease comparators appear only in
-//!   groups of one;
-//! - v3.2's `!=1.2.3` admits prereleases, v3.4's does not: no group is made
-//!   of `!=` comparators alone;
-//! - v3.2 rewrites `1 - 2||3` into `>= 1, <= 2||3` with no space after it,
-//!   which runs into what follows (the version character class includes
-//!   `|`): OR groups are joined with spaces when one is a hyphen range.
+//! Nothing is generated around any more: prerelease comparators in groups
+//! of any size, groups of `!=` alone and hyphen ranges joined to the next
+//! group without a space are all compared. (Against Debian's v3.2, which
+//! this test used before, the same cases differ 253 times in 10,000: v3.2
+//! lets a prerelease comparator admit prereleases only for itself, admits
+//! them for `!=`, and runs a rewritten hyphen range into what follows.)
 //!
 //! Leading zeros, where hoist deliberately differs from Flux, are not
-//! generated either.
+//! generated.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -89,10 +85,7 @@ fn group(rng: &mut Rng) -> String {
     let count = 1 + rng.below(3);
     let mut parts = Vec::new();
     for _ in 0..count {
-        parts.push(comparator(rng, count == 1));
-    }
-    if parts.iter().all(|p| p.starts_with("!=")) {
-        parts[0] = parts[0].replacen("!=", ">=", 1);
+        parts.push(comparator(rng, true));
     }
     let joiner = rng.pick(&[" ", ", ", ",", "  "]);
     parts.join(joiner)
@@ -111,12 +104,7 @@ fn range(rng: &mut Rng) -> String {
     for _ in 0..rng.below(2) {
         groups.push(group(rng));
     }
-    let joiner = if groups.iter().any(|g| g.contains(" - ")) {
-        " || "
-    } else {
-        rng.pick(&[" || ", "||"])
-    };
-    groups.join(joiner)
+    groups.join(rng.pick(&[" || ", "||"]))
 }
 
 fn tag(rng: &mut Rng) -> String {

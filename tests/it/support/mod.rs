@@ -62,6 +62,7 @@ pub fn files(entries: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+pub mod cluster;
 pub mod forge;
 pub mod git;
 pub mod http;
