@@ -114,31 +114,43 @@ pub fn rewriter(data: &[u8]) {
         return;
     };
     assert_ne!(new, text, "a changed text is the same");
-    // Only the marked scalars' lines change: from the line a value starts
-    // on to its marker's line.
+    // Only the marked scalars' lines change: each value's lines, from the
+    // one it starts on to its marker's, become the one line of its new
+    // value, and every other line stays where it was, as it was. (A line
+    // diff cannot say this: among identical blank lines it may blame any.)
     let old_lines = yaml_lines(text);
-    let marked = |line: usize| {
-        out.edits.iter().any(|e| {
+    let mut ranges: Vec<(usize, usize)> = out
+        .edits
+        .iter()
+        .map(|e| {
             let start = e.line.saturating_sub(1);
             let marker_line = (start..old_lines.len())
                 .find(|&i| holds_marker(old_lines[i], &e.marker))
                 .unwrap_or(start);
-            (start..=marker_line).contains(&line)
+            (start, marker_line)
         })
-    };
-    let diff = similar::TextDiff::from_lines(text, new.as_str());
-    for op in diff.ops() {
-        let (tag, old_range, _) = op.as_tag_tuple();
-        if tag == similar::DiffTag::Equal {
-            continue;
-        }
-        assert!(
-            !old_range.is_empty(),
-            "lines inserted: {:?}",
-            &new.lines().collect::<Vec<_>>()
-        );
-        for line in old_range {
-            assert!(marked(line), "line {} changed without a marker", line + 1);
+        .collect();
+    ranges.sort_unstable();
+    // What the new text holds line by line: an old line kept (with its
+    // number), or `None` for a rewritten value.
+    let mut expected: Vec<Option<(usize, &str)>> = Vec::new();
+    let mut next = 0;
+    for (start, end) in ranges {
+        assert!(start >= next, "two edits share line {}", start + 1);
+        expected.extend((next..start).map(|i| Some((i, old_lines[i]))));
+        expected.push(None);
+        next = end + 1;
+    }
+    expected.extend((next..old_lines.len()).map(|i| Some((i, old_lines[i]))));
+    let new_lines = yaml_lines(new);
+    assert_eq!(
+        new_lines.len(),
+        expected.len(),
+        "lines inserted or removed: {new:?}"
+    );
+    for (kept, line) in expected.iter().zip(&new_lines) {
+        if let Some((number, old)) = kept {
+            assert_eq!(old, line, "line {} changed without a marker", number + 1);
         }
     }
     // Rewriting again with the same refs changes nothing: every value was
