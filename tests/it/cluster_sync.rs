@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use crate::support::cluster::{self, Cluster, HOIST, describe, writes_by};
-use crate::support::{files, hoist};
+use crate::support::{files, hoist, hoist_env};
 
 /// `hoist sync --path DIR ...` as the user `hoist`, keeping state in `state`.
 fn sync(
@@ -302,5 +302,292 @@ fn a_rollout_whose_pods_never_become_ready_is_reported_naming_the_deployment() {
         unhealthy.contains(&format!("Deployment.apps {ns}/broken: failed:"))
             && unhealthy.contains("progressing"),
         "{out}"
+    );
+}
+
+#[test]
+fn a_kind_nobody_serves_or_a_document_without_a_name_applies_nothing() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let ns = cluster.namespace("sync-unserved");
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = files(&[
+        ("config.yaml", &config_map(&ns, "settings", "")),
+        (
+            "gadget.yaml",
+            &format!(
+                "apiVersion: {ns}.hoist.test/v1\nkind: Gadget\nmetadata: {{name: g, namespace: {ns}}}\n"
+            ),
+        ),
+        (
+            "broken.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
+        ),
+    ]);
+    let (code, _, out) = sync(cluster, dir.path(), state.path(), &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("broken.yaml: a document without metadata.name"),
+        "{out}"
+    );
+    std::fs::remove_file(dir.path().join("broken.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let mark = cluster.audit_mark();
+    let (code, _, out) = sync(cluster, dir.path(), state.path(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "gadget.yaml: Gadget g: the cluster serves no {ns}.hoist.test/v1 Gadget"
+        )),
+        "{out}"
+    );
+    assert!(cluster.get("configmap", &ns, "settings").is_none());
+    let written: Vec<String> = writes_by(&cluster.audit_since(mark), HOIST, &ns)
+        .into_iter()
+        .map(describe)
+        .collect();
+    assert_eq!(written, Vec::<String>::new());
+}
+
+#[test]
+fn an_apply_the_server_denies_prunes_nothing() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let ns = cluster.namespace("sync-denied");
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // The server's own admission: a ValidatingAdmissionPolicy denies
+    // ConfigMaps of this namespace that carry the annotation.
+    cluster.apply(&format!(
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {ns}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [configmaps]}}
+  validations:
+  - expression: \"!has(object.metadata.annotations) || !('test.hoist.dev/reject' in object.metadata.annotations)\"
+    messageExpression: \"string(object.metadata.annotations['test.hoist.dev/reject'])\"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {ns}}}
+spec:
+  policyName: {ns}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+"
+    ));
+    // The policy takes effect once the server has loaded it: a probe
+    // (a server-side dry run) says when.
+    let probe = config_map(
+        &ns,
+        "probe",
+        ", annotations: {test.hoist.dev/reject: 'too big'}",
+    );
+    crate::support::wait_for(
+        "the admission policy to deny",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(200),
+        || {
+            let run = cluster.kubectl_in(
+                &crate::support::repo_root(),
+                &["apply", "--dry-run=server", "-f", "-"],
+                &probe,
+            );
+            (!run.ok && run.stderr.contains("too big")).then_some(())
+        },
+    );
+    let dir = files(&[
+        ("a.yaml", &config_map(&ns, "a", "")),
+        ("b.yaml", &config_map(&ns, "b", "")),
+    ]);
+    let (code, _, out) = sync(cluster, dir.path(), state.path(), &[]);
+    assert_eq!(code, 0, "{out}");
+    // b leaves the source, and a new object is denied.
+    std::fs::remove_file(dir.path().join("b.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        config_map(
+            &ns,
+            "c",
+            ", annotations: {test.hoist.dev/reject: 'too big'}",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (code, report, out) = sync(cluster, dir.path(), state.path(), &["--prune"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("c.yaml: ConfigMap {ns}/c"))
+            && out.contains("too big"),
+        "{out}"
+    );
+    assert!(
+        cluster.get("configmap", &ns, "b").is_some(),
+        "pruned after a failure"
+    );
+    assert!(cluster.get("configmap", &ns, "c").is_none());
+}
+
+#[test]
+fn a_kustomization_is_built_and_without_a_builder_the_error_says_so() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let ns = cluster.namespace("sync-kustomize");
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = files(&[
+        (
+            "base/kustomization.yaml",
+            &format!(
+                "resources: [config.yaml]\nnamespace: {ns}\nlabels: [{{pairs: {{team: a}}}}]\n"
+            ),
+        ),
+        ("base/config.yaml", &config_map("elsewhere", "settings", "")),
+        ("base/ignored.yaml", &config_map(&ns, "not-listed", "")),
+    ]);
+    let kubeconfig = cluster.hoist_kubeconfig().to_string_lossy().into_owned();
+    let path = dir.path().to_string_lossy().into_owned();
+    let state_dir = state.path().to_string_lossy().into_owned();
+    let args = [
+        "sync",
+        "--path",
+        &path,
+        "--kubeconfig",
+        &kubeconfig,
+        "--state-dir",
+        &state_dir,
+        "-o",
+        "json",
+    ];
+    // Without kustomize and kubectl on PATH: a clear error, nothing applied.
+    let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bare = hoist_env(
+        dir.path(),
+        &args,
+        &[("PATH", &empty.path().to_string_lossy())],
+    );
+    assert_eq!(bare.code, 2, "{}{}", bare.stdout, bare.stderr);
+    assert!(
+        bare.stderr.contains(
+            "base: has a kustomization.yaml, but neither kustomize nor kubectl is installed"
+        ),
+        "{}",
+        bare.stderr
+    );
+    assert!(cluster.get("configmap", &ns, "settings").is_none());
+    // With the pinned kustomize alone on PATH.
+    let run = hoist_env(
+        dir.path(),
+        &args,
+        &[("PATH", &cluster.bin.to_string_lossy())],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        actions(&report),
+        [(format!("ConfigMap {ns}/settings"), "created".to_string())]
+    );
+    let settings = cluster
+        .get("configmap", &ns, "settings")
+        .unwrap_or_default();
+    assert_eq!(settings["metadata"]["labels"]["team"], "a");
+}
+
+/// `benches/sync/run.sh`: 500 objects (5 Namespaces, 165 Deployments,
+/// Services and ConfigMaps each) synced to the real control plane: time,
+/// requests and writes (from the audit log) of a first sync and of a second
+/// with nothing changed, next to `kubectl apply --server-side` of the same
+/// objects in other namespaces, in the same run.
+#[test]
+#[ignore = "a benchmark: benches/sync/run.sh"]
+fn sync_500_objects() {
+    use std::time::Instant;
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let prefix = format!("bench-{}", std::process::id());
+    let tree = |who: &str| {
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for n in 0..5 {
+            let ns = format!("{prefix}-{who}-{n}");
+            entries.push((
+                // First in its directory, for kubectl, which applies in file order.
+                format!("ns-{n}/00-namespace.yaml"),
+                format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+            ));
+            for i in 0..33 {
+                let name = format!("app-{i}");
+                entries.push((
+                    format!("ns-{n}/{name}.yaml"),
+                    format!(
+                        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{app: {name}}}, ports: [{{port: 80}}]}}\n---\n{}",
+                        deployment(&ns, &name, "ghcr.io/acme/app:1.2.0"),
+                        config_map(&ns, &name, "")
+                    ),
+                ));
+            }
+        }
+        let refs: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        files(&refs)
+    };
+    let (ours, theirs) = (tree("h"), tree("k"));
+    let objects = 5 + 5 * 33 * 3;
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // (elapsed, requests, writes) of one run, by the audit log.
+    let timed = |user: &str, scope: &str, run: &dyn Fn() -> (bool, String)| {
+        let mark = cluster.audit_mark();
+        let started = Instant::now();
+        let (ok, out) = run();
+        let elapsed = started.elapsed();
+        assert!(ok, "{out}");
+        let events = cluster.audit_since(mark);
+        let requests = events
+            .iter()
+            .filter(|e| e["user"]["username"] == user)
+            .count();
+        (elapsed, requests, writes_by(&events, user, scope).len())
+    };
+    let hoist_sync = || {
+        let (code, _, out) = sync(cluster, ours.path(), state.path(), &[]);
+        (code == 0, out)
+    };
+    let kubectl = || {
+        let path = theirs.path().to_string_lossy().into_owned();
+        let run = cluster.kubectl_in(
+            theirs.path(),
+            &["apply", "--server-side", "--recursive", "-f", &path],
+            "",
+        );
+        (run.ok, run.stderr)
+    };
+    let scope_ours = format!("{prefix}-h-");
+    let scope_theirs = format!("{prefix}-k-");
+    let h1 = timed(HOIST, &scope_ours, &hoist_sync);
+    let h2 = timed(HOIST, &scope_ours, &hoist_sync);
+    let k1 = timed(cluster::ADMIN, &scope_theirs, &kubectl);
+    let k2 = timed(cluster::ADMIN, &scope_theirs, &kubectl);
+    println!("sync of {objects} objects to the test control plane (kube-apiserver v1.36)");
+    for (what, (elapsed, requests, writes)) in [
+        ("hoist sync, first", h1),
+        ("hoist sync, again", h2),
+        ("kubectl apply --server-side, first", k1),
+        ("kubectl apply --server-side, again", k2),
+    ] {
+        println!("  {what:<36} {elapsed:>8.2?}, {requests:>5} requests, {writes:>4} writes");
+    }
+    println!(
+        "  time ratio hoist/kubectl: first {:.2}, again {:.2}",
+        h1.0.as_secs_f64() / k1.0.as_secs_f64(),
+        h2.0.as_secs_f64() / k2.0.as_secs_f64()
     );
 }

@@ -14,6 +14,5 @@ mod rewrite;
 mod run;
 mod scan;
 mod support;
-mod sync;
 mod terminal;
 mod webhook;

@@ -25,6 +25,9 @@ pub struct Cluster {
     pub bin: PathBuf,
 }
 
+/// The user of the admin kubeconfig, as the audit log names it.
+pub const ADMIN: &str = "hoist-test-admin";
+
 /// The user of [`Cluster::hoist_kubeconfig`] (group system:masters), as
 /// the audit log names it: requests by it are hoist's, not the test's.
 pub const HOIST: &str = "hoist";
