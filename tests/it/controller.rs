@@ -2,107 +2,17 @@
 //! real git remote: statuses, pushes, Stalled specs, suspend, requestedAt,
 //! leader election.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
+use crate::support::controller::Running;
 use crate::support::git::BareRepo;
 use crate::support::kube::FakeKube;
 use crate::support::registry::{Auth, DockerRegistry};
 
 const GROUP: &str = "hoist.dev/v1alpha1";
-
-/// A running `hoist controller`; stopped with SIGTERM when dropped.
-struct Running {
-    child: Child,
-    /// `127.0.0.1:PORT` of /metrics, /healthz and /readyz.
-    metrics: String,
-    _state: tempfile::TempDir,
-}
-
-impl Running {
-    fn start(fake: &FakeKube, extra: &[&str]) -> Running {
-        let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let kubeconfig = fake.kubeconfig.to_string_lossy().into_owned();
-        let state_dir = state.path().to_string_lossy().into_owned();
-        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.to_string())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut args = vec![
-            "controller",
-            "--kubeconfig",
-            &kubeconfig,
-            "--state-dir",
-            &state_dir,
-            "--metrics-addr",
-            &metrics,
-        ];
-        args.extend_from_slice(extra);
-        let child = Command::new(env!("CARGO_BIN_EXE_hoist"))
-            .args(&args)
-            .env("HOIST_LOG", "hoist=info")
-            .env("DOCKER_CONFIG", state.path())
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("HOIST_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting hoist controller: {e}"));
-        Running {
-            child,
-            metrics,
-            _state: state,
-        }
-    }
-
-    /// GET `path` on the metrics endpoint: status and body (status 0 when
-    /// nothing listens yet).
-    fn get(&self, path: &str) -> (u16, String) {
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build(),
-        );
-        match agent.get(&format!("http://{}{path}", self.metrics)).call() {
-            Ok(mut response) => (
-                response.status().as_u16(),
-                response.body_mut().read_to_string().unwrap_or_default(),
-            ),
-            Err(e) => (0, e.to_string()),
-        }
-    }
-
-    /// SIGTERM, then the exit code.
-    fn stop(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            if started.elapsed() > Duration::from_secs(15) {
-                let _ = self.child.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.stop();
-        }
-    }
-}
 
 /// Polls `check` every 100 ms until it gives a value, or panics naming
 /// `what`.
@@ -172,7 +82,6 @@ fn automation(url: &str, suspend: bool) -> Value {
     json!({"apiVersion": GROUP, "kind": "ImageUpdateAutomation",
         "metadata": {"name": "fleet", "namespace": "apps"},
         "spec": {"interval": "10m", "suspend": suspend,
-            "sourceRef": {"kind": "GitRepository", "name": "fleet"},
             "git": {"url": url, "checkout": {"ref": {"branch": "main"}},
                 "commit": {"author": {"name": "hoist-bot", "email": "bot@example.com"}}},
             "update": {"path": "./clusters"},
@@ -201,7 +110,7 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
     fake.apply(policy("^1"));
     let (_git, url) = remote.serve_http();
     fake.apply(automation(&url, false));
-    let controller = Running::start(&fake, &[]);
+    let controller = Running::start(&fake.kubeconfig, &[]);
     let long = Duration::from_secs(60);
 
     // Statuses become Ready with the right latest ref; main gets the commit.
@@ -352,7 +261,7 @@ fn requested_reconciles_scan_at_once_within_the_namespace_and_shard() {
     elsewhere["metadata"]["namespace"] = json!("elsewhere");
     fake.apply(elsewhere);
     let _controller = Running::start(
-        &fake,
+        &fake.kubeconfig,
         &["--namespace", "apps", "--watch-label-selector", "shard=a"],
     );
     let long = Duration::from_secs(60);
@@ -419,7 +328,7 @@ fn webhook_setup(fake: &FakeKube, registry: &str, url: &str) -> WebhookSetup {
         .and_then(|l| l.local_addr())
         .map(|a| a.to_string())
         .unwrap_or_else(|e| panic!("{e}"));
-    let controller = Running::start(fake, &["--webhook-addr", &webhook]);
+    let controller = Running::start(&fake.kubeconfig, &["--webhook-addr", &webhook]);
     let path = {
         use sha2::Digest;
         format!(
@@ -595,7 +504,7 @@ fn a_failing_automation_retries_on_a_backoff_not_on_its_own_status_writes() {
     selected["status"] =
         json!({"latestRef": {"name": "registry.example/team/app", "tag": "1.0.0"}});
     fake.apply(selected);
-    let controller = Running::start(&fake, &[]);
+    let controller = Running::start(&fake.kubeconfig, &[]);
     let failed = wait_for("the failure in the status", Duration::from_secs(30), || {
         let a = fake.get(GROUP, "ImageUpdateAutomation", "apps", "fleet")?;
         condition(&a, "Reconciling")
@@ -626,7 +535,7 @@ fn one_leader_and_the_standby_takes_over_when_it_stops() {
     };
     let elect = |identity: &'static str| {
         Running::start(
-            &fake,
+            &fake.kubeconfig,
             &[
                 "--leader-elect",
                 "--lease-duration",
@@ -711,12 +620,12 @@ fn scale_1000_policies_over_200_repositories() {
     // The baseline: the same controller with nothing to reconcile.
     let idle_fake = FakeKube::start();
     install_crds(&idle_fake);
-    let mut idle = Running::start(&idle_fake, &[]);
+    let mut idle = Running::start(&idle_fake.kubeconfig, &[]);
     wait_for("the idle controller", Duration::from_secs(30), || {
         (idle.get("/readyz").0 == 200).then_some(())
     });
     std::thread::sleep(Duration::from_secs(3));
-    let idle_rss = peak_rss_kib(idle.child.id());
+    let idle_rss = peak_rss_kib(idle.id());
     idle.stop();
 
     let fake = FakeKube::start();
@@ -735,7 +644,7 @@ fn scale_1000_policies_over_200_repositories() {
         }
     }
     let total = REPOSITORIES * POLICIES_PER_REPOSITORY;
-    let controller = Running::start(&fake, &[]);
+    let controller = Running::start(&fake.kubeconfig, &[]);
     let started = Instant::now();
     let ready_policies = || {
         fake.list(GROUP, "ImagePolicy")
@@ -779,7 +688,7 @@ fn scale_1000_policies_over_200_repositories() {
     };
     let polled = latency("2.2.0", false);
     let requested = latency("2.3.0", true);
-    let peak = peak_rss_kib(controller.child.id());
+    let peak = peak_rss_kib(controller.id());
     println!("controller scale: {REPOSITORIES} ImageRepositories, {total} ImagePolicies");
     println!("  all policies Ready after start: {converged:.2?}");
     println!(

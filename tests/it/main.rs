@@ -1,6 +1,7 @@
 //! hoist's integration tests: one binary, so the crate links once.
 
 mod cli;
+mod cluster_controller;
 mod cluster_sync;
 mod controller;
 mod deploy;

@@ -36,6 +36,13 @@ pub const HOIST: &str = "hoist";
 /// needs it.
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
 
+/// deploy/ applied once per control plane.
+static INSTALLED: OnceLock<()> = OnceLock::new();
+
+/// The controller's ServiceAccount as deploy/ ships it, as the audit log
+/// names it.
+pub const CONTROLLER: &str = "system:serviceaccount:hoist-system:hoist";
+
 fn script() -> PathBuf {
     repo_root().join("scripts/test-cluster")
 }
@@ -181,6 +188,64 @@ impl Cluster {
             return None;
         }
         serde_json::from_str(&run.stdout).ok()
+    }
+
+    /// deploy/ as a user installs it, `kubectl apply --server-side -k
+    /// deploy/`, once; returns when the CRDs are Established.
+    pub fn install_hoist(&self) {
+        INSTALLED.get_or_init(|| {
+            self.kubectl(&["apply", "--server-side", "-k", "deploy/"]);
+            self.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/imagerepositories.hoist.dev",
+                "crd/imagepolicies.hoist.dev",
+                "crd/imageupdateautomations.hoist.dev",
+                "crd/receivers.hoist.dev",
+            ]);
+        });
+    }
+
+    /// A kubeconfig, in `dir`, that authenticates as deploy/'s ServiceAccount
+    /// with a token the API server issued for it: the controller runs with
+    /// exactly the permissions deploy/rbac.yaml gives it.
+    pub fn controller_kubeconfig(&self, dir: &Path) -> PathBuf {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.install_hoist();
+        let token = self.kubectl(&[
+            "create",
+            "token",
+            "hoist",
+            "-n",
+            "hoist-system",
+            "--duration=2h",
+        ]);
+        let admin = std::fs::read_to_string(&self.kubeconfig).unwrap_or_default();
+        let field = |name: &str| {
+            admin
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: hoist\n  user:\n    token: {}\ncontexts:\n- name: test\n  context: {{cluster: test, user: hoist}}\ncurrent-context: test\n",
+            field("server:"),
+            field("certificate-authority-data:"),
+            token.trim()
+        );
+        let path = dir.join("controller.kubeconfig");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
     }
 
     /// A new namespace for one test, named after it and unique in this run.

@@ -1,0 +1,232 @@
+//! `hoist controller` on the real control plane, installed as a user would
+//! (`kubectl apply --server-side -k deploy/`) and running as deploy/'s
+//! ServiceAccount with a token the API server issued: statuses, pushes,
+//! Events, printer columns, `kubectl wait`, Stalled specs — and not one
+//! request the shipped RBAC forbids, by the audit log.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::cluster::{self, CONTROLLER, Cluster};
+use crate::support::controller::Running;
+use crate::support::git::BareRepo;
+use crate::support::registry::{Auth, DockerRegistry};
+
+const GROUP: &str = "hoist.dev/v1alpha1";
+
+fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    crate::support::wait_for(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        check,
+    )
+}
+
+fn condition(object: &Value, type_: &str) -> Option<(String, String, String)> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+                c["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+}
+
+fn manifest(registry: &str, ns: &str, tag: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {registry}/team/app:{tag} # {{\"$imagepolicy\": \"{ns}:app\"}}\n"
+    )
+}
+
+fn repository(ns: &str, registry: &str, interval: &str) -> String {
+    json!({"apiVersion": GROUP, "kind": "ImageRepository",
+        "metadata": {"name": "app", "namespace": ns},
+        "spec": {"image": format!("{registry}/team/app"), "interval": interval, "insecure": true}})
+    .to_string()
+}
+
+fn policy(ns: &str, range: &str) -> String {
+    json!({"apiVersion": GROUP, "kind": "ImagePolicy",
+        "metadata": {"name": "app", "namespace": ns, "labels": {"team": "a"}},
+        "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": range}}}})
+    .to_string()
+}
+
+fn automation(ns: &str, url: &str, suspend: bool) -> Value {
+    json!({"apiVersion": GROUP, "kind": "ImageUpdateAutomation",
+        "metadata": {"name": "fleet", "namespace": ns},
+        "spec": {"interval": "10m", "suspend": suspend,
+            "git": {"url": url, "checkout": {"ref": {"branch": "main"}},
+                "commit": {"author": {"name": "hoist-bot", "email": "bot@example.com"}}},
+            "update": {"path": "./clusters"},
+            "policySelector": {"matchLabels": {"team": "a"}}}})
+}
+
+fn get(cluster: &Cluster, resource: &str, ns: &str, name: &str) -> Option<Value> {
+    cluster.get(&format!("{resource}.hoist.dev"), ns, name)
+}
+
+fn tag_of(cluster: &Cluster, ns: &str) -> Option<String> {
+    get(cluster, "imagepolicies", ns, "app")?["status"]["latestRef"]["tag"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn wait_for_push(remote: &BareRepo, tag: &str) {
+    wait_for(&format!("the push of {tag}"), || {
+        remote
+            .show("main", "clusters/app.yaml")
+            .contains(&format!(":{tag}"))
+            .then_some(())
+    });
+}
+
+/// The requests of deploy/'s ServiceAccount that the API server refused
+/// for want of permission, after `mark`.
+fn forbidden(cluster: &Cluster, mark: u64) -> Vec<String> {
+    cluster
+        .audit_since(mark)
+        .iter()
+        .filter(|e| e["user"]["username"] == CONTROLLER && e["responseStatus"]["code"] == 403)
+        .map(cluster::describe)
+        .collect()
+}
+
+#[test]
+fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let ns = cluster.namespace("controller");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    let mark = cluster.audit_mark();
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, &ns, "1.0.0"))]);
+    let (_git, url) = remote.serve_http();
+    cluster.apply(&repository(&ns, &addr, "1s"));
+    cluster.apply(&policy(&ns, "^1"));
+    cluster.apply(&automation(&ns, &url, false).to_string());
+    let mut controller = Running::start(&kubeconfig, &["--namespace", &ns]);
+
+    // Statuses become Ready with the right latest ref; main gets the commit.
+    let scanned = wait_for("the repository's scan", || {
+        let r = get(cluster, "imagerepositories", &ns, "app")?;
+        (condition(&r, "Ready")?.0 == "True").then_some(r)
+    });
+    assert_eq!(scanned["status"]["lastScanResult"]["tagCount"], 2);
+    assert_eq!(
+        scanned["status"]["canonicalImageName"],
+        format!("{addr}/team/app")
+    );
+    wait_for("latestRef 1.1.0", || {
+        (tag_of(cluster, &ns)? == "1.1.0").then_some(())
+    });
+    wait_for_push(&remote, "1.1.0");
+    let updated = wait_for("the automation's status", || {
+        let a = get(cluster, "imageupdateautomations", &ns, "fleet")?;
+        a["status"]["lastPushCommit"]
+            .as_str()
+            .is_some()
+            .then_some(a)
+    });
+    assert_eq!(updated["status"]["lastPushCommit"], remote.head("main"));
+    assert_eq!(
+        updated["status"]["observedPolicies"][format!("{ns}/app")]["tag"],
+        "1.1.0"
+    );
+
+    // What a user sees: `kubectl wait` and the printer columns, filled in.
+    cluster.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        "-n",
+        &ns,
+        "imagerepository/app",
+        "imagepolicy/app",
+    ]);
+    let table = cluster.kubectl(&[
+        "get",
+        "imagerepositories,imagepolicies,imageupdateautomations,receivers",
+        "-A",
+    ]);
+    let row = |kind: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&ns) && l.contains(kind))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row("imagepolicy.hoist.dev/app").contains(&format!("{addr}/team/app"))
+            && row("imagepolicy.hoist.dev/app").contains("1.1.0"),
+        "{table}"
+    );
+    assert!(
+        row("imagerepository.hoist.dev/app").contains("True"),
+        "{table}"
+    );
+    assert!(
+        !row("imageupdateautomation.hoist.dev/fleet").is_empty(),
+        "{table}"
+    );
+    let events = cluster.kubectl(&["get", "events.events.k8s.io", "-n", &ns, "-o", "json"]);
+    assert!(events.contains("NewLatestTag"), "{events}");
+
+    // A new tag in the registry: scanned on the interval, selected, pushed.
+    registry.push_image("team/app", &["1.2.0"]);
+    wait_for_push(&remote, "1.2.0");
+    let moved = get(cluster, "imagepolicies", &ns, "app").unwrap_or_default();
+    assert_eq!(moved["status"]["observedPreviousRef"]["tag"], "1.1.0");
+
+    // Suspended, the automation pushes nothing, though the policy moves on.
+    cluster.apply(&automation(&ns, &url, true).to_string());
+    let main = remote.head("main");
+    registry.push_image("team/app", &["1.3.0"]);
+    wait_for("latestRef 1.3.0", || {
+        (tag_of(cluster, &ns)? == "1.3.0").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(remote.head("main"), main, "a suspended automation pushed");
+
+    assert_eq!(controller.get("/readyz").0, 200);
+    let (_, metrics) = controller.get("/metrics");
+    assert!(
+        metrics.contains("hoist_commits_pushed_total 2"),
+        "{metrics}"
+    );
+
+    // An invalid policy is Stalled with a message naming the field.
+    cluster.apply(&policy(&ns, "not a range"));
+    let stalled = wait_for("Stalled", || {
+        condition(&get(cluster, "imagepolicies", &ns, "app")?, "Stalled")
+    });
+    assert_eq!(stalled.0, "True");
+    assert!(
+        stalled.2.contains("spec.policy.semver.range"),
+        "{stalled:?}"
+    );
+
+    // Nothing it did needed more than deploy/rbac.yaml gives.
+    assert_eq!(controller.stop(), Some(0));
+    let requests = cluster
+        .audit_since(mark)
+        .iter()
+        .filter(|e| e["user"]["username"] == CONTROLLER)
+        .count();
+    assert!(requests > 10, "{requests} requests as {CONTROLLER}");
+    assert_eq!(forbidden(cluster, mark), Vec::<String>::new());
+    let log = controller.log();
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+}

@@ -1,0 +1,119 @@
+//! A running `hoist controller`, against any API server a kubeconfig names.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `hoist controller`; stopped with SIGTERM when dropped.
+pub struct Running {
+    child: Child,
+    /// `127.0.0.1:PORT` of /metrics, /healthz and /readyz.
+    pub metrics: String,
+    /// What it logged (`HOIST_LOG=hoist=info`), read by [`Running::log`].
+    log: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+impl Running {
+    /// Starts `hoist controller --kubeconfig KUBECONFIG EXTRA...` with a
+    /// state directory of its own. `HOIST_TEST_LOGS` set: its log goes to
+    /// the test's stderr as well, when the controller stops.
+    pub fn start(kubeconfig: &Path, extra: &[&str]) -> Running {
+        let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let state_dir = state.path().join("state").to_string_lossy().into_owned();
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut args = vec![
+            "controller",
+            "--kubeconfig",
+            &kubeconfig,
+            "--state-dir",
+            &state_dir,
+            "--metrics-addr",
+            &metrics,
+        ];
+        args.extend_from_slice(extra);
+        let log = state.path().join("controller.log");
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_hoist"))
+            .args(&args)
+            .env("HOIST_LOG", "hoist=info")
+            .env("DOCKER_CONFIG", state.path())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting hoist controller: {e}"));
+        Running {
+            child,
+            metrics,
+            log,
+            _state: state,
+        }
+    }
+
+    /// The process id, for signals and /proc.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path` on the metrics endpoint: status and body (status 0 when
+    /// nothing listens yet).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
+        match agent.get(&format!("http://{}{path}", self.metrics)).call() {
+            Ok(mut response) => (
+                response.status().as_u16(),
+                response.body_mut().read_to_string().unwrap_or_default(),
+            ),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    /// SIGTERM, then the exit code (`None` when it had to be killed after
+    /// 15 s).
+    pub fn stop(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.running() {
+            self.stop();
+        }
+        if std::env::var_os("HOIST_TEST_LOGS").is_some() {
+            eprintln!("--- hoist controller log ---\n{}", self.log());
+        }
+    }
+}
