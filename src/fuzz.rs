@@ -118,46 +118,77 @@ pub fn rewriter(data: &[u8]) {
     // one it starts on to its marker's, become the one line of its new
     // value, and every other line stays where it was, as it was. (A line
     // diff cannot say this: among identical blank lines it may blame any.)
+    // A value's own text may look like a marker line too (a quoted scalar
+    // spanning lines can hold one), so each value may end on any line from
+    // its start that holds its marker: some choice must explain the text.
     let old_lines = yaml_lines(text);
-    let mut ranges: Vec<(usize, usize)> = out
+    let new_lines = yaml_lines(new);
+    let mut edits: Vec<(usize, Vec<usize>)> = out
         .edits
         .iter()
         .map(|e| {
             let start = e.line.saturating_sub(1);
-            let marker_line = (start..old_lines.len())
-                .find(|&i| holds_marker(old_lines[i], &e.marker))
-                .unwrap_or(start);
-            (start, marker_line)
+            let ends = (start..old_lines.len())
+                .filter(|&i| holds_marker(old_lines[i], &e.marker))
+                .collect();
+            (start, ends)
         })
         .collect();
-    ranges.sort_unstable();
-    // What the new text holds line by line: an old line kept (with its
-    // number), or `None` for a rewritten value.
-    let mut expected: Vec<Option<(usize, &str)>> = Vec::new();
-    let mut next = 0;
-    for (start, end) in ranges {
-        assert!(start >= next, "two edits share line {}", start + 1);
-        expected.extend((next..start).map(|i| Some((i, old_lines[i]))));
-        expected.push(None);
-        next = end + 1;
-    }
-    expected.extend((next..old_lines.len()).map(|i| Some((i, old_lines[i]))));
-    let new_lines = yaml_lines(new);
-    assert_eq!(
-        new_lines.len(),
-        expected.len(),
-        "lines inserted or removed: {new:?}"
+    edits.sort_unstable();
+    let mut furthest = 0;
+    assert!(
+        explains(&old_lines, &new_lines, &edits, 0, 0, &mut furthest),
+        "line {} changed without a marker (or lines were inserted): {new:?}",
+        furthest + 1
     );
-    for (kept, line) in expected.iter().zip(&new_lines) {
-        if let Some((number, old)) = kept {
-            assert_eq!(old, line, "line {} changed without a marker", number + 1);
-        }
-    }
     // Rewriting again with the same refs changes nothing: every value was
     // written so that it reads back as itself.
     let again = crate::rewrite::rewrite(new, &refs);
     assert!(!again.unparsable, "the rewrite broke the YAML: {new:?}");
     assert_eq!(again.text, None, "a second rewrite changed {new:?}");
+}
+
+/// Whether `new` from line `at` on is `old` from line `from` on with each
+/// of `edits` (a start line and the lines its value may end on) replaced
+/// by one line, and every other line kept. `furthest` is the furthest old
+/// line that matched, for the message.
+fn explains(
+    old: &[&str],
+    new: &[&str],
+    edits: &[(usize, Vec<usize>)],
+    from: usize,
+    at: usize,
+    furthest: &mut usize,
+) -> bool {
+    let Some(((start, ends), later)) = edits.split_first() else {
+        return kept(old, new, from..old.len(), at, furthest) && at + old.len() - from == new.len();
+    };
+    if *start < from || !kept(old, new, from..*start, at, furthest) {
+        return false;
+    }
+    let at = at + (start - from);
+    at < new.len()
+        && ends
+            .iter()
+            .any(|&end| explains(old, new, later, end + 1, at + 1, furthest))
+}
+
+/// Whether the old lines `lines` are in `new` from line `at` on.
+fn kept(
+    old: &[&str],
+    new: &[&str],
+    lines: std::ops::Range<usize>,
+    at: usize,
+    furthest: &mut usize,
+) -> bool {
+    for (offset, line) in lines.clone().enumerate() {
+        if new.get(at + offset) != Some(&old[line]) {
+            *furthest = (*furthest).max(line);
+            return false;
+        }
+    }
+    *furthest = (*furthest).max(lines.end);
+    true
 }
 
 /// Whether `line` has a comment that is the setter marker `marker`. The
