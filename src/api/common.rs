@@ -273,3 +273,49 @@ mod tests {
         }
     }
 }
+
+/// Whether `name` can name a Kubernetes object such as a ServiceAccount: a
+/// DNS-1123 subdomain (lowercase letters, digits, `-` and `.`, starting
+/// and ending with a letter or digit, at most 253 characters).
+pub fn check_object_name(name: &str) -> Result<(), String> {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if name.is_empty() || name.len() > 253 {
+        return Err("must be 1 to 253 characters".to_string());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !alphanumeric(c) && c != '-' && c != '.')
+    {
+        return Err(format!(
+            "{c:?} is not allowed: use lowercase letters, digits, '-' and '.'"
+        ));
+    }
+    if !name.starts_with(alphanumeric) || !name.ends_with(alphanumeric) {
+        return Err("must start and end with a lowercase letter or digit".to_string());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod object_name_tests {
+    use super::check_object_name;
+
+    #[test]
+    fn object_names_are_dns_subdomains() {
+        for good in ["deployer", "team-a.sync", "a", "0"] {
+            assert_eq!(check_object_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "Deployer",
+            "-a",
+            "a-",
+            "a_b",
+            "a/b",
+            "a:b",
+            &"a".repeat(254),
+        ] {
+            assert!(check_object_name(bad).is_err(), "{bad}");
+        }
+    }
+}

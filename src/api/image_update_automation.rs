@@ -62,6 +62,12 @@ pub struct ImageUpdateAutomationSpec {
     /// Apply the repository to the cluster after each push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncSpec>,
+    /// The ServiceAccount of this namespace that `sync` applies, prunes
+    /// and waits as (impersonated), so that it can do no more than that
+    /// account may. Unset: the controller's `--default-service-account`,
+    /// else the controller's own identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
 }

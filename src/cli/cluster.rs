@@ -10,6 +10,15 @@ pub(super) async fn client(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> Result<kube::Client, CliError> {
+    kube::Client::try_from(config(kubeconfig, context).await?)
+        .map_err(|e| CliError::runtime(format!("connecting to the cluster: {e}")))
+}
+
+/// The connection settings [`client`] uses.
+pub(super) async fn config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Config, CliError> {
     let choice = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
@@ -30,6 +39,16 @@ pub(super) async fn client(
             .map_err(|e| CliError::runtime(format!("finding the cluster: {e}")))?,
     };
     crate::install_crypto_provider();
-    kube::Client::try_from(config)
+    Ok(config)
+}
+
+/// The sync stage's access: the command's own identity, impersonating
+/// `default_service_account` (or an automation's spec.serviceAccountName).
+pub(super) async fn access(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    default_service_account: Option<String>,
+) -> Result<crate::sync::ClusterAccess, CliError> {
+    crate::sync::ClusterAccess::new(config(kubeconfig, context).await?, default_service_account)
         .map_err(|e| CliError::runtime(format!("connecting to the cluster: {e}")))
 }

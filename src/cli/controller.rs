@@ -54,6 +54,11 @@ pub struct ControllerArgs {
     /// Serve Receivers' webhooks on HOST:PORT [default: off].
     #[arg(long, value_name = "ADDR")]
     pub webhook_addr: Option<std::net::SocketAddr>,
+    /// The ServiceAccount (of each automation's own namespace) that
+    /// `spec.sync` runs as when `spec.serviceAccountName` is unset
+    /// [default: the controller's own identity].
+    #[arg(long, value_name = "NAME")]
+    pub default_service_account: Option<String>,
 }
 
 pub fn run(args: ControllerArgs) -> Result<(), CliError> {
@@ -71,7 +76,12 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
             ))
         })?),
     };
-    let options = Options {
+    if let Some(name) = &args.default_service_account {
+        crate::api::check_object_name(name).map_err(|why| {
+            CliError::invalid(format!("--default-service-account {name:?}: {why}"))
+        })?;
+    }
+    let options = |sync| Options {
         metrics_addr,
         webhook_addr: args.webhook_addr,
         namespace: args.namespace,
@@ -83,11 +93,16 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
             name: args.lease_name,
             duration: args.lease_duration.max(2),
         }),
+        sync,
     };
     runtime.block_on(async {
-        let client =
-            super::cluster::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
-        controller::run(client, options)
+        let access = super::cluster::access(
+            args.kubeconfig.as_deref(),
+            args.context.as_deref(),
+            args.default_service_account,
+        )
+        .await?;
+        controller::run(access.client().clone(), options(access))
             .await
             .map_err(|e| CliError::runtime(e.to_string()))
     })

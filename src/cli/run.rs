@@ -91,9 +91,10 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         .iter()
         .any(|a| a.object.spec.sync.is_some());
     let cluster = if syncs && !args.dry_run {
-        Some(session.runtime.block_on(super::cluster::client(
+        Some(session.runtime.block_on(super::cluster::access(
             args.kubeconfig.as_deref(),
             args.context.as_deref(),
+            None,
         ))?)
     } else {
         None

@@ -181,7 +181,7 @@ async fn update(
         cache: context.options.state_dir.join("git"),
         push_attempts: 3,
         runtime: Some(context.runtime.clone()),
-        cluster: Some(context.client.clone()),
+        cluster: Some(context.options.sync.clone()),
         now: None,
     };
     // The sync's inventory lives in the status (the store is an emptyDir

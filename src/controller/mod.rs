@@ -63,6 +63,8 @@ pub struct Options {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where Receivers are served, if anywhere.
     pub webhook_addr: Option<std::net::SocketAddr>,
+    /// How `spec.sync` reaches the cluster, and as whom.
+    pub sync: crate::sync::ClusterAccess,
 }
 
 /// Where the Lease lives.

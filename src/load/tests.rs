@@ -497,3 +497,29 @@ fn the_deepest_document_loads_on_a_worker_sized_stack() {
         }
     }
 }
+
+#[test]
+fn a_service_account_name_must_name_a_service_account() {
+    let automation = |name: &str| {
+        format!(
+            "apiVersion: hoist.dev/v1alpha1\nkind: ImageUpdateAutomation\nmetadata: {{name: a, namespace: team-a}}\nspec:\n  interval: 1m\n  git:\n    url: https://example.com/fleet.git\n    checkout: {{ref: {{branch: main}}}}\n    commit: {{author: {{name: bot, email: bot@example.com}}}}\n  sync: {{path: ./clusters}}\n  serviceAccountName: {name}\n"
+        )
+    };
+    let set = load_str(&automation("deployer")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        set.automations[0]
+            .object
+            .spec
+            .service_account_name
+            .as_deref(),
+        Some("deployer")
+    );
+    for bad in ["Deployer", "team-b/deployer", "'system:serviceaccount:b:x'"] {
+        let e = error_of(&automation(bad));
+        assert!(
+            e.contains("ImageUpdateAutomation team-a/a: spec.serviceAccountName:")
+                && e.contains("is not a ServiceAccount name"),
+            "{bad}: {e}"
+        );
+    }
+}

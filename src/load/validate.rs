@@ -182,6 +182,14 @@ pub(super) fn automation(
         inside_repository(doc, "spec.sync.path", &sync.path)?;
         duration(doc, "spec.sync.timeout", sync.timeout.as_ref())?;
     }
+    if let Some(name) = &spec.service_account_name {
+        crate::api::check_object_name(name).map_err(|why| {
+            doc.invalid(
+                "spec.serviceAccountName",
+                format!("{name:?} is not a ServiceAccount name: {why}"),
+            )
+        })?;
+    }
     Ok(())
 }
 

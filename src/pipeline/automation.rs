@@ -28,8 +28,9 @@ pub struct RunOptions {
     pub push_attempts: u32,
     /// The async runtime forge clients block on (from outside it).
     pub runtime: Option<tokio::runtime::Handle>,
-    /// The cluster `spec.sync` applies to; without one, sync is skipped.
-    pub cluster: Option<kube::Client>,
+    /// The cluster `spec.sync` applies to, and as whom; without one, sync
+    /// is skipped.
+    pub cluster: Option<crate::sync::ClusterAccess>,
     /// The time update windows are judged at (default: now); tests set it.
     pub now: Option<jiff::Timestamp>,
 }
@@ -594,10 +595,14 @@ fn repository_path(field: &str, value: &str) -> Result<PathBuf, String> {
 /// hoist's own commit right after it pushed one, the base branch when
 /// hoist proposes changes by pull request, anyone's commit otherwise.
 fn sync_branch(context: &Context, git: &Git, report: &mut AutomationReport) -> Result<(), String> {
-    let (Some(spec), Some(client)) = (&context.automation.spec.sync, &context.options.cluster)
+    let (Some(spec), Some(access)) = (&context.automation.spec.sync, &context.options.cluster)
     else {
         return Ok(());
     };
+    let (client, impersonated) = access.client_for(
+        context.namespace(),
+        context.automation.spec.service_account_name.as_deref(),
+    )?;
     let runtime = context
         .options
         .runtime
@@ -659,7 +664,7 @@ fn sync_branch(context: &Context, git: &Git, report: &mut AutomationReport) -> R
         default_namespace: context.namespace().to_string(),
     };
     let synced = runtime.block_on(crate::sync::sync(
-        client,
+        &client,
         source,
         &previous.inventory,
         &owner,
@@ -679,9 +684,10 @@ fn sync_branch(context: &Context, git: &Git, report: &mut AutomationReport) -> R
         revision: checkout.base,
         report: synced,
     });
-    match error {
-        Some(e) => Err(format!("sync of {}: {e}", relative.display())),
-        None => Ok(()),
+    match (error, impersonated) {
+        (Some(e), Some(user)) => Err(format!("sync of {} as {user}: {e}", relative.display())),
+        (Some(e), None) => Err(format!("sync of {}: {e}", relative.display())),
+        (None, _) => Ok(()),
     }
 }
 

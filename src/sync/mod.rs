@@ -8,9 +8,12 @@
 //! prune (only objects of hoist's previous inventory that still carry its
 //! labels) → wait ([`health`]).
 
+mod access;
 pub mod health;
 pub mod plan;
 pub mod source;
+
+pub use access::{ClusterAccess, service_account_user};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -215,7 +218,7 @@ pub async fn sync(
     let served = match Discovery::new(client.clone()).run().await {
         Ok(discovery) => Served { discovery },
         Err(e) => {
-            report.error = Some(format!("discovery: {e}"));
+            report.error = Some(format!("discovery: {}", api_error(&e)));
             return report;
         }
     };
@@ -431,7 +434,7 @@ async fn apply_one(
         let after = api
             .patch(&d.id.name, &rehearse, &Patch::Apply(&object))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| api_error(&e))?;
         let after = serde_json::to_value(&after).map_err(|e| e.to_string())?;
         if same_object(live, &after) {
             return Ok(Action::Unchanged);
@@ -451,7 +454,7 @@ async fn apply_one(
         if options.dry_run && matches!(&e, kube::Error::Api(r) if r.code == 404) {
             return Ok(Action::Created);
         }
-        return Err(e.to_string());
+        return Err(api_error(&e));
     }
     Ok(if live.is_some() || known {
         Action::Configured
@@ -491,7 +494,7 @@ async fn prune_one(
     let Some(live) = api
         .get_opt(&entry.id.name)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| api_error(&e))?
     else {
         return Ok(Pruned::Gone);
     };
@@ -528,8 +531,24 @@ async fn prune_one(
     });
     api.delete(&entry.id.name, &params)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| api_error(&e))?;
     Ok(Pruned::Deleted)
+}
+
+/// What the API server said, in its own words: for a refusal, the
+/// message of its Status (which names the object, the user and what was
+/// refused) and its reason, not the whole Status structure.
+fn api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            if status.reason.is_empty() {
+                status.message.clone()
+            } else {
+                format!("{} ({}, {})", status.message, status.reason, status.code)
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Waits until the CRDs named are Established, so their kinds can be applied.
@@ -539,7 +558,7 @@ async fn established(client: &Client, names: &[String]) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     for name in names {
         loop {
-            let crd = api.get_opt(name).await.map_err(|e| e.to_string())?;
+            let crd = api.get_opt(name).await.map_err(|e| api_error(&e))?;
             let ready = crd
                 .and_then(|c| c.status)
                 .and_then(|s| s.conditions)
@@ -583,7 +602,7 @@ async fn wait(
                     Err(e) => Health::Progressing(e.to_string()),
                 },
                 Ok(None) => Health::Progressing("not found".into()),
-                Err(e) => Health::Progressing(e.to_string()),
+                Err(e) => Health::Progressing(api_error(&e)),
             };
             match state {
                 Health::Healthy => {}

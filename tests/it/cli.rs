@@ -288,6 +288,19 @@ fn bad_flags_and_missing_files_exit_2() {
     );
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("p.yaml:"), "{}", run.stderr);
+    // Refused before the controller reaches for a cluster.
+    let run = hoist(
+        dir.path(),
+        &["controller", "--default-service-account", "Team_A"],
+        "",
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("--default-service-account \"Team_A\": "),
+        "{}",
+        run.stderr
+    );
 }
 
 /// The README's policy example, on the shipped files.

@@ -40,7 +40,7 @@ fn condition(object: &Value, type_: &str) -> Option<(String, String, String)> {
 
 fn manifest(registry: &str, ns: &str, tag: &str) -> String {
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {registry}/team/app:{tag} # {{\"$imagepolicy\": \"{ns}:app\"}}\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  selector: {{matchLabels: {{app: app}}}}\n  template:\n    metadata: {{labels: {{app: app}}}}\n    spec:\n      containers:\n        - name: app\n          image: {registry}/team/app:{tag} # {{\"$imagepolicy\": \"{ns}:app\"}}\n"
     )
 }
 
@@ -87,13 +87,16 @@ fn wait_for_push(remote: &BareRepo, tag: &str) {
     });
 }
 
-/// The requests of deploy/'s ServiceAccount that the API server refused
-/// for want of permission, after `mark`.
+/// The requests of deploy/'s ServiceAccount, as itself, that the API
+/// server refused for want of permission, after `mark`. (What it does as a
+/// ServiceAccount it impersonates is bounded by that account's RBAC, not by
+/// deploy/'s.)
 fn forbidden(cluster: &Cluster, mark: u64) -> Vec<String> {
     cluster
         .audit_since(mark)
         .iter()
-        .filter(|e| e["user"]["username"] == CONTROLLER && e["responseStatus"]["code"] == 403)
+        .filter(|e| e["user"]["username"] == CONTROLLER && e["impersonatedUser"].is_null())
+        .filter(|e| e["responseStatus"]["code"] == 403)
         .map(cluster::describe)
         .collect()
 }
@@ -229,4 +232,118 @@ fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
     assert_eq!(forbidden(cluster, mark), Vec::<String>::new());
     let log = controller.log();
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+}
+
+#[test]
+fn spec_sync_runs_as_the_named_service_account_and_cannot_reach_another_team() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let team_a = cluster.namespace("tenant-a");
+    let team_b = cluster.namespace("tenant-b");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    // team-a's deployer may edit team-a, and nothing else.
+    cluster.apply(&format!(
+        "apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: deployer, namespace: {team_a}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: deployer-edit, namespace: {team_a}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}}
+subjects: [{{kind: ServiceAccount, name: deployer, namespace: {team_a}}}]
+"
+    ));
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[
+        ("clusters/app.yaml", &manifest(&addr, &team_a, "1.0.0")),
+        (
+            "elsewhere/settings.yaml",
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {team_b}}}\ndata: {{owner: team-a}}\n"
+            ),
+        ),
+    ]);
+    let (_git, url) = remote.serve_http();
+    cluster.apply(&repository(&team_a, &addr, "1h"));
+    cluster.apply(&policy(&team_a, "^1"));
+    let synced = |name: &str, path: &str| {
+        let mut a = automation(&team_a, &url, false);
+        a["metadata"]["name"] = json!(name);
+        a["spec"]["serviceAccountName"] = json!("deployer");
+        a["spec"]["sync"] = json!({"path": path, "prune": true});
+        a.to_string()
+    };
+    cluster.apply(&synced("fleet", "./clusters"));
+    cluster.apply(&synced("reach", "./elsewhere"));
+    let mark = cluster.audit_mark();
+    let mut controller = Running::start(&kubeconfig, &["--namespace", &team_a]);
+
+    // Its own namespace: pushed, then applied as the deployer.
+    wait_for_push(&remote, "1.1.0");
+    let fleet = wait_for("the sync of fleet", || {
+        let a = get(cluster, "imageupdateautomations", &team_a, "fleet")?;
+        (a["status"]["syncRevision"] == remote.head("main")).then_some(a)
+    });
+    assert_eq!(fleet["status"]["inventory"][0]["name"], "app", "{fleet}");
+    let app = cluster
+        .get("deployment", &team_a, "app")
+        .unwrap_or_default();
+    assert_eq!(
+        app["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("{addr}/team/app:1.1.0")
+    );
+    let deployer = hoist::sync::service_account_user(&team_a, "deployer");
+    let applied_as: Vec<String> = cluster
+        .audit_since(mark)
+        .iter()
+        .filter(|e| e["objectRef"]["resource"] == "deployments" && e["verb"] == "patch")
+        .map(|e| {
+            format!(
+                "{} as {}",
+                e["user"]["username"].as_str().unwrap_or(""),
+                e["impersonatedUser"]["username"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        !applied_as.is_empty()
+            && applied_as
+                .iter()
+                .all(|a| a == &format!("{CONTROLLER} as {deployer}")),
+        "{applied_as:?}"
+    );
+
+    // Another team's namespace: refused by the API server, said in the
+    // status, and nothing written there.
+    let refused = wait_for("the refusal in reach's status", || {
+        let a = get(cluster, "imageupdateautomations", &team_a, "reach")?;
+        let ready = condition(&a, "Ready")?;
+        (ready.0 == "False" && ready.2.contains("forbidden")).then_some(ready)
+    });
+    assert!(
+        refused.2.contains(&deployer) && refused.2.contains(&team_b),
+        "{refused:?}"
+    );
+    assert!(cluster.get("configmap", &team_b, "settings").is_none());
+    let written_in_b: Vec<String> = cluster
+        .audit_since(mark)
+        .iter()
+        .filter(|e| e["objectRef"]["namespace"] == team_b.as_str())
+        .filter(|e| {
+            e["responseStatus"]["code"]
+                .as_u64()
+                .is_some_and(|c| c < 300)
+        })
+        .filter(|e| !matches!(e["verb"].as_str(), Some("get" | "list" | "watch")))
+        .map(cluster::describe)
+        .collect();
+    assert_eq!(written_in_b, Vec::<String>::new());
+    assert_eq!(controller.stop(), Some(0));
 }
