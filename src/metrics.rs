@@ -68,6 +68,8 @@ pub struct Metrics {
     pub connections: Family<ConnectionLabels, Counter>,
     /// Whether the controller is up and its caches are filled.
     pub ready: AtomicBool,
+    /// Whether the API server stopped answering: not ready meanwhile.
+    pub api_unreachable: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -132,6 +134,7 @@ impl Default for Metrics {
             webhook_requests,
             connections,
             ready: AtomicBool::new(false),
+            api_unreachable: AtomicBool::new(false),
         }
     }
 }
@@ -221,6 +224,11 @@ fn answer<B>(
             metrics.encode(),
         ),
         (&hyper::Method::GET, "/healthz") => (200, "text/plain", "ok\n".to_string()),
+        (&hyper::Method::GET, "/readyz") if metrics.api_unreachable.load(Ordering::Relaxed) => (
+            503,
+            "text/plain",
+            "cannot reach the API server\n".to_string(),
+        ),
         (&hyper::Method::GET, "/readyz") if metrics.ready.load(Ordering::Relaxed) => {
             (200, "text/plain", "ok\n".to_string())
         }

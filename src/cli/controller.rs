@@ -95,7 +95,7 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
         }),
         sync,
     };
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let access = super::cluster::access(
             args.kubeconfig.as_deref(),
             args.context.as_deref(),
@@ -105,5 +105,9 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
         controller::run(access.client().clone(), options(access))
             .await
             .map_err(|e| CliError::runtime(e.to_string()))
-    })
+    });
+    // A pipeline run blocked on git or a silent server must not hold the
+    // exit: what it did not finish, the next start does again.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }

@@ -467,6 +467,12 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
         ),
         None => None,
     };
+    tokio::spawn(watch_api_server(
+        client.clone(),
+        options.sync.server(),
+        Arc::clone(&metrics),
+        stopped.clone(),
+    ));
     // Ready once serving: a standby waiting for the lease is ready too, or
     // a rolling update would wait forever for the new pod.
     metrics
@@ -475,13 +481,54 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
     let result = lead(client, options, metrics, stopped).await;
     // Webhooks accepted before the stop are handed on before the exit.
     if let Some(dispatcher) = dispatcher
-        && tokio::time::timeout(Duration::from_secs(10), dispatcher)
+        && tokio::time::timeout(EXIT_STEP_GRACE, dispatcher)
             .await
             .is_err()
     {
         tracing::warn!("webhook events still being handed on at exit");
     }
     result
+}
+
+/// Asks the API server for its version every 5 s: while two answers in a
+/// row fail, /readyz says not ready, and the log says once, naming the
+/// server, that it cannot be reached (the watches' own errors name
+/// neither it nor what they watch).
+async fn watch_api_server(
+    client: Client,
+    server: String,
+    metrics: Arc<metrics::Metrics>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut failures = 0u32;
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await;
+        let error = match answer {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no answer within 5 s".to_string()),
+        };
+        match error {
+            None => {
+                if metrics.api_unreachable.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the API server at {server} answers again");
+                }
+                failures = 0;
+            }
+            Some(e) => {
+                failures += 1;
+                if failures == 2 {
+                    metrics.api_unreachable.store(true, Ordering::Relaxed);
+                    tracing::warn!("cannot reach the API server at {server} (GET /version): {e}");
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = until_stopped(stopped.clone()) => return,
+        }
+    }
 }
 
 /// Waits for the lease if asked to, then reconciles until stopped or the
@@ -563,8 +610,13 @@ async fn lead(
     }
     if let Some(manager) = lease {
         // Hand over at once rather than after the lease expires.
-        if let Err(e) = manager.release().await {
-            tracing::warn!("releasing the lease: {e}");
+        match tokio::time::timeout(EXIT_STEP_GRACE, manager.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("releasing the lease: {e}"),
+            Err(_) => tracing::warn!(
+                "releasing the lease: no answer within {}s; a standby takes over when it expires",
+                EXIT_STEP_GRACE.as_secs()
+            ),
         }
     }
     result
@@ -758,6 +810,7 @@ async fn reconcile_all(
         .graceful_shutdown_on(until_stopped(stopped.clone()))
         .run(policy::reconcile, error_policy, Arc::clone(&context))
         .for_each(log_result);
+    let deadline = stopped.clone();
     let automation_run = automation_controller
         .graceful_shutdown_on(until_stopped(stopped))
         .run(automation::reconcile, error_policy, context)
@@ -770,5 +823,23 @@ async fn reconcile_all(
                 std::future::pending::<()>().await;
             }
         } => Err(ControllerError::LostLease),
+        // A reconcile waiting on an API server that accepts and never
+        // answers would hold the exit for minutes: SIGTERM gets a bounded
+        // answer.
+        () = async {
+            until_stopped(deadline).await;
+            tokio::time::sleep(RECONCILE_GRACE).await;
+        } => {
+            tracing::warn!("reconciles still running {}s after the stop; exiting without them", RECONCILE_GRACE.as_secs());
+            Ok(())
+        }
     }
 }
+
+/// How long in-flight reconciles may finish after SIGTERM; with the lease
+/// release and the webhook hand-over after it, the exit comes within 10 s
+/// (a pod's default grace period is 30 s).
+const RECONCILE_GRACE: Duration = Duration::from_secs(5);
+/// How long releasing the lease, and handing on gathered webhooks, may
+/// take at the exit.
+const EXIT_STEP_GRACE: Duration = Duration::from_secs(2);

@@ -44,6 +44,11 @@ impl ClusterAccess {
         })
     }
 
+    /// The API server's address, for messages.
+    pub fn server(&self) -> String {
+        self.config.cluster_url.to_string()
+    }
+
     /// The command's own client.
     pub fn client(&self) -> &kube::Client {
         &self.client

@@ -347,3 +347,91 @@ subjects: [{{kind: ServiceAccount, name: deployer, namespace: {team_a}}}]
     assert_eq!(written_in_b, Vec::<String>::new());
     assert_eq!(controller.stop(), Some(0));
 }
+
+#[test]
+fn the_controller_rides_out_an_api_server_restart_and_stops_promptly_without_one() {
+    // Its own control plane: stopping the API server would disturb every
+    // other test on the shared one.
+    let Some(cluster) = cluster::private() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let ns = cluster.namespace("restart");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, &ns, "1.0.0"))]);
+    let (_git, url) = remote.serve_http();
+    cluster.apply(&repository(&ns, &addr, "1s"));
+    cluster.apply(&policy(&ns, "^1"));
+    cluster.apply(&automation(&ns, &url, false).to_string());
+    let mut controller = Running::start(&kubeconfig, &["--namespace", &ns]);
+    wait_for_push(&remote, "1.1.0");
+
+    // The API server restarts: watches resume, and neither a new tag nor a
+    // new object is missed.
+    cluster.component("restart", "kube-apiserver");
+    registry.push_image("team/app", &["1.2.0"]);
+    wait_for_push(&remote, "1.2.0");
+    let mut other = serde_json::from_str::<Value>(&policy(&ns, "~1.1")).unwrap_or_default();
+    other["metadata"]["name"] = json!("pinned");
+    cluster.apply(&other.to_string());
+    wait_for("the new policy's latest ref", || {
+        let p = get(&cluster, "imagepolicies", &ns, "pinned")?;
+        (p["status"]["latestRef"]["tag"] == "1.1.0").then_some(())
+    });
+    assert_eq!(controller.get("/readyz").0, 200);
+
+    // No API server: not ready, errors that name the server, and SIGTERM
+    // still ends it at once.
+    cluster.component("stop", "kube-apiserver");
+    let server = std::fs::read_to_string(&kubeconfig)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("server: https://")
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    wait_for("/readyz to say not ready", || {
+        (controller.get("/readyz").0 == 503).then_some(())
+    });
+    wait_for("an error naming the API server", || {
+        controller.log().contains(&server).then_some(())
+    });
+    assert_eq!(
+        controller.stop_within(Duration::from_secs(10)),
+        Some(0),
+        "SIGTERM without an API server: {}",
+        controller.log()
+    );
+
+    // As deployed, leading on the Lease in hoist-system: SIGTERM while the
+    // API server is gone ends it at once too, though it cannot release
+    // the lease.
+    cluster.component("start", "kube-apiserver");
+    let mut leader = Running::start(&kubeconfig, &["--namespace", &ns, "--leader-elect"]);
+    wait_for("the lease", || {
+        leader.log().contains("leading").then_some(())
+    });
+    cluster.component("stop", "kube-apiserver");
+    // Worse than refusing: its port accepts and never answers, as a
+    // server behind a dead network path does (no real API server does this
+    // on demand, so a listener of the test's own stands in for it).
+    let silent = std::net::TcpListener::bind(&server).unwrap_or_else(|e| panic!("{server}: {e}"));
+    let held = std::thread::spawn(move || silent.incoming().take(64).flatten().collect::<Vec<_>>());
+    wait_for("the leader to meet the silent port", || {
+        leader.log().contains("renewing the lease").then_some(())
+    });
+    assert_eq!(
+        leader.stop_within(Duration::from_secs(10)),
+        Some(0),
+        "SIGTERM to a leader without an API server: {}",
+        leader.log()
+    );
+    drop(held);
+}

@@ -23,6 +23,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     /// The directory of the control plane's binaries, kubectl among them.
     pub bin: PathBuf,
+    /// deploy/ applied, once.
+    installed: OnceLock<()>,
 }
 
 /// The user of the admin kubeconfig, as the audit log names it.
@@ -35,9 +37,6 @@ pub const HOIST: &str = "hoist";
 /// What went wrong starting the control plane, shown by every test that
 /// needs it.
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
-
-/// deploy/ applied once per control plane.
-static INSTALLED: OnceLock<()> = OnceLock::new();
 
 /// The controller's ServiceAccount as deploy/ ships it, as the audit log
 /// names it.
@@ -63,6 +62,7 @@ fn start() -> Result<Cluster, String> {
             kubeconfig,
             dir,
             bin,
+            installed: OnceLock::new(),
         });
     }
     // The script's watchdog stops the control plane and removes this
@@ -89,6 +89,7 @@ fn start() -> Result<Cluster, String> {
         kubeconfig: dir.join("kubeconfig"),
         dir,
         bin,
+        installed: OnceLock::new(),
     })
 }
 
@@ -97,11 +98,48 @@ fn start() -> Result<Cluster, String> {
 pub fn cluster() -> Option<&'static Cluster> {
     match CLUSTER.get_or_init(start) {
         Ok(cluster) => Some(cluster),
-        Err(why) if !required() => {
-            eprintln!("skipping: no test control plane: {why}");
-            None
-        }
-        Err(why) => panic!("the test control plane is required in CI: {why}"),
+        Err(why) => unavailable(why),
+    }
+}
+
+fn unavailable<T>(why: &str) -> Option<T> {
+    if required() {
+        panic!("the test control plane is required in CI: {why}");
+    }
+    eprintln!("skipping: no test control plane: {why}");
+    None
+}
+
+/// A control plane of the test's own, for a test that stops or restarts
+/// its API server (which would disturb every other test on a shared one);
+/// stopped and removed when dropped.
+pub struct Private(Cluster);
+
+impl std::ops::Deref for Private {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.0
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).arg("down").arg(&self.0.dir).status();
+        let _ = std::fs::remove_dir_all(&self.0.dir);
+    }
+}
+
+/// Starts a [`Private`] control plane, or `None` as [`cluster`] does.
+pub fn private() -> Option<Private> {
+    if std::env::var_os("HOIST_TEST_KUBECONFIG").is_some() {
+        eprintln!(
+            "skipping: this test stops its API server, and HOIST_TEST_KUBECONFIG names a shared one"
+        );
+        return None;
+    }
+    match start() {
+        Ok(cluster) => Some(Private(cluster)),
+        Err(why) => unavailable(&why),
     }
 }
 
@@ -113,6 +151,20 @@ pub struct Kubectl {
 }
 
 impl Cluster {
+    /// `scripts/test-cluster ACTION DIR COMPONENT`: stop, start or restart
+    /// one component (a started kube-apiserver is ready when it returns).
+    pub fn component(&self, action: &str, component: &str) {
+        let out = Command::new(script())
+            .args([action, &self.dir.to_string_lossy(), component])
+            .output()
+            .unwrap_or_else(|e| panic!("scripts/test-cluster {action}: {e}"));
+        assert!(
+            out.status.success(),
+            "scripts/test-cluster {action} {component}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The kubeconfig hoist runs with in the tests, user [`HOIST`].
     pub fn hoist_kubeconfig(&self) -> PathBuf {
         self.dir.join("hoist.kubeconfig")
@@ -193,7 +245,7 @@ impl Cluster {
     /// deploy/ as a user installs it, `kubectl apply --server-side -k
     /// deploy/`, once; returns when the CRDs are Established.
     pub fn install_hoist(&self) {
-        INSTALLED.get_or_init(|| {
+        self.installed.get_or_init(|| {
             self.kubectl(&["apply", "--server-side", "-k", "deploy/"]);
             self.kubectl(&[
                 "wait",

@@ -84,6 +84,12 @@ impl Running {
     /// SIGTERM, then the exit code (`None` when it had to be killed after
     /// 15 s).
     pub fn stop(&mut self) -> Option<i32> {
+        self.stop_within(Duration::from_secs(15))
+    }
+
+    /// SIGTERM, then the exit code, or `None` when it had not exited
+    /// `grace` later and was killed.
+    pub fn stop_within(&mut self, grace: Duration) -> Option<i32> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -92,7 +98,7 @@ impl Running {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.code();
             }
-            if started.elapsed() > Duration::from_secs(15) {
+            if started.elapsed() > grace {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 return None;
