@@ -435,3 +435,80 @@ fn the_controller_rides_out_an_api_server_restart_and_stops_promptly_without_one
     );
     drop(held);
 }
+
+#[test]
+fn the_standby_takes_over_from_a_killed_leader_and_no_change_is_pushed_twice() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let ns = cluster.namespace("leader");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, &ns, "1.0.0"))]);
+    let (_git, url) = remote.serve_http();
+    cluster.apply(&repository(&ns, &addr, "1s"));
+    cluster.apply(&policy(&ns, "^1"));
+    cluster.apply(&automation(&ns, &url, false).to_string());
+    // A Lease of this test's own, in hoist-system as deploy/ has it.
+    let lease = format!("hoist-{ns}");
+    const DURATION: u64 = 6;
+    let duration = DURATION.to_string();
+    let elect = |identity: &str| {
+        Running::start(
+            &kubeconfig,
+            &[
+                "--namespace",
+                &ns,
+                "--leader-elect",
+                "--lease-name",
+                &lease,
+                "--lease-duration",
+                &duration,
+                "--identity",
+                identity,
+            ],
+        )
+    };
+    let holder = || {
+        cluster
+            .get("lease.coordination.k8s.io", "hoist-system", &lease)
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    let mark = cluster.audit_mark();
+    let mut a = elect("pod-a");
+    wait_for("pod-a to lead", || (holder()? == "pod-a").then_some(()));
+    let mut b = elect("pod-b");
+    wait_for_push(&remote, "1.1.0");
+
+    // SIGKILL: no release; pod-b takes the lease once it has expired.
+    a.kill();
+    let killed = std::time::Instant::now();
+    wait_for("pod-b to lead", || (holder()? == "pod-b").then_some(()));
+    let takeover = killed.elapsed();
+    eprintln!(
+        "takeover {:.1}s after SIGKILL (lease {DURATION}s)",
+        takeover.as_secs_f64()
+    );
+    // Expiry plus one of the standby's polls, a third of the duration.
+    assert!(
+        takeover < Duration::from_secs(DURATION + DURATION.div_ceil(3) + 3),
+        "took {takeover:?}"
+    );
+    registry.push_image("team/app", &["1.2.0"]);
+    wait_for_push(&remote, "1.2.0");
+    // Give a second pusher every chance to show itself.
+    std::thread::sleep(Duration::from_secs(3));
+    let pushes: Vec<String> = remote
+        .log("main")
+        .into_iter()
+        .filter(|l| l.starts_with("hoist-bot|"))
+        .collect();
+    assert_eq!(pushes.len(), 2, "one commit per change: {pushes:?}");
+    assert_eq!(b.stop(), Some(0));
+    assert_eq!(forbidden(cluster, mark), Vec::<String>::new());
+}

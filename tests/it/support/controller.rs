@@ -107,6 +107,12 @@ impl Running {
         }
     }
 
+    /// SIGKILL: no release of its lease, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
