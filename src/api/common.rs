@@ -319,3 +319,132 @@ mod object_name_tests {
         }
     }
 }
+
+/// Which other namespaces may refer to an object (Flux's `accessFrom`): a
+/// reference from outside the object's own namespace is allowed only from
+/// a namespace that one of the selectors selects.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessFrom {
+    pub namespace_selectors: Vec<NamespaceSelector>,
+}
+
+/// Namespaces by their labels; no labels select every namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSelector {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+}
+
+impl AccessFrom {
+    /// Whether a namespace with `labels` is let in.
+    pub fn admits(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.namespace_selectors
+            .iter()
+            .any(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    }
+}
+
+/// Whether an object in `from` may refer to `target` (`kind ns/name`) in
+/// `target_namespace`, whose `access` says who may: always within one
+/// namespace; across namespaces only when `access` admits `from`'s labels
+/// (`None`: the namespace is not known) and `refuse_all` is off
+/// (`--no-cross-namespace-refs`). The error says why, for the field that
+/// holds the reference.
+pub fn check_reference_access(
+    from: &str,
+    from_labels: Option<&std::collections::BTreeMap<String, String>>,
+    target: &str,
+    target_namespace: &str,
+    access: Option<&AccessFrom>,
+    refuse_all: bool,
+) -> Result<(), String> {
+    if from == target_namespace {
+        return Ok(());
+    }
+    if refuse_all {
+        return Err(format!(
+            "{target} is in another namespace, and cross-namespace references are disabled (--no-cross-namespace-refs)"
+        ));
+    }
+    let Some(access) = access else {
+        return Err(format!(
+            "{target} does not let other namespaces refer to it: it has no spec.accessFrom"
+        ));
+    };
+    let Some(labels) = from_labels else {
+        return Err(format!(
+            "namespace {from} is not known, so {target}'s spec.accessFrom cannot admit it"
+        ));
+    };
+    if access.admits(labels) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{target}'s spec.accessFrom.namespaceSelectors select no namespace with the labels of {from}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    use std::collections::BTreeMap;
+
+    use super::{AccessFrom, NamespaceSelector, check_reference_access};
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn references_across_namespaces_need_an_admitting_selector() {
+        let team_b = labels(&[("team", "b"), ("kubernetes.io/metadata.name", "b")]);
+        let check = |access: Option<&AccessFrom>, refuse: bool| {
+            check_reference_access(
+                "b",
+                Some(&team_b),
+                "ImageRepository a/app",
+                "a",
+                access,
+                refuse,
+            )
+        };
+        let selecting = |pairs: &[(&str, &str)]| AccessFrom {
+            namespace_selectors: vec![NamespaceSelector {
+                match_labels: labels(pairs),
+            }],
+        };
+        // Within a namespace, always; even with everything refused.
+        assert_eq!(
+            check_reference_access("a", None, "ImageRepository a/app", "a", None, true),
+            Ok(())
+        );
+        assert!(check(None, false).is_err_and(|e| e.contains("no spec.accessFrom")));
+        assert_eq!(check(Some(&selecting(&[("team", "b")])), false), Ok(()));
+        // An empty selector admits every namespace, as in Flux.
+        assert_eq!(check(Some(&selecting(&[])), false), Ok(()));
+        assert!(check(Some(&selecting(&[("team", "c")])), false).is_err());
+        assert!(check(Some(&selecting(&[("team", "b"), ("tier", "x")])), false).is_err());
+        assert!(
+            check(Some(&selecting(&[])), true)
+                .is_err_and(|e| e.contains("--no-cross-namespace-refs"))
+        );
+        assert!(
+            check_reference_access(
+                "b",
+                None,
+                "ImageRepository a/app",
+                "a",
+                Some(&selecting(&[])),
+                false
+            )
+            .is_err_and(|e| e.contains("namespace b is not known"))
+        );
+        // No selectors at all admit nobody.
+        assert!(check(Some(&AccessFrom::default()), false).is_err());
+    }
+}

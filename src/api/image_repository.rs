@@ -90,10 +90,10 @@ pub struct ImageRepositorySpec {
     /// Flux field accepted so Flux documents load; not acted on yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_secret_ref: Option<LocalObjectReference>,
-    /// Flux field accepted so Flux documents load; not acted on yet.
+    /// Which other namespaces' ImagePolicies may read this repository
+    /// (Flux's ACL); without it, only this namespace's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
-    pub access_from: Option<serde_json::Value>,
+    pub access_from: Option<super::AccessFrom>,
 }
 
 impl ImageRepositorySpec {
@@ -118,18 +118,8 @@ impl ImageRepositorySpec {
         if self.proxy_secret_ref.is_some() {
             fields.push("proxySecretRef");
         }
-        if self.access_from.is_some() {
-            fields.push("accessFrom");
-        }
         fields
     }
-}
-
-pub(crate) fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
 }
 
 /// What hoist last observed of a repository.

@@ -59,6 +59,10 @@ pub struct ControllerArgs {
     /// [default: the controller's own identity].
     #[arg(long, value_name = "NAME")]
     pub default_service_account: Option<String>,
+    /// Refuse every ImagePolicy that reads an ImageRepository of another
+    /// namespace, whatever its accessFrom says.
+    #[arg(long)]
+    pub no_cross_namespace_refs: bool,
 }
 
 pub fn run(args: ControllerArgs) -> Result<(), CliError> {
@@ -94,6 +98,7 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
             duration: args.lease_duration.max(2),
         }),
         sync,
+        no_cross_namespace_refs: args.no_cross_namespace_refs,
     };
     let result = runtime.block_on(async {
         let access = super::cluster::access(

@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Print the diff each automation would commit; push nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Refuse every ImagePolicy that reads an ImageRepository of another
+    /// namespace, whatever its accessFrom says.
+    #[arg(long)]
+    pub no_cross_namespace_refs: bool,
     /// Where hoist keeps its state and repository cache [default:
     /// $XDG_STATE_HOME/hoist, else ~/.local/state/hoist].
     #[arg(long, value_name = "DIR")]
@@ -70,7 +74,13 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             "--webhook-addr and --metrics-addr serve while hoist keeps running; drop --once",
         ));
     }
-    let mut session = ScanSession::open(&args.files, args.state_dir.clone(), false, 8)?;
+    let mut session = ScanSession::open(
+        &args.files,
+        args.state_dir.clone(),
+        false,
+        8,
+        args.no_cross_namespace_refs,
+    )?;
     let endpoints = endpoints(&session.objects)?;
     if !endpoints.is_empty() && args.webhook_addr.is_none() && !args.once {
         eprintln!("warning: the files hold Receivers; serve them with --webhook-addr");

@@ -28,6 +28,10 @@ pub struct ScanArgs {
     /// Repositories scanned at once.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub concurrency: usize,
+    /// Refuse every ImagePolicy that reads an ImageRepository of another
+    /// namespace, whatever its accessFrom says.
+    #[arg(long)]
+    pub no_cross_namespace_refs: bool,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -50,10 +54,13 @@ impl ScanSession {
         state_dir: Option<PathBuf>,
         refresh: bool,
         concurrency: usize,
+        refuse_cross_namespace: bool,
     ) -> Result<Self, CliError> {
         let objects = load::load(files)?;
         report_warnings(&objects);
-        pipeline::check_references(&objects).map_err(|e| CliError::invalid(e.to_string()))?;
+        pipeline::check_references(&objects)
+            .and_then(|()| pipeline::check_access(&objects, refuse_cross_namespace))
+            .map_err(|e| CliError::invalid(e.to_string()))?;
         let credentials = DockerConfig::from_environment().map_err(|e| {
             CliError::invalid(e.to_string())
                 .with_hint("fix the file, or point DOCKER_CONFIG at another directory")
@@ -105,7 +112,9 @@ impl ScanSession {
                 &options,
             ))
             .map_err(|e| match e {
-                PipelineError::MissingRepository { .. } => CliError::invalid(e.to_string()),
+                PipelineError::MissingRepository { .. } | PipelineError::AccessDenied { .. } => {
+                    CliError::invalid(e.to_string())
+                }
                 PipelineError::Store(e) => CliError::runtime(e.to_string()),
             })
     }
@@ -117,6 +126,7 @@ pub fn run(args: ScanArgs) -> Result<(), CliError> {
         args.state_dir.clone(),
         args.refresh,
         args.concurrency,
+        args.no_cross_namespace_refs,
     )?;
     let report = session.scan()?;
     let registry = &session.registry;

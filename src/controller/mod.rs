@@ -65,6 +65,9 @@ pub struct Options {
     pub webhook_addr: Option<std::net::SocketAddr>,
     /// How `spec.sync` reaches the cluster, and as whom.
     pub sync: crate::sync::ClusterAccess,
+    /// Refuse every reference to another namespace's ImageRepository
+    /// (`--no-cross-namespace-refs`).
+    pub no_cross_namespace_refs: bool,
 }
 
 /// Where the Lease lives.

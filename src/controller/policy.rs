@@ -51,6 +51,36 @@ async fn repository_of(
     Ok(api.get_opt(&reference.name).await?)
 }
 
+/// Whether the policy may read `repository`: always in its own namespace;
+/// from another only when the repository's accessFrom admits the labels
+/// of the policy's Namespace, read from the API, and never with
+/// `--no-cross-namespace-refs`. The inner error says why.
+async fn cross_namespace_access(
+    policy: &ImagePolicy,
+    repository: &ImageRepository,
+    context: &Context,
+) -> Result<Result<(), String>, ReconcileError> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let from = policy.namespace().unwrap_or_else(|| "default".into());
+    let target = repository.namespace().unwrap_or_else(|| "default".into());
+    let labels = if from == target || context.options.no_cross_namespace_refs {
+        None
+    } else {
+        let api: Api<Namespace> = Api::all(context.client.clone());
+        api.get_opt(&from)
+            .await?
+            .map(|n| n.metadata.labels.unwrap_or_default())
+    };
+    Ok(crate::api::check_reference_access(
+        &from,
+        labels.as_ref(),
+        &format!("ImageRepository {}", key_of(repository)),
+        &target,
+        repository.spec.access_from.as_ref(),
+        context.options.no_cross_namespace_refs,
+    ))
+}
+
 async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, ReconcileError> {
     if policy.spec.suspend {
         return Ok(Action::await_change());
@@ -79,6 +109,19 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
         // Its creation re-queues this policy through the watch mapping.
         return Ok(Action::await_change());
     };
+    if let Err(message) = cross_namespace_access(policy, &repository, context).await? {
+        let status = write(
+            status,
+            Outcome::stalled(
+                "AccessDenied",
+                format!("spec.imageRepositoryRef: {message}"),
+            ),
+        );
+        patch_status(&context.client, policy, current.as_ref(), &status).await?;
+        // A change to the repository's accessFrom re-queues this policy
+        // through the watch mapping.
+        return Ok(Action::await_change());
+    }
     let (objects, errors) = load(&[document(&repository), document(policy)]);
     if let Some(message) = errors_for(&errors, &object) {
         let status = write(status, Outcome::stalled("InvalidSpec", message));

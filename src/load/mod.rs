@@ -60,6 +60,10 @@ pub struct ObjectSet {
     /// `v1` Secrets in the files, which `secretRef` and `certSecretRef`
     /// name in standalone mode as they would in a cluster.
     pub secrets: Vec<Loaded<SecretData>>,
+    /// The labels of the `v1` Namespaces in the files, by name (with
+    /// `kubernetes.io/metadata.name`, as the API server adds it): what an
+    /// ImageRepository's `accessFrom` selects in standalone mode.
+    pub namespaces: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
     /// Things worth telling the user that do not stop hoist.
     pub warnings: Vec<LoadWarning>,
 }
@@ -592,6 +596,9 @@ fn load_document(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Lo
     if api_version == "v1" && kind_name == "Secret" {
         return load_secret(path, root, set);
     }
+    if api_version == "v1" && kind_name == "Namespace" {
+        return load_namespace(path, root, set);
+    }
     let group = api_version.split_once('/').map_or("", |(g, _)| g);
     // Flux's notification-controller has a Receiver kind of its own.
     let kind =
@@ -733,6 +740,35 @@ fn identity(root: &Node) -> (String, String) {
 }
 
 /// Reads a `v1` Secret: `data` (base64) and `stringData`.
+/// A Namespace's labels; the rest of it is the cluster's business. One
+/// whose metadata does not read is skipped, as any document that is not
+/// hoist's: it then admits nothing.
+fn load_namespace(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), LoadError> {
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        name: String,
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
+    }
+    let (name, _) = identity(root);
+    let doc = Document {
+        path,
+        root,
+        object: format!("Namespace {name}"),
+    };
+    let mut ignored = Vec::new();
+    let Ok(mut metadata) = doc.typed::<Metadata>("metadata", &mut ignored) else {
+        tracing::debug!(path = %path.display(), line = root.line, "skipping a Namespace whose metadata does not read");
+        return Ok(());
+    };
+    metadata.labels.insert(
+        "kubernetes.io/metadata.name".to_string(),
+        metadata.name.clone(),
+    );
+    set.namespaces.insert(metadata.name, metadata.labels);
+    Ok(())
+}
+
 fn load_secret(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), LoadError> {
     #[derive(serde::Deserialize)]
     struct Metadata {

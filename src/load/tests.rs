@@ -154,7 +154,17 @@ spec:
         Err(e) => panic!("{e}"),
     };
     let warnings: Vec<String> = set.warnings.iter().map(ToString::to_string).collect();
-    assert_eq!(warnings.len(), 4, "{warnings:#?}");
+    // accessFrom is acted on: no warning for it.
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    assert!(!warnings.iter().any(|w| w.contains("accessFrom")));
+    assert_eq!(
+        set.repositories[0].object.spec.access_from,
+        Some(crate::api::AccessFrom {
+            namespace_selectors: vec![crate::api::NamespaceSelector {
+                match_labels: [("a".to_string(), "b".to_string())].into(),
+            }],
+        })
+    );
     assert!(
         warnings
             .iter()

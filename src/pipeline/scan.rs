@@ -123,6 +123,14 @@ pub enum PipelineError {
         policy: String,
         repository: String,
     },
+    /// An ImagePolicy names an ImageRepository of another namespace that
+    /// does not let it in.
+    #[error("{origin}: ImagePolicy {policy}: spec.imageRepositoryRef: {message}")]
+    AccessDenied {
+        origin: String,
+        policy: String,
+        message: String,
+    },
 }
 
 /// The repository an ImagePolicy reads, as `ns/name`.
@@ -160,6 +168,44 @@ pub fn check_references(objects: &ObjectSet) -> Result<(), PipelineError> {
                 repository,
             });
         }
+    }
+    Ok(())
+}
+
+/// Checks that every policy reading an ImageRepository of another
+/// namespace is let in by its `accessFrom` (the policy's namespace labels
+/// from the Namespace documents in the files), and that none does with
+/// `refuse_cross_namespace` (`--no-cross-namespace-refs`): a spec problem,
+/// found before any request is made.
+pub fn check_access(
+    objects: &ObjectSet,
+    refuse_cross_namespace: bool,
+) -> Result<(), PipelineError> {
+    for p in &objects.policies {
+        let namespace = p.object.metadata.namespace.as_deref().unwrap_or("default");
+        let reference = &p.object.spec.image_repository_ref;
+        let target = reference.namespace.as_deref().unwrap_or(namespace);
+        let access = objects
+            .repositories
+            .iter()
+            .find(|r| {
+                r.object.metadata.namespace.as_deref().unwrap_or("default") == target
+                    && r.object.metadata.name.as_deref() == Some(reference.name.as_str())
+            })
+            .and_then(|r| r.object.spec.access_from.as_ref());
+        crate::api::check_reference_access(
+            namespace,
+            objects.namespaces.get(namespace),
+            &format!("ImageRepository {target}/{}", reference.name),
+            target,
+            access,
+            refuse_cross_namespace,
+        )
+        .map_err(|message| PipelineError::AccessDenied {
+            origin: p.origin.to_string(),
+            policy: object_key(Some(namespace), p.object.metadata.name.as_deref()),
+            message,
+        })?;
     }
     Ok(())
 }

@@ -512,3 +512,86 @@ fn the_standby_takes_over_from_a_killed_leader_and_no_change_is_pushed_twice() {
     assert_eq!(b.stop(), Some(0));
     assert_eq!(forbidden(cluster, mark), Vec::<String>::new());
 }
+
+#[test]
+fn a_policy_reads_another_namespaces_repository_only_when_its_access_from_admits_it() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let owner = cluster.namespace("acl-owner");
+    let admitted = cluster.namespace("acl-admitted");
+    let other = cluster.namespace("acl-other");
+    cluster.kubectl(&["label", "namespace", &admitted, "hoist.test/reads=app"]);
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    // This test's objects only: the controller watches every namespace.
+    let shard = json!({"hoist.test/shard": owner});
+    cluster.apply(
+        &json!({"apiVersion": GROUP, "kind": "ImageRepository",
+            "metadata": {"name": "app", "namespace": owner, "labels": shard},
+            "spec": {"image": format!("{addr}/team/app"), "interval": "1h", "insecure": true,
+                "accessFrom": {"namespaceSelectors": [{"matchLabels": {"hoist.test/reads": "app"}}]}}})
+        .to_string(),
+    );
+    for ns in [&admitted, &other] {
+        cluster.apply(
+            &json!({"apiVersion": GROUP, "kind": "ImagePolicy",
+                "metadata": {"name": "app", "namespace": ns, "labels": shard},
+                "spec": {"imageRepositoryRef": {"name": "app", "namespace": owner},
+                    "policy": {"semver": {"range": "^1"}}}})
+            .to_string(),
+        );
+    }
+    let selector = format!("hoist.test/shard={owner}");
+    let mark = cluster.audit_mark();
+    let mut controller = Running::start(&kubeconfig, &["--watch-label-selector", &selector]);
+    wait_for("the admitted policy's latest ref", || {
+        (tag_of(cluster, &admitted)? == "1.1.0").then_some(())
+    });
+    let refused = wait_for("the other policy Stalled", || {
+        let stalled = condition(&get(cluster, "imagepolicies", &other, "app")?, "Stalled")?;
+        (stalled.0 == "True").then_some(stalled)
+    });
+    assert_eq!(refused.1, "AccessDenied", "{refused:?}");
+    assert!(
+        refused.2.starts_with("spec.imageRepositoryRef: ")
+            && refused.2.contains(&format!("ImageRepository {owner}/app"))
+            && refused.2.contains(&other),
+        "{refused:?}"
+    );
+    assert!(tag_of(cluster, &other).is_none());
+    assert_eq!(controller.stop(), Some(0));
+    // Reading a Namespace's labels is within the shipped RBAC.
+    assert_eq!(forbidden(cluster, mark), Vec::<String>::new());
+
+    // --no-cross-namespace-refs refuses even what accessFrom admits.
+    let mut strict = Running::start(
+        &kubeconfig,
+        &[
+            "--watch-label-selector",
+            &selector,
+            "--no-cross-namespace-refs",
+        ],
+    );
+    cluster.kubectl(&[
+        "annotate",
+        "imagepolicy.hoist.dev/app",
+        "-n",
+        &admitted,
+        "reconcile.hoist.dev/requestedAt=now",
+    ]);
+    let refused = wait_for("the admitted policy Stalled under the flag", || {
+        let stalled = condition(&get(cluster, "imagepolicies", &admitted, "app")?, "Stalled")?;
+        (stalled.0 == "True").then_some(stalled)
+    });
+    assert!(
+        refused.2.contains("--no-cross-namespace-refs"),
+        "{refused:?}"
+    );
+    assert_eq!(strict.stop(), Some(0));
+}

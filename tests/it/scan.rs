@@ -1213,3 +1213,70 @@ fn server_text_never_carries_the_credentials_or_control_characters() {
         run.stderr
     );
 }
+
+#[test]
+fn a_policy_reads_another_namespaces_repository_only_when_its_access_from_admits_it() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.2.0"]);
+    let image = format!("{}/team/app", registry.addr);
+    let objects = |access: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: team-b{labels}}}\n---\napiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {{name: app, namespace: team-a}}\nspec:\n  image: {image}\n  insecure: true\n{access}---\napiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: app, namespace: team-b}}\nspec:\n  imageRepositoryRef: {{name: app, namespace: team-a}}\n  policy: {{semver: {{range: '^1'}}}}\n"
+        )
+    };
+    let admits = "  accessFrom: {namespaceSelectors: [{matchLabels: {team: b}}]}\n";
+    let cases = [
+        // No accessFrom: the repository is its namespace's alone.
+        (
+            "",
+            ", labels: {team: b}",
+            &[][..],
+            Some("has no spec.accessFrom"),
+        ),
+        // A selector the namespace's labels do not match.
+        (
+            admits,
+            ", labels: {team: c}",
+            &[],
+            Some("select no namespace with the labels of team-b"),
+        ),
+        (admits, ", labels: {team: b}", &[], None),
+        // The namespace's own name label, as the API server adds it.
+        (
+            "  accessFrom: {namespaceSelectors: [{matchLabels: {kubernetes.io/metadata.name: team-b}}]}\n",
+            "",
+            &[],
+            None,
+        ),
+        (
+            admits,
+            ", labels: {team: b}",
+            &["--no-cross-namespace-refs"],
+            Some("--no-cross-namespace-refs"),
+        ),
+    ];
+    for (access, labels, flags, refused) in cases {
+        let dir = files(&[("objects.yaml", &objects(access, labels))]);
+        let run = scan(dir.path(), flags, &[]);
+        match refused {
+            Some(why) => {
+                assert_eq!(run.code, 2, "{access}{labels}: {}", run.stderr);
+                assert!(
+                    run.stderr.contains("objects.yaml:")
+                        && run
+                            .stderr
+                            .contains("ImagePolicy team-b/app: spec.imageRepositoryRef: ")
+                        && run.stderr.contains(why),
+                    "{}",
+                    run.stderr
+                );
+            }
+            None => {
+                assert_eq!(run.code, 0, "{access}{labels}: {}", run.stderr);
+                assert_eq!(json(&run)[0]["tag"], "1.2.0");
+            }
+        }
+    }
+}
