@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::cluster::{self, CONTROLLER, Cluster};
+use crate::support::condition;
 use crate::support::controller::Running;
 use crate::support::git::BareRepo;
 use crate::support::registry::{Auth, DockerRegistry};
@@ -22,20 +23,6 @@ fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
         Duration::from_millis(200),
         check,
     )
-}
-
-fn condition(object: &Value, type_: &str) -> Option<(String, String, String)> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or("").to_string(),
-                c["reason"].as_str().unwrap_or("").to_string(),
-                c["message"].as_str().unwrap_or("").to_string(),
-            )
-        })
 }
 
 fn manifest(registry: &str, ns: &str, tag: &str) -> String {
@@ -101,30 +88,68 @@ fn forbidden(cluster: &Cluster, mark: u64) -> Vec<String> {
         .collect()
 }
 
+/// A registry with `team/app` 1.0.0 and 1.1.0, a remote whose
+/// `clusters/app.yaml` runs 1.0.0, over smart HTTP, and in a new namespace
+/// an ImageRepository scanned every second, an ImagePolicy `^1` and an
+/// ImageUpdateAutomation of that remote; a kubeconfig as deploy/'s
+/// ServiceAccount.
+struct Fleet {
+    registry: DockerRegistry,
+    remote: BareRepo,
+    _git: crate::support::git::GitHttp,
+    url: String,
+    ns: String,
+    kubeconfig: std::path::PathBuf,
+    _work: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn start(cluster: &Cluster, name: &str) -> Option<Fleet> {
+        let registry = DockerRegistry::start(Auth::None)?;
+        let ns = cluster.namespace(name);
+        let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kubeconfig = cluster.controller_kubeconfig(work.path());
+        registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+        let addr = registry.addr.clone();
+        let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, &ns, "1.0.0"))]);
+        let (git, url) = remote.serve_http();
+        cluster.apply(&repository(&ns, &addr, "1s"));
+        cluster.apply(&policy(&ns, "^1"));
+        cluster.apply(&automation(&ns, &url, false).to_string());
+        Some(Fleet {
+            registry,
+            remote,
+            _git: git,
+            url,
+            ns,
+            kubeconfig,
+            _work: work,
+        })
+    }
+}
+
 #[test]
 fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
     let Some(cluster) = cluster::cluster() else {
         return;
     };
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
+    let mark = cluster.audit_mark();
+    let Some(fleet) = Fleet::start(cluster, "controller") else {
         return;
     };
-    let ns = cluster.namespace("controller");
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let kubeconfig = cluster.controller_kubeconfig(work.path());
-    let mark = cluster.audit_mark();
-    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let (registry, remote, ns, kubeconfig) = (
+        &fleet.registry,
+        &fleet.remote,
+        fleet.ns.as_str(),
+        fleet.kubeconfig.as_path(),
+    );
+    let url = fleet.url.as_str();
     let addr = registry.addr.clone();
-    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, &ns, "1.0.0"))]);
-    let (_git, url) = remote.serve_http();
-    cluster.apply(&repository(&ns, &addr, "1s"));
-    cluster.apply(&policy(&ns, "^1"));
-    cluster.apply(&automation(&ns, &url, false).to_string());
-    let mut controller = Running::start(&kubeconfig, &["--namespace", &ns]);
+    let mut controller = Running::start(kubeconfig, &["--namespace", ns]);
 
     // Statuses become Ready with the right latest ref; main gets the commit.
     let scanned = wait_for("the repository's scan", || {
-        let r = get(cluster, "imagerepositories", &ns, "app")?;
+        let r = get(cluster, "imagerepositories", ns, "app")?;
         (condition(&r, "Ready")?.0 == "True").then_some(r)
     });
     assert_eq!(scanned["status"]["lastScanResult"]["tagCount"], 2);
@@ -133,11 +158,11 @@ fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
         format!("{addr}/team/app")
     );
     wait_for("latestRef 1.1.0", || {
-        (tag_of(cluster, &ns)? == "1.1.0").then_some(())
+        (tag_of(cluster, ns)? == "1.1.0").then_some(())
     });
-    wait_for_push(&remote, "1.1.0");
+    wait_for_push(remote, "1.1.0");
     let updated = wait_for("the automation's status", || {
-        let a = get(cluster, "imageupdateautomations", &ns, "fleet")?;
+        let a = get(cluster, "imageupdateautomations", ns, "fleet")?;
         a["status"]["lastPushCommit"]
             .as_str()
             .is_some()
@@ -155,7 +180,7 @@ fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
         "--for=condition=Ready",
         "--timeout=30s",
         "-n",
-        &ns,
+        ns,
         "imagerepository/app",
         "imagepolicy/app",
     ]);
@@ -167,7 +192,7 @@ fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
     let row = |kind: &str| {
         table
             .lines()
-            .find(|l| l.starts_with(&ns) && l.contains(kind))
+            .find(|l| l.starts_with(ns) && l.contains(kind))
             .unwrap_or_default()
             .to_string()
     };
@@ -184,21 +209,21 @@ fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
         !row("imageupdateautomation.hoist.dev/fleet").is_empty(),
         "{table}"
     );
-    let events = cluster.kubectl(&["get", "events.events.k8s.io", "-n", &ns, "-o", "json"]);
+    let events = cluster.kubectl(&["get", "events.events.k8s.io", "-n", ns, "-o", "json"]);
     assert!(events.contains("NewLatestTag"), "{events}");
 
     // A new tag in the registry: scanned on the interval, selected, pushed.
     registry.push_image("team/app", &["1.2.0"]);
-    wait_for_push(&remote, "1.2.0");
-    let moved = get(cluster, "imagepolicies", &ns, "app").unwrap_or_default();
+    wait_for_push(remote, "1.2.0");
+    let moved = get(cluster, "imagepolicies", ns, "app").unwrap_or_default();
     assert_eq!(moved["status"]["observedPreviousRef"]["tag"], "1.1.0");
 
     // Suspended, the automation pushes nothing, though the policy moves on.
-    cluster.apply(&automation(&ns, &url, true).to_string());
+    cluster.apply(&automation(ns, url, true).to_string());
     let main = remote.head("main");
     registry.push_image("team/app", &["1.3.0"]);
     wait_for("latestRef 1.3.0", || {
-        (tag_of(cluster, &ns)? == "1.3.0").then_some(())
+        (tag_of(cluster, ns)? == "1.3.0").then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(remote.head("main"), main, "a suspended automation pushed");
@@ -211,9 +236,9 @@ fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
     );
 
     // An invalid policy is Stalled with a message naming the field.
-    cluster.apply(&policy(&ns, "not a range"));
+    cluster.apply(&policy(ns, "not a range"));
     let stalled = wait_for("Stalled", || {
-        condition(&get(cluster, "imagepolicies", &ns, "app")?, "Stalled")
+        condition(&get(cluster, "imagepolicies", ns, "app")?, "Stalled")
     });
     assert_eq!(stalled.0, "True");
     assert!(
@@ -355,32 +380,28 @@ fn the_controller_rides_out_an_api_server_restart_and_stops_promptly_without_one
     let Some(cluster) = cluster::private() else {
         return;
     };
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
+    let Some(fleet) = Fleet::start(&cluster, "restart") else {
         return;
     };
-    let ns = cluster.namespace("restart");
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let kubeconfig = cluster.controller_kubeconfig(work.path());
-    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
-    let addr = registry.addr.clone();
-    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, &ns, "1.0.0"))]);
-    let (_git, url) = remote.serve_http();
-    cluster.apply(&repository(&ns, &addr, "1s"));
-    cluster.apply(&policy(&ns, "^1"));
-    cluster.apply(&automation(&ns, &url, false).to_string());
-    let mut controller = Running::start(&kubeconfig, &["--namespace", &ns]);
-    wait_for_push(&remote, "1.1.0");
+    let (registry, remote, ns, kubeconfig) = (
+        &fleet.registry,
+        &fleet.remote,
+        fleet.ns.as_str(),
+        fleet.kubeconfig.as_path(),
+    );
+    let mut controller = Running::start(kubeconfig, &["--namespace", ns]);
+    wait_for_push(remote, "1.1.0");
 
     // The API server restarts: watches resume, and neither a new tag nor a
     // new object is missed.
     cluster.component("restart", "kube-apiserver");
     registry.push_image("team/app", &["1.2.0"]);
-    wait_for_push(&remote, "1.2.0");
-    let mut other = serde_json::from_str::<Value>(&policy(&ns, "~1.1")).unwrap_or_default();
+    wait_for_push(remote, "1.2.0");
+    let mut other = serde_json::from_str::<Value>(&policy(ns, "~1.1")).unwrap_or_default();
     other["metadata"]["name"] = json!("pinned");
     cluster.apply(&other.to_string());
     wait_for("the new policy's latest ref", || {
-        let p = get(&cluster, "imagepolicies", &ns, "pinned")?;
+        let p = get(&cluster, "imagepolicies", ns, "pinned")?;
         (p["status"]["latestRef"]["tag"] == "1.1.0").then_some(())
     });
     assert_eq!(controller.get("/readyz").0, 200);
@@ -388,7 +409,7 @@ fn the_controller_rides_out_an_api_server_restart_and_stops_promptly_without_one
     // No API server: not ready, errors that name the server, and SIGTERM
     // still ends it at once.
     cluster.component("stop", "kube-apiserver");
-    let server = std::fs::read_to_string(&kubeconfig)
+    let server = std::fs::read_to_string(kubeconfig)
         .unwrap_or_default()
         .lines()
         .find_map(|l| {
@@ -414,7 +435,7 @@ fn the_controller_rides_out_an_api_server_restart_and_stops_promptly_without_one
     // API server is gone ends it at once too, though it cannot release
     // the lease.
     cluster.component("start", "kube-apiserver");
-    let mut leader = Running::start(&kubeconfig, &["--namespace", &ns, "--leader-elect"]);
+    let mut leader = Running::start(kubeconfig, &["--namespace", ns, "--leader-elect"]);
     wait_for("the lease", || {
         leader.log().contains("leading").then_some(())
     });
@@ -441,29 +462,25 @@ fn the_standby_takes_over_from_a_killed_leader_and_no_change_is_pushed_twice() {
     let Some(cluster) = cluster::cluster() else {
         return;
     };
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
+    let Some(fleet) = Fleet::start(cluster, "leader") else {
         return;
     };
-    let ns = cluster.namespace("leader");
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let kubeconfig = cluster.controller_kubeconfig(work.path());
-    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
-    let addr = registry.addr.clone();
-    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, &ns, "1.0.0"))]);
-    let (_git, url) = remote.serve_http();
-    cluster.apply(&repository(&ns, &addr, "1s"));
-    cluster.apply(&policy(&ns, "^1"));
-    cluster.apply(&automation(&ns, &url, false).to_string());
+    let (registry, remote, ns, kubeconfig) = (
+        &fleet.registry,
+        &fleet.remote,
+        fleet.ns.as_str(),
+        fleet.kubeconfig.as_path(),
+    );
     // A Lease of this test's own, in hoist-system as deploy/ has it.
     let lease = format!("hoist-{ns}");
     const DURATION: u64 = 6;
     let duration = DURATION.to_string();
     let elect = |identity: &str| {
         Running::start(
-            &kubeconfig,
+            kubeconfig,
             &[
                 "--namespace",
-                &ns,
+                ns,
                 "--leader-elect",
                 "--lease-name",
                 &lease,
@@ -483,7 +500,7 @@ fn the_standby_takes_over_from_a_killed_leader_and_no_change_is_pushed_twice() {
     let mut a = elect("pod-a");
     wait_for("pod-a to lead", || (holder()? == "pod-a").then_some(()));
     let mut b = elect("pod-b");
-    wait_for_push(&remote, "1.1.0");
+    wait_for_push(remote, "1.1.0");
 
     // SIGKILL: no release; pod-b takes the lease once it has expired.
     a.kill();
@@ -500,7 +517,7 @@ fn the_standby_takes_over_from_a_killed_leader_and_no_change_is_pushed_twice() {
         "took {takeover:?}"
     );
     registry.push_image("team/app", &["1.2.0"]);
-    wait_for_push(&remote, "1.2.0");
+    wait_for_push(remote, "1.2.0");
     // Give a second pusher every chance to show itself.
     std::thread::sleep(Duration::from_secs(3));
     let pushes: Vec<String> = remote

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use crate::support::cluster::{self, Cluster, HOIST, describe, writes_by};
-use crate::support::{files, hoist, hoist_env};
+use crate::support::{files, hoist_env};
 
 /// `hoist sync --path DIR ...` as the user `hoist`, keeping state in `state`.
 fn sync(
@@ -15,6 +15,17 @@ fn sync(
     dir: &std::path::Path,
     state: &std::path::Path,
     extra: &[&str],
+) -> (i32, Value, String) {
+    sync_with(cluster, dir, state, extra, &[])
+}
+
+/// [`sync`] with extra environment variables.
+fn sync_with(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    state: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
 ) -> (i32, Value, String) {
     let kubeconfig = cluster.hoist_kubeconfig().to_string_lossy().into_owned();
     let path = dir.to_string_lossy().into_owned();
@@ -31,7 +42,7 @@ fn sync(
         "json",
     ];
     args.extend_from_slice(extra);
-    let run = hoist(dir, &args, "");
+    let run = hoist_env(dir, &args, env);
     let report = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
     (run.code, report, format!("{}{}", run.stdout, run.stderr))
 }
@@ -452,44 +463,22 @@ fn a_kustomization_is_built_and_without_a_builder_the_error_says_so() {
         ("base/config.yaml", &config_map("elsewhere", "settings", "")),
         ("base/ignored.yaml", &config_map(&ns, "not-listed", "")),
     ]);
-    let kubeconfig = cluster.hoist_kubeconfig().to_string_lossy().into_owned();
-    let path = dir.path().to_string_lossy().into_owned();
-    let state_dir = state.path().to_string_lossy().into_owned();
-    let args = [
-        "sync",
-        "--path",
-        &path,
-        "--kubeconfig",
-        &kubeconfig,
-        "--state-dir",
-        &state_dir,
-        "-o",
-        "json",
-    ];
     // Without kustomize and kubectl on PATH: a clear error, nothing applied.
     let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let bare = hoist_env(
-        dir.path(),
-        &args,
-        &[("PATH", &empty.path().to_string_lossy())],
-    );
-    assert_eq!(bare.code, 2, "{}{}", bare.stdout, bare.stderr);
+    let empty = empty.path().to_string_lossy().into_owned();
+    let (code, _, out) = sync_with(cluster, dir.path(), state.path(), &[], &[("PATH", &empty)]);
+    assert_eq!(code, 2, "{out}");
     assert!(
-        bare.stderr.contains(
+        out.contains(
             "base: has a kustomization.yaml, but neither kustomize nor kubectl is installed"
         ),
-        "{}",
-        bare.stderr
+        "{out}"
     );
     assert!(cluster.get("configmap", &ns, "settings").is_none());
     // With the pinned kustomize alone on PATH.
-    let run = hoist_env(
-        dir.path(),
-        &args,
-        &[("PATH", &cluster.bin.to_string_lossy())],
-    );
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    let report: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    let bin = cluster.bin.to_string_lossy().into_owned();
+    let (code, report, out) = sync_with(cluster, dir.path(), state.path(), &[], &[("PATH", &bin)]);
+    assert_eq!(code, 0, "{out}");
     assert_eq!(
         actions(&report),
         [(format!("ConfigMap {ns}/settings"), "created".to_string())]

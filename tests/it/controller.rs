@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
+use crate::support::condition;
 use crate::support::controller::Running;
 use crate::support::git::BareRepo;
 use crate::support::kube::FakeKube;
@@ -44,20 +45,6 @@ fn install_crds(fake: &FakeKube) {
     ] {
         fake.apply(serde_json::to_value(crd).unwrap_or_default());
     }
-}
-
-fn condition(object: &Value, type_: &str) -> Option<(String, String, String)> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or("").to_string(),
-                c["reason"].as_str().unwrap_or("").to_string(),
-                c["message"].as_str().unwrap_or("").to_string(),
-            )
-        })
 }
 
 fn manifest(registry: &str, tag: &str) -> String {

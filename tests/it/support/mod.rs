@@ -111,3 +111,18 @@ pub fn wait_for<T>(
         std::thread::sleep(every);
     }
 }
+
+/// A kstatus condition of an object: status, reason and message.
+pub fn condition(object: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+                c["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+}
