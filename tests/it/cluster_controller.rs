@@ -612,3 +612,124 @@ fn a_policy_reads_another_namespaces_repository_only_when_its_access_from_admits
     );
     assert_eq!(strict.stop(), Some(0));
 }
+
+/// `benches/controller/run.sh`: 1,000 ImagePolicies over 200
+/// ImageRepositories (interval 5 s) on the real control plane, the
+/// controller running as deploy/'s ServiceAccount. Prints the time until
+/// every policy is Ready, peak RSS, and API requests and writes per
+/// reconcile in the steady state by the audit log, next to an idle
+/// controller's (watching an empty namespace) in the same run. Figures,
+/// not assertions: run it with `--ignored --nocapture`, best from a
+/// release build.
+#[test]
+#[ignore = "a benchmark: benches/controller/run.sh"]
+fn scale_1000_policies_over_200_repositories() {
+    use crate::support::controller::{metric_sum, peak_rss_kib};
+    use std::time::Instant;
+    const REPOSITORIES: usize = 200;
+    const RANGES: [&str; 5] = ["^1", "~1.0", ">=1.0.0 <2.0.0", "^2", ">=2.0.0-0"];
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    for r in 0..REPOSITORIES {
+        registry.push_image(
+            &format!("team/app-{r}"),
+            &["1.0.0", "1.1.0", "2.0.0", "2.1.0-rc.1"],
+        );
+    }
+    let ns = cluster.namespace("scale");
+    let empty = cluster.namespace("scale-idle");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    let mut objects = String::new();
+    for r in 0..REPOSITORIES {
+        let mut repository: Value =
+            serde_json::from_str(&repository(&ns, &addr, "5s")).unwrap_or_default();
+        repository["metadata"]["name"] = json!(format!("app-{r}"));
+        repository["spec"]["image"] = json!(format!("{addr}/team/app-{r}"));
+        objects.push_str(&format!("---\n{repository}\n"));
+        for (p, range) in RANGES.iter().enumerate() {
+            let mut policy: Value = serde_json::from_str(&policy(&ns, range)).unwrap_or_default();
+            policy["metadata"]["name"] = json!(format!("app-{r}-{p}"));
+            policy["spec"]["imageRepositoryRef"]["name"] = json!(format!("app-{r}"));
+            objects.push_str(&format!("---\n{policy}\n"));
+        }
+    }
+    cluster.apply(&objects);
+    let total = REPOSITORIES * RANGES.len();
+
+    let mut idle = Running::start(&kubeconfig, &["--namespace", &empty]);
+    let controller = Running::start(&kubeconfig, &["--namespace", &ns]);
+    let started = Instant::now();
+    let ready_policies = || {
+        let list: Value = serde_json::from_str(&cluster.kubectl(&[
+            "get",
+            "imagepolicies.hoist.dev",
+            "-n",
+            &ns,
+            "-o",
+            "json",
+        ]))
+        .unwrap_or_default();
+        list["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|p| condition(p, "Ready").is_some_and(|c| c.0 == "True"))
+                .count()
+        })
+    };
+    crate::support::wait_for(
+        "every policy Ready",
+        Duration::from_secs(600),
+        Duration::from_secs(1),
+        || (ready_policies() == total).then_some(()),
+    );
+    let converged = started.elapsed();
+
+    // Steady state: repositories rescan every 5 s; nothing changes.
+    std::thread::sleep(Duration::from_secs(6));
+    let reconciles_before = metric_sum(&controller.get("/metrics").1, "hoist_reconciles_total");
+    let mark = cluster.audit_mark();
+    let window = Duration::from_secs(20);
+    std::thread::sleep(window);
+    let events = cluster.audit_since(mark);
+    let reconciles =
+        metric_sum(&controller.get("/metrics").1, "hoist_reconciles_total") - reconciles_before;
+    let counts = |namespace: &str| {
+        let mine: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["user"]["username"] == CONTROLLER)
+            .filter(|e| e["objectRef"]["namespace"] == namespace)
+            .filter(|e| e["verb"] != "watch")
+            .collect();
+        let writes = mine
+            .iter()
+            .filter(|e| !matches!(e["verb"].as_str(), Some("get" | "list")))
+            .count();
+        (mine.len(), writes)
+    };
+    let (requests, writes) = counts(&ns);
+    let (idle_requests, idle_writes) = counts(&empty);
+    let peak = peak_rss_kib(controller.id());
+    let idle_peak = peak_rss_kib(idle.id());
+    idle.stop();
+    println!(
+        "controller on the test control plane: {REPOSITORIES} ImageRepositories, {total} ImagePolicies, interval 5s"
+    );
+    println!("  every policy Ready after start: {converged:.2?}");
+    println!(
+        "  peak RSS: {:.1} MiB; idle controller in the same run {:.1} MiB (ratio {:.2})",
+        peak as f64 / 1024.0,
+        idle_peak as f64 / 1024.0,
+        peak as f64 / idle_peak.max(1) as f64
+    );
+    println!(
+        "  steady state over {window:?}: {reconciles} reconciles, {requests} API requests and {writes} writes ({:.3} and {:.3} per reconcile); idle: {idle_requests} requests, {idle_writes} writes",
+        requests as f64 / reconciles.max(1.0),
+        writes as f64 / reconciles.max(1.0)
+    );
+}
