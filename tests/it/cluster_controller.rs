@@ -733,3 +733,61 @@ fn scale_1000_policies_over_200_repositories() {
         writes as f64 / reconciles.max(1.0)
     );
 }
+
+#[test]
+fn requested_reconciles_scan_at_once_within_the_namespace_and_shard() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let addr = registry.addr.clone();
+    let ns = cluster.namespace("requested");
+    let elsewhere = cluster.namespace("requested-elsewhere");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    let object = |namespace: &str, name: &str, shard: &str, annotations: Value| {
+        let mut r: Value =
+            serde_json::from_str(&repository(namespace, &addr, "1h")).unwrap_or_default();
+        r["metadata"]["name"] = json!(name);
+        r["metadata"]["labels"] = json!({"shard": shard});
+        r["metadata"]["annotations"] = annotations;
+        r.to_string()
+    };
+    cluster.apply(&object(&ns, "app", "a", json!({})));
+    // Another shard's object, and one in another namespace: not ours.
+    cluster.apply(&object(&ns, "other-shard", "b", json!({})));
+    cluster.apply(&object(&elsewhere, "app", "a", json!({})));
+    let _controller = Running::start(
+        &kubeconfig,
+        &["--namespace", &ns, "--watch-label-selector", "shard=a"],
+    );
+    wait_for("the first scan", || {
+        let r = get(cluster, "imagerepositories", &ns, "app")?;
+        (r["status"]["lastScanResult"]["tagCount"] == 1).then_some(())
+    });
+    registry.push_image("team/app", &["1.1.0"]);
+    cluster.apply(&object(
+        &ns,
+        "app",
+        "a",
+        json!({"reconcile.hoist.dev/requestedAt": "2026-11-26T10:00:00Z"}),
+    ));
+    let rescanned = wait_for("a scan on request, not after the hour", || {
+        let r = get(cluster, "imagerepositories", &ns, "app")?;
+        (r["status"]["lastScanResult"]["tagCount"] == 2).then_some(r)
+    });
+    assert_eq!(
+        rescanned["status"]["lastHandledReconcileAt"],
+        "2026-11-26T10:00:00Z"
+    );
+    for (namespace, name) in [(ns.as_str(), "other-shard"), (elsewhere.as_str(), "app")] {
+        let untouched = get(cluster, "imagerepositories", namespace, name).unwrap_or_default();
+        assert!(
+            untouched["status"].is_null(),
+            "{namespace}/{name}: {untouched}"
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! `hoist controller` against the fake API server, a real registry and a
-//! real git remote: statuses, pushes, Stalled specs, suspend, requestedAt,
-//! leader election.
+//! real git remote: what has not moved to the real control plane yet
+//! (`cluster_controller.rs`): `spec.sync` run as the controller itself,
+//! Receivers, a failing automation's backoff, and the lease released on
+//! SIGTERM.
 
 use std::time::{Duration, Instant};
 
@@ -223,61 +225,6 @@ fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
         "{refused:?}"
     );
     assert_eq!(remote.head("main"), main, "a local remote was pushed to");
-}
-
-#[test]
-fn requested_reconciles_scan_at_once_within_the_namespace_and_shard() {
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
-        return;
-    };
-    registry.push_image("team/app", &["1.0.0"]);
-    let addr = registry.addr.clone();
-    let fake = FakeKube::start();
-    install_crds(&fake);
-    let sharded = |mut object: Value| {
-        object["metadata"]["labels"] = json!({"shard": "a"});
-        object
-    };
-    fake.apply(sharded(repository(&addr, "1h")));
-    // Another shard's object, and one in another namespace: not ours.
-    let mut other_shard = repository(&addr, "1h");
-    other_shard["metadata"]["name"] = json!("other-shard");
-    other_shard["metadata"]["labels"] = json!({"shard": "b"});
-    fake.apply(other_shard);
-    let mut elsewhere = sharded(repository(&addr, "1h"));
-    elsewhere["metadata"]["namespace"] = json!("elsewhere");
-    fake.apply(elsewhere);
-    let _controller = Running::start(
-        &fake.kubeconfig,
-        &["--namespace", "apps", "--watch-label-selector", "shard=a"],
-    );
-    let long = Duration::from_secs(60);
-    wait_for("the first scan", long, || {
-        let r = fake.get(GROUP, "ImageRepository", "apps", "app")?;
-        (r["status"]["lastScanResult"]["tagCount"] == 1).then_some(())
-    });
-    registry.push_image("team/app", &["1.1.0"]);
-    let mut asked = sharded(repository(&addr, "1h"));
-    asked["metadata"]["annotations"] =
-        json!({"reconcile.hoist.dev/requestedAt": "2026-11-26T10:00:00Z"});
-    fake.apply(asked);
-    let rescanned = wait_for("a scan on request, not after the hour", long, || {
-        let r = fake.get(GROUP, "ImageRepository", "apps", "app")?;
-        (r["status"]["lastScanResult"]["tagCount"] == 2).then_some(r)
-    });
-    assert_eq!(
-        rescanned["status"]["lastHandledReconcileAt"],
-        "2026-11-26T10:00:00Z"
-    );
-    for (namespace, name) in [("apps", "other-shard"), ("elsewhere", "app")] {
-        let untouched = fake
-            .get(GROUP, "ImageRepository", namespace, name)
-            .unwrap_or_default();
-        assert!(
-            untouched["status"].is_null(),
-            "{namespace}/{name}: {untouched}"
-        );
-    }
 }
 
 /// A Receiver `registry` (distribution) with its Secret, a Receiver whose
