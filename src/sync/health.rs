@@ -125,6 +125,78 @@ pub fn health(group: &str, kind: &str, object: &Value) -> Health {
     }
 }
 
+/// The label selector of a workload's Pods (`spec.selector.matchLabels`
+/// as `k=v,...`), when it has one of labels alone.
+pub fn pod_selector(group: &str, kind: &str, object: &Value) -> Option<String> {
+    if group != "apps" || !matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet") {
+        return None;
+    }
+    let selector = &object["spec"]["selector"];
+    if selector
+        .get("matchExpressions")
+        .is_some_and(|e| e.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        return None;
+    }
+    let labels = selector["matchLabels"].as_object()?;
+    let pairs: Vec<String> = labels
+        .iter()
+        .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join(","))
+}
+
+/// What keeps a workload's Pods from running, from their container
+/// statuses, as a kubelet reports it: `pod P: container C CrashLoopBackOff
+/// (message)` for at most `limit` Pods, the rest counted.
+pub fn pod_problems(pods: &[Value], limit: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    for pod in pods {
+        let name = pod["metadata"]["name"].as_str().unwrap_or("?");
+        let statuses = pod["status"]["initContainerStatuses"]
+            .as_array()
+            .into_iter()
+            .chain(pod["status"]["containerStatuses"].as_array())
+            .flatten();
+        let mut why = Vec::new();
+        for c in statuses.filter(|c| c["ready"] != true) {
+            let container = c["name"].as_str().unwrap_or("?");
+            let state = &c["state"];
+            let (reason, message) = if let Some(waiting) = state.get("waiting") {
+                (waiting["reason"].as_str(), waiting["message"].as_str())
+            } else if let Some(done) = state.get("terminated") {
+                (done["reason"].as_str(), done["message"].as_str())
+            } else {
+                continue;
+            };
+            let Some(reason) = reason else { continue };
+            why.push(match message.filter(|m| !m.is_empty()) {
+                Some(m) => format!("container {container} {reason} ({m})"),
+                None => format!("container {container} {reason}"),
+            });
+        }
+        if why.is_empty() {
+            if pod["status"]["phase"] == "Pending"
+                && let Some(c) = condition(pod, "PodScheduled").filter(|c| c["status"] == "False")
+            {
+                why.push(format!(
+                    "not scheduled ({})",
+                    c["message"].as_str().unwrap_or("no reason given")
+                ));
+            } else {
+                continue;
+            }
+        }
+        problems.push(format!("pod {name}: {}", why.join(", ")));
+    }
+    if problems.len() > limit {
+        let more = problems.len() - limit;
+        problems.truncate(limit);
+        problems.push(format!("{more} more pods like these"));
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +291,46 @@ mod tests {
         for (group, kind, object, expected) in cases {
             assert_eq!(health(group, kind, &object), expected, "{kind} {object}");
         }
+    }
+
+    #[test]
+    fn pod_problems_say_what_the_kubelet_says() {
+        let crashing = json!({"metadata": {"name": "app-1"}, "status": {"phase": "Running",
+            "containerStatuses": [
+                {"name": "app", "ready": false, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}}},
+                {"name": "sidecar", "ready": true, "state": {"running": {}}}]}});
+        let pulling = json!({"metadata": {"name": "app-2"}, "status": {"phase": "Pending",
+            "containerStatuses": [{"name": "app", "ready": false, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}});
+        let unscheduled = json!({"metadata": {"name": "app-3"}, "status": {"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "message": "0/1 nodes are available"}]}});
+        let fine = json!({"metadata": {"name": "app-4"}, "status": {"phase": "Running",
+            "containerStatuses": [{"name": "app", "ready": true, "state": {"running": {}}}]}});
+        assert_eq!(
+            pod_problems(
+                &[crashing.clone(), pulling.clone(), unscheduled.clone(), fine],
+                5
+            ),
+            [
+                "pod app-1: container app CrashLoopBackOff (back-off restarting failed container)",
+                "pod app-2: container app ImagePullBackOff",
+                "pod app-3: not scheduled (0/1 nodes are available)",
+            ]
+        );
+        assert_eq!(
+            pod_problems(&[crashing, pulling, unscheduled], 1),
+            [
+                "pod app-1: container app CrashLoopBackOff (back-off restarting failed container)",
+                "2 more pods like these",
+            ]
+        );
+        let deployment =
+            json!({"spec": {"selector": {"matchLabels": {"app": "web", "tier": "a"}}}});
+        assert_eq!(
+            pod_selector("apps", "Deployment", &deployment).as_deref(),
+            Some("app=web,tier=a")
+        );
+        assert_eq!(pod_selector("", "ConfigMap", &deployment), None);
+        let expressions = json!({"spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}}});
+        assert_eq!(pod_selector("apps", "Deployment", &expressions), None);
     }
 }

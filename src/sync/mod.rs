@@ -591,30 +591,58 @@ async fn wait(
     let deadline = Instant::now() + timeout;
     loop {
         let mut unhealthy = Vec::new();
+        // The workloads among them, with their namespace and Pod selector.
+        let mut workloads = Vec::new();
         let mut failed = false;
         for d in plan.first.iter().chain(&plan.then) {
             let Some(api) = api_for(client, served, plan, &d.api_version, &d.id) else {
                 continue;
             };
-            let state = match api.get_opt(&d.id.name).await {
+            let (state, selector) = match api.get_opt(&d.id.name).await {
                 Ok(Some(live)) => match serde_json::to_value(&live) {
-                    Ok(live) => health::health(&d.id.group, &d.id.kind, &live),
-                    Err(e) => Health::Progressing(e.to_string()),
+                    Ok(live) => (
+                        health::health(&d.id.group, &d.id.kind, &live),
+                        health::pod_selector(&d.id.group, &d.id.kind, &live),
+                    ),
+                    Err(e) => (Health::Progressing(e.to_string()), None),
                 },
-                Ok(None) => Health::Progressing("not found".into()),
-                Err(e) => Health::Progressing(api_error(&e)),
+                Ok(None) => (Health::Progressing("not found".into()), None),
+                Err(e) => (Health::Progressing(api_error(&e)), None),
             };
-            match state {
-                Health::Healthy => {}
-                Health::Progressing(why) => unhealthy.push(format!("{}: {why}", d.id)),
+            let why = match state {
+                Health::Healthy => continue,
+                Health::Progressing(why) => format!("{}: {why}", d.id),
                 Health::Failed(why) => {
                     failed = true;
-                    unhealthy.push(format!("{}: failed: {why}", d.id));
+                    format!("{}: failed: {why}", d.id)
                 }
+            };
+            if let (Some(selector), Some(namespace)) = (selector, d.id.namespace.clone()) {
+                workloads.push((unhealthy.len(), namespace, selector));
             }
+            unhealthy.push(why);
         }
         // A failure will not heal by waiting.
         if unhealthy.is_empty() || failed || Instant::now() >= deadline {
+            // Why, in the kubelet's words: one labelled list per stuck
+            // workload, at the end only. Best effort: an identity that may
+            // not list Pods gets the rollout counters alone.
+            for (at, namespace, selector) in workloads {
+                let pods: Api<k8s_openapi::api::core::v1::Pod> =
+                    Api::namespaced(client.clone(), &namespace);
+                let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else {
+                    continue;
+                };
+                let values: Vec<serde_json::Value> = list
+                    .items
+                    .iter()
+                    .filter_map(|p| serde_json::to_value(p).ok())
+                    .collect();
+                let problems = health::pod_problems(&values, 3);
+                if !problems.is_empty() {
+                    unhealthy[at] = format!("{}; {}", unhealthy[at], problems.join("; "));
+                }
+            }
             return unhealthy;
         }
         tokio::time::sleep(

@@ -309,9 +309,13 @@ fn a_rollout_whose_pods_never_become_ready_is_reported_naming_the_deployment() {
     );
     assert_eq!(code, 1, "{out}");
     let unhealthy = report["unhealthy"].to_string();
+    // The Deployment, the controller's verdict, and the kubelet's reason.
     assert!(
         unhealthy.contains(&format!("Deployment.apps {ns}/broken: failed:"))
-            && unhealthy.contains("progressing"),
+            && unhealthy.contains("progressing")
+            && unhealthy.contains("pod broken-")
+            && unhealthy
+                .contains("container app CrashLoopBackOff (back-off restarting failed container)"),
         "{out}"
     );
 }
