@@ -435,7 +435,18 @@ fn the_controller_rides_out_an_api_server_restart_and_stops_promptly_without_one
     // API server is gone ends it at once too, though it cannot release
     // the lease.
     cluster.component("start", "kube-apiserver");
-    let mut leader = Running::start(kubeconfig, &["--namespace", ns, "--leader-elect"]);
+    // A lease long enough that the leader is still leading, renewals
+    // stuck on the silent port, when SIGTERM comes.
+    let mut leader = Running::start(
+        kubeconfig,
+        &[
+            "--namespace",
+            ns,
+            "--leader-elect",
+            "--lease-duration",
+            "120",
+        ],
+    );
     wait_for("the lease", || {
         leader.log().contains("leading").then_some(())
     });
@@ -445,8 +456,8 @@ fn the_controller_rides_out_an_api_server_restart_and_stops_promptly_without_one
     // on demand, so a listener of the test's own stands in for it).
     let silent = std::net::TcpListener::bind(&server).unwrap_or_else(|e| panic!("{server}: {e}"));
     let held = std::thread::spawn(move || silent.incoming().take(64).flatten().collect::<Vec<_>>());
-    wait_for("the leader to meet the silent port", || {
-        leader.log().contains("renewing the lease").then_some(())
+    wait_for("the leader to notice the silent port", || {
+        (leader.get("/readyz").0 == 503).then_some(())
     });
     assert_eq!(
         leader.stop_within(Duration::from_secs(10)),
@@ -790,4 +801,113 @@ fn requested_reconciles_scan_at_once_within_the_namespace_and_shard() {
             "{namespace}/{name}: {untouched}"
         );
     }
+}
+
+#[test]
+fn a_webhook_asks_for_a_scan_and_the_tag_is_pushed_under_the_shipped_rbac() {
+    use base64::Engine;
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let addr = registry.addr.clone();
+    let ns = cluster.namespace("receiver");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, &ns, "1.0.0"))]);
+    let (_git, url) = remote.serve_http();
+    cluster.apply(&repository(&ns, &addr, "1h"));
+    cluster.apply(&policy(&ns, "^1"));
+    let mut fleet = automation(&ns, &url, false);
+    fleet["spec"]["interval"] = json!("1h");
+    cluster.apply(&fleet.to_string());
+    let token = "webhook-token-of-the-test";
+    cluster.apply(
+        &json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "hook", "namespace": ns},
+            "data": {"token": base64::engine::general_purpose::STANDARD.encode(format!("{token}\n"))}})
+        .to_string(),
+    );
+    for (name, kind, secret) in [
+        ("registry", "distribution", "hook"),
+        ("no-secret", "harbor", "missing"),
+    ] {
+        cluster.apply(
+            &json!({"apiVersion": GROUP, "kind": "Receiver",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"type": kind, "secretRef": {"name": secret}}})
+            .to_string(),
+        );
+    }
+    let webhook = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mark = cluster.audit_mark();
+    let mut controller = Running::start(
+        &kubeconfig,
+        &["--namespace", &ns, "--webhook-addr", &webhook],
+    );
+    let path = {
+        use sha2::Digest;
+        format!(
+            "/hook/{:x}",
+            sha2::Sha256::digest(format!("{ns}/registry{token}").as_bytes())
+        )
+    };
+    let served = wait_for("the Receiver's path", || {
+        let r = get(cluster, "receivers", &ns, "registry")?;
+        (condition(&r, "Ready")?.0 == "True").then_some(r)
+    });
+    assert_eq!(served["status"]["webhookPath"], path);
+    let missing = wait_for("the Receiver without a Secret", || {
+        condition(&get(cluster, "receivers", &ns, "no-secret")?, "Ready")
+    });
+    assert_eq!(missing.0, "False");
+    assert!(
+        missing.2.contains(&format!("Secret {ns}/missing")),
+        "{missing:?}"
+    );
+    wait_for("the first automation run", || {
+        let a = get(cluster, "imageupdateautomations", &ns, "fleet")?;
+        (condition(&a, "Ready")?.0 == "True").then_some(())
+    });
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |authorization: &str, body: &str| {
+        agent
+            .post(format!("http://{webhook}{path}"))
+            .header("Authorization", authorization)
+            .send(body)
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let event =
+        json!({"events": [{"action": "push", "target": {"repository": "team/app", "tag": "1.1.0"},
+        "request": {"host": addr}}]})
+        .to_string();
+    assert_eq!(post("Bearer wrong", &event), 401);
+    registry.push_image("team/app", &["1.1.0"]);
+    assert_eq!(post(&format!("Bearer {token}"), &event), 202);
+    // Scanned and pushed at once, though the interval is an hour.
+    wait_for_push(&remote, "1.1.0");
+    let requested = get(cluster, "imagerepositories", &ns, "app").unwrap_or_default();
+    assert!(
+        requested["metadata"]["annotations"]["reconcile.hoist.dev/requestedAt"].is_string(),
+        "{requested}"
+    );
+
+    // A deleted Receiver is no longer served.
+    cluster.kubectl(&["delete", "receiver.hoist.dev", "registry", "-n", &ns]);
+    wait_for("the path to go", || {
+        (post(&format!("Bearer {token}"), &event) == 404).then_some(())
+    });
+    assert_eq!(controller.stop(), Some(0));
+    assert_eq!(forbidden(cluster, mark), Vec::<String>::new());
 }

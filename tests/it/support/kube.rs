@@ -866,6 +866,9 @@ fn discovery(world: &World, path: &str) -> Option<Reply> {
             "resources": list})
     };
     let body = match path.trim_end_matches('/') {
+        // The server's version, as kube-apiserver answers GET /version.
+        "/version" => json!({"major": "1", "minor": "36", "gitVersion": "v1.36.0-fake",
+            "platform": "linux/amd64"}),
         "/api" => {
             json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
         }
