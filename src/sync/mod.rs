@@ -630,7 +630,10 @@ async fn wait(
             for (at, namespace, selector) in workloads {
                 let pods: Api<k8s_openapi::api::core::v1::Pod> =
                     Api::namespaced(client.clone(), &namespace);
-                let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else {
+                // A page is enough to say why; a workload of thousands of
+                // Pods is not read whole.
+                let page = ListParams::default().labels(&selector).limit(50);
+                let Ok(list) = pods.list(&page).await else {
                     continue;
                 };
                 let values: Vec<serde_json::Value> = list
