@@ -335,7 +335,16 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 ) -> Action {
     let key = labelled(&*object);
     let wait = context.failed(&key);
-    tracing::warn!(object = %key, retry_in = wait.as_secs(), "{error}");
+    match error {
+        // No answer at all: say which server, since kube's error does not.
+        ReconcileError::Kube(e) if !matches!(e, kube::Error::Api(_)) => tracing::warn!(
+            object = %key,
+            server = %context.options.sync.server(),
+            retry_in = wait.as_secs(),
+            "{error}"
+        ),
+        _ => tracing::warn!(object = %key, retry_in = wait.as_secs(), "{error}"),
+    }
     Action::requeue(wait)
 }
 

@@ -421,8 +421,20 @@ fn the_controller_rides_out_an_api_server_restart_and_stops_promptly_without_one
     wait_for("/readyz to say not ready", || {
         (controller.get("/readyz").0 == 503).then_some(())
     });
+    // The probe says so once; each object's failed reconcile names the
+    // server and the object.
     wait_for("an error naming the API server", || {
         controller.log().contains(&server).then_some(())
+    });
+    wait_for("a reconcile error naming the server and the object", || {
+        controller
+            .log()
+            .lines()
+            .any(|l| {
+                l.contains(&format!("object=ImageRepository {ns}/app"))
+                    && l.contains(&format!("server=https://{server}/"))
+            })
+            .then_some(())
     });
     assert_eq!(
         controller.stop_within(Duration::from_secs(10)),
