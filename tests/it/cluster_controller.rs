@@ -481,7 +481,7 @@ fn the_controller_rides_out_an_api_server_restart_and_stops_promptly_without_one
 }
 
 #[test]
-fn the_standby_takes_over_from_a_killed_leader_and_no_change_is_pushed_twice() {
+fn one_leader_the_standby_takes_over_from_a_killed_one_and_no_change_is_pushed_twice() {
     let Some(cluster) = cluster::cluster() else {
         return;
     };
@@ -524,6 +524,9 @@ fn the_standby_takes_over_from_a_killed_leader_and_no_change_is_pushed_twice() {
     wait_for("pod-a to lead", || (holder()? == "pod-a").then_some(()));
     let mut b = elect("pod-b");
     wait_for_push(remote, "1.1.0");
+    // The standby waits while the leader renews.
+    std::thread::sleep(Duration::from_secs(DURATION + 2));
+    assert_eq!(holder().as_deref(), Some("pod-a"));
 
     // SIGKILL: no release; pod-b takes the lease once it has expired.
     a.kill();
@@ -549,7 +552,17 @@ fn the_standby_takes_over_from_a_killed_leader_and_no_change_is_pushed_twice() {
         .filter(|l| l.starts_with("hoist-bot|"))
         .collect();
     assert_eq!(pushes.len(), 2, "one commit per change: {pushes:?}");
+    // SIGTERM: pod-b releases the lease as it goes, so a new standby need
+    // not wait for it to expire.
+    let mut c = elect("pod-c");
     assert_eq!(b.stop(), Some(0));
+    assert_ne!(
+        holder().as_deref(),
+        Some("pod-b"),
+        "the lease was not released"
+    );
+    wait_for("pod-c to lead", || (holder()? == "pod-c").then_some(()));
+    assert_eq!(c.stop(), Some(0));
     assert_eq!(forbidden(cluster, mark), Vec::<String>::new());
 }
 

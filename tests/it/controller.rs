@@ -3,7 +3,7 @@
 //! (`cluster_controller.rs`): `spec.sync` run as the controller itself,
 //! the webhook latency benchmark, a failing automation's backoff (its
 //! policy's status is seeded, which a real server only takes through the
-//! status subresource), and the lease released on SIGTERM.
+//! status subresource).
 
 use std::time::{Duration, Instant};
 
@@ -380,46 +380,4 @@ fn a_failing_automation_retries_on_a_backoff_not_on_its_own_status_writes() {
         "hoist_reconciles_total{kind=\"ImageUpdateAutomation\",result=\"error\"}",
     );
     assert_eq!(runs, 1.0, "{metrics}");
-}
-
-#[test]
-fn one_leader_and_the_standby_takes_over_when_it_stops() {
-    let fake = FakeKube::start();
-    install_crds(&fake);
-    let lease_of = || {
-        fake.get("coordination.k8s.io/v1", "Lease", "hoist-system", "hoist")
-            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
-    };
-    let elect = |identity: &'static str| {
-        Running::start(
-            &fake.kubeconfig,
-            &[
-                "--leader-elect",
-                "--lease-duration",
-                "4",
-                "--identity",
-                identity,
-            ],
-        )
-    };
-    let mut first = elect("pod-a");
-    let long = Duration::from_secs(30);
-    wait_for("pod-a to lead", long, || {
-        (lease_of()? == "pod-a").then_some(())
-    });
-    let _second = elect("pod-b");
-    // The standby waits while the leader renews.
-    std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(lease_of().as_deref(), Some("pod-a"));
-    // The leader stops on SIGTERM and releases the lease as it goes, so
-    // the standby need not wait for it to expire.
-    assert_eq!(first.stop(), Some(0));
-    assert_ne!(
-        lease_of().as_deref(),
-        Some("pod-a"),
-        "the lease was not released"
-    );
-    wait_for("pod-b to lead", long, || {
-        (lease_of()? == "pod-b").then_some(())
-    });
 }
