@@ -936,3 +936,52 @@ fn a_webhook_asks_for_a_scan_and_the_tag_is_pushed_under_the_shipped_rbac() {
     assert_eq!(controller.stop(), Some(0));
     assert_eq!(forbidden(cluster, mark), Vec::<String>::new());
 }
+
+#[test]
+fn a_failing_automation_retries_on_a_backoff_not_on_its_own_status_writes() {
+    use crate::support::controller::metric_sum;
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let ns = cluster.namespace("backoff");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    // Nothing listens on port 1: every run fails.
+    cluster.apply(&automation(&ns, "http://127.0.0.1:1/fleet.git", false).to_string());
+    // A selected policy with a latest ref, written through the status
+    // subresource as a controller would: the failed run never records it
+    // as observed, so "a policy changed" stays true after the failure.
+    cluster.apply(&policy(&ns, "^1"));
+    cluster.kubectl(&[
+        "patch",
+        "imagepolicy.hoist.dev",
+        "app",
+        "-n",
+        &ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status": {"latestRef": {"name": "registry.example/team/app", "tag": "1.0.0"}}}"#,
+    ]);
+    let controller = Running::start(&kubeconfig, &["--namespace", &ns]);
+    let failed = wait_for("the failure in the status", || {
+        condition(
+            &get(cluster, "imageupdateautomations", &ns, "fleet")?,
+            "Reconciling",
+        )
+    });
+    assert_eq!(
+        (failed.0.as_str(), failed.1.as_str()),
+        ("True", "UpdateFailed"),
+        "{failed:?}"
+    );
+    // The first retry waits 5 s; the failure's own status write must not
+    // run it again meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, metrics) = controller.get("/metrics");
+    let runs = metric_sum(
+        &metrics,
+        "hoist_reconciles_total{kind=\"ImageUpdateAutomation\",result=\"error\"}",
+    );
+    assert_eq!(runs, 1.0, "{metrics}");
+}
