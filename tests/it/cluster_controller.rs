@@ -79,11 +79,21 @@ fn wait_for_push(remote: &BareRepo, tag: &str) {
 /// ServiceAccount it impersonates is bounded by that account's RBAC, not by
 /// deploy/'s.)
 fn forbidden(cluster: &Cluster, mark: u64) -> Vec<String> {
+    // What the shipped RBAC is for: hoist's objects and its own needs. A
+    // workload `spec.sync` applies as the controller itself is refused by
+    // design (`spec_sync_as_the_controller_itself_may_change_nothing`).
+    let its_own = |e: &Value| {
+        e["objectRef"]["apiGroup"] == "hoist.dev"
+            || matches!(
+                e["objectRef"]["resource"].as_str(),
+                Some("secrets" | "events" | "leases" | "namespaces" | "serviceaccounts")
+            )
+    };
     cluster
         .audit_since(mark)
         .iter()
         .filter(|e| e["user"]["username"] == CONTROLLER && e["impersonatedUser"].is_null())
-        .filter(|e| e["responseStatus"]["code"] == 403)
+        .filter(|e| e["responseStatus"]["code"] == 403 && its_own(e))
         .map(cluster::describe)
         .collect()
 }
@@ -228,12 +238,21 @@ fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(remote.head("main"), main, "a suspended automation pushed");
 
+    assert_eq!(controller.get("/healthz").0, 200);
     assert_eq!(controller.get("/readyz").0, 200);
     let (_, metrics) = controller.get("/metrics");
-    assert!(
-        metrics.contains("hoist_commits_pushed_total 2"),
-        "{metrics}"
-    );
+    for expected in [
+        "hoist_reconciles_total{kind=\"ImageRepository\",result=\"success\"}",
+        "hoist_reconcile_duration_seconds_bucket{le=",
+        &format!("hoist_registry_requests_total{{host=\"{addr}\",status=\"200\"}}"),
+        "hoist_commits_pushed_total 2",
+        "hoist_tags_scanned_total",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from\n{metrics}"
+        );
+    }
 
     // An invalid policy is Stalled with a message naming the field.
     cluster.apply(&policy(ns, "not a range"));
@@ -245,6 +264,28 @@ fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
         stalled.2.contains("spec.policy.semver.range"),
         "{stalled:?}"
     );
+
+    // A local path would reach the pod's own files, the state directory
+    // with every team's clones among them: Stalled, and nothing pushed.
+    cluster.apply(&policy(ns, "^1"));
+    let main = remote.head("main");
+    let mut local = automation(ns, &remote.url(), false);
+    local["spec"]["update"]["path"] = json!("./clusters/other");
+    cluster.apply(&local.to_string());
+    let refused = wait_for("the local automation Stalled", || {
+        let stalled = condition(
+            &get(cluster, "imageupdateautomations", ns, "fleet")?,
+            "Stalled",
+        )?;
+        (stalled.0 == "True").then_some(stalled)
+    });
+    assert!(
+        refused.1 == "InvalidSpec"
+            && refused.2.contains("spec.git.url")
+            && refused.2.contains("https://"),
+        "{refused:?}"
+    );
+    assert_eq!(remote.head("main"), main, "a local remote was pushed to");
 
     // Nothing it did needed more than deploy/rbac.yaml gives.
     assert_eq!(controller.stop(), Some(0));
@@ -984,4 +1025,34 @@ fn a_failing_automation_retries_on_a_backoff_not_on_its_own_status_writes() {
         "hoist_reconciles_total{kind=\"ImageUpdateAutomation\",result=\"error\"}",
     );
     assert_eq!(runs, 1.0, "{metrics}");
+}
+
+#[test]
+fn spec_sync_as_the_controller_itself_may_change_nothing() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(fleet) = Fleet::start(cluster, "sync-as-controller") else {
+        return;
+    };
+    let (remote, ns) = (&fleet.remote, fleet.ns.as_str());
+    // No serviceAccountName, no --default-service-account.
+    let mut synced = automation(ns, &fleet.url, false);
+    synced["spec"]["sync"] = json!({"path": "./clusters"});
+    cluster.apply(&synced.to_string());
+    let mut controller = Running::start(&fleet.kubeconfig, &["--namespace", ns]);
+    wait_for_push(remote, "1.1.0");
+    let refused = wait_for("the refused sync in the status", || {
+        let ready = condition(
+            &get(cluster, "imageupdateautomations", ns, "fleet")?,
+            "Ready",
+        )?;
+        (ready.0 == "False" && ready.2.contains("forbidden")).then_some(ready)
+    });
+    assert!(
+        refused.2.contains(&format!("User \"{CONTROLLER}\"")) && refused.2.contains("deployments"),
+        "{refused:?}"
+    );
+    assert!(cluster.get("deployment", ns, "app").is_none());
+    assert_eq!(controller.stop(), Some(0));
 }

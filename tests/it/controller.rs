@@ -1,8 +1,6 @@
-//! `hoist controller` against the fake API server, a real registry and a
-//! real git remote: what has not moved to the real control plane yet
-//! (`cluster_controller.rs`): `spec.sync` run as the controller itself
-//! (which the shipped RBAC does not allow on a real server) and the webhook
-//! latency benchmark.
+//! The controller's webhook-to-commit latency benchmark, against the fake
+//! API server (the one benchmark not yet moved to the real control plane
+//! of `cluster_controller.rs`), a real registry and a real git remote.
 
 use std::time::{Duration, Instant};
 
@@ -21,21 +19,6 @@ const GROUP: &str = "hoist.dev/v1alpha1";
 /// `what`.
 fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
     crate::support::wait_for(what, timeout, Duration::from_millis(100), check)
-}
-
-/// Waits, at most a minute, for `tag` in the remote's `clusters/app.yaml`
-/// on main.
-fn wait_for_push(remote: &BareRepo, tag: &str) {
-    wait_for(
-        &format!("the push of {tag}"),
-        Duration::from_secs(60),
-        || {
-            remote
-                .show("main", "clusters/app.yaml")
-                .contains(&format!(":{tag}"))
-                .then_some(())
-        },
-    );
 }
 
 fn install_crds(fake: &FakeKube) {
@@ -76,155 +59,6 @@ fn automation(url: &str, suspend: bool) -> Value {
             "update": {"path": "./clusters"},
             "sync": {"path": "./clusters", "prune": true},
             "policySelector": {"matchLabels": {"team": "a"}}}})
-}
-
-fn tag_of(fake: &FakeKube) -> Option<String> {
-    let policy = fake.get(GROUP, "ImagePolicy", "apps", "app")?;
-    policy["status"]["latestRef"]["tag"]
-        .as_str()
-        .map(str::to_string)
-}
-
-#[test]
-fn reconciles_scan_select_and_push_from_objects_in_a_cluster() {
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
-        return;
-    };
-    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
-    let addr = registry.addr.clone();
-    let remote = BareRepo::new(&[("clusters/app.yaml", &manifest(&addr, "1.0.0"))]);
-    let fake = FakeKube::start();
-    install_crds(&fake);
-    fake.apply(repository(&addr, "1s"));
-    fake.apply(policy("^1"));
-    let (_git, url) = remote.serve_http();
-    fake.apply(automation(&url, false));
-    let controller = Running::start(&fake.kubeconfig, &[]);
-    let long = Duration::from_secs(60);
-
-    // Statuses become Ready with the right latest ref; main gets the commit.
-    let scanned = wait_for("the repository's scan", long, || {
-        let r = fake.get(GROUP, "ImageRepository", "apps", "app")?;
-        (condition(&r, "Ready")?.0 == "True").then_some(r)
-    });
-    assert_eq!(scanned["status"]["lastScanResult"]["tagCount"], 2);
-    assert_eq!(
-        scanned["status"]["canonicalImageName"],
-        format!("{addr}/team/app")
-    );
-    wait_for("latestRef 1.1.0", long, || {
-        (tag_of(&fake)? == "1.1.0").then_some(())
-    });
-    let selected = fake
-        .get(GROUP, "ImagePolicy", "apps", "app")
-        .unwrap_or_default();
-    assert_eq!(
-        condition(&selected, "Ready").map(|c| c.0),
-        Some("True".into())
-    );
-    assert_eq!(
-        selected["status"]["latestRef"]["name"],
-        format!("{addr}/team/app")
-    );
-    wait_for_push(&remote, "1.1.0");
-    let updated = wait_for("the automation's status", long, || {
-        let a = fake.get(GROUP, "ImageUpdateAutomation", "apps", "fleet")?;
-        a["status"]["lastPushCommit"]
-            .as_str()
-            .is_some()
-            .then_some(a)
-    });
-    assert_eq!(updated["status"]["lastPushCommit"], remote.head("main"));
-    // spec.sync applied hoist's own commit; its inventory is in the status.
-    assert_eq!(updated["status"]["syncRevision"], remote.head("main"));
-    assert_eq!(
-        updated["status"]["inventory"],
-        json!([{"group": "apps", "kind": "Deployment", "namespace": "apps", "name": "app", "apiVersion": "apps/v1", "created": true}])
-    );
-    let running = fake
-        .get("apps/v1", "Deployment", "apps", "app")
-        .unwrap_or_default();
-    assert_eq!(
-        running["spec"]["template"]["spec"]["containers"][0]["image"],
-        format!("{addr}/team/app:1.1.0")
-    );
-    assert_eq!(
-        updated["status"]["observedPolicies"]["apps/app"]["tag"],
-        "1.1.0"
-    );
-    let events = fake.list("events.k8s.io/v1", "Event");
-    assert!(
-        events.iter().any(|e| e["reason"] == "NewLatestTag"),
-        "{events:?}"
-    );
-
-    // A new tag in the registry: scanned on the interval, selected, pushed.
-    registry.push_image("team/app", &["1.2.0"]);
-    wait_for_push(&remote, "1.2.0");
-    let moved = fake
-        .get(GROUP, "ImagePolicy", "apps", "app")
-        .unwrap_or_default();
-    assert_eq!(moved["status"]["observedPreviousRef"]["tag"], "1.1.0");
-
-    // Suspended, the automation pushes nothing, though the policy moves on.
-    fake.apply(automation(&url, true));
-    let main = remote.head("main");
-    registry.push_image("team/app", &["1.3.0"]);
-    wait_for("latestRef 1.3.0", long, || {
-        (tag_of(&fake)? == "1.3.0").then_some(())
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(remote.head("main"), main, "a suspended automation pushed");
-
-    // The metrics count what happened.
-    assert_eq!(controller.get("/healthz").0, 200);
-    assert_eq!(controller.get("/readyz").0, 200);
-    let (status, metrics) = controller.get("/metrics");
-    assert_eq!(status, 200);
-    for expected in [
-        "hoist_reconciles_total{kind=\"ImageRepository\",result=\"success\"}",
-        "hoist_reconcile_duration_seconds_bucket{le=",
-        &format!("hoist_registry_requests_total{{host=\"{addr}\",status=\"200\"}}"),
-        "hoist_commits_pushed_total 2",
-        "hoist_tags_scanned_total",
-    ] {
-        assert!(
-            metrics.contains(expected),
-            "{expected} missing from\n{metrics}"
-        );
-    }
-
-    // An invalid policy is Stalled with a message naming the field.
-    fake.apply(policy("not a range"));
-    let stalled = wait_for("Stalled", long, || {
-        let p = fake.get(GROUP, "ImagePolicy", "apps", "app")?;
-        condition(&p, "Stalled")
-    });
-    assert_eq!(stalled.0, "True");
-    assert!(
-        stalled.2.contains("spec.policy.semver.range"),
-        "{stalled:?}"
-    );
-
-    // A local path would reach the pod's own files, the state directory
-    // with every team's clones among them: Stalled, and nothing pushed.
-    fake.apply(policy("^1"));
-    let main = remote.head("main");
-    let mut local = automation(&remote.url(), false);
-    local["spec"]["update"]["path"] = json!("./clusters/other");
-    fake.apply(local);
-    let refused = wait_for("the local automation Stalled", long, || {
-        let a = fake.get(GROUP, "ImageUpdateAutomation", "apps", "fleet")?;
-        let stalled = condition(&a, "Stalled")?;
-        (stalled.0 == "True").then_some(stalled)
-    });
-    assert!(
-        refused.1 == "InvalidSpec"
-            && refused.2.contains("spec.git.url")
-            && refused.2.contains("https://"),
-        "{refused:?}"
-    );
-    assert_eq!(remote.head("main"), main, "a local remote was pushed to");
 }
 
 /// A Receiver `registry` (distribution) with its Secret, a Receiver whose
