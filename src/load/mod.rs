@@ -433,6 +433,17 @@ fn yaml_message(message: &str) -> String {
     ] {
         text = text.replace(advice, "");
     }
+    // The parser's budgets bound what one file may cost; say which in
+    // words, with what to do.
+    if let Some(breach) = text.strip_prefix("budget breached: ") {
+        return if breach.starts_with("Documents") {
+            format!("more YAML documents in one file than hoist reads ({breach}); split the file")
+        } else {
+            format!(
+                "past what hoist reads of one YAML file ({breach}): too large, too deep or too many aliases"
+            )
+        };
+    }
     text.trim().to_string()
 }
 

@@ -533,3 +533,17 @@ fn a_service_account_name_must_name_a_service_account() {
         );
     }
 }
+
+#[test]
+fn a_file_past_the_parsers_budget_says_so_in_words() {
+    let many: String = (0..1100)
+        .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\n"))
+        .collect();
+    let e = error_of(&many);
+    assert!(
+        e.contains("test.yaml:")
+            && e.contains("more YAML documents in one file than hoist reads")
+            && e.contains("split the file"),
+        "{e}"
+    );
+}
