@@ -185,6 +185,11 @@ pub fn check_access(
         let namespace = p.object.metadata.namespace.as_deref().unwrap_or("default");
         let reference = &p.object.spec.image_repository_ref;
         let target = reference.namespace.as_deref().unwrap_or(namespace);
+        // Within a namespace there is nothing to check: no search of every
+        // repository for every policy.
+        if target == namespace {
+            continue;
+        }
         let access = objects
             .repositories
             .iter()
