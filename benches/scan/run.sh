@@ -5,7 +5,10 @@
 #
 # Needs: docker-registry, curl, skopeo, GNU time (apt-get install
 # docker-registry curl skopeo time), python3. Usage: [REGISTRY_STORAGE=inmemory]
-# benches/scan/run.sh [REPOS] [TAGS]
+# [REGISTRY=HOST:PORT] benches/scan/run.sh [REPOS] [TAGS]
+#
+# REGISTRY names a registry already seeded with REPOS x TAGS (seed.py):
+# the scale run's seeding takes about 25 minutes, so repeated runs reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repos=${1:-200}
@@ -14,31 +17,37 @@ tags=${2:-500}
 cargo build --release --quiet
 hoist=$PWD/target/release/hoist
 work=$(mktemp -d)
-trap 'kill $registry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+registry_pid=
+trap '[ -z "$registry_pid" ] || kill $registry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
-# REGISTRY_STORAGE=inmemory keeps the registry's data in its memory: about
-# 8 times faster to seed, and millions of tags cost no inodes (the scale
-# run: benches/scan/run.sh 5000 400).
-if [ "${REGISTRY_STORAGE:-filesystem}" = inmemory ]; then
-  storage="{inmemory: {}}"
+if [ -n "${REGISTRY:-}" ]; then
+  addr=$REGISTRY
+  curl -sf "http://$addr/v2/" >/dev/null || { echo "no registry at $addr" >&2; exit 1; }
 else
-  storage="{filesystem: {rootdirectory: $work/data}}"
-fi
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-addr=127.0.0.1:$port
-cat > "$work/registry.yml" <<YAML
+  # REGISTRY_STORAGE=inmemory keeps the registry's data in its memory: about
+  # 8 times faster to seed, and millions of tags cost no inodes (the scale
+  # run: benches/scan/run.sh 5000 400).
+  if [ "${REGISTRY_STORAGE:-filesystem}" = inmemory ]; then
+    storage="{inmemory: {}}"
+  else
+    storage="{filesystem: {rootdirectory: $work/data}}"
+  fi
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  addr=127.0.0.1:$port
+  cat > "$work/registry.yml" <<YAML
 version: 0.1
 log: {level: error, accesslog: {disabled: true}}
 storage: $storage
 http: {addr: $addr}
 YAML
-docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do curl -sf "http://$addr/v2/" >/dev/null && break; sleep 0.1; done
+  docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+  registry_pid=$!
+  for _ in $(seq 100); do curl -sf "http://$addr/v2/" >/dev/null && break; sleep 0.1; done
 
-start=$(date +%s.%N)
-python3 benches/scan/seed.py "$addr" "$repos" "$tags"
-echo "seeded $repos repositories x $tags tags in $(echo "$(date +%s.%N) - $start" | bc) s"
+  start=$(date +%s.%N)
+  python3 benches/scan/seed.py "$addr" "$repos" "$tags"
+  echo "seeded $repos repositories x $tags tags in $(echo "$(date +%s.%N) - $start" | bc) s"
+fi
 
 # One file per repository, as a fleet repository holds them (a file of
 # thousands of documents is past the YAML parser's per-file budget).

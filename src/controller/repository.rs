@@ -108,14 +108,14 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
                 context
                     .metrics
                     .tags_scanned
-                    .inc_by(u64::try_from(record.tags.len()).unwrap_or(u64::MAX));
+                    .inc_by(u64::try_from(record.tags).unwrap_or(u64::MAX));
             }
             let scan_time =
                 jiff::Timestamp::from_second(i64::try_from(record.scanned_at).unwrap_or(0))
                     .map(|t| t.to_string())
                     .ok();
             status.last_scan_result = Some(ScanResult {
-                tag_count: i64::try_from(record.tags.len()).unwrap_or(i64::MAX),
+                tag_count: i64::try_from(record.tags).unwrap_or(i64::MAX),
                 scan_time,
                 revision: Some(record.revision.clone()),
             });
@@ -123,7 +123,7 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
                 &mut status,
                 &Outcome::ready(
                     "Succeeded",
-                    format!("successful scan: found {} tags", record.tags.len()),
+                    format!("successful scan: found {} tags", record.tags),
                 ),
             );
             patch_status(&context.client, repository, current.as_ref(), &status).await?;

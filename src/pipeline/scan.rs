@@ -70,10 +70,42 @@ pub struct RepositoryScan {
     /// `ns/name` of the ImageRepository.
     pub repository: String,
     pub image: String,
-    pub outcome: Result<ScanRecord, String>,
+    pub outcome: Result<ScanSummary, String>,
     /// True when the tags came from the store because the interval had not
     /// passed (or the repository is suspended).
     pub cached: bool,
+}
+
+/// What a scan of one repository found, less the tags themselves: its
+/// policies selected from them as soon as they were in, so that a run
+/// holds the tags of at most `concurrency` repositories at once (the scale
+/// run has 2,000,000).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanSummary {
+    /// How many tags the repository has (before its exclusion list).
+    pub tags: usize,
+    /// sha256 of the sorted tag list.
+    pub revision: String,
+    /// Seconds since the Unix epoch.
+    pub scanned_at: u64,
+}
+
+impl From<&ScanRecord> for ScanSummary {
+    fn from(record: &ScanRecord) -> Self {
+        ScanSummary {
+            tags: record.tags.len(),
+            revision: record.revision.clone(),
+            scanned_at: record.scanned_at,
+        }
+    }
+}
+
+/// A repository's tags as one scan found them, while its policies select.
+struct Scanned {
+    repository: String,
+    image: String,
+    outcome: Result<ScanRecord, String>,
+    cached: bool,
 }
 
 /// One policy's latest ref: a row of `hoist scan`.
@@ -347,54 +379,64 @@ pub async fn scan(
         store,
         options,
     };
-    let mut report = ScanReport::default();
+    // Each repository's policies, by index, so that they select as soon as
+    // its tags are in. A policy whose repository is missing was refused
+    // above.
+    let mut policies_of: HashMap<String, Vec<usize>> = HashMap::new();
+    for (index, p) in objects.policies.iter().enumerate() {
+        policies_of
+            .entry(repository_of(&p.object))
+            .or_default()
+            .push(index);
+    }
     // The futures are made first: a closure held in the stream across an
     // await makes the whole future too narrow to be `Send` for the
     // controller's reconcilers.
     let pending: Vec<_> = objects
         .repositories
         .iter()
-        .map(|r| run.scan_repository(&r.object))
+        .map(|r| {
+            let key = object_key(
+                r.object.metadata.namespace.as_deref(),
+                r.object.metadata.name.as_deref(),
+            );
+            let policies = policies_of.remove(&key).unwrap_or_default();
+            run.scan_and_select(&r.object, policies)
+        })
         .collect();
-    let scans: Vec<RepositoryScan> = futures_util::stream::iter(pending)
+    let done: Vec<(RepositoryScan, Vec<Selected>)> = futures_util::stream::iter(pending)
         .buffered(options.concurrency.max(1))
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
-    for s in &scans {
-        if let Err(e) = &s.outcome {
+    let mut report = ScanReport::default();
+    let mut selected = Vec::new();
+    for (scan, rows) in done {
+        if let Err(e) = &scan.outcome {
             report.failures.push(e.clone());
         }
+        report.repositories.push(scan);
+        selected.extend(rows);
     }
-    let by_key: HashMap<String, (&ImageRepository, &RepositoryScan)> = objects
-        .repositories
-        .iter()
-        .zip(&scans)
-        .map(|(r, s)| (s.repository.clone(), (&r.object, s)))
-        .collect();
-    for p in &objects.policies {
-        let policy = &p.object;
-        let key = object_key(
-            policy.metadata.namespace.as_deref(),
-            policy.metadata.name.as_deref(),
-        );
-        if policy.spec.suspend {
-            tracing::info!(policy = %key, "suspended; not selecting");
-            continue;
-        }
-        let Some((repository, scanned)) = by_key.get(&repository_of(policy)) else {
-            continue;
-        };
-        match run.select(&key, policy, repository, scanned).await {
+    // Rows and digest failures in the order of the policies, as before
+    // selection moved next to each scan.
+    selected.sort_by_key(|s| s.index);
+    for s in selected {
+        match s.row {
             Ok(Some(row)) => report.policies.push(row),
             Ok(None) => {}
             Err(e) => report.failures.push(e),
         }
     }
-    report.repositories = scans;
     store.flush()?;
     Ok(report)
+}
+
+/// One policy's selection, by its index among the loaded policies.
+struct Selected {
+    index: usize,
+    row: Result<Option<PolicyRef>, String>,
 }
 
 /// One scan run: what it reads and writes.
@@ -435,15 +477,48 @@ impl<S: TagSource> ScanRun<'_, S> {
         Ok(target)
     }
 
-    async fn scan_repository(
+    /// Scans one repository, then selects the latest tag of each of its
+    /// policies (`policies`: indices among the loaded ones); its tags are
+    /// dropped on return.
+    async fn scan_and_select(
         &self,
         repository: &ImageRepository,
-    ) -> Result<RepositoryScan, StoreError> {
+        policies: Vec<usize>,
+    ) -> Result<(RepositoryScan, Vec<Selected>), StoreError> {
+        let scanned = self.scan_repository(repository).await?;
+        let mut selected = Vec::with_capacity(policies.len());
+        for index in policies {
+            let policy = &self.objects.policies[index].object;
+            let key = object_key(
+                policy.metadata.namespace.as_deref(),
+                policy.metadata.name.as_deref(),
+            );
+            if policy.spec.suspend {
+                tracing::info!(policy = %key, "suspended; not selecting");
+                continue;
+            }
+            let row = self.select(&key, policy, repository, &scanned).await;
+            selected.push(Selected { index, row });
+        }
+        let summary = RepositoryScan {
+            outcome: scanned
+                .outcome
+                .as_ref()
+                .map(ScanSummary::from)
+                .map_err(Clone::clone),
+            repository: scanned.repository,
+            image: scanned.image,
+            cached: scanned.cached,
+        };
+        Ok((summary, selected))
+    }
+
+    async fn scan_repository(&self, repository: &ImageRepository) -> Result<Scanned, StoreError> {
         let key = object_key(
             repository.metadata.namespace.as_deref(),
             repository.metadata.name.as_deref(),
         );
-        let failed = |image: String, message: String| RepositoryScan {
+        let failed = |image: String, message: String| Scanned {
             repository: key.clone(),
             image,
             outcome: Err(message),
@@ -479,7 +554,7 @@ impl<S: TagSource> ScanRun<'_, S> {
         };
         if let Some(record) = stored.clone().filter(|_| from_store) {
             tracing::debug!(repository = %key, image, "tags from the store");
-            return Ok(RepositoryScan {
+            return Ok(Scanned {
                 repository: key,
                 image,
                 outcome: Ok(record),
@@ -518,7 +593,7 @@ impl<S: TagSource> ScanRun<'_, S> {
                 };
                 self.store.put_scan(&image, &record)?;
                 tracing::info!(repository = %key, image, tags = record.tags.len(), "scanned");
-                Ok(RepositoryScan {
+                Ok(Scanned {
                     repository: key,
                     image,
                     outcome: Ok(record),
@@ -539,7 +614,7 @@ impl<S: TagSource> ScanRun<'_, S> {
         key: &str,
         policy: &ImagePolicy,
         repository: &ImageRepository,
-        scanned: &RepositoryScan,
+        scanned: &Scanned,
     ) -> Result<Option<PolicyRef>, String> {
         let Ok(record) = &scanned.outcome else {
             return Ok(None);
