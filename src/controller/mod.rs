@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -263,6 +263,16 @@ impl<T: PartialEq> Changes<T> {
         seen.insert(key.to_string(), value);
         true
     }
+}
+
+/// Whether `policy` reads an ImageRepository of another namespace.
+fn reads_across(policy: &ImagePolicy) -> bool {
+    policy
+        .spec
+        .image_repository_ref
+        .namespace
+        .as_deref()
+        .is_some_and(|target| Some(target) != policy.namespace().as_deref())
 }
 
 /// A Secret as the loader reads it from files.
@@ -770,6 +780,31 @@ async fn reconcile_all(
                 .map(|p| ObjectRef::from_obj(&*p))
                 .collect::<Vec<_>>()
         });
+    // A Namespace's new labels re-queue the policies in it that read another
+    // namespace's repository: accessFrom may now admit them, or no longer.
+    // Needless when no reference across namespaces can be admitted: a
+    // namespaced install sees only its own, and the flag refuses them all.
+    let policy_controller = if options.namespace.is_none() && !options.no_cross_namespace_refs {
+        let policy_store = policy_controller.store();
+        let seen_labels = Changes::default();
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        // Every Namespace, whatever the label selector: it shards hoist's
+        // objects, and Namespaces carry none of its labels.
+        policy_controller.watches(namespaces, watcher::Config::default(), move |namespace| {
+            let name = namespace.name_any();
+            if !seen_labels.changed(&name, namespace.metadata.labels.clone()) {
+                return Vec::new();
+            }
+            policy_store
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace().as_deref() == Some(name.as_str()) && reads_across(p))
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        })
+    } else {
+        policy_controller
+    };
     let automation_store = automation_controller.store();
     let seen_refs = Changes::default();
     let automation_controller = automation_controller.watches(policies, config, move |policy| {

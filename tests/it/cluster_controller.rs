@@ -659,8 +659,29 @@ fn a_policy_reads_another_namespaces_repository_only_when_its_access_from_admits
         "{refused:?}"
     );
     assert!(tag_of(cluster, &other).is_none());
+
+    // A Namespace's labels are watched: labelling the other namespace
+    // admits its policy, unlabelling the admitted one refuses its policy,
+    // with no change to either policy.
+    cluster.kubectl(&["label", "namespace", &other, "hoist.test/reads=app"]);
+    wait_for("the other policy admitted once labelled", || {
+        (tag_of(cluster, &other)? == "1.1.0").then_some(())
+    });
+    let ready = get(cluster, "imagepolicies", &other, "app").and_then(|p| condition(&p, "Ready"));
+    assert_eq!(ready.map(|r| r.0), Some("True".to_string()));
+    cluster.kubectl(&["label", "namespace", &admitted, "hoist.test/reads-"]);
+    let refused = wait_for("the admitted policy Stalled once unlabelled", || {
+        let stalled = condition(&get(cluster, "imagepolicies", &admitted, "app")?, "Stalled")?;
+        (stalled.0 == "True").then_some(stalled)
+    });
+    assert_eq!(refused.1, "AccessDenied", "{refused:?}");
+    cluster.kubectl(&["label", "namespace", &admitted, "hoist.test/reads=app"]);
+    wait_for("the admitted policy Ready once labelled again", || {
+        let ready = condition(&get(cluster, "imagepolicies", &admitted, "app")?, "Ready")?;
+        (ready.0 == "True").then_some(())
+    });
     assert_eq!(controller.stop(), Some(0));
-    // Reading a Namespace's labels is within the shipped RBAC.
+    // Reading and watching Namespaces is within the shipped RBAC.
     assert_eq!(forbidden(cluster, mark), Vec::<String>::new());
 
     // --no-cross-namespace-refs refuses even what accessFrom admits.
