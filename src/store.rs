@@ -56,34 +56,39 @@ pub struct ScanRecord {
     /// When hoist first saw each tag (seconds since the epoch), for
     /// `minimumAge`. Tags present at a repository's first scan count as
     /// seen at 0: their age is unknown, and holding back every existing
-    /// tag would freeze a new install.
+    /// tag would freeze a new install. A tag seen at 0 has no entry: most
+    /// tags are, and a repository's record stays the size of its tag list.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub first_seen: std::collections::BTreeMap<String, u64>,
 }
 
 /// First-seen times for `tags` scanned at `now`, carried over from the
-/// previous record. With no previous record every tag is seen at
-/// `unknown`: 0 (old) for a repository never scanned, `now` when the
-/// record was lost (a controller's emptyDir after a restart), so that a
-/// tag pushed a minute ago is not taken for an old one.
+/// previous record; tags seen at 0 are left out. With no previous record
+/// every tag is seen at `unknown`: 0 (old) for a repository never scanned,
+/// `now` when the record was lost (a controller's emptyDir after a
+/// restart), so that a tag pushed a minute ago is not taken for an old
+/// one. A tag of the previous record without a time was seen at 0 (this
+/// also reads records from before first-seen times were kept).
 pub fn first_seen(
     tags: &[Tag],
     previous: Option<&ScanRecord>,
     now: u64,
     unknown: u64,
 ) -> std::collections::BTreeMap<String, u64> {
+    let before: std::collections::HashSet<&str> = previous
+        .map(|p| p.tags.iter().map(Tag::as_str).collect())
+        .unwrap_or_default();
     tags.iter()
-        .map(|t| {
+        .filter_map(|t| {
             let seen = match previous {
                 None => unknown,
                 Some(p) => match p.first_seen.get(t.as_str()) {
                     Some(at) => *at,
-                    // A record from before first-seen times were kept.
-                    None if p.first_seen.is_empty() && p.tags.contains(t) => 0,
+                    None if before.contains(t.as_str()) => 0,
                     None => now,
                 },
             };
-            (t.as_str().to_string(), seen)
+            (seen != 0).then(|| (t.as_str().to_string(), seen))
         })
         .collect()
 }
@@ -569,25 +574,35 @@ mod tests {
     fn first_seen_times_carry_over_and_start_for_new_tags() {
         let tags = |names: &[&str]| names.iter().map(|t| Tag::from(*t)).collect::<Vec<_>>();
         // The first scan: age unknown, counted as old.
+        // Seen at 0, so kept as no entry at all.
         let first = first_seen(&tags(&["1.0.0", "1.1.0"]), None, 100, 0);
+        assert!(first.is_empty(), "{first:?}");
         // The record was lost, not never made: every tag starts now.
         let lost = first_seen(&tags(&["1.0.0"]), None, 100, 100);
         assert_eq!(lost.values().copied().collect::<Vec<_>>(), [100]);
-        assert_eq!(first.values().copied().collect::<Vec<_>>(), [0, 0]);
         let mut previous = record(&["1.0.0", "1.1.0"]);
         previous.first_seen = first;
-        // A new tag starts its clock; a deleted one is forgotten.
+        // A new tag starts its clock; an old one stays old.
         let second = first_seen(&tags(&["1.1.0", "1.2.0"]), Some(&previous), 200, 0);
         assert_eq!(
-            second.into_iter().collect::<Vec<_>>(),
-            [("1.1.0".to_string(), 0), ("1.2.0".to_string(), 200)]
+            second.clone().into_iter().collect::<Vec<_>>(),
+            [("1.2.0".to_string(), 200)]
+        );
+        // Times carry over; a deleted tag is forgotten, and pushed again
+        // it is new.
+        let mut previous = record(&["1.1.0", "1.2.0"]);
+        previous.first_seen = second;
+        let third = first_seen(&tags(&["1.0.0", "1.2.0"]), Some(&previous), 300, 0);
+        assert_eq!(
+            third.into_iter().collect::<Vec<_>>(),
+            [("1.0.0".to_string(), 300), ("1.2.0".to_string(), 200)]
         );
         // A record from before first-seen times: its tags count as old.
         let legacy = record(&["1.0.0"]);
-        let third = first_seen(&tags(&["1.0.0", "2.0.0"]), Some(&legacy), 300, 0);
+        let fourth = first_seen(&tags(&["1.0.0", "2.0.0"]), Some(&legacy), 400, 0);
         assert_eq!(
-            third.into_iter().collect::<Vec<_>>(),
-            [("1.0.0".to_string(), 0), ("2.0.0".to_string(), 300)]
+            fourth.into_iter().collect::<Vec<_>>(),
+            [("2.0.0".to_string(), 400)]
         );
     }
 
