@@ -243,6 +243,8 @@ fn read_everything(db: &impl ReadableDatabase) -> Result<(), String> {
             Ok(table) => {
                 for entry in table.iter().map_err(|e| e.to_string())? {
                     let (key, value) = entry.map_err(|e| e.to_string())?;
+                    // A Value, not IgnoredAny: skipping a string does not
+                    // check its escapes, and damage there would pass.
                     serde_json::from_slice::<serde_json::Value>(value.value())
                         .map_err(|e| format!("the entry for {} is damaged: {e}", key.value()))?;
                 }
@@ -427,8 +429,17 @@ impl Store {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
+        self.put_all(table, std::iter::once((key, value)))
+    }
+
+    /// Writes every entry in one transaction: one commit for many entries
+    /// instead of one each (a commit rewrites redb's page tree roots).
+    fn put_all<'k, T: Serialize + 'k>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        entries: impl IntoIterator<Item = (&'k str, &'k T)>,
+    ) -> Result<(), StoreError> {
         self.guarded(|| {
-            let bytes = serde_json::to_vec(value).map_err(|e| self.io(e))?;
             let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
             // Each put is atomic but not synced: a run syncs once at the end
             // (`flush`) instead of once per repository. A crash before then
@@ -437,9 +448,12 @@ impl Store {
                 .map_err(|e| self.io(e))?;
             {
                 let mut table = txn.open_table(table).map_err(|e| self.io(e))?;
-                table
-                    .insert(key, bytes.as_slice())
-                    .map_err(|e| self.io(e))?;
+                for (key, value) in entries {
+                    let bytes = serde_json::to_vec(value).map_err(|e| self.io(e))?;
+                    table
+                        .insert(key, bytes.as_slice())
+                        .map_err(|e| self.io(e))?;
+                }
             }
             txn.commit().map_err(|e| self.io(e))
         })
@@ -473,6 +487,11 @@ impl Store {
 
     pub fn put_scan(&self, image: &str, record: &ScanRecord) -> Result<(), StoreError> {
         self.put(SCANS, image, record)
+    }
+
+    /// Several scans, by canonical image name, in one transaction.
+    pub fn put_scans(&self, scans: &[(String, ScanRecord)]) -> Result<(), StoreError> {
+        self.put_all(SCANS, scans.iter().map(|(image, r)| (image.as_str(), r)))
     }
 
     /// The digest last looked up for `image:tag`.
