@@ -238,22 +238,33 @@ fn read_everything(db: &impl ReadableDatabase) -> Result<(), String> {
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(e.to_string()),
     }
-    for definition in [SCANS, DIGESTS, PULL_REQUESTS, SYNCS] {
-        match txn.open_table(definition) {
-            Ok(table) => {
-                for entry in table.iter().map_err(|e| e.to_string())? {
-                    let (key, value) = entry.map_err(|e| e.to_string())?;
-                    // A Value, not IgnoredAny: skipping a string does not
-                    // check its escapes, and damage there would pass.
-                    serde_json::from_slice::<serde_json::Value>(value.value())
-                        .map_err(|e| format!("the entry for {} is damaged: {e}", key.value()))?;
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+    // Each table as the type later reads take from it, so that what would
+    // fail one of them fails here (a generic JSON value accepts records a
+    // field of the wrong type, and building one costs as much).
+    read_table::<ScanRecord>(&txn, SCANS)?;
+    read_table::<DigestRecord>(&txn, DIGESTS)?;
+    read_table::<PullRequestRecord>(&txn, PULL_REQUESTS)?;
+    read_table::<SyncRecord>(&txn, SYNCS)?;
     Ok(())
+}
+
+/// Reads every entry of one table as a `T`.
+fn read_table<T: for<'de> Deserialize<'de>>(
+    txn: &redb::ReadTransaction,
+    definition: TableDefinition<&str, &[u8]>,
+) -> Result<(), String> {
+    match txn.open_table(definition) {
+        Ok(table) => {
+            for entry in table.iter().map_err(|e| e.to_string())? {
+                let (key, value) = entry.map_err(|e| e.to_string())?;
+                serde_json::from_slice::<T>(value.value())
+                    .map_err(|e| format!("the entry for {} is damaged: {e}", key.value()))?;
+            }
+            Ok(())
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Whether redb can open the database at `path` without harm. redb
@@ -750,6 +761,32 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         drop(Store::open(&wide).unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(mode(&wide), 0o700);
+    }
+
+    /// JSON that is well formed but not a record (a field of the wrong
+    /// type) is damage found at open, as any later read would find it.
+    #[test]
+    fn a_record_of_the_wrong_shape_is_found_at_open() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            let wrong = serde_json::json!({"tags": "1.0.0", "revision": "r", "scanned_at": 1});
+            store
+                .put(SCANS, "ghcr.io/acme/app", &wrong)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let before = std::fs::read(dir.path().join(DATABASE_FILE)).unwrap_or_default();
+        let text = match Store::open(dir.path()) {
+            Ok(_) => panic!("a scan record whose tags are a string was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            text.contains("the entry for ghcr.io/acme/app is damaged")
+                && text.contains("left untouched"),
+            "{text}"
+        );
+        let after = std::fs::read(dir.path().join(DATABASE_FILE)).unwrap_or_default();
+        assert!(after == before, "the file was changed");
     }
 
     #[test]
