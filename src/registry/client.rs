@@ -876,8 +876,14 @@ async fn read_body(
             size(limit)
         )));
     }
+    // Sized once from a declared length (at most `limit`, checked above)
+    // rather than grown and copied chunk by chunk.
+    let declared = response
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
     let read = async {
-        let mut body = Vec::new();
+        let mut body = Vec::with_capacity(declared);
         while let Some(chunk) = response
             .chunk()
             .await
