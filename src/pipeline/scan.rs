@@ -465,37 +465,40 @@ impl<S: TagSource> ScanRun<'_, S> {
     /// The last scan of `image`: one of this run's not yet written, else
     /// the store's (two ImageRepositories may name one image).
     fn stored_scan(&self, image: &str) -> Result<Option<ScanRecord>, StoreError> {
-        let unwritten = self.unwritten.lock().ok().and_then(|u| {
-            u.iter()
-                .rev()
-                .find(|(i, _)| i == image)
-                .map(|(_, r)| r.clone())
-        });
+        let unwritten = self
+            .unwritten()
+            .iter()
+            .rev()
+            .find(|(i, _)| i == image)
+            .map(|(_, r)| r.clone());
         match unwritten {
             Some(record) => Ok(Some(record)),
             None => self.store.scan(image),
         }
     }
 
+    /// The staged scans. A lock poisoned by a panic elsewhere still holds
+    /// whole entries (each is pushed or taken in one step), so they are
+    /// kept rather than dropped.
+    fn unwritten(&self) -> std::sync::MutexGuard<'_, Vec<(String, ScanRecord)>> {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Stages a new scan, writing the batch once it is full.
     fn stage(&self, image: String, record: ScanRecord) -> Result<(), StoreError> {
-        let full = match self.unwritten.lock() {
-            Ok(mut unwritten) => {
-                unwritten.push((image, record));
-                unwritten.len() >= SCAN_BATCH
-            }
-            // A panic elsewhere poisoned the lock: write this one alone.
-            Err(_) => return self.store.put_scan(&image, &record),
+        let full = {
+            let mut unwritten = self.unwritten();
+            unwritten.push((image, record));
+            unwritten.len() >= SCAN_BATCH
         };
         if full { self.write_unwritten() } else { Ok(()) }
     }
 
     /// Writes every staged scan in one transaction.
     fn write_unwritten(&self) -> Result<(), StoreError> {
-        let batch = match self.unwritten.lock() {
-            Ok(mut unwritten) => std::mem::take(&mut *unwritten),
-            Err(_) => return Ok(()),
-        };
+        let batch = std::mem::take(&mut *self.unwritten());
         if batch.is_empty() {
             return Ok(());
         }
