@@ -120,9 +120,8 @@ pub fn render(
     template: &str,
     automation: &str,
     changes: &ChangeSet,
-) -> Result<String, String> {
-    let mut message = render_bounded(template, automation, changes, COMMIT_MESSAGE_LIMIT)
-        .map_err(|e| format!("{field}: {e}"))?;
+) -> Result<String, TemplateError> {
+    let mut message = render_bounded(field, template, automation, changes, COMMIT_MESSAGE_LIMIT)?;
     let trailer = format!("{TRAILER}: {automation}");
     if !message.lines().any(|l| l.trim() == trailer) {
         if !message.ends_with('\n') {
@@ -205,8 +204,16 @@ pub fn render_plain(
     automation: &str,
     changes: &ChangeSet,
     limit: usize,
-) -> Result<String, String> {
-    render_bounded(template, automation, changes, limit).map_err(|e| format!("{field}: {e}"))
+) -> Result<String, TemplateError> {
+    render_bounded(field, template, automation, changes, limit)
+}
+
+/// A template that cannot be rendered, and the field that holds it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct TemplateError {
+    pub field: String,
+    pub message: String,
 }
 
 /// Why a render was stopped from outside minijinja.
@@ -254,12 +261,14 @@ fn size(bytes: usize) -> String {
 }
 
 fn render_bounded(
+    field: &str,
     template: &str,
     automation: &str,
     changes: &ChangeSet,
     limit: usize,
-) -> Result<String, String> {
+) -> Result<String, TemplateError> {
     render_until(
+        field,
         template,
         automation,
         changes,
@@ -269,12 +278,17 @@ fn render_bounded(
 }
 
 fn render_until(
+    field: &str,
     template: &str,
     automation: &str,
     changes: &ChangeSet,
     limit: usize,
     deadline: Instant,
-) -> Result<String, String> {
+) -> Result<String, TemplateError> {
+    let fail = |message: String| TemplateError {
+        field: field.to_string(),
+        message,
+    };
     let (namespace, name) = automation
         .split_once('/')
         .unwrap_or(("default", automation));
@@ -282,7 +296,9 @@ fn render_until(
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(RENDER_FUEL));
     env.set_recursion_limit(RENDER_RECURSION_LIMIT);
-    let compiled = env.template_from_str(template).map_err(|e| describe(&e))?;
+    let compiled = env
+        .template_from_str(template)
+        .map_err(|e| fail(describe(&e)))?;
     let context = Context {
         automation: Named { namespace, name },
         changes: &changes.changes,
@@ -312,23 +328,25 @@ fn render_until(
         )
     };
     match (rendered, out.stopped) {
-        (Err(_), Some(Stop::Size)) => Err(format!("rendered text exceeds {}", size(limit))),
-        (Err(_), Some(Stop::Time)) => Err(too_slow()),
-        (Err(e), None) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(format!(
+        (Err(_), Some(Stop::Size)) => Err(fail(format!("rendered text exceeds {}", size(limit)))),
+        (Err(_), Some(Stop::Time)) => Err(fail(too_slow())),
+        (Err(e), None) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(fail(format!(
             "rendering took too long: it used up its budget of {RENDER_FUEL} steps"
-        )),
-        (Err(e), None) => Err(describe(&e)),
+        ))),
+        (Err(e), None) => Err(fail(describe(&e))),
         // Work after the last write (a loop that prints nothing) counts too.
-        (Ok(_), _) if Instant::now() > deadline => Err(too_slow()),
+        (Ok(_), _) if Instant::now() > deadline => Err(fail(too_slow())),
         (Ok(_), _) => {
-            String::from_utf8(out.out).map_err(|_| "rendered text is not UTF-8".to_string())
+            String::from_utf8(out.out).map_err(|_| fail("rendered text is not UTF-8".to_string()))
         }
     }
 }
 
 /// Renders a template over a sample change, so a broken template is found
 /// when the file is loaded rather than when hoist is about to push.
-pub fn check_template(template: &str) -> Result<(), String> {
+/// `field` names the template in the error; `limit` is what it may render
+/// to (a pull request title's is the forges').
+pub fn check_template(field: &str, template: &str, limit: usize) -> Result<(), TemplateError> {
     let sample = ChangeSet {
         changes: vec![Change {
             file: "clusters/prod/app.yaml".into(),
@@ -344,7 +362,7 @@ pub fn check_template(template: &str) -> Result<(), String> {
             new: "ghcr.io/acme/app:1.3.0".into(),
         }],
     };
-    render_bounded(template, "apps/fleet", &sample, COMMIT_MESSAGE_LIMIT).map(|_| ())
+    render_bounded(field, template, "apps/fleet", &sample, limit).map(|_| ())
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -435,9 +453,30 @@ mod template_tests {
                 "chore(fleet): web:1 -> web:2 in a/x.yaml\n\nDeployment prod/web\n\nHoist-Automation: apps/fleet\n"
             )
         );
-        assert!(check_template("{{ nope }}").is_err());
-        assert!(check_template("{% for %}").is_err());
-        assert!(check_template("{{ default }}").is_ok());
+        assert!(
+            check_template(
+                "spec.git.commit.messageTemplate",
+                "{{ nope }}",
+                COMMIT_MESSAGE_LIMIT
+            )
+            .is_err()
+        );
+        assert!(
+            check_template(
+                "spec.git.commit.messageTemplate",
+                "{% for %}",
+                COMMIT_MESSAGE_LIMIT
+            )
+            .is_err()
+        );
+        assert!(
+            check_template(
+                "spec.git.commit.messageTemplate",
+                "{{ default }}",
+                COMMIT_MESSAGE_LIMIT
+            )
+            .is_ok()
+        );
     }
 }
 
@@ -472,20 +511,24 @@ mod limit_tests {
         // About 1.4 MB: past the cap, but small enough to render whole
         // where there is no cap.
         let big = "{% for i in range(10000) %}{{ default }}{% endfor %}";
-        let error = render(FIELD, big, "apps/fleet", &changes(1)).err();
+        let error = render(FIELD, big, "apps/fleet", &changes(1))
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             error.as_deref(),
             Some("spec.git.commit.messageTemplate: rendered text exceeds 1 MiB")
         );
         // The bomb (a gigabyte uncapped) stops at the cap as well.
         let bomb = "{% for a in range(10000) %}{% for b in range(10000) %}{{ default }}{% endfor %}{% endfor %}";
-        let error = render(FIELD, bomb, "apps/fleet", &changes(1)).err();
+        let error = render(FIELD, bomb, "apps/fleet", &changes(1))
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             error.as_deref(),
             Some("spec.git.commit.messageTemplate: rendered text exceeds 1 MiB")
         );
         // And it is found when the file is loaded.
-        assert!(check_template(bomb).is_err());
+        assert!(check_template(FIELD, bomb, COMMIT_MESSAGE_LIMIT).is_err());
     }
 
     #[test]
@@ -493,6 +536,7 @@ mod limit_tests {
         let silent = "{% for a in range(10000) %}{% for b in range(10000) %}{% set x = a ~ b %}{% endfor %}{% endfor %}";
         let error = render(FIELD, silent, "apps/fleet", &changes(1))
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
             error.starts_with("spec.git.commit.messageTemplate: rendering took too long"),
@@ -501,6 +545,7 @@ mod limit_tests {
         let recursive = "{% macro down(n) %}{{ down(n + 1) }}{% endmacro %}{{ down(0) }}";
         let error = render(FIELD, recursive, "apps/fleet", &changes(1))
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.starts_with(FIELD), "{error}");
     }
@@ -512,11 +557,15 @@ mod limit_tests {
         let now = Instant::now();
         let passed = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
         let template = "{% for c in changes %}{{ c.old }}\n{% endfor %}";
-        let error = render_until(template, "apps/fleet", &changes(3), 1 << 20, passed).err();
+        let error = render_until(FIELD, template, "apps/fleet", &changes(3), 1 << 20, passed)
+            .err()
+            .map(|e| e.message);
         assert_eq!(error.as_deref(), Some("rendering took longer than 2 s"));
         // Work after the last write counts too.
         let silent = "{% for c in changes %}{% set x = c.old %}{% endfor %}";
-        let error = render_until(silent, "apps/fleet", &changes(3), 1 << 20, passed).err();
+        let error = render_until(FIELD, silent, "apps/fleet", &changes(3), 1 << 20, passed)
+            .err()
+            .map(|e| e.message);
         assert_eq!(error.as_deref(), Some("rendering took longer than 2 s"));
     }
 
@@ -538,7 +587,8 @@ mod limit_tests {
             &changes(1),
             TITLE_LIMIT,
         )
-        .err();
+        .err()
+        .map(|e| e.to_string());
         assert_eq!(
             error.as_deref(),
             Some("spec.git.push.pullRequest.title: rendered text exceeds 255 bytes")

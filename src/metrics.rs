@@ -19,6 +19,13 @@ pub struct ReconcileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    /// What failed: `spec`, `git`, `forge`, `registry_timeout`, `kube_api`, …
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -60,6 +67,7 @@ pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_seconds: Histograms,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub registry_requests: Family<RegistryLabels, Counter>,
     pub tags_scanned: Counter,
     pub commits_pushed: Counter,
@@ -77,6 +85,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("hoist");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let reconcile_seconds: Histograms = Family::new_with_constructor(reconcile_histogram);
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let registry_requests = Family::<RegistryLabels, Counter>::default();
         let tags_scanned = Counter::default();
         let commits_pushed = Counter::default();
@@ -92,6 +101,11 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "How long reconciles took, by kind",
             reconcile_seconds.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed or stalled, by kind and reason (spec, git, forge, registry_timeout, kube_api, …)",
+            reconcile_errors.clone(),
         );
         registry.register(
             "registry_requests",
@@ -127,6 +141,7 @@ impl Default for Metrics {
             registry,
             reconciles,
             reconcile_seconds,
+            reconcile_errors,
             registry_requests,
             tags_scanned,
             commits_pushed,
@@ -153,6 +168,16 @@ impl Metrics {
                 kind: kind.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Counts a reconcile of `kind` that failed or stalled for `reason`.
+    pub fn reconcile_error(&self, kind: &str, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Counts one webhook request and how it ended.

@@ -14,7 +14,7 @@ use super::{CliError, Output};
 use crate::git::Git;
 use crate::load::ObjectSet;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, AutomationReport, RunOptions, object_key};
+use crate::pipeline::{self, AutomationReport, ErrorClass, ErrorReport, RunOptions, object_key};
 use crate::webhook::server::{self as webhook, Delivery, Endpoint, Endpoints};
 use crate::webhook::targets::{Targets, targets};
 
@@ -408,9 +408,6 @@ fn pass(
     let started = std::time::Instant::now();
     let scan = session.scan_with(&work.rescan)?;
     let scan_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    for failure in &scan.failures {
-        eprintln!("error: {}", super::printable(&failure.to_string()));
-    }
     let selected;
     let objects = match &work.automations {
         None => &session.objects,
@@ -442,20 +439,34 @@ fn pass(
     std::io::stdout()
         .write_all(text.as_bytes())
         .map_err(|e| CliError::runtime(format!("writing to stdout: {e}")))?;
-    let failed: Vec<&AutomationReport> = reports.iter().filter(|r| r.error.is_some()).collect();
-    if let Some(last) = failed.last() {
-        for r in &failed[..failed.len() - 1] {
+    let failed: Vec<(&str, &ErrorReport)> = reports
+        .iter()
+        .filter_map(|r| Some((r.automation.as_str(), r.error.as_ref()?)))
+        .collect();
+    // Each error once, on stderr: a repository's failure that an
+    // automation reports (its policy has no latest tag) is printed with it.
+    for failure in &scan.failures {
+        let message = failure.to_string();
+        if !failed.iter().any(|(_, e)| e.message.contains(&message)) {
+            eprintln!("error: {}", super::printable(&message));
+        }
+    }
+    if let Some((automation, last)) = failed.last() {
+        for (automation, e) in &failed[..failed.len() - 1] {
             eprintln!(
-                "error: ImageUpdateAutomation {}: {}",
-                r.automation,
-                super::printable(r.error.as_deref().unwrap_or(""))
+                "error: ImageUpdateAutomation {automation}: {}",
+                super::printable(&e.message)
             );
         }
-        return Err(CliError::runtime(format!(
-            "ImageUpdateAutomation {}: {}",
-            last.automation,
-            last.error.as_deref().unwrap_or("")
-        )));
+        let message = format!("ImageUpdateAutomation {automation}: {}", last.message);
+        // A spec that cannot work is bad input, as at load time.
+        return Err(
+            if failed.iter().any(|(_, e)| e.class == ErrorClass::Stalled) {
+                CliError::invalid(message)
+            } else {
+                CliError::runtime(message)
+            },
+        );
     }
     if !scan.failures.is_empty() {
         return Err(CliError::runtime(format!(
@@ -475,13 +486,9 @@ fn describe(r: &AutomationReport) -> String {
             super::printable(w)
         ));
     }
+    // An error is not repeated here: it goes to stderr, once.
     match (&r.error, &r.commit, &r.diff) {
-        (Some(e), _, _) => text.push_str(&format!(
-            "{}: failed: {}\n",
-            r.automation,
-            super::printable(e)
-        )),
-        (None, Some(commit), _) => text.push_str(&format!(
+        (_, Some(commit), _) => text.push_str(&format!(
             "{}: pushed {} to {} ({} change{})\n",
             r.automation,
             &commit[..commit.len().min(12)],
@@ -489,12 +496,13 @@ fn describe(r: &AutomationReport) -> String {
             r.changes.len(),
             if r.changes.len() == 1 { "" } else { "s" }
         )),
-        (None, None, Some(diff)) => text.push_str(&format!(
+        (_, None, Some(diff)) => text.push_str(&format!(
             "{}: would commit {} change(s) to {}:\n{diff}",
             r.automation,
             r.changes.len(),
             r.branch
         )),
+        (Some(_), None, None) => {}
         (None, None, None) => text.push_str(&format!("{}: up to date\n", r.automation)),
     }
     if let Some(sync) = &r.sync {

@@ -155,13 +155,31 @@ pub fn run(args: ScanArgs) -> Result<(), CliError> {
     std::io::stdout()
         .write_all(text.as_bytes())
         .map_err(|e| CliError::runtime(format!("writing to stdout: {e}")))?;
-    if report.failures.is_empty() {
+    // Each failure once on stderr, then the policies that select nothing
+    // though nothing failed: "nothing matched" is exit 1 too.
+    let mut errors: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+    errors.extend(
+        report
+            .policies
+            .iter()
+            .filter(|r| r.tag.is_none() && r.error.is_none())
+            .map(|r| match &r.waiting {
+                Some(w) => format!(
+                    "ImagePolicy {}: no tag is old enough for minimumAge yet ({} waits)",
+                    r.policy, w.tag
+                ),
+                None => format!(
+                    "ImagePolicy {}: no tag of {} fits the policy",
+                    r.policy, r.tags
+                ),
+            }),
+    );
+    let Some(last) = errors.pop() else {
         return Ok(());
+    };
+    for e in &errors {
+        eprintln!("error: {}", super::printable(e));
     }
-    for failure in &report.failures[..report.failures.len() - 1] {
-        eprintln!("error: {}", super::printable(&failure.to_string()));
-    }
-    let last = report.failures.last().cloned().unwrap_or_default();
     Err(CliError::runtime(last))
 }
 

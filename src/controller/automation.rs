@@ -33,6 +33,11 @@ pub async fn reconcile(
         result.is_ok(),
         started.elapsed().as_secs_f64(),
     );
+    if let Err(e) = &result {
+        context
+            .metrics
+            .reconcile_error("ImageUpdateAutomation", e.metric_label());
+    }
     result
 }
 
@@ -151,6 +156,9 @@ async fn update(
             .to_string()
     });
     if let Some(message) = errors_for(&errors, &object).or(transport) {
+        context
+            .metrics
+            .reconcile_error("ImageUpdateAutomation", "spec");
         let status = write(status, Outcome::stalled("InvalidSpec", message));
         patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
         return Ok(Action::await_change());
@@ -169,6 +177,7 @@ async fn update(
                 digest: latest.digest.clone(),
                 tags: 0,
                 waiting: None,
+                error: None,
             })
         })
         .collect();
@@ -253,9 +262,27 @@ async fn update(
         }
     }
     if let Some(error) = &ran.error {
-        let status = write(status, Outcome::retrying("UpdateFailed", error.clone()));
+        // A spec that cannot work waits for a new one (or a policy's new
+        // latest ref, which re-queues it) rather than backing off forever.
+        if error.class == pipeline::ErrorClass::Stalled {
+            context
+                .metrics
+                .reconcile_error("ImageUpdateAutomation", error.kind);
+            status.observed_policies = observed;
+            let status = write(
+                status,
+                Outcome::stalled("InvalidSpec", error.message.clone()),
+            );
+            patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+            context.forgive(key);
+            return Ok(Action::await_change());
+        }
+        let status = write(
+            status,
+            Outcome::retrying("UpdateFailed", error.message.clone()),
+        );
         patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
-        return Err(ReconcileError::Transient(error.clone()));
+        return Err(ReconcileError::Failed(error.clone()));
     }
     status.observed_policies = observed;
     status.next_window = ran.window.as_ref().and_then(|w| w.next_open.clone());

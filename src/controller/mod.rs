@@ -95,8 +95,22 @@ pub enum ControllerError {
 pub enum ReconcileError {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// A stage of the pipeline failed, with its kind.
+    #[error("{0}")]
+    Failed(crate::pipeline::ErrorReport),
     #[error("{0}")]
     Transient(String),
+}
+
+impl ReconcileError {
+    /// The `reason` label of `hoist_reconcile_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ReconcileError::Kube(_) => "kube_api",
+            ReconcileError::Failed(report) => report.kind,
+            ReconcileError::Transient(_) => "transient",
+        }
+    }
 }
 
 /// What every reconciler shares.
@@ -205,11 +219,18 @@ impl Context {
 
     /// Records a reconcile of `kind` for metrics; a success ends the
     /// object's backoff.
-    fn finished(&self, kind: &str, key: &str, started: std::time::Instant, ok: bool) {
+    fn finished(
+        &self,
+        kind: &str,
+        key: &str,
+        started: std::time::Instant,
+        error: Option<&ReconcileError>,
+    ) {
         self.metrics
-            .reconciled(kind, ok, started.elapsed().as_secs_f64());
-        if ok {
-            self.forgive(key);
+            .reconciled(kind, error.is_none(), started.elapsed().as_secs_f64());
+        match error {
+            None => self.forgive(key),
+            Some(e) => self.metrics.reconcile_error(kind, e.metric_label()),
         }
     }
 

@@ -27,7 +27,7 @@ pub async fn reconcile(
     let key = labelled(&*policy);
     let started = std::time::Instant::now();
     let result = select(&policy, &context).await;
-    context.finished("ImagePolicy", &key, started, result.is_ok());
+    context.finished("ImagePolicy", &key, started, result.as_ref().err());
     result
 }
 
@@ -110,6 +110,9 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
         return Ok(Action::await_change());
     };
     if let Err(message) = cross_namespace_access(policy, &repository, context).await? {
+        context
+            .metrics
+            .reconcile_error("ImagePolicy", "access_denied");
         let status = write(
             status,
             Outcome::stalled(
@@ -124,6 +127,7 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
     }
     let (objects, errors) = load(&[document(&repository), document(policy)]);
     if let Some(message) = errors_for(&errors, &object) {
+        context.metrics.reconcile_error("ImagePolicy", "spec");
         let status = write(status, Outcome::stalled("InvalidSpec", message));
         patch_status(&context.client, policy, current.as_ref(), &status).await?;
         return Ok(Action::await_change());
@@ -146,10 +150,10 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
     let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
         .await
         .map_err(|e| ReconcileError::Transient(e.to_string()))?;
-    if let Some(Err(message)) = report.repositories.first().map(|r| &r.outcome) {
+    if let Some(Err(e)) = report.repositories.first().map(|r| &r.outcome) {
         let status = write(
             status,
-            Outcome::waiting("DependencyNotReady", message.clone()),
+            Outcome::waiting("DependencyNotReady", e.to_string()),
         );
         patch_status(&context.client, policy, current.as_ref(), &status).await?;
         // After a restart the store is empty, and the repository's rescan
@@ -157,9 +161,12 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     if let Some(failure) = report.failures.first() {
-        let status = write(status, Outcome::retrying("DigestFailed", failure.clone()));
+        let status = write(
+            status,
+            Outcome::retrying("DigestFailed", failure.to_string()),
+        );
         patch_status(&context.client, policy, current.as_ref(), &status).await?;
-        return Err(ReconcileError::Transient(failure.clone()));
+        return Err(ReconcileError::Failed(failure.report()));
     }
     let latest = report.policies.first().and_then(|row| {
         Some(ImageRef {

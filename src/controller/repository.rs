@@ -21,7 +21,7 @@ pub async fn reconcile(
     let key = labelled(&*repository);
     let started = std::time::Instant::now();
     let result = scan(&repository, &context).await;
-    context.finished("ImageRepository", &key, started, result.is_ok());
+    context.finished("ImageRepository", &key, started, result.as_ref().err());
     result
 }
 
@@ -64,6 +64,7 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
     documents.extend(secrets);
     let (objects, errors) = load(&documents);
     if let Some(message) = errors_for(&errors, &object) {
+        context.metrics.reconcile_error("ImageRepository", "spec");
         finish(&mut status, &Outcome::stalled("InvalidSpec", message));
         patch_status(&context.client, repository, current.as_ref(), &status).await?;
         return Ok(Action::await_change());
@@ -134,13 +135,18 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
                 .max(Duration::from_secs(1));
             Ok(Action::requeue(next))
         }
-        Err(message) => {
-            finish(
-                &mut status,
-                &Outcome::retrying("ScanFailed", message.clone()),
-            );
+        Err(e) if e.class() == pipeline::ErrorClass::Stalled => {
+            context
+                .metrics
+                .reconcile_error("ImageRepository", e.metric_label());
+            finish(&mut status, &Outcome::stalled("InvalidSpec", e.to_string()));
             patch_status(&context.client, repository, current.as_ref(), &status).await?;
-            Err(ReconcileError::Transient(message.clone()))
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            finish(&mut status, &Outcome::retrying("ScanFailed", e.to_string()));
+            patch_status(&context.client, repository, current.as_ref(), &status).await?;
+            Err(ReconcileError::Failed(e.report()))
         }
     }
 }

@@ -70,7 +70,7 @@ impl ForgeRepo {
 
 impl ForgeRepo {
     /// `owner` and `name` of a GitHub or Gitea repository.
-    fn owner_name(&self) -> Result<(String, String), ForgeError> {
+    pub fn owner_name(&self) -> Result<(String, String), ForgeError> {
         self.path
             .split_once('/')
             .filter(|(_, n)| !n.contains('/'))

@@ -145,11 +145,18 @@ pub(super) fn automation(
         .message_template
         .as_deref()
         .filter(|t| !t.trim().is_empty())
-        && let Err(e) = crate::message::check_template(template)
+        && let Err(e) = crate::message::check_template(
+            "spec.git.commit.messageTemplate",
+            template,
+            crate::message::COMMIT_MESSAGE_LIMIT,
+        )
     {
         return Err(doc.invalid(
-            "spec.git.commit.messageTemplate",
-            format!("{e}; see the README for the values a template sees"),
+            &e.field,
+            format!(
+                "{}; see the README for the values a template sees",
+                e.message
+            ),
         ));
     }
     inside_repository(doc, "spec.update.path", &spec.update.path)?;
@@ -166,15 +173,45 @@ pub(super) fn automation(
                     format!("a pull request needs a branch of its own: name one other than the checkout branch {checkout:?}"),
                 ));
             }
-            for (field, template) in [("title", &pull.title), ("body", &pull.body)] {
+            for (field, template, limit) in [
+                (
+                    "spec.git.push.pullRequest.title",
+                    &pull.title,
+                    crate::message::TITLE_LIMIT,
+                ),
+                (
+                    "spec.git.push.pullRequest.body",
+                    &pull.body,
+                    crate::message::COMMIT_MESSAGE_LIMIT,
+                ),
+            ] {
                 if let Some(template) = template.as_deref().filter(|t| !t.trim().is_empty())
-                    && let Err(e) = crate::message::check_template(template)
+                    && let Err(e) = crate::message::check_template(field, template, limit)
                 {
                     return Err(doc.invalid(
-                        &format!("spec.git.push.pullRequest.{field}"),
-                        format!("{e}; see the README for the values a template sees"),
+                        &e.field,
+                        format!(
+                            "{}; see the README for the values a template sees",
+                            e.message
+                        ),
                     ));
                 }
+            }
+            // The forge is asked about the repository the URL names: one
+            // it cannot name is known now, not after the branch is pushed.
+            let named = match (
+                crate::forge::ForgeRepo::from_git_url(&spec.git.url),
+                pull.provider,
+            ) {
+                (Err(e), _) => Err(e.to_string()),
+                (Ok(_), crate::api::ForgeProvider::Gitlab) => Ok(()),
+                (Ok(r), _) => r.owner_name().map(|_| ()).map_err(|e| e.to_string()),
+            };
+            if let Err(why) = named {
+                return Err(doc.invalid(
+                    "spec.git.url",
+                    format!("{why}; a pull request needs the forge's owner/name (group/project on GitLab) in the URL, e.g. https://github.com/acme/fleet.git"),
+                ));
             }
         }
     }

@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
+use super::error::{AutomationError, ErrorReport};
 use super::scan::{ScanReport, object_key};
 use crate::api::{ImageRef, ImageUpdateAutomation, PullRequestSpec as PullRequestFields};
 use crate::forge::{self, Forge, ForgeRepo, Outcome, PullRequestRecord, PullRequestSpec};
@@ -48,10 +49,11 @@ pub struct AutomationReport {
     pub changes: Vec<Change>,
     /// Problems with single files or markers that did not stop the run.
     pub warnings: Vec<String>,
-    /// Why the automation failed. Nothing was pushed then, unless the
-    /// failure came after the push (the forge refused the pull request):
-    /// `commit` says.
-    pub error: Option<String>,
+    /// Why the automation failed, and whether retrying can help. Nothing
+    /// was pushed then, unless the failure came after the push (the forge
+    /// refused the pull request, a selected policy's repository could not
+    /// be scanned, the sync failed): `commit` says.
+    pub error: Option<ErrorReport>,
     /// The pull request hoist keeps for this automation, if it uses one,
     /// and what this run did to it.
     pub pull_request: Option<Outcome>,
@@ -140,7 +142,7 @@ pub fn run_automations(
             let closed = match window_gate(automation, options) {
                 Ok(gate) => gate,
                 Err(e) => {
-                    report.error = Some(e);
+                    report.error = Some(e.report());
                     return report;
                 }
             };
@@ -164,9 +166,11 @@ pub fn run_automations(
                 }
                 sync_branch(&context, &git, &mut report)
             });
-            if let Err(e) = published {
-                report.error = Some(e);
-            }
+            // What could be updated was; a policy left without a latest
+            // ref by a failed scan still means the automation is not up to
+            // date.
+            let failed = published.err().or_else(|| unscanned(&context, scan));
+            report.error = failed.map(|e| e.report());
             report
         })
         .collect()
@@ -236,12 +240,34 @@ impl Context<'_> {
     }
 }
 
+/// The selected policies left without a latest ref by a failed scan: what
+/// keeps the automation from being up to date.
+fn unscanned(context: &Context, scan: &ScanReport) -> Option<AutomationError> {
+    let selected = selected_policies(context);
+    let failures: Vec<ErrorReport> = scan
+        .policies
+        .iter()
+        .filter(|row| row.tag.is_none() && selected.contains(&row.policy))
+        .filter_map(|row| {
+            let e = row.error.as_ref()?;
+            Some(ErrorReport {
+                message: format!(
+                    "ImagePolicy {} has no latest tag: {}",
+                    row.policy, e.message
+                ),
+                ..e.clone()
+            })
+        })
+        .collect();
+    (!failures.is_empty()).then_some(AutomationError::Scan(failures))
+}
+
 /// `Some(window report)` when the automation has update windows and none
 /// is open at `options.now` (or now).
 fn window_gate(
     automation: &ImageUpdateAutomation,
     options: &RunOptions,
-) -> Result<Option<WindowReport>, String> {
+) -> Result<Option<WindowReport>, AutomationError> {
     if automation.spec.schedule.is_empty() {
         return Ok(None);
     }
@@ -251,7 +277,9 @@ fn window_gate(
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            crate::schedule::Window::parse(w).map_err(|e| format!("spec.schedule[{i}].{e}"))
+            crate::schedule::Window::parse(w).map_err(|e| {
+                AutomationError::spec(format!("spec.schedule[{i}].{}", e.field), e.message)
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let now = options.now.unwrap_or_else(jiff::Timestamp::now);
@@ -282,18 +310,23 @@ pub fn selects(automation: &ImageUpdateAutomation, policy: &crate::api::ImagePol
             .matches(policy.metadata.labels.as_ref().unwrap_or(&empty))
 }
 
-/// The latest refs of the policies the automation selects (those in its
-/// namespace that match `policySelector`), and the selected policies that
-/// have no latest ref (their repository failed to scan, or no tag fits).
-fn refs_for(context: &Context, scan: &ScanReport) -> (Refs, Vec<String>) {
-    let selected: Vec<String> = context
+/// `ns/name` of the policies the automation selects.
+fn selected_policies(context: &Context) -> Vec<String> {
+    context
         .objects
         .policies
         .iter()
         .map(|p| &p.object)
         .filter(|p| selects(context.automation, p))
         .map(|p| object_key(p.metadata.namespace.as_deref(), p.metadata.name.as_deref()))
-        .collect();
+        .collect()
+}
+
+/// The latest refs of the policies the automation selects (those in its
+/// namespace that match `policySelector`), and the selected policies that
+/// have no latest ref (their repository failed to scan, or no tag fits).
+fn refs_for(context: &Context, scan: &ScanReport) -> (Refs, Vec<String>) {
+    let selected = selected_policies(context);
     let refs: Refs = scan
         .policies
         .iter()
@@ -321,7 +354,11 @@ fn refs_for(context: &Context, scan: &ScanReport) -> (Refs, Vec<String>) {
 /// `spec.git.secretRef` names, when the files hold it (Flux's keys:
 /// `username`/`password`, `identity`/`known_hosts`); else the user's own
 /// credential helpers and ssh configuration, with a warning.
-fn git_for(context: &Context, git: &Git, report: &mut AutomationReport) -> Result<Git, String> {
+fn git_for(
+    context: &Context,
+    git: &Git,
+    report: &mut AutomationReport,
+) -> Result<Git, AutomationError> {
     let Some(reference) = &context.automation.spec.git.secret_ref else {
         return Ok(git.clone());
     };
@@ -352,13 +389,15 @@ fn git_for(context: &Context, git: &Git, report: &mut AutomationReport) -> Resul
             .get(..16)
             .unwrap_or("automation"),
     );
-    git.with_credentials(&credentials, &dir)
-        .map_err(|e| e.to_string())
+    Ok(git.with_credentials(&credentials, &dir)?)
 }
 
 /// The forge client for `spec.git.push.pullRequest`, with its token from
 /// the Secret `secretRef` names, else the provider's environment variable.
-fn forge_for(context: &Context, fields: &PullRequestFields) -> Result<Box<dyn Forge>, String> {
+fn forge_for(
+    context: &Context,
+    fields: &PullRequestFields,
+) -> Result<Box<dyn Forge>, AutomationError> {
     use crate::api::ForgeProvider;
     use crate::forge::{GitHub, GitLab, Gitea};
     let namespace = context.namespace();
@@ -368,20 +407,31 @@ fn forge_for(context: &Context, fields: &PullRequestFields) -> Result<Box<dyn Fo
         ForgeProvider::Gitea => "GITEA_TOKEN",
     };
     let token = match &fields.secret_ref {
-        Some(reference) => context.objects
+        Some(reference) => context
+            .objects
             .secret(namespace, &reference.name)
             .and_then(|s| s.data.get("token"))
             .map(|t| String::from_utf8_lossy(t).trim().to_string())
-            .ok_or_else(|| format!("spec.git.push.pullRequest.secretRef: Secret {namespace}/{} with key token is not in the files", reference.name))?,
-        None => std::env::var(variable).map_err(|_| format!("no forge token: set {variable} or spec.git.push.pullRequest.secretRef"))?,
+            .ok_or_else(|| AutomationError::Secret {
+                field: "spec.git.push.pullRequest.secretRef".into(),
+                message: format!(
+                    "Secret {namespace}/{} with key token is not in the files",
+                    reference.name
+                ),
+            })?,
+        None => std::env::var(variable).map_err(|_| AutomationError::Secret {
+            field: "spec.git.push.pullRequest.secretRef".into(),
+            message: format!(
+                "no forge token: set {variable} or spec.git.push.pullRequest.secretRef"
+            ),
+        })?,
     };
-    let repo =
-        ForgeRepo::from_git_url(&context.automation.spec.git.url).map_err(|e| e.to_string())?;
+    let repo = ForgeRepo::from_git_url(&context.automation.spec.git.url)?;
     let runtime = context
         .options
         .runtime
         .clone()
-        .ok_or("no runtime for forge calls")?;
+        .ok_or_else(|| AutomationError::Internal("no runtime for forge calls".into()))?;
     // `apiURL`, else the API root on the repository's own host: GitHub's
     // lives on api.github.com, an Enterprise server's under /api/v3.
     let api = |path: &str| {
@@ -391,15 +441,9 @@ fn forge_for(context: &Context, fields: &PullRequestFields) -> Result<Box<dyn Fo
         })
     };
     let forge: Box<dyn Forge> = match fields.provider {
-        ForgeProvider::Gitlab => Box::new(
-            GitLab::new(&api("/api/v4"), &repo, token, runtime).map_err(|e| e.to_string())?,
-        ),
-        ForgeProvider::Gitea => {
-            Box::new(Gitea::new(&api("/api/v1"), &repo, token, runtime).map_err(|e| e.to_string())?)
-        }
-        ForgeProvider::Github => Box::new(
-            GitHub::new(&api("/api/v3"), &repo, token, runtime).map_err(|e| e.to_string())?,
-        ),
+        ForgeProvider::Gitlab => Box::new(GitLab::new(&api("/api/v4"), &repo, token, runtime)?),
+        ForgeProvider::Gitea => Box::new(Gitea::new(&api("/api/v1"), &repo, token, runtime)?),
+        ForgeProvider::Github => Box::new(GitHub::new(&api("/api/v3"), &repo, token, runtime)?),
     };
     Ok(forge)
 }
@@ -415,7 +459,7 @@ fn pull_request(
     message: &str,
     pushed: bool,
     report: &mut AutomationReport,
-) -> Result<(), String> {
+) -> Result<(), AutomationError> {
     let Some(fields) = context.pull_request_fields() else {
         return Ok(());
     };
@@ -448,8 +492,7 @@ fn pull_request(
         labels: fields.labels.clone(),
     };
     let recorded = context.recorded_pull_request();
-    let (outcome, record) = forge::ensure(forge.as_ref(), &spec, recorded.as_ref(), pushed)
-        .map_err(|e| e.to_string())?;
+    let (outcome, record) = forge::ensure(forge.as_ref(), &spec, recorded.as_ref(), pushed)?;
     if recorded.as_ref() != Some(&record) {
         context.record_pull_request(Some(&record), report);
     }
@@ -468,24 +511,20 @@ fn retire_pull_request(
     checkout: &Checkout,
     author: &Signature,
     report: &mut AutomationReport,
-) -> Result<(), String> {
+) -> Result<(), AutomationError> {
     let Some(fields) = context.pull_request_fields() else {
         return Ok(());
     };
     let branch = report.branch.clone();
     let recorded = context.recorded_pull_request();
-    if git
-        .remote_head(checkout, &branch)
-        .map_err(|e| e.to_string())?
-        .is_none()
-    {
+    if git.remote_head(checkout, &branch)?.is_none() {
         // Merged and deleted (by the forge or a person): nothing to close.
         if recorded.is_some() {
             context.record_pull_request(None, report);
         }
         return Ok(());
     }
-    let tip = git.tip(checkout, &branch).map_err(|e| e.to_string())?;
+    let tip = git.tip(checkout, &branch)?;
     if !made_by_hoist(&tip, context.key, author) {
         report.warnings.push(format!(
             "{} already has every change, but branch {branch} has a commit hoist did not make ({}); hoist leaves the branch and its pull request alone",
@@ -506,17 +545,13 @@ fn retire_pull_request(
         context.checkout_branch(),
         recorded.as_ref(),
         &comment,
-    )
-    .map_err(|e| e.to_string())?;
-    match git
-        .delete_branch(checkout, &branch, &tip.id)
-        .map_err(|e| e.to_string())?
-    {
+    )?;
+    match git.delete_branch(checkout, &branch, &tip.id)? {
         Push::Pushed(_) => {}
         Push::Rejected(reason) => {
-            return Err(format!(
+            return Err(AutomationError::BranchMoved(format!(
                 "branch {branch} moved while hoist deleted it ({reason}); it was left as it is"
-            ));
+            )));
         }
     }
     context.record_pull_request(None, report);
@@ -553,24 +588,19 @@ fn owned_branch_lease(
     key: &str,
     commit: &str,
     author: &Signature,
-) -> Result<Lease, String> {
-    let Some(head) = git
-        .remote_head(checkout, branch)
-        .map_err(|e| e.to_string())?
-    else {
+) -> Result<Lease, AutomationError> {
+    let Some(head) = git.remote_head(checkout, branch)? else {
         return Ok(Lease::Expect(String::new()));
     };
-    let tip = git.tip(checkout, branch).map_err(|e| e.to_string())?;
+    let tip = git.tip(checkout, branch)?;
     if !made_by_hoist(&tip, key, author) {
-        return Err(format!(
+        return Err(AutomationError::ForeignCommit(format!(
             "branch {branch} has a commit hoist did not make ({} by {}); hoist stops updating it so that work is not lost — merge or delete the branch",
             short(&tip.id),
             tip.author
-        ));
+        )));
     }
-    let ours = git
-        .commit_info(checkout, commit)
-        .map_err(|e| e.to_string())?;
+    let ours = git.commit_info(checkout, commit)?;
     if tip.tree == ours.tree && tip.parent == ours.parent {
         return Ok(Lease::UpToDate);
     }
@@ -579,13 +609,18 @@ fn owned_branch_lease(
 
 /// A path from the spec (`field`) as a relative path that stays inside
 /// the repository.
-fn repository_path(field: &str, value: &str) -> Result<PathBuf, String> {
+fn repository_path(field: &str, value: &str) -> Result<PathBuf, AutomationError> {
     let mut clean = PathBuf::new();
     for component in Path::new(value).components() {
         match component {
             Component::Normal(part) => clean.push(part),
             Component::CurDir => {}
-            _ => return Err(format!("{field} {value:?} must stay inside the repository")),
+            _ => {
+                return Err(AutomationError::spec(
+                    field,
+                    format!("{value:?} must stay inside the repository"),
+                ));
+            }
         }
     }
     Ok(clean)
@@ -594,28 +629,32 @@ fn repository_path(field: &str, value: &str) -> Result<PathBuf, String> {
 /// `spec.sync`: apply the checkout branch as it is now on the remote —
 /// hoist's own commit right after it pushed one, the base branch when
 /// hoist proposes changes by pull request, anyone's commit otherwise.
-fn sync_branch(context: &Context, git: &Git, report: &mut AutomationReport) -> Result<(), String> {
+fn sync_branch(
+    context: &Context,
+    git: &Git,
+    report: &mut AutomationReport,
+) -> Result<(), AutomationError> {
     let (Some(spec), Some(access)) = (&context.automation.spec.sync, &context.options.cluster)
     else {
         return Ok(());
     };
-    let (client, impersonated) = access.client_for(
-        context.namespace(),
-        context.automation.spec.service_account_name.as_deref(),
-    )?;
+    let (client, impersonated) = access
+        .client_for(
+            context.namespace(),
+            context.automation.spec.service_account_name.as_deref(),
+        )
+        .map_err(AutomationError::Sync)?;
     let runtime = context
         .options
         .runtime
         .clone()
-        .ok_or("no runtime for the sync")?;
+        .ok_or_else(|| AutomationError::Internal("no runtime for the sync".into()))?;
     let relative = repository_path("spec.sync.path", &spec.path)?;
     let branch = Branch {
         url: context.automation.spec.git.url.clone(),
         name: context.checkout_branch().to_string(),
     };
-    let checkout = git
-        .checkout(&context.options.cache, &branch)
-        .map_err(|e| e.to_string())?;
+    let checkout = git.checkout(&context.options.cache, &branch)?;
     let root = checkout.dir.join(&relative);
     // A symbolic link must not lead the sync out of the repository.
     let inside = std::fs::canonicalize(&root)
@@ -623,35 +662,27 @@ fn sync_branch(context: &Context, git: &Git, report: &mut AutomationReport) -> R
         .zip(std::fs::canonicalize(&checkout.dir).ok())
         .is_some_and(|(r, c)| r.starts_with(&c) && !r.starts_with(c.join(".git")));
     if !inside {
-        return Err(format!(
-            "spec.sync.path {:?} is not a directory inside the repository",
-            spec.path
-        ));
+        return Err(AutomationError::Repository {
+            field: "spec.sync.path".into(),
+            message: format!("{:?} is not a directory inside the repository", spec.path),
+        });
     }
-    let source = crate::sync::source::read(&root).map_err(|errors| {
-        errors
-            .iter()
-            .map(|e| {
-                format!(
-                    "spec.sync.path: {}: {}",
-                    relative.join(&e.file).display(),
-                    e.message
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+    let source =
+        crate::sync::source::read(&root).map_err(|errors| AutomationError::Repository {
+            field: "spec.sync.path".into(),
+            message: errors
+                .iter()
+                .map(|e| format!("{}: {}", relative.join(&e.file).display(), e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?;
     let owner = crate::sync::Owner {
         namespace: context.namespace().to_string(),
         name: context.automation.metadata.name.clone().unwrap_or_default(),
     };
     // Without the inventory hoist could not prune what it applied: stop
     // rather than start a new, empty one.
-    let previous = context
-        .store
-        .sync_record(context.key)
-        .map_err(|e| format!("reading the sync inventory: {e}"))?
-        .unwrap_or_default();
+    let previous = context.store.sync_record(context.key)?.unwrap_or_default();
     let options = crate::sync::SyncOptions {
         prune: spec.prune,
         dry_run: false,
@@ -685,8 +716,14 @@ fn sync_branch(context: &Context, git: &Git, report: &mut AutomationReport) -> R
         report: synced,
     });
     match (error, impersonated) {
-        (Some(e), Some(user)) => Err(format!("sync of {} as {user}: {e}", relative.display())),
-        (Some(e), None) => Err(format!("sync of {}: {e}", relative.display())),
+        (Some(e), Some(user)) => Err(AutomationError::Sync(format!(
+            "sync of {} as {user}: {e}",
+            relative.display()
+        ))),
+        (Some(e), None) => Err(AutomationError::Sync(format!(
+            "sync of {}: {e}",
+            relative.display()
+        ))),
         (None, _) => Ok(()),
     }
 }
@@ -696,7 +733,7 @@ fn run_one(
     scan: &ScanReport,
     git: &Git,
     report: &mut AutomationReport,
-) -> Result<(), String> {
+) -> Result<(), AutomationError> {
     let automation = context.automation;
     let (key, options) = (context.key, context.options);
     let checkout_branch = context.checkout_branch();
@@ -714,9 +751,7 @@ fn run_one(
     let base_warnings = report.warnings.clone();
     for _ in 0..options.push_attempts.max(1) {
         let started = std::time::Instant::now();
-        let checkout = git
-            .checkout(&options.cache, &branch)
-            .map_err(|e| e.to_string())?;
+        let checkout = git.checkout(&options.cache, &branch)?;
         report.timings.checkout_ms += elapsed_ms(started);
         let root = checkout.dir.join(&relative);
         // A symlink in the repository must not lead the rewrite out of it.
@@ -725,20 +760,25 @@ fn run_one(
             .zip(std::fs::canonicalize(&checkout.dir).ok())
             .is_some_and(|(r, c)| r.starts_with(&c) && !r.starts_with(c.join(".git")));
         if root.exists() && !inside {
-            return Err(format!(
-                "spec.update.path {:?} leads out of the repository",
-                automation.spec.update.path
-            ));
+            return Err(AutomationError::Repository {
+                field: "spec.update.path".into(),
+                message: format!(
+                    "{:?} leads out of the repository",
+                    automation.spec.update.path
+                ),
+            });
         }
         if !root.is_dir() {
-            return Err(format!(
-                "spec.update.path {:?} is not a directory in {}",
-                automation.spec.update.path, branch.name
-            ));
+            return Err(AutomationError::Repository {
+                field: "spec.update.path".into(),
+                message: format!(
+                    "{:?} is not a directory in {}",
+                    automation.spec.update.path, branch.name
+                ),
+            });
         }
         let started = std::time::Instant::now();
-        let rewritten =
-            rewrite_tree(&root, &refs, options.dry_run, None).map_err(|e| e.to_string())?;
+        let rewritten = rewrite_tree(&root, &refs, options.dry_run, None)?;
         report.timings.rewrite_ms += elapsed_ms(started);
         report.warnings = base_warnings.clone();
         report.warnings.extend(rewritten.problems.iter().map(|p| {
@@ -799,9 +839,7 @@ fn run_one(
             _ => message::default_message(key, &changeset),
         };
         let started = std::time::Instant::now();
-        let committed = git
-            .commit(&checkout, &author, &message)
-            .map_err(|e| e.to_string())?;
+        let committed = git.commit(&checkout, &author, &message)?;
         report.timings.commit_ms += elapsed_ms(started);
         let Some(commit) = committed else {
             return Ok(());
@@ -820,9 +858,7 @@ fn run_one(
             checkout.base.clone()
         };
         let started = std::time::Instant::now();
-        let pushed = git
-            .push(&checkout, &report.branch, &expected)
-            .map_err(|e| e.to_string())?;
+        let pushed = git.push(&checkout, &report.branch, &expected)?;
         report.timings.push_ms += elapsed_ms(started);
         match pushed {
             Push::Pushed(pushed) => {
@@ -839,8 +875,8 @@ fn run_one(
             }
         }
     }
-    Err(format!(
+    Err(AutomationError::BranchMoved(format!(
         "branch {} kept moving during {} attempts; nothing was overwritten, the next run tries again",
         report.branch, options.push_attempts
-    ))
+    )))
 }

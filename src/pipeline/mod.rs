@@ -2,7 +2,9 @@
 //! the store as cache) → select (policy) → rewrite → publish (git).
 
 mod automation;
+mod error;
 mod scan;
 
 pub use automation::{AutomationReport, RunOptions, Timings, run_automations, selects};
+pub use error::{AutomationError, ErrorClass, ErrorReport, ScanError};
 pub use scan::*;

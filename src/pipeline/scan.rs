@@ -14,10 +14,12 @@ use crate::load::ObjectSet;
 use crate::model::Tag;
 use crate::policy::CompiledPolicy;
 use crate::registry::{
-    Credential, DEFAULT_MAX_TAGS, DockerConfig, ExclusionError, Exclusions, ImageName,
-    RegistryError, ScanTarget, TagSource, TlsConfig,
+    Credential, DEFAULT_MAX_TAGS, DockerConfig, ExclusionError, Exclusions, ImageName, ScanTarget,
+    TagSource, TlsConfig,
 };
 use crate::store::{self, DigestRecord, ScanRecord, Store, StoreError};
+
+use super::error::{ErrorReport, ScanError};
 
 /// Scan an ImageRepository this often when its spec does not say.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
@@ -70,7 +72,7 @@ pub struct RepositoryScan {
     /// `ns/name` of the ImageRepository.
     pub repository: String,
     pub image: String,
-    pub outcome: Result<ScanSummary, String>,
+    pub outcome: Result<ScanSummary, ScanError>,
     /// True when the tags came from the store because the interval had not
     /// passed (or the repository is suspended).
     pub cached: bool,
@@ -104,7 +106,7 @@ impl From<&ScanRecord> for ScanSummary {
 struct Scanned {
     repository: String,
     image: String,
-    outcome: Result<ScanRecord, String>,
+    outcome: Result<ScanRecord, ScanError>,
     cached: bool,
 }
 
@@ -129,6 +131,10 @@ pub struct PolicyRef {
     /// With `minimumAge`: the tag that would be latest but is too new.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<crate::policy::Waiting>,
+    /// Why there is no tag: the repository could not be scanned, or the
+    /// digest could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReport>,
 }
 
 /// Everything a scan run found.
@@ -136,9 +142,9 @@ pub struct PolicyRef {
 pub struct ScanReport {
     pub repositories: Vec<RepositoryScan>,
     pub policies: Vec<PolicyRef>,
-    /// One line per failure: a repository that could not be scanned, a
-    /// policy whose digest could not be read.
-    pub failures: Vec<String>,
+    /// Each failure: a repository that could not be scanned, a policy
+    /// whose digest could not be read.
+    pub failures: Vec<ScanError>,
 }
 
 /// Why a scan run could not start or finish at all.
@@ -264,7 +270,7 @@ fn access(
     repository: &ImageRepository,
     objects: &ObjectSet,
     fallback: &Arc<DockerConfig>,
-) -> Result<Access, String> {
+) -> Result<Access, ScanError> {
     let key = object_key(
         repository.metadata.namespace.as_deref(),
         repository.metadata.name.as_deref(),
@@ -286,13 +292,20 @@ fn access(
                     .data
                     .get(".dockerconfigjson")
                     .or_else(|| secret.data.get("config.json"))
-                    .ok_or_else(|| {
-                        format!("ImageRepository {key}: spec.secretRef: Secret {namespace}/{name} has no .dockerconfigjson key")
+                    .ok_or_else(|| ScanError::Credentials {
+                        repository: key.clone(),
+                        message: format!(
+                            "spec.secretRef: Secret {namespace}/{name} has no .dockerconfigjson key"
+                        ),
                     })?;
                 let text = String::from_utf8_lossy(json);
                 let origin = std::path::PathBuf::from(format!("Secret {namespace}/{name}"));
-                let config = DockerConfig::parse_secret(&text, &origin)
-                    .map_err(|e| format!("ImageRepository {key}: spec.secretRef: {e}"))?;
+                let config = DockerConfig::parse_secret(&text, &origin).map_err(|e| {
+                    ScanError::Credentials {
+                        repository: key.clone(),
+                        message: format!("spec.secretRef: {e}"),
+                    }
+                })?;
                 access.credentials = Arc::new(config);
             }
             None => tracing::warn!(
@@ -327,15 +340,23 @@ fn access(
 /// What to ask the registry for one repository; the credential is looked
 /// up by the caller, once per scan.
 fn target(
+    key: &str,
     repository: &ImageRepository,
     access: &Access,
     credential: Option<Credential>,
-) -> Result<ScanTarget, String> {
+) -> Result<ScanTarget, ScanError> {
     let spec = &repository.spec;
-    let image = ImageName::parse(&spec.image).map_err(|e| e.to_string())?;
+    let invalid = |field: &str, message: String| ScanError::Spec {
+        object: format!("ImageRepository {key}"),
+        field: field.to_string(),
+        message,
+    };
+    let image = ImageName::parse(&spec.image).map_err(|e| invalid("spec.image", e.to_string()))?;
     let interval = interval(repository);
     let timeout = match &spec.timeout {
-        Some(t) => t.parse().map_err(|e| e.to_string())?,
+        Some(t) => t
+            .parse()
+            .map_err(|e: crate::api::DurationError| invalid("spec.timeout", e.to_string()))?,
         None => interval.min(DEFAULT_TIMEOUT),
     };
     Ok(ScanTarget {
@@ -345,7 +366,7 @@ fn target(
         tls: access.tls.clone(),
         credential,
         max_tags: match spec.max_tags {
-            Some(0) => return Err("spec.maxTags must be at least 1".to_string()),
+            Some(0) => return Err(invalid("spec.maxTags", "must be at least 1".to_string())),
             Some(n) => n as usize,
             None => DEFAULT_MAX_TAGS,
         },
@@ -425,11 +446,10 @@ pub async fn scan(
     // selection moved next to each scan.
     selected.sort_by_key(|s| s.index);
     for s in selected {
-        match s.row {
-            Ok(Some(row)) => report.policies.push(row),
-            Ok(None) => {}
-            Err(e) => report.failures.push(e),
+        if let Some(e) = s.failure {
+            report.failures.push(e);
         }
+        report.policies.push(s.row);
     }
     run.write_unwritten()?;
     store.flush()?;
@@ -440,10 +460,13 @@ pub async fn scan(
 /// commit per repository was a quarter of a cold scan's CPU.
 const SCAN_BATCH: usize = 64;
 
-/// One policy's selection, by its index among the loaded policies.
+/// One policy's selection, by its index among the loaded policies; a row
+/// without a tag, and why, when it could not select.
 struct Selected {
     index: usize,
-    row: Result<Option<PolicyRef>, String>,
+    row: PolicyRef,
+    /// A failure of this policy's own (its digest), not its repository's.
+    failure: Option<ScanError>,
 }
 
 /// One scan run: what it reads and writes.
@@ -532,22 +555,29 @@ impl<S: TagSource> ScanRun<'_, S> {
     /// The repository's scan target with its credential, looked up once
     /// per run (a credential helper is a process) and bounded by the
     /// repository's timeout.
-    async fn target(&self, repository: &ImageRepository, key: &str) -> Result<ScanTarget, String> {
+    async fn target(
+        &self,
+        repository: &ImageRepository,
+        key: &str,
+    ) -> Result<ScanTarget, ScanError> {
         if let Some(target) = self.targets.lock().ok().and_then(|t| t.get(key).cloned()) {
             return Ok(target);
         }
         let access = access(repository, self.objects, &self.options.credentials)?;
-        let mut target = target(repository, &access, None)
-            .map_err(|e| format!("ImageRepository {key}: spec.image: {e}"))?;
+        let mut target = target(key, repository, &access, None)?;
         let lookup = access.credentials.lookup(&target.image.registry);
+        let credentials = |message: String| ScanError::Credentials {
+            repository: key.to_string(),
+            message,
+        };
         target.credential = match tokio::time::timeout(target.timeout, lookup).await {
             Ok(Ok(credential)) => credential,
-            Ok(Err(e)) => return Err(format!("ImageRepository {key}: {e}")),
+            Ok(Err(e)) => return Err(credentials(e.to_string())),
             Err(_) => {
-                return Err(format!(
-                    "ImageRepository {key}: looking up credentials for {} took longer than the timeout",
+                return Err(credentials(format!(
+                    "looking up credentials for {} took longer than the timeout",
                     target.image.registry
-                ));
+                )));
             }
         };
         if let Ok(mut targets) = self.targets.lock() {
@@ -576,8 +606,15 @@ impl<S: TagSource> ScanRun<'_, S> {
                 tracing::info!(policy = %key, "suspended; not selecting");
                 continue;
             }
-            let row = self.select(&key, policy, repository, &scanned).await;
-            selected.push(Selected { index, row });
+            let (row, failure) = match self.select(&key, policy, repository, &scanned).await {
+                Ok(row) => (row, None),
+                Err(e) => (self.unselected(&key, repository, &scanned, &e), Some(e)),
+            };
+            selected.push(Selected {
+                index,
+                row,
+                failure,
+            });
         }
         let summary = RepositoryScan {
             outcome: scanned
@@ -601,10 +638,10 @@ impl<S: TagSource> ScanRun<'_, S> {
             repository.metadata.namespace.as_deref(),
             repository.metadata.name.as_deref(),
         );
-        let failed = |image: String, message: String| Scanned {
+        let failed = |image: String, error: ScanError| Scanned {
             repository: key.clone(),
             image,
-            outcome: Err(message),
+            outcome: Err(error),
             cached: false,
         };
         let image = match ImageName::parse(&repository.spec.image) {
@@ -612,7 +649,11 @@ impl<S: TagSource> ScanRun<'_, S> {
             Err(e) => {
                 return Ok(failed(
                     repository.spec.image.clone(),
-                    format!("ImageRepository {key}: spec.image: {e}"),
+                    ScanError::Spec {
+                        object: format!("ImageRepository {key}"),
+                        field: "spec.image".into(),
+                        message: e.to_string(),
+                    },
                 ));
             }
         };
@@ -647,13 +688,19 @@ impl<S: TagSource> ScanRun<'_, S> {
         if repository.spec.suspend {
             return Ok(failed(
                 image,
-                format!("ImageRepository {key} is suspended and has never been scanned"),
+                ScanError::NotScanned {
+                    repository: key.clone(),
+                    why: "is suspended and has never been scanned",
+                },
             ));
         }
         if self.options.tags == TagFreshness::Stored {
             return Ok(failed(
                 image,
-                format!("ImageRepository {key} has not been scanned yet"),
+                ScanError::NotScanned {
+                    repository: key.clone(),
+                    why: "has not been scanned yet",
+                },
             ));
         }
         let target = match self.target(repository, &key).await {
@@ -684,28 +731,55 @@ impl<S: TagSource> ScanRun<'_, S> {
             }
             Err(e) => Ok(failed(
                 image,
-                format!("ImageRepository {key}: {}", describe(&e)),
+                ScanError::registry(format!("ImageRepository {key}"), &e),
             )),
         }
     }
 
-    /// The policy's row, or None when its repository has no tags to offer
-    /// (its failure is reported already).
+    /// The row of a policy that could not select: no tag, and why.
+    fn unselected(
+        &self,
+        key: &str,
+        repository: &ImageRepository,
+        scanned: &Scanned,
+        error: &ScanError,
+    ) -> PolicyRef {
+        PolicyRef {
+            policy: key.to_string(),
+            repository: scanned.repository.clone(),
+            image: scanned.image.clone(),
+            name: repository.spec.image.clone(),
+            tag: None,
+            digest: None,
+            tags: 0,
+            waiting: None,
+            error: Some(error.report()),
+        }
+    }
+
+    /// The policy's row. When its repository has no tags to offer, the
+    /// repository's failure (reported once, for the repository).
     async fn select(
         &self,
         key: &str,
         policy: &ImagePolicy,
         repository: &ImageRepository,
         scanned: &Scanned,
-    ) -> Result<Option<PolicyRef>, String> {
-        let Ok(record) = &scanned.outcome else {
-            return Ok(None);
+    ) -> Result<PolicyRef, ScanError> {
+        let record = match &scanned.outcome {
+            Ok(record) => record,
+            Err(e) => return Ok(self.unselected(key, repository, scanned, e)),
         };
-        let compiled = CompiledPolicy::compile(&policy.spec)
-            .map_err(|e| format!("ImagePolicy {key}: spec.{}: {e}", e.field()))?;
-        let exclusions = self
-            .exclusions(repository)
-            .map_err(|e| format!("ImageRepository {}: spec.{e}", scanned.repository))?;
+        let compiled = CompiledPolicy::compile(&policy.spec).map_err(|e| ScanError::Spec {
+            object: format!("ImagePolicy {key}"),
+            field: format!("spec.{}", e.field()),
+            message: e.to_string(),
+        })?;
+        let exclusions = self.exclusions(repository).map_err(|e| ScanError::Spec {
+            object: format!("ImageRepository {}", scanned.repository),
+            field: "spec.exclusionList".into(),
+            message: e.reason().to_string(),
+        })?;
         let tags: Vec<&Tag> = record
             .tags
             .iter()
@@ -748,7 +822,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             }
             _ => None,
         };
-        Ok(Some(PolicyRef {
+        Ok(PolicyRef {
             policy: key.to_string(),
             repository: scanned.repository.clone(),
             image: scanned.image.clone(),
@@ -757,7 +831,8 @@ impl<S: TagSource> ScanRun<'_, S> {
             digest,
             tags: tags.len(),
             waiting,
-        }))
+            error: None,
+        })
     }
 
     /// The digest of `image:tag`: from the store when it is younger than
@@ -769,11 +844,8 @@ impl<S: TagSource> ScanRun<'_, S> {
         image: &str,
         tag: &Tag,
         max_age: u64,
-    ) -> Result<String, String> {
-        let stored = self
-            .store
-            .digest(image, tag.as_str())
-            .map_err(|e| e.to_string())?;
+    ) -> Result<String, ScanError> {
+        let stored = self.store.digest(image, tag.as_str())?;
         if let Some(record) = stored.filter(|r| {
             self.options.tags != TagFreshness::Refresh
                 && r.checked_at.saturating_add(max_age) > store::now()
@@ -784,31 +856,18 @@ impl<S: TagSource> ScanRun<'_, S> {
             repository.metadata.namespace.as_deref(),
             repository.metadata.name.as_deref(),
         );
-        let target = self
-            .target(repository, &repository_key)
-            .await
-            .map_err(|e| format!("ImagePolicy {key}: {e}"))?;
+        let target = self.target(repository, &repository_key).await?;
         let digest = self
             .source
             .digest(&target, tag.as_str())
             .await
-            .map_err(|e| format!("ImagePolicy {key}: digest of {tag}: {}", describe(&e)))?;
+            .map_err(|e| ScanError::registry(format!("ImagePolicy {key}: digest of {tag}"), &e))?;
         let record = DigestRecord {
             digest: digest.clone(),
             checked_at: store::now(),
         };
-        self.store
-            .put_digest(image, tag.as_str(), &record)
-            .map_err(|e| e.to_string())?;
+        self.store.put_digest(image, tag.as_str(), &record)?;
         Ok(digest)
-    }
-}
-
-/// A registry error with what to do about it.
-fn describe(e: &RegistryError) -> String {
-    match e.hint() {
-        Some(hint) => format!("{e}; {hint}"),
-        None => e.to_string(),
     }
 }
 
@@ -817,6 +876,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::registry::RegistryError;
 
     /// Tags `1.0.0` and `1.N.0` for `team/appN`, counting the listings.
     #[derive(Default)]

@@ -14,6 +14,13 @@ pub struct Exclusions {
 #[error("exclusionList: {0}")]
 pub struct ExclusionError(String);
 
+impl ExclusionError {
+    /// Why the list does not compile, without the field name.
+    pub fn reason(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Exclusions {
     /// The repository's list, or the default (`^.*\.sig$`) when it has none.
     pub fn of(spec: &ImageRepositorySpec) -> Result<Self, ExclusionError> {

@@ -429,6 +429,19 @@ fn invalid_automations_exit_2_before_any_git() {
             ),
             "spec.git.push.pullRequest.title",
         ),
+        // Past the forges' 255 bytes whatever the changes.
+        (
+            automation(
+                "    push:\n      branch: hoist\n      pullRequest: {provider: github, title: \"{{ 'x' * 300 }}\"}\n",
+                "",
+            ),
+            "spec.git.push.pullRequest.title",
+        ),
+        // No owner/name for the forge to be asked about.
+        (
+            automation(&format!("    push:\n      branch: hoist\n{pull}"), ""),
+            "spec.git.url",
+        ),
         (
             automation(
                 "    push:\n      branch: hoist\n      pullRequest: {provider: github, body: '{% for %}'}\n",

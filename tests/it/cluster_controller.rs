@@ -1077,3 +1077,77 @@ fn spec_sync_as_the_controller_itself_may_change_nothing() {
     assert!(cluster.get("deployment", ns, "app").is_none());
     assert_eq!(controller.stop(), Some(0));
 }
+
+/// A spec that only fails on the real changes (a pull request title past
+/// the forges' 255 bytes once the real namespace is in it; the sample a
+/// load checks with is shorter) is Stalled, as a spec error found at load
+/// time is: the reconcile returns no error, so nothing retries it with
+/// backoff until the spec or a policy changes.
+#[test]
+fn a_spec_that_fails_only_on_the_real_changes_stalls_and_is_not_retried() {
+    use crate::support::controller::metric_sum;
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(fleet) = Fleet::start(cluster, "stalled") else {
+        return;
+    };
+    let ns = fleet.ns.as_str();
+    // Served as acme/fleet.git, so that the URL names a forge repository.
+    let served = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(served.path().join("acme")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&fleet.remote.path, served.path().join("acme/fleet.git"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = crate::support::git::GitHttp::anonymous(served.path());
+    let url = format!("http://{}/acme/fleet.git", http.server.addr);
+    cluster.apply(
+        &json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "forge", "namespace": ns},
+            "stringData": {"token": "forge-token-of-the-test"}})
+        .to_string(),
+    );
+    let mut automation = automation(ns, &url, false);
+    automation["spec"]["git"]["push"] = json!({"branch": "hoist/fleet",
+        "pullRequest": {"provider": "github", "apiURL": "http://127.0.0.1:1/api/v3",
+            "secretRef": {"name": "forge"},
+            "title": "{{ automation.namespace * 30 }}"}});
+    cluster.apply(&automation.to_string());
+    let controller = Running::start(&fleet.kubeconfig, &["--namespace", ns]);
+    let stalled = wait_for("the Stalled condition", || {
+        condition(
+            &get(cluster, "imageupdateautomations", ns, "fleet")?,
+            "Stalled",
+        )
+    });
+    assert_eq!(
+        (stalled.0.as_str(), stalled.1.as_str()),
+        ("True", "InvalidSpec"),
+        "{stalled:?}"
+    );
+    assert!(
+        stalled
+            .2
+            .contains("spec.git.push.pullRequest.title: rendered text exceeds 255 bytes"),
+        "{stalled:?}"
+    );
+    let object = get(cluster, "imageupdateautomations", ns, "fleet").unwrap_or_default();
+    assert!(condition(&object, "Reconciling").is_none(), "{object}");
+    let (_, metrics) = controller.get("/metrics");
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "hoist_reconcile_errors_total{kind=\"ImageUpdateAutomation\",reason=\"template\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    // No failed reconcile: nothing for kube-runtime to retry.
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "hoist_reconciles_total{kind=\"ImageUpdateAutomation\",result=\"error\"}"
+        ),
+        0.0,
+        "{metrics}"
+    );
+}

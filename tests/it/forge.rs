@@ -543,7 +543,9 @@ stringData: {{token: ghp_t0ken}}
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     let report: serde_json::Value =
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
-    let error = report[0]["error"].as_str().unwrap_or_default();
+    let error = report[0]["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{report}"));
     assert!(
         error.contains(r"HTTP 422: Validation Failed: \x1b[31m\nerror: forged: request had Authorization: Bearer ***"),
         "{error}"

@@ -189,10 +189,59 @@ fn a_failing_automation_is_reported_and_pushes_nothing() {
     let (dir, docker) = workspace(&[("objects.yaml", &text)]);
     let run = run_once(&dir, &docker, "objects.yaml", "state", &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
+    // The error once, on stderr; stdout claims nothing.
     assert!(
-        run.stdout.contains("default/fleet: failed: git clone:"),
+        run.stderr
+            .contains("error: ImageUpdateAutomation default/fleet: git clone:"),
         "{}",
-        run.stdout
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("git clone:").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("default/fleet"), "{}", run.stdout);
+}
+
+#[test]
+fn a_registry_that_is_down_is_the_automations_error_not_up_to_date() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&closed, "1.0.0"))]);
+    let (dir, docker) = workspace(&[("objects.yaml", &objects(&closed, &remote.url()))]);
+    let before = remote.head("main");
+    let json = run_once(&dir, &docker, "objects.yaml", "state", &["-o", "json"]);
+    assert_eq!(json.code, 1, "{}", json.stderr);
+    let reports: serde_json::Value = serde_json::from_str(&json.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", json.stdout, json.stderr));
+    let error = &reports[0]["error"];
+    assert_eq!(error["kind"], "scan", "{reports}");
+    assert_eq!(error["class"], "retry", "{reports}");
+    let message = error["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reports}"));
+    assert!(
+        message.starts_with(
+            "ImagePolicy default/app has no latest tag: ImageRepository default/app: "
+        ),
+        "{message}"
+    );
+    assert!(reports[0]["commit"].is_null(), "{reports}");
+    assert_eq!(remote.head("main"), before);
+    // In text: not "up to date", and the registry's failure once, on stderr.
+    let text = run_once(&dir, &docker, "objects.yaml", "state", &[]);
+    assert_eq!(text.code, 1, "{}", text.stderr);
+    assert!(!text.stdout.contains("up to date"), "{}", text.stdout);
+    assert_eq!(
+        text.stderr.matches("ImageRepository default/app:").count(),
+        1,
+        "{}",
+        text.stderr
     );
 }
 
@@ -247,9 +296,9 @@ fn a_push_branch_of_its_own_is_rebuilt_and_never_taken_from_others() {
     let fourth = run();
     assert_eq!(fourth.code, 1, "{}", fourth.stdout);
     assert!(
-        fourth.stdout.contains("has a commit hoist did not make"),
+        fourth.stderr.contains("has a commit hoist did not make"),
         "{}",
-        fourth.stdout
+        fourth.stderr
     );
     assert_eq!(remote.head("hoist/fleet"), theirs);
 }
@@ -286,9 +335,11 @@ fn https_credentials_come_from_a_secret_in_the_files() {
     let wrong = run_once(&dir, &docker, "wrong.yaml", "state-wrong", &[]);
     assert_eq!(wrong.code, 1, "{}{}", wrong.stdout, wrong.stderr);
     assert!(
-        wrong.stdout.contains("default/other: failed: git clone:"),
+        wrong
+            .stderr
+            .contains("ImageUpdateAutomation default/other: git clone:"),
         "{}",
-        wrong.stdout
+        wrong.stderr
     );
     assert!(
         !wrong.stdout.contains("n0t-the-pa55") && !wrong.stderr.contains("n0t-the-pa55"),
@@ -365,9 +416,9 @@ fn ssh_with_an_identity_and_verified_host_keys() {
     let spoofed = run_once(&dir, &docker, "spoofed.yaml", "state-spoofed", &[]);
     assert_eq!(spoofed.code, 1, "{}{}", spoofed.stdout, spoofed.stderr);
     assert!(
-        spoofed.stdout.contains("Host key verification failed"),
+        spoofed.stderr.contains("Host key verification failed"),
         "{}",
-        spoofed.stdout
+        spoofed.stderr
     );
     assert_eq!(remote.head("main"), before);
     let run = run_once(&dir, &docker, "ok.yaml", "state", &[]);
@@ -522,11 +573,11 @@ fn git_variables_of_the_caller_never_redirect_hoist_and_refusals_are_errors() {
     );
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.contains("pre-receive hook declined"),
+        run.stderr.contains("pre-receive hook declined"),
         "{}",
-        run.stdout
+        run.stderr
     );
-    assert!(!run.stdout.contains("kept moving"), "{}", run.stdout);
+    assert!(!run.stderr.contains("kept moving"), "{}", run.stderr);
     assert_eq!(
         crate::support::git::git(&mine, &["rev-parse", "HEAD"]),
         mine_head
@@ -705,10 +756,10 @@ fn github_enterprise_pull_request_lifecycle_and_its_api_calls() {
     let bad = run_once(&dir, &docker, "bad-token.yaml", "state-bad", &[]);
     assert_eq!(bad.code, 1, "{}", bad.stdout);
     assert!(
-        bad.stdout
+        bad.stderr
             .contains("HTTP 401: Bad credentials; the token is missing or invalid"),
         "{}",
-        bad.stdout
+        bad.stderr
     );
     assert!(!bad.stdout.contains("ghp_wr0ng") && !bad.stderr.contains("ghp_wr0ng"));
     assert!(

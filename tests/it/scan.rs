@@ -341,11 +341,17 @@ fn a_hung_registry_times_out() {
 
 #[test]
 fn odd_answers_give_clear_results() {
-    // `tags: null` is an empty list: no tag, no failure.
+    // `tags: null` is an empty list: no tag, no failure of the registry's
+    // (exit 1 for nothing matched).
     let server =
         FakeServer::start(|_, _| Reply::json(200, r#"{"name": "team/app", "tags": null}"#));
     let run = scan(fake_objects(&server, "").path(), &[], &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no tag of 0 fits the policy"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         (json(&run)[0]["tags"].clone(), json(&run)[0]["tag"].clone()),
         (serde_json::json!(0), serde_json::Value::Null)
@@ -647,10 +653,45 @@ fn one_failing_repository_does_not_stop_the_others() {
     let run = scan(dir.path(), &[], &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let rows = json(&run);
-    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
     assert_eq!(rows[0]["policy"], "default/app");
+    assert_eq!(rows[0]["tag"], "3.1.0");
+    assert!(rows[0].get("error").is_none(), "{rows}");
+    // The policy of the failed repository is there, with no tag and why.
+    assert_eq!(rows[1]["policy"], "default/gone");
+    assert!(rows[1]["tag"].is_null(), "{rows}");
+    assert_eq!(rows[1]["error"]["kind"], "registry_not_found", "{rows}");
+    assert_eq!(rows[1]["error"]["class"], "retry", "{rows}");
+    let message = rows[1]["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{rows}"));
     assert!(
-        run.stderr.contains("ImageRepository default/gone") && run.stderr.contains("NAME_UNKNOWN"),
+        message.starts_with("ImageRepository default/gone: ") && message.contains("NAME_UNKNOWN"),
+        "{message}"
+    );
+    // Printed once, on stderr.
+    assert_eq!(
+        run.stderr.matches("NAME_UNKNOWN").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_policy_that_selects_no_tag_is_exit_1_and_says_so() {
+    let registry = FakeServer::start(|_, _| Reply::json(200, &tags_page(&["3.1.0", "3.2.0"])));
+    let objects =
+        repository(&format!("{}/team/app", registry.addr), "") + &policy("app", "^1", "Never");
+    let dir = files(&[("objects.yaml", &objects)]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let rows = json(&run);
+    assert!(rows[0]["tag"].is_null(), "{rows}");
+    assert!(rows[0].get("error").is_none(), "{rows}");
+    assert_eq!(
+        run.stderr.trim(),
+        "error: ImagePolicy default/app: no tag of 2 fits the policy",
         "{}",
         run.stderr
     );
