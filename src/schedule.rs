@@ -12,6 +12,14 @@
 //! `30 2 * * *` window does not open on the spring-forward day; cronie
 //! would run such a job right after the jump) and times that happen twice
 //! match twice.
+//!
+//! Why not a cron crate: the ones on crates.io (cron, croner, saffron)
+//! each bring chrono as a second time library beside jiff, and
+//! none lets the DST rule above be chosen: they either skip or shift
+//! nonexistent times the way their authors picked. Parsing five fields
+//! into bit sets is a page of code with table tests; the time-zone
+//! arithmetic, the hard part, is jiff's. The same reasoning keeps git and
+//! semver in house where the crates did not fit.
 
 use std::time::Duration;
 
@@ -58,6 +66,37 @@ pub struct ScheduleError {
     pub message: String,
 }
 
+/// Why a cron expression does not parse; `what` names the field (minute,
+/// hour, day of month, month, day of week).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    #[error(
+        "{text:?} has {count} fields; give five (minute hour day-of-month month day-of-week) or a name such as @daily"
+    )]
+    Fields { text: String, count: usize },
+    #[error("{what} {value:?} is not a number{}", if *.named { " or a name" } else { "" })]
+    NotANumber {
+        what: &'static str,
+        value: String,
+        named: bool,
+    },
+    #[error("{what} {value} is outside {min}-{max}")]
+    OutOfRange {
+        what: &'static str,
+        value: u32,
+        min: u32,
+        max: u32,
+    },
+    #[error("{what} step {step:?} is not a number from 1 to {max}")]
+    Step {
+        what: &'static str,
+        step: String,
+        max: u32,
+    },
+    #[error("{what} range {range:?} runs backwards")]
+    Backwards { what: &'static str, range: String },
+}
+
 const MONTHS: [&str; 12] = [
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
 ];
@@ -69,22 +108,26 @@ fn field(
     min: u32,
     max: u32,
     names: &[&str],
-    what: &str,
-) -> Result<(u64, bool), String> {
-    let value = |v: &str| -> Result<u32, String> {
+    what: &'static str,
+) -> Result<(u64, bool), CronError> {
+    let value = |v: &str| -> Result<u32, CronError> {
         let lower = v.to_ascii_lowercase();
         if let Some(i) = names.iter().position(|n| *n == lower) {
             // Month names count from 1, weekday names from 0 (Sunday).
             return Ok(i as u32 + min);
         }
-        let n: u32 = v.parse().map_err(|_| {
-            format!(
-                "{what} {v:?} is not a number{}",
-                if names.is_empty() { "" } else { " or a name" }
-            )
+        let n: u32 = v.parse().map_err(|_| CronError::NotANumber {
+            what,
+            value: v.to_string(),
+            named: !names.is_empty(),
         })?;
         if n < min || n > max {
-            return Err(format!("{what} {n} is outside {min}-{max}"));
+            return Err(CronError::OutOfRange {
+                what,
+                value: n,
+                min,
+                max,
+            });
         }
         Ok(n)
     };
@@ -96,7 +139,11 @@ fn field(
                 s.parse::<u32>()
                     .ok()
                     .filter(|s| *s > 0 && *s <= max)
-                    .ok_or_else(|| format!("{what} step {s:?} is not a number from 1 to {max}"))?,
+                    .ok_or_else(|| CronError::Step {
+                        what,
+                        step: s.to_string(),
+                        max,
+                    })?,
             ),
             None => (part, 1),
         };
@@ -113,7 +160,10 @@ fn field(
             },
         };
         if from > to {
-            return Err(format!("{what} range {range:?} runs backwards"));
+            return Err(CronError::Backwards {
+                what,
+                range: range.to_string(),
+            });
         }
         let mut v = from;
         while v <= to {
@@ -131,7 +181,7 @@ fn field(
 }
 
 impl Cron {
-    pub fn parse(text: &str) -> Result<Cron, String> {
+    pub fn parse(text: &str) -> Result<Cron, CronError> {
         let expanded = match text.trim() {
             "@yearly" | "@annually" => "0 0 1 1 *",
             "@monthly" => "0 0 1 * *",
@@ -142,10 +192,10 @@ impl Cron {
         };
         let fields: Vec<&str> = expanded.split_whitespace().collect();
         let [minute, hour, day, month, weekday] = fields.as_slice() else {
-            return Err(format!(
-                "{text:?} has {} fields; give five (minute hour day-of-month month day-of-week) or a name such as @daily",
-                fields.len()
-            ));
+            return Err(CronError::Fields {
+                text: text.to_string(),
+                count: fields.len(),
+            });
         };
         let (minutes, _) = field(minute, 0, 59, &[], "minute")?;
         let (hours, _) = field(hour, 0, 23, &[], "hour")?;
@@ -218,7 +268,7 @@ impl Window {
                 Opens::Every(every)
             }
             None => {
-                let cron = Cron::parse(&window.cron).map_err(|m| error("cron", m))?;
+                let cron = Cron::parse(&window.cron).map_err(|e| error("cron", e.to_string()))?;
                 if !cron.ever_matches() {
                     return Err(error(
                         "cron",

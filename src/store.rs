@@ -208,10 +208,37 @@ fn caught<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
     result
 }
 
+/// What the check at open found wrong with a database file.
+#[derive(Debug, thiserror::Error)]
+enum Damage {
+    #[error("{0}")]
+    File(std::io::Error),
+    #[error("copying it to check it: {0}")]
+    Copy(std::io::Error),
+    #[error("{0}")]
+    Database(redb::Error),
+    #[error("the entry for {key} is damaged: {source}")]
+    Entry {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{0}")]
+    Store(Box<StoreError>),
+    /// redb asserted instead of returning an error.
+    #[error("the database is damaged ({0})")]
+    Panicked(String),
+}
+
+/// For `map_err`: every redb error type converts into `redb::Error`.
+fn damaged(e: impl Into<redb::Error>) -> Damage {
+    Damage::Database(e.into())
+}
+
 /// Runs `f`, turning a panic into an error: redb asserts on some damaged
 /// files instead of returning an error, and a damaged store must be
 /// reported, not crash hoist.
-fn unpanicked<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+fn unpanicked<T>(f: impl FnOnce() -> Result<T, Damage>) -> Result<T, Damage> {
     match caught(f) {
         Ok(result) => result,
         Err(payload) => {
@@ -220,23 +247,23 @@ fn unpanicked<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "an internal check failed".to_string());
-            Err(format!("the database is damaged ({what})"))
+            Err(Damage::Panicked(what))
         }
     }
 }
 
 /// Reads every entry of every table hoist keeps, so that damage anywhere
 /// shows now, while nothing has been written, rather than in a later read.
-fn read_everything(db: &impl ReadableDatabase) -> Result<(), String> {
-    let txn = db.begin_read().map_err(|e| e.to_string())?;
+fn read_everything(db: &impl ReadableDatabase) -> Result<(), Damage> {
+    let txn = db.begin_read().map_err(damaged)?;
     match txn.open_table(META) {
         Ok(table) => {
-            for entry in table.iter().map_err(|e| e.to_string())? {
-                entry.map_err(|e| e.to_string())?;
+            for entry in table.iter().map_err(damaged)? {
+                entry.map_err(damaged)?;
             }
         }
         Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(damaged(e)),
     }
     // Each table as the type later reads take from it, so that what would
     // fail one of them fails here (a generic JSON value accepts records a
@@ -252,18 +279,20 @@ fn read_everything(db: &impl ReadableDatabase) -> Result<(), String> {
 fn read_table<T: for<'de> Deserialize<'de>>(
     txn: &redb::ReadTransaction,
     definition: TableDefinition<&str, &[u8]>,
-) -> Result<(), String> {
+) -> Result<(), Damage> {
     match txn.open_table(definition) {
         Ok(table) => {
-            for entry in table.iter().map_err(|e| e.to_string())? {
-                let (key, value) = entry.map_err(|e| e.to_string())?;
-                serde_json::from_slice::<T>(value.value())
-                    .map_err(|e| format!("the entry for {} is damaged: {e}", key.value()))?;
+            for entry in table.iter().map_err(damaged)? {
+                let (key, value) = entry.map_err(damaged)?;
+                serde_json::from_slice::<T>(value.value()).map_err(|source| Damage::Entry {
+                    key: key.value().to_string(),
+                    source,
+                })?;
             }
             Ok(())
         }
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(damaged(e)),
     }
 }
 
@@ -278,40 +307,41 @@ enum Check {
     Good,
     /// Another process has it open.
     Locked,
-    Damaged(String),
+    Damaged(Damage),
 }
 
 fn check(path: &Path) -> Check {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Check::New,
-        Err(e) => return Check::Damaged(e.to_string()),
+        Err(e) => return Check::Damaged(Damage::File(e)),
         Ok(meta) if meta.len() == 0 => return Check::New,
         Ok(_) => {}
     }
     let original = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) => return Check::Damaged(e.to_string()),
+        Err(e) => return Check::Damaged(Damage::File(e)),
     };
     // A shared lock keeps a writer out while the copy is taken; redb holds
     // an exclusive one while a process has the database open.
     match original.try_lock_shared() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => return Check::Locked,
-        Err(std::fs::TryLockError::Error(e)) => return Check::Damaged(e.to_string()),
+        Err(std::fs::TryLockError::Error(e)) => return Check::Damaged(Damage::File(e)),
     }
     let copy = path.with_extension("redb.check");
     let result = std::fs::copy(path, &copy)
-        .map_err(|e| format!("copying it to check it: {e}"))
+        .map_err(Damage::Copy)
         .and_then(|_| {
             unpanicked(|| {
-                let db = Database::create(&copy).map_err(|e| e.to_string())?;
+                let db = Database::create(&copy).map_err(damaged)?;
                 read_everything(&db)?;
                 let store = Store {
                     db,
                     path: copy.clone(),
                 };
-                store.check_format().map_err(|e| e.to_string())?;
-                store.flush().map_err(|e| e.to_string())
+                let unusable = |e| Damage::Store(Box::new(e));
+                store.check_format().map_err(unusable)?;
+                store.flush().map_err(unusable)
             })
         });
     let _ = std::fs::remove_file(&copy);
@@ -328,9 +358,9 @@ impl Store {
         state_directory(dir)?;
         let path = dir.join(DATABASE_FILE);
         let started = std::time::Instant::now();
-        let unreadable = |path: &Path, reason: String| StoreError::Unreadable {
+        let unreadable = |path: &Path, damage: Damage| StoreError::Unreadable {
             path: path.to_path_buf(),
-            reason,
+            reason: damage.to_string(),
         };
         let db = loop {
             let locked = match check(&path) {
@@ -340,7 +370,7 @@ impl Store {
                     match unpanicked(|| match Database::create(&path) {
                         Ok(db) => Ok(Some(db)),
                         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Ok(None),
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(damaged(e)),
                     }) {
                         Ok(Some(db)) => break db,
                         Ok(None) => true,

@@ -274,24 +274,33 @@ mod tests {
     }
 }
 
+/// Why a name cannot name a Kubernetes object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectNameError {
+    #[error("must be 1 to 253 characters")]
+    Length,
+    #[error("{0:?} is not allowed: use lowercase letters, digits, '-' and '.'")]
+    Character(char),
+    #[error("must start and end with a lowercase letter or digit")]
+    Ends,
+}
+
 /// Whether `name` can name a Kubernetes object such as a ServiceAccount: a
 /// DNS-1123 subdomain (lowercase letters, digits, `-` and `.`, starting
 /// and ending with a letter or digit, at most 253 characters).
-pub fn check_object_name(name: &str) -> Result<(), String> {
+pub fn check_object_name(name: &str) -> Result<(), ObjectNameError> {
     let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     if name.is_empty() || name.len() > 253 {
-        return Err("must be 1 to 253 characters".to_string());
+        return Err(ObjectNameError::Length);
     }
     if let Some(c) = name
         .chars()
         .find(|&c| !alphanumeric(c) && c != '-' && c != '.')
     {
-        return Err(format!(
-            "{c:?} is not allowed: use lowercase letters, digits, '-' and '.'"
-        ));
+        return Err(ObjectNameError::Character(c));
     }
     if !name.starts_with(alphanumeric) || !name.ends_with(alphanumeric) {
-        return Err("must start and end with a lowercase letter or digit".to_string());
+        return Err(ObjectNameError::Ends);
     }
     Ok(())
 }
@@ -346,6 +355,24 @@ impl AccessFrom {
     }
 }
 
+/// Why a reference across namespaces is refused; `target` is the object
+/// referred to (`kind ns/name`), `from` the referring namespace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessRefused {
+    #[error(
+        "{target} is in another namespace, and cross-namespace references are disabled (--no-cross-namespace-refs)"
+    )]
+    Disabled { target: String },
+    #[error("{target} does not let other namespaces refer to it: it has no spec.accessFrom")]
+    NoAccessFrom { target: String },
+    #[error("namespace {from} is not known, so {target}'s spec.accessFrom cannot admit it")]
+    UnknownNamespace { from: String, target: String },
+    #[error(
+        "{target}'s spec.accessFrom.namespaceSelectors select no namespace with the labels of {from}"
+    )]
+    NotSelected { from: String, target: String },
+}
+
 /// Whether an object in `from` may refer to `target` (`kind ns/name`) in
 /// `target_namespace`, whose `access` says who may: always within one
 /// namespace; across namespaces only when `access` admits `from`'s labels
@@ -359,31 +386,25 @@ pub fn check_reference_access(
     target_namespace: &str,
     access: Option<&AccessFrom>,
     refuse_all: bool,
-) -> Result<(), String> {
+) -> Result<(), AccessRefused> {
     if from == target_namespace {
         return Ok(());
     }
+    let target = target.to_string();
     if refuse_all {
-        return Err(format!(
-            "{target} is in another namespace, and cross-namespace references are disabled (--no-cross-namespace-refs)"
-        ));
+        return Err(AccessRefused::Disabled { target });
     }
     let Some(access) = access else {
-        return Err(format!(
-            "{target} does not let other namespaces refer to it: it has no spec.accessFrom"
-        ));
+        return Err(AccessRefused::NoAccessFrom { target });
     };
+    let from = from.to_string();
     let Some(labels) = from_labels else {
-        return Err(format!(
-            "namespace {from} is not known, so {target}'s spec.accessFrom cannot admit it"
-        ));
+        return Err(AccessRefused::UnknownNamespace { from, target });
     };
     if access.admits(labels) {
         Ok(())
     } else {
-        Err(format!(
-            "{target}'s spec.accessFrom.namespaceSelectors select no namespace with the labels of {from}"
-        ))
+        Err(AccessRefused::NotSelected { from, target })
     }
 }
 
@@ -423,7 +444,7 @@ mod access_tests {
             check_reference_access("a", None, "ImageRepository a/app", "a", None, true),
             Ok(())
         );
-        assert!(check(None, false).is_err_and(|e| e.contains("no spec.accessFrom")));
+        assert!(check(None, false).is_err_and(|e| e.to_string().contains("no spec.accessFrom")));
         assert_eq!(check(Some(&selecting(&[("team", "b")])), false), Ok(()));
         // An empty selector admits every namespace, as in Flux.
         assert_eq!(check(Some(&selecting(&[])), false), Ok(()));
@@ -431,7 +452,7 @@ mod access_tests {
         assert!(check(Some(&selecting(&[("team", "b"), ("tier", "x")])), false).is_err());
         assert!(
             check(Some(&selecting(&[])), true)
-                .is_err_and(|e| e.contains("--no-cross-namespace-refs"))
+                .is_err_and(|e| e.to_string().contains("--no-cross-namespace-refs"))
         );
         assert!(
             check_reference_access(
@@ -442,7 +463,7 @@ mod access_tests {
                 Some(&selecting(&[])),
                 false
             )
-            .is_err_and(|e| e.contains("namespace b is not known"))
+            .is_err_and(|e| e.to_string().contains("namespace b is not known"))
         );
         // No selectors at all admit nobody.
         assert!(check(Some(&AccessFrom::default()), false).is_err());

@@ -31,6 +31,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A policy named on the command line: `NS/NAME`, the spelling reports
+/// use, or `NS:NAME`, the spelling of markers, so that either can be
+/// pasted. `None` when it is neither.
+fn policy_key(text: &str) -> Option<(&str, &str)> {
+    let (namespace, name) = text.split_once('/').or_else(|| text.split_once(':'))?;
+    let part = |s: &str| !s.is_empty() && !s.contains(['/', ':']);
+    (part(namespace) && part(name)).then_some((namespace, name))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,

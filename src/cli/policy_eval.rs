@@ -22,8 +22,8 @@ pub struct EvalArgs {
     /// a JSON array, or a registry's `tags/list` response.
     #[arg(long, value_name = "FILE|-")]
     pub tags: PathBuf,
-    /// Which ImagePolicy, as NS/NAME (or NAME in `default`), when the files
-    /// hold more than one.
+    /// Which ImagePolicy, as NS/NAME (or NAME in `default`; NS:NAME, as
+    /// markers spell it, is read too), when the files hold more than one.
     #[arg(long, value_name = "NS/NAME")]
     pub policy: Option<String>,
     /// Output format.
@@ -111,10 +111,14 @@ fn pick_policy<'a>(
     };
     match wanted {
         Some(wanted) => {
-            let wanted = if wanted.contains('/') {
-                wanted.to_string()
-            } else {
-                format!("default/{wanted}")
+            let wanted = match super::policy_key(wanted) {
+                Some((namespace, name)) => format!("{namespace}/{name}"),
+                None if !wanted.contains(['/', ':']) => format!("default/{wanted}"),
+                None => {
+                    return Err(CliError::invalid(format!(
+                        "--policy {wanted:?}: expected NS/NAME (or NAME in default)"
+                    )));
+                }
             };
             set.policies
                 .iter()
@@ -182,16 +186,24 @@ struct TagList {
     tags: Option<Vec<String>>,
 }
 
-fn parse_tags(text: &str) -> Result<Vec<String>, String> {
+/// Why a tags file could not be read as tags.
+#[derive(Debug, thiserror::Error)]
+enum TagsError {
+    #[error("not a tags/list response ({{\"tags\": [...]}}): {0}")]
+    TagList(serde_json::Error),
+    #[error("not a JSON array of strings: {0}")]
+    Array(serde_json::Error),
+}
+
+fn parse_tags(text: &str) -> Result<Vec<String>, TagsError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        let list: TagList = serde_json::from_str(text)
-            .map_err(|e| format!("not a tags/list response ({{\"tags\": [...]}}): {e}"))?;
+        let list: TagList = serde_json::from_str(text).map_err(TagsError::TagList)?;
         return Ok(list.tags.unwrap_or_default());
     }
     if trimmed.starts_with('[') {
-        return serde_json::from_str(text).map_err(|e| format!("not a JSON array of strings: {e}"));
+        return serde_json::from_str(text).map_err(TagsError::Array);
     }
     Ok(text
         .lines()
@@ -216,16 +228,25 @@ mod tests {
     fn reads_three_tag_formats() {
         let want = vec!["1.0.0".to_string(), "latest".to_string()];
         assert_eq!(
-            parse_tags("1.0.0\n\n  latest \n# comment\n"),
-            Ok(want.clone())
+            parse_tags("1.0.0\n\n  latest \n# comment\n").ok(),
+            Some(want.clone())
         );
-        assert_eq!(parse_tags(r#"["1.0.0", "latest"]"#), Ok(want.clone()));
-        assert_eq!(parse_tags("\u{feff}1.0.0\nlatest\n"), Ok(want.clone()));
         assert_eq!(
-            parse_tags(r#"{"name": "app", "tags": ["1.0.0", "latest"]}"#),
-            Ok(want)
+            parse_tags(r#"["1.0.0", "latest"]"#).ok(),
+            Some(want.clone())
         );
-        assert_eq!(parse_tags(r#"{"name": "app", "tags": null}"#), Ok(vec![]));
-        assert!(parse_tags("[1, 2]").is_err());
+        assert_eq!(
+            parse_tags("\u{feff}1.0.0\nlatest\n").ok(),
+            Some(want.clone())
+        );
+        assert_eq!(
+            parse_tags(r#"{"name": "app", "tags": ["1.0.0", "latest"]}"#).ok(),
+            Some(want)
+        );
+        assert_eq!(
+            parse_tags(r#"{"name": "app", "tags": null}"#).ok(),
+            Some(vec![])
+        );
+        assert!(parse_tags("[1, 2]").is_err_and(|e| e.to_string().contains("array of strings")));
     }
 }

@@ -1,4 +1,4 @@
-//! `hoist rewrite PATH --set NS:NAME=IMAGE[:TAG][@DIGEST]... [--dry-run] [-o json]`
+//! `hoist rewrite PATH --set NS/NAME=IMAGE[:TAG][@DIGEST]... [--dry-run] [-o json]`
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,8 +15,9 @@ use crate::rewrite::{FileProblem, Refs, rewrite_tree};
 pub struct RewriteArgs {
     /// The directory (or file) whose marked image fields to rewrite.
     pub path: PathBuf,
-    /// A policy's latest ref: NS:NAME=IMAGE[:TAG][@DIGEST] (repeatable).
-    #[arg(long = "set", value_name = "NS:NAME=REF", required = true)]
+    /// A policy's latest ref: NS/NAME=IMAGE[:TAG][@DIGEST] (repeatable;
+    /// NS:NAME, as markers spell it, is read too).
+    #[arg(long = "set", value_name = "NS/NAME=REF", required = true)]
     pub set: Vec<String>,
     /// Print a unified diff and write nothing.
     #[arg(long)]
@@ -33,24 +34,41 @@ struct Report<'a> {
     problems: &'a [FileProblem],
 }
 
-/// Parses `NS:NAME=IMAGE[:TAG][@DIGEST]` into the policy key and its ref.
-pub fn parse_set(text: &str) -> Result<(String, ImageRef), String> {
+/// Why a `--set` value was refused; each names the whole value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetError {
+    #[error("--set {0:?}: expected NS/NAME=IMAGE[:TAG][@DIGEST]")]
+    Shape(String),
+    #[error("--set {text:?}: {policy:?} is not NS/NAME (or NS:NAME)")]
+    Policy { text: String, policy: String },
+    #[error("--set {text:?}: {digest:?} is not a digest like sha256:<hex>")]
+    Digest { text: String, digest: String },
+    #[error("--set {text:?}: {reference:?} is not IMAGE[:TAG][@DIGEST]")]
+    Reference { text: String, reference: String },
+    #[error("--set {text:?}: {tag:?} is not a valid tag")]
+    Tag { text: String, tag: String },
+}
+
+/// Parses `NS/NAME=IMAGE[:TAG][@DIGEST]` (or `NS:NAME=…`, as markers
+/// spell the policy) into the policy key and its ref.
+pub fn parse_set(text: &str) -> Result<(String, ImageRef), SetError> {
     let (policy, reference) = text
         .split_once('=')
-        .ok_or_else(|| format!("--set {text:?}: expected NS:NAME=IMAGE[:TAG][@DIGEST]"))?;
-    let (namespace, name) = policy
-        .split_once(':')
-        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains(':'))
-        .ok_or_else(|| format!("--set {text:?}: {policy:?} is not NS:NAME"))?;
+        .ok_or_else(|| SetError::Shape(text.to_string()))?;
+    let (namespace, name) = super::policy_key(policy).ok_or_else(|| SetError::Policy {
+        text: text.to_string(),
+        policy: policy.to_string(),
+    })?;
     let (image_tag, digest) = match reference.split_once('@') {
         Some((rest, digest)) => {
             let valid = digest.split_once(':').is_some_and(|(alg, hex)| {
                 !alg.is_empty() && !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())
             });
             if !valid {
-                return Err(format!(
-                    "--set {text:?}: {digest:?} is not a digest like sha256:<hex>"
-                ));
+                return Err(SetError::Digest {
+                    text: text.to_string(),
+                    digest: digest.to_string(),
+                });
             }
             (rest, Some(digest.to_string()))
         }
@@ -70,9 +88,10 @@ pub fn parse_set(text: &str) -> Result<(String, ImageRef), String> {
         || image.contains(char::is_whitespace)
         || (tag.is_empty() && image_tag.ends_with(':'))
     {
-        return Err(format!(
-            "--set {text:?}: {reference:?} is not IMAGE[:TAG][@DIGEST]"
-        ));
+        return Err(SetError::Reference {
+            text: text.to_string(),
+            reference: reference.to_string(),
+        });
     }
     // The distribution spec's tag grammar: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}.
     let valid_tag = tag.len() <= 128
@@ -84,7 +103,10 @@ pub fn parse_set(text: &str) -> Result<(String, ImageRef), String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if !valid_tag {
-        return Err(format!("--set {text:?}: {tag:?} is not a valid tag"));
+        return Err(SetError::Tag {
+            text: text.to_string(),
+            tag: tag.to_string(),
+        });
     }
     Ok((
         format!("{namespace}/{name}"),
@@ -99,7 +121,7 @@ pub fn parse_set(text: &str) -> Result<(String, ImageRef), String> {
 pub fn run(args: RewriteArgs) -> Result<(), CliError> {
     let mut refs = Refs::new();
     for set in &args.set {
-        let (policy, reference) = parse_set(set).map_err(CliError::invalid)?;
+        let (policy, reference) = parse_set(set).map_err(|e| CliError::invalid(e.to_string()))?;
         refs.insert(policy, reference);
     }
     let (root, only) = if args.path.is_file() {
@@ -212,10 +234,17 @@ mod tests {
             parse_set("a:b=ghcr.io/x@sha256:ff"),
             Ok(("a/b".into(), r("ghcr.io/x", "", Some("sha256:ff"))))
         );
+        // The spelling the rest of the command line and the reports use.
+        assert_eq!(
+            parse_set("flux-system/podinfo=nginx:1.27"),
+            Ok(("flux-system/podinfo".into(), r("nginx", "1.27", None)))
+        );
         for bad in [
             "nope",
             "app=nginx:1",
             "a:b:c=nginx:1",
+            "a/b/c=nginx:1",
+            "a/b:c=nginx:1",
             "a:b=",
             "a:b=nginx:",
             "a:b=nginx@latest",

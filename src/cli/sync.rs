@@ -36,8 +36,11 @@ pub struct SyncArgs {
     /// The namespace for objects that name none.
     #[arg(long, short = 'n', value_name = "NS", default_value = "default")]
     pub namespace: String,
+    /// The cluster to sync to [default: KUBECONFIG, else ~/.kube/config,
+    /// or the in-cluster service account].
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
     /// Where hoist keeps the inventory [default: $XDG_STATE_HOME/hoist, else

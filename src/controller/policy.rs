@@ -59,7 +59,7 @@ async fn cross_namespace_access(
     policy: &ImagePolicy,
     repository: &ImageRepository,
     context: &Context,
-) -> Result<Result<(), String>, ReconcileError> {
+) -> Result<Result<(), crate::api::AccessRefused>, ReconcileError> {
     use k8s_openapi::api::core::v1::Namespace;
     let from = policy.namespace().unwrap_or_else(|| "default".into());
     let target = repository.namespace().unwrap_or_else(|| "default".into());
@@ -109,7 +109,7 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
         // Its creation re-queues this policy through the watch mapping.
         return Ok(Action::await_change());
     };
-    if let Err(message) = cross_namespace_access(policy, &repository, context).await? {
+    if let Err(refused) = cross_namespace_access(policy, &repository, context).await? {
         context
             .metrics
             .reconcile_error("ImagePolicy", "access_denied");
@@ -117,7 +117,7 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
             status,
             Outcome::stalled(
                 "AccessDenied",
-                format!("spec.imageRepositoryRef: {message}"),
+                format!("spec.imageRepositoryRef: {refused}"),
             ),
         );
         patch_status(&context.client, policy, current.as_ref(), &status).await?;

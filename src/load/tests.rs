@@ -1,6 +1,6 @@
 use super::*;
 
-fn load_str(text: &str) -> Result<ObjectSet, String> {
+fn load_str(text: &str) -> Result<ObjectSet, LoadErrors> {
     let mut set = ObjectSet::default();
     let mut errors = Vec::new();
     load_text(Path::new("test.yaml"), text, true, &mut set, &mut errors);
@@ -11,15 +11,14 @@ fn load_str(text: &str) -> Result<ObjectSet, String> {
         Err(LoadErrors {
             errors,
             warnings: Vec::new(),
-        }
-        .to_string())
+        })
     }
 }
 
 fn error_of(text: &str) -> String {
     match load_str(text) {
         Ok(set) => panic!("expected an error, loaded {set:?}"),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     }
 }
 
@@ -500,7 +499,7 @@ fn the_deepest_document_loads_on_a_worker_sized_stack() {
                 .spawn(move || load_str(&text).err())
                 .and_then(|t| t.join().map_err(|_| std::io::Error::other("panicked")));
             match outcome {
-                Ok(Some(error)) => assert!(!error.is_empty()),
+                Ok(Some(error)) => assert!(!error.to_string().is_empty()),
                 Ok(None) => panic!("{levels} levels (flow: {flow}) loaded without an error"),
                 Err(e) => panic!("{levels} levels (flow: {flow}): {e}"),
             }

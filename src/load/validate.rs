@@ -203,9 +203,9 @@ pub(super) fn automation(
                 crate::forge::ForgeRepo::from_git_url(&spec.git.url),
                 pull.provider,
             ) {
-                (Err(e), _) => Err(e.to_string()),
+                (Err(e), _) => Err(e),
                 (Ok(_), crate::api::ForgeProvider::Gitlab) => Ok(()),
-                (Ok(r), _) => r.owner_name().map(|_| ()).map_err(|e| e.to_string()),
+                (Ok(r), _) => r.owner_name().map(|_| ()),
             };
             if let Err(why) = named {
                 return Err(doc.invalid(

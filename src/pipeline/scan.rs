@@ -163,11 +163,11 @@ pub enum PipelineError {
     },
     /// An ImagePolicy names an ImageRepository of another namespace that
     /// does not let it in.
-    #[error("{origin}: ImagePolicy {policy}: spec.imageRepositoryRef: {message}")]
+    #[error("{origin}: ImagePolicy {policy}: spec.imageRepositoryRef: {refused}")]
     AccessDenied {
         origin: String,
         policy: String,
-        message: String,
+        refused: crate::api::AccessRefused,
     },
 }
 
@@ -244,10 +244,10 @@ pub fn check_access(
             access,
             refuse_cross_namespace,
         )
-        .map_err(|message| PipelineError::AccessDenied {
+        .map_err(|refused| PipelineError::AccessDenied {
             origin: p.origin.to_string(),
             policy: object_key(Some(namespace), p.object.metadata.name.as_deref()),
-            message,
+            refused,
         })?;
     }
     Ok(())

@@ -22,6 +22,19 @@ pub struct Marker {
     pub field: Field,
 }
 
+/// Why a comment meant as a marker is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MarkerError {
+    /// serde_json's message (where the JSON breaks), kept as text so that
+    /// markers compare.
+    #[error("the marker is not {{\"$imagepolicy\": \"NS:NAME\"}} JSON: {0}")]
+    NotJson(String),
+    #[error("{0:?} is not NS:NAME, NS:NAME:tag, NS:NAME:name or NS:NAME:digest")]
+    Shape(String),
+    #[error("{0:?} names no policy")]
+    NoPolicy(String),
+}
+
 impl Marker {
     /// `ns/name` of the ImagePolicy.
     pub fn policy(&self) -> String {
@@ -30,7 +43,7 @@ impl Marker {
 
     /// Reads a comment's text (after `#`). `None` when it is not a marker;
     /// `Some(Err)` when it is meant as one but is malformed.
-    pub fn parse(comment: &str) -> Option<Result<Marker, String>> {
+    pub fn parse(comment: &str) -> Option<Result<Marker, MarkerError>> {
         let text = comment.trim();
         if !text.contains("$imagepolicy") {
             return None;
@@ -43,9 +56,7 @@ impl Marker {
         let setter: Setter = match serde_json::from_str(text) {
             Ok(s) => s,
             Err(e) => {
-                return Some(Err(format!(
-                    "the marker is not {{\"$imagepolicy\": \"NS:NAME\"}} JSON: {e}"
-                )));
+                return Some(Err(MarkerError::NotJson(e.to_string())));
             }
         };
         let parts: Vec<&str> = setter.imagepolicy.split(':').collect();
@@ -55,14 +66,11 @@ impl Marker {
             [ns, name, "name"] => (*ns, *name, Field::Name),
             [ns, name, "digest"] => (*ns, *name, Field::Digest),
             _ => {
-                return Some(Err(format!(
-                    "{:?} is not NS:NAME, NS:NAME:tag, NS:NAME:name or NS:NAME:digest",
-                    setter.imagepolicy
-                )));
+                return Some(Err(MarkerError::Shape(setter.imagepolicy)));
             }
         };
         if namespace.is_empty() || name.is_empty() {
-            return Some(Err(format!("{:?} names no policy", setter.imagepolicy)));
+            return Some(Err(MarkerError::NoPolicy(setter.imagepolicy)));
         }
         Some(Ok(Marker {
             namespace: namespace.to_string(),

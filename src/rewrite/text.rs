@@ -170,12 +170,12 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
     for comment in &comments {
         let marker = match Marker::parse(&comment.text) {
             None => continue,
-            Some(Err(message)) => {
+            Some(Err(e)) => {
                 out.problems.push(Problem {
                     line: comment.line,
                     column: comment.column,
                     error: false,
-                    message: format!("{message}; not rewritten"),
+                    message: format!("{e}; not rewritten"),
                 });
                 continue;
             }
@@ -236,12 +236,12 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
         };
         let new = match value_for(&marker, latest) {
             Ok(v) => v,
-            Err(message) => {
+            Err(e) => {
                 out.problems.push(Problem {
                     line: comment.line,
                     column: comment.column,
                     error: true,
-                    message,
+                    message: e.to_string(),
                 });
                 continue;
             }
@@ -284,13 +284,20 @@ fn string_tag(handle: &str, suffix: &str) -> bool {
     (handle == "tag:yaml.org,2002:" && suffix == "str") || (handle == "!" && suffix.is_empty())
 }
 
+/// A marker asks for a part its policy's latest ref does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("marker {marker}: the latest ref of {} has no {part}; not rewritten", marker.policy())]
+struct Missing {
+    marker: Marker,
+    /// `tag` or `digest`.
+    part: &'static str,
+}
+
 /// The value a marker writes for a policy's latest ref.
-fn value_for(marker: &Marker, latest: &ImageRef) -> Result<String, String> {
-    let missing = |what: &str| {
-        format!(
-            "marker {marker}: the latest ref of {} has no {what}; not rewritten",
-            marker.policy()
-        )
+fn value_for(marker: &Marker, latest: &ImageRef) -> Result<String, Missing> {
+    let missing = |part| Missing {
+        marker: marker.clone(),
+        part,
     };
     match marker.field {
         Field::Name => Ok(latest.name.clone()),

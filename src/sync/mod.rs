@@ -251,7 +251,7 @@ pub async fn sync(
             && !options.dry_run
             && let Err(e) = established(client, &crds_changed).await
         {
-            report.error = Some(e);
+            report.error = Some(e.to_string());
             report.inventory = applied.into_values().collect();
             return report;
         }
@@ -260,7 +260,7 @@ pub async fn sync(
         let live = match live_objects(client, &served, &plan, objects, owner).await {
             Ok(live) => live,
             Err(e) => {
-                report.error = Some(e);
+                report.error = Some(e.to_string());
                 report.inventory = applied.into_values().collect();
                 return report;
             }
@@ -362,7 +362,7 @@ async fn live_objects(
     plan: &ApplyPlan,
     objects: &[Desired],
     owner: &Owner,
-) -> Result<HashMap<ObjectId, serde_json::Value>, String> {
+) -> Result<HashMap<ObjectId, serde_json::Value>, ClusterError> {
     let selector = format!(
         "{OWNER_NAME}={},{OWNER_NAMESPACE}={}",
         owner.name, owner.namespace
@@ -385,10 +385,16 @@ async fn live_objects(
         let list = match api.list(&ListParams::default().labels(&selector)).await {
             Ok(list) => list,
             Err(kube::Error::Api(e)) if e.code == 404 => continue,
-            Err(e) => return Err(format!("listing {} {}: {e}", d.api_version, d.id.kind)),
+            Err(source) => {
+                return Err(ClusterError::List {
+                    api_version: d.api_version.clone(),
+                    kind: d.id.kind.clone(),
+                    source,
+                });
+            }
         };
         for object in list.items {
-            let mut value = serde_json::to_value(&object).map_err(|e| e.to_string())?;
+            let mut value = serde_json::to_value(&object)?;
             // Items of built-in kinds come without apiVersion and kind.
             value["apiVersion"] = serde_json::json!(d.api_version);
             value["kind"] = serde_json::json!(d.id.kind);
@@ -418,9 +424,13 @@ async fn apply_one(
     known: bool,
     owner: &Owner,
     options: &SyncOptions,
-) -> Result<Action, String> {
-    let api = api_for(client, served, plan, &d.api_version, &d.id)
-        .ok_or_else(|| format!("the cluster serves no {} {}", d.api_version, d.id.kind))?;
+) -> Result<Action, ClusterError> {
+    let api = api_for(client, served, plan, &d.api_version, &d.id).ok_or_else(|| {
+        ClusterError::NotServed {
+            api_version: d.api_version.clone(),
+            kind: d.id.kind.clone(),
+        }
+    })?;
     let mut object = d.object.clone();
     label(&mut object, owner);
     if live.is_some_and(|live| contains(live, &object)) {
@@ -433,9 +443,8 @@ async fn apply_one(
     if let Some(live) = live {
         let after = api
             .patch(&d.id.name, &rehearse, &Patch::Apply(&object))
-            .await
-            .map_err(|e| api_error(&e))?;
-        let after = serde_json::to_value(&after).map_err(|e| e.to_string())?;
+            .await?;
+        let after = serde_json::to_value(&after)?;
         if same_object(live, &after) {
             return Ok(Action::Unchanged);
         }
@@ -454,7 +463,7 @@ async fn apply_one(
         if options.dry_run && matches!(&e, kube::Error::Api(r) if r.code == 404) {
             return Ok(Action::Created);
         }
-        return Err(api_error(&e));
+        return Err(e.into());
     }
     Ok(if live.is_some() || known {
         Action::Configured
@@ -482,20 +491,16 @@ async fn prune_one(
     entry: &InventoryEntry,
     owner: &Owner,
     dry_run: bool,
-) -> Result<Pruned, String> {
+) -> Result<Pruned, ClusterError> {
     let Some(api) = api_for(client, served, plan, &entry.api_version, &entry.id) else {
         // Not served under this version (any more): keep the entry rather
         // than lose track of the object.
-        return Err(format!(
-            "the cluster serves no {} {}",
-            entry.api_version, entry.id.kind
-        ));
+        return Err(ClusterError::NotServed {
+            api_version: entry.api_version.clone(),
+            kind: entry.id.kind.clone(),
+        });
     };
-    let Some(live) = api
-        .get_opt(&entry.id.name)
-        .await
-        .map_err(|e| api_error(&e))?
-    else {
+    let Some(live) = api.get_opt(&entry.id.name).await? else {
         return Ok(Pruned::Gone);
     };
     // A Namespace or CRD takes everything in it or of its kind along:
@@ -529,10 +534,27 @@ async fn prune_one(
         uid: live.metadata.uid.clone(),
         resource_version: live.metadata.resource_version.clone(),
     });
-    api.delete(&entry.id.name, &params)
-        .await
-        .map_err(|e| api_error(&e))?;
+    api.delete(&entry.id.name, &params).await?;
     Ok(Pruned::Deleted)
+}
+
+/// What went wrong talking to the cluster while syncing one object.
+#[derive(Debug, thiserror::Error)]
+enum ClusterError {
+    #[error("{}", api_error(.0))]
+    Api(#[from] kube::Error),
+    #[error("listing {api_version} {kind}: {}", api_error(.source))]
+    List {
+        api_version: String,
+        kind: String,
+        source: kube::Error,
+    },
+    #[error("the cluster serves no {api_version} {kind}")]
+    NotServed { api_version: String, kind: String },
+    #[error("CustomResourceDefinition {0} was not Established within 60s")]
+    NotEstablished(String),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// What the API server said, in its own words: for a refusal, the
@@ -552,13 +574,13 @@ fn api_error(e: &kube::Error) -> String {
 }
 
 /// Waits until the CRDs named are Established, so their kinds can be applied.
-async fn established(client: &Client, names: &[String]) -> Result<(), String> {
+async fn established(client: &Client, names: &[String]) -> Result<(), ClusterError> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
     for name in names {
         loop {
-            let crd = api.get_opt(name).await.map_err(|e| api_error(&e))?;
+            let crd = api.get_opt(name).await?;
             let ready = crd
                 .and_then(|c| c.status)
                 .and_then(|s| s.conditions)
@@ -570,9 +592,7 @@ async fn established(client: &Client, names: &[String]) -> Result<(), String> {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "CustomResourceDefinition {name} was not Established within 60s"
-                ));
+                return Err(ClusterError::NotEstablished(name.clone()));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

@@ -40,9 +40,9 @@ fn walk(root: &Path, dir: &Path, objects: &mut Vec<Desired>, errors: &mut Vec<Pl
                 objects,
                 errors,
             ),
-            Err(message) => errors.push(PlanError {
+            Err(e) => errors.push(PlanError {
                 file: relative(root, dir),
-                message,
+                message: e.to_string(),
             }),
         }
         return;
@@ -109,26 +109,37 @@ fn parse(file: &Path, text: &str, objects: &mut Vec<Desired>, errors: &mut Vec<P
     }
 }
 
+/// Why a kustomization could not be built.
+#[derive(Debug, thiserror::Error)]
+enum KustomizeError {
+    #[error("running {program}: {source}")]
+    Spawn {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("has a kustomization.yaml, but neither kustomize nor kubectl is installed to build it")]
+    Missing,
+}
+
 /// `kustomize build DIR`, else `kubectl kustomize DIR`.
-fn kustomize(dir: &Path) -> Result<String, String> {
+fn kustomize(dir: &Path) -> Result<String, KustomizeError> {
     let attempts: [(&str, &[&str]); 2] = [("kustomize", &["build"]), ("kubectl", &["kustomize"])];
     for (program, args) in attempts {
         let output = match Command::new(program).args(args).arg(dir).output() {
             Ok(output) => output,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("running {program}: {e}")),
+            Err(source) => return Err(KustomizeError::Spawn { program, source }),
         };
         if !output.status.success() {
-            return Err(format!(
-                "{program} {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
+            return Err(KustomizeError::Failed {
+                command: format!("{program} {}", args.join(" ")),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
         }
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
-    Err(
-        "has a kustomization.yaml, but neither kustomize nor kubectl is installed to build it"
-            .into(),
-    )
+    Err(KustomizeError::Missing)
 }
