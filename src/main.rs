@@ -13,17 +13,15 @@ fn main() -> ExitCode {
     // from the limit in force.
     hoist::serve::raise_open_files_limit();
     let cli = Cli::parse();
+    cli::diag::set_format(cli.log_format);
     if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
-        eprintln!("error: {e:#}");
+        cli::diag::error(&format!("{e:#}"));
         return ExitCode::from(2);
     }
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", cli::printable(&e.to_string()));
-            if let Some(hint) = &e.hint {
-                eprintln!("hint: {}", cli::printable(hint));
-            }
+            cli::diag::error_with_hint(&e.to_string(), e.hint.as_deref());
             ExitCode::from(e.kind.exit_code())
         }
     }

@@ -5,6 +5,7 @@
 mod cluster;
 mod controller;
 mod crds;
+pub mod diag;
 mod error;
 mod policy_eval;
 mod rewrite;
@@ -106,9 +107,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// The loader's warnings about the objects named (`Kind ns/name`), as
+/// `-o json` reports carry them beside the result they concern.
+fn warnings_about(set: &crate::load::ObjectSet, objects: &[String]) -> Vec<String> {
+    set.warnings
+        .iter()
+        .filter(|w| objects.contains(&w.object))
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// Prints loader warnings the way every command shows them.
 fn report_warnings(set: &crate::load::ObjectSet) {
     for warning in &set.warnings {
-        tracing::warn!("{warning}");
+        diag::warning(&warning.to_string());
     }
 }

@@ -1,4 +1,4 @@
-//! `hoist rewrite PATH --set NS/NAME=IMAGE[:TAG][@DIGEST]... [--dry-run] [-o json]`
+//! `hoist rewrite PATH --set NS/NAME=IMAGE[:TAG][@DIGEST]... [--dry-run] [--strict] [-o json]`
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +22,10 @@ pub struct RewriteArgs {
     /// Print a unified diff and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Markers that do nothing are errors (exit 2), and then nothing is
+    /// written.
+    #[arg(long)]
+    pub strict: bool,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -135,8 +139,24 @@ pub fn run(args: RewriteArgs) -> Result<(), CliError> {
     } else {
         (args.path.clone(), None)
     };
-    let mut result = rewrite_tree(&root, &refs, args.dry_run, only.as_deref())
-        .map_err(|e| CliError::runtime(e.to_string()))?;
+    let rewrite = |dry_run| {
+        rewrite_tree(&root, &refs, dry_run, only.as_deref())
+            .map_err(|e| CliError::runtime(e.to_string()))
+    };
+    // Strict: a rehearsal first, so that a refused tree is left unwritten.
+    if args.strict && !args.dry_run {
+        let rehearsal = rewrite(true)?;
+        if !rehearsal.problems.is_empty() {
+            let problems: Vec<String> = rehearsal
+                .problems
+                .iter()
+                .map(|p| p.located(&root))
+                .collect();
+            return Err(CliError::invalid(problems.join("\n"))
+                .with_hint("--strict makes warnings errors; nothing was written"));
+        }
+    }
+    let mut result = rewrite(args.dry_run)?;
     result
         .changeset
         .changes
@@ -183,14 +203,12 @@ pub fn run(args: RewriteArgs) -> Result<(), CliError> {
         .write_all(out.as_bytes())
         .map_err(|e| CliError::runtime(format!("writing to stdout: {e}")))?;
     for p in &result.problems {
-        let level = if p.error { "error" } else { "warning" };
-        eprintln!(
-            "{level}: {}:{}:{}: {}",
-            root.join(&p.file).display(),
-            p.line,
-            p.column,
-            p.message
-        );
+        let message = p.located(&root);
+        if p.error {
+            super::diag::error(&message);
+        } else {
+            super::diag::warning(&message);
+        }
     }
     if result.has_errors() {
         return Err(CliError::runtime(

@@ -1,5 +1,5 @@
-//! `hoist run -f PATH... [--once] [--dry-run] [--state-dir DIR] [-o json]
-//! [--webhook-addr ADDR] [--metrics-addr ADDR]`
+//! `hoist run -f PATH... [--once] [--dry-run] [--refresh] [--strict]
+//! [--state-dir DIR] [-o json] [--webhook-addr ADDR] [--metrics-addr ADDR]`
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -31,6 +31,15 @@ pub struct RunArgs {
     /// Print the diff each automation would commit; push nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Ask the registries for every repository's tags on every pass,
+    /// whatever its interval (as `hoist scan --refresh`).
+    #[arg(long)]
+    pub refresh: bool,
+    /// Warnings are errors (exit 2): unknown or ignored fields in the
+    /// files, and markers that do nothing or a Secret not in the files,
+    /// found before an automation commits.
+    #[arg(long)]
+    pub strict: bool,
     /// Refuse every ImagePolicy that reads an ImageRepository of another
     /// namespace, whatever its accessFrom says.
     #[arg(long)]
@@ -77,13 +86,14 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     let mut session = ScanSession::open(
         &args.files,
         args.state_dir.clone(),
-        false,
+        args.refresh,
         8,
         args.no_cross_namespace_refs,
+        args.strict,
     )?;
     let endpoints = endpoints(&session.objects)?;
     if !endpoints.is_empty() && args.webhook_addr.is_none() && !args.once {
-        eprintln!("warning: the files hold Receivers; serve them with --webhook-addr");
+        super::diag::warning("the files hold Receivers; serve them with --webhook-addr");
     }
     let metrics = Arc::new(Metrics::default());
     if args.metrics_addr.is_some() {
@@ -116,6 +126,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         cache: session.state_dir.join("git"),
         push_attempts: 3,
         runtime: Some(session.runtime.handle().clone()),
+        strict: args.strict,
     };
     let git = Git::default();
     let interval = session
@@ -168,7 +179,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             return outcome;
         };
         if let Err(e) = &outcome {
-            eprintln!("error: {}", super::printable(&e.to_string()));
+            super::diag::error_with_hint(&e.to_string(), e.hint.as_deref());
         }
         // Sleep until the next pass or a webhook, or stop on a signal.
         work = loop {
@@ -308,9 +319,11 @@ fn serve(
     for endpoint in endpoints {
         let key = endpoint.key();
         let path = served.insert(endpoint);
-        eprintln!("webhook: Receiver {key}: POST http://{bound}{path}");
+        super::diag::info(&format!(
+            "webhook: Receiver {key}: POST http://{bound}{path}"
+        ));
     }
-    eprintln!("webhook: listening on {bound}");
+    super::diag::info(&format!("webhook: listening on {bound}"));
     let (sender, received) = tokio::sync::mpsc::channel(1024);
     let (merged, deliveries) = tokio::sync::mpsc::unbounded_channel();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -429,6 +442,13 @@ fn pass(
     }
     let text = match output {
         Output::Json => {
+            // Text mode printed these on stderr at load; JSON carries them
+            // with the automation they concern, before its own.
+            for (r, loaded) in reports.iter_mut().zip(&objects.automations) {
+                let mut loader = super::warnings_about(objects, &concerning(objects, loaded));
+                loader.append(&mut r.warnings);
+                r.warnings = loader;
+            }
             let mut json = serde_json::to_string_pretty(&reports)
                 .map_err(|e| CliError::runtime(e.to_string()))?;
             json.push('\n');
@@ -448,15 +468,15 @@ fn pass(
     for failure in &scan.failures {
         let message = failure.to_string();
         if !failed.iter().any(|(_, e)| e.message.contains(&message)) {
-            eprintln!("error: {}", super::printable(&message));
+            super::diag::error(&message);
         }
     }
     if let Some((automation, last)) = failed.last() {
         for (automation, e) in &failed[..failed.len() - 1] {
-            eprintln!(
-                "error: ImageUpdateAutomation {automation}: {}",
-                super::printable(&e.message)
-            );
+            super::diag::error(&format!(
+                "ImageUpdateAutomation {automation}: {}",
+                e.message
+            ));
         }
         let message = format!("ImageUpdateAutomation {automation}: {}", last.message);
         // A spec that cannot work is bad input, as at load time.
@@ -475,6 +495,38 @@ fn pass(
         )));
     }
     Ok(())
+}
+
+/// The objects an automation's report speaks for (`Kind ns/name`): the
+/// automation, the policies it selects and their repositories.
+fn concerning(
+    objects: &ObjectSet,
+    loaded: &crate::load::Loaded<crate::api::ImageUpdateAutomation>,
+) -> Vec<String> {
+    let automation = &loaded.object;
+    let mut keys = vec![format!(
+        "ImageUpdateAutomation {}",
+        object_key(
+            automation.metadata.namespace.as_deref(),
+            automation.metadata.name.as_deref()
+        )
+    )];
+    for p in &objects.policies {
+        if pipeline::selects(automation, &p.object) {
+            keys.push(format!(
+                "ImagePolicy {}",
+                object_key(
+                    p.object.metadata.namespace.as_deref(),
+                    p.object.metadata.name.as_deref()
+                )
+            ));
+            keys.push(format!(
+                "ImageRepository {}",
+                pipeline::repository_of(&p.object)
+            ));
+        }
+    }
+    keys
 }
 
 fn describe(r: &AutomationReport) -> String {

@@ -1,4 +1,4 @@
-//! `hoist scan -f PATH... [--state-dir DIR] [--refresh] [-o json]`
+//! `hoist scan -f PATH... [--state-dir DIR] [--refresh] [--strict] [-o json]`
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,9 +32,22 @@ pub struct ScanArgs {
     /// namespace, whatever its accessFrom says.
     #[arg(long)]
     pub no_cross_namespace_refs: bool,
+    /// Warnings in the files (unknown or ignored fields) are errors: exit 2.
+    #[arg(long)]
+    pub strict: bool,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+/// A row of `scan -o json`: the policy's latest ref, and the loader's
+/// warnings about the policy and its repository.
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    policy: &'a pipeline::PolicyRef,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 /// What a scan needs, set up from the command line: shared by `scan` and
@@ -55,8 +68,14 @@ impl ScanSession {
         refresh: bool,
         concurrency: usize,
         refuse_cross_namespace: bool,
+        strict: bool,
     ) -> Result<Self, CliError> {
         let objects = load::load(files)?;
+        if strict && !objects.warnings.is_empty() {
+            let warnings: Vec<String> = objects.warnings.iter().map(ToString::to_string).collect();
+            return Err(CliError::invalid(warnings.join("\n"))
+                .with_hint("--strict makes warnings errors: fix them, or drop --strict"));
+        }
         report_warnings(&objects);
         pipeline::check_references(&objects)
             .and_then(|()| pipeline::check_access(&objects, refuse_cross_namespace))
@@ -127,6 +146,7 @@ pub fn run(args: ScanArgs) -> Result<(), CliError> {
         args.refresh,
         args.concurrency,
         args.no_cross_namespace_refs,
+        args.strict,
     )?;
     let report = session.scan()?;
     let registry = &session.registry;
@@ -145,7 +165,21 @@ pub fn run(args: ScanArgs) -> Result<(), CliError> {
     );
     let text = match args.output {
         Output::Json => {
-            let mut json = serde_json::to_string_pretty(&report.policies)
+            let rows: Vec<Row<'_>> = report
+                .policies
+                .iter()
+                .map(|policy| Row {
+                    policy,
+                    warnings: super::warnings_about(
+                        &session.objects,
+                        &[
+                            format!("ImagePolicy {}", policy.policy),
+                            format!("ImageRepository {}", policy.repository),
+                        ],
+                    ),
+                })
+                .collect();
+            let mut json = serde_json::to_string_pretty(&rows)
                 .map_err(|e| CliError::runtime(format!("encoding the report: {e}")))?;
             json.push('\n');
             json
@@ -178,7 +212,7 @@ pub fn run(args: ScanArgs) -> Result<(), CliError> {
         return Ok(());
     };
     for e in &errors {
-        eprintln!("error: {}", super::printable(e));
+        super::diag::error(e);
     }
     Err(CliError::runtime(last))
 }

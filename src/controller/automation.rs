@@ -192,6 +192,7 @@ async fn update(
         runtime: Some(context.runtime.clone()),
         cluster: Some(context.options.sync.clone()),
         now: None,
+        strict: false,
     };
     // The sync's inventory lives in the status (the store is an emptyDir
     // that a restart empties): the pipeline reads it from the store.

@@ -34,6 +34,9 @@ pub struct RunOptions {
     pub cluster: Option<crate::sync::ClusterAccess>,
     /// The time update windows are judged at (default: now); tests set it.
     pub now: Option<jiff::Timestamp>,
+    /// Warnings (a marker that does nothing, a Secret not in the files)
+    /// fail the automation before it commits (`hoist run --strict`).
+    pub strict: bool,
 }
 
 /// What one automation did. `-o json` prints these.
@@ -781,15 +784,15 @@ fn run_one(
         let rewritten = rewrite_tree(&root, &refs, options.dry_run, None)?;
         report.timings.rewrite_ms += elapsed_ms(started);
         report.warnings = base_warnings.clone();
-        report.warnings.extend(rewritten.problems.iter().map(|p| {
-            format!(
-                "{}:{}:{}: {}",
-                relative.join(&p.file).display(),
-                p.line,
-                p.column,
-                p.message
-            )
-        }));
+        report.warnings.extend(
+            rewritten
+                .problems
+                .iter()
+                .map(|problem| problem.located(&relative)),
+        );
+        if options.strict && !report.warnings.is_empty() {
+            return Err(AutomationError::Strict(report.warnings.clone()));
+        }
         report.changes = rewritten
             .changeset
             .changes

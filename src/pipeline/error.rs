@@ -175,6 +175,11 @@ pub enum AutomationError {
     /// not up to date.
     #[error("{}", .0.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))]
     Scan(Vec<ErrorReport>),
+    /// `--strict`: the run warned (a marker that does nothing, a Secret
+    /// that is not in the files) before it committed, and warnings are
+    /// errors. Fixed in the input, so Stalled.
+    #[error("--strict makes these warnings errors: {}", .0.join("; "))]
+    Strict(Vec<String>),
     /// A driver did not provide what the pipeline needs (a runtime).
     #[error("{0}")]
     Internal(String),
@@ -192,6 +197,7 @@ impl AutomationError {
         match self {
             AutomationError::Spec { .. }
             | AutomationError::Template(_)
+            | AutomationError::Strict(_)
             | AutomationError::Forge(ForgeError::Config(_)) => ErrorClass::Stalled,
             AutomationError::Scan(errors)
                 if errors.iter().all(|e| e.class == ErrorClass::Stalled) =>
@@ -227,6 +233,7 @@ impl AutomationError {
             AutomationError::Sync(_) => "sync",
             AutomationError::Store(_) => "store",
             AutomationError::Scan(_) => "scan",
+            AutomationError::Strict(_) => "strict",
             AutomationError::Internal(_) => "internal",
         }
     }

@@ -18,6 +18,19 @@ pub struct FileProblem {
     pub message: String,
 }
 
+impl FileProblem {
+    /// `DIR/FILE:LINE:COLUMN: message`, the file under `dir`.
+    pub fn located(&self, dir: &std::path::Path) -> String {
+        format!(
+            "{}:{}:{}: {}",
+            dir.join(&self.file).display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
 /// What rewriting a tree did (or, dry, would do).
 #[derive(Clone, Debug, Default)]
 pub struct TreeRewrite {

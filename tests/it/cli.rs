@@ -158,7 +158,11 @@ fn policy_flag_picks_one_of_several() {
     assert_eq!(eval(&["--policy", "team:other"]).stdout, "2.5.0\n");
     let malformed = eval(&["--policy", "team/app/x"]);
     assert_eq!(malformed.code, 2);
-    assert!(malformed.stderr.contains("expected NS/NAME"), "{}", malformed.stderr);
+    assert!(
+        malformed.stderr.contains("expected NS/NAME"),
+        "{}",
+        malformed.stderr
+    );
     let missing = eval(&["--policy", "nope"]);
     assert_eq!(missing.code, 2);
     assert!(

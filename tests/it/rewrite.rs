@@ -294,3 +294,33 @@ fn keeps_file_mode_leaves_no_temporary_files_and_ignores_outside_symlinks() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn strict_refuses_a_marker_that_does_nothing_and_writes_nothing() {
+    let broken = "data:\n  image: nginx:1 # {\"$imagepolicy\": \"app\"}\n";
+    let dir = files(&[("tree/deploy.yaml", MARKED), ("tree/broken.yaml", broken)]);
+    let set = ["rewrite", "tree", "--set", "ns/app=ghcr.io/acme/app:9.9.9"];
+    let strict = hoist(dir.path(), &[&set[..], &["--strict"]].concat(), "");
+    assert_eq!(strict.code, 2, "{}", strict.stderr);
+    assert!(
+        strict.stderr.contains("tree/broken.yaml:2:")
+            && strict.stderr.contains("nothing was written"),
+        "{}",
+        strict.stderr
+    );
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.path().join("tree").join(name))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(read("deploy.yaml"), MARKED);
+    // Without --strict the good marker is written and the bad one warned of.
+    let lenient = hoist(dir.path(), &set, "");
+    assert_eq!(lenient.code, 0, "{}", lenient.stderr);
+    assert!(
+        lenient.stderr.contains("warning: tree/broken.yaml:2:"),
+        "{}",
+        lenient.stderr
+    );
+    assert_ne!(read("deploy.yaml"), MARKED);
+    assert_eq!(read("broken.yaml"), broken);
+}

@@ -162,8 +162,9 @@ fn scan_select_rewrite_commit_push_and_nothing_twice() {
     let second = run(&[]);
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert_eq!(remote.head("main"), commit);
-    let report: serde_json::Value = serde_json::from_str(&second.stdout).unwrap_or_default();
-    assert_eq!(report[0]["commit"], serde_json::Value::Null);
+    let report: serde_json::Value =
+        serde_json::from_str(&second.stdout).unwrap_or_else(|e| panic!("{e}: {}", second.stdout));
+    assert_eq!(report[0]["commit"], serde_json::Value::Null, "{report}");
 
     // A new tag: after the repository's interval, a new commit.
     registry.push_image("team/app", &["1.2.0"]);
@@ -1098,4 +1099,157 @@ fn a_git_url_into_the_state_directory_is_refused() {
             "{url}: the store was opened"
         );
     }
+}
+
+#[test]
+fn strict_refresh_and_the_loaders_warnings_in_json() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let remote = BareRepo::new(&[("clusters/prod/app.yaml", &manifest(&addr, "1.0.0"))]);
+    // An hour's interval, so only --refresh asks the registry again; and
+    // a misspelt field, which the loader warns about.
+    let text = objects(&addr, &remote.url())
+        .replace("interval: 1s", "interval: 1h")
+        .replace(
+            "  imageRepositoryRef: {name: app}\n",
+            "  imageRepositoryRef: {name: app}\n  filterTag: {pattern: '.*'}\n",
+        );
+    let (dir, docker) = workspace(&[("objects.yaml", &text)]);
+    let before = remote.head("main");
+
+    // --strict: the warning is an error, exit 2, and nothing is pushed.
+    let strict = run_once(&dir, &docker, "objects.yaml", "state", &["--strict"]);
+    assert_eq!(strict.code, 2, "{}", strict.stderr);
+    assert!(
+        strict
+            .stderr
+            .contains("ImagePolicy default/app: spec.filterTag: unknown field"),
+        "{}",
+        strict.stderr
+    );
+    assert!(
+        strict.stderr.contains("hint: --strict"),
+        "{}",
+        strict.stderr
+    );
+    assert_eq!(remote.head("main"), before);
+    // The same with --log-format json: every line on stderr is a record.
+    let json_log = run_once(
+        &dir,
+        &docker,
+        "objects.yaml",
+        "state",
+        &["--strict", "--log-format", "json"],
+    );
+    assert_eq!(json_log.code, 2, "{}", json_log.stderr);
+    let records: Vec<serde_json::Value> = json_log
+        .stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{e}: {line:?} in {}", json_log.stderr))
+        })
+        .collect();
+    let last = records.last().unwrap_or_else(|| panic!("no stderr"));
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.filterTag: unknown field")),
+        "{last}"
+    );
+    assert!(
+        last["fields"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("--strict")),
+        "{last}"
+    );
+
+    // Without --strict: pushed, and -o json carries the warning with the
+    // automation whose policy it concerns.
+    let first = run_once(&dir, &docker, "objects.yaml", "state", &["-o", "json"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let reports: serde_json::Value =
+        serde_json::from_str(&first.stdout).unwrap_or_else(|e| panic!("{e}: {}", first.stdout));
+    let warnings = reports[0]["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reports}"));
+    assert!(
+        warnings.iter().any(|w| w.as_str().is_some_and(
+            |w| w.contains("objects.yaml:") && w.contains("spec.filterTag: unknown field")
+        )),
+        "{reports}"
+    );
+    assert!(reports[0]["commit"].is_string(), "{reports}");
+    let pushed = remote.head("main");
+    assert_ne!(pushed, before);
+
+    // A new tag within the interval: the stored tags stand, until
+    // --refresh asks the registry.
+    registry.push_image("team/app", &["1.2.0"]);
+    let cached = run_once(&dir, &docker, "objects.yaml", "state", &[]);
+    assert_eq!(cached.code, 0, "{}", cached.stderr);
+    assert!(
+        cached.stdout.contains("default/fleet: up to date"),
+        "{}",
+        cached.stdout
+    );
+    assert_eq!(remote.head("main"), pushed);
+    let refreshed = run_once(&dir, &docker, "objects.yaml", "state", &["--refresh"]);
+    assert_eq!(refreshed.code, 0, "{}", refreshed.stderr);
+    assert!(
+        remote
+            .show("main", "clusters/prod/app.yaml")
+            .contains("team/app:1.2.0")
+    );
+}
+
+#[test]
+fn strict_refuses_a_marker_that_does_nothing_before_anything_is_pushed() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let broken = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n  image: nginx:1 # {\"$imagepolicy\": \"app\"}\n";
+    let remote = BareRepo::new(&[
+        ("clusters/prod/app.yaml", &manifest(&addr, "1.0.0")),
+        ("clusters/prod/broken.yaml", broken),
+    ]);
+    let (dir, docker) = workspace(&[("objects.yaml", &objects(&addr, &remote.url()))]);
+    let before = remote.head("main");
+    let strict = run_once(
+        &dir,
+        &docker,
+        "objects.yaml",
+        "state",
+        &["--strict", "-o", "json"],
+    );
+    assert_eq!(strict.code, 2, "{}", strict.stderr);
+    let reports: serde_json::Value =
+        serde_json::from_str(&strict.stdout).unwrap_or_else(|e| panic!("{e}: {}", strict.stdout));
+    assert_eq!(reports[0]["error"]["kind"], "strict", "{reports}");
+    assert_eq!(reports[0]["error"]["class"], "stalled", "{reports}");
+    assert!(
+        reports[0]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("clusters/prod/broken.yaml:5:")),
+        "{reports}"
+    );
+    assert_eq!(remote.head("main"), before);
+    // Without it, the good marker is rewritten and the bad one reported.
+    let lenient = run_once(&dir, &docker, "objects.yaml", "state", &[]);
+    assert_eq!(lenient.code, 0, "{}", lenient.stderr);
+    assert!(
+        lenient
+            .stdout
+            .contains("warning: clusters/prod/broken.yaml:5:"),
+        "{}",
+        lenient.stdout
+    );
+    assert_ne!(remote.head("main"), before);
+    assert_eq!(remote.show("main", "clusters/prod/broken.yaml"), broken);
 }

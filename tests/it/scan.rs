@@ -1321,3 +1321,39 @@ fn a_policy_reads_another_namespaces_repository_only_when_its_access_from_admits
         }
     }
 }
+
+#[test]
+fn the_loaders_warnings_ride_with_their_rows_and_strict_refuses_them() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0"]);
+    let image = format!("{}/team/app", registry.addr);
+    let text = repository(&image, "  exclusionLst: ['^x']\n")
+        + &policy("app", ">=1", "Never")
+        + &policy("other", ">=1", "Never");
+    let dir = files(&[("objects.yaml", &text)]);
+    let run = scan(dir.path(), &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = json(&run);
+    for row in rows.as_array().unwrap_or_else(|| panic!("{rows}")) {
+        let warnings = row["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{row}"));
+        assert_eq!(warnings.len(), 1, "{row}");
+        assert!(
+            warnings[0]
+                .as_str()
+                .is_some_and(|w| w.contains("ImageRepository default/app: spec.exclusionLst")),
+            "{row}"
+        );
+    }
+    let strict = scan(dir.path(), &["--strict"], &[]);
+    assert_eq!(strict.code, 2, "{}", strict.stderr);
+    assert!(strict.stdout.is_empty(), "{}", strict.stdout);
+    assert!(
+        strict.stderr.contains("spec.exclusionLst: unknown field"),
+        "{}",
+        strict.stderr
+    );
+}
