@@ -39,11 +39,10 @@ pub fn default_message(automation: &str, changes: &ChangeSet) -> String {
     // one per distinct move, listing every file it touched.
     let mut moves: Vec<(String, Vec<String>)> = Vec::new();
     for c in &changes.changes {
-        let line = match (split_ref(&c.old), split_ref(&c.new)) {
-            (Some((old_name, old_tag)), Some((new_name, new_tag))) if old_name == new_name => {
-                format!("{new_name} {old_tag} → {new_tag}")
-            }
-            _ => format!("{} → {} ({})", c.old, c.new, c.marker),
+        let line = match moved(c) {
+            Moved::Tags { image, old, new } => format!("{image} {old} → {new}"),
+            // A `:name` marker: the values are the image.
+            Moved::Values => format!("{} → {}", c.old, c.new),
         };
         let file = c.file.display().to_string();
         match moves.iter_mut().find(|(l, _)| *l == line) {
@@ -62,6 +61,42 @@ pub fn default_message(automation: &str, changes: &ChangeSet) -> String {
     }
     message.push_str(&format!("\nHoist-Automation: {automation}\n"));
     message
+}
+
+/// How one change reads to a person.
+enum Moved<'a> {
+    /// The image stayed and its tag (or digest) moved: a reference marker
+    /// whose image is unchanged, or a `:tag`/`:digest` marker, whose
+    /// values name no image of their own.
+    Tags {
+        image: &'a str,
+        old: &'a str,
+        new: &'a str,
+    },
+    /// The values are image names (a `:name` marker, or a reference that
+    /// moved to another repository): they say it all.
+    Values,
+}
+
+fn moved(c: &Change) -> Moved<'_> {
+    match (split_ref(&c.old), split_ref(&c.new)) {
+        // `sha256:…` splits too; only the selected image counts as a name.
+        (Some((old_name, old)), Some((new_name, new)))
+            if old_name == new_name && new_name == c.image =>
+        {
+            Moved::Tags {
+                image: &c.image,
+                old,
+                new,
+            }
+        }
+        _ if c.new.starts_with(&c.image) => Moved::Values,
+        _ => Moved::Tags {
+            image: &c.image,
+            old: &c.old,
+            new: &c.new,
+        },
+    }
 }
 
 /// `ghcr.io/acme/app:1.2.3` → (`ghcr.io/acme/app`, `1.2.3`); the tag
@@ -83,10 +118,43 @@ struct Context<'a> {
     changes: &'a [Change],
     /// The files changed, sorted.
     files: BTreeSet<String>,
-    /// The objects changed, as `Kind ns/name`, sorted.
-    objects: BTreeSet<String>,
+    /// The objects changed, sorted: each has `kind`, `namespace` and
+    /// `name`, and prints as `Kind ns/name`.
+    objects: Vec<minijinja::Value>,
     /// hoist's default message, to embed or extend.
     default: String,
+}
+
+/// An object as a template sees it: its fields by name, and
+/// `Kind ns/name` when printed, so `{{ objects | join(", ") }}` reads well
+/// and `{{ o.name }}` works too.
+#[derive(Debug)]
+struct TemplateObject(ObjectRef);
+
+impl minijinja::value::Object for TemplateObject {
+    fn get_value(self: &std::sync::Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        let field = match key.as_str()? {
+            "kind" => &self.0.kind,
+            "namespace" => &self.0.namespace,
+            "name" => &self.0.name,
+            _ => return None,
+        };
+        // An absent part is `none`, not undefined: a document may name no
+        // namespace, and a template testing for it must not fail.
+        Some(
+            field
+                .as_deref()
+                .map_or(minijinja::Value::from(()), minijinja::Value::from),
+        )
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Str(&["kind", "namespace", "name"])
+    }
+
+    fn render(self: &std::sync::Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
 }
 
 #[derive(Serialize)]
@@ -145,17 +213,16 @@ pub fn pull_request_body(automation: &str, changes: &ChangeSet, limit: usize) ->
     let more = |n: usize| format!("\n… and {n} more\n");
     let mut body = String::from(header);
     for (i, c) in changes.changes.iter().enumerate() {
-        let (image, old, new) = match (split_ref(&c.old), split_ref(&c.new)) {
-            (Some((a, old)), Some((b, new))) if a == b => {
-                (a.to_string(), old.to_string(), new.to_string())
-            }
-            _ => (c.policy.clone(), c.old.clone(), c.new.clone()),
+        let (old, new) = match moved(c) {
+            Moved::Tags { old, new, .. } => (old, new),
+            Moved::Values => (c.old.as_str(), c.new.as_str()),
         };
+        let image = &c.image;
         let row = format!(
             "| {} | {} | {} | {}:{} | {} |\n",
-            cell(&image),
-            cell(&old),
-            cell(&new),
+            cell(image),
+            cell(old),
+            cell(new),
             cell(&c.file.display().to_string()),
             c.line,
             cell(&c.object.to_string())
@@ -310,7 +377,10 @@ fn render_until(
         objects: changes
             .changes
             .iter()
-            .map(|c| c.object.to_string())
+            .map(|c| &c.object)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|o| minijinja::Value::from_object(TemplateObject(o.clone())))
             .collect(),
         default: default_message(automation, changes),
     };
@@ -358,6 +428,7 @@ pub fn check_template(field: &str, template: &str, limit: usize) -> Result<(), T
             },
             marker: "apps:app".into(),
             policy: "apps/app".into(),
+            image: "ghcr.io/acme/app".into(),
             old: "ghcr.io/acme/app:1.2.3".into(),
             new: "ghcr.io/acme/app:1.3.0".into(),
         }],
@@ -377,13 +448,14 @@ fn describe(e: &minijinja::Error) -> String {
 mod tests {
     use super::*;
 
-    fn change(file: &str, old: &str, new: &str) -> Change {
+    fn change(file: &str, image: &str, old: &str, new: &str) -> Change {
         Change {
             file: file.into(),
             line: 1,
             object: ObjectRef::default(),
             marker: "apps:app".into(),
             policy: "apps/app".into(),
+            image: image.into(),
             old: old.into(),
             new: new.into(),
         }
@@ -395,11 +467,13 @@ mod tests {
             changes: vec![
                 change(
                     "clusters/prod/app.yaml",
+                    "ghcr.io/acme/app",
                     "ghcr.io/acme/app:1.2.3",
                     "ghcr.io/acme/app:1.3.0",
                 ),
                 change(
                     "clusters/prod/app2.yaml",
+                    "ghcr.io/acme/app",
                     "ghcr.io/acme/app:1.2.3",
                     "ghcr.io/acme/app:1.3.0",
                 ),
@@ -409,14 +483,49 @@ mod tests {
             default_message("apps/fleet", &one),
             "Update ghcr.io/acme/app 1.2.3 → 1.3.0\n\n- ghcr.io/acme/app 1.2.3 → 1.3.0 (clusters/prod/app.yaml, clusters/prod/app2.yaml)\n\nHoist-Automation: apps/fleet\n"
         );
-        let two = ChangeSet {
+        let mixed = ChangeSet {
             changes: vec![
-                change("a.yaml", "localhost:5000/x:1", "localhost:5000/x:2"),
-                change("b.yaml", "1.0", "1.1"),
+                change(
+                    "a.yaml",
+                    "localhost:5000/x",
+                    "localhost:5000/x:1",
+                    "localhost:5000/x:2",
+                ),
+                // A `:tag` marker: the values are tags, the image comes
+                // from the policy.
+                change("b.yaml", "localhost:5000/y", "1.0", "1.1"),
+                // A `:digest` marker: `sha256:` is no image name.
+                change("c.yaml", "localhost:5000/z", "sha256:aa", "sha256:bb"),
+                // A `:name` marker: the values are the image.
+                change(
+                    "d.yaml",
+                    "ghcr.io/acme/w",
+                    "docker.io/acme/w",
+                    "ghcr.io/acme/w",
+                ),
             ],
         };
-        let message = default_message("apps/fleet", &two);
-        assert!(message.starts_with("Update 2 images\n\n- localhost:5000/x 1 → 2 (a.yaml)\n- 1.0 → 1.1 (apps:app) (b.yaml)\n"), "{message}");
+        let message = default_message("apps/fleet", &mixed);
+        assert!(message.starts_with("Update 4 images\n\n- localhost:5000/x 1 → 2 (a.yaml)\n- localhost:5000/y 1.0 → 1.1 (b.yaml)\n- localhost:5000/z sha256:aa → sha256:bb (c.yaml)\n- docker.io/acme/w → ghcr.io/acme/w (d.yaml)\n"), "{message}");
+        let tag_only = ChangeSet {
+            changes: vec![change("b.yaml", "localhost:5000/y", "1.0", "1.1")],
+        };
+        assert!(
+            default_message("apps/fleet", &tag_only)
+                .starts_with("Update localhost:5000/y 1.0 → 1.1\n"),
+            "the subject names the image"
+        );
+        let body = pull_request_body("apps/fleet", &mixed, 65_536);
+        assert!(
+            body.contains("| localhost:5000/y | 1.0 | 1.1 | b.yaml:1 | - |\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                "| ghcr.io/acme/w | docker.io/acme/w | ghcr.io/acme/w | d.yaml:1 | - |\n"
+            ),
+            "{body}"
+        );
     }
 }
 
@@ -437,6 +546,7 @@ mod template_tests {
                 },
                 marker: "apps:web".into(),
                 policy: "apps/web".into(),
+                image: "localhost:5000/app".into(),
                 old: "web:1".into(),
                 new: "web:2".into(),
             }],
@@ -451,6 +561,29 @@ mod template_tests {
             out.as_deref(),
             Ok(
                 "chore(fleet): web:1 -> web:2 in a/x.yaml\n\nDeployment prod/web\n\nHoist-Automation: apps/fleet\n"
+            )
+        );
+        // Objects are values: fields by name, `Kind ns/name` printed; a
+        // document without a namespace gives `none`, not an error.
+        let mut two = changes.clone();
+        two.changes.push(Change {
+            object: ObjectRef {
+                kind: Some("CronJob".into()),
+                namespace: None,
+                name: Some("nightly".into()),
+            },
+            ..changes.changes[0].clone()
+        });
+        let out = render(
+            "spec.git.commit.messageTemplate",
+            "{% for o in objects %}{{ o.kind }} {{ o.name }} in {{ o.namespace or 'its default' }}; {% endfor %}{{ changes[0].image }}",
+            "apps/fleet",
+            &two,
+        );
+        assert_eq!(
+            out.as_deref(),
+            Ok(
+                "CronJob nightly in its default; Deployment web in prod; localhost:5000/app\n\nHoist-Automation: apps/fleet\n"
             )
         );
         assert!(
@@ -497,6 +630,7 @@ mod limit_tests {
                     },
                     marker: "apps:app".into(),
                     policy: "apps/app".into(),
+                    image: format!("ghcr.io/acme/app-{i}"),
                     old: format!("ghcr.io/acme/app-{i}:1.2.3"),
                     new: format!("ghcr.io/acme/app-{i}:1.3.0"),
                 })

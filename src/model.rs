@@ -54,7 +54,7 @@ pub struct Selection {
 }
 
 /// The Kubernetes object a change sits in, as far as its document says.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct ObjectRef {
     pub kind: Option<String>,
     pub namespace: Option<String>,
@@ -96,6 +96,9 @@ pub struct Change {
     pub marker: String,
     /// The ImagePolicy, `ns/name`.
     pub policy: String,
+    /// The image repository the policy selected from (`ghcr.io/acme/app`),
+    /// so that a change to a `:tag` or `:digest` field still names it.
+    pub image: String,
     pub old: String,
     pub new: String,
 }

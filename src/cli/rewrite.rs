@@ -143,6 +143,17 @@ pub fn run(args: RewriteArgs) -> Result<(), CliError> {
         rewrite_tree(&root, &refs, dry_run, only.as_deref())
             .map_err(|e| CliError::runtime(e.to_string()))
     };
+    // Every path hoist prints, changes and problems in text and JSON alike,
+    // names the file as the user does from here (`tree/apps/x.yaml` for
+    // `hoist rewrite tree`), as `hoist run` names them from the
+    // repository's root.
+    let shown = |file: &std::path::Path| {
+        if root == std::path::Path::new(".") {
+            file.to_path_buf()
+        } else {
+            root.join(file)
+        }
+    };
     // Strict: a rehearsal first, so that a refused tree is left unwritten.
     if args.strict && !args.dry_run {
         let rehearsal = rewrite(true)?;
@@ -150,13 +161,22 @@ pub fn run(args: RewriteArgs) -> Result<(), CliError> {
             let problems: Vec<String> = rehearsal
                 .problems
                 .iter()
-                .map(|p| p.located(&root))
+                .map(|p| p.located(&shown(std::path::Path::new(""))))
                 .collect();
             return Err(CliError::invalid(problems.join("\n"))
                 .with_hint("--strict makes warnings errors; nothing was written"));
         }
     }
     let mut result = rewrite(args.dry_run)?;
+    for c in &mut result.changeset.changes {
+        c.file = shown(&c.file);
+    }
+    for p in &mut result.problems {
+        p.file = shown(&p.file);
+    }
+    for (file, _, _) in &mut result.files {
+        *file = shown(file);
+    }
     result
         .changeset
         .changes
@@ -203,7 +223,7 @@ pub fn run(args: RewriteArgs) -> Result<(), CliError> {
         .write_all(out.as_bytes())
         .map_err(|e| CliError::runtime(format!("writing to stdout: {e}")))?;
     for p in &result.problems {
-        let message = p.located(&root);
+        let message = p.located(std::path::Path::new(""));
         if p.error {
             super::diag::error(&message);
         } else {

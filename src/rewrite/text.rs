@@ -259,6 +259,7 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
             object: objects.get(scalar.document).cloned().unwrap_or_default(),
             marker: marker.to_string(),
             policy: marker.policy(),
+            image: latest.name.clone(),
             old: scalar.value.clone(),
             new,
         });

@@ -332,6 +332,7 @@ fn many_changes(n: usize) -> hoist::model::ChangeSet {
                 },
                 marker: "apps:service".into(),
                 policy: "apps/service".into(),
+                image: format!("ghcr.io/acme/service-{i}"),
                 old: format!("ghcr.io/acme/service-{i}:1.2.3"),
                 new: format!("ghcr.io/acme/service-{i}:1.3.0"),
             })

@@ -150,7 +150,7 @@ fn dry_run_prints_a_diff_and_writes_nothing() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
         run.stdout,
-        "--- a/deploy.yaml\n+++ b/deploy.yaml\n@@ -1 +1 @@\n-image: ghcr.io/acme/app:1.0.0 # {\"$imagepolicy\": \"ns:app\"}\n+image: ghcr.io/acme/app:1.1.0 # {\"$imagepolicy\": \"ns:app\"}\n"
+        "--- a/tree/deploy.yaml\n+++ b/tree/deploy.yaml\n@@ -1 +1 @@\n-image: ghcr.io/acme/app:1.0.0 # {\"$imagepolicy\": \"ns:app\"}\n+image: ghcr.io/acme/app:1.1.0 # {\"$imagepolicy\": \"ns:app\"}\n"
     );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("tree/deploy.yaml"))
@@ -182,9 +182,9 @@ fn json_output_is_the_changeset() {
     assert_eq!(
         json,
         serde_json::json!({"changes": [{
-            "file": "apps/deploy.yaml", "line": 5,
+            "file": "tree/apps/deploy.yaml", "line": 5,
             "object": {"kind": "Deployment", "namespace": "prod", "name": "web"},
-            "marker": "ns:app:tag", "policy": "ns/app", "old": "ghcr.io/acme/app:1.0.0", "new": "1.1.0"
+            "marker": "ns:app:tag", "policy": "ns/app", "image": "ghcr.io/acme/app", "old": "ghcr.io/acme/app:1.0.0", "new": "1.1.0"
         }], "problems": []})
     );
     let text_run = hoist(
@@ -194,7 +194,7 @@ fn json_output_is_the_changeset() {
     );
     assert_eq!(
         text_run.stdout,
-        "apps/deploy.yaml:5: Deployment prod/web: 1.1.0 -> 1.2.0 (ns:app:tag)\n"
+        "tree/apps/deploy.yaml:5: Deployment prod/web: 1.1.0 -> 1.2.0 (ns:app:tag)\n"
     );
 }
 
