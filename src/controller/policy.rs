@@ -11,8 +11,7 @@ use kube::{Resource, ResourceExt};
 
 use super::conditions::{self, Outcome};
 use super::{
-    Context, ReconcileError, document, errors_for, key_of, labelled, load, now, patch_status,
-    requested,
+    Context, ReconcileError, document, errors_for, key_of, labelled, load, patch_status, requested,
 };
 use crate::api::{ImagePolicy, ImagePolicyStatus, ImageRef, ImageRepository};
 use crate::pipeline::{self, ScanOptions, TagFreshness};
@@ -81,62 +80,292 @@ async fn cross_namespace_access(
     ))
 }
 
+/// What the reconciler found out about a policy, before it decides
+/// anything: the I/O half of a reconcile. [`policy_status`] turns it into
+/// the status to write.
+#[derive(Debug)]
+pub enum Observed<'a> {
+    /// Its ImageRepository (`ns/name`) does not exist.
+    RepositoryMissing(String),
+    /// Its ImageRepository is in another namespace that does not let it in.
+    AccessDenied(crate::api::AccessRefused),
+    /// The policy itself does not load: why, field by field.
+    InvalidSpec(String),
+    /// Its ImageRepository (`ns/name`) does not load.
+    RepositoryInvalid(String),
+    /// The repository has no usable scan in the store (yet), and why.
+    NotScanned(String),
+    /// The selected tag's digest could not be read.
+    DigestFailed(crate::pipeline::ErrorReport),
+    /// What selecting from the stored tags came to.
+    Selected(&'a pipeline::PolicyRef),
+}
+
+/// When to look at the policy again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// When it, or what it reads, changes (the watches say).
+    AwaitChange,
+    After(Duration),
+    /// A failure, retried with the reconcilers' backoff.
+    Backoff(crate::pipeline::ErrorReport),
+}
+
+/// A reconcile's decision, as data: the status to write, the Event to
+/// send, the error metric to count, and when to come back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyDecision {
+    pub status: ImagePolicyStatus,
+    /// A `NewLatestTag` Event's note, when the latest ref moved.
+    pub new_latest: Option<String>,
+    /// `hoist_reconcile_errors_total`'s reason for a refusal that is not
+    /// retried (retried failures are counted by the backoff).
+    pub error_reason: Option<&'static str>,
+    pub requeue: Requeue,
+}
+
+/// The status of `policy` after a reconcile that observed `observed` at
+/// `now`. Pure: the time comes in, nothing goes out but the value.
+pub fn policy_status(
+    policy: &ImagePolicy,
+    observed: Observed<'_>,
+    now: jiff::Timestamp,
+) -> PolicyDecision {
+    let mut status = policy.status.clone().unwrap_or_default();
+    // Worked out afresh by each reconcile.
+    status.waiting = None;
+    if let Some(asked) = requested(policy, status.last_handled_reconcile_at.as_ref()) {
+        status.last_handled_reconcile_at = Some(asked);
+    }
+    let generation = policy.metadata.generation;
+    let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::from_second(now.as_second()).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    );
+    let seconds = u64::try_from(now.as_second()).unwrap_or(0);
+    let decide = |mut status: ImagePolicyStatus, outcome: Outcome, requeue: Requeue| {
+        conditions::apply(&mut status.conditions, &outcome, generation, &time);
+        status.observed_generation = generation;
+        PolicyDecision {
+            status,
+            new_latest: None,
+            error_reason: None,
+            requeue,
+        }
+    };
+    let waiting_tag = |w: &crate::policy::Waiting| crate::api::WaitingTag {
+        tag: w.tag.clone(),
+        eligible_at: jiff::Timestamp::from_second(i64::try_from(w.eligible_at).unwrap_or(0))
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+    };
+    // No scan revision re-queues the policy when a waiting tag matures:
+    // come back then.
+    let matures = |w: &crate::policy::Waiting| {
+        Duration::from_secs(w.eligible_at.saturating_sub(seconds).max(1))
+    };
+    let row = match observed {
+        Observed::RepositoryMissing(repository) => {
+            // Its creation re-queues this policy through the watch mapping.
+            return decide(
+                status,
+                Outcome::waiting(
+                    "DependencyNotReady",
+                    format!("ImageRepository {repository} not found"),
+                ),
+                Requeue::AwaitChange,
+            );
+        }
+        Observed::AccessDenied(refused) => {
+            // A change to the repository's accessFrom re-queues this
+            // policy through the watch mapping.
+            return PolicyDecision {
+                error_reason: Some("access_denied"),
+                ..decide(
+                    status,
+                    Outcome::stalled(
+                        "AccessDenied",
+                        format!("spec.imageRepositoryRef: {refused}"),
+                    ),
+                    Requeue::AwaitChange,
+                )
+            };
+        }
+        Observed::InvalidSpec(message) => {
+            return PolicyDecision {
+                error_reason: Some("spec"),
+                ..decide(
+                    status,
+                    Outcome::stalled("InvalidSpec", message),
+                    Requeue::AwaitChange,
+                )
+            };
+        }
+        Observed::RepositoryInvalid(repository) => {
+            return decide(
+                status,
+                Outcome::waiting(
+                    "DependencyNotReady",
+                    format!("ImageRepository {repository} is invalid"),
+                ),
+                Requeue::AwaitChange,
+            );
+        }
+        Observed::NotScanned(message) => {
+            // After a restart the store is empty, and the repository's
+            // rescan may find the same revision (which re-queues no
+            // policy): look again.
+            return decide(
+                status,
+                Outcome::waiting("DependencyNotReady", message),
+                Requeue::After(Duration::from_secs(5)),
+            );
+        }
+        Observed::DigestFailed(failure) => {
+            let message = failure.to_string();
+            return decide(
+                status,
+                Outcome::retrying("DigestFailed", message),
+                Requeue::Backoff(failure),
+            );
+        }
+        Observed::Selected(row) => row,
+    };
+    status.waiting = row.waiting.as_ref().map(waiting_tag);
+    let Some(tag) = &row.tag else {
+        if let Some(w) = &row.waiting {
+            // Every fitting tag is still too new for minimumAge.
+            let message = format!(
+                "{} waits for minimumAge until {}",
+                w.tag,
+                waiting_tag(w).eligible_at
+            );
+            return decide(
+                status,
+                Outcome::waiting("MinimumAge", message),
+                Requeue::After(matures(w)),
+            );
+        }
+        return decide(
+            status,
+            Outcome::waiting(
+                "NoMatchingTag",
+                format!("no tag of {} fits the policy", row.tags),
+            ),
+            Requeue::AwaitChange,
+        );
+    };
+    let latest = ImageRef {
+        name: row.name.clone(),
+        tag: tag.to_string(),
+        digest: row.digest.clone(),
+    };
+    let changed = status.latest_ref.as_ref() != Some(&latest);
+    if changed {
+        status.observed_previous_ref = status.latest_ref.take();
+        status.latest_ref = Some(latest.clone());
+    }
+    let message = format!(
+        "latest image tag for {} resolved to {}",
+        latest.name, latest.tag
+    );
+    let new_latest = changed.then(|| match &status.observed_previous_ref {
+        Some(previous) => format!("{message} (was {})", previous.tag),
+        None => message.clone(),
+    });
+    // Digests reflected `Always` are refreshed on the policy's interval.
+    let refresh = matches!(
+        policy.spec.digest_reflection_policy,
+        Some(crate::api::ReflectionPolicy::Always)
+    );
+    let interval = policy
+        .spec
+        .interval
+        .as_ref()
+        .and_then(|i| i.parse().ok())
+        .filter(|_| refresh)
+        .map(|i: Duration| i.max(Duration::from_secs(1)));
+    let requeue = match (interval, row.waiting.as_ref().map(matures)) {
+        (Some(a), Some(b)) => Requeue::After(a.min(b)),
+        (Some(a), None) | (None, Some(a)) => Requeue::After(a),
+        (None, None) => Requeue::AwaitChange,
+    };
+    PolicyDecision {
+        new_latest,
+        ..decide(status, Outcome::ready("Succeeded", message), requeue)
+    }
+}
+
 async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, ReconcileError> {
     if policy.spec.suspend {
         return Ok(Action::await_change());
     }
-    let current = policy.status.clone();
-    let mut status = current.clone().unwrap_or_default();
-    // Worked out afresh by each reconcile that gets as far as selecting.
-    status.waiting = None;
-    let generation = policy.metadata.generation;
-    let object = labelled(policy);
-    let write = |mut status: ImagePolicyStatus, outcome: Outcome| {
-        conditions::apply(&mut status.conditions, &outcome, generation, &now());
-        status.observed_generation = generation;
-        status
+    let report;
+    let observed = match observe(policy, context).await? {
+        Found::Early(observed) => observed,
+        Found::Scanned(scanned) => {
+            report = scanned;
+            match (
+                report.repositories.first().map(|r| &r.outcome),
+                report.failures.first(),
+                report.policies.first(),
+            ) {
+                (Some(Err(e)), _, _) => Observed::NotScanned(e.to_string()),
+                (_, Some(failure), _) => Observed::DigestFailed(failure.report()),
+                (_, None, Some(row)) => Observed::Selected(row),
+                (_, None, None) => Observed::NotScanned(format!(
+                    "ImageRepository {} selected nothing for this policy",
+                    pipeline::repository_of(policy)
+                )),
+            }
+        }
     };
-    if let Some(asked) = requested(policy, status.last_handled_reconcile_at.as_ref()) {
-        status.last_handled_reconcile_at = Some(asked);
+    let decision = policy_status(policy, observed, jiff::Timestamp::now());
+    patch_status(
+        &context.client,
+        policy,
+        policy.status.as_ref(),
+        &decision.status,
+    )
+    .await?;
+    if let Some(reason) = decision.error_reason {
+        context.metrics.reconcile_error("ImagePolicy", reason);
     }
+    if let Some(note) = decision.new_latest {
+        context
+            .event(&policy.object_ref(&()), "NewLatestTag", note)
+            .await;
+    }
+    match decision.requeue {
+        Requeue::AwaitChange => Ok(Action::await_change()),
+        Requeue::After(wait) => Ok(Action::requeue(wait)),
+        Requeue::Backoff(failure) => Err(ReconcileError::Failed(failure)),
+    }
+}
+
+/// How far the I/O of a reconcile got: stopped early with an observation,
+/// or as far as selecting from the stored tags.
+enum Found {
+    Early(Observed<'static>),
+    Scanned(pipeline::ScanReport),
+}
+
+async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, ReconcileError> {
     let Some(repository) = repository_of(policy, context).await? else {
-        let message = format!(
-            "ImageRepository {} not found",
-            pipeline::repository_of(policy)
-        );
-        let status = write(status, Outcome::waiting("DependencyNotReady", message));
-        patch_status(&context.client, policy, current.as_ref(), &status).await?;
-        // Its creation re-queues this policy through the watch mapping.
-        return Ok(Action::await_change());
+        return Ok(Found::Early(Observed::RepositoryMissing(
+            pipeline::repository_of(policy),
+        )));
     };
     if let Err(refused) = cross_namespace_access(policy, &repository, context).await? {
-        context
-            .metrics
-            .reconcile_error("ImagePolicy", "access_denied");
-        let status = write(
-            status,
-            Outcome::stalled(
-                "AccessDenied",
-                format!("spec.imageRepositoryRef: {refused}"),
-            ),
-        );
-        patch_status(&context.client, policy, current.as_ref(), &status).await?;
-        // A change to the repository's accessFrom re-queues this policy
-        // through the watch mapping.
-        return Ok(Action::await_change());
+        return Ok(Found::Early(Observed::AccessDenied(refused)));
     }
     let (objects, errors) = load(&[document(&repository), document(policy)]);
-    if let Some(message) = errors_for(&errors, &object) {
-        context.metrics.reconcile_error("ImagePolicy", "spec");
-        let status = write(status, Outcome::stalled("InvalidSpec", message));
-        patch_status(&context.client, policy, current.as_ref(), &status).await?;
-        return Ok(Action::await_change());
+    if let Some(message) = errors_for(&errors, &labelled(policy)) {
+        return Ok(Found::Early(Observed::InvalidSpec(message)));
     }
     if objects.repositories.is_empty() {
-        let message = format!("ImageRepository {} is invalid", key_of(&repository));
-        let status = write(status, Outcome::waiting("DependencyNotReady", message));
-        patch_status(&context.client, policy, current.as_ref(), &status).await?;
-        return Ok(Action::await_change());
+        return Ok(Found::Early(Observed::RepositoryInvalid(key_of(
+            &repository,
+        ))));
     }
     // Tags from the store only: scanning is the repository reconciler's.
     let options = ScanOptions {
@@ -150,106 +379,349 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
     let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
         .await
         .map_err(|e| ReconcileError::Transient(e.to_string()))?;
-    if let Some(Err(e)) = report.repositories.first().map(|r| &r.outcome) {
-        let status = write(
-            status,
-            Outcome::waiting("DependencyNotReady", e.to_string()),
-        );
-        patch_status(&context.client, policy, current.as_ref(), &status).await?;
-        // After a restart the store is empty, and the repository's rescan
-        // may find the same revision (which re-queues no policy): look again.
-        return Ok(Action::requeue(Duration::from_secs(5)));
+    Ok(Found::Scanned(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ReflectionPolicy, WaitingTag};
+    use crate::pipeline::{ErrorClass, ErrorReport, PolicyRef};
+    use crate::policy::Waiting;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(second).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
-    if let Some(failure) = report.failures.first() {
-        let status = write(
-            status,
-            Outcome::retrying("DigestFailed", failure.to_string()),
-        );
-        patch_status(&context.client, policy, current.as_ref(), &status).await?;
-        return Err(ReconcileError::Failed(failure.report()));
-    }
-    let latest = report.policies.first().and_then(|row| {
-        Some(ImageRef {
-            name: row.name.clone(),
-            tag: row.tag.as_ref()?.to_string(),
-            digest: row.digest.clone(),
-        })
-    });
-    let Some(latest) = latest else {
-        // Every fitting tag is still too new for minimumAge.
-        if let Some(w) = report.policies.first().and_then(|r| r.waiting.clone()) {
-            let at = jiff::Timestamp::from_second(i64::try_from(w.eligible_at).unwrap_or(0))
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            status.waiting = Some(crate::api::WaitingTag {
-                tag: w.tag.clone(),
-                eligible_at: at.clone(),
-            });
-            let status = write(
-                status,
-                Outcome::waiting(
-                    "MinimumAge",
-                    format!("{} waits for minimumAge until {at}", w.tag),
-                ),
-            );
-            patch_status(&context.client, policy, current.as_ref(), &status).await?;
-            let wait = w.eligible_at.saturating_sub(crate::store::now()).max(1);
-            return Ok(Action::requeue(Duration::from_secs(wait)));
+
+    fn policy(latest: Option<&str>, reflect_always: bool) -> ImagePolicy {
+        let mut policy: ImagePolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hoist.dev/v1alpha1",
+            "kind": "ImagePolicy",
+            "metadata": {"name": "app", "namespace": "team", "generation": 3},
+            "spec": {
+                "imageRepositoryRef": {"name": "app"},
+                "policy": {"semver": {"range": ">=1.0.0"}},
+                "interval": "10m",
+            }
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        if reflect_always {
+            policy.spec.digest_reflection_policy = Some(ReflectionPolicy::Always);
         }
-        let tags = report.policies.first().map_or(0, |r| r.tags);
-        let status = write(
-            status,
-            Outcome::waiting("NoMatchingTag", format!("no tag of {tags} fits the policy")),
-        );
-        patch_status(&context.client, policy, current.as_ref(), &status).await?;
-        return Ok(Action::await_change());
-    };
-    // A tag held back by minimumAge: say so, and look again when it is old
-    // enough (no new scan revision would re-queue this policy then).
-    let waiting = report.policies.first().and_then(|r| r.waiting.clone());
-    status.waiting = waiting.as_ref().map(|w| crate::api::WaitingTag {
-        tag: w.tag.clone(),
-        eligible_at: jiff::Timestamp::from_second(i64::try_from(w.eligible_at).unwrap_or(0))
-            .map(|t| t.to_string())
-            .unwrap_or_default(),
-    });
-    let mature_in = waiting
-        .map(|w| Duration::from_secs(w.eligible_at.saturating_sub(crate::store::now()).max(1)));
-    let changed = status.latest_ref.as_ref() != Some(&latest);
-    if changed {
-        status.observed_previous_ref = status.latest_ref.take();
-        status.latest_ref = Some(latest.clone());
+        policy.status = latest.map(|tag| ImagePolicyStatus {
+            latest_ref: Some(image(tag)),
+            ..ImagePolicyStatus::default()
+        });
+        policy
     }
-    let message = format!(
-        "latest image tag for {} resolved to {}",
-        latest.name, latest.tag
-    );
-    let status = write(status, Outcome::ready("Succeeded", message.clone()));
-    patch_status(&context.client, policy, current.as_ref(), &status).await?;
-    if changed {
-        let note = match &status.observed_previous_ref {
-            Some(previous) => format!("{message} (was {})", previous.tag),
-            None => message,
+
+    fn image(tag: &str) -> ImageRef {
+        ImageRef {
+            name: "localhost:5000/team/app".into(),
+            tag: tag.into(),
+            digest: None,
+        }
+    }
+
+    fn row(tag: Option<&str>, waiting: Option<(&str, u64)>) -> PolicyRef {
+        PolicyRef {
+            policy: "team/app".into(),
+            repository: "team/app".into(),
+            image: "localhost:5000/team/app".into(),
+            name: "localhost:5000/team/app".into(),
+            tag: tag.map(Into::into),
+            digest: None,
+            tags: 4,
+            waiting: waiting.map(|(tag, eligible_at)| Waiting {
+                tag: tag.into(),
+                eligible_at,
+            }),
+            error: None,
+        }
+    }
+
+    fn ready(decision: &PolicyDecision) -> (String, String) {
+        decision
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::READY)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+            .unwrap_or_default()
+    }
+
+    fn has(decision: &PolicyDecision, type_: &str) -> bool {
+        decision
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    }
+
+    #[test]
+    fn each_observation_comes_to_its_status_event_and_requeue() {
+        let eligible = u64::try_from(NOW).unwrap_or(0) + 90;
+        let failure = ErrorReport {
+            kind: "registry",
+            class: ErrorClass::Retry,
+            message: "digest of 1.2.0: connection refused".into(),
         };
-        context
-            .event(&policy.object_ref(&()), "NewLatestTag", note)
-            .await;
+        let new = row(Some("1.2.0"), None);
+        let same = row(Some("1.1.0"), None);
+        let held = row(Some("1.1.0"), Some(("1.3.0", eligible)));
+        let young = row(None, Some(("1.3.0", eligible)));
+        let none = row(None, None);
+        let refused = crate::api::AccessRefused::NoAccessFrom {
+            target: "ImageRepository other/app".into(),
+        };
+        // (what was observed, policy, Ready, reason, Stalled, latest tag,
+        //  previous tag, NewLatestTag event, metric, requeue)
+        type Row<'a> = (
+            Observed<'a>,
+            ImagePolicy,
+            &'a str,
+            &'a str,
+            bool,
+            Option<&'a str>,
+            Option<&'a str>,
+            bool,
+            Option<&'a str>,
+            Requeue,
+        );
+        let table: Vec<Row> = vec![
+            (
+                Observed::RepositoryMissing("team/app".into()),
+                policy(Some("1.1.0"), false),
+                "False",
+                "DependencyNotReady",
+                false,
+                Some("1.1.0"),
+                None,
+                false,
+                None,
+                Requeue::AwaitChange,
+            ),
+            (
+                Observed::AccessDenied(refused),
+                policy(None, false),
+                "False",
+                "AccessDenied",
+                true,
+                None,
+                None,
+                false,
+                Some("access_denied"),
+                Requeue::AwaitChange,
+            ),
+            (
+                Observed::InvalidSpec("spec.policy: no policy".into()),
+                policy(None, false),
+                "False",
+                "InvalidSpec",
+                true,
+                None,
+                None,
+                false,
+                Some("spec"),
+                Requeue::AwaitChange,
+            ),
+            (
+                Observed::RepositoryInvalid("team/app".into()),
+                policy(None, false),
+                "False",
+                "DependencyNotReady",
+                false,
+                None,
+                None,
+                false,
+                None,
+                Requeue::AwaitChange,
+            ),
+            (
+                Observed::NotScanned("not scanned yet".into()),
+                policy(Some("1.1.0"), false),
+                "False",
+                "DependencyNotReady",
+                false,
+                Some("1.1.0"),
+                None,
+                false,
+                None,
+                Requeue::After(Duration::from_secs(5)),
+            ),
+            (
+                Observed::DigestFailed(failure.clone()),
+                policy(Some("1.1.0"), false),
+                "False",
+                "DigestFailed",
+                false,
+                Some("1.1.0"),
+                None,
+                false,
+                None,
+                Requeue::Backoff(failure),
+            ),
+            // A new tag: latest moves, the old one is kept, an Event.
+            (
+                Observed::Selected(&new),
+                policy(Some("1.1.0"), false),
+                "True",
+                "Succeeded",
+                false,
+                Some("1.2.0"),
+                Some("1.1.0"),
+                true,
+                None,
+                Requeue::AwaitChange,
+            ),
+            // The same tag: no Event, nothing moves.
+            (
+                Observed::Selected(&same),
+                policy(Some("1.1.0"), false),
+                "True",
+                "Succeeded",
+                false,
+                Some("1.1.0"),
+                None,
+                false,
+                None,
+                Requeue::AwaitChange,
+            ),
+            // Reflecting digests Always: back on the interval.
+            (
+                Observed::Selected(&same),
+                policy(Some("1.1.0"), true),
+                "True",
+                "Succeeded",
+                false,
+                Some("1.1.0"),
+                None,
+                false,
+                None,
+                Requeue::After(Duration::from_secs(600)),
+            ),
+            // A newer tag held back by minimumAge: back when it matures,
+            // sooner than the interval.
+            (
+                Observed::Selected(&held),
+                policy(Some("1.1.0"), true),
+                "True",
+                "Succeeded",
+                false,
+                Some("1.1.0"),
+                None,
+                false,
+                None,
+                Requeue::After(Duration::from_secs(90)),
+            ),
+            // Every fitting tag too young: nothing is latest yet.
+            (
+                Observed::Selected(&young),
+                policy(None, false),
+                "False",
+                "MinimumAge",
+                false,
+                None,
+                None,
+                false,
+                None,
+                Requeue::After(Duration::from_secs(90)),
+            ),
+            (
+                Observed::Selected(&none),
+                policy(Some("1.1.0"), false),
+                "False",
+                "NoMatchingTag",
+                false,
+                Some("1.1.0"),
+                None,
+                false,
+                None,
+                Requeue::AwaitChange,
+            ),
+        ];
+        for (
+            i,
+            (observed, policy, ready_is, reason, stalled, latest, previous, event, metric, requeue),
+        ) in table.into_iter().enumerate()
+        {
+            let decision = policy_status(&policy, observed, at(NOW));
+            let case = format!("row {i}: {decision:?}");
+            assert_eq!(ready(&decision), (ready_is.into(), reason.into()), "{case}");
+            assert_eq!(has(&decision, conditions::STALLED), stalled, "{case}");
+            assert_eq!(
+                has(&decision, conditions::RECONCILING),
+                reason == "DigestFailed",
+                "{case}"
+            );
+            assert_eq!(
+                decision.status.latest_ref.as_ref().map(|r| r.tag.as_str()),
+                latest,
+                "{case}"
+            );
+            assert_eq!(
+                decision
+                    .status
+                    .observed_previous_ref
+                    .as_ref()
+                    .map(|r| r.tag.as_str()),
+                previous,
+                "{case}"
+            );
+            assert_eq!(decision.new_latest.is_some(), event, "{case}");
+            assert_eq!(decision.error_reason, metric, "{case}");
+            assert_eq!(decision.requeue, requeue, "{case}");
+            assert_eq!(decision.status.observed_generation, Some(3), "{case}");
+        }
     }
-    // Digests reflected `Always` are refreshed on the policy's interval.
-    let refresh = matches!(
-        policy.spec.digest_reflection_policy,
-        Some(crate::api::ReflectionPolicy::Always)
-    );
-    let interval = policy
-        .spec
-        .interval
-        .as_ref()
-        .and_then(|i| i.parse().ok())
-        .filter(|_| refresh)
-        .map(|i: Duration| i.max(Duration::from_secs(1)));
-    Ok(match (interval, mature_in) {
-        (Some(a), Some(b)) => Action::requeue(a.min(b)),
-        (Some(a), None) | (None, Some(a)) => Action::requeue(a),
-        (None, None) => Action::await_change(),
-    })
+
+    #[test]
+    fn a_waiting_tag_is_reported_and_cleared_once_adopted() {
+        let eligible = u64::try_from(NOW).unwrap_or(0) + 90;
+        let held = row(Some("1.1.0"), Some(("1.3.0", eligible)));
+        let decision = policy_status(
+            &policy(Some("1.1.0"), false),
+            Observed::Selected(&held),
+            at(NOW),
+        );
+        assert_eq!(
+            decision.status.waiting,
+            Some(WaitingTag {
+                tag: "1.3.0".into(),
+                eligible_at: at(NOW + 90).to_string(),
+            })
+        );
+        let mut later = policy(Some("1.1.0"), false);
+        later.status = Some(decision.status);
+        let adopted = row(Some("1.3.0"), None);
+        let decision = policy_status(&later, Observed::Selected(&adopted), at(NOW + 90));
+        assert_eq!(decision.status.waiting, None);
+        assert_eq!(
+            decision.new_latest.as_deref(),
+            Some("latest image tag for localhost:5000/team/app resolved to 1.3.0 (was 1.1.0)")
+        );
+    }
+
+    #[test]
+    fn a_reconcile_request_is_handled_once_and_conditions_keep_their_transition_time() {
+        let mut asked = policy(Some("1.1.0"), false);
+        asked.metadata.annotations = Some(
+            [(super::super::REQUESTED_AT.to_string(), "now-1".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let same = row(Some("1.1.0"), None);
+        let first = policy_status(&asked, Observed::Selected(&same), at(NOW));
+        assert_eq!(
+            first.status.last_handled_reconcile_at.as_deref(),
+            Some("now-1")
+        );
+        asked.status = Some(first.status.clone());
+        let second = policy_status(&asked, Observed::Selected(&same), at(NOW + 60));
+        // Nothing changed but time: the status is the same value, so the
+        // reconciler's patch is skipped and no watch event follows.
+        assert_eq!(second.status, first.status);
+    }
 }
