@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
+use super::branch::{Facts, Step, step};
 use super::error::{AutomationError, ErrorReport};
 use super::scan::{ScanReport, object_key};
 use crate::api::{ImageRef, ImageUpdateAutomation, PullRequestSpec as PullRequestFields};
@@ -505,14 +506,15 @@ fn pull_request(
 
 /// The checkout branch already has every image the automation would set,
 /// so hoist's branch proposes nothing any more (its pull request was
-/// merged, or someone made the same change). Closes the pull request with a
-/// comment saying why and deletes the branch — only while the branch holds
-/// hoist's commit alone.
+/// merged, or someone made the same change): carries out the
+/// [`Step::Forget`], [`Step::Retire`] or [`Step::Leave`] decided for it.
+/// Retiring closes the pull request with a comment saying why and deletes
+/// the branch, only while it is still at the tip hoist checked.
 fn retire_pull_request(
     context: &Context,
     git: &Git,
     checkout: &Checkout,
-    author: &Signature,
+    step: Step,
     report: &mut AutomationReport,
 ) -> Result<(), AutomationError> {
     let Some(fields) = context.pull_request_fields() else {
@@ -520,22 +522,19 @@ fn retire_pull_request(
     };
     let branch = report.branch.clone();
     let recorded = context.recorded_pull_request();
-    if git.remote_head(checkout, &branch)?.is_none() {
+    let tip = match step {
         // Merged and deleted (by the forge or a person): nothing to close.
-        if recorded.is_some() {
+        Step::Forget if recorded.is_some() => {
             context.record_pull_request(None, report);
+            return Ok(());
         }
-        return Ok(());
-    }
-    let tip = git.tip(checkout, &branch)?;
-    if !made_by_hoist(&tip, context.key, author) {
-        report.warnings.push(format!(
-            "{} already has every change, but branch {branch} has a commit hoist did not make ({}); hoist leaves the branch and its pull request alone",
-            context.checkout_branch(),
-            short(&tip.id)
-        ));
-        return Ok(());
-    }
+        Step::Leave { warning } => {
+            report.warnings.push(warning);
+            return Ok(());
+        }
+        Step::Retire { tip } => tip,
+        _ => return Ok(()),
+    };
     let forge = forge_for(context, fields)?;
     let comment = format!(
         "Closed by hoist: `{base}` already has every change this pull request proposed, so there is nothing left to merge. hoist deletes its branch `{branch}` next.\n\n— ImageUpdateAutomation `{key}`",
@@ -549,7 +548,7 @@ fn retire_pull_request(
         recorded.as_ref(),
         &comment,
     )?;
-    match git.delete_branch(checkout, &branch, &tip.id)? {
+    match git.delete_branch(checkout, &branch, &tip)? {
         Push::Pushed(_) => {}
         Push::Rejected(reason) => {
             return Err(AutomationError::BranchMoved(format!(
@@ -561,53 +560,17 @@ fn retire_pull_request(
     Ok(())
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
-/// hoist's commit carries its trailer and hoist as committer; an amended
-/// or cherry-picked copy names whoever amended it as committer.
-fn made_by_hoist(commit: &Commit, key: &str, author: &Signature) -> bool {
-    let trailer = format!("{}: {key}", message::TRAILER);
-    let committer = format!("{} <{}>", author.name, author.email);
-    commit.message.lines().any(|l| l.trim() == trailer) && commit.committer == committer
-}
-
-/// How to push to a branch hoist owns.
-enum Lease {
-    /// Push over this commit ("" when the branch does not exist yet).
-    Expect(String),
-    /// The branch already holds this very change on this very base.
-    UpToDate,
-}
-
-/// hoist owns `branch`: it rebuilds it from the checkout tip plus its own
-/// commit on each run. That is safe only while the branch's tip is hoist's
-/// commit for this automation; a commit by anyone else stops hoist.
-fn owned_branch_lease(
+/// The tip of hoist's branch on the remote, fetched when the step depends
+/// on it; `None` when the branch does not exist (or is not asked about).
+fn remote_tip(
     git: &Git,
     checkout: &Checkout,
-    branch: &str,
-    key: &str,
-    commit: &str,
-    author: &Signature,
-) -> Result<Lease, AutomationError> {
-    let Some(head) = git.remote_head(checkout, branch)? else {
-        return Ok(Lease::Expect(String::new()));
-    };
-    let tip = git.tip(checkout, branch)?;
-    if !made_by_hoist(&tip, key, author) {
-        return Err(AutomationError::ForeignCommit(format!(
-            "branch {branch} has a commit hoist did not make ({} by {}); hoist stops updating it so that work is not lost — merge or delete the branch",
-            short(&tip.id),
-            tip.author
-        )));
+    facts: &Facts,
+) -> Result<Option<Commit>, AutomationError> {
+    if !facts.reads_remote() || git.remote_head(checkout, facts.branch)?.is_none() {
+        return Ok(None);
     }
-    let ours = git.commit_info(checkout, commit)?;
-    if tip.tree == ours.tree && tip.parent == ours.parent {
-        return Ok(Lease::UpToDate);
-    }
-    Ok(Lease::Expect(head))
+    Ok(Some(git.tip(checkout, facts.branch)?))
 }
 
 /// A path from the spec (`field`) as a relative path that stays inside
@@ -802,21 +765,29 @@ fn run_one(
                 ..c.clone()
             })
             .collect();
-        if report.changes.is_empty() {
-            // Nothing to propose. Only when every selected policy has a
-            // latest ref does that mean the base has it all: a failed scan
-            // must not close a pull request.
-            // Nor does a selector that selects nothing, or a file that no
-            // longer parses.
-            if owned
-                && !options.dry_run
+        let facts = Facts {
+            key,
+            author: &author,
+            branch: &report.branch,
+            checkout_branch,
+            owned,
+            pull_request: context.pull_request_fields().is_some(),
+            base: &checkout.base,
+            ours: None,
+            complete: !options.dry_run
                 && unresolved.is_empty()
                 && !refs.is_empty()
-                && rewritten.problems.is_empty()
-            {
-                retire_pull_request(context, git, &checkout, &author, report)?;
-            }
-            return Ok(());
+                && rewritten.problems.is_empty(),
+            remote: None,
+        };
+        if report.changes.is_empty() {
+            // Nothing to propose: maybe a pull request to retire.
+            let tip = remote_tip(git, &checkout, &facts)?;
+            let step = step(&Facts {
+                remote: tip.as_ref(),
+                ..facts
+            })?;
+            return retire_pull_request(context, git, &checkout, step, report);
         }
         if options.dry_run {
             let mut diff = String::new();
@@ -847,21 +818,26 @@ fn run_one(
         let Some(commit) = committed else {
             return Ok(());
         };
-        // Pushing to the checkout branch: on the commit hoist built on.
-        // Pushing to a branch of its own: over hoist's previous commit
-        // there, and only if nobody else has committed on top.
-        let expected = if owned {
-            match owned_branch_lease(git, &checkout, &report.branch, key, &commit, &author)? {
-                Lease::Expect(head) => head,
-                Lease::UpToDate => {
-                    return pull_request(context, &changeset, &message, false, report);
-                }
+        let ours = git.commit_info(&checkout, &commit)?;
+        let facts = Facts {
+            ours: Some(&ours),
+            ..facts
+        };
+        let tip = remote_tip(git, &checkout, &facts)?;
+        let lease = match step(&Facts {
+            remote: tip.as_ref(),
+            ..facts
+        })? {
+            Step::Push { lease } => lease,
+            Step::UpToDate => return pull_request(context, &changeset, &message, false, report),
+            other => {
+                return Err(AutomationError::Internal(format!(
+                    "a commit to push came to {other:?}"
+                )));
             }
-        } else {
-            checkout.base.clone()
         };
         let started = std::time::Instant::now();
-        let pushed = git.push(&checkout, &report.branch, &expected)?;
+        let pushed = git.push(&checkout, &report.branch, &lease)?;
         report.timings.push_ms += elapsed_ms(started);
         match pushed {
             Push::Pushed(pushed) => {

@@ -2,6 +2,7 @@
 //! the store as cache) → select (policy) → rewrite → publish (git).
 
 mod automation;
+mod branch;
 mod error;
 mod scan;
 
