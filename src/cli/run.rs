@@ -14,6 +14,7 @@ use super::{CliError, Output};
 use crate::git::Git;
 use crate::load::ObjectSet;
 use crate::metrics::Metrics;
+use crate::pipeline::ports::{Cluster, ClusterSync, ForgeClients, Ports};
 use crate::pipeline::{self, AutomationReport, ErrorClass, ErrorReport, RunOptions, object_key};
 use crate::webhook::server::{self as webhook, Delivery, Endpoint, Endpoints};
 use crate::webhook::targets::{Targets, targets};
@@ -120,15 +121,26 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         None
     };
     let options = RunOptions {
-        cluster,
         now: None,
         dry_run: args.dry_run,
         cache: session.state_dir.join("git"),
         push_attempts: 3,
-        runtime: Some(session.runtime.handle().clone()),
         strict: args.strict,
     };
     let git = Git::default();
+    let forges = ForgeClients {
+        runtime: session.runtime.handle().clone(),
+    };
+    let cluster = cluster.map(|access| ClusterSync {
+        access,
+        runtime: session.runtime.handle().clone(),
+    });
+    let ports = Ports {
+        git: &git,
+        forges: &forges,
+        cluster: cluster.as_ref().map(|c| c as &dyn Cluster),
+        records: &session.store,
+    };
     let interval = session
         .objects
         .automations
@@ -174,7 +186,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         if work.automations.is_none() {
             next = tokio::time::Instant::now() + interval;
         }
-        let outcome = pass(&session, &git, &options, args.output, &work);
+        let outcome = pass(&session, ports, &options, args.output, &work);
         let Some((term, int)) = signals.as_mut() else {
             return outcome;
         };
@@ -206,7 +218,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
                     };
                     if let Some(work) = webhook_work(&session.objects, &last) {
                         tracing::info!("a last pass for webhooks accepted before the stop");
-                        return pass(&session, &git, &options, args.output, &work);
+                        return pass(&session, ports, &options, args.output, &work);
                     }
                     return Ok(());
                 }
@@ -413,7 +425,7 @@ fn webhook_work(objects: &ObjectSet, batch: &[Delivery]) -> Option<Work> {
 /// One pass: scan, then every automation (or those `work` names).
 fn pass(
     session: &ScanSession,
-    git: &Git,
+    ports: Ports,
     options: &RunOptions,
     output: Output,
     work: &Work,
@@ -436,7 +448,7 @@ fn pass(
             &selected
         }
     };
-    let mut reports = pipeline::run_automations(objects, &scan, git, &session.store, options);
+    let mut reports = pipeline::run_automations(objects, &scan, ports, options);
     for r in &mut reports {
         r.timings.scan_ms = scan_ms;
     }

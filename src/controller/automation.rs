@@ -189,8 +189,6 @@ async fn update(
         dry_run: false,
         cache: context.options.state_dir.join("git"),
         push_attempts: 3,
-        runtime: Some(context.runtime.clone()),
-        cluster: Some(context.options.sync.clone()),
         now: None,
         strict: false,
     };
@@ -225,7 +223,21 @@ async fn update(
     // git runs as processes and forge calls block: off the async workers.
     let shared = Arc::clone(context);
     let ran = tokio::task::spawn_blocking(move || {
-        pipeline::run_automations(&objects, &report, &shared.git, &shared.store, &options)
+        use crate::pipeline::ports::{ClusterSync, ForgeClients, Ports};
+        let forges = ForgeClients {
+            runtime: shared.runtime.clone(),
+        };
+        let cluster = ClusterSync {
+            access: shared.options.sync.clone(),
+            runtime: shared.runtime.clone(),
+        };
+        let ports = Ports {
+            git: &shared.git,
+            forges: &forges,
+            cluster: Some(&cluster),
+            records: &shared.store,
+        };
+        pipeline::run_automations(&objects, &report, ports, &options)
     })
     .await
     .map_err(|e| ReconcileError::Transient(format!("the automation run stopped: {e}")))?;

@@ -9,15 +9,15 @@ use serde::Serialize;
 
 use super::branch::{Facts, Step, step};
 use super::error::{AutomationError, ErrorReport};
+use super::ports::{Ports, Repository};
 use super::scan::{ScanReport, object_key};
 use crate::api::{ImageRef, ImageUpdateAutomation, PullRequestSpec as PullRequestFields};
 use crate::forge::{self, Forge, ForgeRepo, Outcome, PullRequestRecord, PullRequestSpec};
-use crate::git::{Branch, Checkout, Commit, Git, GitCredentials, Push, Signature};
+use crate::git::{Branch, Checkout, Commit, GitCredentials, Push, Signature};
 use crate::load::ObjectSet;
 use crate::message;
 use crate::model::{Change, ChangeSet};
 use crate::rewrite::{Refs, rewrite_tree};
-use crate::store::Store;
 
 /// How automations run.
 #[derive(Clone)]
@@ -28,12 +28,8 @@ pub struct RunOptions {
     pub cache: PathBuf,
     /// Fetch-rewrite-commit-push rounds when the branch keeps moving.
     pub push_attempts: u32,
-    /// The async runtime forge clients block on (from outside it).
-    pub runtime: Option<tokio::runtime::Handle>,
-    /// The cluster `spec.sync` applies to, and as whom; without one, sync
-    /// is skipped.
-    pub cluster: Option<crate::sync::ClusterAccess>,
-    /// The time update windows are judged at (default: now); tests set it.
+    /// The clock: the time update windows are judged at (default: now);
+    /// tests set it.
     pub now: Option<jiff::Timestamp>,
     /// Warnings (a marker that does nothing, a Secret not in the files)
     /// fail the automation before it commits (`hoist run --strict`).
@@ -106,14 +102,13 @@ fn elapsed_ms(since: std::time::Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Runs every ImageUpdateAutomation against the refs a scan selected.
-/// One failing automation does not stop the others. `store` keeps each
-/// automation's pull request between runs.
+/// Runs every ImageUpdateAutomation against the refs a scan selected,
+/// through `ports`. One failing automation does not stop the others; the
+/// records keep each automation's pull request and sync between runs.
 pub fn run_automations(
     objects: &ObjectSet,
     scan: &ScanReport,
-    git: &Git,
-    store: &Store,
+    ports: Ports,
     options: &RunOptions,
 ) -> Vec<AutomationReport> {
     objects
@@ -138,7 +133,7 @@ pub fn run_automations(
                 automation,
                 key: &key,
                 objects,
-                store,
+                ports,
                 options,
             };
             // Outside every update window: work out what would change,
@@ -163,12 +158,13 @@ pub fn run_automations(
                 },
                 ..context
             };
-            let published = git_for(&context, git, &mut report).and_then(|git| {
-                run_one(&update, scan, &git, &mut report)?;
+            let published = git_for(&context, &mut report).and_then(|git| {
+                let git = git.as_deref().unwrap_or(ports.git);
+                run_one(&update, scan, git, &mut report)?;
                 if context.options.dry_run {
                     return Ok(());
                 }
-                sync_branch(&context, &git, &mut report)
+                sync_branch(&context, git, &mut report)
             });
             // What could be updated was; a policy left without a latest
             // ref by a failed scan still means the automation is not up to
@@ -196,7 +192,7 @@ struct Context<'a> {
     /// `namespace/name`
     key: &'a str,
     objects: &'a ObjectSet,
-    store: &'a Store,
+    ports: Ports<'a>,
     options: &'a RunOptions,
 }
 
@@ -225,10 +221,13 @@ impl Context<'_> {
     /// The pull request hoist recorded for this automation; a damaged
     /// record is as good as none (the forge is asked instead).
     fn recorded_pull_request(&self) -> Option<PullRequestRecord> {
-        self.store.pull_request(self.key).unwrap_or_else(|e| {
-            tracing::warn!(automation = self.key, "{e}");
-            None
-        })
+        self.ports
+            .records
+            .pull_request(self.key)
+            .unwrap_or_else(|e| {
+                tracing::warn!(automation = self.key, "{e}");
+                None
+            })
     }
 
     fn record_pull_request(
@@ -236,7 +235,7 @@ impl Context<'_> {
         record: Option<&PullRequestRecord>,
         report: &mut AutomationReport,
     ) {
-        if let Err(e) = self.store.put_pull_request(self.key, record) {
+        if let Err(e) = self.ports.records.put_pull_request(self.key, record) {
             report
                 .warnings
                 .push(format!("recording the pull request: {e}"));
@@ -356,15 +355,15 @@ fn refs_for(context: &Context, scan: &ScanReport) -> (Refs, Vec<String>) {
 
 /// The git to use for an automation: with the credentials of the Secret
 /// `spec.git.secretRef` names, when the files hold it (Flux's keys:
-/// `username`/`password`, `identity`/`known_hosts`); else the user's own
-/// credential helpers and ssh configuration, with a warning.
+/// `username`/`password`, `identity`/`known_hosts`); else (`None`) the
+/// driver's, which uses the user's own credential helpers and ssh
+/// configuration — with a warning when a Secret was named.
 fn git_for(
     context: &Context,
-    git: &Git,
     report: &mut AutomationReport,
-) -> Result<Git, AutomationError> {
+) -> Result<Option<Box<dyn Repository>>, AutomationError> {
     let Some(reference) = &context.automation.spec.git.secret_ref else {
-        return Ok(git.clone());
+        return Ok(None);
     };
     let namespace = context.namespace();
     let Some(secret) = context.objects.secret(namespace, &reference.name) else {
@@ -372,7 +371,7 @@ fn git_for(
             "spec.git.secretRef: Secret {namespace}/{} is not in the files; using git's own credential helpers and ssh configuration",
             reference.name
         ));
-        return Ok(git.clone());
+        return Ok(None);
     };
     let text = |k: &str| {
         secret.data.get(k).map(|v| {
@@ -393,7 +392,9 @@ fn git_for(
             .get(..16)
             .unwrap_or("automation"),
     );
-    Ok(git.with_credentials(&credentials, &dir)?)
+    Ok(Some(
+        context.ports.git.with_credentials(&credentials, &dir)?,
+    ))
 }
 
 /// The forge client for `spec.git.push.pullRequest`, with its token from
@@ -403,7 +404,6 @@ fn forge_for(
     fields: &PullRequestFields,
 ) -> Result<Box<dyn Forge>, AutomationError> {
     use crate::api::ForgeProvider;
-    use crate::forge::{GitHub, GitLab, Gitea};
     let namespace = context.namespace();
     let variable = match fields.provider {
         ForgeProvider::Github => "GITHUB_TOKEN",
@@ -423,19 +423,18 @@ fn forge_for(
                     reference.name
                 ),
             })?,
-        None => std::env::var(variable).map_err(|_| AutomationError::Secret {
-            field: "spec.git.push.pullRequest.secretRef".into(),
-            message: format!(
-                "no forge token: set {variable} or spec.git.push.pullRequest.secretRef"
-            ),
-        })?,
+        None => context
+            .ports
+            .forges
+            .token_from_env(variable)
+            .ok_or_else(|| AutomationError::Secret {
+                field: "spec.git.push.pullRequest.secretRef".into(),
+                message: format!(
+                    "no forge token: set {variable} or spec.git.push.pullRequest.secretRef"
+                ),
+            })?,
     };
     let repo = ForgeRepo::from_git_url(&context.automation.spec.git.url)?;
-    let runtime = context
-        .options
-        .runtime
-        .clone()
-        .ok_or_else(|| AutomationError::Internal("no runtime for forge calls".into()))?;
     // `apiURL`, else the API root on the repository's own host: GitHub's
     // lives on api.github.com, an Enterprise server's under /api/v3.
     let api = |path: &str| {
@@ -444,12 +443,15 @@ fn forge_for(
             _ => format!("https://{}{path}", repo.host),
         })
     };
-    let forge: Box<dyn Forge> = match fields.provider {
-        ForgeProvider::Gitlab => Box::new(GitLab::new(&api("/api/v4"), &repo, token, runtime)?),
-        ForgeProvider::Gitea => Box::new(Gitea::new(&api("/api/v1"), &repo, token, runtime)?),
-        ForgeProvider::Github => Box::new(GitHub::new(&api("/api/v3"), &repo, token, runtime)?),
+    let api = match fields.provider {
+        ForgeProvider::Gitlab => api("/api/v4"),
+        ForgeProvider::Gitea => api("/api/v1"),
+        ForgeProvider::Github => api("/api/v3"),
     };
-    Ok(forge)
+    Ok(context
+        .ports
+        .forges
+        .connect(fields.provider, &api, &repo, token)?)
 }
 
 /// After hoist's branch holds its change: make sure one pull request from
@@ -512,7 +514,7 @@ fn pull_request(
 /// the branch, only while it is still at the tip hoist checked.
 fn retire_pull_request(
     context: &Context,
-    git: &Git,
+    git: &dyn Repository,
     checkout: &Checkout,
     step: Step,
     report: &mut AutomationReport,
@@ -563,7 +565,7 @@ fn retire_pull_request(
 /// The tip of hoist's branch on the remote, fetched when the step depends
 /// on it; `None` when the branch does not exist (or is not asked about).
 fn remote_tip(
-    git: &Git,
+    git: &dyn Repository,
     checkout: &Checkout,
     facts: &Facts,
 ) -> Result<Option<Commit>, AutomationError> {
@@ -597,24 +599,12 @@ fn repository_path(field: &str, value: &str) -> Result<PathBuf, AutomationError>
 /// hoist proposes changes by pull request, anyone's commit otherwise.
 fn sync_branch(
     context: &Context,
-    git: &Git,
+    git: &dyn Repository,
     report: &mut AutomationReport,
 ) -> Result<(), AutomationError> {
-    let (Some(spec), Some(access)) = (&context.automation.spec.sync, &context.options.cluster)
-    else {
+    let (Some(spec), Some(cluster)) = (&context.automation.spec.sync, context.ports.cluster) else {
         return Ok(());
     };
-    let (client, impersonated) = access
-        .client_for(
-            context.namespace(),
-            context.automation.spec.service_account_name.as_deref(),
-        )
-        .map_err(AutomationError::Sync)?;
-    let runtime = context
-        .options
-        .runtime
-        .clone()
-        .ok_or_else(|| AutomationError::Internal("no runtime for the sync".into()))?;
     let relative = repository_path("spec.sync.path", &spec.path)?;
     let branch = Branch {
         url: context.automation.spec.git.url.clone(),
@@ -648,7 +638,11 @@ fn sync_branch(
     };
     // Without the inventory hoist could not prune what it applied: stop
     // rather than start a new, empty one.
-    let previous = context.store.sync_record(context.key)?.unwrap_or_default();
+    let previous = context
+        .ports
+        .records
+        .sync_record(context.key)?
+        .unwrap_or_default();
     let options = crate::sync::SyncOptions {
         prune: spec.prune,
         dry_run: false,
@@ -660,18 +654,21 @@ fn sync_branch(
         }),
         default_namespace: context.namespace().to_string(),
     };
-    let synced = runtime.block_on(crate::sync::sync(
-        &client,
-        source,
-        &previous.inventory,
-        &owner,
-        &options,
-    ));
+    let (synced, impersonated) = cluster
+        .sync(
+            context.namespace(),
+            context.automation.spec.service_account_name.as_deref(),
+            source,
+            &previous.inventory,
+            &owner,
+            &options,
+        )
+        .map_err(|e| AutomationError::Sync(e.to_string()))?;
     let record = crate::store::SyncRecord {
         revision: Some(checkout.base.clone()),
         inventory: synced.inventory.clone(),
     };
-    if let Err(e) = context.store.put_sync_record(context.key, &record) {
+    if let Err(e) = context.ports.records.put_sync_record(context.key, &record) {
         report
             .warnings
             .push(format!("recording the sync inventory: {e}"));
@@ -697,7 +694,7 @@ fn sync_branch(
 fn run_one(
     context: &Context,
     scan: &ScanReport,
-    git: &Git,
+    git: &dyn Repository,
     report: &mut AutomationReport,
 ) -> Result<(), AutomationError> {
     let automation = context.automation;

@@ -4,8 +4,15 @@
 mod automation;
 mod branch;
 mod error;
+#[cfg(test)]
+mod memory;
+pub mod ports;
 mod scan;
 
 pub use automation::{AutomationReport, RunOptions, Timings, run_automations, selects};
 pub use error::{AutomationError, ErrorClass, ErrorReport, ScanError};
+pub use ports::Ports;
 pub use scan::*;
+
+#[cfg(test)]
+mod tests;

@@ -62,7 +62,7 @@ impl ClusterAccess {
         &self,
         namespace: &str,
         service_account: Option<&str>,
-    ) -> Result<(kube::Client, Option<String>), String> {
+    ) -> Result<(kube::Client, Option<String>), ImpersonationError> {
         let Some(name) = service_account.or(self.default_service_account.as_deref()) else {
             return Ok((self.client.clone(), None));
         };
@@ -71,8 +71,19 @@ impl ClusterAccess {
         config.auth_info.impersonate = Some(user.clone());
         // The API server adds a ServiceAccount's own groups; none other.
         config.auth_info.impersonate_groups = None;
-        let client = kube::Client::try_from(config)
-            .map_err(|e| format!("a client impersonating {user}: {e}"))?;
+        let client = kube::Client::try_from(config).map_err(|source| ImpersonationError {
+            user: user.clone(),
+            source,
+        })?;
         Ok((client, Some(user)))
     }
+}
+
+/// A client that impersonates a ServiceAccount could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("a client impersonating {user}: {source}")]
+pub struct ImpersonationError {
+    pub user: String,
+    #[source]
+    pub source: kube::Error,
 }

@@ -13,7 +13,7 @@ pub mod health;
 pub mod plan;
 pub mod source;
 
-pub use access::{ClusterAccess, service_account_user};
+pub use access::{ClusterAccess, ImpersonationError, service_account_user};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
