@@ -509,9 +509,7 @@ pub fn webhook_payload(data: &[u8]) {
         objects.repositories.iter().map(|r| &r.object),
         objects.automations.iter().map(|a| &a.object),
     );
-    let key = |meta: &kube::api::ObjectMeta| {
-        crate::pipeline::object_key(meta.namespace.as_deref(), meta.name.as_deref())
-    };
+    let key = |meta: &kube::api::ObjectMeta| crate::model::ObjectKey::of(meta).to_string();
     let repositories: BTreeSet<String> = objects
         .repositories
         .iter()

@@ -358,7 +358,7 @@ fn render_until(
     };
     let (namespace, name) = automation
         .split_once('/')
-        .unwrap_or(("default", automation));
+        .unwrap_or((crate::model::DEFAULT_NAMESPACE, automation));
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(RENDER_FUEL));

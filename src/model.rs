@@ -4,6 +4,50 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The namespace an object without one lives in, as the API server and
+/// kubectl put it.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The namespace of an object: its own, else [`DEFAULT_NAMESPACE`].
+pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+}
+
+/// An object by namespace and name: how every stage, status and report
+/// names hoist's objects, printed `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The key of the object `meta` describes; a missing name is empty
+    /// (the loader refuses such objects before any stage sees them).
+    pub fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+        ObjectKey::new(namespace_of(meta), meta.name.as_deref().unwrap_or(""))
+    }
+
+    /// The object a reference names: `name` in `namespace`, else in the
+    /// referring object's namespace `from`.
+    pub fn referred(namespace: Option<&str>, name: &str, from: &str) -> ObjectKey {
+        ObjectKey::new(namespace.unwrap_or(from), name)
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// A tag as a registry lists it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -113,5 +157,31 @@ pub struct ChangeSet {
 impl ChangeSet {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[test]
+    fn an_object_without_a_namespace_is_in_default_and_a_reference_in_its_referrers() {
+        let meta = |namespace: Option<&str>| ObjectMeta {
+            name: Some("app".into()),
+            namespace: namespace.map(str::to_string),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(ObjectKey::of(&meta(None)).to_string(), "default/app");
+        assert_eq!(ObjectKey::of(&meta(Some("team"))).to_string(), "team/app");
+        assert_eq!(namespace_of(&meta(None)), "default");
+        assert_eq!(
+            ObjectKey::referred(None, "repo", "team"),
+            ObjectKey::new("team", "repo")
+        );
+        assert_eq!(
+            ObjectKey::referred(Some("shared"), "repo", "team").to_string(),
+            "shared/repo"
+        );
     }
 }

@@ -91,11 +91,7 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
 }
 
 fn object_name(policy: &ImagePolicy) -> String {
-    format!(
-        "{}/{}",
-        policy.metadata.namespace.as_deref().unwrap_or("default"),
-        policy.metadata.name.as_deref().unwrap_or("")
-    )
+    crate::model::ObjectKey::of(&policy.metadata).to_string()
 }
 
 fn pick_policy<'a>(
@@ -147,8 +143,7 @@ fn exclusions_for(set: &ObjectSet, policy: &ImagePolicy) -> Result<Exclusions, C
     let namespace = reference
         .namespace
         .as_deref()
-        .or(policy.metadata.namespace.as_deref())
-        .unwrap_or("default");
+        .unwrap_or(crate::model::namespace_of(&policy.metadata));
     let repository = set.repositories.iter().find(|r| {
         r.object.metadata.name.as_deref() == Some(reference.name.as_str())
             && r.object.metadata.namespace.as_deref() == Some(namespace)

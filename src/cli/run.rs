@@ -15,7 +15,7 @@ use crate::git::Git;
 use crate::load::ObjectSet;
 use crate::metrics::Metrics;
 use crate::pipeline::ports::{Cluster, ClusterSync, ForgeClients, Ports};
-use crate::pipeline::{self, AutomationReport, ErrorClass, ErrorReport, RunOptions, object_key};
+use crate::pipeline::{self, AutomationReport, ErrorClass, ErrorReport, RunOptions};
 use crate::webhook::server::{self as webhook, Delivery, Endpoint, Endpoints};
 use crate::webhook::targets::{Targets, targets};
 
@@ -251,8 +251,8 @@ fn endpoints(objects: &ObjectSet) -> Result<Vec<Endpoint>, CliError> {
     let mut endpoints = Vec::new();
     for loaded in &objects.receivers {
         let receiver = &loaded.object;
-        let namespace = receiver.metadata.namespace.as_deref().unwrap_or("default");
-        let key = object_key(Some(namespace), receiver.metadata.name.as_deref());
+        let namespace = crate::model::namespace_of(&receiver.metadata);
+        let key = crate::model::ObjectKey::of(&receiver.metadata).to_string();
         let secret = &receiver.spec.secret_ref.name;
         let token = objects
             .secret(namespace, secret)
@@ -270,12 +270,13 @@ fn endpoints(objects: &ObjectSet) -> Result<Vec<Endpoint>, CliError> {
             )));
         }
         for (i, resource) in receiver.spec.resources.iter().enumerate() {
-            let wanted = object_key(
-                Some(resource.namespace.as_deref().unwrap_or(namespace)),
-                Some(&resource.name),
-            );
-            let key_of =
-                |m: &kube::api::ObjectMeta| object_key(m.namespace.as_deref(), m.name.as_deref());
+            let wanted = crate::model::ObjectKey::referred(
+                resource.namespace.as_deref(),
+                &resource.name,
+                namespace,
+            )
+            .to_string();
+            let key_of = |m: &kube::api::ObjectMeta| crate::model::ObjectKey::of(m).to_string();
             let found = match resource.kind.as_str() {
                 "ImageRepository" => objects
                     .repositories
@@ -409,10 +410,7 @@ fn webhook_work(objects: &ObjectSet, batch: &[Delivery]) -> Option<Work> {
                     .contains(&pipeline::repository_of(&p.object))
         });
         if fed {
-            automations.insert(object_key(
-                automation.metadata.namespace.as_deref(),
-                automation.metadata.name.as_deref(),
-            ));
+            automations.insert(crate::model::ObjectKey::of(&automation.metadata).to_string());
         }
     }
     tracing::info!(repositories = ?wanted.repositories, ?automations, "webhook: running now");
@@ -439,10 +437,7 @@ fn pass(
         Some(keys) => {
             let mut only = session.objects.clone();
             only.automations.retain(|a| {
-                keys.contains(&object_key(
-                    a.object.metadata.namespace.as_deref(),
-                    a.object.metadata.name.as_deref(),
-                ))
+                keys.contains(&crate::model::ObjectKey::of(&a.object.metadata).to_string())
             });
             selected = only;
             &selected
@@ -518,19 +513,13 @@ fn concerning(
     let automation = &loaded.object;
     let mut keys = vec![format!(
         "ImageUpdateAutomation {}",
-        object_key(
-            automation.metadata.namespace.as_deref(),
-            automation.metadata.name.as_deref()
-        )
+        crate::model::ObjectKey::of(&automation.metadata).to_string()
     )];
     for p in &objects.policies {
         if pipeline::selects(automation, &p.object) {
             keys.push(format!(
                 "ImagePolicy {}",
-                object_key(
-                    p.object.metadata.namespace.as_deref(),
-                    p.object.metadata.name.as_deref()
-                )
+                crate::model::ObjectKey::of(&p.object.metadata)
             ));
             keys.push(format!(
                 "ImageRepository {}",

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::Resource;
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 
 use super::conditions::{self, Outcome};
 use super::{
@@ -65,7 +65,7 @@ async fn update(
     if automation.spec.suspend {
         return Ok(Action::await_change());
     }
-    let namespace = automation.namespace().unwrap_or_else(|| "default".into());
+    let namespace = crate::model::namespace_of(&automation.metadata).to_string();
     let current = automation.status.clone();
     let mut status = current.clone().unwrap_or_default();
     let generation = automation.metadata.generation;

@@ -381,11 +381,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 
 /// `ns/name`
 fn key_of<K: Resource>(object: &K) -> String {
-    format!(
-        "{}/{}",
-        object.meta().namespace.as_deref().unwrap_or("default"),
-        object.meta().name.as_deref().unwrap_or("")
-    )
+    crate::model::ObjectKey::of(object.meta()).to_string()
 }
 
 /// Now, to the second: what conditions and status times carry.
@@ -413,10 +409,7 @@ where
     if current == Some(status) {
         return Ok(());
     }
-    let api: Api<K> = Api::namespaced(
-        client.clone(),
-        object.meta().namespace.as_deref().unwrap_or("default"),
-    );
+    let api: Api<K> = Api::namespaced(client.clone(), crate::model::namespace_of(object.meta()));
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 
 use super::conditions::{self, Outcome};
 use super::{
@@ -39,14 +39,13 @@ async fn repository_of(
     let reference = &policy.spec.image_repository_ref;
     let namespace = reference
         .namespace
-        .clone()
-        .or_else(|| policy.namespace())
-        .unwrap_or_else(|| "default".into());
-    let object = ObjectRef::new(&reference.name).within(&namespace);
+        .as_deref()
+        .unwrap_or(crate::model::namespace_of(&policy.metadata));
+    let object = ObjectRef::new(&reference.name).within(namespace);
     if let Some(found) = context.repositories.get(&object) {
         return Ok(Some((*found).clone()));
     }
-    let api: Api<ImageRepository> = Api::namespaced(context.client.clone(), &namespace);
+    let api: Api<ImageRepository> = Api::namespaced(context.client.clone(), namespace);
     Ok(api.get_opt(&reference.name).await?)
 }
 
@@ -60,8 +59,8 @@ async fn cross_namespace_access(
     context: &Context,
 ) -> Result<Result<(), crate::api::AccessRefused>, ReconcileError> {
     use k8s_openapi::api::core::v1::Namespace;
-    let from = policy.namespace().unwrap_or_else(|| "default".into());
-    let target = repository.namespace().unwrap_or_else(|| "default".into());
+    let from = crate::model::namespace_of(&policy.metadata).to_string();
+    let target = crate::model::namespace_of(&repository.metadata).to_string();
     let labels = if from == target || context.options.no_cross_namespace_refs {
         None
     } else {

@@ -123,7 +123,7 @@ async fn serve(
     context: &ReceiverContext,
 ) -> Result<Action, ReconcileError> {
     context.forget_deleted();
-    let namespace = receiver.namespace().unwrap_or_else(|| "default".into());
+    let namespace = crate::model::namespace_of(&receiver.metadata).to_string();
     let current = receiver.status.clone();
     let mut status = current.clone().unwrap_or_default();
     let generation = receiver.metadata.generation;
@@ -264,7 +264,7 @@ where
 /// most one write per object per second). A failure on one object does not
 /// keep the others from their turn.
 async fn request(client: &Client, receiver: &Receiver, key: &str, event: &crate::webhook::Event) {
-    let namespace = receiver.namespace().unwrap_or_else(|| "default".into());
+    let namespace = crate::model::namespace_of(&receiver.metadata).to_string();
     let repositories_api = Api::<ImageRepository>::namespaced(client.clone(), &namespace);
     let automations_api = Api::<ImageUpdateAutomation>::namespaced(client.clone(), &namespace);
     // The objects a Receiver may trigger: those it lists, else those in its

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
 use super::conditions::{self, Outcome};
@@ -29,7 +28,7 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
     if repository.spec.suspend {
         return Ok(Action::await_change());
     }
-    let namespace = repository.namespace().unwrap_or_else(|| "default".into());
+    let namespace = crate::model::namespace_of(&repository.metadata).to_string();
     let current = repository.status.clone();
     let mut status = current.clone().unwrap_or_default();
     let generation = repository.metadata.generation;

@@ -330,7 +330,7 @@ pub fn refuse_state_directory(set: &ObjectSet, state_dir: &Path) -> Result<(), L
             line: a.origin.line,
             object: format!(
                 "ImageUpdateAutomation {}/{}",
-                a.object.metadata.namespace.as_deref().unwrap_or("default"),
+                crate::model::namespace_of(&a.object.metadata),
                 a.object.metadata.name.as_deref().unwrap_or("")
             ),
             field: "spec.git.url".to_string(),
@@ -745,7 +745,7 @@ fn identity(root: &Node) -> (String, String) {
         .and_then(|m| m.get("namespace"))
         .and_then(Node::as_str)
         .filter(|ns| !ns.is_empty())
-        .unwrap_or("default")
+        .unwrap_or(crate::model::DEFAULT_NAMESPACE)
         .to_string();
     (name, namespace)
 }
@@ -823,7 +823,7 @@ fn load_secret(path: &Path, root: &Node, set: &mut ObjectSet) -> Result<(), Load
             namespace: metadata
                 .namespace
                 .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| "default".to_string()),
+                .unwrap_or_else(|| crate::model::DEFAULT_NAMESPACE.to_string()),
             name: metadata.name,
             type_,
             data,

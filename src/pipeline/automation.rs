@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::branch::{Facts, Step, step};
 use super::error::{AutomationError, ErrorReport};
 use super::ports::{Ports, Repository};
-use super::scan::{ScanReport, object_key};
+use super::scan::ScanReport;
 use crate::api::{ImageRef, ImageUpdateAutomation, PullRequestSpec as PullRequestFields};
 use crate::forge::{self, Forge, ForgeRepo, Outcome, PullRequestRecord, PullRequestSpec};
 use crate::git::{Branch, Checkout, Commit, GitCredentials, Push, Signature};
@@ -116,10 +116,7 @@ pub fn run_automations(
         .iter()
         .map(|a| {
             let automation = &a.object;
-            let key = object_key(
-                automation.metadata.namespace.as_deref(),
-                automation.metadata.name.as_deref(),
-            );
+            let key = crate::model::ObjectKey::of(&automation.metadata).to_string();
             let mut report = AutomationReport {
                 automation: key.clone(),
                 branch: push_branch(automation),
@@ -198,11 +195,7 @@ struct Context<'a> {
 
 impl Context<'_> {
     fn namespace(&self) -> &str {
-        self.automation
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or("default")
+        crate::model::namespace_of(&self.automation.metadata)
     }
 
     fn checkout_branch(&self) -> &str {
@@ -299,12 +292,7 @@ fn window_gate(
 /// `policySelector`.
 pub fn selects(automation: &ImageUpdateAutomation, policy: &crate::api::ImagePolicy) -> bool {
     let empty = BTreeMap::new();
-    automation
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or("default")
-        == policy.metadata.namespace.as_deref().unwrap_or("default")
+    crate::model::namespace_of(&automation.metadata) == crate::model::namespace_of(&policy.metadata)
         && automation
             .spec
             .policy_selector
@@ -321,7 +309,7 @@ fn selected_policies(context: &Context) -> Vec<String> {
         .iter()
         .map(|p| &p.object)
         .filter(|p| selects(context.automation, p))
-        .map(|p| object_key(p.metadata.namespace.as_deref(), p.metadata.name.as_deref()))
+        .map(|p| crate::model::ObjectKey::of(&p.metadata).to_string())
         .collect()
 }
 

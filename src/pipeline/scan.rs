@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::api::{ImagePolicy, ImageRepository, ReflectionPolicy};
 use crate::load::ObjectSet;
-use crate::model::Tag;
+use crate::model::{ObjectKey, Tag, namespace_of};
 use crate::policy::CompiledPolicy;
 use crate::registry::{
     Credential, DEFAULT_MAX_TAGS, DockerConfig, ExclusionError, Exclusions, ImageName, ScanTarget,
@@ -59,11 +59,6 @@ pub enum TagFreshness {
     /// From the store only: the controller's policies select from what its
     /// repository reconciler stored, and never scan themselves.
     Stored,
-}
-
-/// `ns/name` of an object.
-pub fn object_key(namespace: Option<&str>, name: Option<&str>) -> String {
-    format!("{}/{}", namespace.unwrap_or("default"), name.unwrap_or(""))
 }
 
 /// The outcome of one repository.
@@ -174,11 +169,12 @@ pub enum PipelineError {
 /// The repository an ImagePolicy reads, as `ns/name`.
 pub fn repository_of(policy: &ImagePolicy) -> String {
     let reference = &policy.spec.image_repository_ref;
-    let namespace = reference
-        .namespace
-        .as_deref()
-        .or(policy.metadata.namespace.as_deref());
-    object_key(namespace, Some(&reference.name))
+    ObjectKey::referred(
+        reference.namespace.as_deref(),
+        &reference.name,
+        namespace_of(&policy.metadata),
+    )
+    .to_string()
 }
 
 /// Checks that every policy's repository is loaded: a spec problem, found
@@ -187,22 +183,14 @@ pub fn check_references(objects: &ObjectSet) -> Result<(), PipelineError> {
     let known: std::collections::HashSet<String> = objects
         .repositories
         .iter()
-        .map(|r| {
-            object_key(
-                r.object.metadata.namespace.as_deref(),
-                r.object.metadata.name.as_deref(),
-            )
-        })
+        .map(|r| ObjectKey::of(&r.object.metadata).to_string())
         .collect();
     for p in &objects.policies {
         let repository = repository_of(&p.object);
         if !known.contains(&repository) {
             return Err(PipelineError::MissingRepository {
                 origin: p.origin.to_string(),
-                policy: object_key(
-                    p.object.metadata.namespace.as_deref(),
-                    p.object.metadata.name.as_deref(),
-                ),
+                policy: ObjectKey::of(&p.object.metadata).to_string(),
                 repository,
             });
         }
@@ -220,7 +208,7 @@ pub fn check_access(
     refuse_cross_namespace: bool,
 ) -> Result<(), PipelineError> {
     for p in &objects.policies {
-        let namespace = p.object.metadata.namespace.as_deref().unwrap_or("default");
+        let namespace = namespace_of(&p.object.metadata);
         let reference = &p.object.spec.image_repository_ref;
         let target = reference.namespace.as_deref().unwrap_or(namespace);
         // Within a namespace there is nothing to check: no search of every
@@ -232,7 +220,7 @@ pub fn check_access(
             .repositories
             .iter()
             .find(|r| {
-                r.object.metadata.namespace.as_deref().unwrap_or("default") == target
+                namespace_of(&r.object.metadata) == target
                     && r.object.metadata.name.as_deref() == Some(reference.name.as_str())
             })
             .and_then(|r| r.object.spec.access_from.as_ref());
@@ -246,7 +234,7 @@ pub fn check_access(
         )
         .map_err(|refused| PipelineError::AccessDenied {
             origin: p.origin.to_string(),
-            policy: object_key(Some(namespace), p.object.metadata.name.as_deref()),
+            policy: ObjectKey::of(&p.object.metadata).to_string(),
             refused,
         })?;
     }
@@ -271,15 +259,8 @@ fn access(
     objects: &ObjectSet,
     fallback: &Arc<DockerConfig>,
 ) -> Result<Access, ScanError> {
-    let key = object_key(
-        repository.metadata.namespace.as_deref(),
-        repository.metadata.name.as_deref(),
-    );
-    let namespace = repository
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or("default");
+    let key = ObjectKey::of(&repository.metadata).to_string();
+    let namespace = crate::model::namespace_of(&repository.metadata);
     let mut access = Access {
         credentials: Arc::clone(fallback),
         tls: TlsConfig::default(),
@@ -419,10 +400,7 @@ pub async fn scan(
         .repositories
         .iter()
         .map(|r| {
-            let key = object_key(
-                r.object.metadata.namespace.as_deref(),
-                r.object.metadata.name.as_deref(),
-            );
+            let key = ObjectKey::of(&r.object.metadata).to_string();
             let policies = policies_of.remove(&key).unwrap_or_default();
             run.scan_and_select(&r.object, policies)
         })
@@ -598,10 +576,7 @@ impl<S: TagSource> ScanRun<'_, S> {
         let mut selected = Vec::with_capacity(policies.len());
         for index in policies {
             let policy = &self.objects.policies[index].object;
-            let key = object_key(
-                policy.metadata.namespace.as_deref(),
-                policy.metadata.name.as_deref(),
-            );
+            let key = ObjectKey::of(&policy.metadata).to_string();
             if policy.spec.suspend {
                 tracing::info!(policy = %key, "suspended; not selecting");
                 continue;
@@ -634,10 +609,7 @@ impl<S: TagSource> ScanRun<'_, S> {
     }
 
     async fn scan_repository(&self, repository: &ImageRepository) -> Result<Scanned, StoreError> {
-        let key = object_key(
-            repository.metadata.namespace.as_deref(),
-            repository.metadata.name.as_deref(),
-        );
+        let key = ObjectKey::of(&repository.metadata).to_string();
         let failed = |image: String, error: ScanError| Scanned {
             repository: key.clone(),
             image,
@@ -852,10 +824,7 @@ impl<S: TagSource> ScanRun<'_, S> {
         }) {
             return Ok(record.digest);
         }
-        let repository_key = object_key(
-            repository.metadata.namespace.as_deref(),
-            repository.metadata.name.as_deref(),
-        );
+        let repository_key = ObjectKey::of(&repository.metadata).to_string();
         let target = self.target(repository, &repository_key).await?;
         let digest = self
             .source

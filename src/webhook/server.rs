@@ -38,20 +38,13 @@ impl Endpoint {
 
     /// `ns/name`
     pub fn key(&self) -> String {
-        crate::pipeline::object_key(
-            self.receiver.metadata.namespace.as_deref(),
-            self.receiver.metadata.name.as_deref(),
-        )
+        crate::model::ObjectKey::of(&self.receiver.metadata).to_string()
     }
 
     /// The URL path senders are configured with.
     pub fn path(&self) -> String {
         super::path(
-            self.receiver
-                .metadata
-                .namespace
-                .as_deref()
-                .unwrap_or("default"),
+            crate::model::namespace_of(&self.receiver.metadata),
             self.receiver.metadata.name.as_deref().unwrap_or(""),
             self.token.trim_ascii(),
         )

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use super::Event;
 use crate::api::{ImageRepository, ImageUpdateAutomation, Receiver, ReceiverType};
-use crate::pipeline::object_key;
 use crate::registry::ImageName;
 
 /// What an event triggers, each object as `ns/name`.
@@ -44,13 +43,12 @@ pub fn targets<'a>(
     repositories: impl IntoIterator<Item = &'a ImageRepository>,
     automations: impl IntoIterator<Item = &'a ImageUpdateAutomation>,
 ) -> Targets {
-    let namespace = receiver.metadata.namespace.as_deref().unwrap_or("default");
+    let namespace = crate::model::namespace_of(&receiver.metadata);
     let empty = event.images.is_empty() && event.repositories.is_empty();
     if empty && receiver.spec.type_ != ReceiverType::GenericHmac {
         return Targets::default();
     }
-    let key =
-        |meta: &kube::api::ObjectMeta| object_key(meta.namespace.as_deref(), meta.name.as_deref());
+    let key = |meta: &kube::api::ObjectMeta| crate::model::ObjectKey::of(meta).to_string();
     let chosen = |kind: &str, meta: &kube::api::ObjectMeta, named: &dyn Fn() -> bool| {
         let key = key(meta);
         if receiver.spec.resources.is_empty() {
@@ -58,10 +56,9 @@ pub fn targets<'a>(
         }
         receiver.spec.resources.iter().any(|r| {
             r.kind == kind
-                && object_key(
-                    Some(r.namespace.as_deref().unwrap_or(namespace)),
-                    Some(&r.name),
-                ) == key
+                && crate::model::ObjectKey::referred(r.namespace.as_deref(), &r.name, namespace)
+                    .to_string()
+                    == key
         })
     };
     let images: Vec<ImageName> = event
