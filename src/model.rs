@@ -48,6 +48,115 @@ impl fmt::Display for ObjectKey {
     }
 }
 
+/// A git remote's URL read into host and repository path:
+/// `https://host[:port]/owner/name(.git)`, `ssh://user@host[:port]/…`,
+/// `git://…` and the scp form `user@host:owner/name.git`. The forge
+/// clients and the webhook's repository matching both read URLs through
+/// it, so they agree on what a URL names. (Which transport git would use
+/// for a URL, and whether a controller may reach it, is git's question:
+/// [`crate::git::network_url`].)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitUrl {
+    /// `https`, `ssh`, …; `None` for the scp form.
+    pub scheme: Option<String>,
+    /// The host as written, with its port (`git.example.com:8443`,
+    /// `[::1]:2222`), without userinfo.
+    pub authority: String,
+    /// The host alone: no port, no brackets around an IPv6 address.
+    pub host: String,
+    /// The repository path without slashes at the ends or `.git`.
+    pub path: String,
+}
+
+impl GitUrl {
+    pub fn parse(url: &str) -> Option<GitUrl> {
+        let (scheme, authority, path) = match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_once('/')?;
+                (Some(scheme.to_ascii_lowercase()), authority, path)
+            }
+            None => {
+                let (authority, path) = url.split_once(':')?;
+                (None, authority, path)
+            }
+        };
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None if scheme.is_none() => authority,
+            None => authority.split(':').next().unwrap_or(authority),
+        };
+        let path = path.trim_matches('/');
+        let path = path
+            .strip_suffix(".git")
+            .unwrap_or(path)
+            .trim_end_matches('/');
+        if host.is_empty() || path.is_empty() {
+            return None;
+        }
+        Some(GitUrl {
+            scheme,
+            authority: authority.to_string(),
+            host: host.to_string(),
+            path: path.to_string(),
+        })
+    }
+
+    /// `(host, path)`, lower-cased: the https, ssh and scp URLs of one
+    /// repository compare equal.
+    pub fn identity(&self) -> (String, String) {
+        (
+            self.host.to_ascii_lowercase(),
+            self.path.to_ascii_lowercase(),
+        )
+    }
+}
+
+/// Which object, whatever its API version: what a sync's inventory keeps.
+/// Here rather than in the sync stage because the automation's status (a
+/// CRD schema) and the store hold inventories too.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct ObjectId {
+    /// "" for the core group.
+    pub group: String,
+    pub kind: String,
+    /// None for cluster-scoped kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        };
+        match &self.namespace {
+            Some(ns) => write!(f, "{kind} {ns}/{}", self.name),
+            None => write!(f, "{kind} {}", self.name),
+        }
+    }
+}
+
+/// One object hoist applied, and the API version to reach it with.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryEntry {
+    #[serde(flatten)]
+    pub id: ObjectId,
+    pub api_version: String,
+    /// hoist created the object (rather than taking over one that
+    /// existed): only then may it prune a Namespace or CRD.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
+}
+
 /// A tag as a registry lists it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -183,5 +292,43 @@ mod tests {
             ObjectKey::referred(Some("shared"), "repo", "team").to_string(),
             "shared/repo"
         );
+    }
+
+    #[test]
+    fn one_repository_reads_the_same_in_every_url_form() {
+        let forms = [
+            "https://GitHub.com/Acme/Fleet.git",
+            "https://user:secret@github.com/acme/fleet/",
+            "ssh://git@github.com:22/acme/fleet.git",
+            "git@github.com:acme/fleet.git",
+            "git://github.com/acme/fleet",
+        ];
+        for url in forms {
+            let parsed = GitUrl::parse(url).unwrap_or_else(|| panic!("{url}"));
+            assert_eq!(
+                parsed.identity(),
+                ("github.com".to_string(), "acme/fleet".to_string()),
+                "{url}"
+            );
+        }
+        let v6 = GitUrl::parse("ssh://git@[::1]:2222/team/app.git");
+        assert_eq!(
+            v6.map(|u| (u.authority, u.host, u.path)),
+            Some(("[::1]:2222".into(), "::1".into(), "team/app".into()))
+        );
+        let port = GitUrl::parse("https://git.example.com:8443/group/sub/project.git");
+        assert_eq!(
+            port.map(|u| (u.authority, u.host)),
+            Some(("git.example.com:8443".into(), "git.example.com".into()))
+        );
+        for bad in [
+            "",
+            "fleet",
+            "https://github.com",
+            "https:///acme/fleet",
+            "host:",
+        ] {
+            assert_eq!(GitUrl::parse(bad), None, "{bad}");
+        }
     }
 }

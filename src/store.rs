@@ -42,7 +42,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRecord {
     pub revision: Option<String>,
-    pub inventory: Vec<crate::sync::plan::InventoryEntry>,
+    pub inventory: Vec<crate::model::InventoryEntry>,
 }
 
 /// The last successful scan of one image.

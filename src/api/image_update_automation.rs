@@ -238,7 +238,7 @@ pub struct ImageUpdateAutomationStatus {
     /// What `spec.sync` has applied, for pruning: kept here so that it
     /// survives the pod and its store.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inventory: Vec<crate::sync::plan::InventoryEntry>,
+    pub inventory: Vec<crate::model::InventoryEntry>,
     /// The `reconcile.hoist.dev/requestedAt` annotation value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,

@@ -35,29 +35,14 @@ impl ForgeRepo {
                 crate::git::redact(url)
             ))
         };
-        let (host, path) = if let Some((scheme, rest)) = url.split_once("://") {
-            if !matches!(scheme, "https" | "http" | "ssh" | "git") {
-                return Err(invalid());
-            }
-            let (authority, path) = rest.split_once('/').ok_or_else(invalid)?;
-            let host = authority.rsplit('@').next().unwrap_or(authority);
+        let parsed = crate::model::GitUrl::parse(url).ok_or_else(invalid)?;
+        let host = match parsed.scheme.as_deref() {
             // An ssh port is not the forge's web port; keep the host only.
-            let host = if scheme == "ssh" {
-                host.split(':').next().unwrap_or(host)
-            } else {
-                host
-            };
-            (host.to_string(), path.to_string())
-        } else if let Some((user_host, path)) = url.split_once(':') {
-            let host = user_host.rsplit('@').next().unwrap_or(user_host);
-            (host.to_string(), path.trim_start_matches('/').to_string())
-        } else {
-            return Err(invalid());
+            Some("ssh") | None => parsed.host,
+            Some("https" | "http" | "git") => parsed.authority,
+            Some(_) => return Err(invalid()),
         };
-        let path = path
-            .trim_end_matches('/')
-            .trim_end_matches(".git")
-            .to_string();
+        let path = parsed.path;
         if host.is_empty()
             || path.split('/').filter(|p| !p.is_empty()).count() < 2
             || path.split('/').any(|p| p.is_empty() || p == "..")

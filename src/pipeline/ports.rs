@@ -9,8 +9,9 @@ use std::path::Path;
 use crate::api::ForgeProvider;
 use crate::forge::{Forge, ForgeError, ForgeRepo, PullRequestRecord};
 use crate::git::{Branch, Checkout, Commit, Git, GitCredentials, GitError, Push, Signature};
+use crate::model::InventoryEntry;
 use crate::store::{Store, StoreError, SyncRecord};
-use crate::sync::plan::{Desired, InventoryEntry};
+use crate::sync::plan::Desired;
 use crate::sync::{Owner, SyncOptions, SyncReport};
 
 /// The git operations an automation makes on its repository.

@@ -2,53 +2,9 @@
 //! previous inventory in, an [`ApplyPlan`] out. No cluster, no files.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
-/// Which object, whatever its API version: what the inventory keeps.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
-)]
-pub struct ObjectId {
-    /// "" for the core group.
-    pub group: String,
-    pub kind: String,
-    /// None for cluster-scoped kinds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, self.group)
-        };
-        match &self.namespace {
-            Some(ns) => write!(f, "{kind} {ns}/{}", self.name),
-            None => write!(f, "{kind} {}", self.name),
-        }
-    }
-}
-
-/// One object hoist applied, and the API version to reach it with.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "camelCase")]
-pub struct InventoryEntry {
-    #[serde(flatten)]
-    pub id: ObjectId,
-    pub api_version: String,
-    /// hoist created the object (rather than taking over one that
-    /// existed): only then may it prune a Namespace or CRD.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub created: bool,
-}
+pub use crate::model::{InventoryEntry, ObjectId};
 
 /// An object of the source, as read from a file.
 #[derive(Clone, Debug, PartialEq)]

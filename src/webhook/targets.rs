@@ -112,30 +112,10 @@ pub fn targets<'a>(
     }
 }
 
-/// A git URL as `(host, path)`, lower-cased, without scheme, user, port,
-/// `.git` or slashes at the ends, so that the https, ssh and scp forms of
-/// one repository compare equal.
+/// A git URL as `(host, path)`, lower-cased, so that the https, ssh and
+/// scp forms of one repository compare equal.
 fn git_identity(url: &str) -> Option<(String, String)> {
-    let (authority, path) = match url.split_once("://") {
-        Some((_, rest)) => rest.split_once('/')?,
-        // scp form: `git@host:owner/name.git`
-        None => url.split_once(':')?,
-    };
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    let host = match host.strip_prefix('[') {
-        // [::1]:2222
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => host.split(':').next().unwrap_or(host),
-    };
-    let path = path.trim_matches('/');
-    let path = path
-        .strip_suffix(".git")
-        .unwrap_or(path)
-        .trim_end_matches('/');
-    if host.is_empty() || path.is_empty() {
-        return None;
-    }
-    Some((host.to_ascii_lowercase(), path.to_ascii_lowercase()))
+    crate::model::GitUrl::parse(url).map(|u| u.identity())
 }
 
 #[cfg(test)]
