@@ -541,7 +541,7 @@ pub fn registry_headers(data: &[u8]) {
     // 2026-01-01: a fixed now, so that a finding replays.
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
     for now in [now, SystemTime::UNIX_EPOCH] {
-        if let Some(wait) = headers::retry_after(&text, now) {
+        if let Some(wait) = crate::net::retry_after(&text, now) {
             assert!(wait <= ABSURD_WAIT, "Retry-After {text:?} waits {wait:?}");
         }
     }

@@ -15,6 +15,7 @@ pub mod load;
 pub mod message;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod pipeline;
 pub mod policy;
 pub mod redact;

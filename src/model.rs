@@ -157,6 +157,22 @@ pub struct InventoryEntry {
     pub created: bool,
 }
 
+/// What hoist remembers of an automation's pull request between runs, so
+/// that a run with nothing new asks the forge nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestRecord {
+    /// [`crate::forge::Forge::identity`] of the forge it is on.
+    #[serde(default)]
+    pub forge: String,
+    pub number: u64,
+    pub url: String,
+    pub head: String,
+    pub base: String,
+    /// sha256 of the title and body hoist last set.
+    pub content: String,
+    pub labels: Vec<String>,
+}
+
 /// A tag as a registry lists it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

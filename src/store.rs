@@ -17,7 +17,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use crate::forge::PullRequestRecord;
+use crate::model::PullRequestRecord;
 use crate::model::Tag;
 
 /// The layout of the tables below; bumped when it changes.

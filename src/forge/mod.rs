@@ -9,8 +9,8 @@ mod gitlab;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 pub use gitea::Gitea;
 pub use github::GitHub;
@@ -32,7 +32,7 @@ impl ForgeRepo {
         let invalid = || {
             ForgeError::Config(format!(
                 "{} does not name a repository on a forge",
-                crate::git::redact(url)
+                crate::redact::strip_userinfo(url)
             ))
         };
         let parsed = crate::model::GitUrl::parse(url).ok_or_else(invalid)?;
@@ -260,7 +260,7 @@ fn rate_limit_wait(
     if let Some(wait) = headers
         .retry_after
         .as_deref()
-        .and_then(|h| crate::registry::headers::retry_after(h, now))
+        .and_then(|h| crate::net::retry_after(h, now))
     {
         return Some(wait.max(Duration::from_secs(1)));
     }
@@ -400,21 +400,7 @@ pub const GITHUB_BODY_LIMIT: usize = 65_536;
 /// GitLab's limit on a merge request description: 1,048,576 characters.
 pub const GITLAB_BODY_LIMIT: usize = 1_048_576;
 
-/// What hoist remembers of an automation's pull request between runs, so
-/// that a run with nothing new asks the forge nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PullRequestRecord {
-    /// [`Forge::identity`] of the forge it is on.
-    #[serde(default)]
-    pub forge: String,
-    pub number: u64,
-    pub url: String,
-    pub head: String,
-    pub base: String,
-    /// sha256 of the title and body hoist last set.
-    pub content: String,
-    pub labels: Vec<String>,
-}
+pub use crate::model::PullRequestRecord;
 
 /// What a run did to the pull request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -16,9 +16,10 @@ use tokio::time::Instant;
 
 use super::credentials::Credential;
 use super::error::{FailureKind, RegistryError, error_code};
-use super::headers::{Challenge, next_link, parse_challenge, retry_after};
+use super::headers::{Challenge, next_link, parse_challenge};
 use super::reference::ImageName;
 use crate::model::Tag;
+use crate::net::retry_after;
 
 /// Manifest media types hoist asks for, so a registry answers with the
 /// digest of what a runtime would pull (an index for multi-arch images).
