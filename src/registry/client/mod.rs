@@ -1,0 +1,399 @@
+//! The OCI distribution client: tag listing with `Link` pagination,
+//! manifest digests, the Basic and Bearer auth flows, retries, rate-limit
+//! gates and a concurrency limit per registry host.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode, Url};
+use sha2::Digest as _;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::credentials::Credential;
+use super::error::{FailureKind, RegistryError, error_code};
+use super::headers::{Challenge, next_link, parse_challenge};
+use super::reference::ImageName;
+use crate::model::Tag;
+use crate::net::retry_after;
+
+mod auth;
+mod tags;
+mod transport;
+
+use auth::{Authorization, basic};
+use tags::TagPage;
+use transport::{Failure, Host, failure_from, read_body, too_large};
+
+/// Manifest media types hoist asks for, so a registry answers with the
+/// digest of what a runtime would pull (an index for multi-arch images).
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// Everything one ImageRepository asks of the registry.
+#[derive(Clone, Debug)]
+pub struct ScanTarget {
+    pub image: ImageName,
+    /// Plain HTTP instead of HTTPS.
+    pub insecure: bool,
+    /// Bound on one whole operation (all pages, all retries).
+    pub timeout: Duration,
+    pub tls: TlsConfig,
+    /// What to answer a challenge with, looked up once per scan.
+    pub credential: Option<Credential>,
+    /// Most tags one listing keeps (`spec.maxTags`); the bytes read for
+    /// the listing are bounded by [`scan_bytes`] of it.
+    pub max_tags: usize,
+}
+
+/// Tags kept per repository when `spec.maxTags` is not set. The largest
+/// public repositories hold tens of thousands of tags; 50,000 is above
+/// them, and at most ~10 MB of tag text (a tag is at most 128 bytes).
+pub const DEFAULT_MAX_TAGS: usize = 50_000;
+/// Bytes read per tag listing at the default tag cap: a tag list entry is
+/// at most ~132 bytes of JSON, so 64 MiB leaves room for padding and
+/// dropped names while keeping a scan far below 256 MB of memory.
+const MIN_SCAN_BYTES: u64 = 64 << 20;
+
+/// The bytes a listing of `max_tags` tags may read: 64 MiB, or 1 KiB per
+/// tag when `spec.maxTags` is raised past 65,536.
+pub fn scan_bytes(max_tags: usize) -> u64 {
+    (max_tags as u64).saturating_mul(1024).max(MIN_SCAN_BYTES)
+}
+
+/// Extra trust and a client certificate, from `certSecretRef`.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsConfig {
+    /// PEM certificates trusted in addition to the system roots (`ca.crt`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate and private key (`tls.crt` + `tls.key`).
+    pub client_pem: Option<Vec<u8>>,
+}
+
+/// Limits that apply across scans.
+#[derive(Clone, Debug)]
+pub struct RegistrySettings {
+    /// Requests in flight to one registry host at once.
+    pub per_host: usize,
+    /// Retries of one request after a 5xx, a reset, a timeout or a 429.
+    pub retries: u32,
+    /// First backoff; doubled on each retry, with jitter.
+    pub backoff: Duration,
+    /// Page size asked for; registries may return fewer.
+    pub page_size: u32,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    // The client PEM holds a private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|c| c.len()))
+            .field(
+                "client_pem",
+                &self.client_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Longest pause a 429 can impose on a host, whatever its Retry-After says:
+/// a long-running hoist must not stop scanning a host for a year.
+const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
+/// Longest a token is reused, whatever its `expires_in` says.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Body size limits: a tag list page, a manifest, a token response.
+const MAX_PAGE: usize = 16 << 20;
+const MAX_MANIFEST: usize = 4 << 20;
+const MAX_TOKEN: usize = 1 << 20;
+/// An error body: only its first code and message are kept, and only
+/// [`crate::redact::SERVER_TEXT_LIMIT`] bytes of that.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            per_host: 8,
+            retries: 4,
+            backoff: Duration::from_millis(250),
+            page_size: 1000,
+        }
+    }
+}
+
+/// A registry client shared by all scans of a run: it pools connections,
+/// caches tokens and keeps each host's rate-limit gate.
+pub struct Registry {
+    settings: RegistrySettings,
+    clients: Mutex<HashMap<TlsConfig, reqwest::Client>>,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// Authorization header values by (registry host, repository,
+    /// principal), so later requests skip the 401 round trip.
+    authorizations: Mutex<HashMap<(String, String, String), Authorization>>,
+    requests: AtomicU64,
+    /// Told each answer's host and status (0: no answer), for metrics.
+    observer: Option<Observer>,
+}
+
+/// A callback for each registry answer: host and HTTP status.
+pub type Observer = Arc<dyn Fn(&str, u16) + Send + Sync>;
+
+impl Registry {
+    pub fn new(settings: RegistrySettings) -> Self {
+        crate::install_crypto_provider();
+        Registry {
+            settings,
+            clients: Mutex::default(),
+            hosts: Mutex::default(),
+            authorizations: Mutex::default(),
+            requests: AtomicU64::new(0),
+            observer: None,
+        }
+    }
+
+    /// Calls `observer` with the host and status of every answer.
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// HTTP requests sent so far, token requests and retries included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Every tag of the repository, following `Link: rel="next"` pages as
+    /// the registry writes them.
+    pub async fn list_tags(&self, target: &ScanTarget) -> Result<Vec<Tag>, RegistryError> {
+        let deadline = Instant::now() + target.timeout;
+        let mut url = self.url(target, &format!("tags/list?n={}", self.settings.page_size))?;
+        let mut tags = Vec::new();
+        let budget = scan_bytes(target.max_tags);
+        let mut read: u64 = 0;
+        let mut pages = 0;
+        let mut visited = std::collections::HashSet::from([url.clone()]);
+        loop {
+            let response = self
+                .execute(target, Method::GET, &url, "application/json", deadline)
+                .await?;
+            let next = response
+                .headers()
+                .get(LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link)
+                .map(str::to_string);
+            // Each page may take what is left of the listing's budget, so
+            // that endless pages end at the budget, not at memory's end.
+            let left = budget.saturating_sub(read);
+            let limit = usize::try_from(left).unwrap_or(usize::MAX).min(MAX_PAGE);
+            let body = read_body(response, deadline, limit).await.map_err(|f| {
+                let f = if f.kind == FailureKind::TooLarge && limit < MAX_PAGE {
+                    too_large(format!(
+                        "the tag list is larger than {} MiB in all, the limit for spec.maxTags {}",
+                        budget >> 20,
+                        target.max_tags
+                    ))
+                } else {
+                    f
+                };
+                self.error(target, "GET", &url, f)
+            })?;
+            read += body.len() as u64;
+            // Parsed one tag at a time against what is left of the cap, so
+            // a page of millions of short names never becomes millions of
+            // strings.
+            let room = target.max_tags.saturating_sub(tags.len());
+            let mut page = serde_json::Deserializer::from_slice(&body);
+            let list = serde::de::DeserializeSeed::deserialize(TagPage { room }, &mut page)
+                .and_then(|list| page.end().map(|()| list))
+                .map_err(|e| {
+                    self.error(
+                        target,
+                        "GET",
+                        &url,
+                        Failure::new(
+                            FailureKind::Protocol,
+                            format!("the tag list is not the expected JSON: {e}"),
+                        ),
+                    )
+                })?;
+            if list.over {
+                return Err(self.error(
+                    target,
+                    "GET",
+                    &url,
+                    too_large(format!(
+                        "the repository has more than {} tags (spec.maxTags)",
+                        target.max_tags
+                    )),
+                ));
+            }
+            if list.dropped > 0 {
+                // Tags go into URLs and manifests; one that is not a valid
+                // tag could redirect a request or break a file.
+                tracing::warn!(image = %target.image, dropped = list.dropped, "dropping listed tags that are not valid tags");
+            }
+            tags.extend(list.tags.into_iter().map(Tag));
+            pages += 1;
+            let Some(next) = next else { break };
+            let resolved = url.join(&next).map_err(|e| {
+                self.error(
+                    target,
+                    "GET",
+                    &url,
+                    Failure::new(FailureKind::Protocol, format!("Link header {next:?}: {e}")),
+                )
+            })?;
+            // The next page must come from the same origin: the request
+            // carries the registry's credentials.
+            if resolved.origin() != url.origin() {
+                return Err(self.error(
+                    target,
+                    "GET",
+                    &url,
+                    Failure::new(
+                        FailureKind::Protocol,
+                        format!("the Link header points at another host or scheme ({}); not following it", resolved.origin().ascii_serialization()),
+                    ),
+                ));
+            }
+            if !visited.insert(resolved.clone()) || pages >= 100_000 {
+                return Err(self.error(
+                    target,
+                    "GET",
+                    &url,
+                    Failure::new(
+                        FailureKind::Protocol,
+                        "the Link header does not advance; stopping",
+                    ),
+                ));
+            }
+            url = resolved;
+        }
+        Ok(tags)
+    }
+
+    /// The digest of the manifest a tag points at: `Docker-Content-Digest`
+    /// of a HEAD, or the sha256 of the body of a GET when a registry does
+    /// not send the header.
+    pub async fn digest(&self, target: &ScanTarget, tag: &str) -> Result<String, RegistryError> {
+        let deadline = Instant::now() + target.timeout;
+        let url = self.url(target, &format!("manifests/{tag}"))?;
+        let head = self
+            .execute(target, Method::HEAD, &url, MANIFEST_ACCEPT, deadline)
+            .await?;
+        if let Some(digest) = head
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| valid_digest(d))
+        {
+            return Ok(digest.to_string());
+        }
+        let response = self
+            .execute(target, Method::GET, &url, MANIFEST_ACCEPT, deadline)
+            .await?;
+        let body = read_body(response, deadline, MAX_MANIFEST)
+            .await
+            .map_err(|f| self.error(target, "GET", &url, f))?;
+        Ok(format!("sha256:{:x}", sha2::Sha256::digest(&body)))
+    }
+
+    fn url(&self, target: &ScanTarget, rest: &str) -> Result<Url, RegistryError> {
+        let scheme = if target.insecure { "http" } else { "https" };
+        let text = format!(
+            "{scheme}://{}/v2/{}/{rest}",
+            target.image.api_host(),
+            target.image.repository
+        );
+        Url::parse(&text).map_err(|e| RegistryError {
+            image: target.image.canonical(),
+            request: format!("GET /v2/{}/{rest}", target.image.repository),
+            kind: FailureKind::Protocol,
+            status: None,
+            code: None,
+            detail: format!("not a URL: {e}"),
+        })
+    }
+
+    fn error(
+        &self,
+        target: &ScanTarget,
+        method: &str,
+        url: &Url,
+        failure: Failure,
+    ) -> RegistryError {
+        RegistryError {
+            image: target.image.canonical(),
+            request: format!("{method} {}", url.path()),
+            ..self.scrubbed(target, failure)
+        }
+    }
+
+    /// A failure as an error whose server-sent text (error bodies, codes,
+    /// challenges, Link headers) is masked of every secret sent for the
+    /// target and escaped of control characters; `image` and `request` are
+    /// the caller's.
+    fn scrubbed(&self, target: &ScanTarget, failure: Failure) -> RegistryError {
+        let secrets = self.secrets(target);
+        RegistryError {
+            image: String::new(),
+            request: String::new(),
+            kind: failure.kind,
+            status: failure.status,
+            code: failure
+                .code
+                .map(|c| crate::redact::server_text(&c, &secrets)),
+            detail: crate::redact::server_text(&failure.detail, &secrets),
+        }
+    }
+
+    /// What hoist sends to the target's registry and token endpoint: the
+    /// credential, in every form, and the bearer tokens it was given.
+    fn secrets(&self, target: &ScanTarget) -> crate::redact::Secrets {
+        let mut secrets = crate::redact::Secrets::new();
+        match &target.credential {
+            Some(Credential::Basic { username, password }) => {
+                secrets.add_basic(username, password);
+            }
+            Some(Credential::IdentityToken(token)) => {
+                secrets.add(token);
+            }
+            None => {}
+        }
+        let map = self
+            .authorizations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for ((host, repository, _), authorization) in map.iter() {
+            if host == target.image.api_host()
+                && *repository == target.image.repository
+                && let Some(token) = authorization.header.strip_prefix("Bearer ")
+            {
+                secrets.add(token);
+            }
+        }
+        secrets
+    }
+}
+
+/// The distribution spec's tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn valid_tag(tag: &str) -> bool {
+    let b = tag.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+fn valid_digest(digest: &str) -> bool {
+    digest.split_once(':').is_some_and(|(alg, hex)| {
+        !alg.is_empty() && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
