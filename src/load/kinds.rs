@@ -1,0 +1,271 @@
+//! The kinds hoist reads (its own and Flux's image objects), each
+//! document loaded as its kind, and the checks across objects.
+
+use super::*;
+
+/// The kinds hoist reads, with the apiVersions it reads them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the names are the kinds' own
+enum Kind {
+    ImageRepository,
+    ImagePolicy,
+    ImageUpdateAutomation,
+    Receiver,
+}
+
+impl Kind {
+    pub(super) fn from_name(kind: &str) -> Option<Kind> {
+        match kind {
+            "ImageRepository" => Some(Kind::ImageRepository),
+            "ImagePolicy" => Some(Kind::ImagePolicy),
+            "ImageUpdateAutomation" => Some(Kind::ImageUpdateAutomation),
+            "Receiver" => Some(Kind::Receiver),
+            _ => None,
+        }
+    }
+}
+
+/// Flux apiVersions whose ImageRepository and ImagePolicy documents hoist
+/// reads unchanged.
+const FLUX_VERSIONS: [&str; 2] = ["v1", "v1beta2"];
+
+pub(super) fn load_document(
+    path: &Path,
+    root: &Node,
+    set: &mut ObjectSet,
+) -> Result<(), LoadError> {
+    let api_version = root.get("apiVersion").and_then(Node::as_str);
+    let kind_name = root.get("kind").and_then(Node::as_str);
+    let (Some(api_version), Some(kind_name)) = (api_version, kind_name) else {
+        tracing::debug!(path = %path.display(), line = root.line, "skipping a document without apiVersion and kind");
+        return Ok(());
+    };
+    if api_version == "v1" && kind_name == "Secret" {
+        return load_secret(path, root, set);
+    }
+    if api_version == "v1" && kind_name == "Namespace" {
+        return load_namespace(path, root, set);
+    }
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
+    // Flux's notification-controller has a Receiver kind of its own.
+    let kind =
+        Kind::from_name(kind_name).filter(|k| *k != Kind::Receiver || group == crate::api::GROUP);
+    let Some(kind) = kind else {
+        if group == crate::api::GROUP || group == FLUX_IMAGE_GROUP {
+            set.warnings.push(LoadWarning {
+                path: path.to_path_buf(),
+                line: root.line_of(&[Step::Key("kind".into())]),
+                object: format!("{api_version} {kind_name}"),
+                message:
+                    "skipped: hoist reads ImageRepository, ImagePolicy, ImageUpdateAutomation and Receiver"
+                        .to_string(),
+            });
+        } else {
+            tracing::debug!(path = %path.display(), line = root.line, kind = kind_name, "skipping a kind hoist does not read");
+        }
+        return Ok(());
+    };
+    let (metadata_name, namespace) = identity(root);
+    let namespace = namespace.as_str();
+    let doc = Document {
+        path,
+        root,
+        object: format!("{kind_name} {namespace}/{metadata_name}"),
+    };
+
+    let version = api_version.split_once('/').map_or(api_version, |(_, v)| v);
+    let flux = group == FLUX_IMAGE_GROUP;
+    if flux && kind == Kind::ImageUpdateAutomation {
+        set.warnings.push(doc.warning(
+            "apiVersion",
+            format!(
+                "skipped: Flux's ImageUpdateAutomation names its repository through a GitRepository; \
+                 write it as {API_VERSION} with spec.git.url to let hoist run it"
+            ),
+        ));
+        return Ok(());
+    }
+    if flux && !FLUX_VERSIONS.contains(&version) {
+        return Err(doc.invalid(
+            "apiVersion",
+            format!("{api_version} is not a Flux version hoist reads; use {FLUX_IMAGE_GROUP}/v1 or {API_VERSION}"),
+        ));
+    }
+    if group == crate::api::GROUP && api_version != API_VERSION {
+        return Err(doc.invalid(
+            "apiVersion",
+            format!("{api_version} is not a version this hoist reads; use {API_VERSION}"),
+        ));
+    }
+    if !flux && group != crate::api::GROUP {
+        // A hoist kind under a group hoist does not know is most likely a
+        // typo in apiVersion; say so rather than skip it silently.
+        set.warnings.push(doc.warning(
+            "apiVersion",
+            format!("skipped: {api_version} is neither {API_VERSION} nor {FLUX_IMAGE_GROUP}/v1"),
+        ));
+        return Ok(());
+    }
+
+    let mut metadata: ObjectMeta = doc.typed("metadata", &mut set.warnings)?;
+    if metadata.name.as_deref().unwrap_or("").is_empty() {
+        return Err(doc.invalid("metadata.name", "every object needs a name"));
+    }
+    metadata.namespace = Some(namespace.to_string());
+    let origin = doc.origin();
+    match kind {
+        Kind::ImageRepository => {
+            let spec: ImageRepositorySpec = doc.typed("spec", &mut set.warnings)?;
+            validate::repository(&doc, &spec, &mut set.warnings)?;
+            set.repositories.push(Loaded {
+                object: ImageRepository {
+                    metadata,
+                    spec,
+                    status: None,
+                },
+                origin,
+            });
+        }
+        Kind::ImagePolicy => {
+            check_one_policy_kind(&doc)?;
+            let spec: ImagePolicySpec = doc.typed("spec", &mut set.warnings)?;
+            validate::policy(&doc, &spec)?;
+            set.policies.push(Loaded {
+                object: ImagePolicy {
+                    metadata,
+                    spec,
+                    status: None,
+                },
+                origin,
+            });
+        }
+        Kind::ImageUpdateAutomation => {
+            let spec: ImageUpdateAutomationSpec = doc.typed("spec", &mut set.warnings)?;
+            validate::automation(&doc, &spec)?;
+            set.automations.push(Loaded {
+                object: ImageUpdateAutomation {
+                    metadata,
+                    spec,
+                    status: None,
+                },
+                origin,
+            });
+        }
+        Kind::Receiver => {
+            let spec: ReceiverSpec = doc.typed("spec", &mut set.warnings)?;
+            validate::receiver(&doc, &spec, namespace)?;
+            set.receivers.push(Loaded {
+                object: Receiver {
+                    metadata,
+                    spec,
+                    status: None,
+                },
+                origin,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A document's `metadata.name` (as written, for messages, even when it is
+/// not a string) and `metadata.namespace` (`default` when absent).
+pub(super) fn identity(root: &Node) -> (String, String) {
+    let metadata = root.get("metadata");
+    let name = match metadata.and_then(|m| m.get("name")) {
+        Some(node) => node
+            .as_str()
+            .map_or_else(|| format!("{:?}", node.to_json()), str::to_string),
+        None => String::new(),
+    };
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Node::as_str)
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(crate::model::DEFAULT_NAMESPACE)
+        .to_string();
+    (name, namespace)
+}
+
+/// Flux's policy is three optional fields of which exactly one may be set;
+/// ours is an enum. Say which kinds clash before serde's generic message
+/// about map lengths would.
+fn check_one_policy_kind(doc: &Document<'_>) -> Result<(), LoadError> {
+    let spec = doc.root.get("spec");
+    if spec.is_some_and(|s| !matches!(s.value, node::Value::Map(_))) {
+        return Err(doc.invalid(
+            "spec",
+            "must be a mapping with imageRepositoryRef and policy",
+        ));
+    }
+    let Some(policy) = spec.and_then(|s| s.get("policy")) else {
+        return Err(doc.invalid(
+            "spec.policy",
+            "missing; set exactly one of semver, alphabetical or numerical",
+        ));
+    };
+    if !matches!(policy.value, node::Value::Map(_)) {
+        return Err(doc.invalid(
+            "spec.policy",
+            "must be a mapping with exactly one of semver, alphabetical or numerical, e.g. {semver: {range: '^1'}}",
+        ));
+    }
+    let keys = policy.keys();
+    let kinds: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| PolicyChoice::KINDS.contains(k))
+        .collect();
+    let unknown: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !PolicyChoice::KINDS.contains(k))
+        .collect();
+    if let Some(other) = unknown.first() {
+        return Err(doc.invalid(
+            &format!("spec.policy.{other}"),
+            format!(
+                "unknown policy kind {other:?}; expected one of semver, alphabetical or numerical"
+            ),
+        ));
+    }
+    match kinds.as_slice() {
+        [_] => Ok(()),
+        [] => Err(doc.invalid(
+            "spec.policy",
+            "empty; set exactly one of semver, alphabetical or numerical",
+        )),
+        [first, second, ..] => Err(doc.invalid(
+            &format!("spec.policy.{second}"),
+            format!("{first} and {second} are both set; a policy has exactly one kind, remove all but one"),
+        )),
+    }
+}
+
+pub(super) fn check_duplicates(set: &ObjectSet, errors: &mut Vec<LoadError>) {
+    pub(super) fn check<K: kube::Resource<DynamicType = ()>>(
+        items: &[Loaded<K>],
+        errors: &mut Vec<LoadError>,
+    ) {
+        let mut seen: std::collections::HashMap<(String, String), &Origin> = Default::default();
+        for item in items {
+            let meta = item.object.meta();
+            let key = (
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            );
+            if let Some(first) = seen.get(&key) {
+                errors.push(LoadError::Duplicate {
+                    object: format!("{} {}/{}", K::kind(&()), key.0, key.1),
+                    origin: item.origin.clone(),
+                    first: (*first).clone(),
+                });
+            } else {
+                seen.insert(key, &item.origin);
+            }
+        }
+    }
+    check(&set.repositories, errors);
+    check(&set.policies, errors);
+    check(&set.automations, errors);
+    check(&set.receivers, errors);
+}
