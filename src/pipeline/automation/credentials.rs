@@ -1,0 +1,106 @@
+//! The credentials an automation pushes and calls its forge with: from
+//! the Secret it names, else the driver's (git's own helpers, the
+//! provider's token variable).
+
+use super::*;
+
+/// The git to use for an automation: with the credentials of the Secret
+/// `spec.git.secretRef` names, when the files hold it (Flux's keys:
+/// `username`/`password`, `identity`/`known_hosts`); else (`None`) the
+/// driver's, which uses the user's own credential helpers and ssh
+/// configuration — with a warning when a Secret was named.
+pub(super) fn git_for(
+    context: &Context,
+    report: &mut AutomationReport,
+) -> Result<Option<Box<dyn Repository>>, AutomationError> {
+    let Some(reference) = &context.automation.spec.git.secret_ref else {
+        return Ok(None);
+    };
+    let namespace = context.namespace();
+    let Some(secret) = context.objects.secret(namespace, &reference.name) else {
+        report.warnings.push(format!(
+            "spec.git.secretRef: Secret {namespace}/{} is not in the files; using git's own credential helpers and ssh configuration",
+            reference.name
+        ));
+        return Ok(None);
+    };
+    let text = |k: &str| {
+        secret.data.get(k).map(|v| {
+            String::from_utf8_lossy(v)
+                .trim_end_matches('\n')
+                .to_string()
+        })
+    };
+    let credentials = GitCredentials {
+        username: text("username"),
+        password: text("password"),
+        identity: secret.data.get("identity").cloned(),
+        known_hosts: secret.data.get("known_hosts").cloned(),
+    };
+    use sha2::Digest;
+    let dir = context.options.cache.join("credentials").join(
+        format!("{:x}", sha2::Sha256::digest(context.key.as_bytes()))
+            .get(..16)
+            .unwrap_or("automation"),
+    );
+    Ok(Some(
+        context.ports.git.with_credentials(&credentials, &dir)?,
+    ))
+}
+
+/// The forge client for `spec.git.push.pullRequest`, with its token from
+/// the Secret `secretRef` names, else the provider's environment variable.
+pub(super) fn forge_for(
+    context: &Context,
+    fields: &PullRequestFields,
+) -> Result<Box<dyn Forge>, AutomationError> {
+    use crate::api::ForgeProvider;
+    let namespace = context.namespace();
+    let variable = match fields.provider {
+        ForgeProvider::Github => "GITHUB_TOKEN",
+        ForgeProvider::Gitlab => "GITLAB_TOKEN",
+        ForgeProvider::Gitea => "GITEA_TOKEN",
+    };
+    let token = match &fields.secret_ref {
+        Some(reference) => context
+            .objects
+            .secret(namespace, &reference.name)
+            .and_then(|s| s.data.get("token"))
+            .map(|t| String::from_utf8_lossy(t).trim().to_string())
+            .ok_or_else(|| AutomationError::Secret {
+                field: "spec.git.push.pullRequest.secretRef".into(),
+                message: format!(
+                    "Secret {namespace}/{} with key token is not in the files",
+                    reference.name
+                ),
+            })?,
+        None => context
+            .ports
+            .forges
+            .token_from_env(variable)
+            .ok_or_else(|| AutomationError::Secret {
+                field: "spec.git.push.pullRequest.secretRef".into(),
+                message: format!(
+                    "no forge token: set {variable} or spec.git.push.pullRequest.secretRef"
+                ),
+            })?,
+    };
+    let repo = ForgeRepo::from_git_url(&context.automation.spec.git.url)?;
+    // `apiURL`, else the API root on the repository's own host: GitHub's
+    // lives on api.github.com, an Enterprise server's under /api/v3.
+    let api = |path: &str| {
+        fields.api_url.clone().unwrap_or_else(|| match path {
+            "/api/v3" if repo.host == "github.com" => "https://api.github.com".to_string(),
+            _ => format!("https://{}{path}", repo.host),
+        })
+    };
+    let api = match fields.provider {
+        ForgeProvider::Gitlab => api("/api/v4"),
+        ForgeProvider::Gitea => api("/api/v1"),
+        ForgeProvider::Github => api("/api/v3"),
+    };
+    Ok(context
+        .ports
+        .forges
+        .connect(fields.provider, &api, &repo, token)?)
+}

@@ -1,0 +1,126 @@
+//! Keeping the automation's pull request: opened or updated after a push,
+//! retired when the checkout branch has every change.
+
+use super::credentials::forge_for;
+use super::*;
+
+/// After hoist's branch holds its change: make sure one pull request from
+/// it to the checkout branch is open, with a current title and body.
+/// `pushed` says whether this run moved the branch; when it did not and
+/// the store remembers the pull request as hoist left it, the forge is not
+/// asked at all.
+pub(super) fn pull_request(
+    context: &Context,
+    changes: &ChangeSet,
+    message: &str,
+    pushed: bool,
+    report: &mut AutomationReport,
+) -> Result<(), AutomationError> {
+    let Some(fields) = context.pull_request_fields() else {
+        return Ok(());
+    };
+    let forge = forge_for(context, fields)?;
+    let title = match fields.title.as_deref().filter(|t| !t.trim().is_empty()) {
+        Some(template) => message::render_plain(
+            "spec.git.push.pullRequest.title",
+            template,
+            context.key,
+            changes,
+            message::TITLE_LIMIT,
+        )?,
+        None => message::shorten_title(message.lines().next().unwrap_or("Update images")),
+    };
+    let body = match fields.body.as_deref().filter(|t| !t.trim().is_empty()) {
+        Some(template) => message::render_plain(
+            "spec.git.push.pullRequest.body",
+            template,
+            context.key,
+            changes,
+            forge.body_limit(),
+        )?,
+        None => message::pull_request_body(context.key, changes, forge.body_limit()),
+    };
+    let spec = PullRequestSpec {
+        head: report.branch.clone(),
+        base: context.checkout_branch().to_string(),
+        title,
+        body,
+        labels: fields.labels.clone(),
+    };
+    let recorded = context.recorded_pull_request();
+    let (outcome, record) = forge::ensure(forge.as_ref(), &spec, recorded.as_ref(), pushed)?;
+    if recorded.as_ref() != Some(&record) {
+        context.record_pull_request(Some(&record), report);
+    }
+    report.pull_request = Some(outcome);
+    Ok(())
+}
+
+/// The checkout branch already has every image the automation would set,
+/// so hoist's branch proposes nothing any more (its pull request was
+/// merged, or someone made the same change): carries out the
+/// [`Step::Forget`], [`Step::Retire`] or [`Step::Leave`] decided for it.
+/// Retiring closes the pull request with a comment saying why and deletes
+/// the branch, only while it is still at the tip hoist checked.
+pub(super) fn retire_pull_request(
+    context: &Context,
+    git: &dyn Repository,
+    checkout: &Checkout,
+    step: Step,
+    report: &mut AutomationReport,
+) -> Result<(), AutomationError> {
+    let Some(fields) = context.pull_request_fields() else {
+        return Ok(());
+    };
+    let branch = report.branch.clone();
+    let recorded = context.recorded_pull_request();
+    let tip = match step {
+        // Merged and deleted (by the forge or a person): nothing to close.
+        Step::Forget if recorded.is_some() => {
+            context.record_pull_request(None, report);
+            return Ok(());
+        }
+        Step::Leave { warning } => {
+            report.warnings.push(warning);
+            return Ok(());
+        }
+        Step::Retire { tip } => tip,
+        _ => return Ok(()),
+    };
+    let forge = forge_for(context, fields)?;
+    let comment = format!(
+        "Closed by hoist: `{base}` already has every change this pull request proposed, so there is nothing left to merge. hoist deletes its branch `{branch}` next.\n\n— ImageUpdateAutomation `{key}`",
+        base = context.checkout_branch(),
+        key = context.key,
+    );
+    report.pull_request = forge::retire(
+        forge.as_ref(),
+        &branch,
+        context.checkout_branch(),
+        recorded.as_ref(),
+        &comment,
+    )?;
+    match git.delete_branch(checkout, &branch, &tip)? {
+        Push::Pushed(_) => {}
+        Push::Rejected(reason) => {
+            return Err(AutomationError::BranchMoved(format!(
+                "branch {branch} moved while hoist deleted it ({reason}); it was left as it is"
+            )));
+        }
+    }
+    context.record_pull_request(None, report);
+    Ok(())
+}
+
+/// The tip of hoist's branch on the remote, fetched when the step depends
+/// on it; `None` when the branch does not exist (or is not asked about).
+pub(super) fn remote_tip(
+    git: &dyn Repository,
+    checkout: &Checkout,
+    facts: &Facts,
+) -> Result<Option<Commit>, AutomationError> {
+    if !facts.reads_remote() || git.remote_head(checkout, facts.branch)?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(git.tip(checkout, facts.branch)?))
+}
