@@ -19,6 +19,8 @@ use crate::api::{ImagePolicy, ImageRef, ImageUpdateAutomation, ImageUpdateAutoma
 use crate::model::Tag;
 use crate::pipeline::{self, PolicyRef, RunOptions, ScanReport};
 
+/// Every line logged while reconciling carries the object's key.
+#[tracing::instrument(skip_all, fields(object = %super::key_of(&*automation)))]
 pub async fn reconcile(
     automation: Arc<ImageUpdateAutomation>,
     context: Arc<Context>,

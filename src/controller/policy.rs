@@ -16,6 +16,8 @@ use super::{
 use crate::api::{ImagePolicy, ImagePolicyStatus, ImageRef, ImageRepository};
 use crate::pipeline::{self, ScanOptions, TagFreshness};
 
+/// Every line logged while reconciling carries the object's key.
+#[tracing::instrument(skip_all, fields(object = %super::key_of(&*policy)))]
 pub async fn reconcile(
     policy: Arc<ImagePolicy>,
     context: Arc<Context>,

@@ -102,6 +102,8 @@ impl ReceiverContext {
     }
 }
 
+/// Every line logged while reconciling carries the object's key.
+#[tracing::instrument(skip_all, fields(object = %super::key_of(&*receiver)))]
 pub async fn reconcile(
     receiver: Arc<Receiver>,
     context: Arc<ReceiverContext>,

@@ -13,6 +13,8 @@ use super::{
 use crate::api::{ImageRepository, ImageRepositoryStatus, ScanResult};
 use crate::pipeline::{self, ScanOptions, TagFreshness};
 
+/// Every line logged while reconciling carries the object's key.
+#[tracing::instrument(skip_all, fields(object = %super::key_of(&*repository)))]
 pub async fn reconcile(
     repository: Arc<ImageRepository>,
     context: Arc<Context>,

@@ -1,0 +1,138 @@
+//! Objects as the loader reads them, and their status as hoist writes
+//! it: a status patch only when it changed.
+
+use super::*;
+
+/// A Secret as the loader reads it from files.
+pub(super) fn secret_document(secret: &Secret) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": secret.name_any(), "namespace": secret.namespace()},
+        "type": secret.type_,
+        "data": secret.data,
+    })
+}
+
+/// An object as the loader reads it: identity, labels, annotations and
+/// spec; no status, no server bookkeeping.
+pub(super) fn document<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    let meta = object.meta();
+    value["metadata"] = serde_json::json!({
+        "name": meta.name,
+        "namespace": meta.namespace,
+        "labels": meta.labels,
+        "annotations": meta.annotations,
+    });
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    value
+}
+
+/// Loads cluster objects through the file loader: the same types and
+/// checks, the same messages.
+pub(super) fn load(documents: &[serde_json::Value]) -> (ObjectSet, Vec<LoadError>) {
+    let text: String = documents.iter().map(|d| format!("---\n{d}\n")).collect();
+    let mut set = ObjectSet::default();
+    let mut errors = Vec::new();
+    crate::load::load_text(Path::new("cluster"), &text, true, &mut set, &mut errors);
+    (set, errors)
+}
+
+/// The loader's errors about one object, as `field: message` lines.
+pub(super) fn errors_for(errors: &[LoadError], object: &str) -> Option<String> {
+    let lines: Vec<String> = errors
+        .iter()
+        .filter_map(|e| match e {
+            LoadError::Invalid {
+                object: o,
+                field,
+                message,
+                ..
+            } if o == object => Some(format!("{field}: {message}")),
+            LoadError::Invalid { .. } => None,
+            other => Some(other.to_string()),
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+/// `Kind ns/name`: how logs, metrics and backoff name an object.
+pub(super) fn labelled<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!("{} {}", K::kind(&()), key_of(object))
+}
+
+/// What every reconciler does on a failure: back off, 5 s doubling to
+/// 5 min per object, and log why.
+pub(super) fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &ReconcileError,
+    context: Arc<Context>,
+) -> Action {
+    let key = labelled(&*object);
+    let wait = context.failed(&key);
+    match error {
+        // No answer at all: say which server, since kube's error does not.
+        ReconcileError::Kube(e) if !matches!(e, kube::Error::Api(_)) => tracing::warn!(
+            object = %key,
+            server = %context.options.sync.server(),
+            retry_in = wait.as_secs(),
+            "{error}"
+        ),
+        _ => tracing::warn!(object = %key, retry_in = wait.as_secs(), "{error}"),
+    }
+    Action::requeue(wait)
+}
+
+/// `ns/name`
+pub(super) fn key_of<K: Resource>(object: &K) -> String {
+    crate::model::ObjectKey::of(object.meta()).to_string()
+}
+
+/// Now, to the second: what conditions and status times carry.
+pub(super) fn now() -> Time {
+    Time(
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+/// Writes `status` when it differs from what the object has.
+pub(super) async fn patch_status<K, S>(
+    client: &Client,
+    object: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), crate::model::namespace_of(object.meta()));
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The requestedAt annotation, if it asks for something not yet handled.
+pub(super) fn requested<K: Resource>(object: &K, handled: Option<&String>) -> Option<String> {
+    let value = object.annotations().get(REQUESTED_AT)?;
+    (Some(value) != handled).then(|| value.clone())
+}
