@@ -225,12 +225,10 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
                 Wake::Interval => break Work::default(),
                 Wake::Webhook(first) => {
                     // Whatever else arrived while the last pass ran joins it.
-                    let mut batch = vec![first];
-                    if let Some(w) = webhooks.as_mut() {
-                        while let Ok(more) = w.deliveries.try_recv() {
-                            batch.push(more);
-                        }
-                    }
+                    let batch = match webhooks.as_mut() {
+                        Some(w) => crate::webhook::batch(first, &mut w.deliveries),
+                        None => vec![first],
+                    };
                     if let Some(work) = webhook_work(&session.objects, &batch) {
                         break work;
                     }
@@ -254,21 +252,21 @@ fn endpoints(objects: &ObjectSet) -> Result<Vec<Endpoint>, CliError> {
         let namespace = crate::model::namespace_of(&receiver.metadata);
         let key = crate::model::ObjectKey::of(&receiver.metadata).to_string();
         let secret = &receiver.spec.secret_ref.name;
-        let token = objects
+        let found = objects
             .secret(namespace, secret)
             .and_then(|s| s.data.get("token"))
-            .ok_or_else(|| {
-                CliError::invalid(format!(
-                    "{}: Receiver {key}: spec.secretRef: Secret {namespace}/{secret} with key `token` is not in the files",
-                    loaded.origin
-                ))
-            })?;
-        if let Some(problem) = crate::webhook::token_problem(receiver.spec.type_, token) {
-            return Err(CliError::invalid(format!(
-                "{}: Receiver {key}: spec.secretRef: Secret {namespace}/{secret}: {problem}",
+            .map(Vec::as_slice);
+        let token = crate::webhook::receiver_token(receiver, found).map_err(|refused| {
+            let hint = if refused.problem.is_none() {
+                " (not in the files)"
+            } else {
+                ""
+            };
+            CliError::invalid(format!(
+                "{}: Receiver {key}: {refused}{hint}",
                 loaded.origin
-            )));
-        }
+            ))
+        })?;
         for (i, resource) in receiver.spec.resources.iter().enumerate() {
             let wanted = crate::model::ObjectKey::referred(
                 resource.namespace.as_deref(),
@@ -294,7 +292,7 @@ fn endpoints(objects: &ObjectSet) -> Result<Vec<Endpoint>, CliError> {
                 )));
             }
         }
-        endpoints.push(Endpoint::new(receiver.clone(), token.clone()));
+        endpoints.push(Endpoint::new(receiver.clone(), token.to_vec()));
     }
     Ok(endpoints)
 }

@@ -152,21 +152,20 @@ async fn serve(
             return Err(e.into());
         }
     };
-    let problem = match &token {
-        None => Some(format!(
-            "spec.secretRef: Secret {namespace}/{secret} with key `token` not found"
-        )),
-        Some(token) => crate::webhook::token_problem(receiver.spec.type_, token)
-            .map(|p| format!("spec.secretRef: Secret {namespace}/{secret}: {p}")),
-    };
-    let (Some(token), None) = (token, problem.clone()) else {
-        // Without a usable token a Receiver verifies nothing: stop serving it.
-        context.endpoints.remove(key);
-        status.webhook_path = None;
-        let message = problem.unwrap_or_default();
-        finish(&mut status, &Outcome::retrying("SecretNotFound", message));
-        patch_status(&context.client, receiver, current.as_ref(), &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
+    let token = match crate::webhook::receiver_token(receiver, token.as_deref()) {
+        Ok(token) => token.to_vec(),
+        Err(refused) => {
+            // Without a usable token a Receiver verifies nothing: stop
+            // serving it.
+            context.endpoints.remove(key);
+            status.webhook_path = None;
+            finish(
+                &mut status,
+                &Outcome::retrying("SecretNotFound", refused.to_string()),
+            );
+            patch_status(&context.client, receiver, current.as_ref(), &status).await?;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
     };
     let path = context
         .endpoints
@@ -203,16 +202,7 @@ pub async fn dispatch(
     while let Some(first) = merged.recv().await {
         // What piled up while the last deliveries were handled (a slow API
         // server) is handled once per Receiver.
-        let mut batch: Vec<Delivery> = vec![first];
-        while let Ok(more) = merged.try_recv() {
-            match batch
-                .iter_mut()
-                .find(|d| d.endpoint.key() == more.endpoint.key())
-            {
-                Some(d) => crate::webhook::server::merge(&mut d.event, more.event),
-                None => batch.push(more),
-            }
-        }
+        let batch = crate::webhook::batch(first, &mut merged);
         for delivery in batch {
             handle(&context, delivery).await;
         }

@@ -349,6 +349,62 @@ pub fn token_problem(sender: ReceiverType, token: &[u8]) -> Option<String> {
     })
 }
 
+/// Why a Receiver's Secret gives it no token to verify with. Both drivers
+/// (`hoist run` over files, the controller over the API) check with
+/// [`receiver_token`], so they refuse the same Secrets with the same words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spec.secretRef: Secret {secret}{}", match .problem { None => " with key `token` not found".to_string(), Some(p) => format!(": {p}") })]
+pub struct TokenRefused {
+    /// `ns/name` of the Secret.
+    pub secret: String,
+    /// What is wrong with the token; `None`: no such Secret or key.
+    pub problem: Option<String>,
+}
+
+/// The token of `receiver`, from the `token` key of its Secret as the
+/// driver found it (`None`: no such Secret, or no such key).
+pub fn receiver_token<'a>(
+    receiver: &crate::api::Receiver,
+    token: Option<&'a [u8]>,
+) -> Result<&'a [u8], TokenRefused> {
+    let secret = crate::model::ObjectKey::new(
+        crate::model::namespace_of(&receiver.metadata),
+        &receiver.spec.secret_ref.name,
+    )
+    .to_string();
+    let token = token.ok_or_else(|| TokenRefused {
+        secret: secret.clone(),
+        problem: None,
+    })?;
+    match token_problem(receiver.spec.type_, token) {
+        Some(problem) => Err(TokenRefused {
+            secret,
+            problem: Some(problem),
+        }),
+        None => Ok(token),
+    }
+}
+
+/// `first` and whatever else has arrived by now, one delivery per Receiver
+/// (events of one Receiver merged): what both drivers act on as one batch
+/// after a slow pass or a slow API server.
+pub fn batch(
+    first: server::Delivery,
+    more: &mut tokio::sync::mpsc::UnboundedReceiver<server::Delivery>,
+) -> Vec<server::Delivery> {
+    let mut batch = vec![first];
+    while let Ok(next) = more.try_recv() {
+        match batch
+            .iter_mut()
+            .find(|d| d.endpoint.key() == next.endpoint.key())
+        {
+            Some(d) => server::merge(&mut d.event, next.event),
+            None => batch.push(next),
+        }
+    }
+    batch
+}
+
 /// The receiver's URL path: `/hook/` and the sha256 of its name and token,
 /// so that only someone who knows the token can find it.
 pub fn path(namespace: &str, name: &str, token: &[u8]) -> String {
@@ -362,6 +418,78 @@ pub fn path(namespace: &str, name: &str, token: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn receiver(name: &str, type_: &str) -> crate::api::Receiver {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "apps"},
+            "spec": {"type": type_, "secretRef": {"name": "hook"}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn both_drivers_refuse_the_same_tokens_naming_the_secret() {
+        let github = receiver("gh", "github");
+        assert_eq!(
+            receiver_token(&github, None).map_err(|e| e.to_string()),
+            Err("spec.secretRef: Secret apps/hook with key `token` not found".into())
+        );
+        let empty = receiver_token(&github, Some(b"  \n")).map_err(|e| e.to_string());
+        assert_eq!(
+            empty,
+            Err("spec.secretRef: Secret apps/hook: key `token` is empty".into())
+        );
+        assert_eq!(receiver_token(&github, Some(b"s3cret")), Ok(&b"s3cret"[..]));
+        // Docker Hub signs nothing: a short token is a guessable path.
+        let short = receiver_token(&receiver("hub", "dockerhub"), Some(b"s3cret"));
+        assert!(short.is_err_and(|e| e.problem.is_some_and(|p| p.contains("at least 16"))));
+    }
+
+    #[test]
+    fn a_batch_is_one_delivery_per_receiver_with_their_events_merged() {
+        let endpoint = |name: &str| {
+            std::sync::Arc::new(server::Endpoint::new(
+                receiver(name, "generic-hmac"),
+                b"t0ken-t0ken-t0ken".to_vec(),
+            ))
+        };
+        let (a, b) = (endpoint("a"), endpoint("b"));
+        let delivery =
+            |endpoint: &std::sync::Arc<server::Endpoint>, image: &str| server::Delivery {
+                endpoint: std::sync::Arc::clone(endpoint),
+                event: Event {
+                    images: vec![image.to_string()],
+                    ..Event::default()
+                },
+            };
+        let (send, mut more) = tokio::sync::mpsc::unbounded_channel();
+        for d in [
+            delivery(&b, "x/2"),
+            delivery(&a, "x/3"),
+            delivery(&b, "x/4"),
+        ] {
+            send.send(d)
+                .unwrap_or_else(|_| panic!("the channel is open"));
+        }
+        let batch = batch(delivery(&a, "x/1"), &mut more);
+        let got: Vec<(String, Vec<String>)> = batch
+            .into_iter()
+            .map(|d| (d.endpoint.key(), d.event.images))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "apps/a".to_string(),
+                    vec!["x/1".to_string(), "x/3".to_string()]
+                ),
+                (
+                    "apps/b".to_string(),
+                    vec!["x/2".to_string(), "x/4".to_string()]
+                ),
+            ]
+        );
+    }
     use serde_json::json;
 
     const SECRET: &[u8] = b"s3cret";
