@@ -43,7 +43,13 @@ fn sync_with(
     ];
     args.extend_from_slice(extra);
     let run = hoist_env(dir, &args, env);
-    let report = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    // A run that fails before reporting prints nothing on stdout; what it
+    // does print must be JSON.
+    let report = if run.stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    };
     (run.code, report, format!("{}{}", run.stdout, run.stderr))
 }
 

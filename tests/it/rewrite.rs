@@ -272,7 +272,8 @@ fn keeps_file_mode_leaves_no_temporary_files_and_ignores_outside_symlinks() {
         std::fs::symlink_metadata(tree.join("link-in.yaml"))
             .is_ok_and(|m| m.file_type().is_symlink())
     );
-    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+    let json: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
     assert_eq!(json["changes"].as_array().map(Vec::len), Some(2), "{json}");
     assert_eq!(
         std::fs::read_to_string(tree.join(".git/config.yaml"))

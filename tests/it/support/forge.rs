@@ -120,10 +120,19 @@ impl FakeForge {
             let Ok(mut pulls) = state.lock() else {
                 return Reply::json(500, "{}");
             };
+            // A body that is not JSON is refused, as the forges do.
+            let body = if request.body.is_empty() {
+                serde_json::Value::Null
+            } else {
+                match serde_json::from_slice(&request.body) {
+                    Ok(body) => body,
+                    Err(_) => return Reply::json(400, r#"{"message":"Problems parsing JSON"}"#),
+                }
+            };
             let mut state = State {
                 pulls: &mut pulls,
                 addr: request.header("host").unwrap_or("").to_string(),
-                body: serde_json::from_slice(&request.body).unwrap_or_default(),
+                body,
             };
             handle(request, &mut state)
         });
