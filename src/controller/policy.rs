@@ -300,23 +300,15 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
     if policy.spec.suspend {
         return Ok(Action::await_change());
     }
-    let report;
+    let selection;
     let observed = match observe(policy, context).await? {
         Found::Early(observed) => observed,
-        Found::Scanned(scanned) => {
-            report = scanned;
-            match (
-                report.repositories.first().map(|r| &r.outcome),
-                report.failures.first(),
-                report.policies.first(),
-            ) {
-                (Some(Err(e)), _, _) => Observed::NotScanned(e.to_string()),
-                (_, Some(failure), _) => Observed::DigestFailed(failure.report()),
-                (_, None, Some(row)) => Observed::Selected(row),
-                (_, None, None) => Observed::NotScanned(format!(
-                    "ImageRepository {} selected nothing for this policy",
-                    pipeline::repository_of(policy)
-                )),
+        Found::Selected(selected) => {
+            selection = selected;
+            match (&selection.repository_failure, &selection.failure) {
+                (Some(e), _) => Observed::NotScanned(e.to_string()),
+                (None, Some(failure)) => Observed::DigestFailed(failure.report()),
+                (None, None) => Observed::Selected(&selection.row),
             }
         }
     };
@@ -347,7 +339,7 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
 /// or as far as selecting from the stored tags.
 enum Found {
     Early(Observed<'static>),
-    Scanned(pipeline::ScanReport),
+    Selected(Box<pipeline::StoredSelection>),
 }
 
 async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, ReconcileError> {
@@ -368,6 +360,14 @@ async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, Recon
             &repository,
         ))));
     }
+    let (Some(loaded_policy), Some(loaded_repository)) =
+        (objects.policies.first(), objects.repositories.first())
+    else {
+        return Ok(Found::Early(Observed::InvalidSpec(format!(
+            "{} did not load",
+            labelled(policy)
+        ))));
+    };
     // Tags from the store only: scanning is the repository reconciler's.
     let options = ScanOptions {
         tags: TagFreshness::Stored,
@@ -377,10 +377,17 @@ async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, Recon
         scanned_before: false,
         rescan: Default::default(),
     };
-    let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
-        .await
-        .map_err(|e| ReconcileError::Transient(e.to_string()))?;
-    Ok(Found::Scanned(report))
+    let selection = pipeline::select_stored(
+        &objects,
+        &loaded_policy.object,
+        &loaded_repository.object,
+        &context.registry,
+        &context.store,
+        &options,
+    )
+    .await
+    .map_err(|e| ReconcileError::Transient(e.to_string()))?;
+    Ok(Found::Selected(Box::new(selection)))
 }
 
 #[cfg(test)]

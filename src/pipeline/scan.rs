@@ -434,6 +434,69 @@ pub async fn scan(
     Ok(report)
 }
 
+/// One policy's selection from its repository's tags as the store holds
+/// them: what the controller's ImagePolicy reconcile asks for. Nothing is
+/// listed and no other object is looked at; only a digest the policy
+/// reflects may be read from the registry (`source`). `objects` holds the
+/// policy, its repository and whatever Secrets their credentials need.
+pub async fn select_stored(
+    objects: &ObjectSet,
+    policy: &ImagePolicy,
+    repository: &ImageRepository,
+    source: &impl TagSource,
+    store: &Store,
+    options: &ScanOptions,
+) -> Result<StoredSelection, StoreError> {
+    let options = ScanOptions {
+        tags: TagFreshness::Stored,
+        ..options.clone()
+    };
+    let run = ScanRun {
+        targets: std::sync::Mutex::default(),
+        exclusions: std::sync::Mutex::default(),
+        unwritten: std::sync::Mutex::default(),
+        objects,
+        source,
+        store,
+        options: &options,
+    };
+    let key = ObjectKey::of(&policy.metadata).to_string();
+    let scanned = run.scan_repository(repository).await?;
+    let selection = match &scanned.outcome {
+        Err(e) => StoredSelection {
+            row: run.unselected(&key, repository, &scanned, e),
+            repository_failure: Some(e.clone()),
+            failure: None,
+        },
+        Ok(_) => match run.select(&key, policy, repository, &scanned).await {
+            Ok(row) => StoredSelection {
+                row,
+                repository_failure: None,
+                failure: None,
+            },
+            Err(e) => StoredSelection {
+                row: run.unselected(&key, repository, &scanned, &e),
+                repository_failure: None,
+                failure: Some(e),
+            },
+        },
+    };
+    // A digest read from the registry was written to the store.
+    store.flush()?;
+    Ok(selection)
+}
+
+/// What [`select_stored`] came to.
+#[derive(Clone, Debug)]
+pub struct StoredSelection {
+    pub row: PolicyRef,
+    /// The repository has no usable tags in the store (not scanned yet, or
+    /// its last scan failed).
+    pub repository_failure: Option<ScanError>,
+    /// The policy's own failure: its spec, or its digest.
+    pub failure: Option<ScanError>,
+}
+
 /// New scans are written this many at a time, in one transaction: a
 /// commit per repository was a quarter of a cold scan's CPU.
 const SCAN_BATCH: usize = 64;
