@@ -1,0 +1,200 @@
+//! Selection: a policy's latest tag among its repository's tags (minus
+//! exclusions, held back by `minimumAge`), and the digest it reflects.
+
+use super::*;
+
+/// One policy's selection from its repository's tags as the store holds
+/// them: what the controller's ImagePolicy reconcile asks for. Nothing is
+/// listed and no other object is looked at; only a digest the policy
+/// reflects may be read from the registry (`source`). `objects` holds the
+/// policy, its repository and whatever Secrets their credentials need.
+pub async fn select_stored(
+    objects: &ObjectSet,
+    policy: &ImagePolicy,
+    repository: &ImageRepository,
+    source: &impl TagSource,
+    store: &Store,
+    options: &ScanOptions,
+) -> Result<StoredSelection, StoreError> {
+    let options = ScanOptions {
+        tags: TagFreshness::Stored,
+        ..options.clone()
+    };
+    let run = ScanRun {
+        targets: std::sync::Mutex::default(),
+        exclusions: std::sync::Mutex::default(),
+        unwritten: std::sync::Mutex::default(),
+        objects,
+        source,
+        store,
+        options: &options,
+    };
+    let key = ObjectKey::of(&policy.metadata).to_string();
+    let scanned = run.scan_repository(repository).await?;
+    let selection = match &scanned.outcome {
+        Err(e) => StoredSelection {
+            row: run.unselected(&key, repository, &scanned, e),
+            repository_failure: Some(e.clone()),
+            failure: None,
+        },
+        Ok(_) => match run.select(&key, policy, repository, &scanned).await {
+            Ok(row) => StoredSelection {
+                row,
+                repository_failure: None,
+                failure: None,
+            },
+            Err(e) => StoredSelection {
+                row: run.unselected(&key, repository, &scanned, &e),
+                repository_failure: None,
+                failure: Some(e),
+            },
+        },
+    };
+    // A digest read from the registry was written to the store.
+    store.flush()?;
+    Ok(selection)
+}
+
+/// What [`select_stored`] came to.
+#[derive(Clone, Debug)]
+pub struct StoredSelection {
+    pub row: PolicyRef,
+    /// The repository has no usable tags in the store (not scanned yet, or
+    /// its last scan failed).
+    pub repository_failure: Option<ScanError>,
+    /// The policy's own failure: its spec, or its digest.
+    pub failure: Option<ScanError>,
+}
+
+impl<S: TagSource> ScanRun<'_, S> {
+    /// The row of a policy that could not select: no tag, and why.
+    pub(super) fn unselected(
+        &self,
+        key: &str,
+        repository: &ImageRepository,
+        scanned: &Scanned,
+        error: &ScanError,
+    ) -> PolicyRef {
+        PolicyRef {
+            policy: key.to_string(),
+            repository: scanned.repository.clone(),
+            image: scanned.image.clone(),
+            name: repository.spec.image.clone(),
+            tag: None,
+            digest: None,
+            tags: 0,
+            waiting: None,
+            error: Some(error.report()),
+        }
+    }
+
+    /// The policy's row. When its repository has no tags to offer, the
+    /// repository's failure (reported once, for the repository).
+    pub(super) async fn select(
+        &self,
+        key: &str,
+        policy: &ImagePolicy,
+        repository: &ImageRepository,
+        scanned: &Scanned,
+    ) -> Result<PolicyRef, ScanError> {
+        let record = match &scanned.outcome {
+            Ok(record) => record,
+            Err(e) => return Ok(self.unselected(key, repository, scanned, e)),
+        };
+        let compiled = CompiledPolicy::compile(&policy.spec).map_err(|e| ScanError::Spec {
+            object: format!("ImagePolicy {key}"),
+            field: format!("spec.{}", e.field()),
+            message: e.to_string(),
+        })?;
+        let exclusions = self.exclusions(repository).map_err(|e| ScanError::Spec {
+            object: format!("ImageRepository {}", scanned.repository),
+            field: "spec.exclusionList".into(),
+            message: e.reason().to_string(),
+        })?;
+        let tags: Vec<&Tag> = record
+            .tags
+            .iter()
+            .filter(|t| !exclusions.excludes(t.as_str()))
+            .collect();
+        // `minimumAge`: select among the tags seen long enough; the one
+        // that would win otherwise waits, and says until when.
+        let (selection, waiting) = match policy
+            .spec
+            .minimum_age
+            .as_ref()
+            .and_then(|a| a.parse().ok())
+        {
+            Some(age) => {
+                let now = self.options.now.unwrap_or_else(store::now);
+                let (mature, waiting) =
+                    crate::policy::mature(&compiled, &tags, &record.first_seen, age, now);
+                (compiled.select(&mature), waiting)
+            }
+            None => (compiled.select(&tags), None),
+        };
+        let reflection = policy.spec.digest_reflection_policy.unwrap_or_default();
+        let digest = match (&selection.tag, reflection) {
+            (Some(tag), ReflectionPolicy::IfNotPresent) => Some(
+                self.reflect_digest(key, repository, &scanned.image, tag, u64::MAX)
+                    .await?,
+            ),
+            (Some(tag), ReflectionPolicy::Always) => {
+                let max_age = policy
+                    .spec
+                    .interval
+                    .as_ref()
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(DEFAULT_INTERVAL)
+                    .as_secs();
+                Some(
+                    self.reflect_digest(key, repository, &scanned.image, tag, max_age)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
+        Ok(PolicyRef {
+            policy: key.to_string(),
+            repository: scanned.repository.clone(),
+            image: scanned.image.clone(),
+            name: repository.spec.image.clone(),
+            tag: selection.tag,
+            digest,
+            tags: tags.len(),
+            waiting,
+            error: None,
+        })
+    }
+
+    /// The digest of `image:tag`: from the store when it is younger than
+    /// `max_age` seconds, else from the registry (and then stored).
+    pub(super) async fn reflect_digest(
+        &self,
+        key: &str,
+        repository: &ImageRepository,
+        image: &str,
+        tag: &Tag,
+        max_age: u64,
+    ) -> Result<String, ScanError> {
+        let stored = self.store.digest(image, tag.as_str())?;
+        if let Some(record) = stored.filter(|r| {
+            self.options.tags != TagFreshness::Refresh
+                && r.checked_at.saturating_add(max_age) > store::now()
+        }) {
+            return Ok(record.digest);
+        }
+        let repository_key = ObjectKey::of(&repository.metadata).to_string();
+        let target = self.target(repository, &repository_key).await?;
+        let digest = self
+            .source
+            .digest(&target, tag.as_str())
+            .await
+            .map_err(|e| ScanError::registry(format!("ImagePolicy {key}: digest of {tag}"), &e))?;
+        let record = DigestRecord {
+            digest: digest.clone(),
+            checked_at: store::now(),
+        };
+        self.store.put_digest(image, tag.as_str(), &record)?;
+        Ok(digest)
+    }
+}
