@@ -647,4 +647,74 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(source.calls.load(Ordering::SeqCst), repositories);
     }
+
+    /// The controller's selection reads the store only: a repository
+    /// never scanned is "not scanned", never listed; `minimumAge` holds
+    /// back a tag first seen too recently, and says until when.
+    #[tokio::test]
+    async fn selection_from_the_store_lists_nothing_and_holds_young_tags_back() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let mut set = objects(1, 0);
+        let policy = &mut set.policies[0].object;
+        policy.spec.minimum_age = Some(crate::api::GoDuration("1h".into()));
+        let (policy, repository) = (
+            set.policies[0].object.clone(),
+            set.repositories[0].object.clone(),
+        );
+        let now = 1_800_000_000;
+        let options = ScanOptions {
+            tags: TagFreshness::WithinInterval,
+            concurrency: 1,
+            credentials: Arc::default(),
+            now: Some(now),
+            scanned_before: false,
+            rescan: Default::default(),
+        };
+        let source = Listings::default();
+        let unscanned = select_stored(&set, &policy, &repository, &source, &store, &options)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(
+                unscanned.repository_failure,
+                Some(ScanError::NotScanned { .. })
+            ),
+            "{unscanned:?}"
+        );
+        assert_eq!(unscanned.row.tag, None);
+        assert_eq!(source.calls.load(Ordering::SeqCst), 0, "nothing listed");
+
+        // 1.1.0 first seen ten minutes ago, 1.0.0 long before.
+        let tags = vec![Tag::from("1.0.0"), Tag::from("1.1.0")];
+        let record = ScanRecord {
+            revision: store::revision(&tags),
+            first_seen: [("1.1.0".to_string(), now - 600)].into_iter().collect(),
+            tags,
+            scanned_at: now,
+        };
+        store
+            .put_scan("registry.test/team/app0", &record)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let held = select_stored(&set, &policy, &repository, &source, &store, &options)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            held.repository_failure.is_none() && held.failure.is_none(),
+            "{held:?}"
+        );
+        assert_eq!(held.row.tag, Some(Tag::from("1.0.0")));
+        assert_eq!(
+            held.row.waiting,
+            Some(crate::policy::Waiting {
+                tag: "1.1.0".into(),
+                eligible_at: now - 600 + 3600,
+            })
+        );
+        assert_eq!(
+            source.calls.load(Ordering::SeqCst),
+            0,
+            "still nothing listed"
+        );
+    }
 }
