@@ -64,9 +64,6 @@ async fn update(
     key: &str,
     context: &Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    if automation.spec.suspend {
-        return Ok(Action::await_change());
-    }
     let namespace = crate::model::namespace_of(&automation.metadata).to_string();
     let current = automation.status.clone();
     let mut status = current.clone().unwrap_or_default();
@@ -94,6 +91,16 @@ async fn update(
         .iter()
         .filter_map(|p| Some((key_of(&**p), p.status.as_ref()?.latest_ref.clone()?)))
         .collect();
+    if automation.spec.suspend {
+        // Said with the refs it would have set, so that whoever watches
+        // (a test, a person reading the log) knows this decision saw them.
+        let latest: Vec<String> = observed
+            .iter()
+            .map(|(policy, r)| format!("{policy}={}", r.tag))
+            .collect();
+        tracing::info!(?latest, "suspended; nothing is pushed");
+        return Ok(Action::await_change());
+    }
     let asked = requested(&*automation, status.last_handled_reconcile_at.as_ref());
     let since_run = age(status.last_automation_run_time.as_ref());
     let spec_changed = generation != status.observed_generation;
@@ -122,6 +129,14 @@ async fn update(
             .min(Duration::from_secs(10)),
     };
     if asked.is_none() && !wait.is_zero() {
+        if context.backoff(key).is_some() && !spec_changed {
+            // Woken early (by the failure's own status write, say): the
+            // backoff holds.
+            tracing::info!(
+                wait_s = wait.as_secs(),
+                "backing off after a failed run; not run again yet"
+            );
+        }
         return Ok(Action::requeue(wait));
     }
 

@@ -235,7 +235,14 @@ fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
     wait_for("latestRef 1.3.0", || {
         (tag_of(cluster, ns)? == "1.3.0").then_some(())
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // The decision made with 1.3.0 in view, then its outcome: no push.
+    wait_for("the suspended automation to see 1.3.0", || {
+        controller
+            .log()
+            .lines()
+            .any(|l| l.contains("suspended; nothing is pushed") && l.contains("=1.3.0"))
+            .then_some(())
+    });
     assert_eq!(remote.head("main"), main, "a suspended automation pushed");
 
     assert_eq!(controller.get("/healthz").0, 200);
@@ -1037,9 +1044,17 @@ fn a_failing_automation_retries_on_a_backoff_not_on_its_own_status_writes() {
         ("True", "UpdateFailed"),
         "{failed:?}"
     );
-    // The first retry waits 5 s; the failure's own status write must not
-    // run it again meanwhile.
-    std::thread::sleep(Duration::from_secs(3));
+    // The failure's own status write wakes the automation; it must decide
+    // to hold the backoff (the first retry is 5 s away), not run again.
+    wait_for(
+        "the wake-up by its own status write to hold the backoff",
+        || {
+            controller
+                .log()
+                .contains("backing off after a failed run; not run again yet")
+                .then_some(())
+        },
+    );
     let (_, metrics) = controller.get("/metrics");
     let runs = metric_sum(
         &metrics,
