@@ -567,33 +567,52 @@ fn one_leader_the_standby_takes_over_from_a_killed_one_and_no_change_is_pushed_t
             .get("lease.coordination.k8s.io", "hoist-system", &lease)
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
     };
+    // A time the Lease records (`renewTime`, `acquireTime`), as the API
+    // server stores it.
+    let lease_time = |field: &str| {
+        cluster
+            .get("lease.coordination.k8s.io", "hoist-system", &lease)
+            .and_then(|l| l["spec"][field].as_str()?.parse::<jiff::Timestamp>().ok())
+    };
     let mark = cluster.audit_mark();
     let mut a = elect("pod-a");
     wait_for("pod-a to lead", || (holder()? == "pod-a").then_some(()));
     let mut b = elect("pod-b");
     wait_for_push(remote, "1.1.0");
-    // The standby waits while the leader renews.
-    std::thread::sleep(Duration::from_secs(DURATION + 2));
-    assert_eq!(holder().as_deref(), Some("pod-a"));
+    // The standby waits while the leader renews: watch the leader renew
+    // past the point where an unrenewed lease would have expired, holding
+    // it all along.
+    let first = wait_for("a renewal", || lease_time("renewTime"));
+    let expired = first + jiff::SignedDuration::from_secs(DURATION as i64 + 1);
+    wait_for("pod-a to renew past a lease duration", || {
+        assert_eq!(holder().as_deref(), Some("pod-a"), "the standby took over");
+        lease_time("renewTime").filter(|t| *t > expired)
+    });
 
-    // SIGKILL: no release; pod-b takes the lease once it has expired.
+    // SIGKILL: no release; pod-b takes the lease once it has expired, and
+    // not before (the times are the Lease's own).
     a.kill();
     let killed = std::time::Instant::now();
+    let last_renew = wait_for("the last renewal", || lease_time("renewTime"));
     wait_for("pod-b to lead", || (holder()? == "pod-b").then_some(()));
-    let takeover = killed.elapsed();
     eprintln!(
         "takeover {:.1}s after SIGKILL (lease {DURATION}s)",
-        takeover.as_secs_f64()
+        killed.elapsed().as_secs_f64()
     );
-    // Expiry plus one of the standby's polls, a third of the duration.
+    let acquired = wait_for("pod-b's acquireTime", || lease_time("acquireTime"));
     assert!(
-        takeover < Duration::from_secs(DURATION + DURATION.div_ceil(3) + 3),
-        "took {takeover:?}"
+        acquired >= last_renew + jiff::SignedDuration::from_secs(DURATION as i64),
+        "pod-b acquired at {acquired}, before pod-a's lease from {last_renew} expired"
     );
     registry.push_image("team/app", &["1.2.0"]);
     wait_for_push(remote, "1.2.0");
-    // Give a second pusher every chance to show itself.
-    std::thread::sleep(Duration::from_secs(3));
+    // The run that pushed has recorded its push: whatever runs next sees
+    // the branch as it is.
+    let head = remote.head("main");
+    wait_for("pod-b to record its push", || {
+        let automation = get(cluster, "imageupdateautomations", ns, "fleet")?;
+        (automation["status"]["lastPushCommit"].as_str()? == head).then_some(())
+    });
     let pushes: Vec<String> = remote
         .log("main")
         .into_iter()
