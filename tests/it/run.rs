@@ -680,9 +680,22 @@ fn github_enterprise_pull_request_lifecycle_and_its_api_calls() {
     // An update: a new tag rebuilds the branch; the same pull request is
     // read by number and its text edited.
     registry.push_image("team/app", &["1.2.0"]);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
     let before = github.calls().len();
-    let report = run("objects.yaml", "state");
+    // --refresh: the new tag without waiting for the interval.
+    let refreshed = run_once(
+        &dir,
+        &docker,
+        "objects.yaml",
+        "state",
+        &["-o", "json", "--refresh"],
+    );
+    assert_eq!(
+        refreshed.code, 0,
+        "{}{}",
+        refreshed.stdout, refreshed.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&refreshed.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", refreshed.stdout));
     assert_eq!(report[0]["pull_request"]["action"], "updated", "{report}");
     let update = calls_since(&github, before);
     assert_eq!(
@@ -753,7 +766,7 @@ fn github_enterprise_pull_request_lifecycle_and_its_api_calls() {
 
     // A wrong token: a clear, secret-free error, and nothing is lost.
     registry.push_image("team/app", &["1.3.0"]);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // A state directory of its own: no stored scan, so the new tag is seen.
     let bad = run_once(&dir, &docker, "bad-token.yaml", "state-bad", &[]);
     assert_eq!(bad.code, 1, "{}", bad.stdout);
     assert!(
@@ -777,7 +790,8 @@ fn github_enterprise_pull_request_lifecycle_and_its_api_calls() {
     remote.fast_forward("main", "hoist/fleet");
     let theirs = remote.head("hoist/fleet");
     let before = github.calls().len();
-    let kept = run_once(&dir, &docker, "objects.yaml", "state", &[]);
+    // --refresh: this state's last scan predates 1.3.0.
+    let kept = run_once(&dir, &docker, "objects.yaml", "state", &["--refresh"]);
     assert_eq!(kept.code, 0, "{}{}", kept.stdout, kept.stderr);
     assert!(
         kept.stdout.contains("has a commit hoist did not make"),
@@ -807,6 +821,7 @@ fn gitlab_merge_request_in_a_subgroup_opened_once_then_updated() {
         ),
     );
     let (dir, docker) = workspace(&[("objects.yaml", &text)]);
+    // --refresh: each run sees the registry's tags, whatever the interval.
     let run = || {
         hoist_env(
             dir.path(),
@@ -815,6 +830,7 @@ fn gitlab_merge_request_in_a_subgroup_opened_once_then_updated() {
                 "-f",
                 "objects.yaml",
                 "--once",
+                "--refresh",
                 "--state-dir",
                 "state",
                 "-o",
@@ -829,7 +845,6 @@ fn gitlab_merge_request_in_a_subgroup_opened_once_then_updated() {
         serde_json::from_str(&first.stdout).unwrap_or_else(|e| panic!("{e}: {}", first.stdout));
     assert_eq!(report[0]["pull_request"]["number"], 1, "{report}");
     registry.push_image("team/app", &["1.2.0"]);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
     let second = run();
     assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
     let mrs = gitlab.pulls();
@@ -903,7 +918,6 @@ fn gitea_pull_request_found_across_pages_and_updated() {
         serde_json::from_str(&first.stdout).unwrap_or_else(|e| panic!("{e}: {}", first.stdout));
     assert_eq!(report[0]["pull_request"]["number"], 61, "{report}");
     registry.push_image("team/app", &["1.2.0"]);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
     // A fresh state directory: hoist knows no pull request and looks
     // for its own among the open ones, page by page.
     let second = run_with("objects.yaml", "fresh-state");
