@@ -195,15 +195,7 @@ pub async fn scan(
     options: &ScanOptions,
 ) -> Result<ScanReport, PipelineError> {
     check_references(objects)?;
-    let run = ScanRun {
-        targets: std::sync::Mutex::default(),
-        exclusions: std::sync::Mutex::default(),
-        unwritten: std::sync::Mutex::default(),
-        objects,
-        source,
-        store,
-        options,
-    };
+    let run = ScanRun::new(objects, source, store, options);
     // Each repository's policies, by index, so that they select as soon as
     // its tags are in. A policy whose repository is missing was refused
     // above.
@@ -283,7 +275,24 @@ struct ScanRun<'a, S> {
     options: &'a ScanOptions,
 }
 
-impl<S: TagSource> ScanRun<'_, S> {
+impl<'a, S: TagSource> ScanRun<'a, S> {
+    fn new(
+        objects: &'a ObjectSet,
+        source: &'a S,
+        store: &'a Store,
+        options: &'a ScanOptions,
+    ) -> Self {
+        ScanRun {
+            targets: std::sync::Mutex::default(),
+            exclusions: std::sync::Mutex::default(),
+            unwritten: std::sync::Mutex::default(),
+            objects,
+            source,
+            store,
+            options,
+        }
+    }
+
     /// The last scan of `image`: one of this run's not yet written, else
     /// the store's (two ImageRepositories may name one image).
     fn stored_scan(&self, image: &str) -> Result<Option<ScanRecord>, StoreError> {

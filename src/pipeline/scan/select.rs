@@ -20,15 +20,7 @@ pub async fn select_stored(
         tags: TagFreshness::Stored,
         ..options.clone()
     };
-    let run = ScanRun {
-        targets: std::sync::Mutex::default(),
-        exclusions: std::sync::Mutex::default(),
-        unwritten: std::sync::Mutex::default(),
-        objects,
-        source,
-        store,
-        options: &options,
-    };
+    let run = ScanRun::new(objects, source, store, &options);
     let key = ObjectKey::of(&policy.metadata).to_string();
     let scanned = run.scan_repository(repository).await?;
     let selection = match &scanned.outcome {
