@@ -128,16 +128,10 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         strict: args.strict,
     };
     let git = Git::default();
-    let forges = ForgeClients {
-        runtime: session.runtime.handle().clone(),
-    };
-    let cluster = cluster.map(|access| ClusterSync {
-        access,
-        runtime: session.runtime.handle().clone(),
-    });
+    let cluster = cluster.map(|access| ClusterSync { access });
     let ports = Ports {
         git: &git,
-        forges: &forges,
+        forges: &ForgeClients,
         cluster: cluster.as_ref().map(|c| c as &dyn Cluster),
         records: &session.store,
     };
@@ -441,7 +435,9 @@ fn pass(
             &selected
         }
     };
-    let mut reports = pipeline::run_automations(objects, &scan, ports, options);
+    let mut reports = session
+        .runtime
+        .block_on(pipeline::run_automations(objects, &scan, ports, options));
     for r in &mut reports {
         r.timings.scan_ms = scan_ms;
     }

@@ -237,27 +237,17 @@ async fn update(
             .put_sync_record(key_of(&*automation).as_str(), &record)
             .map_err(|e| ReconcileError::Transient(e.to_string()))?;
     }
-    // git runs as processes and forge calls block: off the async workers.
-    let shared = Arc::clone(context);
-    let ran = tokio::task::spawn_blocking(move || {
-        use crate::pipeline::ports::{ClusterSync, ForgeClients, Ports};
-        let forges = ForgeClients {
-            runtime: shared.runtime.clone(),
-        };
-        let cluster = ClusterSync {
-            access: shared.options.sync.clone(),
-            runtime: shared.runtime.clone(),
-        };
-        let ports = Ports {
-            git: &shared.git,
-            forges: &forges,
-            cluster: Some(&cluster),
-            records: &shared.store,
-        };
-        pipeline::run_automations(&objects, &report, ports, &options)
-    })
-    .await
-    .map_err(|e| ReconcileError::Transient(format!("the automation run stopped: {e}")))?;
+    use crate::pipeline::ports::{ClusterSync, ForgeClients, Ports};
+    let cluster = ClusterSync {
+        access: context.options.sync.clone(),
+    };
+    let ports = Ports {
+        git: &context.git,
+        forges: &ForgeClients,
+        cluster: Some(&cluster),
+        records: &context.store,
+    };
+    let ran = pipeline::run_automations(&objects, &report, ports, &options).await;
     let Some(ran) = ran.into_iter().next() else {
         return Err(ReconcileError::Transient(format!("{object} did not run")));
     };

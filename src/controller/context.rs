@@ -25,7 +25,6 @@ pub struct Context {
     /// Failures in a row per object (`kind ns/name`), for backoff.
     pub(super) failures: Mutex<HashMap<String, u32>>,
     pub(super) metrics: Arc<metrics::Metrics>,
-    pub(super) runtime: tokio::runtime::Handle,
 }
 
 impl Context {

@@ -340,7 +340,6 @@ pub(super) async fn reconcile_all(
         policies_listed: std::sync::atomic::AtomicBool::new(false),
         started: std::time::Instant::now(),
         metrics: Arc::clone(&metrics),
-        runtime: tokio::runtime::Handle::current(),
     });
     metrics
         .ready

@@ -75,33 +75,30 @@ const MAX_PAGES: u32 = 20;
 
 impl Gitea {
     /// `api` is a server's `https://HOST/api/v1`.
-    pub fn new(
-        api: &str,
-        repo: &ForgeRepo,
-        token: String,
-        runtime: tokio::runtime::Handle,
-    ) -> Result<Gitea, ForgeError> {
+    pub fn new(api: &str, repo: &ForgeRepo, token: String) -> Result<Gitea, ForgeError> {
         let (owner, name) = repo.owner_name()?;
         Ok(Gitea {
-            connection: Connection::new(api, token, runtime)?,
+            connection: Connection::new(api, token)?,
             repo: format!("/repos/{owner}/{name}"),
             name: format!("{owner}/{name}"),
         })
     }
 
-    fn call<T: DeserializeOwned>(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ForgeError> {
-        self.connection.call(method, path, body, |r, token| {
-            r.header("Authorization", format!("token {token}"))
-        })
+        self.connection
+            .call(method, path, body, |r, token| {
+                r.header("Authorization", format!("token {token}"))
+            })
+            .await
     }
 
     /// The first item of a paged listing under `path` that `wanted` picks.
-    fn find_paged<T: DeserializeOwned>(
+    async fn find_paged<T: DeserializeOwned>(
         &self,
         path: &str,
         what: &str,
@@ -109,11 +106,13 @@ impl Gitea {
     ) -> Result<Option<T>, ForgeError> {
         let separator = if path.contains('?') { '&' } else { '?' };
         for page in 1..=MAX_PAGES {
-            let items: Vec<T> = self.call(
-                Method::GET,
-                &format!("{path}{separator}limit={PAGE}&page={page}"),
-                None,
-            )?;
+            let items: Vec<T> = self
+                .call(
+                    Method::GET,
+                    &format!("{path}{separator}limit={PAGE}&page={page}"),
+                    None,
+                )
+                .await?;
             if items.is_empty() {
                 return Ok(None);
             }
@@ -130,7 +129,7 @@ impl Gitea {
     /// Label ids for the names given, read page by page until every name
     /// is found; names the repository lacks are reported rather than
     /// silently dropped.
-    fn label_ids(&self, names: &[String]) -> Result<Vec<u64>, ForgeError> {
+    async fn label_ids(&self, names: &[String]) -> Result<Vec<u64>, ForgeError> {
         let mut ids: Vec<Option<u64>> = vec![None; names.len()];
         let path = format!("{}/labels", self.repo);
         self.find_paged::<Label>(&path, "labels", |label| {
@@ -140,7 +139,8 @@ impl Gitea {
                 }
             }
             ids.iter().all(Option::is_some)
-        })?;
+        })
+        .await?;
         names
             .iter()
             .zip(ids)
@@ -156,57 +156,69 @@ impl Gitea {
     }
 }
 
+#[async_trait::async_trait]
 impl Forge for Gitea {
     fn identity(&self) -> String {
         format!("gitea {}{}", self.connection.api, self.repo)
     }
 
-    fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
+    async fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
         let path = format!("{}/pulls?state=open", self.repo);
-        let found = self.find_paged::<Pull>(&path, "open pull requests", |p| {
-            p.head.name == head && p.base.name == base && p.head.repo_id == p.base.repo_id
-        })?;
+        let found = self
+            .find_paged::<Pull>(&path, "open pull requests", |p| {
+                p.head.name == head && p.base.name == base && p.head.repo_id == p.base.repo_id
+            })
+            .await?;
         Ok(found.map(|p| self.connection.clean(p.into())))
     }
 
-    fn get(&self, number: u64) -> Result<PullState, ForgeError> {
-        let pull: Pull = self.call(Method::GET, &format!("{}/pulls/{number}", self.repo), None)?;
+    async fn get(&self, number: u64) -> Result<PullState, ForgeError> {
+        let pull: Pull = self
+            .call(Method::GET, &format!("{}/pulls/{number}", self.repo), None)
+            .await?;
         Ok(self.connection.clean(pull.into()))
     }
 
-    fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
+    async fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
         let labels = if spec.labels.is_empty() {
             Vec::new()
         } else {
-            self.label_ids(&spec.labels)?
+            self.label_ids(&spec.labels).await?
         };
         let body = json!({"head": spec.head, "base": spec.base, "title": spec.title, "body": spec.body, "labels": labels});
-        let pull: Pull = self.call(Method::POST, &format!("{}/pulls", self.repo), Some(body))?;
+        let pull: Pull = self
+            .call(Method::POST, &format!("{}/pulls", self.repo), Some(body))
+            .await?;
         Ok(self.connection.clean(pull.into()))
     }
 
-    fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
+    async fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
         let path = format!("{}/pulls/{number}", self.repo);
-        let pull: Pull = self.call(
-            Method::PATCH,
-            &path,
-            Some(json!({"title": title, "body": body})),
-        )?;
+        let pull: Pull = self
+            .call(
+                Method::PATCH,
+                &path,
+                Some(json!({"title": title, "body": body})),
+            )
+            .await?;
         Ok(self.connection.clean(pull.into()))
     }
 
-    fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
-        let ids = self.label_ids(labels)?;
+    async fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+        let ids = self.label_ids(labels).await?;
         let path = format!("{}/issues/{number}/labels", self.repo);
         self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"labels": ids})))
+            .await
             .map(drop)
     }
 
-    fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
+    async fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
         let path = format!("{}/pulls/{number}", self.repo);
-        self.call::<IgnoredAny>(Method::PATCH, &path, Some(json!({"state": "closed"})))?;
+        self.call::<IgnoredAny>(Method::PATCH, &path, Some(json!({"state": "closed"})))
+            .await?;
         let path = format!("{}/issues/{number}/comments", self.repo);
         self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"body": comment})))
+            .await
             .map(drop)
     }
 

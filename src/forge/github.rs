@@ -45,32 +45,29 @@ struct Label {
 
 impl GitHub {
     /// `api` is `https://api.github.com` or an Enterprise server's
-    /// `https://HOST/api/v3`. Calls block on `runtime` from outside it.
-    pub fn new(
-        api: &str,
-        repo: &ForgeRepo,
-        token: String,
-        runtime: tokio::runtime::Handle,
-    ) -> Result<GitHub, ForgeError> {
+    /// `https://HOST/api/v3`.
+    pub fn new(api: &str, repo: &ForgeRepo, token: String) -> Result<GitHub, ForgeError> {
         let (owner, name) = repo.owner_name()?;
         Ok(GitHub {
-            connection: Connection::new(api, token, runtime)?,
+            connection: Connection::new(api, token)?,
             repo: format!("/repos/{owner}/{name}"),
             owner,
         })
     }
 
-    fn call<T: DeserializeOwned>(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ForgeError> {
-        self.connection.call(method, path, body, |r, token| {
-            r.bearer_auth(token)
-                .header("Accept", "application/vnd.github+json")
-                .header("X-GitHub-Api-Version", "2022-11-28")
-        })
+        self.connection
+            .call(method, path, body, |r, token| {
+                r.bearer_auth(token)
+                    .header("Accept", "application/vnd.github+json")
+                    .header("X-GitHub-Api-Version", "2022-11-28")
+            })
+            .await
     }
 
     fn state(&self, pull: Pull) -> PullState {
@@ -92,55 +89,66 @@ impl GitHub {
     }
 }
 
+#[async_trait::async_trait]
 impl Forge for GitHub {
     fn identity(&self) -> String {
         format!("github {}{}", self.connection.api, self.repo)
     }
 
-    fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
+    async fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("state", "open")
             .append_pair("head", &format!("{}:{head}", self.owner))
             .append_pair("base", base)
             .finish();
-        let pulls: Vec<Pull> =
-            self.call(Method::GET, &format!("{}/pulls?{query}", self.repo), None)?;
+        let pulls: Vec<Pull> = self
+            .call(Method::GET, &format!("{}/pulls?{query}", self.repo), None)
+            .await?;
         Ok(pulls.into_iter().next().map(|p| self.state(p)))
     }
 
-    fn get(&self, number: u64) -> Result<PullState, ForgeError> {
-        let pull = self.call(Method::GET, &format!("{}/pulls/{number}", self.repo), None)?;
+    async fn get(&self, number: u64) -> Result<PullState, ForgeError> {
+        let pull = self
+            .call(Method::GET, &format!("{}/pulls/{number}", self.repo), None)
+            .await?;
         Ok(self.state(pull))
     }
 
-    fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
+    async fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
         let body =
             json!({"title": spec.title, "body": spec.body, "head": spec.head, "base": spec.base});
-        let pull = self.call(Method::POST, &format!("{}/pulls", self.repo), Some(body))?;
+        let pull = self
+            .call(Method::POST, &format!("{}/pulls", self.repo), Some(body))
+            .await?;
         Ok(self.state(pull))
     }
 
-    fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
+    async fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
         let path = format!("{}/pulls/{number}", self.repo);
-        let pull = self.call(
-            Method::PATCH,
-            &path,
-            Some(json!({"title": title, "body": body})),
-        )?;
+        let pull = self
+            .call(
+                Method::PATCH,
+                &path,
+                Some(json!({"title": title, "body": body})),
+            )
+            .await?;
         Ok(self.state(pull))
     }
 
-    fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+    async fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
         let path = format!("{}/issues/{number}/labels", self.repo);
         self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"labels": labels})))
+            .await
             .map(drop)
     }
 
-    fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
+    async fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
         let path = format!("{}/pulls/{number}", self.repo);
-        self.call::<IgnoredAny>(Method::PATCH, &path, Some(json!({"state": "closed"})))?;
+        self.call::<IgnoredAny>(Method::PATCH, &path, Some(json!({"state": "closed"})))
+            .await?;
         let path = format!("{}/issues/{number}/comments", self.repo);
         self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"body": comment})))
+            .await
             .map(drop)
     }
 

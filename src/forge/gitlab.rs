@@ -51,47 +51,47 @@ impl From<MergeRequest> for PullState {
 
 impl GitLab {
     /// `api` is `https://gitlab.com/api/v4` or a server's `https://HOST/api/v4`.
-    pub fn new(
-        api: &str,
-        repo: &ForgeRepo,
-        token: String,
-        runtime: tokio::runtime::Handle,
-    ) -> Result<GitLab, ForgeError> {
+    pub fn new(api: &str, repo: &ForgeRepo, token: String) -> Result<GitLab, ForgeError> {
         let project: String = url::form_urlencoded::byte_serialize(repo.path.as_bytes()).collect();
         Ok(GitLab {
-            connection: Connection::new(api, token, runtime)?,
+            connection: Connection::new(api, token)?,
             merge_requests: format!("/projects/{project}/merge_requests"),
         })
     }
 
-    fn call<T: DeserializeOwned>(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ForgeError> {
-        self.connection.call(method, path, body, |r, token| {
-            r.header("PRIVATE-TOKEN", token)
-        })
+        self.connection
+            .call(method, path, body, |r, token| {
+                r.header("PRIVATE-TOKEN", token)
+            })
+            .await
     }
 }
 
+#[async_trait::async_trait]
 impl Forge for GitLab {
     fn identity(&self) -> String {
         format!("gitlab {}{}", self.connection.api, self.merge_requests)
     }
 
-    fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
+    async fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("state", "opened")
             .append_pair("source_branch", head)
             .append_pair("target_branch", base)
             .finish();
-        let mrs: Vec<MergeRequest> = self.call(
-            Method::GET,
-            &format!("{}?{query}", self.merge_requests),
-            None,
-        )?;
+        let mrs: Vec<MergeRequest> = self
+            .call(
+                Method::GET,
+                &format!("{}?{query}", self.merge_requests),
+                None,
+            )
+            .await?;
         // The filter matches forks' branches of the same name too.
         Ok(mrs
             .into_iter()
@@ -99,50 +99,59 @@ impl Forge for GitLab {
             .find(|m| !m.fork))
     }
 
-    fn get(&self, number: u64) -> Result<PullState, ForgeError> {
-        let mr: MergeRequest = self.call(
-            Method::GET,
-            &format!("{}/{number}", self.merge_requests),
-            None,
-        )?;
+    async fn get(&self, number: u64) -> Result<PullState, ForgeError> {
+        let mr: MergeRequest = self
+            .call(
+                Method::GET,
+                &format!("{}/{number}", self.merge_requests),
+                None,
+            )
+            .await?;
         Ok(self.connection.clean(mr.into()))
     }
 
-    fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
+    async fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
         let body = json!({
             "source_branch": spec.head, "target_branch": spec.base,
             "title": spec.title, "description": spec.body, "labels": spec.labels.join(","),
             "remove_source_branch": true,
         });
-        let mr: MergeRequest = self.call(Method::POST, &self.merge_requests, Some(body))?;
+        let mr: MergeRequest = self
+            .call(Method::POST, &self.merge_requests, Some(body))
+            .await?;
         Ok(self.connection.clean(mr.into()))
     }
 
-    fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
+    async fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
         let path = format!("{}/{number}", self.merge_requests);
-        let mr: MergeRequest = self.call(
-            Method::PUT,
-            &path,
-            Some(json!({"title": title, "description": body})),
-        )?;
+        let mr: MergeRequest = self
+            .call(
+                Method::PUT,
+                &path,
+                Some(json!({"title": title, "description": body})),
+            )
+            .await?;
         Ok(self.connection.clean(mr.into()))
     }
 
-    fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+    async fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
         let path = format!("{}/{number}", self.merge_requests);
         self.call::<IgnoredAny>(
             Method::PUT,
             &path,
             Some(json!({"add_labels": labels.join(",")})),
         )
+        .await
         .map(drop)
     }
 
-    fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
+    async fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
         let path = format!("{}/{number}", self.merge_requests);
-        self.call::<IgnoredAny>(Method::PUT, &path, Some(json!({"state_event": "close"})))?;
+        self.call::<IgnoredAny>(Method::PUT, &path, Some(json!({"state_event": "close"})))
+            .await?;
         let path = format!("{}/{number}/notes", self.merge_requests);
         self.call::<IgnoredAny>(Method::POST, &path, Some(json!({"body": comment})))
+            .await
             .map(drop)
     }
 

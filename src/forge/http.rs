@@ -7,13 +7,12 @@ use serde::de::DeserializeOwned;
 
 use super::{ForgeError, PullState};
 
-/// A forge API root, the token for it, and the HTTP client and runtime its
-/// calls use: what every provider shares.
+/// A forge API root, the token for it, and the HTTP client its calls use:
+/// what every provider shares.
 pub(super) struct Connection {
     pub(super) api: String,
     token: String,
     client: reqwest::Client,
-    runtime: tokio::runtime::Handle,
     /// Time spent waiting out rate limits so far.
     waited: std::sync::Mutex<Duration>,
     /// The token, to be scrubbed from whatever the forge answers.
@@ -21,11 +20,7 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(
-        api: &str,
-        token: String,
-        runtime: tokio::runtime::Handle,
-    ) -> Result<Connection, ForgeError> {
+    pub(super) fn new(api: &str, token: String) -> Result<Connection, ForgeError> {
         crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
@@ -40,7 +35,6 @@ impl Connection {
             secrets,
             token,
             client,
-            runtime,
             waited: std::sync::Mutex::default(),
         })
     }
@@ -58,11 +52,12 @@ impl Connection {
         pull
     }
 
-    /// One JSON call to `path` under the API root, blocking on the runtime
-    /// from outside it; `authorize` adds the provider's auth headers. Rate
-    /// limits are waited out (see [`rate_limit_wait`]). Errors carry the
-    /// path without its query and the forge's own message, never the token.
-    pub(super) fn call<T: DeserializeOwned>(
+    /// One JSON call to `path` under the API root; `authorize` adds the
+    /// provider's auth headers. Rate limits are waited out (see
+    /// [`rate_limit_wait`]); answers over [`BODY_LIMIT`] are refused. Errors
+    /// carry the path without its query and the forge's own message, never
+    /// the token.
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -72,98 +67,132 @@ impl Connection {
         let method_name = method.to_string();
         let shown = path.split('?').next().unwrap_or(path).to_string();
         let url = format!("{}{path}", self.api);
-        self.runtime.block_on(async {
-            let mut waits = 0;
-            loop {
-                let mut request = authorize(self.client.request(method.clone(), &url), &self.token);
-                if let Some(body) = &body {
-                    request = request.json(body);
-                }
-                let response = request.send().await.map_err(|e| ForgeError::Transport {
-                    method: method_name.clone(),
-                    path: shown.clone(),
-                    message: if e.is_connect() {
-                        "cannot connect".into()
-                    } else if e.is_timeout() {
-                        "timed out".into()
-                    } else {
-                        "request failed".into()
-                    },
-                })?;
-                let status = response.status().as_u16();
-                let header = |name: &str| {
-                    response
-                        .headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                };
-                let limit = RateLimitHeaders {
-                    retry_after: header("retry-after"),
-                    remaining: header("x-ratelimit-remaining")
-                        .or_else(|| header("ratelimit-remaining")),
-                    reset: header("x-ratelimit-reset").or_else(|| header("ratelimit-reset")),
-                };
-                let text = response.text().await.unwrap_or_default();
-                let wait = rate_limit_wait(status, &limit, &text, SystemTime::now());
-                if let Some(wait) = wait {
-                    // One budget for all calls of this connection (one
-                    // automation in one run), so a forge that keeps saying
-                    // "later" cannot hold a run for long.
-                    let spent = self.waited.lock().map_or(RATE_LIMIT_BUDGET, |w| *w);
-                    if spent + wait > RATE_LIMIT_BUDGET || waits == RATE_LIMIT_MAX_WAITS {
-                        return Err(ForgeError::RateLimited {
-                            method: method_name,
-                            path: shown,
-                            seconds: wait.as_secs(),
-                        });
-                    }
-                    if let Ok(mut waited) = self.waited.lock() {
-                        *waited += wait;
-                    }
-                    waits += 1;
-                    tracing::info!(path = %shown, seconds = wait.as_secs_f64(), "forge rate limit; waiting");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                if !(200..300).contains(&status) {
-                    // GitHub and Gitea say `message`; GitLab `message` (a
-                    // string, a list or an object of field errors) or `error`.
-                    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                    let mut message = match (parsed.get("message"), parsed.get("error")) {
-                        (Some(serde_json::Value::String(m)), _) => m.clone(),
-                        (Some(other), _) => other.to_string(),
-                        (None, Some(serde_json::Value::String(e))) => e.clone(),
-                        _ => "no details".to_string(),
-                    };
-                    // GitHub's 422 says what failed only in `errors`.
-                    if let Some(errors) = parsed.get("errors").and_then(|e| e.as_array()) {
-                        let details: Vec<&str> = errors
-                            .iter()
-                            .filter_map(|e| e.get("message").and_then(|m| m.as_str()))
-                            .collect();
-                        if !details.is_empty() {
-                            message = format!("{message}: {}", details.join("; "));
-                        }
-                    }
-                    return Err(ForgeError::Http {
+        let mut waits = 0;
+        loop {
+            let mut request = authorize(self.client.request(method.clone(), &url), &self.token);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|e| ForgeError::Transport {
+                method: method_name.clone(),
+                path: shown.clone(),
+                message: if e.is_connect() {
+                    "cannot connect".into()
+                } else if e.is_timeout() {
+                    "timed out".into()
+                } else {
+                    "request failed".into()
+                },
+            })?;
+            let status = response.status().as_u16();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let limit = RateLimitHeaders {
+                retry_after: header("retry-after"),
+                remaining: header("x-ratelimit-remaining")
+                    .or_else(|| header("ratelimit-remaining")),
+                reset: header("x-ratelimit-reset").or_else(|| header("ratelimit-reset")),
+            };
+            let text =
+                read_text(response, BODY_LIMIT)
+                    .await
+                    .map_err(|message| ForgeError::Transport {
+                        method: method_name.clone(),
+                        path: shown.clone(),
+                        message,
+                    })?;
+            let wait = rate_limit_wait(status, &limit, &text, SystemTime::now());
+            if let Some(wait) = wait {
+                // One budget for all calls of this connection (one
+                // automation in one run), so a forge that keeps saying
+                // "later" cannot hold a run for long.
+                let spent = self.waited.lock().map_or(RATE_LIMIT_BUDGET, |w| *w);
+                if spent + wait > RATE_LIMIT_BUDGET || waits == RATE_LIMIT_MAX_WAITS {
+                    return Err(ForgeError::RateLimited {
                         method: method_name,
                         path: shown,
-                        status,
-                        // The forge's words: it may echo the token, or send
-                        // escapes that forge lines on a terminal.
-                        message: self.shown(&message),
+                        seconds: wait.as_secs(),
                     });
                 }
-                let text = if text.trim().is_empty() { "null" } else { &text };
-                return serde_json::from_str(text).map_err(|e| ForgeError::Transport {
+                if let Ok(mut waited) = self.waited.lock() {
+                    *waited += wait;
+                }
+                waits += 1;
+                tracing::info!(path = %shown, seconds = wait.as_secs_f64(), "forge rate limit; waiting");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if !(200..300).contains(&status) {
+                // GitHub and Gitea say `message`; GitLab `message` (a
+                // string, a list or an object of field errors) or `error`.
+                let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                let mut message = match (parsed.get("message"), parsed.get("error")) {
+                    (Some(serde_json::Value::String(m)), _) => m.clone(),
+                    (Some(other), _) => other.to_string(),
+                    (None, Some(serde_json::Value::String(e))) => e.clone(),
+                    _ => "no details".to_string(),
+                };
+                // GitHub's 422 says what failed only in `errors`.
+                if let Some(errors) = parsed.get("errors").and_then(|e| e.as_array()) {
+                    let details: Vec<&str> = errors
+                        .iter()
+                        .filter_map(|e| e.get("message").and_then(|m| m.as_str()))
+                        .collect();
+                    if !details.is_empty() {
+                        message = format!("{message}: {}", details.join("; "));
+                    }
+                }
+                return Err(ForgeError::Http {
                     method: method_name,
                     path: shown,
-                    message: format!("unexpected answer: {e}"),
+                    status,
+                    // The forge's words: it may echo the token, or send
+                    // escapes that forge lines on a terminal.
+                    message: self.shown(&message),
                 });
             }
-        })
+            let text = if text.trim().is_empty() {
+                "null"
+            } else {
+                &text
+            };
+            return serde_json::from_str(text).map_err(|e| ForgeError::Transport {
+                method: method_name,
+                path: shown,
+                message: format!("unexpected answer: {e}"),
+            });
+        }
     }
+}
+
+/// The largest answer hoist reads from a forge. A page of pull requests is
+/// a few hundred KiB at most; GitLab's largest description is 1 MiB.
+pub(super) const BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The answer's text, read up to `limit` bytes: a forge (or something
+/// posing as one) that sends more is refused, not buffered.
+async fn read_text(mut response: reqwest::Response, limit: usize) -> Result<String, String> {
+    let too_large = || format!("the answer is larger than {} MiB", limit / (1024 * 1024));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| "the answer broke off".to_string())?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// The longest hoist waits out rate limits for one automation in one run;

@@ -58,27 +58,28 @@ fn relevant<'r>(
 /// The open pull request `recorded` names, else any open one from head to
 /// base: one call either way, two when the recorded one was closed (or no
 /// longer goes from head to base).
-fn open_pull(
+async fn open_pull(
     forge: &dyn Forge,
     head: &str,
     base: &str,
     recorded: Option<&PullRequestRecord>,
 ) -> Result<Option<PullState>, ForgeError> {
     if let Some(r) = relevant(forge, head, base, recorded) {
-        let pull = forge.get(r.number)?;
+        let pull = forge.get(r.number).await?;
         if pull.is_open_from(head, base) {
             return Ok(Some(pull));
         }
     }
     Ok(forge
-        .find_open(head, base)?
+        .find_open(head, base)
+        .await?
         .filter(|p| p.is_open_from(head, base)))
 }
 
 /// Makes sure exactly one pull request from `spec.head` to `spec.base` is
 /// open and says what `spec` says. With a record of it and nothing pushed
 /// or changed since, that takes no call at all.
-pub fn ensure(
+pub async fn ensure(
     forge: &dyn Forge,
     spec: &PullRequestSpec,
     recorded: Option<&PullRequestRecord>,
@@ -108,15 +109,15 @@ pub fn ensure(
         };
         return Ok((outcome, r.clone()));
     }
-    let (pull, mut action) = match open_pull(forge, &spec.head, &spec.base, recorded)? {
+    let (pull, mut action) = match open_pull(forge, &spec.head, &spec.base, recorded).await? {
         Some(open) if same_text(&open.title, &spec.title) && same_text(&open.body, &spec.body) => {
             (open, Action::Unchanged)
         }
         Some(open) => (
-            forge.edit(open.number, &spec.title, &spec.body)?,
+            forge.edit(open.number, &spec.title, &spec.body).await?,
             Action::Updated,
         ),
-        None => (forge.create(spec)?, Action::Opened),
+        None => (forge.create(spec).await?, Action::Opened),
     };
     let missing: Vec<String> = spec
         .labels
@@ -125,7 +126,7 @@ pub fn ensure(
         .cloned()
         .collect();
     if !missing.is_empty() {
-        forge.add_labels(pull.number, &missing)?;
+        forge.add_labels(pull.number, &missing).await?;
         if action == Action::Unchanged {
             action = Action::Updated;
         }
@@ -139,17 +140,17 @@ pub fn ensure(
 
 /// The base branch already holds every change: closes the open pull
 /// request from `head` to `base`, if there is one, with `comment`.
-pub fn retire(
+pub async fn retire(
     forge: &dyn Forge,
     head: &str,
     base: &str,
     recorded: Option<&PullRequestRecord>,
     comment: &str,
 ) -> Result<Option<Outcome>, ForgeError> {
-    let Some(open) = open_pull(forge, head, base, recorded)? else {
+    let Some(open) = open_pull(forge, head, base, recorded).await? else {
         return Ok(None);
     };
-    forge.close(open.number, comment)?;
+    forge.close(open.number, comment).await?;
     Ok(Some(Outcome {
         pull_request: open.pull_request(),
         action: Action::Closed,
@@ -176,13 +177,13 @@ impl fmt::Display for PullRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
+    use std::sync::{Mutex, PoisonError};
 
     /// A forge in memory that records which calls were made.
     #[derive(Default)]
     struct Memory {
-        pulls: RefCell<Vec<PullState>>,
-        calls: RefCell<Vec<&'static str>>,
+        pulls: Mutex<Vec<PullState>>,
+        calls: Mutex<Vec<&'static str>>,
         /// Whether `create` sets labels at once (GitLab, Gitea) or not (GitHub).
         labels_on_create: bool,
     }
@@ -190,16 +191,20 @@ mod tests {
     impl Memory {
         fn with(pull: PullState) -> Memory {
             Memory {
-                pulls: RefCell::new(vec![pull]),
+                pulls: Mutex::new(vec![pull]),
                 ..Memory::default()
             }
         }
         fn calls(&self) -> Vec<&'static str> {
-            self.calls.borrow().clone()
+            self.calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
         }
         fn find(&self, number: u64) -> Result<PullState, ForgeError> {
             self.pulls
-                .borrow()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
                 .iter()
                 .find(|p| p.number == number)
                 .cloned()
@@ -208,7 +213,8 @@ mod tests {
         fn change(&self, number: u64, f: impl FnOnce(&mut PullState)) {
             if let Some(p) = self
                 .pulls
-                .borrow_mut()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
                 .iter_mut()
                 .find(|p| p.number == number)
             {
@@ -217,26 +223,42 @@ mod tests {
         }
     }
 
+    #[async_trait::async_trait]
     impl Forge for Memory {
         fn identity(&self) -> String {
             "memory acme/fleet".into()
         }
-        fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
-            self.calls.borrow_mut().push("find_open");
+        async fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
+            self.calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push("find_open");
             Ok(self
                 .pulls
-                .borrow()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
                 .iter()
                 .find(|p| p.open && p.head == head && p.base == base)
                 .cloned())
         }
-        fn get(&self, number: u64) -> Result<PullState, ForgeError> {
-            self.calls.borrow_mut().push("get");
+        async fn get(&self, number: u64) -> Result<PullState, ForgeError> {
+            self.calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push("get");
             self.find(number)
         }
-        fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
-            self.calls.borrow_mut().push("create");
-            let number = self.pulls.borrow().len() as u64 + 1;
+        async fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
+            self.calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push("create");
+            let number = self
+                .pulls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len() as u64
+                + 1;
             let pull = PullState {
                 number,
                 url: format!("https://forge/pull/{number}"),
@@ -252,24 +274,41 @@ mod tests {
                 base: spec.base.clone(),
                 fork: false,
             };
-            self.pulls.borrow_mut().push(pull.clone());
+            self.pulls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(pull.clone());
             Ok(pull)
         }
-        fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
-            self.calls.borrow_mut().push("edit");
+        async fn edit(
+            &self,
+            number: u64,
+            title: &str,
+            body: &str,
+        ) -> Result<PullState, ForgeError> {
+            self.calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push("edit");
             self.change(number, |p| {
                 p.title = title.into();
                 p.body = body.into();
             });
             self.find(number)
         }
-        fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
-            self.calls.borrow_mut().push("add_labels");
+        async fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+            self.calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push("add_labels");
             self.change(number, |p| p.labels.extend(labels.iter().cloned()));
             Ok(())
         }
-        fn close(&self, number: u64, _: &str) -> Result<(), ForgeError> {
-            self.calls.borrow_mut().push("close");
+        async fn close(&self, number: u64, _: &str) -> Result<(), ForgeError> {
+            self.calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push("close");
             self.change(number, |p| p.open = false);
             Ok(())
         }
@@ -302,27 +341,35 @@ mod tests {
         }
     }
 
-    fn run(
+    async fn run(
         forge: &Memory,
         spec: &PullRequestSpec,
         recorded: Option<&PullRequestRecord>,
         pushed: bool,
     ) -> (Action, PullRequestRecord) {
-        let (outcome, record) =
-            ensure(forge, spec, recorded, pushed).unwrap_or_else(|e| panic!("{e}"));
+        let (outcome, record) = ensure(forge, spec, recorded, pushed)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         (outcome.action, record)
     }
 
-    #[test]
-    fn opens_one_pull_request_and_then_asks_nothing_while_nothing_changes() {
+    #[tokio::test]
+    async fn opens_one_pull_request_and_then_asks_nothing_while_nothing_changes() {
         let forge = Memory::default();
-        let (action, record) = run(&forge, &spec("a → b"), None, true);
+        let (action, record) = run(&forge, &spec("a → b"), None, true).await;
         assert_eq!(action, Action::Opened);
         assert_eq!(forge.calls(), ["find_open", "create", "add_labels"]);
-        assert_eq!(forge.pulls.borrow()[0].labels, ["dependencies"]);
+        assert_eq!(
+            forge.pulls.lock().unwrap_or_else(PoisonError::into_inner)[0].labels,
+            ["dependencies"]
+        );
         // The branch did not move and the text is the same: no call at all.
-        forge.calls.borrow_mut().clear();
-        let (action, again) = run(&forge, &spec("a → b"), Some(&record), false);
+        forge
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let (action, again) = run(&forge, &spec("a → b"), Some(&record), false).await;
         assert_eq!((action, forge.calls().len()), (Action::Unchanged, 0));
         assert_eq!(again, record);
         // A forge that takes labels with the pull request needs no label call.
@@ -330,63 +377,98 @@ mod tests {
             labels_on_create: true,
             ..Memory::default()
         };
-        run(&gitlab, &spec("a → b"), None, true);
+        run(&gitlab, &spec("a → b"), None, true).await;
         assert_eq!(gitlab.calls(), ["find_open", "create"]);
     }
 
-    #[test]
-    fn a_recorded_pull_request_is_read_by_number_and_edited_only_when_its_text_changes() {
+    #[tokio::test]
+    async fn a_recorded_pull_request_is_read_by_number_and_edited_only_when_its_text_changes() {
         let forge = Memory::with(open_pull("a → b", &["dependencies"]));
-        let (_, record) = run(&forge, &spec("a → b"), None, false);
+        let (_, record) = run(&forge, &spec("a → b"), None, false).await;
         assert_eq!(forge.calls(), ["find_open"], "found with the same text");
         // The base moved: the branch was pushed, the text is the same.
-        forge.calls.borrow_mut().clear();
-        let (action, _) = run(&forge, &spec("a → b"), Some(&record), true);
+        forge
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let (action, _) = run(&forge, &spec("a → b"), Some(&record), true).await;
         assert_eq!((action, forge.calls()), (Action::Unchanged, vec!["get"]));
         // A newer tag: one read, one edit.
-        forge.calls.borrow_mut().clear();
-        let (action, record) = run(&forge, &spec("a → c"), Some(&record), true);
+        forge
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let (action, record) = run(&forge, &spec("a → c"), Some(&record), true).await;
         assert_eq!(
             (action, forge.calls()),
             (Action::Updated, vec!["get", "edit"])
         );
-        assert_eq!(forge.pulls.borrow()[0].title, "a → c");
+        assert_eq!(
+            forge.pulls.lock().unwrap_or_else(PoisonError::into_inner)[0].title,
+            "a → c"
+        );
         // Someone closed it: a new one is opened, never an edit of the closed one.
         forge.change(1, |p| p.open = false);
-        forge.calls.borrow_mut().clear();
-        let (action, record) = run(&forge, &spec("a → d"), Some(&record), true);
+        forge
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let (action, record) = run(&forge, &spec("a → d"), Some(&record), true).await;
         assert_eq!(action, Action::Opened);
         assert_eq!(forge.calls(), ["get", "find_open", "create", "add_labels"]);
         assert_eq!(record.number, 2);
-        assert_eq!(forge.pulls.borrow()[0].title, "a → c");
+        assert_eq!(
+            forge.pulls.lock().unwrap_or_else(PoisonError::into_inner)[0].title,
+            "a → c"
+        );
         // Text that differs only in line endings is no reason to edit.
         forge.change(2, |p| p.body = "| Image | Old | New |\r\n".into());
-        forge.calls.borrow_mut().clear();
-        run(&forge, &spec("a → d"), Some(&record), true);
+        forge
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        run(&forge, &spec("a → d"), Some(&record), true).await;
         assert_eq!(forge.calls(), ["get"]);
     }
 
-    #[test]
-    fn labels_people_removed_are_put_back_only_when_missing() {
+    #[tokio::test]
+    async fn labels_people_removed_are_put_back_only_when_missing() {
         let forge = Memory::with(open_pull("a → b", &["bug"]));
-        run(&forge, &spec("a → b"), None, false);
+        run(&forge, &spec("a → b"), None, false).await;
         assert_eq!(forge.calls(), ["find_open", "add_labels"]);
-        assert_eq!(forge.pulls.borrow()[0].labels, ["bug", "dependencies"]);
+        assert_eq!(
+            forge.pulls.lock().unwrap_or_else(PoisonError::into_inner)[0].labels,
+            ["bug", "dependencies"]
+        );
     }
 
-    #[test]
-    fn retiring_closes_the_open_pull_request_with_a_comment() {
+    #[tokio::test]
+    async fn retiring_closes_the_open_pull_request_with_a_comment() {
         let forge = Memory::with(open_pull("a → b", &[]));
-        let record = run(&forge, &spec("a → b"), None, false).1;
-        forge.calls.borrow_mut().clear();
+        let record = run(&forge, &spec("a → b"), None, false).await.1;
+        forge
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         let closed = retire(&forge, "hoist/fleet", "main", Some(&record), "why")
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(closed.map(|o| o.action), Some(Action::Closed));
         assert_eq!(forge.calls(), ["get", "close"]);
-        assert!(!forge.pulls.borrow()[0].open);
+        assert!(!forge.pulls.lock().unwrap_or_else(PoisonError::into_inner)[0].open);
         // Nothing open any more: nothing to close.
-        forge.calls.borrow_mut().clear();
+        forge
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         let none = retire(&forge, "hoist/fleet", "main", Some(&record), "why")
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(none.is_none());
         assert_eq!(forge.calls(), ["get", "find_open"]);

@@ -106,25 +106,27 @@ fn hint(status: u16) -> &'static str {
 }
 
 /// The calls hoist makes on a forge, one request each where the API
-/// allows; [`ensure`] and [`retire`] decide which to make.
-pub trait Forge {
+/// allows; [`ensure`] and [`retire`] decide which to make. Boxed futures
+/// (async-trait) because the pipeline picks the provider at run time.
+#[async_trait::async_trait]
+pub trait Forge: Send + Sync {
     /// The API root and repository, so that a record from another forge or
     /// repository is never taken for this one's.
     fn identity(&self) -> String;
     /// The open pull request from `head` (in the repository itself, not a
     /// fork) to `base`, if there is one.
-    fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError>;
+    async fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError>;
     /// Pull request `number`, open or not.
-    fn get(&self, number: u64) -> Result<PullState, ForgeError>;
+    async fn get(&self, number: u64) -> Result<PullState, ForgeError>;
     /// Opens a pull request, with labels where the API takes them at once.
-    fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError>;
+    async fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError>;
     /// Sets the title and body of pull request `number`.
-    fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError>;
+    async fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError>;
     /// Adds labels, keeping those people put on.
-    fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError>;
+    async fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError>;
     /// Closes pull request `number`, then comments why: a comment never
     /// claims a close that failed.
-    fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError>;
+    async fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError>;
     /// The longest pull request body the forge takes, in characters; hoist
     /// counts bytes, which are never fewer.
     fn body_limit(&self) -> usize;

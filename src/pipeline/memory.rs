@@ -156,6 +156,7 @@ fn read_tree(dir: &Path) -> BTreeMap<PathBuf, String> {
     files
 }
 
+#[async_trait::async_trait]
 impl Repository for MemoryGit {
     fn with_credentials(
         &self,
@@ -165,7 +166,7 @@ impl Repository for MemoryGit {
         Ok(Box::new(self.clone()))
     }
 
-    fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError> {
+    async fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError> {
         let remote = self.remote();
         let base = remote
             .branches
@@ -192,11 +193,11 @@ impl Repository for MemoryGit {
         })
     }
 
-    fn remote_head(&self, _: &Checkout, branch: &str) -> Result<Option<String>, GitError> {
+    async fn remote_head(&self, _: &Checkout, branch: &str) -> Result<Option<String>, GitError> {
         Ok(self.remote().branches.get(branch).cloned())
     }
 
-    fn tip(&self, _: &Checkout, branch: &str) -> Result<Commit, GitError> {
+    async fn tip(&self, _: &Checkout, branch: &str) -> Result<Commit, GitError> {
         let remote = self.remote();
         let id = remote
             .branches
@@ -205,13 +206,13 @@ impl Repository for MemoryGit {
         remote.info(id).ok_or_else(|| Self::unknown("commit"))
     }
 
-    fn commit_info(&self, _: &Checkout, rev: &str) -> Result<Commit, GitError> {
+    async fn commit_info(&self, _: &Checkout, rev: &str) -> Result<Commit, GitError> {
         self.remote()
             .info(rev)
             .ok_or_else(|| Self::unknown("commit"))
     }
 
-    fn commit(
+    async fn commit(
         &self,
         checkout: &Checkout,
         author: &Signature,
@@ -235,7 +236,12 @@ impl Repository for MemoryGit {
         Ok(Some(id))
     }
 
-    fn push(&self, checkout: &Checkout, branch: &str, expected: &str) -> Result<Push, GitError> {
+    async fn push(
+        &self,
+        checkout: &Checkout,
+        branch: &str,
+        expected: &str,
+    ) -> Result<Push, GitError> {
         lock(&self.pushes).push((branch.to_string(), expected.to_string()));
         let mut remote = self.remote();
         if let Some(hook) = lock(&self.before_push).as_mut() {
@@ -253,7 +259,12 @@ impl Repository for MemoryGit {
         Ok(Push::Pushed(head))
     }
 
-    fn delete_branch(&self, _: &Checkout, branch: &str, expected: &str) -> Result<Push, GitError> {
+    async fn delete_branch(
+        &self,
+        _: &Checkout,
+        branch: &str,
+        expected: &str,
+    ) -> Result<Push, GitError> {
         let mut remote = self.remote();
         let now = remote.branches.get(branch).cloned().unwrap_or_default();
         if now != expected {
@@ -287,24 +298,25 @@ fn no_pull(number: u64) -> ForgeError {
     }
 }
 
+#[async_trait::async_trait]
 impl Forge for MemoryForge {
     fn identity(&self) -> String {
         "memory".into()
     }
-    fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
+    async fn find_open(&self, head: &str, base: &str) -> Result<Option<PullState>, ForgeError> {
         Ok(lock(&self.pulls)
             .iter()
             .find(|p| p.open && p.head == head && p.base == base)
             .cloned())
     }
-    fn get(&self, number: u64) -> Result<PullState, ForgeError> {
+    async fn get(&self, number: u64) -> Result<PullState, ForgeError> {
         lock(&self.pulls)
             .iter()
             .find(|p| p.number == number)
             .cloned()
             .ok_or_else(|| no_pull(number))
     }
-    fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
+    async fn create(&self, spec: &PullRequestSpec) -> Result<PullState, ForgeError> {
         let mut pulls = lock(&self.pulls);
         let number = pulls.len() as u64 + 1;
         let pull = PullState {
@@ -321,7 +333,7 @@ impl Forge for MemoryForge {
         pulls.push(pull.clone());
         Ok(pull)
     }
-    fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
+    async fn edit(&self, number: u64, title: &str, body: &str) -> Result<PullState, ForgeError> {
         let mut pulls = lock(&self.pulls);
         let pull = pulls
             .iter_mut()
@@ -331,7 +343,7 @@ impl Forge for MemoryForge {
         pull.body = body.to_string();
         Ok(pull.clone())
     }
-    fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+    async fn add_labels(&self, number: u64, labels: &[String]) -> Result<(), ForgeError> {
         let mut pulls = lock(&self.pulls);
         let pull = pulls
             .iter_mut()
@@ -344,7 +356,7 @@ impl Forge for MemoryForge {
         }
         Ok(())
     }
-    fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
+    async fn close(&self, number: u64, comment: &str) -> Result<(), ForgeError> {
         let mut pulls = lock(&self.pulls);
         let pull = pulls
             .iter_mut()

@@ -14,24 +14,32 @@ use crate::store::{Store, StoreError, SyncRecord};
 use crate::sync::plan::Desired;
 use crate::sync::{Owner, SyncOptions, SyncReport};
 
-/// The git operations an automation makes on its repository.
-pub trait Repository {
+/// The git operations an automation makes on its repository. Async, with
+/// boxed futures (async-trait) since the driver picks the port at run
+/// time.
+#[async_trait::async_trait]
+pub trait Repository: Send + Sync {
     /// The same repository, as the given credentials reach it (their files
-    /// under `dir`).
+    /// under `dir`). Writing a few small files is all it does, so it does
+    /// not wait on anything.
     fn with_credentials(
         &self,
         credentials: &GitCredentials,
         dir: &Path,
     ) -> Result<Box<dyn Repository>, GitError>;
     /// A checkout of `branch` as the remote has it now, under `cache`.
-    fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError>;
+    async fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError>;
     /// Where `branch` points on the remote; `None` when it does not exist.
-    fn remote_head(&self, checkout: &Checkout, branch: &str) -> Result<Option<String>, GitError>;
+    async fn remote_head(
+        &self,
+        checkout: &Checkout,
+        branch: &str,
+    ) -> Result<Option<String>, GitError>;
     /// The tip of `branch` on the remote, fetched.
-    fn tip(&self, checkout: &Checkout, branch: &str) -> Result<Commit, GitError>;
-    fn commit_info(&self, checkout: &Checkout, rev: &str) -> Result<Commit, GitError>;
+    async fn tip(&self, checkout: &Checkout, branch: &str) -> Result<Commit, GitError>;
+    async fn commit_info(&self, checkout: &Checkout, rev: &str) -> Result<Commit, GitError>;
     /// Commits the checkout's changes; `None` when there are none.
-    fn commit(
+    async fn commit(
         &self,
         checkout: &Checkout,
         author: &Signature,
@@ -39,9 +47,14 @@ pub trait Repository {
     ) -> Result<Option<String>, GitError>;
     /// Pushes the checkout's HEAD to `branch` only while the remote has it
     /// at `expected` (empty: only if it does not exist).
-    fn push(&self, checkout: &Checkout, branch: &str, expected: &str) -> Result<Push, GitError>;
+    async fn push(
+        &self,
+        checkout: &Checkout,
+        branch: &str,
+        expected: &str,
+    ) -> Result<Push, GitError>;
     /// Deletes `branch` only while the remote has it at `expected`.
-    fn delete_branch(
+    async fn delete_branch(
         &self,
         checkout: &Checkout,
         branch: &str,
@@ -49,6 +62,23 @@ pub trait Repository {
     ) -> Result<Push, GitError>;
 }
 
+/// Runs a git command on a blocking thread: git is a child process hoist
+/// waits for, and the runtime's workers must keep serving the controller
+/// (its watches, leases and webhooks) meanwhile.
+async fn blocking<T: Send + 'static>(
+    git: &Git,
+    call: impl FnOnce(&Git) -> Result<T, GitError> + Send + 'static,
+) -> Result<T, GitError> {
+    let git = git.clone();
+    tokio::task::spawn_blocking(move || call(&git))
+        .await
+        .map_err(|e| GitError::Command {
+            command: "(task)".into(),
+            message: format!("the git call did not finish: {e}"),
+        })?
+}
+
+#[async_trait::async_trait]
 impl Repository for Git {
     fn with_credentials(
         &self,
@@ -57,42 +87,63 @@ impl Repository for Git {
     ) -> Result<Box<dyn Repository>, GitError> {
         Ok(Box::new(Git::with_credentials(self, credentials, dir)?))
     }
-    fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError> {
-        Git::checkout(self, cache, branch)
+    async fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError> {
+        let (cache, branch) = (cache.to_path_buf(), branch.clone());
+        blocking(self, move |git| git.checkout(&cache, &branch)).await
     }
-    fn remote_head(&self, checkout: &Checkout, branch: &str) -> Result<Option<String>, GitError> {
-        Git::remote_head(self, checkout, branch)
+    async fn remote_head(
+        &self,
+        checkout: &Checkout,
+        branch: &str,
+    ) -> Result<Option<String>, GitError> {
+        let (checkout, branch) = (checkout.clone(), branch.to_string());
+        blocking(self, move |git| git.remote_head(&checkout, &branch)).await
     }
-    fn tip(&self, checkout: &Checkout, branch: &str) -> Result<Commit, GitError> {
-        Git::tip(self, checkout, branch)
+    async fn tip(&self, checkout: &Checkout, branch: &str) -> Result<Commit, GitError> {
+        let (checkout, branch) = (checkout.clone(), branch.to_string());
+        blocking(self, move |git| git.tip(&checkout, &branch)).await
     }
-    fn commit_info(&self, checkout: &Checkout, rev: &str) -> Result<Commit, GitError> {
-        Git::commit_info(self, checkout, rev)
+    async fn commit_info(&self, checkout: &Checkout, rev: &str) -> Result<Commit, GitError> {
+        let (checkout, rev) = (checkout.clone(), rev.to_string());
+        blocking(self, move |git| git.commit_info(&checkout, &rev)).await
     }
-    fn commit(
+    async fn commit(
         &self,
         checkout: &Checkout,
         author: &Signature,
         message: &str,
     ) -> Result<Option<String>, GitError> {
-        Git::commit(self, checkout, author, message)
+        let (checkout, author, message) = (checkout.clone(), author.clone(), message.to_string());
+        blocking(self, move |git| git.commit(&checkout, &author, &message)).await
     }
-    fn push(&self, checkout: &Checkout, branch: &str, expected: &str) -> Result<Push, GitError> {
-        Git::push(self, checkout, branch, expected)
-    }
-    fn delete_branch(
+    async fn push(
         &self,
         checkout: &Checkout,
         branch: &str,
         expected: &str,
     ) -> Result<Push, GitError> {
-        Git::delete_branch(self, checkout, branch, expected)
+        let (checkout, branch, expected) =
+            (checkout.clone(), branch.to_string(), expected.to_string());
+        blocking(self, move |git| git.push(&checkout, &branch, &expected)).await
+    }
+    async fn delete_branch(
+        &self,
+        checkout: &Checkout,
+        branch: &str,
+        expected: &str,
+    ) -> Result<Push, GitError> {
+        let (checkout, branch, expected) =
+            (checkout.clone(), branch.to_string(), expected.to_string());
+        blocking(self, move |git| {
+            git.delete_branch(&checkout, &branch, &expected)
+        })
+        .await
     }
 }
 
 /// Forge clients, and the tokens the environment holds for them: the
 /// pipeline never reads `std::env` itself.
-pub trait Forges {
+pub trait Forges: Send + Sync {
     /// A client for `repo` on `provider`'s API at `api`.
     fn connect(
         &self,
@@ -105,10 +156,8 @@ pub trait Forges {
     fn token_from_env(&self, variable: &str) -> Option<String>;
 }
 
-/// The real forges, called from outside the async runtime they block on.
-pub struct ForgeClients {
-    pub runtime: tokio::runtime::Handle,
-}
+/// The real forges.
+pub struct ForgeClients;
 
 impl Forges for ForgeClients {
     fn connect(
@@ -119,11 +168,10 @@ impl Forges for ForgeClients {
         token: String,
     ) -> Result<Box<dyn Forge>, ForgeError> {
         use crate::forge::{GitHub, GitLab, Gitea};
-        let runtime = self.runtime.clone();
         Ok(match provider {
-            ForgeProvider::Gitlab => Box::new(GitLab::new(api, repo, token, runtime)?),
-            ForgeProvider::Gitea => Box::new(Gitea::new(api, repo, token, runtime)?),
-            ForgeProvider::Github => Box::new(GitHub::new(api, repo, token, runtime)?),
+            ForgeProvider::Gitlab => Box::new(GitLab::new(api, repo, token)?),
+            ForgeProvider::Gitea => Box::new(Gitea::new(api, repo, token)?),
+            ForgeProvider::Github => Box::new(GitHub::new(api, repo, token)?),
         })
     }
 
@@ -133,12 +181,13 @@ impl Forges for ForgeClients {
 }
 
 /// Applies a revision's manifests to the cluster (`spec.sync`).
-pub trait Cluster {
+#[async_trait::async_trait]
+pub trait Cluster: Send + Sync {
     /// Applies `source` in `namespace` as `service_account` (or the
     /// driver's default identity), pruning what `previous` holds and the
     /// source no longer does. Returns the report and the user the sync
     /// impersonated, if any.
-    fn sync(
+    async fn sync(
         &self,
         namespace: &str,
         service_account: Option<&str>,
@@ -149,14 +198,14 @@ pub trait Cluster {
     ) -> Result<(SyncReport, Option<String>), crate::sync::ImpersonationError>;
 }
 
-/// The real cluster, reached from outside the async runtime.
+/// The real cluster.
 pub struct ClusterSync {
     pub access: crate::sync::ClusterAccess,
-    pub runtime: tokio::runtime::Handle,
 }
 
+#[async_trait::async_trait]
 impl Cluster for ClusterSync {
-    fn sync(
+    async fn sync(
         &self,
         namespace: &str,
         service_account: Option<&str>,
@@ -166,16 +215,15 @@ impl Cluster for ClusterSync {
         options: &SyncOptions,
     ) -> Result<(SyncReport, Option<String>), crate::sync::ImpersonationError> {
         let (client, impersonated) = self.access.client_for(namespace, service_account)?;
-        let report = self
-            .runtime
-            .block_on(crate::sync::sync(&client, source, previous, owner, options));
+        let report = crate::sync::sync(&client, source, previous, owner, options).await;
         Ok((report, impersonated))
     }
 }
 
 /// What an automation remembers between runs: its pull request and its
-/// sync's inventory.
-pub trait Records {
+/// sync's inventory. Not async: the store is a local database whose reads
+/// and writes take microseconds, never a network round trip.
+pub trait Records: Send + Sync {
     fn pull_request(&self, automation: &str) -> Result<Option<PullRequestRecord>, StoreError>;
     fn put_pull_request(
         &self,

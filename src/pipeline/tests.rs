@@ -133,7 +133,7 @@ impl World {
         }
     }
 
-    fn run_with(
+    async fn run_with(
         &self,
         objects: &ObjectSet,
         scan: &ScanReport,
@@ -145,13 +145,13 @@ impl World {
             cluster: None,
             records: &self.records,
         };
-        let mut reports = run_automations(objects, scan, ports, options);
+        let mut reports = run_automations(objects, scan, ports, options).await;
         assert_eq!(reports.len(), 1);
         reports.remove(0)
     }
 
-    fn run(&self, objects: &ObjectSet, scan: &ScanReport) -> AutomationReport {
-        self.run_with(objects, scan, &self.options())
+    async fn run(&self, objects: &ObjectSet, scan: &ScanReport) -> AutomationReport {
+        self.run_with(objects, scan, &self.options()).await
     }
 
     fn file(&self, branch: &str) -> Option<String> {
@@ -163,21 +163,21 @@ fn kind(report: &AutomationReport) -> Option<&'static str> {
     report.error.as_ref().map(|e| e.kind)
 }
 
-#[test]
-fn nothing_to_do_pushes_nothing() {
+#[tokio::test]
+async fn nothing_to_do_pushes_nothing() {
     let world = World::new(remote("1.1.0"));
-    let report = world.run(&objects("", ""), &scan(Some("1.1.0")));
+    let report = world.run(&objects("", ""), &scan(Some("1.1.0"))).await;
     assert_eq!(kind(&report), None, "{report:?}");
     assert!(report.changes.is_empty());
     assert_eq!(report.commit, None);
     assert!(world.git.pushes().is_empty());
 }
 
-#[test]
-fn a_new_tag_is_pushed_onto_the_commit_it_was_made_on() {
+#[tokio::test]
+async fn a_new_tag_is_pushed_onto_the_commit_it_was_made_on() {
     let world = World::new(remote("1.0.0"));
     let base = world.git.remote().branches.get("main").cloned();
-    let report = world.run(&objects("", ""), &scan(Some("1.1.0")));
+    let report = world.run(&objects("", ""), &scan(Some("1.1.0"))).await;
     assert_eq!(kind(&report), None, "{report:?}");
     assert_eq!(world.file("main"), Some(deployment("1.1.0")));
     assert_eq!(
@@ -196,8 +196,8 @@ fn a_new_tag_is_pushed_onto_the_commit_it_was_made_on() {
     );
 }
 
-#[test]
-fn a_push_race_is_lost_once_then_won_on_the_new_tip_keeping_the_other_commit() {
+#[tokio::test]
+async fn a_push_race_is_lost_once_then_won_on_the_new_tip_keeping_the_other_commit() {
     let world = World::new(remote("1.0.0"));
     let mut raced = false;
     world.git.before_push(move |remote| {
@@ -205,7 +205,7 @@ fn a_push_race_is_lost_once_then_won_on_the_new_tip_keeping_the_other_commit() {
             remote.commit_on("main", &[("README.md", "hello\n")], &person(), "docs");
         }
     });
-    let report = world.run(&objects("", ""), &scan(Some("1.1.0")));
+    let report = world.run(&objects("", ""), &scan(Some("1.1.0"))).await;
     assert_eq!(kind(&report), None, "{report:?}");
     let pushes = world.git.pushes();
     assert_eq!(pushes.len(), 2, "{pushes:?}");
@@ -220,15 +220,15 @@ fn a_push_race_is_lost_once_then_won_on_the_new_tip_keeping_the_other_commit() {
     assert_eq!(world.file("main"), Some(deployment("1.1.0")));
 }
 
-#[test]
-fn a_branch_that_keeps_moving_is_never_overwritten() {
+#[tokio::test]
+async fn a_branch_that_keeps_moving_is_never_overwritten() {
     let world = World::new(remote("1.0.0"));
     let mut n = 0;
     world.git.before_push(move |remote| {
         n += 1;
         remote.commit_on("main", &[("notes", &format!("{n}\n"))], &person(), "notes");
     });
-    let report = world.run(&objects("", ""), &scan(Some("1.1.0")));
+    let report = world.run(&objects("", ""), &scan(Some("1.1.0"))).await;
     assert_eq!(kind(&report), Some("branch_moved"), "{report:?}");
     assert_eq!(world.git.pushes().len(), 3);
     assert_eq!(report.commit, None);
@@ -239,11 +239,11 @@ fn a_branch_that_keeps_moving_is_never_overwritten() {
     assert_eq!(tip.map(|t| t.author), Some("alice".to_string()));
 }
 
-#[test]
-fn a_pull_request_is_opened_then_left_alone_while_nothing_changes() {
+#[tokio::test]
+async fn a_pull_request_is_opened_then_left_alone_while_nothing_changes() {
     let world = World::new(remote("1.0.0"));
     let objects = objects(PULL_REQUEST, "");
-    let first = world.run(&objects, &scan(Some("1.1.0")));
+    let first = world.run(&objects, &scan(Some("1.1.0"))).await;
     assert_eq!(kind(&first), None, "{first:?}");
     assert_eq!(world.file("hoist/update"), Some(deployment("1.1.0")));
     assert_eq!(world.file("main"), Some(deployment("1.0.0")));
@@ -263,7 +263,7 @@ fn a_pull_request_is_opened_then_left_alone_while_nothing_changes() {
     );
 
     // The same change on the same base: no push, the same pull request.
-    let second = world.run(&objects, &scan(Some("1.1.0")));
+    let second = world.run(&objects, &scan(Some("1.1.0"))).await;
     assert_eq!(kind(&second), None, "{second:?}");
     assert_eq!(world.git.pushes().len(), 1);
     assert_eq!(second.commit, None);
@@ -271,7 +271,7 @@ fn a_pull_request_is_opened_then_left_alone_while_nothing_changes() {
 
     // A newer tag: hoist's branch is rebuilt over its own commit.
     let before = world.git.remote().branches.get("hoist/update").cloned();
-    let third = world.run(&objects, &scan(Some("1.2.0")));
+    let third = world.run(&objects, &scan(Some("1.2.0"))).await;
     assert_eq!(kind(&third), None, "{third:?}");
     assert_eq!(
         world.git.pushes().last().cloned(),
@@ -285,18 +285,18 @@ fn a_pull_request_is_opened_then_left_alone_while_nothing_changes() {
     );
 }
 
-#[test]
-fn someone_elses_commit_on_hoists_branch_stops_hoist_and_is_kept() {
+#[tokio::test]
+async fn someone_elses_commit_on_hoists_branch_stops_hoist_and_is_kept() {
     let world = World::new(remote("1.0.0"));
     let objects = objects(PULL_REQUEST, "");
-    world.run(&objects, &scan(Some("1.1.0")));
+    world.run(&objects, &scan(Some("1.1.0"))).await;
     let theirs = world.git.remote().commit_on(
         "hoist/update",
         &[("clusters/prod/extra.yaml", "kind: ConfigMap\n")],
         &person(),
         "tweak",
     );
-    let report = world.run(&objects, &scan(Some("1.2.0")));
+    let report = world.run(&objects, &scan(Some("1.2.0"))).await;
     assert_eq!(kind(&report), Some("foreign_commit"), "{report:?}");
     assert_eq!(
         world.git.remote().branches.get("hoist/update"),
@@ -305,11 +305,11 @@ fn someone_elses_commit_on_hoists_branch_stops_hoist_and_is_kept() {
     assert_eq!(world.git.pushes().len(), 1, "no push over their commit");
 }
 
-#[test]
-fn a_merged_pull_request_is_retired_and_its_branch_deleted() {
+#[tokio::test]
+async fn a_merged_pull_request_is_retired_and_its_branch_deleted() {
     let world = World::new(remote("1.0.0"));
     let objects = objects(PULL_REQUEST, "");
-    world.run(&objects, &scan(Some("1.1.0")));
+    world.run(&objects, &scan(Some("1.1.0"))).await;
     // Merged: main has the change now.
     world.git.remote().commit_on(
         "main",
@@ -317,7 +317,7 @@ fn a_merged_pull_request_is_retired_and_its_branch_deleted() {
         &person(),
         "Merge pull request #1",
     );
-    let report = world.run(&objects, &scan(Some("1.1.0")));
+    let report = world.run(&objects, &scan(Some("1.1.0"))).await;
     assert_eq!(kind(&report), None, "{report:?}");
     let pulls = world.forges.forge.pulls();
     assert!(!pulls[0].open, "closed");
@@ -343,11 +343,11 @@ fn a_merged_pull_request_is_retired_and_its_branch_deleted() {
     );
 }
 
-#[test]
-fn a_pull_request_is_kept_when_the_scan_failed_or_someone_committed_on_the_branch() {
+#[tokio::test]
+async fn a_pull_request_is_kept_when_the_scan_failed_or_someone_committed_on_the_branch() {
     let world = World::new(remote("1.0.0"));
     let objects = objects(PULL_REQUEST, "");
-    world.run(&objects, &scan(Some("1.1.0")));
+    world.run(&objects, &scan(Some("1.1.0"))).await;
     world.git.remote().commit_on(
         "main",
         &[("clusters/prod/app.yaml", &deployment("1.1.0"))],
@@ -355,7 +355,7 @@ fn a_pull_request_is_kept_when_the_scan_failed_or_someone_committed_on_the_branc
         "same change by hand",
     );
     // The registry is down: an empty rewrite proves nothing.
-    let failed = world.run(&objects, &scan(None));
+    let failed = world.run(&objects, &scan(None)).await;
     assert_eq!(kind(&failed), Some("scan"), "{failed:?}");
     assert!(world.forges.forge.pulls()[0].open);
     assert!(world.git.remote().branches.contains_key("hoist/update"));
@@ -367,7 +367,7 @@ fn a_pull_request_is_kept_when_the_scan_failed_or_someone_committed_on_the_branc
         &person(),
         "keep this",
     );
-    let kept = world.run(&objects, &scan(Some("1.1.0")));
+    let kept = world.run(&objects, &scan(Some("1.1.0"))).await;
     assert_eq!(kind(&kept), None, "{kept:?}");
     assert!(world.forges.forge.pulls()[0].open);
     assert!(
@@ -378,8 +378,8 @@ fn a_pull_request_is_kept_when_the_scan_failed_or_someone_committed_on_the_branc
     );
 }
 
-#[test]
-fn outside_every_update_window_hoist_works_out_the_change_and_pushes_nothing() {
+#[tokio::test]
+async fn outside_every_update_window_hoist_works_out_the_change_and_pushes_nothing() {
     let world = World::new(remote("1.0.0"));
     // Open 09:00–10:00 UTC; the clock says 12:00.
     let objects = objects(
@@ -390,7 +390,9 @@ fn outside_every_update_window_hoist_works_out_the_change_and_pushes_nothing() {
         now: "2026-12-02T12:00:00Z".parse().ok(),
         ..world.options()
     };
-    let report = world.run_with(&objects, &scan(Some("1.1.0")), &options);
+    let report = world
+        .run_with(&objects, &scan(Some("1.1.0")), &options)
+        .await;
     assert_eq!(kind(&report), None, "{report:?}");
     let window = report
         .window
@@ -407,19 +409,21 @@ fn outside_every_update_window_hoist_works_out_the_change_and_pushes_nothing() {
         now: "2026-12-03T09:30:00Z".parse().ok(),
         ..world.options()
     };
-    let report = world.run_with(&objects, &scan(Some("1.1.0")), &open);
+    let report = world.run_with(&objects, &scan(Some("1.1.0")), &open).await;
     assert_eq!((kind(&report), report.window.is_none()), (None, true));
     assert_eq!(world.file("main"), Some(deployment("1.1.0")));
 }
 
-#[test]
-fn a_dry_run_reports_the_diff_and_pushes_nothing() {
+#[tokio::test]
+async fn a_dry_run_reports_the_diff_and_pushes_nothing() {
     let world = World::new(remote("1.0.0"));
     let options = RunOptions {
         dry_run: true,
         ..world.options()
     };
-    let report = world.run_with(&objects(PULL_REQUEST, ""), &scan(Some("1.1.0")), &options);
+    let report = world
+        .run_with(&objects(PULL_REQUEST, ""), &scan(Some("1.1.0")), &options)
+        .await;
     assert_eq!(kind(&report), None, "{report:?}");
     let diff = report.diff.unwrap_or_default();
     assert!(diff.contains(&format!("+  image: {IMAGE}:1.1.0")), "{diff}");
@@ -427,11 +431,13 @@ fn a_dry_run_reports_the_diff_and_pushes_nothing() {
     assert!(world.forges.forge.pulls().is_empty());
 }
 
-#[test]
-fn a_pull_request_without_a_token_fails_naming_the_field_after_the_push() {
+#[tokio::test]
+async fn a_pull_request_without_a_token_fails_naming_the_field_after_the_push() {
     let mut world = World::new(remote("1.0.0"));
     world.forges.env.clear();
-    let report = world.run(&objects(PULL_REQUEST, ""), &scan(Some("1.1.0")));
+    let report = world
+        .run(&objects(PULL_REQUEST, ""), &scan(Some("1.1.0")))
+        .await;
     assert_eq!(kind(&report), Some("secret"), "{report:?}");
     let message = report.error.map(|e| e.message).unwrap_or_default();
     assert!(message.contains("GITHUB_TOKEN"), "{message}");

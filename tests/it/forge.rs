@@ -7,14 +7,6 @@ use hoist::forge::{self, Forge, ForgeRepo, GitHub, GitLab, Gitea, PullRequestSpe
 
 use crate::support::forge::FakeForge;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn spec() -> PullRequestSpec {
     PullRequestSpec {
         head: "hoist/fleet".into(),
@@ -29,34 +21,32 @@ fn repo(url: &str) -> ForgeRepo {
     ForgeRepo::from_git_url(url).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn github(fake: &FakeForge, rt: &tokio::runtime::Runtime, name: &str, token: &str) -> GitHub {
+fn github(fake: &FakeForge, name: &str, token: &str) -> GitHub {
     GitHub::new(
         &format!("http://{}", fake.server.addr),
         &repo(&format!("https://github.com/acme/{name}.git")),
         token.to_string(),
-        rt.handle().clone(),
     )
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn ensure_error(forge: &dyn Forge) -> String {
-    match forge::ensure(forge, &spec(), None, true) {
+async fn ensure_error(forge: &dyn Forge) -> String {
+    match forge::ensure(forge, &spec(), None, true).await {
         Ok((outcome, _)) => panic!("expected an error, got {outcome:?}"),
         Err(e) => e.to_string(),
     }
 }
 
-#[test]
-fn each_forge_error_says_what_to_fix_and_never_shows_the_token() {
-    let rt = runtime();
+#[tokio::test]
+async fn each_forge_error_says_what_to_fix_and_never_shows_the_token() {
     let fake = FakeForge::github("acme", "fleet", "ghp_t0ken", "");
     let cases: Vec<(String, &str)> = vec![
         (
-            ensure_error(&github(&fake, &rt, "fleet", "ghp_wr0ng")),
+            ensure_error(&github(&fake, "fleet", "ghp_wr0ng")).await,
             "GET /repos/acme/fleet/pulls: HTTP 401: Bad credentials; the token is missing or invalid",
         ),
         (
-            ensure_error(&github(&fake, &rt, "other", "ghp_t0ken")),
+            ensure_error(&github(&fake, "other", "ghp_t0ken")).await,
             "GET /repos/acme/other/pulls: HTTP 404: Not Found; no such repository, or the token cannot see it",
         ),
         {
@@ -67,7 +57,7 @@ fn each_forge_error_says_what_to_fix_and_never_shows_the_token() {
                 &[("X-RateLimit-Remaining", "4990")],
             );
             (
-                ensure_error(&github(&fake, &rt, "fleet", "ghp_t0ken")),
+                ensure_error(&github(&fake, "fleet", "ghp_t0ken")).await,
                 "HTTP 403: Resource not accessible by personal access token; the token lacks a scope",
             )
         },
@@ -81,7 +71,7 @@ fn each_forge_error_says_what_to_fix_and_never_shows_the_token() {
                 &[],
             );
             (
-                ensure_error(&github(&fake, &rt, "fleet", "ghp_t0ken")),
+                ensure_error(&github(&fake, "fleet", "ghp_t0ken")).await,
                 "POST /repos/acme/fleet/pulls: HTTP 422: Validation Failed: A pull request already exists for acme:hoist/fleet.; the forge refused the request as invalid",
             )
         },
@@ -99,12 +89,15 @@ fn each_forge_error_says_what_to_fix_and_never_shows_the_token() {
         &format!("http://{}/api/v4", gitlab.server.addr),
         &repo("git@gitlab.example.com:platform/fleet.git"),
         "glpat-t0ken".into(),
-        rt.handle().clone(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    client.create(&spec()).unwrap_or_else(|e| panic!("{e}"));
+    client
+        .create(&spec())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let error = client
         .create(&spec())
+        .await
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -120,7 +113,6 @@ fn each_forge_error_says_what_to_fix_and_never_shows_the_token() {
         &format!("http://{}/api/v1", gitea.server.addr),
         &repo("https://gitea.example.com/acme/fleet"),
         "gitea-t0ken".into(),
-        rt.handle().clone(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let unknown = PullRequestSpec {
@@ -128,6 +120,7 @@ fn each_forge_error_says_what_to_fix_and_never_shows_the_token() {
         ..spec()
     };
     let error = forge::ensure(&client, &unknown, None, true)
+        .await
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -144,11 +137,10 @@ fn gap(fake: &FakeForge, index: usize) -> Duration {
     requests[index + 1].at.duration_since(requests[index].at)
 }
 
-#[test]
-fn rate_limits_are_waited_out_not_hammered() {
-    let rt = runtime();
+#[tokio::test]
+async fn rate_limits_are_waited_out_not_hammered() {
     let fake = FakeForge::github("acme", "fleet", "ghp_t0ken", "");
-    let forge = github(&fake, &rt, "fleet", "ghp_t0ken");
+    let forge = github(&fake, "fleet", "ghp_t0ken");
     // GitHub's secondary limit: 429 (or 403) with Retry-After.
     fake.fail_next(
         "GET",
@@ -156,7 +148,9 @@ fn rate_limits_are_waited_out_not_hammered() {
         r#"{"message": "You have exceeded a secondary rate limit"}"#,
         &[("Retry-After", "1")],
     );
-    let (outcome, _) = forge::ensure(&forge, &spec(), None, true).unwrap_or_else(|e| panic!("{e}"));
+    let (outcome, _) = forge::ensure(&forge, &spec(), None, true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(outcome.pull_request.number, 1);
     assert!(
         gap(&fake, 0) >= Duration::from_millis(950),
@@ -178,7 +172,7 @@ fn rate_limits_are_waited_out_not_hammered() {
             ("X-RateLimit-Reset", &reset.to_string()),
         ],
     );
-    forge.get(1).unwrap_or_else(|e| panic!("{e}"));
+    forge.get(1).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         gap(&fake, before) >= Duration::from_millis(950),
         "{:?}",
@@ -195,6 +189,7 @@ fn rate_limits_are_waited_out_not_hammered() {
     );
     let error = forge
         .get(1)
+        .await
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -210,6 +205,7 @@ fn rate_limits_are_waited_out_not_hammered() {
     }
     let error = forge
         .get(1)
+        .await
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -221,7 +217,6 @@ fn rate_limits_are_waited_out_not_hammered() {
         &format!("http://{}/api/v4", gitlab.server.addr),
         &repo("https://gitlab.example.com/platform/fleet.git"),
         "glpat-t0ken".into(),
-        rt.handle().clone(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let reset = SystemTime::now()
@@ -237,8 +232,9 @@ fn rate_limits_are_waited_out_not_hammered() {
             ("RateLimit-Reset", &reset.to_string()),
         ],
     );
-    let (outcome, _) =
-        forge::ensure(&client, &spec(), None, true).unwrap_or_else(|e| panic!("{e}"));
+    let (outcome, _) = forge::ensure(&client, &spec(), None, true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(outcome.pull_request.number, 1);
     assert!(
         gap(&gitlab, 0) >= Duration::from_millis(950),
@@ -247,9 +243,8 @@ fn rate_limits_are_waited_out_not_hammered() {
     );
 }
 
-#[test]
-fn pull_requests_from_forks_are_never_taken_for_hoists() {
-    let rt = runtime();
+#[tokio::test]
+async fn pull_requests_from_forks_are_never_taken_for_hoists() {
     let fork = |number| crate::support::forge::FakePull {
         number,
         head: "hoist/fleet".into(),
@@ -265,11 +260,11 @@ fn pull_requests_from_forks_are_never_taken_for_hoists() {
         &format!("http://{}/api/v1", gitea.server.addr),
         &repo("https://gitea.example.com/acme/fleet"),
         "gitea-t0ken".into(),
-        rt.handle().clone(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let (outcome, _) =
-        forge::ensure(&client, &spec(), None, true).unwrap_or_else(|e| panic!("{e}"));
+    let (outcome, _) = forge::ensure(&client, &spec(), None, true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(outcome.pull_request.number, 2);
     let gitlab = FakeForge::gitlab("platform/fleet", "glpat-t0ken");
     gitlab.seed(fork(1));
@@ -277,11 +272,11 @@ fn pull_requests_from_forks_are_never_taken_for_hoists() {
         &format!("http://{}/api/v4", gitlab.server.addr),
         &repo("https://gitlab.example.com/platform/fleet.git"),
         "glpat-t0ken".into(),
-        rt.handle().clone(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let (outcome, _) =
-        forge::ensure(&client, &spec(), None, true).unwrap_or_else(|e| panic!("{e}"));
+    let (outcome, _) = forge::ensure(&client, &spec(), None, true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(outcome.pull_request.number, 2);
     for fake in [&gitea, &gitlab] {
         let pulls = fake.pulls();
@@ -293,13 +288,13 @@ fn pull_requests_from_forks_are_never_taken_for_hoists() {
     }
 }
 
-#[test]
-fn a_record_from_another_repository_is_not_trusted() {
-    let rt = runtime();
+#[tokio::test]
+async fn a_record_from_another_repository_is_not_trusted() {
     let fake = FakeForge::github("acme", "fleet", "ghp_t0ken", "");
-    let forge = github(&fake, &rt, "fleet", "ghp_t0ken");
-    let (_, mut record) =
-        forge::ensure(&forge, &spec(), None, true).unwrap_or_else(|e| panic!("{e}"));
+    let forge = github(&fake, "fleet", "ghp_t0ken");
+    let (_, mut record) = forge::ensure(&forge, &spec(), None, true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     // The same number, remembered from before spec.git.url changed.
     record.forge = "github https://api.github.com/repos/acme/old".into();
     let before = fake.calls().len();
@@ -307,7 +302,9 @@ fn a_record_from_another_repository_is_not_trusted() {
         title: "Update team/app: 1.0.0 → 1.2.0".into(),
         ..spec()
     };
-    forge::ensure(&forge, &changed, Some(&record), false).unwrap_or_else(|e| panic!("{e}"));
+    forge::ensure(&forge, &changed, Some(&record), false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let calls = fake.calls().split_off(before);
     assert_eq!(
         calls,
@@ -340,16 +337,17 @@ fn many_changes(n: usize) -> hoist::model::ChangeSet {
     }
 }
 
-#[test]
-fn a_pull_request_body_over_thousands_of_changes_is_shortened_to_the_forges_limit() {
-    let rt = runtime();
+#[tokio::test]
+async fn a_pull_request_body_over_thousands_of_changes_is_shortened_to_the_forges_limit() {
     let fake = FakeForge::github("acme", "fleet", "ghp_t0ken", "");
-    let client = github(&fake, &rt, "fleet", "ghp_t0ken");
+    let client = github(&fake, "fleet", "ghp_t0ken");
     for n in [600, 3000] {
         let body =
             hoist::message::pull_request_body("apps/fleet", &many_changes(n), client.body_limit());
         let spec = PullRequestSpec { body, ..spec() };
-        forge::ensure(&client, &spec, None, true).unwrap_or_else(|e| panic!("{n} changes: {e}"));
+        forge::ensure(&client, &spec, None, true)
+            .await
+            .unwrap_or_else(|e| panic!("{n} changes: {e}"));
         let pulls = fake.pulls();
         let Some(pull) = pulls.last() else {
             panic!("nothing opened");
@@ -377,7 +375,6 @@ fn a_pull_request_body_over_thousands_of_changes_is_shortened_to_the_forges_limi
         &format!("http://{}/api/v4", gitlab.server.addr),
         &repo("https://gitlab.example.com/platform/fleet.git"),
         "glpat-t0ken".into(),
-        rt.handle().clone(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let body =
@@ -389,11 +386,10 @@ fn a_pull_request_body_over_thousands_of_changes_is_shortened_to_the_forges_limi
     );
 }
 
-#[test]
-fn what_a_forge_sends_back_is_scrubbed_of_the_token_and_escaped() {
-    let rt = runtime();
+#[tokio::test]
+async fn what_a_forge_sends_back_is_scrubbed_of_the_token_and_escaped() {
     let fake = FakeForge::github("acme", "fleet", "ghp_t0ken", "");
-    let client = github(&fake, &rt, "fleet", "ghp_t0ken");
+    let client = github(&fake, "fleet", "ghp_t0ken");
     // A forge that echoes the request it refused, and one that writes
     // escapes and a line of its own into its message.
     fake.fail_next(
@@ -402,7 +398,7 @@ fn what_a_forge_sends_back_is_scrubbed_of_the_token_and_escaped() {
         r#"{"message": "Validation Failed", "errors": [{"message": "bad request with Authorization: {authorization}"}]}"#,
         &[],
     );
-    let error = ensure_error(&client);
+    let error = ensure_error(&client).await;
     assert!(!error.contains("t0ken"), "{error}");
     assert!(error.contains("Authorization: Bearer ***"), "{error}");
     fake.fail_next(
@@ -411,7 +407,7 @@ fn what_a_forge_sends_back_is_scrubbed_of_the_token_and_escaped() {
         r#"{"message": "\u001b[31m\nerror: forged\r"}"#,
         &[],
     );
-    let error = ensure_error(&client);
+    let error = ensure_error(&client).await;
     assert!(
         error.contains(r"HTTP 422: \x1b[31m\nerror: forged\r;"),
         "{error:?}"
@@ -423,7 +419,6 @@ fn what_a_forge_sends_back_is_scrubbed_of_the_token_and_escaped() {
         &format!("http://{}/api/v4", gitlab.server.addr),
         &repo("https://gitlab.example.com/platform/fleet.git"),
         "glpat-t0ken".into(),
-        rt.handle().clone(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     gitlab.fail_next(
@@ -432,7 +427,7 @@ fn what_a_forge_sends_back_is_scrubbed_of_the_token_and_escaped() {
         r#"{"error": "token {authorization} refused"}"#,
         &[],
     );
-    let error = ensure_error(&client);
+    let error = ensure_error(&client).await;
     assert!(
         error.contains("token *** refused") && !error.contains("t0ken"),
         "{error}"
@@ -442,11 +437,10 @@ fn what_a_forge_sends_back_is_scrubbed_of_the_token_and_escaped() {
         &format!("http://{}/api/v1", gitea.server.addr),
         &repo("https://gitea.example.com/acme/fleet"),
         "gitea-t0ken".into(),
-        rt.handle().clone(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     gitea.fail_next("GET", 403, r#"{"message": "{authorization} may not"}"#, &[]);
-    let error = ensure_error(&client);
+    let error = ensure_error(&client).await;
     assert!(
         error.contains("token *** may not") && !error.contains("t0ken"),
         "{error}"
@@ -457,8 +451,8 @@ fn what_a_forge_sends_back_is_scrubbed_of_the_token_and_escaped() {
 /// over smart HTTP and a fake GitHub whose answer to the pull request
 /// echoes the credentials and carries escapes: the token is nowhere in
 /// what hoist prints, and the forge's text stays on one line.
-#[test]
-fn a_forge_answer_echoing_the_token_never_reaches_the_report() {
+#[tokio::test]
+async fn a_forge_answer_echoing_the_token_never_reaches_the_report() {
     use crate::support::registry::{Auth, DockerRegistry};
     let Some(registry) = DockerRegistry::start(Auth::None) else {
         return;
@@ -559,4 +553,59 @@ stringData: {{token: ghp_t0ken}}
         "{}",
         run.stderr
     );
+}
+
+/// A server posing as a forge that sends without end, or declares more
+/// than hoist reads, is refused once the limit is reached: the answer is
+/// never buffered whole.
+#[tokio::test]
+async fn an_endless_or_oversized_forge_answer_is_refused_not_buffered() {
+    use crate::support::http::{FakeServer, Reply};
+    const MIB: usize = 1024 * 1024;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&sent);
+    let server = FakeServer::start(move |_, index| {
+        if index == 0 {
+            // Chunked, no length: 1 MiB at a time, for up to 256 MiB.
+            let (chunks, receiver) = std::sync::mpsc::sync_channel(1);
+            let counted = std::sync::Arc::clone(&counted);
+            std::thread::spawn(move || {
+                for _ in 0..256 {
+                    if chunks.send(vec![b' '; MIB]).is_err() {
+                        break;
+                    }
+                    counted.fetch_add(MIB, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            Reply::Stream {
+                status: 200,
+                headers: Vec::new(),
+                chunks: receiver,
+            }
+        } else {
+            // A declared length over the limit: refused before reading.
+            Reply::json(200, &" ".repeat(17 * MIB))
+        }
+    });
+    let client = GitHub::new(
+        &format!("http://{}", server.addr),
+        &repo("https://github.com/acme/fleet.git"),
+        "ghp_t0ken".into(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..2 {
+        let error = client
+            .get(1)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            error, "GET /repos/acme/fleet/pulls/1: the answer is larger than 16 MiB",
+            "{error}"
+        );
+    }
+    // The endless answer stopped soon after the limit, not at its end.
+    let streamed = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(streamed < 64 * MIB, "{} MiB sent", streamed / MIB);
 }

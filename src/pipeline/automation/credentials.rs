@@ -10,7 +10,7 @@ use super::*;
 /// driver's, which uses the user's own credential helpers and ssh
 /// configuration — with a warning when a Secret was named.
 pub(super) fn git_for(
-    context: &Context,
+    context: &Context<'_>,
     report: &mut AutomationReport,
 ) -> Result<Option<Box<dyn Repository>>, AutomationError> {
     let Some(reference) = &context.automation.spec.git.secret_ref else {
@@ -51,7 +51,7 @@ pub(super) fn git_for(
 /// The forge client for `spec.git.push.pullRequest`, with its token from
 /// the Secret `secretRef` names, else the provider's environment variable.
 pub(super) fn forge_for(
-    context: &Context,
+    context: &Context<'_>,
     fields: &PullRequestFields,
 ) -> Result<Box<dyn Forge>, AutomationError> {
     use crate::api::ForgeProvider;

@@ -51,74 +51,80 @@ fn elapsed_ms(since: std::time::Instant) -> u64 {
 }
 
 /// Runs every ImageUpdateAutomation against the refs a scan selected,
-/// through `ports`. One failing automation does not stop the others; the
-/// records keep each automation's pull request and sync between runs.
-pub fn run_automations(
+/// through `ports`, one after another. One failing automation does not
+/// stop the others; the records keep each automation's pull request and
+/// sync between runs.
+pub async fn run_automations(
     objects: &ObjectSet,
     scan: &ScanReport,
-    ports: Ports,
+    ports: Ports<'_>,
     options: &RunOptions,
 ) -> Vec<AutomationReport> {
-    objects
-        .automations
-        .iter()
-        .map(|a| {
-            let automation = &a.object;
-            let key = crate::model::ObjectKey::of(&automation.metadata).to_string();
-            let mut report = AutomationReport {
-                automation: key.clone(),
-                branch: push_branch(automation),
-                ..AutomationReport::default()
-            };
-            if automation.spec.suspend {
-                report.warnings.push("suspended; not run".to_string());
-                return report;
-            }
-            let context = Context {
-                automation,
-                key: &key,
-                objects,
-                ports,
-                options,
-            };
-            // Outside every update window: work out what would change,
-            // push nothing, open or update no pull request.
-            let closed = match window_gate(automation, options) {
-                Ok(gate) => gate,
-                Err(e) => {
-                    report.error = Some(e.report());
-                    return report;
-                }
-            };
-            report.window = closed.clone();
-            let rehearsal = RunOptions {
-                dry_run: true,
-                ..options.clone()
-            };
-            let update = Context {
-                options: if closed.is_some() {
-                    &rehearsal
-                } else {
-                    options
-                },
-                ..context
-            };
-            let published = git_for(&context, &mut report).and_then(|git| {
-                let git = git.as_deref().unwrap_or(ports.git);
-                run_one(&update, scan, git, &mut report)?;
-                if context.options.dry_run {
-                    return Ok(());
-                }
-                sync_branch(&context, git, &mut report)
-            });
-            // What could be updated was; a policy left without a latest
-            // ref by a failed scan still means the automation is not up to
-            // date.
-            let failed = published.err().or_else(|| unscanned(&context, scan));
-            report.error = failed.map(|e| e.report());
-            report
-        })
-        .collect()
+    let mut reports = Vec::with_capacity(objects.automations.len());
+    for a in &objects.automations {
+        let automation = &a.object;
+        let key = crate::model::ObjectKey::of(&automation.metadata).to_string();
+        let context = Context {
+            automation,
+            key: &key,
+            objects,
+            ports,
+            options,
+        };
+        reports.push(run_automation(context, scan).await);
+    }
+    reports
+}
+
+/// One automation: the window gate, the rewrite and publish, then the sync.
+async fn run_automation(context: Context<'_>, scan: &ScanReport) -> AutomationReport {
+    let (automation, options) = (context.automation, context.options);
+    let mut report = AutomationReport {
+        automation: context.key.to_string(),
+        branch: push_branch(automation),
+        ..AutomationReport::default()
+    };
+    if automation.spec.suspend {
+        report.warnings.push("suspended; not run".to_string());
+        return report;
+    }
+    // Outside every update window: work out what would change, push
+    // nothing, open or update no pull request.
+    let closed = match window_gate(automation, options) {
+        Ok(gate) => gate,
+        Err(e) => {
+            report.error = Some(e.report());
+            return report;
+        }
+    };
+    report.window = closed.clone();
+    let rehearsal = RunOptions {
+        dry_run: true,
+        ..options.clone()
+    };
+    let update = Context {
+        options: if closed.is_some() {
+            &rehearsal
+        } else {
+            options
+        },
+        ..context
+    };
+    let published = async {
+        let git = git_for(&context, &mut report)?;
+        let git = git.as_deref().unwrap_or(context.ports.git);
+        run_one(&update, scan, git, &mut report).await?;
+        if options.dry_run {
+            return Ok(());
+        }
+        sync_branch(&context, git, &mut report).await
+    }
+    .await;
+    // What could be updated was; a policy left without a latest ref by a
+    // failed scan still means the automation is not up to date.
+    let failed = published.err().or_else(|| unscanned(&context, scan));
+    report.error = failed.map(|e| e.report());
+    report
 }
 
 fn push_branch(automation: &ImageUpdateAutomation) -> String {
@@ -132,6 +138,7 @@ fn push_branch(automation: &ImageUpdateAutomation) -> String {
 }
 
 /// One automation in one run, and what it runs against.
+#[derive(Clone, Copy)]
 struct Context<'a> {
     automation: &'a ImageUpdateAutomation,
     /// `namespace/name`
@@ -186,7 +193,7 @@ impl Context<'_> {
 
 /// The selected policies left without a latest ref by a failed scan: what
 /// keeps the automation from being up to date.
-fn unscanned(context: &Context, scan: &ScanReport) -> Option<AutomationError> {
+fn unscanned(context: &Context<'_>, scan: &ScanReport) -> Option<AutomationError> {
     let selected = selected_policies(context);
     let failures: Vec<ErrorReport> = scan
         .policies
@@ -264,7 +271,7 @@ fn selected_policies(context: &Context) -> Vec<String> {
 /// The latest refs of the policies the automation selects (those in its
 /// namespace that match `policySelector`), and the selected policies that
 /// have no latest ref (their repository failed to scan, or no tag fits).
-fn refs_for(context: &Context, scan: &ScanReport) -> (Refs, Vec<String>) {
+fn refs_for(context: &Context<'_>, scan: &ScanReport) -> (Refs, Vec<String>) {
     let selected = selected_policies(context);
     let refs: Refs = scan
         .policies
@@ -308,8 +315,8 @@ fn repository_path(field: &str, value: &str) -> Result<PathBuf, AutomationError>
     Ok(clean)
 }
 
-fn run_one(
-    context: &Context,
+async fn run_one(
+    context: &Context<'_>,
     scan: &ScanReport,
     git: &dyn Repository,
     report: &mut AutomationReport,
@@ -331,7 +338,7 @@ fn run_one(
     let base_warnings = report.warnings.clone();
     for _ in 0..options.push_attempts.max(1) {
         let started = std::time::Instant::now();
-        let checkout = git.checkout(&options.cache, &branch)?;
+        let checkout = git.checkout(&options.cache, &branch).await?;
         report.timings.checkout_ms += elapsed_ms(started);
         let root = checkout.dir.join(&relative);
         // A symlink in the repository must not lead the rewrite out of it.
@@ -396,12 +403,12 @@ fn run_one(
         };
         if report.changes.is_empty() {
             // Nothing to propose: maybe a pull request to retire.
-            let tip = remote_tip(git, &checkout, &facts)?;
+            let tip = remote_tip(git, &checkout, &facts).await?;
             let step = step(&Facts {
                 remote: tip.as_ref(),
                 ..facts
             })?;
-            return retire_pull_request(context, git, &checkout, step, report);
+            return retire_pull_request(context, git, &checkout, step, report).await;
         }
         if options.dry_run {
             let mut diff = String::new();
@@ -427,23 +434,25 @@ fn run_one(
             _ => message::default_message(key, &changeset),
         };
         let started = std::time::Instant::now();
-        let committed = git.commit(&checkout, &author, &message)?;
+        let committed = git.commit(&checkout, &author, &message).await?;
         report.timings.commit_ms += elapsed_ms(started);
         let Some(commit) = committed else {
             return Ok(());
         };
-        let ours = git.commit_info(&checkout, &commit)?;
+        let ours = git.commit_info(&checkout, &commit).await?;
         let facts = Facts {
             ours: Some(&ours),
             ..facts
         };
-        let tip = remote_tip(git, &checkout, &facts)?;
+        let tip = remote_tip(git, &checkout, &facts).await?;
         let lease = match step(&Facts {
             remote: tip.as_ref(),
             ..facts
         })? {
             Step::Push { lease } => lease,
-            Step::UpToDate => return pull_request(context, &changeset, &message, false, report),
+            Step::UpToDate => {
+                return pull_request(context, &changeset, &message, false, report).await;
+            }
             other => {
                 return Err(AutomationError::Internal(format!(
                     "a commit to push came to {other:?}"
@@ -451,13 +460,13 @@ fn run_one(
             }
         };
         let started = std::time::Instant::now();
-        let pushed = git.push(&checkout, &report.branch, &lease)?;
+        let pushed = git.push(&checkout, &report.branch, &lease).await?;
         report.timings.push_ms += elapsed_ms(started);
         match pushed {
             Push::Pushed(pushed) => {
                 debug_assert_eq!(pushed, commit);
                 report.commit = Some(pushed);
-                return pull_request(context, &changeset, &message, true, report);
+                return pull_request(context, &changeset, &message, true, report).await;
             }
             Push::Rejected(reason) => {
                 tracing::info!(

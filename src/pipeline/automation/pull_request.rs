@@ -9,8 +9,8 @@ use super::*;
 /// `pushed` says whether this run moved the branch; when it did not and
 /// the store remembers the pull request as hoist left it, the forge is not
 /// asked at all.
-pub(super) fn pull_request(
-    context: &Context,
+pub(super) async fn pull_request(
+    context: &Context<'_>,
     changes: &ChangeSet,
     message: &str,
     pushed: bool,
@@ -48,7 +48,7 @@ pub(super) fn pull_request(
         labels: fields.labels.clone(),
     };
     let recorded = context.recorded_pull_request();
-    let (outcome, record) = forge::ensure(forge.as_ref(), &spec, recorded.as_ref(), pushed)?;
+    let (outcome, record) = forge::ensure(forge.as_ref(), &spec, recorded.as_ref(), pushed).await?;
     if recorded.as_ref() != Some(&record) {
         context.record_pull_request(Some(&record), report);
     }
@@ -62,8 +62,8 @@ pub(super) fn pull_request(
 /// [`Step::Forget`], [`Step::Retire`] or [`Step::Leave`] decided for it.
 /// Retiring closes the pull request with a comment saying why and deletes
 /// the branch, only while it is still at the tip hoist checked.
-pub(super) fn retire_pull_request(
-    context: &Context,
+pub(super) async fn retire_pull_request(
+    context: &Context<'_>,
     git: &dyn Repository,
     checkout: &Checkout,
     step: Step,
@@ -99,8 +99,9 @@ pub(super) fn retire_pull_request(
         context.checkout_branch(),
         recorded.as_ref(),
         &comment,
-    )?;
-    match git.delete_branch(checkout, &branch, &tip)? {
+    )
+    .await?;
+    match git.delete_branch(checkout, &branch, &tip).await? {
         Push::Pushed(_) => {}
         Push::Rejected(reason) => {
             return Err(AutomationError::BranchMoved(format!(
@@ -114,13 +115,13 @@ pub(super) fn retire_pull_request(
 
 /// The tip of hoist's branch on the remote, fetched when the step depends
 /// on it; `None` when the branch does not exist (or is not asked about).
-pub(super) fn remote_tip(
+pub(super) async fn remote_tip(
     git: &dyn Repository,
     checkout: &Checkout,
-    facts: &Facts,
+    facts: &Facts<'_>,
 ) -> Result<Option<Commit>, AutomationError> {
-    if !facts.reads_remote() || git.remote_head(checkout, facts.branch)?.is_none() {
+    if !facts.reads_remote() || git.remote_head(checkout, facts.branch).await?.is_none() {
         return Ok(None);
     }
-    Ok(Some(git.tip(checkout, facts.branch)?))
+    Ok(Some(git.tip(checkout, facts.branch).await?))
 }

@@ -5,8 +5,8 @@ use super::*;
 /// `spec.sync`: apply the checkout branch as it is now on the remote —
 /// hoist's own commit right after it pushed one, the base branch when
 /// hoist proposes changes by pull request, anyone's commit otherwise.
-pub(super) fn sync_branch(
-    context: &Context,
+pub(super) async fn sync_branch(
+    context: &Context<'_>,
     git: &dyn Repository,
     report: &mut AutomationReport,
 ) -> Result<(), AutomationError> {
@@ -18,7 +18,7 @@ pub(super) fn sync_branch(
         url: context.automation.spec.git.url.clone(),
         name: context.checkout_branch().to_string(),
     };
-    let checkout = git.checkout(&context.options.cache, &branch)?;
+    let checkout = git.checkout(&context.options.cache, &branch).await?;
     let root = checkout.dir.join(&relative);
     // A symbolic link must not lead the sync out of the repository.
     let inside = std::fs::canonicalize(&root)
@@ -71,6 +71,7 @@ pub(super) fn sync_branch(
             &owner,
             &options,
         )
+        .await
         .map_err(|e| AutomationError::Sync(e.to_string()))?;
     let record = crate::store::SyncRecord {
         revision: Some(checkout.base.clone()),
