@@ -2,7 +2,12 @@
 //! the Secret it names, else the driver's (git's own helpers, the
 //! provider's token variable).
 
-use super::*;
+use super::{AutomationReport, Context};
+use crate::api::PullRequestSpec as PullRequestFields;
+use crate::forge::{Forge, ForgeRepo};
+use crate::git::GitCredentials;
+use crate::pipeline::error::AutomationError;
+use crate::pipeline::ports::Repository;
 
 /// The git to use for an automation: with the credentials of the Secret
 /// `spec.git.secretRef` names, when the files hold it (Flux's keys:

@@ -5,15 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use serde::Serialize;
-
 use super::branch::{Facts, Step, step};
 use super::error::{AutomationError, ErrorReport};
 use super::ports::{Ports, Repository};
 use super::scan::ScanReport;
 use crate::api::{ImageRef, ImageUpdateAutomation, PullRequestSpec as PullRequestFields};
-use crate::forge::{self, Forge, ForgeRepo, Outcome, PullRequestRecord, PullRequestSpec};
-use crate::git::{Branch, Checkout, Commit, GitCredentials, Push, Signature};
+use crate::forge::PullRequestRecord;
+use crate::git::{Branch, Push, Signature};
 use crate::load::ObjectSet;
 use crate::message;
 use crate::model::{Change, ChangeSet};
@@ -44,6 +42,18 @@ pub struct RunOptions {
     /// Warnings (a marker that does nothing, a Secret not in the files)
     /// fail the automation before it commits (`hoist run --strict`).
     pub strict: bool,
+}
+
+/// Runs file work (the rewrite, reading the manifests to sync) on a
+/// blocking thread: a large repository takes a while to read, and the
+/// controller's workers keep serving its watches and leases meanwhile.
+async fn off_the_runtime<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AutomationError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AutomationError::Internal(format!("{what} did not finish: {e}")))
 }
 
 fn elapsed_ms(since: std::time::Instant) -> u64 {
@@ -365,7 +375,13 @@ async fn run_one(
             });
         }
         let started = std::time::Instant::now();
-        let rewritten = rewrite_tree(&root, &refs, options.dry_run, None)?;
+        let rewritten = {
+            let (root, refs, dry_run) = (root.clone(), refs.clone(), options.dry_run);
+            off_the_runtime("the rewrite", move || {
+                rewrite_tree(&root, &refs, dry_run, None)
+            })
+            .await??
+        };
         report.timings.rewrite_ms += elapsed_ms(started);
         report.warnings = base_warnings.clone();
         report.warnings.extend(

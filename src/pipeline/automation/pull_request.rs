@@ -2,7 +2,14 @@
 //! retired when the checkout branch has every change.
 
 use super::credentials::forge_for;
-use super::*;
+use super::{AutomationReport, Context};
+use crate::forge::{self, PullRequestSpec};
+use crate::git::{Checkout, Commit, Push};
+use crate::message;
+use crate::model::ChangeSet;
+use crate::pipeline::branch::{Facts, Step};
+use crate::pipeline::error::AutomationError;
+use crate::pipeline::ports::Repository;
 
 /// After hoist's branch holds its change: make sure one pull request from
 /// it to the checkout branch is open, with a current title and body.

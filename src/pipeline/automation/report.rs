@@ -1,7 +1,11 @@
 //! What one automation run did, as `-o json` prints it and the
 //! controller turns into status.
 
-use super::*;
+use serde::Serialize;
+
+use crate::forge::Outcome;
+use crate::model::Change;
+use crate::pipeline::error::ErrorReport;
 
 /// What one automation did. `-o json` prints these.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -1,6 +1,9 @@
 //! `spec.sync`: applying the checkout branch to the cluster after a push.
 
-use super::*;
+use super::{AutomationReport, Context, SyncOutcome, off_the_runtime, repository_path};
+use crate::git::Branch;
+use crate::pipeline::error::AutomationError;
+use crate::pipeline::ports::Repository;
 
 /// `spec.sync`: apply the checkout branch as it is now on the remote —
 /// hoist's own commit right after it pushed one, the base branch when
@@ -31,15 +34,21 @@ pub(super) async fn sync_branch(
             message: format!("{:?} is not a directory inside the repository", spec.path),
         });
     }
-    let source =
-        crate::sync::source::read(&root).map_err(|errors| AutomationError::Repository {
-            field: "spec.sync.path".into(),
-            message: errors
-                .iter()
-                .map(|e| format!("{}: {}", relative.join(&e.file).display(), e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?;
+    let read = {
+        let root = root.clone();
+        off_the_runtime("reading the manifests", move || {
+            crate::sync::source::read(&root)
+        })
+        .await?
+    };
+    let source = read.map_err(|errors| AutomationError::Repository {
+        field: "spec.sync.path".into(),
+        message: errors
+            .iter()
+            .map(|e| format!("{}: {}", relative.join(&e.file).display(), e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })?;
     let owner = crate::sync::Owner {
         namespace: context.namespace().to_string(),
         name: context.automation.metadata.name.clone().unwrap_or_default(),
