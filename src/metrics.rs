@@ -73,6 +73,10 @@ pub struct Metrics {
     pub commits_pushed: Counter,
     pub pull_requests_opened: Counter,
     pub webhook_requests: Family<WebhookLabels, Counter>,
+    /// Deliveries the webhook coalescer handed on, and the accepted
+    /// requests gathered into them.
+    pub webhook_deliveries: Counter,
+    pub webhook_gathered_requests: Counter,
     pub connections: Family<ConnectionLabels, Counter>,
     /// Whether the controller is up and its caches are filled.
     pub ready: AtomicBool,
@@ -92,6 +96,8 @@ impl Default for Metrics {
         let pull_requests_opened = Counter::default();
         let webhook_requests = Family::<WebhookLabels, Counter>::default();
         let connections = Family::<ConnectionLabels, Counter>::default();
+        let webhook_deliveries = Counter::default();
+        let webhook_gathered_requests = Counter::default();
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
@@ -133,6 +139,16 @@ impl Default for Metrics {
             webhook_requests.clone(),
         );
         registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries handed on, each one pass (or one reconcile per object) for the requests gathered into it",
+            webhook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_gathered_requests",
+            "Accepted webhook requests gathered into those deliveries",
+            webhook_gathered_requests.clone(),
+        );
+        registry.register(
             "connections",
             "Connections the HTTP listeners closed early, by listener and why",
             connections.clone(),
@@ -147,6 +163,8 @@ impl Default for Metrics {
             commits_pushed,
             pull_requests_opened,
             webhook_requests,
+            webhook_deliveries,
+            webhook_gathered_requests,
             connections,
             ready: AtomicBool::new(false),
             api_unreachable: AtomicBool::new(false),
@@ -187,6 +205,13 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Counts one delivery the webhook coalescer handed on, gathered from
+    /// `requests` accepted requests.
+    pub fn webhook_handed_on(&self, requests: u64) {
+        self.webhook_deliveries.inc();
+        self.webhook_gathered_requests.inc_by(requests);
     }
 
     /// Counts a connection `listener` closed early, and why.

@@ -346,6 +346,7 @@ fn serve(
         received,
         merged,
         webhook::Coalescing::default(),
+        Arc::clone(metrics),
         until(stopped),
     ));
     Ok(Webhooks { deliveries, stop })

@@ -171,7 +171,7 @@ pub(super) async fn serve_receivers(
     tokio::spawn(server::serve(
         listener,
         endpoints,
-        metrics,
+        Arc::clone(&metrics),
         sender,
         until_stopped(stopped.clone()),
     ));
@@ -179,6 +179,7 @@ pub(super) async fn serve_receivers(
         received,
         merged,
         server::Coalescing::default(),
+        metrics,
         until_stopped(stopped.clone()),
     ));
     let dispatcher = tokio::spawn(receiver::dispatch(out, Arc::clone(&context)));

@@ -239,6 +239,19 @@ struct Gathering {
     last: Instant,
     /// The Receiver's previous delivery, if within `spacing`.
     previous: Option<Instant>,
+    /// The accepted requests gathered.
+    requests: u64,
+}
+
+impl Gathering {
+    /// Hands the gathered event on as one delivery, and counts it.
+    fn hand_on(self, merged: &mpsc::UnboundedSender<Delivery>, metrics: &Metrics) {
+        metrics.webhook_handed_on(self.requests);
+        let _ = merged.send(Delivery {
+            endpoint: self.endpoint,
+            event: self.event,
+        });
+    }
 }
 
 impl Gathering {
@@ -258,6 +271,7 @@ pub async fn coalesce(
     mut deliveries: mpsc::Receiver<Delivery>,
     merged: mpsc::UnboundedSender<Delivery>,
     timing: Coalescing,
+    metrics: Arc<Metrics>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut gathering: HashMap<String, Gathering> = HashMap::new();
@@ -280,14 +294,14 @@ pub async fn coalesce(
                     merge_into(&mut gathering, delivery);
                 }
                 for (_, g) in gathering.drain() {
-                    let _ = merged.send(Delivery { endpoint: g.endpoint, event: g.event });
+                    g.hand_on(&merged, &metrics);
                 }
                 return;
             }
             delivery = deliveries.recv() => {
                 let Some(delivery) = delivery else {
                     for (_, g) in gathering.drain() {
-                        let _ = merged.send(Delivery { endpoint: g.endpoint, event: g.event });
+                        g.hand_on(&merged, &metrics);
                     }
                     return;
                 };
@@ -297,6 +311,7 @@ pub async fn coalesce(
                     Some(g) => {
                         merge(&mut g.event, delivery.event);
                         g.last = now;
+                        g.requests += 1;
                         // The newest object: a token rotated mid-burst.
                         g.endpoint = delivery.endpoint;
                     }
@@ -309,6 +324,7 @@ pub async fn coalesce(
                             first: now,
                             last: now,
                             previous,
+                            requests: 1,
                         });
                     }
                 }
@@ -322,7 +338,7 @@ pub async fn coalesce(
                     .collect();
                 for key in due {
                     if let Some(g) = gathering.remove(&key) {
-                        let _ = merged.send(Delivery { endpoint: g.endpoint, event: g.event });
+                        g.hand_on(&merged, &metrics);
                         delivered.insert(key, now);
                     }
                 }
@@ -335,7 +351,10 @@ pub async fn coalesce(
 fn merge_into(gathering: &mut HashMap<String, Gathering>, delivery: Delivery) {
     let now = Instant::now();
     match gathering.get_mut(&delivery.endpoint.key()) {
-        Some(g) => merge(&mut g.event, delivery.event),
+        Some(g) => {
+            merge(&mut g.event, delivery.event);
+            g.requests += 1;
+        }
         None => {
             gathering.insert(
                 delivery.endpoint.key(),
@@ -345,6 +364,7 @@ fn merge_into(gathering: &mut HashMap<String, Gathering>, delivery: Delivery) {
                     first: now,
                     last: now,
                     previous: None,
+                    requests: 1,
                 },
             );
         }
@@ -398,7 +418,14 @@ mod tests {
         let (tx, rx) = mpsc::channel(1024);
         let (out, mut merged) = mpsc::unbounded_channel();
         let timing = Coalescing::default();
-        tokio::spawn(coalesce(rx, out, timing, std::future::pending()));
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(coalesce(
+            rx,
+            out,
+            timing,
+            Arc::clone(&metrics),
+            std::future::pending(),
+        ));
         let (a, b) = (endpoint("a"), endpoint("b"));
         // 50 events 10 ms apart for `a`, the same image each time but one;
         // one for `b`.
@@ -435,6 +462,13 @@ mod tests {
         // Nothing more: 50 events, one delivery.
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(merged.try_recv().is_err());
+        assert_eq!(
+            (
+                metrics.webhook_deliveries.get(),
+                metrics.webhook_gathered_requests.get()
+            ),
+            (2, 51)
+        );
 
         // Events that never pause are still delivered within `longest`.
         let started = Instant::now();
@@ -495,9 +529,15 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let (out, mut merged) = mpsc::unbounded_channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(coalesce(rx, out, Coalescing::default(), async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(coalesce(
+            rx,
+            out,
+            Coalescing::default(),
+            Arc::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         tx.send(Delivery {
             endpoint: endpoint("a"),
             event: image("docker.io/acme/app"),

@@ -292,6 +292,7 @@ fn serve(cases: &[Case], timing: Coalescing) -> Served {
         received,
         merged_tx,
         timing,
+        Arc::clone(&metrics),
         std::future::pending(),
     ));
     Served {
@@ -615,15 +616,28 @@ impl Serving {
 
     /// Registry requests so far, as `/metrics` counts them.
     pub fn registry_requests(&self) -> u64 {
+        self.counter("hoist_registry_requests_total")
+    }
+
+    /// The counter `name` in `/metrics`, summed over its labels.
+    pub fn counter(&self, name: &str) -> u64 {
         let text = agent()
             .get(format!("http://{}/metrics", self.metrics))
             .call()
             .ok()
             .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default();
+            .unwrap_or_else(|| panic!("hoist's /metrics did not answer"));
         text.lines()
-            .filter(|l| l.starts_with("hoist_registry_requests_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+            .map(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or_else(|| panic!("a metric line that does not parse: {l}"))
+            })
             .map(|v| v as u64)
             .sum()
     }
@@ -788,6 +802,10 @@ fn run_commits_a_pushed_tag_when_the_webhook_comes_not_at_the_interval() {
 
     // Fifty notifications of one push: one scan, one pass.
     let before = hoist.registry_requests();
+    let (deliveries, gathered) = (
+        hoist.counter("hoist_webhook_deliveries_total"),
+        hoist.counter("hoist_webhook_gathered_requests_total"),
+    );
     registry.push_image("team/app", &["1.2.0"]);
     std::thread::scope(|scope| {
         for _ in 0..10 {
@@ -814,9 +832,16 @@ fn run_commits_a_pushed_tag_when_the_webhook_comes_not_at_the_interval() {
     wait_for("the third pass's report", Duration::from_secs(30), || {
         (hoist.passes().len() >= 3).then_some(())
     });
-    // Long enough for a second delivery (1 s after the first) and its
-    // scan, were one coming.
-    std::thread::sleep(Duration::from_secs(2));
+    // All fifty were gathered, into one delivery: no second pass is coming.
+    wait_for(
+        "the fifty requests gathered",
+        Duration::from_secs(30),
+        || (hoist.counter("hoist_webhook_gathered_requests_total") - gathered == 50).then_some(()),
+    );
+    assert_eq!(
+        hoist.counter("hoist_webhook_deliveries_total") - deliveries,
+        1
+    );
     assert_eq!(hoist.registry_requests() - before, one_scan);
     assert_eq!(hoist.passes().len(), 3, "{:?}", hoist.passes());
 
