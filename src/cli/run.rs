@@ -167,6 +167,9 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     };
     if let Some(addr) = args.metrics_addr {
         let listener = bind(&session, addr, "--metrics-addr")?;
+        // The bound address: with port 0 the kernel picked it.
+        let bound = listener.local_addr().unwrap_or(addr);
+        super::diag::info(&format!("metrics: listening on {bound}"));
         metrics
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);

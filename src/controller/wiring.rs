@@ -43,6 +43,9 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| ControllerError::Setup(format!("--metrics-addr {addr}: {e}")))?;
+        // The bound address: with port 0 the kernel picked it.
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!("metrics: listening on {bound}");
         tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -156,6 +159,8 @@ pub(super) async fn serve_receivers(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ControllerError::Setup(format!("--webhook-addr {addr}: {e}")))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!("webhook: listening on {bound}");
     let endpoints = server::Endpoints::default();
     let controller = Controller::new(
         api::<crate::api::Receiver>(client, options),

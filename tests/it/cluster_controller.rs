@@ -225,7 +225,8 @@ fn reconciles_scan_select_and_push_with_the_shipped_rbac() {
     // A new tag in the registry: scanned on the interval, selected, pushed.
     registry.push_image("team/app", &["1.2.0"]);
     wait_for_push(remote, "1.2.0");
-    let moved = get(cluster, "imagepolicies", ns, "app").unwrap_or_default();
+    let moved = get(cluster, "imagepolicies", ns, "app")
+        .unwrap_or_else(|| panic!("no imagepolicies {}/{}", ns, "app"));
     assert_eq!(moved["status"]["observedPreviousRef"]["tag"], "1.1.0");
 
     // Suspended, the automation pushes nothing, though the policy moves on.
@@ -367,7 +368,7 @@ subjects: [{{kind: ServiceAccount, name: deployer, namespace: {team_a}}}]
     assert_eq!(fleet["status"]["inventory"][0]["name"], "app", "{fleet}");
     let app = cluster
         .get("deployment", &team_a, "app")
-        .unwrap_or_default();
+        .unwrap_or_else(|| panic!("no deployment {team_a}/app"));
     assert_eq!(
         app["spec"]["template"]["spec"]["containers"][0]["image"],
         format!("{addr}/team/app:1.1.0")
@@ -445,7 +446,8 @@ fn the_controller_rides_out_an_api_server_restart_and_stops_promptly_without_one
     cluster.component("restart", "kube-apiserver");
     registry.push_image("team/app", &["1.2.0"]);
     wait_for_push(remote, "1.2.0");
-    let mut other = serde_json::from_str::<Value>(&policy(ns, "~1.1")).unwrap_or_default();
+    let mut other =
+        serde_json::from_str::<Value>(&policy(ns, "~1.1")).unwrap_or_else(|e| panic!("{e}"));
     other["metadata"]["name"] = json!("pinned");
     cluster.apply(&other.to_string());
     wait_for("the new policy's latest ref", || {
@@ -772,12 +774,13 @@ fn scale_1000_policies_over_200_repositories() {
     let mut objects = String::new();
     for r in 0..REPOSITORIES {
         let mut repository: Value =
-            serde_json::from_str(&repository(&ns, &addr, "5s")).unwrap_or_default();
+            serde_json::from_str(&repository(&ns, &addr, "5s")).unwrap_or_else(|e| panic!("{e}"));
         repository["metadata"]["name"] = json!(format!("app-{r}"));
         repository["spec"]["image"] = json!(format!("{addr}/team/app-{r}"));
         objects.push_str(&format!("---\n{repository}\n"));
         for (p, range) in RANGES.iter().enumerate() {
-            let mut policy: Value = serde_json::from_str(&policy(&ns, range)).unwrap_or_default();
+            let mut policy: Value =
+                serde_json::from_str(&policy(&ns, range)).unwrap_or_else(|e| panic!("{e}"));
             policy["metadata"]["name"] = json!(format!("app-{r}-{p}"));
             policy["spec"]["imageRepositoryRef"]["name"] = json!(format!("app-{r}"));
             objects.push_str(&format!("---\n{policy}\n"));
@@ -798,7 +801,7 @@ fn scale_1000_policies_over_200_repositories() {
             "-o",
             "json",
         ]))
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("{e}"));
         list["items"].as_array().map_or(0, |items| {
             items
                 .iter()
@@ -873,8 +876,8 @@ fn requested_reconciles_scan_at_once_within_the_namespace_and_shard() {
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let kubeconfig = cluster.controller_kubeconfig(work.path());
     let object = |namespace: &str, name: &str, shard: &str, annotations: Value| {
-        let mut r: Value =
-            serde_json::from_str(&repository(namespace, &addr, "1h")).unwrap_or_default();
+        let mut r: Value = serde_json::from_str(&repository(namespace, &addr, "1h"))
+            .unwrap_or_else(|e| panic!("{e}"));
         r["metadata"]["name"] = json!(name);
         r["metadata"]["labels"] = json!({"shard": shard});
         r["metadata"]["annotations"] = annotations;
@@ -908,7 +911,8 @@ fn requested_reconciles_scan_at_once_within_the_namespace_and_shard() {
         "2026-11-26T10:00:00Z"
     );
     for (namespace, name) in [(ns.as_str(), "other-shard"), (elsewhere.as_str(), "app")] {
-        let untouched = get(cluster, "imagerepositories", namespace, name).unwrap_or_default();
+        let untouched = get(cluster, "imagerepositories", namespace, name)
+            .unwrap_or_else(|| panic!("no imagerepositories {}/{}", namespace, name));
         assert!(
             untouched["status"].is_null(),
             "{namespace}/{name}: {untouched}"
@@ -955,15 +959,12 @@ fn a_webhook_asks_for_a_scan_and_the_tag_is_pushed_under_the_shipped_rbac() {
             .to_string(),
         );
     }
-    let webhook = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.to_string())
-        .unwrap_or_else(|e| panic!("{e}"));
     let mark = cluster.audit_mark();
     let mut controller = Running::start(
         &kubeconfig,
-        &["--namespace", &ns, "--webhook-addr", &webhook],
+        &["--namespace", &ns, "--webhook-addr", "127.0.0.1:0"],
     );
+    let webhook = controller.wait_listening("webhook");
     let path = {
         use sha2::Digest;
         format!(
@@ -1010,7 +1011,8 @@ fn a_webhook_asks_for_a_scan_and_the_tag_is_pushed_under_the_shipped_rbac() {
     assert_eq!(post(&format!("Bearer {token}"), &event), 202);
     // Scanned and pushed at once, though the interval is an hour.
     wait_for_push(&remote, "1.1.0");
-    let requested = get(cluster, "imagerepositories", &ns, "app").unwrap_or_default();
+    let requested = get(cluster, "imagerepositories", &ns, "app")
+        .unwrap_or_else(|| panic!("no imagerepositories {}/{}", &ns, "app"));
     assert!(
         requested["metadata"]["annotations"]["reconcile.hoist.dev/requestedAt"].is_string(),
         "{requested}"
@@ -1164,7 +1166,8 @@ fn a_spec_that_fails_only_on_the_real_changes_stalls_and_is_not_retried() {
             .contains("spec.git.push.pullRequest.title: rendered text exceeds 255 bytes"),
         "{stalled:?}"
     );
-    let object = get(cluster, "imageupdateautomations", ns, "fleet").unwrap_or_default();
+    let object = get(cluster, "imageupdateautomations", ns, "fleet")
+        .unwrap_or_else(|| panic!("no imageupdateautomations {}/{}", ns, "fleet"));
     assert!(condition(&object, "Reconciling").is_none(), "{object}");
     let (_, metrics) = controller.get("/metrics");
     assert_eq!(

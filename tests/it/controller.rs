@@ -92,11 +92,8 @@ fn webhook_setup(fake: &FakeKube, registry: &str, url: &str) -> WebhookSetup {
     fake.apply(json!({"apiVersion": GROUP, "kind": "Receiver",
         "metadata": {"name": "no-secret", "namespace": "apps"},
         "spec": {"type": "harbor", "secretRef": {"name": "missing"}}}));
-    let webhook = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.to_string())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let controller = Running::start(&fake.kubeconfig, &["--webhook-addr", &webhook]);
+    let controller = Running::start(&fake.kubeconfig, &["--webhook-addr", "127.0.0.1:0"]);
+    let webhook = controller.wait_listening("webhook");
     let path = {
         use sha2::Digest;
         format!(

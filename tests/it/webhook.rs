@@ -536,13 +536,6 @@ fn a_burst_of_fifty_events_is_one_delivery() {
 }
 
 /// A free loopback `127.0.0.1:PORT`.
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.to_string())
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// The binary `Serving` starts: this build's, or `HOIST_BIN` (a baseline
 /// for the flood bench to compare with).
 fn hoist_binary() -> std::ffi::OsString {
@@ -556,6 +549,8 @@ pub struct Serving {
     pub webhook: String,
     metrics: String,
     stdout: std::path::PathBuf,
+    /// What hoist logged; printed when it stops if `HOIST_TEST_LOGS` is set.
+    stderr: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -568,31 +563,41 @@ impl Serving {
     /// open-file limit.
     pub fn start_with_limit(objects: &str, ulimit: &str) -> Serving {
         let dir = crate::support::files(&[("objects.yaml", objects)]);
-        let (webhook, metrics) = (free_addr(), free_addr());
         let stdout = dir.path().join("stdout");
         let file = std::fs::File::create(&stdout).unwrap_or_else(|e| panic!("{e}"));
+        let stderr = dir.path().join("stderr");
+        let log = std::fs::File::create(&stderr).unwrap_or_else(|e| panic!("{e}"));
         let child = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("{ulimit} && exec \"$0\" \"$@\""))
             .arg(hoist_binary())
             .args(["run", "-f", "objects.yaml", "--state-dir", "state"])
-            .args(["--webhook-addr", &webhook, "--metrics-addr", &metrics])
+            // Port 0: hoist binds free ports and logs which.
+            .args(["--webhook-addr", "127.0.0.1:0"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .current_dir(dir.path())
             .env("DOCKER_CONFIG", dir.path())
             .env("HOIST_LOG", "hoist=info")
             .stdout(file)
-            .stderr(if std::env::var_os("HOIST_TEST_LOGS").is_some() {
-                std::process::Stdio::inherit()
-            } else {
-                std::process::Stdio::null()
-            })
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting hoist run: {e}"));
+        let listening = |listener: &str| {
+            wait_for(
+                &format!("the {listener} listener"),
+                Duration::from_secs(20),
+                || {
+                    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+                    crate::support::listening_on(&log, listener)
+                },
+            )
+        };
         let serving = Serving {
+            webhook: listening("webhook"),
+            metrics: listening("metrics"),
             child,
-            webhook,
-            metrics,
             stdout,
+            stderr,
             _dir: dir,
         };
         wait_for("the metrics endpoint", Duration::from_secs(20), || {
@@ -667,6 +672,10 @@ impl Drop for Serving {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             self.stop();
+        }
+        if std::env::var_os("HOIST_TEST_LOGS").is_some() {
+            let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+            eprintln!("--- hoist run log ---\n{log}");
         }
     }
 }
@@ -913,16 +922,17 @@ fn receivers_are_checked_when_loaded() {
         crate::support::hoist_env(dir.path(), &args, &[("DOCKER_CONFIG", "/nonexistent")])
     };
     let good = webhook_objects("127.0.0.1:1", "git://127.0.0.1:1/fleet.git");
-    let addr = free_addr();
+    // Refused at load: nothing is bound.
+    let addr = "127.0.0.1:0";
     // --once serves nothing.
-    let out = run(&good, &["--once", "--webhook-addr", &addr]);
+    let out = run(&good, &["--once", "--webhook-addr", addr]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("drop --once"), "{}", out.stderr);
     // A Docker Hub token too short to be the only credential.
     let short = good
         .replacen("type: distribution", "type: dockerhub", 1)
         .replace(&format!("token: {TOKEN}"), "token: hunter2");
-    let out = run(&short, &["--webhook-addr", &addr]);
+    let out = run(&short, &["--webhook-addr", addr]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr.contains("Receiver default/registry: spec.secretRef: Secret default/webhook-token: key `token` has 7 characters"),
@@ -931,7 +941,7 @@ fn receivers_are_checked_when_loaded() {
     );
     // A Secret that is not in the files.
     let missing = good.replace("metadata: {name: webhook-token}", "metadata: {name: other}");
-    let out = run(&missing, &["--webhook-addr", &addr]);
+    let out = run(&missing, &["--webhook-addr", addr]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr.contains("objects.yaml:24: Receiver default/registry: spec.secretRef: Secret default/webhook-token"),
@@ -957,7 +967,7 @@ fn receivers_are_checked_when_loaded() {
         ),
     ] {
         let objects = good.replacen("type: distribution", spec, 1);
-        let out = run(&objects, &["--webhook-addr", &addr]);
+        let out = run(&objects, &["--webhook-addr", addr]);
         assert_eq!(out.code, 2, "{spec}: {}", out.stderr);
         assert!(out.stderr.contains(message), "{spec}: {}", out.stderr);
     }

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 /// A running `hoist controller`; stopped with SIGTERM when dropped.
 pub struct Running {
     child: Child,
-    /// `127.0.0.1:PORT` of /metrics, /healthz and /readyz.
-    pub metrics: String,
     /// What it logged (`HOIST_LOG=hoist=info`), read by [`Running::log`].
     log: PathBuf,
     _state: tempfile::TempDir,
@@ -22,10 +20,7 @@ impl Running {
         let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let kubeconfig = kubeconfig.to_string_lossy().into_owned();
         let state_dir = state.path().join("state").to_string_lossy().into_owned();
-        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.to_string())
-            .unwrap_or_else(|e| panic!("{e}"));
+        // Port 0: the controller binds a free port and logs which.
         let mut args = vec![
             "controller",
             "--kubeconfig",
@@ -33,7 +28,7 @@ impl Running {
             "--state-dir",
             &state_dir,
             "--metrics-addr",
-            &metrics,
+            "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
         let log = state.path().join("controller.log");
@@ -48,7 +43,6 @@ impl Running {
             .unwrap_or_else(|e| panic!("starting hoist controller: {e}"));
         Running {
             child,
-            metrics,
             log,
             _state: state,
         }
@@ -64,15 +58,34 @@ impl Running {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The address `listener` (`metrics` or `webhook`, given
+    /// `127.0.0.1:0`) is bound to, once the controller has logged it.
+    pub fn listening(&self, listener: &str) -> Option<String> {
+        super::listening_on(&self.log(), listener)
+    }
+
+    /// [`Running::listening`], waited for.
+    pub fn wait_listening(&self, listener: &str) -> String {
+        super::wait_for(
+            &format!("the {listener} listener"),
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || self.listening(listener),
+        )
+    }
+
     /// GET `path` on the metrics endpoint: status and body (status 0 when
     /// nothing listens yet).
     pub fn get(&self, path: &str) -> (u16, String) {
+        let Some(metrics) = self.listening("metrics") else {
+            return (0, "not listening yet".into());
+        };
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .build(),
         );
-        match agent.get(&format!("http://{}{path}", self.metrics)).call() {
+        match agent.get(&format!("http://{metrics}{path}")).call() {
             Ok(mut response) => (
                 response.status().as_u16(),
                 response.body_mut().read_to_string().unwrap_or_default(),

@@ -112,6 +112,22 @@ pub fn wait_for<T>(
     }
 }
 
+/// The address hoist logged for `listener` (`metrics` or `webhook`) in
+/// `log`: "LISTENER: listening on ADDR", in text or JSON lines. Tests give
+/// hoist port 0 and read the port back, so no other process can take a
+/// port between a test picking it and hoist binding it.
+pub fn listening_on(log: &str, listener: &str) -> Option<String> {
+    let marker = format!("{listener}: listening on ");
+    log.lines().find_map(|line| {
+        let rest = &line[line.find(&marker)? + marker.len()..];
+        let addr: String = rest
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '"')
+            .collect();
+        (!addr.is_empty()).then_some(addr)
+    })
+}
+
 /// A kstatus condition of an object: status, reason and message.
 pub fn condition(object: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
     object["status"]["conditions"]
