@@ -98,14 +98,7 @@ impl Connection {
                     .or_else(|| header("ratelimit-remaining")),
                 reset: header("x-ratelimit-reset").or_else(|| header("ratelimit-reset")),
             };
-            let text =
-                read_text(response, BODY_LIMIT)
-                    .await
-                    .map_err(|message| ForgeError::Transport {
-                        method: method_name.clone(),
-                        path: shown.clone(),
-                        message,
-                    })?;
+            let text = read_text(response, BODY_LIMIT, &method_name, &shown).await?;
             let wait = rate_limit_wait(status, &limit, &text, SystemTime::now());
             if let Some(wait) = wait {
                 // One budget for all calls of this connection (one
@@ -176,8 +169,23 @@ pub(super) const BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The answer's text, read up to `limit` bytes: a forge (or something
 /// posing as one) that sends more is refused, not buffered.
-async fn read_text(mut response: reqwest::Response, limit: usize) -> Result<String, String> {
-    let too_large = || format!("the answer is larger than {} MiB", limit / (1024 * 1024));
+async fn read_text(
+    mut response: reqwest::Response,
+    limit: usize,
+    method: &str,
+    path: &str,
+) -> Result<String, ForgeError> {
+    let failed = |message: String| ForgeError::Transport {
+        method: method.to_string(),
+        path: path.to_string(),
+        message,
+    };
+    let too_large = || {
+        failed(format!(
+            "the answer is larger than {} MiB",
+            limit / (1024 * 1024)
+        ))
+    };
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
@@ -185,7 +193,7 @@ async fn read_text(mut response: reqwest::Response, limit: usize) -> Result<Stri
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|_| "the answer broke off".to_string())?
+        .map_err(|_| failed("the answer broke off".to_string()))?
     {
         if body.len() + chunk.len() > limit {
             return Err(too_large());
