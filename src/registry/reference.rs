@@ -99,6 +99,34 @@ impl ImageName {
     }
 }
 
+impl ImageName {
+    /// Whether the registry is one Flux's registry library
+    /// (go-containerregistry) also tries plain HTTP for when HTTPS fails:
+    /// `localhost:PORT`, a `*.local` or `*.localhost` name, a loopback
+    /// IPv4 address (127.0.0.0/8) or an RFC 1918 address (image names do
+    /// not take IPv6 literals). Stricter than
+    /// its unanchored match on "127.0.0.1" anywhere in the name, so that
+    /// `127.0.0.1.example.com` is not downgraded.
+    pub fn is_local(&self) -> bool {
+        let host = host_of(&self.registry);
+        if host == "localhost" {
+            // go-containerregistry asks for "localhost:" with a port; a
+            // bare localhost is as local.
+            return true;
+        }
+        if host.ends_with(".local") || host.ends_with(".localhost") {
+            return true;
+        }
+        host.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_private())
+    }
+}
+
+/// `registry.example.com` of `registry.example.com:5000`.
+fn host_of(registry: &str) -> &str {
+    registry.split_once(':').map_or(registry, |(host, _)| host)
+}
+
 impl fmt::Display for ImageName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.registry, self.repository)
@@ -242,6 +270,38 @@ mod tests {
                 matches!(ImageName::parse(bad), Err(ReferenceError::Invalid(..))),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn local_registries_are_those_flux_tries_plain_http_for() {
+        let local = |name: &str| {
+            ImageName::parse(&format!("{name}/team/app"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_local()
+        };
+        for name in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "10.0.0.7:5000",
+            "172.16.0.1",
+            "172.31.255.255:443",
+            "192.168.1.20:5000",
+            "registry.local:5000",
+            "zot.localhost",
+        ] {
+            assert!(local(name), "{name}");
+        }
+        for name in [
+            "ghcr.io",
+            "registry.example.com:5000",
+            "127.0.0.1.example.com",
+            "172.32.0.1:5000",
+            "11.0.0.1",
+            "local.example.com",
+        ] {
+            assert!(!local(name), "{name}");
         }
     }
 }

@@ -114,6 +114,8 @@ const MAX_TOKEN: usize = 1 << 20;
 /// An error body: only its first code and message are kept, and only
 /// [`crate::redact::SERVER_TEXT_LIMIT`] bytes of that.
 const MAX_ERROR_BODY: usize = 64 << 10;
+/// Longest the HTTPS-or-HTTP probe of a local registry waits per scheme.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for RegistrySettings {
     fn default() -> Self {
@@ -136,6 +138,9 @@ pub struct Registry {
     /// principal), so later requests skip the 401 round trip.
     authorizations: Mutex<HashMap<(String, String, String), Authorization>>,
     requests: AtomicU64,
+    /// Local registries (see [`ImageName::is_local`]) found to speak plain
+    /// HTTP (true) or HTTPS (false), probed once per host and process.
+    plain_http: Mutex<HashMap<String, bool>>,
     /// Told each answer's host and status (0: no answer), for metrics.
     observer: Option<Observer>,
 }
@@ -152,6 +157,7 @@ impl Registry {
             hosts: Mutex::default(),
             authorizations: Mutex::default(),
             requests: AtomicU64::new(0),
+            plain_http: Mutex::default(),
             observer: None,
         }
     }
@@ -171,7 +177,12 @@ impl Registry {
     /// the registry writes them.
     pub async fn list_tags(&self, target: &ScanTarget) -> Result<Vec<Tag>, RegistryError> {
         let deadline = Instant::now() + target.timeout;
-        let mut url = self.url(target, &format!("tags/list?n={}", self.settings.page_size))?;
+        let scheme = self.scheme(target, deadline).await;
+        let mut url = self.url(
+            target,
+            scheme,
+            &format!("tags/list?n={}", self.settings.page_size),
+        )?;
         let mut tags = Vec::new();
         let budget = scan_bytes(target.max_tags);
         let mut read: u64 = 0;
@@ -283,7 +294,8 @@ impl Registry {
     /// not send the header.
     pub async fn digest(&self, target: &ScanTarget, tag: &str) -> Result<String, RegistryError> {
         let deadline = Instant::now() + target.timeout;
-        let url = self.url(target, &format!("manifests/{tag}"))?;
+        let scheme = self.scheme(target, deadline).await;
+        let url = self.url(target, scheme, &format!("manifests/{tag}"))?;
         let head = self
             .execute(target, Method::HEAD, &url, MANIFEST_ACCEPT, deadline)
             .await?;
@@ -304,8 +316,68 @@ impl Registry {
         Ok(format!("sha256:{:x}", sha2::Sha256::digest(&body)))
     }
 
-    fn url(&self, target: &ScanTarget, rest: &str) -> Result<Url, RegistryError> {
-        let scheme = if target.insecure { "http" } else { "https" };
+    /// `http` with `spec.insecure`; for a local registry, what its probe
+    /// found; else `https`.
+    async fn scheme(&self, target: &ScanTarget, deadline: Instant) -> &'static str {
+        if target.insecure {
+            return "http";
+        }
+        if !target.image.is_local() {
+            return "https";
+        }
+        let host = target.image.api_host();
+        let known = self
+            .plain_http
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .copied();
+        let plain = match known {
+            Some(plain) => plain,
+            None => {
+                let plain = self.speaks_only_plain_http(target, deadline).await;
+                self.plain_http
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(host.to_string(), plain);
+                plain
+            }
+        };
+        if plain { "http" } else { "https" }
+    }
+
+    /// As go-containerregistry does for local registries: HTTPS first, and
+    /// plain HTTP only when HTTPS gets no answer at all (refused, or a TLS
+    /// handshake with a server that does not speak TLS) and HTTP answers.
+    /// One attempt each, no retries: the probe decides a scheme, the scan's
+    /// own requests report the failures.
+    async fn speaks_only_plain_http(&self, target: &ScanTarget, deadline: Instant) -> bool {
+        let Ok(client) = self.client(&target.tls) else {
+            return false;
+        };
+        let host = target.image.api_host();
+        let probe = |scheme: &str| {
+            let timeout = deadline
+                .saturating_duration_since(Instant::now())
+                .min(PROBE_TIMEOUT);
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            client
+                .get(format!("{scheme}://{host}/v2/"))
+                .timeout(timeout)
+                .send()
+        };
+        match probe("https").await {
+            Ok(_) => false,
+            Err(e) if e.is_timeout() => false,
+            // Only a registry's answer to `/v2/` counts: a TLS server asked
+            // in plain HTTP answers 400, and must keep being asked in TLS.
+            Err(_) => probe("http")
+                .await
+                .is_ok_and(|r| matches!(r.status(), StatusCode::OK | StatusCode::UNAUTHORIZED)),
+        }
+    }
+
+    fn url(&self, target: &ScanTarget, scheme: &str, rest: &str) -> Result<Url, RegistryError> {
         let text = format!(
             "{scheme}://{}/v2/{}/{rest}",
             target.image.api_host(),
