@@ -29,6 +29,7 @@ pub fn loader(data: &[u8]) {
         let mut set = ObjectSet::default();
         let mut errors = Vec::new();
         crate::load::load_text(path, text, explicit, &mut set, &mut errors);
+        crate::load::finish(&mut set, &mut errors);
         for e in &errors {
             let shown = e.to_string();
             assert!(

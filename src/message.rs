@@ -32,6 +32,10 @@ use crate::model::{Change, ChangeSet, ObjectRef};
 /// The trailer that marks hoist's commits, and whose automation made them.
 pub const TRAILER: &str = "Hoist-Automation";
 
+/// The commit message of a Flux ImageUpdateAutomation without a
+/// `messageTemplate`, as Flux's image-automation-controller writes it.
+pub const FLUX_DEFAULT_MESSAGE: &str = "Update from image update automation";
+
 /// The default commit message: which images moved where, and a trailer
 /// naming the automation.
 pub fn default_message(automation: &str, changes: &ChangeSet) -> String {
@@ -198,6 +202,29 @@ pub fn render(
         message.push_str(&format!("\n{trailer}\n"));
     }
     Ok(message)
+}
+
+/// A message as `git commit --cleanup=whitespace` would store it: trailing
+/// whitespace off every line, runs of blank lines made one, no blank lines
+/// at either end, one final newline. hoist's own messages go through it;
+/// git itself commits verbatim, so a Flux message stays byte for byte what
+/// its template rendered.
+pub fn cleanup(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + 1);
+    let mut blank_run = false;
+    for line in message.lines().map(str::trim_end) {
+        if line.is_empty() {
+            blank_run = !out.is_empty();
+            continue;
+        }
+        if blank_run {
+            out.push('\n');
+            blank_run = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// The default pull request body: a table of the changes and a footer
@@ -425,6 +452,7 @@ pub fn check_template(field: &str, template: &str, limit: usize) -> Result<(), T
                 kind: Some("Deployment".into()),
                 namespace: Some("prod".into()),
                 name: Some("app".into()),
+                api_version: Some("apps/v1".into()),
             },
             marker: "apps:app".into(),
             policy: "apps/app".into(),
@@ -543,6 +571,7 @@ mod template_tests {
                     kind: Some("Deployment".into()),
                     namespace: Some("prod".into()),
                     name: Some("web".into()),
+                    api_version: None,
                 },
                 marker: "apps:web".into(),
                 policy: "apps/web".into(),
@@ -571,6 +600,7 @@ mod template_tests {
                 kind: Some("CronJob".into()),
                 namespace: None,
                 name: Some("nightly".into()),
+                api_version: None,
             },
             ..changes.changes[0].clone()
         });
@@ -627,6 +657,7 @@ mod limit_tests {
                         kind: Some("Deployment".into()),
                         namespace: Some("prod".into()),
                         name: Some(format!("app-{i}")),
+                        api_version: None,
                     },
                     marker: "apps:app".into(),
                     policy: "apps/app".into(),
@@ -755,5 +786,21 @@ mod limit_tests {
             body.lines().filter(|l| l.starts_with("| ghcr.io")).count(),
             3
         );
+    }
+
+    #[test]
+    fn cleanup_stores_what_git_commits_whitespace_cleanup_would() {
+        assert_eq!(cleanup("Update\n"), "Update\n");
+        assert_eq!(cleanup("Update"), "Update\n");
+        assert_eq!(
+            cleanup("\n\n  \nUpdate app  \n\n\n\n- a \t\n\nTrailer: x\n\n"),
+            "Update app\n\n- a\n\nTrailer: x\n"
+        );
+        assert_eq!(cleanup("\r\nA\r\n\r\nB\r\n"), "A\n\nB\n");
+        assert_eq!(
+            cleanup("# kept: not a comment here\n"),
+            "# kept: not a comment here\n"
+        );
+        assert_eq!(cleanup(" \n\n"), "");
     }
 }

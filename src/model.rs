@@ -228,6 +228,10 @@ pub struct ObjectRef {
     pub kind: Option<String>,
     pub namespace: Option<String>,
     pub name: Option<String>,
+    /// Not shown or reported; Flux's commit templates read it
+    /// (`$resource.APIVersion`).
+    #[serde(skip)]
+    pub api_version: Option<String>,
 }
 
 impl fmt::Display for ObjectRef {

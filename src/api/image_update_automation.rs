@@ -81,6 +81,12 @@ pub struct GitSpec {
     /// Flux's git Secret keys: `username`/`password`, `identity`/`known_hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
+    /// Where `secret_ref` lives when not in the automation's namespace: a
+    /// Flux GitRepository of another namespace keeps its Secret there. Set
+    /// by the loader, never read from a document or the CRD.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secret_namespace: Option<String>,
     pub checkout: GitCheckout,
     #[serde(default)]
     pub commit: CommitSpec,
@@ -107,6 +113,23 @@ pub struct CommitSpec {
     /// A template for the commit message; hoist's default when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_template: Option<String>,
+    /// Whose commit message this is. Set by the loader, never read from a
+    /// document or the CRD.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub format: MessageFormat,
+}
+
+/// Whose commit messages an automation writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MessageFormat {
+    /// hoist's: a minijinja template (or hoist's default) and the
+    /// `Hoist-Automation` trailer.
+    #[default]
+    Hoist,
+    /// Flux's, for a Flux ImageUpdateAutomation: exactly what Flux writes,
+    /// no trailer.
+    Flux,
 }
 
 impl Default for CommitSpec {
@@ -117,6 +140,7 @@ impl Default for CommitSpec {
                 email: "hoist@localhost".to_string(),
             },
             message_template: None,
+            format: MessageFormat::Hoist,
         }
     }
 }

@@ -6,12 +6,14 @@
 //! (`hoist crds`) and read the files of standalone mode.
 
 mod common;
+mod flux;
 mod image_policy;
 mod image_repository;
 mod image_update_automation;
 mod receiver;
 
 pub use common::*;
+pub use flux::*;
 pub use image_policy::*;
 pub use image_repository::*;
 pub use image_update_automation::*;

@@ -38,6 +38,7 @@ pub(super) fn load(documents: &[serde_json::Value]) -> (ObjectSet, Vec<LoadError
     let mut set = ObjectSet::default();
     let mut errors = Vec::new();
     crate::load::load_text(Path::new("cluster"), &text, true, &mut set, &mut errors);
+    crate::load::finish(&mut set, &mut errors);
     (set, errors)
 }
 

@@ -415,7 +415,16 @@ impl Git {
         // there for every user to read.
         self.run_with_input(
             Some(&checkout.dir),
-            &["commit", "--quiet", "--no-verify", "--file=-"],
+            // Verbatim: the pipeline decided the message's bytes (hoist's
+            // own are cleaned up in `message::cleanup`, a Flux one is kept
+            // as its template rendered it).
+            &[
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "--cleanup=verbatim",
+                "--file=-",
+            ],
             &env,
             Some(message.as_bytes()),
         )?;

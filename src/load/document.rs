@@ -160,7 +160,7 @@ fn resolve_ignored(node: &Node, steps: &[Ignored]) -> String {
 }
 
 /// Splits `spec.items[2].name` or `spec.items.2.name` into steps.
-fn parse_path(field: &str) -> Vec<Step> {
+pub(super) fn parse_path(field: &str) -> Vec<Step> {
     let mut steps = Vec::new();
     for part in field.split('.') {
         let (name, index) = match part.split_once('[') {

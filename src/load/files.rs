@@ -38,7 +38,7 @@ pub fn load(paths: &[PathBuf]) -> Result<ObjectSet, LoadErrors> {
             }
         }
     }
-    check_duplicates(&set, &mut errors);
+    finish(&mut set, &mut errors);
     if errors.is_empty() {
         Ok(set)
     } else {

@@ -47,6 +47,16 @@ pub(super) fn load_document(
         return load_namespace(path, root, set);
     }
     let group = api_version.split_once('/').map_or("", |(g, _)| g);
+    if flux::is_git_repository(api_version, kind_name) {
+        let (name, namespace) = identity(root);
+        let doc = Document {
+            path,
+            root,
+            object: format!("GitRepository {namespace}/{name}"),
+        };
+        let version = api_version.split_once('/').map_or("", |(_, v)| v);
+        return flux::load_git_repository(&doc, version, &namespace, &name, set);
+    }
     // Flux's notification-controller has a Receiver kind of its own.
     let kind =
         Kind::from_name(kind_name).filter(|k| *k != Kind::Receiver || group == crate::api::GROUP);
@@ -75,16 +85,6 @@ pub(super) fn load_document(
 
     let version = api_version.split_once('/').map_or(api_version, |(_, v)| v);
     let flux = group == FLUX_IMAGE_GROUP;
-    if flux && kind == Kind::ImageUpdateAutomation {
-        set.warnings.push(doc.warning(
-            "apiVersion",
-            format!(
-                "skipped: Flux's ImageUpdateAutomation names its repository through a GitRepository; \
-                 write it as {API_VERSION} with spec.git.url to let hoist run it"
-            ),
-        ));
-        return Ok(());
-    }
     if flux && !FLUX_VERSIONS.contains(&version) {
         return Err(doc.invalid(
             "apiVersion",
@@ -138,6 +138,9 @@ pub(super) fn load_document(
                 },
                 origin,
             });
+        }
+        Kind::ImageUpdateAutomation if flux => {
+            flux::load_automation(&doc, metadata, set)?;
         }
         Kind::ImageUpdateAutomation => {
             let spec: ImageUpdateAutomationSpec = doc.typed("spec", &mut set.warnings)?;

@@ -8,6 +8,7 @@
 
 mod document;
 mod files;
+mod flux;
 mod kinds;
 mod node;
 mod secrets;
@@ -75,6 +76,12 @@ pub struct ObjectSet {
     /// `kubernetes.io/metadata.name`, as the API server adds it): what an
     /// ImageRepository's `accessFrom` selects in standalone mode.
     pub namespaces: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// Flux's GitRepositories in the files, which Flux
+    /// ImageUpdateAutomations name as their source.
+    pub git_repositories: Vec<Loaded<flux::GitRepository>>,
+    /// Flux ImageUpdateAutomations read and not yet joined with their
+    /// GitRepository (see [`finish`]); empty once loading is done.
+    flux_automations: Vec<Loaded<flux::FluxAutomation>>,
     /// Things worth telling the user that do not stop hoist.
     pub warnings: Vec<LoadWarning>,
 }
@@ -168,7 +175,14 @@ impl fmt::Display for LoadWarning {
     }
 }
 
-/// Reads the documents of one file into the set.
+/// The checks and joins across files, once every file is read: Flux
+/// automations meet their GitRepositories, and no object is defined twice.
+pub fn finish(set: &mut ObjectSet, errors: &mut Vec<LoadError>) {
+    flux::resolve(set, errors);
+    check_duplicates(set, errors);
+}
+
+/// Reads the documents of one file into the set; [`finish`] once all are read.
 pub fn load_text(
     path: &Path,
     text: &str,

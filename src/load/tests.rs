@@ -4,7 +4,7 @@ fn load_str(text: &str) -> Result<ObjectSet, LoadErrors> {
     let mut set = ObjectSet::default();
     let mut errors = Vec::new();
     load_text(Path::new("test.yaml"), text, true, &mut set, &mut errors);
-    check_duplicates(&set, &mut errors);
+    finish(&mut set, &mut errors);
     if errors.is_empty() {
         Ok(set)
     } else {
@@ -119,7 +119,32 @@ apiVersion: image.toolkit.fluxcd.io/{version}
 kind: ImageUpdateAutomation
 metadata: {{name: flux-system, namespace: flux-system}}
 spec:
+  interval: 30m
   sourceRef: {{kind: GitRepository, name: flux-system}}
+  git:
+    checkout:
+      ref:
+        branch: main
+    commit:
+      author:
+        email: fluxcdbot@users.noreply.github.com
+        name: fluxcdbot
+    push:
+      branch: main
+  update:
+    path: ./clusters/my-cluster
+    strategy: Setters
+---
+apiVersion: source.toolkit.fluxcd.io/{version}
+kind: GitRepository
+metadata: {{name: flux-system, namespace: flux-system}}
+spec:
+  interval: 1m0s
+  ref:
+    branch: main
+  secretRef:
+    name: flux-system
+  url: ssh://git@github.com/acme/fleet
 "
         );
         let set = match load_str(&text) {
@@ -128,10 +153,143 @@ spec:
         };
         assert_eq!(set.repositories.len(), 1, "{version}");
         assert_eq!(set.policies.len(), 1, "{version}");
-        assert_eq!(set.automations.len(), 0, "{version}");
-        assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
-        assert!(set.warnings[0].message.contains("GitRepository"));
+        assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+        let [automation] = set.automations.as_slice() else {
+            panic!("{version}: {:?}", set.automations)
+        };
+        let spec = &automation.object.spec;
+        assert_eq!(spec.git.url, "ssh://git@github.com/acme/fleet");
+        assert_eq!(
+            spec.git.secret_ref.as_ref().map(|r| r.name.as_str()),
+            Some("flux-system")
+        );
+        assert_eq!(spec.git.secret_namespace, None);
+        assert_eq!(spec.git.checkout.reference.branch, "main");
+        assert_eq!(spec.git.commit.author.name, "fluxcdbot");
+        assert_eq!(
+            spec.git.commit.author.email,
+            "fluxcdbot@users.noreply.github.com"
+        );
+        assert_eq!(spec.git.commit.format, crate::api::MessageFormat::Flux);
+        assert_eq!(spec.update.path, "./clusters/my-cluster");
+        assert_eq!(spec.interval.0, "30m");
+        assert_eq!(automation.origin.line, 26, "the automation's own document");
     }
+}
+
+/// The GitRepository may come after the automation and live in another
+/// namespace (its Secret with it); without a checkout ref on the
+/// automation, the GitRepository's branch (default master) is checked out.
+#[test]
+fn a_flux_automation_takes_its_repository_from_the_git_repository_it_names() {
+    let set = load_str(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {name: apps, namespace: team-a}
+spec:
+  interval: 5m
+  sourceRef: {kind: GitRepository, name: fleet, namespace: flux-system}
+  git:
+    commit: {author: {email: bot@example.com}}
+  update: {path: ./apps/app.yaml}
+  policySelector: {matchLabels: {team: a}}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: fleet, namespace: flux-system}
+spec:
+  url: https://git.example.com/fleet.git
+  secretRef: {name: https-credentials}
+",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let [automation] = set.automations.as_slice() else {
+        panic!("{:?}", set.automations)
+    };
+    let spec = &automation.object.spec;
+    assert_eq!(spec.git.url, "https://git.example.com/fleet.git");
+    assert_eq!(spec.git.secret_namespace.as_deref(), Some("flux-system"));
+    assert_eq!(spec.git.checkout.reference.branch, "master");
+    assert_eq!(
+        spec.git.commit.author.name, "bot",
+        "Flux's author name is optional; git needs one"
+    );
+    assert_eq!(spec.git.push, None, "pushes to the checkout branch");
+    assert_eq!(spec.update.path, "./apps/app.yaml");
+    assert!(spec.policy_selector.is_some());
+}
+
+/// A Flux field hoist cannot honour yet stops the load, naming it: a
+/// signature, a push target or a checkout ref is never dropped quietly.
+#[test]
+fn flux_fields_hoist_cannot_honour_are_errors_that_name_them() {
+    let automation = |git: &str| {
+        format!(
+            "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: auto, namespace: flux-system}}
+spec:
+  interval: 5m
+  sourceRef: {{kind: GitRepository, name: fleet}}
+  git:
+{git}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: fleet, namespace: flux-system}}
+spec:
+  url: https://git.example.com/fleet.git
+  ref: {{branch: main}}
+"
+        )
+    };
+    let author = "    commit:\n      author: {name: bot, email: bot@example.com}\n";
+    let cases = [
+        (
+            "    commit:\n      author: {name: bot, email: bot@example.com}\n      signingKey: {secretRef: {name: key}}\n".to_string(),
+            "test.yaml:10: ImageUpdateAutomation flux-system/auto: spec.git.commit.signingKey: hoist does not sign commits yet",
+        ),
+        (
+            "    commit:\n      author: {name: bot, email: bot@example.com}\n      messageTemplate: '{{range .Changed.Changes}}{{end}}'\n".to_string(),
+            "spec.git.commit.messageTemplate: hoist does not render Flux's Go templates yet",
+        ),
+        (
+            format!("{author}    push: {{branch: main, refspec: 'refs/heads/main:refs/heads/auto'}}\n"),
+            "spec.git.push.refspec: hoist does not push to a refspec yet",
+        ),
+        (
+            format!("{author}    push: {{options: {{merge_request.create: ''}}}}\n"),
+            "spec.git.push.options: hoist does not send push options yet",
+        ),
+        (
+            format!("{author}    checkout: {{ref: {{tag: v1.0.0}}}}\n"),
+            "spec.git.checkout.ref.tag: hoist checks out branches only so far",
+        ),
+        (
+            format!("{author}    push: {{branch: image-updates}}\n"),
+            "test.yaml:1: ImageUpdateAutomation flux-system/auto: spec.git.push.branch: \"image-updates\" differs from the checkout branch \"main\"",
+        ),
+    ];
+    for (git, expected) in cases {
+        let error = error_of(&automation(&git));
+        assert!(error.contains(expected), "{error}\nexpected: {expected}");
+    }
+    // The GitRepository's own ref, and a GitRepository that is not there.
+    let tagged = automation(author).replace("ref: {branch: main}", "ref: {semver: '>=1.0'}");
+    let error = error_of(&tagged);
+    assert!(
+        error.contains("spec.sourceRef: GitRepository flux-system/fleet (test.yaml:12): spec.ref.semver: hoist checks out branches only so far"),
+        "{error}"
+    );
+    let missing = automation(author).replace("name: fleet}", "name: other}");
+    let error = error_of(&missing);
+    assert!(
+        error.contains("test.yaml:6: ImageUpdateAutomation flux-system/auto: spec.sourceRef: GitRepository flux-system/other is not in the files"),
+        "{error}"
+    );
+    let proxied =
+        automation(author).replace("ref: {branch: main}", "proxySecretRef: {name: proxy}");
+    assert!(error_of(&proxied).contains("GitRepository flux-system/fleet: spec.proxySecretRef"));
 }
 
 #[test]

@@ -362,14 +362,19 @@ fn node_done(frames: &mut [Frame]) {
     }
 }
 
-/// `kind`, `metadata.name` and `metadata.namespace` of the document.
+/// `apiVersion`, `kind`, `metadata.name` and `metadata.namespace` of the
+/// document.
 fn record_identity(frames: &[Frame], value: &str, object: &mut ObjectRef) {
     let key_of = |f: &Frame| match f {
         Frame::Mapping { key, .. } => key.clone(),
         Frame::Sequence => None,
     };
     match frames {
-        [root] if key_of(root).as_deref() == Some("kind") => object.kind = Some(value.to_string()),
+        [root] => match key_of(root).as_deref() {
+            Some("kind") => object.kind = Some(value.to_string()),
+            Some("apiVersion") => object.api_version = Some(value.to_string()),
+            _ => {}
+        },
         [
             _,
             Frame::Mapping {

@@ -326,6 +326,7 @@ fn many_changes(n: usize) -> hoist::model::ChangeSet {
                     kind: Some("Deployment".into()),
                     namespace: Some("prod".into()),
                     name: Some(format!("service-{i}")),
+                    api_version: None,
                 },
                 marker: "apps:service".into(),
                 policy: "apps/service".into(),

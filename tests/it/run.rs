@@ -1267,3 +1267,87 @@ fn strict_refuses_a_marker_that_does_nothing_before_anything_is_pushed() {
     assert_ne!(remote.head("main"), before);
     assert_eq!(remote.show("main", "clusters/prod/broken.yaml"), broken);
 }
+
+/// Flux's own documents, as its "automate image updates to Git" guide
+/// writes them, with no `insecure` on a loopback registry (Flux's registry
+/// library speaks plain HTTP to it too): the GitRepository gives the
+/// remote, `update.path` names one file, and the commit carries Flux's
+/// default message byte for byte, with no hoist trailer.
+#[test]
+fn flux_documents_of_the_guide_update_one_file_with_flux_s_message() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0", "2.0.0"]);
+    let addr = registry.addr.clone();
+    let deployment = |tag: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: prod}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {addr}/team/app:{tag} # {{\"$imagepolicy\": \"flux-system:app\"}}\n"
+        )
+    };
+    let remote = BareRepo::new(&[
+        ("clusters/my-cluster/app.yaml", &deployment("1.0.0")),
+        ("clusters/my-cluster/other.yaml", &deployment("1.0.0")),
+    ]);
+    let objects = format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: app, namespace: flux-system}}
+spec: {{image: {addr}/team/app, interval: 1m0s}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: app, namespace: flux-system}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: 1.x}}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: flux-system, namespace: flux-system}}
+spec:
+  interval: 30m
+  sourceRef: {{kind: GitRepository, name: flux-system}}
+  git:
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}}
+    push: {{branch: main}}
+  update: {{path: ./clusters/my-cluster/app.yaml, strategy: Setters}}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: flux-system, namespace: flux-system}}
+spec:
+  interval: 1m0s
+  ref: {{branch: main}}
+  url: {}
+",
+        remote.url()
+    );
+    let (dir, docker) = workspace(&[("flux.yaml", &objects)]);
+    let run = run_once(&dir, &docker, "flux.yaml", "state", &["-o", "json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    assert_eq!(
+        report[0]["automation"], "flux-system/flux-system",
+        "{report}"
+    );
+    assert_eq!(
+        remote.show("main", "clusters/my-cluster/app.yaml"),
+        deployment("1.1.0")
+    );
+    assert_eq!(
+        remote.show("main", "clusters/my-cluster/other.yaml"),
+        deployment("1.0.0"),
+        "update.path names one file"
+    );
+    let raw = crate::support::git::git(&remote.path, &["cat-file", "commit", "main"]);
+    let message = raw.split_once("\n\n").map(|(_, m)| m).unwrap_or_default();
+    assert_eq!(message, "Update from image update automation");
+    assert!(
+        raw.contains("\nauthor fluxcdbot <fluxcdbot@users.noreply.github.com> "),
+        "{raw}"
+    );
+}

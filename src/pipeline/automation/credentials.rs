@@ -18,10 +18,15 @@ pub(super) fn git_for(
     context: &Context<'_>,
     report: &mut AutomationReport,
 ) -> Result<Option<Box<dyn Repository>>, AutomationError> {
-    let Some(reference) = &context.automation.spec.git.secret_ref else {
+    let git = &context.automation.spec.git;
+    let Some(reference) = &git.secret_ref else {
         return Ok(None);
     };
-    let namespace = context.namespace();
+    // A Flux GitRepository of another namespace keeps its Secret there.
+    let namespace = git
+        .secret_namespace
+        .as_deref()
+        .unwrap_or_else(|| context.namespace());
     let Some(secret) = context.objects.secret(namespace, &reference.name) else {
         report.warnings.push(format!(
             "spec.git.secretRef: Secret {namespace}/{} is not in the files; using git's own credential helpers and ssh configuration",

@@ -9,7 +9,9 @@ use super::branch::{Facts, Step, step};
 use super::error::{AutomationError, ErrorReport};
 use super::ports::{Ports, Repository};
 use super::scan::ScanReport;
-use crate::api::{ImageRef, ImageUpdateAutomation, PullRequestSpec as PullRequestFields};
+use crate::api::{
+    ImageRef, ImageUpdateAutomation, MessageFormat, PullRequestSpec as PullRequestFields,
+};
 use crate::forge::PullRequestRecord;
 use crate::git::{Branch, Push, Signature};
 use crate::load::ObjectSet;
@@ -365,20 +367,30 @@ async fn run_one(
                 ),
             });
         }
-        if !root.is_dir() {
+        // A directory, read recursively, or (as Flux allows) one file;
+        // `relative` becomes the directory the changes are named from.
+        let (root, only, relative) = if root.is_dir() {
+            (root, None, relative.clone())
+        } else if let (true, Some(name), Some(dir)) =
+            (root.is_file(), root.file_name(), relative.parent())
+        {
+            let name = PathBuf::from(name);
+            let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
+            (parent, Some(name), dir.to_path_buf())
+        } else {
             return Err(AutomationError::Repository {
                 field: "spec.update.path".into(),
                 message: format!(
-                    "{:?} is not a directory in {}",
+                    "{:?} is neither a directory nor a file in {}",
                     automation.spec.update.path, branch.name
                 ),
             });
-        }
+        };
         let started = std::time::Instant::now();
         let rewritten = {
             let (root, refs, dry_run) = (root.clone(), refs.clone(), options.dry_run);
             off_the_runtime("the rewrite", move || {
-                rewrite_tree(&root, &refs, dry_run, None)
+                rewrite_tree(&root, &refs, dry_run, only.as_deref())
             })
             .await??
         };
@@ -443,11 +455,21 @@ async fn run_one(
         let changeset = ChangeSet {
             changes: report.changes.clone(),
         };
-        let message = match &automation.spec.git.commit.message_template {
-            Some(template) if !template.trim().is_empty() => {
-                message::render("spec.git.commit.messageTemplate", template, key, &changeset)?
+        let commit_spec = &automation.spec.git.commit;
+        let message = match (commit_spec.format, &commit_spec.message_template) {
+            // A Flux automation's commit says what Flux's would, and no more.
+            (MessageFormat::Flux, _) => message::FLUX_DEFAULT_MESSAGE.to_string(),
+            (MessageFormat::Hoist, Some(template)) if !template.trim().is_empty() => {
+                message::cleanup(&message::render(
+                    "spec.git.commit.messageTemplate",
+                    template,
+                    key,
+                    &changeset,
+                )?)
             }
-            _ => message::default_message(key, &changeset),
+            (MessageFormat::Hoist, _) => {
+                message::cleanup(&message::default_message(key, &changeset))
+            }
         };
         let started = std::time::Instant::now();
         let committed = git.commit(&checkout, &author, &message).await?;

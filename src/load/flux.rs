@@ -1,0 +1,329 @@
+//! Flux's ImageUpdateAutomation and the GitRepository it names. Each is
+//! read as its document comes; once every file is read (the GitRepository
+//! may come after the automation, or in another file) each automation is
+//! joined with its GitRepository into hoist's ImageUpdateAutomation.
+//!
+//! A Flux field hoist cannot honour yet is an error that names it, never a
+//! warning: a dropped signing key or push target would change what lands
+//! in the repository.
+
+use super::*;
+use crate::api::{
+    CommitAuthor, CommitSpec, FLUX_SOURCE_GROUP, FluxAuthor, FluxAutomationSpec, GitCheckout,
+    GitCheckoutRef, GitRepositoryRef, GitRepositorySpec, GitSpec, MessageFormat, PushSpec,
+    UpdateSpec,
+};
+
+/// Flux's GitRepository, as the files hold it.
+#[derive(Clone, Debug)]
+pub struct GitRepository {
+    pub namespace: String,
+    pub name: String,
+    pub spec: GitRepositorySpec,
+}
+
+/// A Flux ImageUpdateAutomation read, waiting for its GitRepository.
+#[derive(Clone, Debug)]
+pub struct FluxAutomation {
+    pub metadata: ObjectMeta,
+    pub spec: FluxAutomationSpec,
+    /// `ImageUpdateAutomation ns/name`, for messages.
+    object: String,
+    /// The line of `spec.sourceRef`, where a missing GitRepository is reported.
+    source_line: u32,
+}
+
+/// The apiVersions of Flux's source group hoist reads.
+const SOURCE_VERSIONS: [&str; 2] = ["v1", "v1beta2"];
+
+/// Whether `api_version`/`kind` is Flux's GitRepository (any version).
+pub(super) fn is_git_repository(api_version: &str, kind: &str) -> bool {
+    kind == "GitRepository"
+        && api_version.split_once('/').map(|(g, _)| g) == Some(FLUX_SOURCE_GROUP)
+}
+
+/// A checkout ref that is not a branch, named by its field; hoist checks
+/// out branches only so far.
+fn not_a_branch(reference: &GitRepositoryRef) -> Option<&'static str> {
+    // Flux's precedence: commit, name, semver, tag, branch.
+    [
+        ("commit", &reference.commit),
+        ("name", &reference.name),
+        ("semver", &reference.semver),
+        ("tag", &reference.tag),
+    ]
+    .into_iter()
+    .find(|(_, value)| value.as_deref().is_some_and(|v| !v.is_empty()))
+    .map(|(field, _)| field)
+}
+
+pub(super) fn load_git_repository(
+    doc: &Document<'_>,
+    version: &str,
+    namespace: &str,
+    name: &str,
+    set: &mut ObjectSet,
+) -> Result<(), LoadError> {
+    if !SOURCE_VERSIONS.contains(&version) {
+        return Err(doc.invalid(
+            "apiVersion",
+            format!("{FLUX_SOURCE_GROUP}/{version} is not a version hoist reads; use {FLUX_SOURCE_GROUP}/v1"),
+        ));
+    }
+    if name.is_empty() {
+        return Err(doc.invalid("metadata.name", "every object needs a name"));
+    }
+    let spec: GitRepositorySpec = doc.typed("spec", &mut set.warnings)?;
+    if spec.url.trim().is_empty() {
+        return Err(doc.invalid("spec.url", "missing; the repository's URL"));
+    }
+    if let Some(provider) = spec.provider.as_deref().filter(|p| *p != "generic") {
+        return Err(doc.invalid(
+            "spec.provider",
+            format!(
+                "hoist reaches repositories with a Secret's credentials (generic), not {provider:?}"
+            ),
+        ));
+    }
+    if spec.proxy_secret_ref.is_some() {
+        return Err(doc.invalid(
+            "spec.proxySecretRef",
+            "hoist does not push through a proxy a Secret names; remove it, or set HTTPS_PROXY for hoist",
+        ));
+    }
+    set.git_repositories.push(Loaded {
+        object: GitRepository {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            spec,
+        },
+        origin: doc.origin(),
+    });
+    Ok(())
+}
+
+pub(super) fn load_automation(
+    doc: &Document<'_>,
+    metadata: ObjectMeta,
+    set: &mut ObjectSet,
+) -> Result<(), LoadError> {
+    let spec: FluxAutomationSpec = doc.typed("spec", &mut set.warnings)?;
+    let source = &spec.source_ref;
+    if source.kind != "GitRepository" {
+        return Err(doc.invalid(
+            "spec.sourceRef.kind",
+            format!(
+                "{:?}: an ImageUpdateAutomation's source is a GitRepository",
+                source.kind
+            ),
+        ));
+    }
+    if let Some(api_version) = &source.api_version
+        && api_version.split_once('/').map(|(g, _)| g) != Some(FLUX_SOURCE_GROUP)
+    {
+        return Err(doc.invalid(
+            "spec.sourceRef.apiVersion",
+            format!("{api_version:?}: use {FLUX_SOURCE_GROUP}/v1"),
+        ));
+    }
+    let Some(git) = &spec.git else {
+        return Err(doc.invalid(
+            "spec.git",
+            "missing; Flux's automation needs at least git.commit.author",
+        ));
+    };
+    let commit = &git.commit;
+    if commit.signing_key.is_some() {
+        return Err(doc.invalid(
+            "spec.git.commit.signingKey",
+            "hoist does not sign commits yet, and will not push unsigned ones where Flux signs; keep Flux running this automation for now",
+        ));
+    }
+    if commit
+        .message_template
+        .as_deref()
+        .is_some_and(|t| !t.trim().is_empty())
+    {
+        return Err(doc.invalid(
+            "spec.git.commit.messageTemplate",
+            "hoist does not render Flux's Go templates yet; without one the commit gets Flux's default message",
+        ));
+    }
+    if let Some(push) = &git.push {
+        if push.refspec.as_deref().is_some_and(|r| !r.is_empty()) {
+            return Err(doc.invalid(
+                "spec.git.push.refspec",
+                "hoist does not push to a refspec yet; only to spec.git.push.branch",
+            ));
+        }
+        if push.options.as_ref().is_some_and(|o| !o.is_empty()) {
+            return Err(doc.invalid(
+                "spec.git.push.options",
+                "hoist does not send push options yet",
+            ));
+        }
+    }
+    if let Some(field) = git
+        .checkout
+        .as_ref()
+        .and_then(|c| not_a_branch(&c.reference))
+    {
+        return Err(doc.invalid(
+            &format!("spec.git.checkout.ref.{field}"),
+            "hoist checks out branches only so far; use spec.git.checkout.ref.branch",
+        ));
+    }
+    set.flux_automations.push(Loaded {
+        object: FluxAutomation {
+            metadata,
+            spec,
+            object: doc.object.clone(),
+            source_line: doc.root.line_of(&document::parse_path("spec.sourceRef")),
+        },
+        origin: doc.origin(),
+    });
+    Ok(())
+}
+
+/// Joins each Flux automation with its GitRepository into hoist's
+/// ImageUpdateAutomation.
+pub(super) fn resolve(set: &mut ObjectSet, errors: &mut Vec<LoadError>) {
+    for pending in std::mem::take(&mut set.flux_automations) {
+        match join(&pending, &set.git_repositories) {
+            Ok(spec) => set.automations.push(Loaded {
+                object: ImageUpdateAutomation {
+                    metadata: pending.object.metadata,
+                    spec,
+                    status: None,
+                },
+                origin: pending.origin,
+            }),
+            Err(e) => errors.push(e),
+        }
+    }
+}
+
+fn join(
+    pending: &Loaded<FluxAutomation>,
+    repositories: &[Loaded<GitRepository>],
+) -> Result<ImageUpdateAutomationSpec, LoadError> {
+    let automation = &pending.object;
+    let invalid = |line: u32, field: &str, message: String| LoadError::Invalid {
+        path: pending.origin.path.clone(),
+        line,
+        object: automation.object.clone(),
+        field: field.to_string(),
+        message,
+    };
+    let own = crate::model::namespace_of(&automation.metadata).to_string();
+    let source = &automation.spec.source_ref;
+    let namespace = source.namespace.clone().unwrap_or_else(|| own.clone());
+    let Some(repository) = repositories
+        .iter()
+        .find(|r| r.object.namespace == namespace && r.object.name == source.name)
+    else {
+        return Err(invalid(
+            automation.source_line,
+            "spec.sourceRef",
+            format!(
+                "GitRepository {namespace}/{} is not in the files",
+                source.name
+            ),
+        ));
+    };
+    let repo = &repository.object.spec;
+    let line = pending.origin.line;
+    let git = automation
+        .spec
+        .git
+        .clone()
+        .ok_or_else(|| invalid(line, "spec.git", "missing".to_string()))?;
+    // The automation's checkout ref overrides the GitRepository's; Flux's
+    // GitRepository defaults to branch master.
+    let branch = match git.checkout.as_ref().map(|c| &c.reference) {
+        Some(reference) => reference.branch.clone().unwrap_or_default(),
+        None => {
+            let reference = repo.reference.clone().unwrap_or_default();
+            if let Some(field) = not_a_branch(&reference) {
+                return Err(invalid(
+                    line,
+                    "spec.sourceRef",
+                    format!(
+                        "GitRepository {namespace}/{} ({}): spec.ref.{field}: hoist checks out branches only so far; set spec.git.checkout.ref.branch on the automation",
+                        source.name, repository.origin
+                    ),
+                ));
+            }
+            reference.branch.unwrap_or_else(|| "master".to_string())
+        }
+    };
+    if branch.is_empty() {
+        return Err(invalid(
+            line,
+            "spec.git.checkout.ref.branch",
+            "missing; the branch to check out".to_string(),
+        ));
+    }
+    let push_branch = git.push.as_ref().and_then(|p| p.branch.clone());
+    if let Some(push) = push_branch.as_deref().filter(|p| *p != branch) {
+        // hoist owns a push branch by its commits' trailer, which Flux's
+        // messages do not carry.
+        return Err(invalid(
+            line,
+            "spec.git.push.branch",
+            format!(
+                "{push:?} differs from the checkout branch {branch:?}; hoist runs Flux automations that push to their checkout branch only so far"
+            ),
+        ));
+    }
+    let update = automation.spec.update.clone();
+    Ok(ImageUpdateAutomationSpec {
+        interval: automation.spec.interval.clone(),
+        schedule: Vec::new(),
+        git: GitSpec {
+            url: repo.url.clone(),
+            secret_ref: repo.secret_ref.clone(),
+            secret_namespace: (namespace != own).then_some(namespace),
+            checkout: GitCheckout {
+                reference: GitCheckoutRef { branch },
+            },
+            commit: CommitSpec {
+                author: CommitAuthor {
+                    name: author_name(&git.commit.author),
+                    email: git.commit.author.email.clone(),
+                },
+                message_template: None,
+                format: MessageFormat::Flux,
+            },
+            push: push_branch.map(|branch| PushSpec {
+                branch: Some(branch),
+                pull_request: None,
+            }),
+        },
+        update: UpdateSpec {
+            path: update
+                .as_ref()
+                .and_then(|u| u.path.clone())
+                .unwrap_or_else(|| "./".to_string()),
+            strategy: update.map(|u| u.strategy).unwrap_or_default(),
+        },
+        policy_selector: automation.spec.policy_selector.clone(),
+        sync: None,
+        service_account_name: None,
+        suspend: automation.spec.suspend,
+    })
+}
+
+/// Flux makes the author's name optional and go-git writes an empty one;
+/// git refuses to commit without a name, so hoist takes the email's local
+/// part (`fluxbot` for `fluxbot@example.com`) instead.
+fn author_name(author: &FluxAuthor) -> String {
+    match author.name.as_deref().map(str::trim) {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => author
+            .email
+            .split_once('@')
+            .map_or(author.email.as_str(), |(local, _)| local)
+            .to_string(),
+    }
+}
