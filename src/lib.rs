@@ -11,6 +11,7 @@ pub mod forge;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod git;
+pub mod gotemplate;
 pub mod load;
 pub mod message;
 pub mod metrics;

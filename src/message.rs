@@ -204,6 +204,57 @@ pub fn render(
     Ok(message)
 }
 
+/// A Flux automation's commit message, as Flux's image-automation-controller
+/// writes it: its Go `messageTemplate` over Flux's template data, or
+/// Flux's default message when there is none; never a trailer. `root` is
+/// the `update.path` the changes' files are named from, as Flux names
+/// them (relative to it).
+pub fn render_flux(
+    template: Option<&str>,
+    automation: &crate::model::ObjectKey,
+    changes: &ChangeSet,
+    root: &std::path::Path,
+    values: &std::collections::BTreeMap<String, String>,
+) -> Result<String, TemplateError> {
+    let field = "spec.git.commit.messageTemplate";
+    let template = match template {
+        Some(t) if !t.is_empty() => t,
+        _ => return Ok(FLUX_DEFAULT_MESSAGE.to_string()),
+    };
+    let error = |e: crate::gotemplate::TemplateError| TemplateError {
+        field: field.to_string(),
+        message: e.to_string(),
+    };
+    let flux_changes: Vec<crate::gotemplate::FluxChange> = changes
+        .changes
+        .iter()
+        .map(|c| crate::gotemplate::FluxChange {
+            file: c
+                .file
+                .strip_prefix(root)
+                .unwrap_or(&c.file)
+                .to_string_lossy()
+                .into_owned(),
+            api_version: c.object.api_version.clone().unwrap_or_default(),
+            kind: c.object.kind.clone().unwrap_or_default(),
+            name: c.object.name.clone().unwrap_or_default(),
+            namespace: c.object.namespace.clone().unwrap_or_default(),
+            old: c.old.clone(),
+            new: c.new.clone(),
+            setter: c.marker.clone(),
+        })
+        .collect();
+    let data = crate::gotemplate::flux_data(
+        &automation.namespace,
+        &automation.name,
+        &flux_changes,
+        values,
+    );
+    crate::gotemplate::Template::parse(template)
+        .and_then(|t| t.render(&data, COMMIT_MESSAGE_LIMIT))
+        .map_err(error)
+}
+
 /// A message as `git commit --cleanup=whitespace` would store it: trailing
 /// whitespace off every line, runs of blank lines made one, no blank lines
 /// at either end, one final newline. hoist's own messages go through it;

@@ -118,6 +118,11 @@ pub struct CommitSpec {
     #[serde(skip)]
     #[schemars(skip)]
     pub format: MessageFormat,
+    /// A Flux template's `.Values` (`messageTemplateValues`). Set by the
+    /// loader for Flux documents only.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub template_values: std::collections::BTreeMap<String, String>,
 }
 
 /// Whose commit messages an automation writes.
@@ -127,8 +132,8 @@ pub enum MessageFormat {
     /// `Hoist-Automation` trailer.
     #[default]
     Hoist,
-    /// Flux's, for a Flux ImageUpdateAutomation: exactly what Flux writes,
-    /// no trailer.
+    /// Flux's, for a Flux ImageUpdateAutomation: exactly what Flux writes
+    /// (its Go template, or its default message), no trailer.
     Flux,
 }
 
@@ -141,6 +146,7 @@ impl Default for CommitSpec {
             },
             message_template: None,
             format: MessageFormat::Hoist,
+            template_values: Default::default(),
         }
     }
 }

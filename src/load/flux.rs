@@ -139,14 +139,12 @@ pub(super) fn load_automation(
             "hoist does not sign commits yet, and will not push unsigned ones where Flux signs; keep Flux running this automation for now",
         ));
     }
-    if commit
-        .message_template
-        .as_deref()
-        .is_some_and(|t| !t.trim().is_empty())
+    if let Some(template) = &commit.message_template
+        && let Err(e) = crate::gotemplate::Template::parse(template)
     {
         return Err(doc.invalid(
             "spec.git.commit.messageTemplate",
-            "hoist does not render Flux's Go templates yet; without one the commit gets Flux's default message",
+            format!("not a Go template hoist can render: {e}"),
         ));
     }
     if let Some(push) = &git.push {
@@ -292,8 +290,13 @@ fn join(
                     name: author_name(&git.commit.author),
                     email: git.commit.author.email.clone(),
                 },
-                message_template: None,
+                message_template: git.commit.message_template.clone(),
                 format: MessageFormat::Flux,
+                template_values: git
+                    .commit
+                    .message_template_values
+                    .clone()
+                    .unwrap_or_default(),
             },
             push: push_branch.map(|branch| PushSpec {
                 branch: Some(branch),

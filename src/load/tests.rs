@@ -250,8 +250,8 @@ spec:
             "test.yaml:10: ImageUpdateAutomation flux-system/auto: spec.git.commit.signingKey: hoist does not sign commits yet",
         ),
         (
-            "    commit:\n      author: {name: bot, email: bot@example.com}\n      messageTemplate: '{{range .Changed.Changes}}{{end}}'\n".to_string(),
-            "spec.git.commit.messageTemplate: hoist does not render Flux's Go templates yet",
+            "    commit:\n      author: {name: bot, email: bot@example.com}\n      messageTemplate: '{{range .Changed.Changes}}'\n".to_string(),
+            "spec.git.commit.messageTemplate: not a Go template hoist can render: line 1: unexpected EOF in range",
         ),
         (
             format!("{author}    push: {{branch: main, refspec: 'refs/heads/main:refs/heads/auto'}}\n"),

@@ -9,6 +9,7 @@ mod forge;
 mod fuzz_corpus;
 mod generated;
 mod git;
+mod gotemplate;
 mod kube_api;
 mod masterminds;
 mod rewrite;

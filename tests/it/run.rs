@@ -1350,4 +1350,24 @@ spec:
         raw.contains("\nauthor fluxcdbot <fluxcdbot@users.noreply.github.com> "),
         "{raw}"
     );
+
+    // With the guide's Go template and messageTemplateValues, the message
+    // is exactly what the template renders (from a fresh state, so the
+    // new tag is scanned now).
+    registry.push_image("team/app", &["1.2.0"]);
+    let templated = objects.replace(
+        "      author: {email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}\n",
+        "      author: {email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}\n      messageTemplate: |\n        {{range .Changed.Changes}}{{print .OldValue}} -> {{println .NewValue}}{{end}}\n        Files:{{ range $file, $_ := .Changed.FileChanges }} {{ $file }}{{ end }} on {{ .Values.cluster }} by {{ .AutomationObject }}\n      messageTemplateValues: {cluster: prod}\n",
+    );
+    std::fs::write(dir.path().join("flux.yaml"), templated).unwrap_or_else(|e| panic!("{e}"));
+    let run = run_once(&dir, &docker, "flux.yaml", "state2", &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    let raw = crate::support::git::git(&remote.path, &["cat-file", "commit", "main"]);
+    let message = raw.split_once("\n\n").map(|(_, m)| m).unwrap_or_default();
+    assert_eq!(
+        message,
+        format!(
+            "{addr}/team/app:1.1.0 -> {addr}/team/app:1.2.0\n\nFiles: app.yaml on prod by flux-system/flux-system\n"
+        )
+    );
 }

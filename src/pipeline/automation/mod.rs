@@ -458,7 +458,13 @@ async fn run_one(
         let commit_spec = &automation.spec.git.commit;
         let message = match (commit_spec.format, &commit_spec.message_template) {
             // A Flux automation's commit says what Flux's would, and no more.
-            (MessageFormat::Flux, _) => message::FLUX_DEFAULT_MESSAGE.to_string(),
+            (MessageFormat::Flux, template) => message::render_flux(
+                template.as_deref(),
+                &crate::model::ObjectKey::of(&automation.metadata),
+                &changeset,
+                &relative,
+                &commit_spec.template_values,
+            )?,
             (MessageFormat::Hoist, Some(template)) if !template.trim().is_empty() => {
                 message::cleanup(&message::render(
                     "spec.git.commit.messageTemplate",
