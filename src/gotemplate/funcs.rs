@@ -122,7 +122,7 @@ pub fn call(name: &str, args: Vec<Value>, limit: usize) -> Result<Value> {
         }
         "index" => {
             let mut item = a.at(0)?.clone();
-            for key in &args[1..] {
+            for key in args.get(1..).unwrap_or_default() {
                 item = match (&item, key) {
                     (Value::List(l), Value::Int(i)) => usize::try_from(*i)
                         .ok()
@@ -147,7 +147,9 @@ pub fn call(name: &str, args: Vec<Value>, limit: usize) -> Result<Value> {
         }
         // sprig's `slice`, which replaces text/template's: lists only.
         "slice" => {
-            let bounds: Vec<usize> = args[1..]
+            let bounds: Vec<usize> = args
+                .get(1..)
+                .unwrap_or_default()
                 .iter()
                 .map(|v| match v {
                     Value::Int(i) => {
@@ -188,7 +190,7 @@ pub fn call(name: &str, args: Vec<Value>, limit: usize) -> Result<Value> {
         }
         "printf" => {
             let format = a.string(0)?;
-            Value::str(sprintf(&format, &args[1..]))
+            Value::str(sprintf(&format, args.get(1..).unwrap_or_default()))
         }
         "eq" => {
             let first = a.at(0)?;
@@ -196,7 +198,7 @@ pub fn call(name: &str, args: Vec<Value>, limit: usize) -> Result<Value> {
                 return Err("missing argument for comparison".into());
             }
             let mut any = false;
-            for other in &args[1..] {
+            for other in args.get(1..).unwrap_or_default() {
                 any |= compare(first, other)? == std::cmp::Ordering::Equal;
             }
             Value::Bool(any)

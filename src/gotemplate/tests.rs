@@ -48,3 +48,108 @@ fn errors_name_the_line() {
     let parse = failure("a\n\n{{ if }}");
     assert!(parse.starts_with("line 3:"), "{parse}");
 }
+
+/// Templates made of random pieces of the language never panic, and every
+/// render stays within its limit: a template comes from a repository.
+#[test]
+fn random_templates_fail_or_render_within_bounds_and_never_panic() {
+    const PIECES: &[&str] = &[
+        "{{",
+        "}}",
+        "{{- ",
+        " -}}",
+        "{{/*",
+        "*/}}",
+        " ",
+        "\n",
+        ".",
+        ".Changed",
+        ".Changes",
+        ".Values",
+        ".AutomationObject",
+        ".Name",
+        "$",
+        "$x",
+        ":=",
+        "=",
+        ",",
+        "|",
+        "(",
+        ")",
+        "range",
+        "if",
+        "else",
+        "end",
+        "with",
+        "break",
+        "continue",
+        "\"s\"",
+        "`r`",
+        "'c'",
+        "1",
+        "-2",
+        "3.5",
+        "0x1f",
+        "1e9",
+        "nil",
+        "true",
+        "printf",
+        "\"%v %d %s\"",
+        "print",
+        "len",
+        "index",
+        "slice",
+        "repeat",
+        "99999",
+        "regexReplaceAll",
+        "\"(a*)*\"",
+        "indent",
+        "list",
+        "dict",
+        "and",
+        "or",
+        "eq",
+        "é",
+        "\\",
+        "\"\\u00e9\"",
+        "\"unterminated",
+    ];
+    let changes: Vec<FluxChange> = (0..3)
+        .map(|i| FluxChange {
+            file: format!("f{i}.yaml"),
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: format!("app{i}"),
+            namespace: "prod".into(),
+            old: "1.0.0".into(),
+            new: format!("1.{i}.0"),
+            setter: "ns:app:tag".into(),
+        })
+        .collect();
+    let data = flux_data("ns", "auto", &changes, &BTreeMap::new());
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut rendered, mut failed) = (0, 0);
+    for _ in 0..20_000 {
+        let length = 1 + next() % 24;
+        let template: String = (0..length)
+            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+            .collect();
+        match Template::parse(&template).and_then(|t| t.render(&data, 8192)) {
+            Ok(text) => {
+                assert!(text.len() <= 8192, "{template:?}");
+                rendered += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(
+        rendered > 100 && failed > 100,
+        "{rendered} rendered, {failed} failed"
+    );
+}
