@@ -165,6 +165,17 @@ pub struct PushSpec {
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<PullRequestSpec>,
+    /// Flux's `push.refspec`, as the ref hoist's commit is pushed to as
+    /// well (`refs/heads/auto`, Gerrit's `refs/for/main`). Set by the
+    /// loader for Flux documents only.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub also_to: Option<String>,
+    /// Flux's `push.options`, as `git push --push-option` values (`key`
+    /// or `key=value`). Set by the loader for Flux documents only.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub options: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

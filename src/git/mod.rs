@@ -494,7 +494,37 @@ impl Git {
         branch: &str,
         expected: &str,
     ) -> Result<Push, GitError> {
-        self.push_ref(checkout, branch, expected, "HEAD")
+        self.push_with(checkout, branch, expected, &[])
+    }
+
+    /// [`Git::push`] with `git push --push-option` values.
+    pub fn push_with(
+        &self,
+        checkout: &Checkout,
+        branch: &str,
+        expected: &str,
+        options: &[String],
+    ) -> Result<Push, GitError> {
+        let lease = format!("--force-with-lease=refs/heads/{branch}:{expected}");
+        self.push_ref(
+            checkout,
+            &format!("refs/heads/{branch}"),
+            Some(&lease),
+            "HEAD",
+            options,
+        )
+    }
+
+    /// Pushes HEAD to the full ref `destination` as well (Flux's
+    /// `push.refspec`), without force: the remote takes it only as a fast
+    /// forward or a new ref (Gerrit's `refs/for/…` is always new).
+    pub fn push_also(
+        &self,
+        checkout: &Checkout,
+        destination: &str,
+        options: &[String],
+    ) -> Result<Push, GitError> {
+        self.push_ref(checkout, destination, None, "HEAD", options)
     }
 
     /// Deletes `branch` on the remote, only while its tip is `expected`.
@@ -504,24 +534,34 @@ impl Git {
         branch: &str,
         expected: &str,
     ) -> Result<Push, GitError> {
-        self.push_ref(checkout, branch, expected, "")
+        let lease = format!("--force-with-lease=refs/heads/{branch}:{expected}");
+        self.push_ref(
+            checkout,
+            &format!("refs/heads/{branch}"),
+            Some(&lease),
+            "",
+            &[],
+        )
     }
 
-    /// Pushes `source` ("" deletes) to `branch` with a lease on `expected`.
+    /// Pushes `source` ("" deletes) to the full ref `target`, with a lease
+    /// when one is given.
     fn push_ref(
         &self,
         checkout: &Checkout,
-        branch: &str,
-        expected: &str,
+        target: &str,
+        lease: Option<&str>,
         source: &str,
+        options: &[String],
     ) -> Result<Push, GitError> {
-        let lease = format!("--force-with-lease=refs/heads/{branch}:{expected}");
-        let refspec = format!("{source}:refs/heads/{branch}");
+        let refspec = format!("{source}:{target}");
         let (git, remote) = self.for_checkout(checkout)?;
         let receive_pack = remote_side(&remote.url, "receive-pack", "receive-pack");
         let out = git
             .command(Some(&checkout.dir))
-            .args(["push", "--porcelain", &lease])
+            .args(["push", "--porcelain"])
+            .args(lease)
+            .args(options.iter().map(|o| format!("--push-option={o}")))
             .args(receive_pack.as_deref())
             .args(["origin", &refspec])
             .output()
@@ -535,7 +575,7 @@ impl Git {
             command: "push".into(),
             message: git.server_text(text),
         };
-        match push_outcome(&stdout, &stderr, branch) {
+        match push_outcome(&stdout, &stderr, target) {
             PushOutcome::Moved(line) => Ok(Push::Rejected(git.server_text(line))),
             PushOutcome::Refused(line) => Err(failure(&format!("{line} {}", stderr.trim()))),
             PushOutcome::Done if out.status.success() && source.is_empty() => {
@@ -567,7 +607,7 @@ enum PushOutcome<'a> {
     Unknown,
 }
 
-/// Classifies a push of `branch` from git's porcelain `stdout`
+/// Classifies a push to the ref `target` from git's porcelain `stdout`
 /// (`<flag>\t<from>:<to>\t<summary>`, `!` for a rejection) and `stderr`.
 ///
 /// A moved branch shows as the lease's "stale info", as "fetch first" or
@@ -576,9 +616,8 @@ enum PushOutcome<'a> {
 /// `[remote rejected] (cannot lock ref 'refs/heads/main': is at … but
 /// expected …)` on GitHub, or git's own receive-pack saying "failed to
 /// update ref" with the `cannot lock ref` on its stderr.
-fn push_outcome<'a>(stdout: &'a str, stderr: &str, branch: &str) -> PushOutcome<'a> {
-    let target = format!("refs/heads/{branch}");
-    let Some(line) = stdout.lines().find(|l| l.contains(&target)) else {
+fn push_outcome<'a>(stdout: &'a str, stderr: &str, target: &str) -> PushOutcome<'a> {
+    let Some(line) = stdout.lines().find(|l| l.contains(target)) else {
         return PushOutcome::Unknown;
     };
     let line = line.trim();
@@ -701,7 +740,7 @@ mod tests {
         // In the form GitHub reports it, the reason inside the ref line.
         let github = "To github.com:acme/fleet.git\n!\tHEAD:refs/heads/main\t[remote rejected] (cannot lock ref 'refs/heads/main': is at 1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c but expected 0a1b2c3d4e5f60718293a4b5c6d7e8f901234567)\nDone\n";
         assert!(matches!(
-            push_outcome(github, "", "main"),
+            push_outcome(github, "", "refs/heads/main"),
             PushOutcome::Moved(_)
         ));
         // As git's own receive-pack reports it (git 2.39 over git://,
@@ -709,34 +748,42 @@ mod tests {
         let git = "To git://127.0.0.1:45511/fleet.git\n!\tHEAD:refs/heads/main\t[remote rejected] (failed to update ref)\nDone\n";
         let stderr = "remote: error: cannot lock ref 'refs/heads/main': is at 13ab021aad885b55368def90078ed76a7377ce60 but expected 3d7a73515a26350a71cd16204939a5de35c08301        \nerror: failed to push some refs to 'git://127.0.0.1:45511/fleet.git'\n";
         assert!(matches!(
-            push_outcome(git, stderr, "main"),
+            push_outcome(git, stderr, "refs/heads/main"),
             PushOutcome::Moved(_)
         ));
         // Another branch's lock, or a failure that is not a lock, is not.
         assert!(matches!(
-            push_outcome(git, &stderr.replace("heads/main'", "heads/other'"), "main"),
+            push_outcome(
+                git,
+                &stderr.replace("heads/main'", "heads/other'"),
+                "refs/heads/main"
+            ),
             PushOutcome::Refused(_)
         ));
         assert!(matches!(
-            push_outcome(git, "remote: error: disk full\n", "main"),
+            push_outcome(git, "remote: error: disk full\n", "refs/heads/main"),
             PushOutcome::Refused(_)
         ));
         let hook = "!\tHEAD:refs/heads/main\t[remote rejected] (pre-receive hook declined)\n";
         assert!(matches!(
-            push_outcome(hook, "", "main"),
+            push_outcome(hook, "", "refs/heads/main"),
             PushOutcome::Refused(_)
         ));
         let lease = "!\tHEAD:refs/heads/main\t[rejected] (stale info)\n";
         assert!(matches!(
-            push_outcome(lease, "", "main"),
+            push_outcome(lease, "", "refs/heads/main"),
             PushOutcome::Moved(_)
         ));
         assert_eq!(
-            push_outcome("=\tHEAD:refs/heads/main\t[up to date]\n", "", "main"),
+            push_outcome(
+                "=\tHEAD:refs/heads/main\t[up to date]\n",
+                "",
+                "refs/heads/main"
+            ),
             PushOutcome::Done
         );
         assert_eq!(
-            push_outcome("", "fatal: no route", "main"),
+            push_outcome("", "fatal: no route", "refs/heads/main"),
             PushOutcome::Unknown
         );
     }

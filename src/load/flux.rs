@@ -147,18 +147,15 @@ pub(super) fn load_automation(
             format!("not a Go template hoist can render: {e}"),
         ));
     }
-    if let Some(push) = &git.push {
-        if push.refspec.as_deref().is_some_and(|r| !r.is_empty()) {
-            return Err(doc.invalid(
-                "spec.git.push.refspec",
-                "hoist does not push to a refspec yet; only to spec.git.push.branch",
-            ));
-        }
-        if push.options.as_ref().is_some_and(|o| !o.is_empty()) {
-            return Err(doc.invalid(
-                "spec.git.push.options",
-                "hoist does not send push options yet",
-            ));
+    if let Some(options) = git.push.as_ref().and_then(|p| p.options.as_ref()) {
+        for (key, value) in options {
+            // git sends each option as one pkt-line.
+            if key.is_empty() || format!("{key}{value}").contains(['\n', '\r', '\0']) {
+                return Err(doc.invalid(
+                    &format!("spec.git.push.options.{key}"),
+                    "a push option is one line: a non-empty key and a value without line breaks",
+                ));
+            }
         }
     }
     if let Some(field) = git
@@ -274,6 +271,32 @@ fn join(
             ),
         ));
     }
+    let push = git.push.as_ref();
+    let also_to = match push
+        .and_then(|p| p.refspec.as_deref())
+        .filter(|r| !r.is_empty())
+    {
+        Some(refspec) => Some(
+            refspec_destination(refspec, push_branch.as_deref().unwrap_or(&branch))
+                .map_err(|message| invalid(line, "spec.git.push.refspec", message))?,
+        ),
+        None => None,
+    };
+    let options: Vec<String> = push
+        .and_then(|p| p.options.as_ref())
+        .map(|options| {
+            options
+                .iter()
+                .map(|(k, v)| {
+                    if v.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{k}={v}")
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let update = automation.spec.update.clone();
     Ok(ImageUpdateAutomationSpec {
         interval: automation.spec.interval.clone(),
@@ -298,10 +321,14 @@ fn join(
                     .clone()
                     .unwrap_or_default(),
             },
-            push: push_branch.map(|branch| PushSpec {
-                branch: Some(branch),
-                pull_request: None,
-            }),
+            push: (push_branch.is_some() || also_to.is_some() || !options.is_empty()).then_some(
+                PushSpec {
+                    branch: push_branch,
+                    pull_request: None,
+                    also_to,
+                    options,
+                },
+            ),
         },
         update: UpdateSpec {
             path: update
@@ -329,4 +356,30 @@ fn author_name(author: &FluxAuthor) -> String {
             .map_or(author.email.as_str(), |(local, _)| local)
             .to_string(),
     }
+}
+
+/// The ref a Flux `push.refspec` pushes to. Its source must be the commit
+/// hoist makes (`HEAD`, or the branch it commits on, as in Flux's clone),
+/// and it may not force: hoist never overwrites a ref's history.
+fn refspec_destination(refspec: &str, committed_on: &str) -> Result<String, String> {
+    if refspec.starts_with('+') {
+        return Err(format!(
+            "{refspec:?} forces the push (+); hoist never force-pushes, so drop the +"
+        ));
+    }
+    let Some((source, destination)) = refspec.split_once(':') else {
+        return Err(format!("{refspec:?} is not SOURCE:DESTINATION"));
+    };
+    let own = format!("refs/heads/{committed_on}");
+    if !["HEAD", committed_on, own.as_str()].contains(&source) {
+        return Err(format!(
+            "{refspec:?}: the source is {source:?}, but hoist's commit is on {own}; write {own}:DESTINATION or HEAD:DESTINATION"
+        ));
+    }
+    if !destination.starts_with("refs/") || destination.contains(':') || destination.len() <= 5 {
+        return Err(format!(
+            "{refspec:?}: the destination is a full ref name, e.g. refs/heads/auto or refs/for/main"
+        ));
+    }
+    Ok(destination.to_string())
 }

@@ -254,12 +254,20 @@ spec:
             "spec.git.commit.messageTemplate: not a Go template hoist can render: line 1: unexpected EOF in range",
         ),
         (
-            format!("{author}    push: {{branch: main, refspec: 'refs/heads/main:refs/heads/auto'}}\n"),
-            "spec.git.push.refspec: hoist does not push to a refspec yet",
+            format!("{author}    push: {{branch: main, refspec: '+refs/heads/main:refs/heads/auto'}}\n"),
+            "spec.git.push.refspec: \"+refs/heads/main:refs/heads/auto\" forces the push (+); hoist never force-pushes",
         ),
         (
-            format!("{author}    push: {{options: {{merge_request.create: ''}}}}\n"),
-            "spec.git.push.options: hoist does not send push options yet",
+            format!("{author}    push: {{refspec: 'refs/heads/dev:refs/for/main'}}\n"),
+            "the source is \"refs/heads/dev\", but hoist's commit is on refs/heads/main",
+        ),
+        (
+            format!("{author}    push: {{refspec: 'HEAD:auto'}}\n"),
+            "the destination is a full ref name",
+        ),
+        (
+            format!("{author}    push: {{options: {{\"a\\nb\": ''}}}}\n"),
+            "a push option is one line",
         ),
         (
             format!("{author}    checkout: {{ref: {{tag: v1.0.0}}}}\n"),

@@ -241,6 +241,7 @@ impl Repository for MemoryGit {
         checkout: &Checkout,
         branch: &str,
         expected: &str,
+        _options: &[String],
     ) -> Result<Push, GitError> {
         lock(&self.pushes).push((branch.to_string(), expected.to_string()));
         let mut remote = self.remote();
@@ -257,6 +258,20 @@ impl Repository for MemoryGit {
             .ok_or_else(|| Self::unknown("HEAD"))?;
         remote.branches.insert(branch.to_string(), head.clone());
         Ok(Push::Pushed(head))
+    }
+
+    /// Only Flux documents push to a second ref; the real-git tests cover
+    /// it, so the in-memory remote refuses rather than pretends.
+    async fn push_also(
+        &self,
+        _: &Checkout,
+        destination: &str,
+        _: &[String],
+    ) -> Result<Push, GitError> {
+        Err(GitError::Command {
+            command: "push".into(),
+            message: format!("the in-memory remote does not take {destination}"),
+        })
     }
 
     async fn delete_branch(

@@ -52,6 +52,15 @@ pub trait Repository: Send + Sync {
         checkout: &Checkout,
         branch: &str,
         expected: &str,
+        options: &[String],
+    ) -> Result<Push, GitError>;
+    /// Pushes the checkout's HEAD to the full ref `destination` as well,
+    /// never forcing.
+    async fn push_also(
+        &self,
+        checkout: &Checkout,
+        destination: &str,
+        options: &[String],
     ) -> Result<Push, GitError>;
     /// Deletes `branch` only while the remote has it at `expected`.
     async fn delete_branch(
@@ -121,10 +130,31 @@ impl Repository for Git {
         checkout: &Checkout,
         branch: &str,
         expected: &str,
+        options: &[String],
     ) -> Result<Push, GitError> {
-        let (checkout, branch, expected) =
-            (checkout.clone(), branch.to_string(), expected.to_string());
-        blocking(self, move |git| git.push(&checkout, &branch, &expected)).await
+        let (checkout, branch, expected, options) = (
+            checkout.clone(),
+            branch.to_string(),
+            expected.to_string(),
+            options.to_vec(),
+        );
+        blocking(self, move |git| {
+            git.push_with(&checkout, &branch, &expected, &options)
+        })
+        .await
+    }
+    async fn push_also(
+        &self,
+        checkout: &Checkout,
+        destination: &str,
+        options: &[String],
+    ) -> Result<Push, GitError> {
+        let (checkout, destination, options) =
+            (checkout.clone(), destination.to_string(), options.to_vec());
+        blocking(self, move |git| {
+            git.push_also(&checkout, &destination, &options)
+        })
+        .await
     }
     async fn delete_branch(
         &self,

@@ -1289,6 +1289,9 @@ fn flux_documents_of_the_guide_update_one_file_with_flux_s_message() {
         ("clusters/my-cluster/app.yaml", &deployment("1.0.0")),
         ("clusters/my-cluster/other.yaml", &deployment("1.0.0")),
     ]);
+    // Served by git daemon: hoist runs no hook of a repository on disk, a
+    // server does.
+    let (_daemon, url) = remote.serve();
     let objects = format!(
         "apiVersion: image.toolkit.fluxcd.io/v1
 kind: ImageRepository
@@ -1312,7 +1315,7 @@ spec:
     checkout: {{ref: {{branch: main}}}}
     commit:
       author: {{email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}}
-    push: {{branch: main}}
+    push: {{branch: main, refspec: 'refs/heads/main:refs/heads/auto', options: {{ci.skip: '', team: apps}}}}
   update: {{path: ./clusters/my-cluster/app.yaml, strategy: Setters}}
 ---
 apiVersion: source.toolkit.fluxcd.io/v1
@@ -1321,10 +1324,25 @@ metadata: {{name: flux-system, namespace: flux-system}}
 spec:
   interval: 1m0s
   ref: {{branch: main}}
-  url: {}
-",
-        remote.url()
+  url: {url}
+"
     );
+    // The remote takes push options and records the ones it gets.
+    crate::support::git::git(
+        &remote.path,
+        &["config", "receive.advertisePushOptions", "true"],
+    );
+    let hook = remote.path.join("hooks/post-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ni=0\nwhile [ $i -lt \"${GIT_PUSH_OPTION_COUNT:-0}\" ]; do eval \"echo \\$GIT_PUSH_OPTION_$i\" >> push-options; i=$((i+1)); done\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut permissions = std::fs::metadata(&hook)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&hook, permissions).unwrap_or_else(|e| panic!("{e}"));
     let (dir, docker) = workspace(&[("flux.yaml", &objects)]);
     let run = run_once(&dir, &docker, "flux.yaml", "state", &["-o", "json"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
@@ -1350,6 +1368,12 @@ spec:
         raw.contains("\nauthor fluxcdbot <fluxcdbot@users.noreply.github.com> "),
         "{raw}"
     );
+    // push.refspec: the same commit on refs/heads/auto; push.options sent
+    // with both pushes.
+    assert_eq!(remote.head("auto"), remote.head("main"));
+    let options =
+        std::fs::read_to_string(remote.path.join("push-options")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(options, "ci.skip\nteam=apps\nci.skip\nteam=apps\n");
 
     // With the guide's Go template and messageTemplateValues, the message
     // is exactly what the template renders (from a fresh state, so the

@@ -504,12 +504,30 @@ async fn run_one(
             }
         };
         let started = std::time::Instant::now();
-        let pushed = git.push(&checkout, &report.branch, &lease).await?;
+        let push_spec = automation.spec.git.push.as_ref();
+        let push_options = push_spec.map_or(&[][..], |p| p.options.as_slice());
+        let pushed = git
+            .push(&checkout, &report.branch, &lease, push_options)
+            .await?;
         report.timings.push_ms += elapsed_ms(started);
         match pushed {
             Push::Pushed(pushed) => {
                 debug_assert_eq!(pushed, commit);
                 report.commit = Some(pushed);
+                // Flux's push.refspec: the same commit to a second ref,
+                // after the branch, as Flux does. A refusal there is this
+                // run's error; the branch already has the commit.
+                if let Some(destination) = push_spec.and_then(|p| p.also_to.as_deref()) {
+                    match git.push_also(&checkout, destination, push_options).await? {
+                        Push::Pushed(_) => {}
+                        Push::Rejected(reason) => {
+                            return Err(AutomationError::BranchMoved(format!(
+                                "pushed {commit} to {}, but {destination} refused it ({reason}); hoist does not force it",
+                                report.branch
+                            )));
+                        }
+                    }
+                }
                 return pull_request(context, &changeset, &message, true, report).await;
             }
             Push::Rejected(reason) => {
