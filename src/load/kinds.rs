@@ -36,6 +36,19 @@ pub(super) fn load_document(
 ) -> Result<(), LoadError> {
     let api_version = root.get("apiVersion").and_then(Node::as_str);
     let kind_name = root.get("kind").and_then(Node::as_str);
+    if let (None, Some(kind_name)) = (api_version, kind_name)
+        && (Kind::from_name(kind_name).is_some() || kind_name == "GitRepository")
+    {
+        // A kind hoist reads without its apiVersion is most likely a
+        // document cut short; skipping it silently would drop an object.
+        set.warnings.push(LoadWarning {
+            path: path.to_path_buf(),
+            line: root.line_of(&[Step::Key("kind".into())]),
+            object: kind_name.to_string(),
+            message: format!("skipped: no apiVersion; write {API_VERSION} or the Flux group's v1"),
+        });
+        return Ok(());
+    }
     let (Some(api_version), Some(kind_name)) = (api_version, kind_name) else {
         tracing::debug!(path = %path.display(), line = root.line, "skipping a document without apiVersion and kind");
         return Ok(());
@@ -61,6 +74,16 @@ pub(super) fn load_document(
     let kind =
         Kind::from_name(kind_name).filter(|k| *k != Kind::Receiver || group == crate::api::GROUP);
     let Some(kind) = kind else {
+        if group == "notification.toolkit.fluxcd.io" && kind_name == "Receiver" {
+            // Its webhook URL stops working when Flux goes; say so.
+            set.warnings.push(LoadWarning {
+                path: path.to_path_buf(),
+                line: root.line_of(&[Step::Key("kind".into())]),
+                object: format!("{api_version} {kind_name}"),
+                message: "skipped: hoist does not serve Flux's Receivers yet; write a hoist.dev/v1alpha1 Receiver for this webhook".to_string(),
+            });
+            return Ok(());
+        }
         if group == crate::api::GROUP || group == FLUX_IMAGE_GROUP {
             set.warnings.push(LoadWarning {
                 path: path.to_path_buf(),

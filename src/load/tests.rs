@@ -300,6 +300,42 @@ spec:
     assert!(error_of(&proxied).contains("GitRepository flux-system/fleet: spec.proxySecretRef"));
 }
 
+/// A kind hoist reads, written without its apiVersion, is a warning that
+/// says what to write, and so is a Flux Receiver, whose webhook hoist does
+/// not serve yet; other kinds stay quietly skipped.
+#[test]
+fn a_kind_hoist_reads_without_an_api_version_is_a_warning() {
+    let set = load_str(
+        "kind: ImagePolicy
+metadata: {name: app}
+spec: {}
+---
+kind: ConfigMap
+metadata: {name: other}
+---
+apiVersion: notification.toolkit.fluxcd.io/v1
+kind: Receiver
+metadata: {name: github}
+spec: {type: github}
+",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(set.policies.is_empty());
+    let [warning, receiver] = set.warnings.as_slice() else {
+        panic!("{:?}", set.warnings)
+    };
+    let text = warning.to_string();
+    assert!(
+        text.contains("test.yaml:1: ImagePolicy: skipped: no apiVersion; write hoist.dev/v1alpha1"),
+        "{text}"
+    );
+    let text = receiver.to_string();
+    assert!(
+        text.contains("hoist does not serve Flux's Receivers yet"),
+        "{text}"
+    );
+}
+
 #[test]
 fn flux_fields_hoist_does_not_act_on_are_warnings() {
     let set = load_str(
