@@ -96,6 +96,9 @@ pub struct FluxAuthor {
 #[serde(rename_all = "camelCase")]
 pub struct SigningKey {
     pub secret_ref: LocalObjectReference,
+    /// `gpg` (the default) or `ssh`.
+    #[serde(default, rename = "type")]
+    pub key_type: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

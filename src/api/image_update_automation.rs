@@ -123,6 +123,12 @@ pub struct CommitSpec {
     #[serde(skip)]
     #[schemars(skip)]
     pub template_values: std::collections::BTreeMap<String, String>,
+    /// The Secret (in the automation's namespace) whose `identity` SSH key
+    /// signs the commits: Flux's `signingKey` of `type: ssh`. Set by the
+    /// loader for Flux documents only.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub ssh_signing_secret: Option<String>,
 }
 
 /// Whose commit messages an automation writes.
@@ -147,6 +153,7 @@ impl Default for CommitSpec {
             message_template: None,
             format: MessageFormat::Hoist,
             template_values: Default::default(),
+            ssh_signing_secret: None,
         }
     }
 }

@@ -159,6 +159,9 @@ pub struct GitCredentials {
     /// `identity`: an SSH private key; `known_hosts`: the host keys to trust.
     pub identity: Option<Vec<u8>>,
     pub known_hosts: Option<Vec<u8>>,
+    /// An SSH private key (OpenSSH format, no passphrase) that signs every
+    /// commit (Flux's `signingKey` of `type: ssh`).
+    pub ssh_signing_key: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for GitCredentials {
@@ -168,6 +171,10 @@ impl std::fmt::Debug for GitCredentials {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
             .field("known_hosts", &self.known_hosts.is_some())
+            .field(
+                "ssh_signing_key",
+                &self.ssh_signing_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -254,6 +261,17 @@ impl Git {
                 ssh.push_str(" -o UserKnownHostsFile=\"$HOIST_GIT_KNOWN_HOSTS\"");
             }
             git.env.push(("GIT_SSH_COMMAND".into(), ssh.into()));
+        }
+        if let Some(key) = &credentials.ssh_signing_key {
+            // ssh-keygen reads the key from a file of this private
+            // directory; only its path reaches git's configuration.
+            let key = write("signing-key", key, 0o600)?;
+            git.config.extend([
+                "gpg.format=ssh".to_string(),
+                "gpg.ssh.program=ssh-keygen".to_string(),
+                format!("user.signingKey={}", key.display()),
+                "commit.gpgSign=true".to_string(),
+            ]);
         }
         git.files.push(Arc::new(files));
         Ok(git)

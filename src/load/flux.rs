@@ -133,11 +133,22 @@ pub(super) fn load_automation(
         ));
     };
     let commit = &git.commit;
-    if commit.signing_key.is_some() {
-        return Err(doc.invalid(
-            "spec.git.commit.signingKey",
-            "hoist does not sign commits yet, and will not push unsigned ones where Flux signs; keep Flux running this automation for now",
-        ));
+    if let Some(key) = &commit.signing_key {
+        match key.key_type.as_deref().unwrap_or("gpg") {
+            "ssh" => {}
+            "gpg" => {
+                return Err(doc.invalid(
+                    "spec.git.commit.signingKey",
+                    "hoist signs with SSH keys (type: ssh) only so far, and will not push unsigned commits where Flux signs with OpenPGP; keep Flux running this automation for now",
+                ));
+            }
+            other => {
+                return Err(doc.invalid(
+                    "spec.git.commit.signingKey.type",
+                    format!("{other:?}: Flux's types are gpg and ssh"),
+                ));
+            }
+        }
     }
     if let Some(template) = &commit.message_template
         && let Err(e) = crate::gotemplate::Template::parse(template)
@@ -320,6 +331,11 @@ fn join(
                     .message_template_values
                     .clone()
                     .unwrap_or_default(),
+                ssh_signing_secret: git
+                    .commit
+                    .signing_key
+                    .as_ref()
+                    .map(|k| k.secret_ref.name.clone()),
             },
             push: (push_branch.is_some() || also_to.is_some() || !options.is_empty()).then_some(
                 PushSpec {

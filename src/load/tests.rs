@@ -247,7 +247,7 @@ spec:
     let cases = [
         (
             "    commit:\n      author: {name: bot, email: bot@example.com}\n      signingKey: {secretRef: {name: key}}\n".to_string(),
-            "test.yaml:10: ImageUpdateAutomation flux-system/auto: spec.git.commit.signingKey: hoist does not sign commits yet",
+            "test.yaml:10: ImageUpdateAutomation flux-system/auto: spec.git.commit.signingKey: hoist signs with SSH keys (type: ssh) only so far",
         ),
         (
             "    commit:\n      author: {name: bot, email: bot@example.com}\n      messageTemplate: '{{range .Changed.Changes}}'\n".to_string(),

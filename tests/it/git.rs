@@ -458,6 +458,7 @@ fn key_files_last_as_long_as_the_git_that_uses_them() {
         password: Some("pw".into()),
         identity: Some(b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec()),
         known_hosts: Some(b"[127.0.0.1]:22 ssh-ed25519 AAAA\n".to_vec()),
+        ssh_signing_key: Some(b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec()),
     };
     let files = |root: &Path| -> Vec<String> {
         let mut found = Vec::new();
@@ -478,9 +479,12 @@ fn key_files_last_as_long_as_the_git_that_uses_them() {
         .with_credentials(&credentials, &dir.path().join("credentials"))
         .unwrap_or_else(|e| panic!("{e}"));
     let copy = git.clone();
-    assert_eq!(files(dir.path()), ["askpass", "identity", "known_hosts"]);
+    assert_eq!(
+        files(dir.path()),
+        ["askpass", "identity", "known_hosts", "signing-key"]
+    );
     drop(git);
-    assert_eq!(files(dir.path()).len(), 3, "removed while a copy uses them");
+    assert_eq!(files(dir.path()).len(), 4, "removed while a copy uses them");
     drop(copy);
     assert_eq!(files(dir.path()), Vec::<String>::new());
 }

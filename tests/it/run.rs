@@ -1381,9 +1381,29 @@ spec:
     registry.push_image("team/app", &["1.2.0"]);
     let templated = objects.replace(
         "      author: {email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}\n",
-        "      author: {email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}\n      messageTemplate: |\n        {{range .Changed.Changes}}{{print .OldValue}} -> {{println .NewValue}}{{end}}\n        Files:{{ range $file, $_ := .Changed.FileChanges }} {{ $file }}{{ end }} on {{ .Values.cluster }} by {{ .AutomationObject }}\n      messageTemplateValues: {cluster: prod}\n",
+        "      author: {email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}\n      messageTemplate: |\n        {{range .Changed.Changes}}{{print .OldValue}} -> {{println .NewValue}}{{end}}\n        Files:{{ range $file, $_ := .Changed.FileChanges }} {{ $file }}{{ end }} on {{ .Values.cluster }} by {{ .AutomationObject }}\n      messageTemplateValues: {cluster: prod}\n      signingKey: {type: ssh, secretRef: {name: signing-key}}\n",
     );
-    std::fs::write(dir.path().join("flux.yaml"), templated).unwrap_or_else(|e| panic!("{e}"));
+    // ... and signed with Flux's SSH signingKey Secret.
+    let keys = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = keys.path().join("signing");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "fluxcdbot", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
+    assert!(made.success());
+    let private = std::fs::read_to_string(&key).unwrap_or_else(|e| panic!("{e}"));
+    let public =
+        std::fs::read_to_string(key.with_extension("pub")).unwrap_or_else(|e| panic!("{e}"));
+    let secret = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: signing-key, namespace: flux-system}}\nstringData:\n  identity: |\n{}",
+        private
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    std::fs::write(dir.path().join("flux.yaml"), templated + &secret)
+        .unwrap_or_else(|e| panic!("{e}"));
     let run = run_once(&dir, &docker, "flux.yaml", "state2", &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
     let raw = crate::support::git::git(&remote.path, &["cat-file", "commit", "main"]);
@@ -1393,5 +1413,42 @@ spec:
         format!(
             "{addr}/team/app:1.1.0 -> {addr}/team/app:1.2.0\n\nFiles: app.yaml on prod by flux-system/flux-system\n"
         )
+        .as_str(),
+        "the signature is a header, not part of the message"
     );
+    let allowed = keys.path().join("allowed_signers");
+    std::fs::write(
+        &allowed,
+        format!("fluxcdbot@users.noreply.github.com {public}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let verified = std::process::Command::new("git")
+        .arg("-c")
+        .arg(format!("gpg.ssh.allowedSignersFile={}", allowed.display()))
+        .args(["verify-commit", "main"])
+        .current_dir(&remote.path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    // Without its signing Secret, hoist commits nothing rather than an
+    // unsigned commit.
+    registry.push_image("team/app", &["1.3.0"]);
+    let signed = remote.head("main");
+    let without_secret = std::fs::read_to_string(dir.path().join("flux.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace("name: signing-key, namespace", "name: other-key, namespace");
+    std::fs::write(dir.path().join("flux.yaml"), without_secret).unwrap_or_else(|e| panic!("{e}"));
+    let run = run_once(&dir, &docker, "flux.yaml", "state3", &[]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("spec.git.commit.signingKey.secretRef: Secret flux-system/signing-key is not in the files"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(remote.head("main"), signed);
 }

@@ -11,41 +11,52 @@ use crate::pipeline::ports::Repository;
 
 /// The git to use for an automation: with the credentials of the Secret
 /// `spec.git.secretRef` names, when the files hold it (Flux's keys:
-/// `username`/`password`, `identity`/`known_hosts`); else (`None`) the
+/// `username`/`password`, `identity`/`known_hosts`), and signing with the
+/// SSH key of a Flux `signingKey` Secret (`identity`); else (`None`) the
 /// driver's, which uses the user's own credential helpers and ssh
-/// configuration — with a warning when a Secret was named.
+/// configuration — with a warning when a Secret was named. A signing
+/// Secret that is missing or unusable is an error: a commit Flux would
+/// sign is never made unsigned.
 pub(super) fn git_for(
     context: &Context<'_>,
     report: &mut AutomationReport,
 ) -> Result<Option<Box<dyn Repository>>, AutomationError> {
     let git = &context.automation.spec.git;
-    let Some(reference) = &git.secret_ref else {
+    let mut credentials = transport_credentials(context, report);
+    // A signing key is never dropped: without its Secret, nothing is
+    // committed.
+    if let Some(name) = &git.commit.ssh_signing_secret {
+        let namespace = context.namespace();
+        let field = "spec.git.commit.signingKey.secretRef";
+        let secret =
+            context
+                .objects
+                .secret(namespace, name)
+                .ok_or_else(|| AutomationError::Secret {
+                    field: field.into(),
+                    message: format!("Secret {namespace}/{name} is not in the files"),
+                })?;
+        if secret.data.get("password").is_some_and(|p| !p.is_empty()) {
+            return Err(AutomationError::Secret {
+                field: field.into(),
+                message: format!(
+                    "Secret {namespace}/{name} has a password: hoist signs with unencrypted SSH keys only so far (ssh-keygen -p -N '' removes it)"
+                ),
+            });
+        }
+        let key = secret
+            .data
+            .get("identity")
+            .ok_or_else(|| AutomationError::Secret {
+                field: field.into(),
+                message: format!("Secret {namespace}/{name} has no identity key"),
+            })?;
+        credentials
+            .get_or_insert_with(GitCredentials::default)
+            .ssh_signing_key = Some(key.clone());
+    }
+    let Some(credentials) = credentials else {
         return Ok(None);
-    };
-    // A Flux GitRepository of another namespace keeps its Secret there.
-    let namespace = git
-        .secret_namespace
-        .as_deref()
-        .unwrap_or_else(|| context.namespace());
-    let Some(secret) = context.objects.secret(namespace, &reference.name) else {
-        report.warnings.push(format!(
-            "spec.git.secretRef: Secret {namespace}/{} is not in the files; using git's own credential helpers and ssh configuration",
-            reference.name
-        ));
-        return Ok(None);
-    };
-    let text = |k: &str| {
-        secret.data.get(k).map(|v| {
-            String::from_utf8_lossy(v)
-                .trim_end_matches('\n')
-                .to_string()
-        })
-    };
-    let credentials = GitCredentials {
-        username: text("username"),
-        password: text("password"),
-        identity: secret.data.get("identity").cloned(),
-        known_hosts: secret.data.get("known_hosts").cloned(),
     };
     use sha2::Digest;
     let dir = context.options.cache.join("credentials").join(
@@ -56,6 +67,42 @@ pub(super) fn git_for(
     Ok(Some(
         context.ports.git.with_credentials(&credentials, &dir)?,
     ))
+}
+
+/// The transport credentials of the Secret `spec.git.secretRef` names, or
+/// `None` (with a warning when it names one the files lack).
+fn transport_credentials(
+    context: &Context<'_>,
+    report: &mut AutomationReport,
+) -> Option<GitCredentials> {
+    let git = &context.automation.spec.git;
+    let reference = git.secret_ref.as_ref()?;
+    // A Flux GitRepository of another namespace keeps its Secret there.
+    let namespace = git
+        .secret_namespace
+        .as_deref()
+        .unwrap_or_else(|| context.namespace());
+    let Some(secret) = context.objects.secret(namespace, &reference.name) else {
+        report.warnings.push(format!(
+            "spec.git.secretRef: Secret {namespace}/{} is not in the files; using git's own credential helpers and ssh configuration",
+            reference.name
+        ));
+        return None;
+    };
+    let text = |k: &str| {
+        secret.data.get(k).map(|v| {
+            String::from_utf8_lossy(v)
+                .trim_end_matches('\n')
+                .to_string()
+        })
+    };
+    Some(GitCredentials {
+        username: text("username"),
+        password: text("password"),
+        identity: secret.data.get("identity").cloned(),
+        known_hosts: secret.data.get("known_hosts").cloned(),
+        ssh_signing_key: None,
+    })
 }
 
 /// The forge client for `spec.git.push.pullRequest`, with its token from
