@@ -123,12 +123,28 @@ pub struct CommitSpec {
     #[serde(skip)]
     #[schemars(skip)]
     pub template_values: std::collections::BTreeMap<String, String>,
-    /// The Secret (in the automation's namespace) whose `identity` SSH key
-    /// signs the commits: Flux's `signingKey` of `type: ssh`. Set by the
-    /// loader for Flux documents only.
+    /// Flux's `signingKey`: the Secret (in the automation's namespace)
+    /// whose key signs the commits. Set by the loader for Flux documents
+    /// only.
     #[serde(skip)]
     #[schemars(skip)]
-    pub ssh_signing_secret: Option<String>,
+    pub signing: Option<CommitSigning>,
+}
+
+/// A signing key's Secret and its format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitSigning {
+    pub secret: String,
+    pub format: SigningFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigningFormat {
+    /// An ASCII-armored OpenPGP key in `git.asc`, its passphrase in
+    /// `passphrase`.
+    OpenPgp,
+    /// An unencrypted OpenSSH private key in `identity`.
+    Ssh,
 }
 
 /// Whose commit messages an automation writes.
@@ -153,7 +169,7 @@ impl Default for CommitSpec {
             message_template: None,
             format: MessageFormat::Hoist,
             template_values: Default::default(),
-            ssh_signing_secret: None,
+            signing: None,
         }
     }
 }

@@ -16,6 +16,18 @@ pub(super) struct KeyFiles {
 
 impl Drop for KeyFiles {
     fn drop(&mut self) {
+        // The gpg-agent an OpenPGP keyring started lives on otherwise.
+        let home = self.dir.join("gnupg");
+        if home.is_dir() {
+            let _ = std::process::Command::new("gpgconf")
+                .arg("--homedir")
+                .arg(&home)
+                .args(["--kill", "gpg-agent"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -159,9 +171,21 @@ pub struct GitCredentials {
     /// `identity`: an SSH private key; `known_hosts`: the host keys to trust.
     pub identity: Option<Vec<u8>>,
     pub known_hosts: Option<Vec<u8>>,
-    /// An SSH private key (OpenSSH format, no passphrase) that signs every
-    /// commit (Flux's `signingKey` of `type: ssh`).
-    pub ssh_signing_key: Option<Vec<u8>>,
+    /// The key that signs every commit (Flux's `signingKey`).
+    pub signing: Option<SigningKey>,
+}
+
+/// A commit signing key, as Flux's signing Secrets hold it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SigningKey {
+    /// An OpenSSH private key without passphrase (`identity`).
+    Ssh(Vec<u8>),
+    /// An ASCII-armored OpenPGP private key (`git.asc`) and its
+    /// passphrase (`passphrase`).
+    OpenPgp {
+        key: Vec<u8>,
+        passphrase: Option<Vec<u8>>,
+    },
 }
 
 impl std::fmt::Debug for GitCredentials {
@@ -171,12 +195,53 @@ impl std::fmt::Debug for GitCredentials {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
             .field("known_hosts", &self.known_hosts.is_some())
-            .field(
-                "ssh_signing_key",
-                &self.ssh_signing_key.as_ref().map(|_| "<redacted>"),
-            )
+            .field("signing", &self.signing.as_ref().map(|_| "<redacted>"))
             .finish()
     }
+}
+
+/// The `gpg.program` git signs with: gpg on hoist's keyring, without a
+/// terminal, the passphrase (when the Secret has one) from its file.
+const GPG_SIGN: &str = "#!/bin/sh\nexec gpg --homedir \"$HOIST_GNUPGHOME\" --batch --no-tty --pinentry-mode loopback ${HOIST_GPG_PASSPHRASE:+--passphrase-file \"$HOIST_GPG_PASSPHRASE\"} \"$@\"\n";
+
+/// Imports an armored OpenPGP secret key into the keyring at `home` and
+/// returns its fingerprint; an error when it holds no secret key.
+fn import_openpgp(home: &Path, armored: &Path) -> Result<String, GitError> {
+    let gpg = |args: &[&str]| {
+        std::process::Command::new("gpg")
+            .arg("--homedir")
+            .arg(home)
+            .args(["--batch", "--no-tty"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| GitError::Command {
+                command: "gpg".into(),
+                message: format!("cannot run gpg (install gnupg to sign with OpenPGP keys): {e}"),
+            })
+    };
+    let mut import = vec!["--import"];
+    let path = armored.to_string_lossy();
+    import.push(&path);
+    let imported = gpg(&import)?;
+    if !imported.status.success() {
+        return Err(GitError::Command {
+            command: "gpg --import".into(),
+            message: "git.asc is not an OpenPGP key gpg can import".into(),
+        });
+    }
+    let listed = gpg(&["--with-colons", "--list-secret-keys"])?;
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|rest| rest.trim_matches(':').to_string())
+        })
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| GitError::Command {
+            command: "gpg --import".into(),
+            message: "git.asc holds no OpenPGP secret key".into(),
+        })
 }
 
 /// Answers git's username and password prompts from the environment, so
@@ -262,16 +327,45 @@ impl Git {
             }
             git.env.push(("GIT_SSH_COMMAND".into(), ssh.into()));
         }
-        if let Some(key) = &credentials.ssh_signing_key {
-            // ssh-keygen reads the key from a file of this private
-            // directory; only its path reaches git's configuration.
-            let key = write("signing-key", key, 0o600)?;
-            git.config.extend([
-                "gpg.format=ssh".to_string(),
-                "gpg.ssh.program=ssh-keygen".to_string(),
-                format!("user.signingKey={}", key.display()),
-                "commit.gpgSign=true".to_string(),
-            ]);
+        match &credentials.signing {
+            None => {}
+            Some(SigningKey::Ssh(key)) => {
+                // ssh-keygen reads the key from a file of this private
+                // directory; only its path reaches git's configuration.
+                let key = write("signing-key", key, 0o600)?;
+                git.config.extend([
+                    "gpg.format=ssh".to_string(),
+                    "gpg.ssh.program=ssh-keygen".to_string(),
+                    format!("user.signingKey={}", key.display()),
+                    "commit.gpgSign=true".to_string(),
+                ]);
+            }
+            Some(SigningKey::OpenPgp { key, passphrase }) => {
+                // A keyring of its own, in this directory: the user's is
+                // never read or written. gpg signs through a wrapper that
+                // reads the passphrase from a 0600 file, never argv.
+                let home = files.dir.join("gnupg");
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&home)
+                    .map_err(io(&home))?;
+                let armored = write("signing.asc", key, 0o600)?;
+                let fingerprint = import_openpgp(&home, &armored)?;
+                let wrapper = write("gpg-sign", GPG_SIGN.as_bytes(), 0o700)?;
+                git.env
+                    .push(("HOIST_GNUPGHOME".into(), home.into_os_string()));
+                if let Some(passphrase) = passphrase {
+                    let file = write("passphrase", passphrase, 0o600)?;
+                    git.env
+                        .push(("HOIST_GPG_PASSPHRASE".into(), file.into_os_string()));
+                }
+                git.config.extend([
+                    "gpg.format=openpgp".to_string(),
+                    format!("gpg.program={}", wrapper.display()),
+                    format!("user.signingKey={fingerprint}"),
+                    "commit.gpgSign=true".to_string(),
+                ]);
+            }
         }
         git.files.push(Arc::new(files));
         Ok(git)

@@ -24,9 +24,9 @@ use crate::redact::Secrets;
 mod credentials;
 mod url;
 
-pub use credentials::GitCredentials;
 #[cfg(test)]
 use credentials::percent_decode;
+pub use credentials::{GitCredentials, SigningKey};
 use credentials::{KeyFiles, Remote, private_dir};
 #[cfg(test)]
 use url::is_local;

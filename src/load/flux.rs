@@ -9,9 +9,9 @@
 
 use super::*;
 use crate::api::{
-    CommitAuthor, CommitSpec, FLUX_SOURCE_GROUP, FluxAuthor, FluxAutomationSpec, GitCheckout,
-    GitCheckoutRef, GitRepositoryRef, GitRepositorySpec, GitSpec, MessageFormat, PushSpec,
-    UpdateSpec,
+    CommitAuthor, CommitSigning, CommitSpec, FLUX_SOURCE_GROUP, FluxAuthor, FluxAutomationSpec,
+    GitCheckout, GitCheckoutRef, GitRepositoryRef, GitRepositorySpec, GitSpec, MessageFormat,
+    PushSpec, SigningFormat, UpdateSpec,
 };
 
 /// Flux's GitRepository, as the files hold it.
@@ -31,6 +31,8 @@ pub struct FluxAutomation {
     object: String,
     /// The line of `spec.sourceRef`, where a missing GitRepository is reported.
     source_line: u32,
+    /// `spec.git.commit.signingKey`, its type checked.
+    signing: Option<CommitSigning>,
 }
 
 /// The apiVersions of Flux's source group hoist reads.
@@ -133,23 +135,22 @@ pub(super) fn load_automation(
         ));
     };
     let commit = &git.commit;
-    if let Some(key) = &commit.signing_key {
-        match key.key_type.as_deref().unwrap_or("gpg") {
-            "ssh" => {}
-            "gpg" => {
-                return Err(doc.invalid(
-                    "spec.git.commit.signingKey",
-                    "hoist signs with SSH keys (type: ssh) only so far, and will not push unsigned commits where Flux signs with OpenPGP; keep Flux running this automation for now",
-                ));
-            }
-            other => {
-                return Err(doc.invalid(
-                    "spec.git.commit.signingKey.type",
-                    format!("{other:?}: Flux's types are gpg and ssh"),
-                ));
-            }
-        }
-    }
+    let signing = match &commit.signing_key {
+        None => None,
+        Some(key) => Some(CommitSigning {
+            secret: key.secret_ref.name.clone(),
+            format: match key.key_type.as_deref().unwrap_or("gpg") {
+                "gpg" => SigningFormat::OpenPgp,
+                "ssh" => SigningFormat::Ssh,
+                other => {
+                    return Err(doc.invalid(
+                        "spec.git.commit.signingKey.type",
+                        format!("{other:?}: Flux's types are gpg and ssh"),
+                    ));
+                }
+            },
+        }),
+    };
     if let Some(template) = &commit.message_template
         && let Err(e) = crate::gotemplate::Template::parse(template)
     {
@@ -185,6 +186,7 @@ pub(super) fn load_automation(
             spec,
             object: doc.object.clone(),
             source_line: doc.root.line_of(&document::parse_path("spec.sourceRef")),
+            signing,
         },
         origin: doc.origin(),
     });
@@ -331,11 +333,7 @@ fn join(
                     .message_template_values
                     .clone()
                     .unwrap_or_default(),
-                ssh_signing_secret: git
-                    .commit
-                    .signing_key
-                    .as_ref()
-                    .map(|k| k.secret_ref.name.clone()),
+                signing: automation.signing.clone(),
             },
             push: (push_branch.is_some() || also_to.is_some() || !options.is_empty()).then_some(
                 PushSpec {

@@ -246,8 +246,8 @@ spec:
     let author = "    commit:\n      author: {name: bot, email: bot@example.com}\n";
     let cases = [
         (
-            "    commit:\n      author: {name: bot, email: bot@example.com}\n      signingKey: {secretRef: {name: key}}\n".to_string(),
-            "test.yaml:10: ImageUpdateAutomation flux-system/auto: spec.git.commit.signingKey: hoist signs with SSH keys (type: ssh) only so far",
+            "    commit:\n      author: {name: bot, email: bot@example.com}\n      signingKey: {type: x509, secretRef: {name: key}}\n".to_string(),
+            "test.yaml:10: ImageUpdateAutomation flux-system/auto: spec.git.commit.signingKey.type: \"x509\": Flux's types are gpg and ssh",
         ),
         (
             "    commit:\n      author: {name: bot, email: bot@example.com}\n      messageTemplate: '{{range .Changed.Changes}}'\n".to_string(),

@@ -458,7 +458,9 @@ fn key_files_last_as_long_as_the_git_that_uses_them() {
         password: Some("pw".into()),
         identity: Some(b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec()),
         known_hosts: Some(b"[127.0.0.1]:22 ssh-ed25519 AAAA\n".to_vec()),
-        ssh_signing_key: Some(b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec()),
+        signing: Some(hoist::git::SigningKey::Ssh(
+            b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec(),
+        )),
     };
     let files = |root: &Path| -> Vec<String> {
         let mut found = Vec::new();

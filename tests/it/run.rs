@@ -1451,4 +1451,106 @@ spec:
         run.stderr
     );
     assert_eq!(remote.head("main"), signed);
+
+    // Flux's default signingKey type, OpenPGP: git.asc and its passphrase.
+    let gpg = |home: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("gpg")
+            .arg("--homedir")
+            .arg(home)
+            .args([
+                "--batch",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "s3cret",
+            ])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("gpg: {e}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let made = keys.path().join("made");
+    let verify = keys.path().join("verify");
+    for home in [&made, &verify] {
+        std::fs::create_dir(home).unwrap_or_else(|e| panic!("{e}"));
+        let mut permissions = std::fs::metadata(home)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o700);
+        std::fs::set_permissions(home, permissions).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let identity = "fluxcdbot <fluxcdbot@users.noreply.github.com>";
+    gpg(
+        &made,
+        &["--quick-gen-key", identity, "ed25519", "sign", "never"],
+    );
+    let armored = String::from_utf8(gpg(&made, &["--armor", "--export-secret-keys", identity]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        keys.path().join("public.asc"),
+        gpg(&made, &["--armor", "--export", identity]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    gpg(
+        &verify,
+        &[
+            "--import",
+            &keys.path().join("public.asc").to_string_lossy(),
+        ],
+    );
+    registry.push_image("team/app", &["1.4.0"]);
+    let openpgp = std::fs::read_to_string(dir.path().join("flux.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace(
+            "signingKey: {type: ssh, secretRef: {name: signing-key}}",
+            "signingKey: {secretRef: {name: gpg-key}}",
+        )
+        + &format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: gpg-key, namespace: flux-system}}\nstringData:\n  passphrase: s3cret\n  git.asc: |\n{}",
+            armored
+                .lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        );
+    // A wrong passphrase: the key cannot sign, and nothing is pushed.
+    std::fs::write(
+        dir.path().join("flux.yaml"),
+        openpgp.replace("passphrase: s3cret", "passphrase: wrong"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = run_once(&dir, &docker, "flux.yaml", "state4", &[]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert_eq!(remote.head("main"), signed, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("wrong"),
+        "the passphrase leaked: {}",
+        run.stderr
+    );
+    std::fs::write(dir.path().join("flux.yaml"), openpgp).unwrap_or_else(|e| panic!("{e}"));
+    let run = run_once(&dir, &docker, "flux.yaml", "state5", &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    assert_ne!(remote.head("main"), signed);
+    let verified = std::process::Command::new("git")
+        .args(["verify-commit", "main"])
+        .env("GNUPGHOME", &verify)
+        .current_dir(&remote.path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    for home in [&made, &verify] {
+        let _ = std::process::Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(home)
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
 }

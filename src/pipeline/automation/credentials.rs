@@ -4,8 +4,9 @@
 
 use super::{AutomationReport, Context};
 use crate::api::PullRequestSpec as PullRequestFields;
+use crate::api::SigningFormat;
 use crate::forge::{Forge, ForgeRepo};
-use crate::git::GitCredentials;
+use crate::git::{GitCredentials, SigningKey};
 use crate::pipeline::error::AutomationError;
 use crate::pipeline::ports::Repository;
 
@@ -25,35 +26,43 @@ pub(super) fn git_for(
     let mut credentials = transport_credentials(context, report);
     // A signing key is never dropped: without its Secret, nothing is
     // committed.
-    if let Some(name) = &git.commit.ssh_signing_secret {
+    if let Some(signing) = &git.commit.signing {
         let namespace = context.namespace();
+        let name = &signing.secret;
         let field = "spec.git.commit.signingKey.secretRef";
-        let secret =
-            context
-                .objects
-                .secret(namespace, name)
-                .ok_or_else(|| AutomationError::Secret {
-                    field: field.into(),
-                    message: format!("Secret {namespace}/{name} is not in the files"),
-                })?;
-        if secret.data.get("password").is_some_and(|p| !p.is_empty()) {
-            return Err(AutomationError::Secret {
-                field: field.into(),
-                message: format!(
-                    "Secret {namespace}/{name} has a password: hoist signs with unencrypted SSH keys only so far (ssh-keygen -p -N '' removes it)"
-                ),
-            });
-        }
-        let key = secret
-            .data
-            .get("identity")
-            .ok_or_else(|| AutomationError::Secret {
-                field: field.into(),
-                message: format!("Secret {namespace}/{name} has no identity key"),
-            })?;
+        let problem = |message: String| AutomationError::Secret {
+            field: field.into(),
+            message: format!("Secret {namespace}/{name} {message}"),
+        };
+        let secret = context
+            .objects
+            .secret(namespace, name)
+            .ok_or_else(|| problem("is not in the files".into()))?;
+        let key = match signing.format {
+            SigningFormat::Ssh => {
+                if secret.data.get("password").is_some_and(|p| !p.is_empty()) {
+                    return Err(problem(
+                        "has a password: hoist signs with unencrypted SSH keys only so far (ssh-keygen -p -N '' removes it)".into(),
+                    ));
+                }
+                let key = secret
+                    .data
+                    .get("identity")
+                    .ok_or_else(|| problem("has no identity key".into()))?;
+                SigningKey::Ssh(key.clone())
+            }
+            SigningFormat::OpenPgp => SigningKey::OpenPgp {
+                key: secret
+                    .data
+                    .get("git.asc")
+                    .ok_or_else(|| problem("has no git.asc key".into()))?
+                    .clone(),
+                passphrase: secret.data.get("passphrase").cloned(),
+            },
+        };
         credentials
             .get_or_insert_with(GitCredentials::default)
-            .ssh_signing_key = Some(key.clone());
+            .signing = Some(key);
     }
     let Some(credentials) = credentials else {
         return Ok(None);
@@ -101,7 +110,7 @@ fn transport_credentials(
         password: text("password"),
         identity: secret.data.get("identity").cloned(),
         known_hosts: secret.data.get("known_hosts").cloned(),
-        ssh_signing_key: None,
+        signing: None,
     })
 }
 
