@@ -209,8 +209,19 @@ impl Exec {
                 values.push(self.arg(arg, dot)?);
             }
             values.extend(piped);
-            return funcs::call(name, values, self.limit)
-                .map_err(|e| err(format!("error calling {name}: {e}")));
+            let value = funcs::call(name, values, self.limit)
+                .map_err(|e| err(format!("error calling {name}: {e}")))?;
+            // No value outgrows the message: `$x = print $x $x` in a range
+            // would double it each time.
+            if let Value::Str(s) = &value
+                && s.len() > self.limit
+            {
+                return Err(err(format!(
+                    "{name} made a value longer than {} KiB",
+                    self.limit >> 10
+                )));
+            }
+            return Ok(value);
         }
         if args.len() > 1 || piped.is_some() {
             return Err(err("can't give an argument to a non-function"));

@@ -278,6 +278,17 @@ pub fn call(name: &str, args: Vec<Value>, limit: usize) -> Result<Value> {
         "replace" => {
             a.count(3)?;
             let (old, new, s) = (a.string(0)?, a.string(1)?, a.string(2)?);
+            // Sized before it is built: each replacement may grow the text
+            // by `new`, and a small input can ask for gigabytes.
+            let sites = if old.is_empty() {
+                s.chars().count() + 1
+            } else {
+                s.matches(&*old).count()
+            };
+            within(
+                s.len().saturating_add(sites.saturating_mul(new.len())),
+                limit,
+            )?;
             let replaced = if old.is_empty() {
                 // strings.Replace with an empty old inserts `new` around
                 // every rune.
@@ -355,6 +366,11 @@ pub fn call(name: &str, args: Vec<Value>, limit: usize) -> Result<Value> {
             a.count(2)?;
             let (n, s) = (a.int(0)?, a.string(1)?);
             let pad = " ".repeat(usize::try_from(n).unwrap_or(0).min(limit));
+            let lines = s.matches('\n').count() + 1;
+            within(
+                s.len().saturating_add(lines.saturating_mul(pad.len() + 1)),
+                limit,
+            )?;
             let indented = format!("{pad}{}", s.replace('\n', &format!("\n{pad}")));
             bounded(
                 if name == "nindent" {
@@ -419,12 +435,32 @@ pub fn call(name: &str, args: Vec<Value>, limit: usize) -> Result<Value> {
         "regexReplaceAll" | "regexReplaceAllLiteral" => {
             a.count(3)?;
             let (re, s, repl) = (regex(&a.string(0)?)?, a.string(1)?, a.string(2)?);
-            let replaced = if name == "regexReplaceAll" {
-                re.replace_all(&s, &*repl).into_owned()
-            } else {
-                re.replace_all(&s, regex::NoExpand(&repl)).into_owned()
-            };
-            bounded(replaced, limit)?
+            // Each match expands on its own ($0$0… can multiply the
+            // text), so the output is counted as it grows and given up on
+            // past the limit.
+            let mut grown = s.len();
+            let mut over = false;
+            let replaced = re.replace_all(&s, |caps: &regex::Captures| {
+                let mut piece = String::new();
+                if over {
+                    return piece;
+                }
+                if name == "regexReplaceAll" {
+                    caps.expand(&repl, &mut piece);
+                } else {
+                    piece.push_str(&repl);
+                }
+                grown = grown.saturating_add(piece.len());
+                over = grown > limit;
+                if over { String::new() } else { piece }
+            });
+            if over {
+                return Err(format!(
+                    "the result would be longer than {} KiB",
+                    limit >> 10
+                ));
+            }
+            bounded(replaced.into_owned(), limit)?
         }
         "regexSplit" => {
             a.count(3)?;
@@ -650,6 +686,17 @@ impl Args<'_> {
             )),
         }
     }
+}
+
+/// An error when a result of `size` bytes would pass the limit.
+fn within(size: usize, limit: usize) -> Result<()> {
+    if size > limit {
+        return Err(format!(
+            "the result would be longer than {} KiB",
+            limit >> 10
+        ));
+    }
+    Ok(())
 }
 
 fn bounded(s: String, limit: usize) -> Result<Value> {

@@ -32,6 +32,15 @@ fn output_steps_and_nesting_are_bounded() {
     assert!(text.contains("longer than 4 KiB"), "{text}");
     let steps = failure("{{ range 100000 }}{{ range 100 }}{{ end }}{{ end }}");
     assert!(steps.contains("steps"), "{steps}");
+    for bomb in [
+        "{{ $x := \"xx\" }}{{ range 64 }}{{ $x = print $x $x }}{{ end }}",
+        "{{ replace \"a\" (repeat 4000 \"b\") (repeat 4000 \"a\") }}",
+        "{{ indent 4000 (repeat 4000 \"\\n\") }}",
+        "{{ regexReplaceAll \"a\" (repeat 4000 \"a\") \"$0$0$0$0\" }}",
+    ] {
+        let error = failure(bomb);
+        assert!(error.contains("longer than 4 KiB"), "{bomb}: {error}");
+    }
     let deep = format!(
         "{}x{}",
         "{{ if true }}".repeat(200),
