@@ -121,6 +121,11 @@ impl Exec {
                 .map(|(i, v)| (Value::Int(i as i64), v.clone()))
                 .collect(),
             Value::Map(map) => map.entries().to_vec(),
+            // Each iteration costs a step: a count past the budget fails
+            // here rather than after allocating it.
+            Value::Int(n) if u64::try_from(*n).is_ok_and(|n| n > self.fuel) => {
+                return Err(err(format!("the template took more than {FUEL} steps")));
+            }
             Value::Int(n) => (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect(),
             Value::Missing | Value::Nil => Vec::new(),
             other => {

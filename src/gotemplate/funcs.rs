@@ -97,6 +97,9 @@ const NAMES: &[&str] = &[
     "sha256sum",
 ];
 
+/// Most items `uniq` compares, pairwise.
+const UNIQ_LIMIT: usize = 10_000;
+
 pub fn exists(name: &str) -> bool {
     NAMES.contains(&name)
 }
@@ -487,8 +490,13 @@ pub fn call(name: &str, args: Vec<Value>, limit: usize) -> Result<Value> {
         }
         "uniq" => {
             a.count(1)?;
+            let list = a.list(0)?;
+            // Quadratic, as sprig's: bounded so a long list cannot stall a run.
+            if list.len() > UNIQ_LIMIT {
+                return Err(format!("uniq of more than {UNIQ_LIMIT} items"));
+            }
             let mut out: Vec<Value> = Vec::new();
-            for v in a.list(0)?.iter() {
+            for v in list.iter() {
                 if !out.iter().any(|o| same(o, v)) {
                     out.push(v.clone());
                 }

@@ -542,7 +542,17 @@ impl Parser {
             return Err(self.error("missing value for command"));
         }
         let mut cmds = Vec::new();
-        for cmd in rest.split(|t| t.tok == Tok::Pipe && !in_parens(rest, t)) {
+        // `|` at depth 0 separates commands; one pass, however long the
+        // action.
+        let mut parens = 0i32;
+        for cmd in rest.split(|t| {
+            match t.tok {
+                Tok::Open => parens += 1,
+                Tok::Close => parens -= 1,
+                _ => {}
+            }
+            t.tok == Tok::Pipe && parens == 0
+        }) {
             cmds.push(self.command(cmd, depth)?);
         }
         if cmds.iter().any(Vec::is_empty) {
@@ -613,22 +623,6 @@ impl Parser {
             *i += 1;
         }
     }
-}
-
-/// Whether `token` sits inside parentheses of `tokens`.
-fn in_parens(tokens: &[Token], token: &Token) -> bool {
-    let mut depth = 0i32;
-    for t in tokens {
-        if std::ptr::eq(t, token) {
-            return depth > 0;
-        }
-        match t.tok {
-            Tok::Open => depth += 1,
-            Tok::Close => depth -= 1,
-            _ => {}
-        }
-    }
-    false
 }
 
 fn matching_close(tokens: &[Token], open: usize) -> Option<usize> {

@@ -41,6 +41,16 @@ fn output_steps_and_nesting_are_bounded() {
         let error = failure(bomb);
         assert!(error.contains("longer than 4 KiB"), "{bomb}: {error}");
     }
+    let huge = failure("{{ range 1000000000000 }}{{ end }}");
+    assert!(huge.contains("steps"), "{huge}");
+    let data = flux_data("flux-system", "auto", &[], &BTreeMap::new());
+    let uniq = Template::parse("{{ uniq (splitList \"\" (repeat 20000 \"a\")) }}")
+        .and_then(|t| t.render(&data, 1 << 20));
+    assert!(
+        uniq.as_ref()
+            .is_err_and(|e| e.0.contains("uniq of more than")),
+        "{uniq:?}"
+    );
     let deep = format!(
         "{}x{}",
         "{{ if true }}".repeat(200),

@@ -241,11 +241,10 @@ fn join(
     };
     let repo = &repository.object.spec;
     let line = pending.origin.line;
-    let git = automation
-        .spec
-        .git
-        .clone()
-        .ok_or_else(|| invalid(line, "spec.git", "missing".to_string()))?;
+    // load_automation refused an automation without spec.git.
+    let Some(git) = automation.spec.git.as_ref() else {
+        return Err(invalid(line, "spec.git", "missing".to_string()));
+    };
     // The automation's checkout ref overrides the GitRepository's; Flux's
     // GitRepository defaults to branch master.
     let branch = match git.checkout.as_ref().map(|c| &c.reference) {
