@@ -101,9 +101,51 @@ pub struct GitCheckout {
     pub reference: GitCheckoutRef,
 }
 
+/// Where the checkout starts, in Flux's terms: a branch's tip, or a tag,
+/// the highest tag in a semver range, a full ref name or a commit. Anything
+/// but a branch needs `push.branch`: hoist's commit has to go somewhere.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GitCheckoutRef {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub branch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// A full ref name, e.g. `refs/pull/7/head`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A commit id; with `branch`, a commit of that branch (as in Flux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+impl GitCheckoutRef {
+    /// A checkout of `branch`'s tip.
+    pub fn branch(branch: &str) -> Self {
+        GitCheckoutRef {
+            branch: branch.to_string(),
+            ..GitCheckoutRef::default()
+        }
+    }
+
+    /// What to check out, by Flux's precedence: commit, name, semver, tag,
+    /// branch.
+    pub fn reference(&self) -> crate::git::Reference {
+        use crate::git::Reference;
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        if let Some(id) = given(&self.commit) {
+            Reference::Commit(id)
+        } else if let Some(name) = given(&self.name) {
+            Reference::Name(name)
+        } else if let Some(range) = given(&self.semver) {
+            Reference::Semver(range)
+        } else if let Some(tag) = given(&self.tag) {
+            Reference::Tag(tag)
+        } else {
+            Reference::Branch(self.branch.clone())
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

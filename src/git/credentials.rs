@@ -398,7 +398,7 @@ impl Git {
 
     /// This git for the remote of `checkout`, and the URL git is given.
     pub(super) fn for_checkout(&self, checkout: &Checkout) -> Result<(Git, Remote), GitError> {
-        let remote = Remote::parse(&checkout.branch.url);
+        let remote = Remote::parse(&checkout.source.url);
         let cache = checkout.dir.parent().unwrap_or(&checkout.dir);
         Ok((self.for_remote(&remote, cache)?, remote))
     }

@@ -33,19 +33,67 @@ use url::is_local;
 use url::remote_side;
 pub use url::{local_paths, network_url};
 
-/// A branch of a remote repository.
+/// What a checkout starts from: a branch's tip, or a fixed point of the
+/// history as Flux's GitRepository `ref` can name one.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Branch {
-    pub url: String,
-    pub name: String,
+pub enum Reference {
+    Branch(String),
+    Tag(String),
+    /// The highest tag within a semver range (Masterminds' syntax, as Flux
+    /// reads it).
+    Semver(String),
+    /// A full ref name, e.g. `refs/pull/7/head`.
+    Name(String),
+    /// One commit, by its id.
+    Commit(String),
 }
 
-/// A working tree of `branch`, in hoist's cache, reset to the remote tip.
+impl Reference {
+    /// The branch, when the checkout follows one.
+    pub fn branch(&self) -> Option<&str> {
+        match self {
+            Reference::Branch(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reference::Branch(name) => write!(f, "branch {name:?}"),
+            Reference::Tag(tag) => write!(f, "tag {tag:?}"),
+            Reference::Semver(range) => write!(f, "the highest tag in semver range {range:?}"),
+            Reference::Name(name) => write!(f, "ref {name:?}"),
+            Reference::Commit(id) => write!(f, "commit {id}"),
+        }
+    }
+}
+
+/// A point of a remote repository to check out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub url: String,
+    pub reference: Reference,
+}
+
+impl Source {
+    /// The tip of `branch` at `url`.
+    pub fn branch(url: &str, branch: &str) -> Self {
+        Source {
+            url: url.to_string(),
+            reference: Reference::Branch(branch.to_string()),
+        }
+    }
+}
+
+/// A working tree of `source`, in hoist's cache, reset to what the remote
+/// has now.
 #[derive(Clone, Debug)]
 pub struct Checkout {
     pub dir: PathBuf,
-    pub branch: Branch,
-    /// The commit the remote branch pointed at when fetched.
+    pub source: Source,
+    /// The commit checked out (the branch's tip when fetched).
     pub base: String,
 }
 
@@ -83,8 +131,8 @@ pub enum Push {
 pub enum GitError {
     #[error("git {command}: {message}")]
     Command { command: String, message: String },
-    #[error("{url}: branch {branch:?} does not exist")]
-    MissingBranch { url: String, branch: String },
+    #[error("{url}: {reference} does not exist")]
+    MissingRef { url: String, reference: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -270,14 +318,19 @@ impl Git {
         })
     }
 
-    /// A checkout of `branch` under `cache`, one directory per URL and
-    /// branch: cloned shallow the first time, fetched and reset later.
+    /// A checkout of `source` under `cache`, one directory per URL and
+    /// reference: cloned shallow the first time, fetched and reset later.
     /// Whatever an earlier run left in the tree is discarded.
-    pub fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError> {
+    pub fn checkout(&self, cache: &Path, source: &Source) -> Result<Checkout, GitError> {
         use sha2::Digest;
+        // A branch keeps the key it always had, so existing caches stay.
+        let named = match &source.reference {
+            Reference::Branch(name) => name.clone(),
+            other => other.to_string(),
+        };
         let key = format!(
             "{:x}",
-            sha2::Sha256::digest(format!("{}\n{}", branch.url, branch.name))
+            sha2::Sha256::digest(format!("{}\n{named}", source.url))
         );
         let dir = cache.join(&key[..16]);
         // Caches hold what the repositories hold and their remotes' URLs.
@@ -289,22 +342,22 @@ impl Git {
             })
         };
         if dir.join(".git").is_dir() {
-            match self.refresh(&dir, branch) {
+            match self.refresh(&dir, source) {
                 Ok(()) => {}
-                Err(e @ GitError::MissingBranch { .. }) => return Err(e),
+                Err(e @ GitError::MissingRef { .. }) => return Err(e),
                 Err(e) => {
                     // A killed run can leave lock files or a half-made
                     // clone; the cache is hoist's, so start it afresh.
                     tracing::warn!(dir = %dir.display(), "the cached checkout cannot be reused ({e}); cloning again");
                     remove(&dir)?;
-                    self.clone_into(cache, &dir, branch)?;
+                    self.clone_into(cache, &dir, source)?;
                 }
             }
         } else {
             if dir.exists() {
                 remove(&dir)?;
             }
-            self.clone_into(cache, &dir, branch)?;
+            self.clone_into(cache, &dir, source)?;
         }
         private_dir(&dir)?;
         let base = self
@@ -313,28 +366,30 @@ impl Git {
             .to_string();
         Ok(Checkout {
             dir,
-            branch: branch.clone(),
+            source: source.clone(),
             base,
         })
     }
 
-    fn missing_branch(branch: &Branch, e: GitError) -> GitError {
+    fn missing_ref(source: &Source, e: GitError) -> GitError {
         match e {
             GitError::Command { ref message, .. }
                 if message.contains("Remote branch") && message.contains("not found")
-                    || message.contains("couldn't find remote ref") =>
+                    || message.contains("couldn't find remote ref")
+                    || message.contains("not our ref")
+                    || message.contains("upload-pack: not our ref") =>
             {
-                GitError::MissingBranch {
-                    url: redact(&branch.url),
-                    branch: branch.name.clone(),
+                GitError::MissingRef {
+                    url: redact(&source.url),
+                    reference: source.reference.to_string(),
                 }
             }
             other => other,
         }
     }
 
-    /// Brings an existing cached checkout to the remote tip.
-    fn refresh(&self, dir: &Path, branch: &Branch) -> Result<(), GitError> {
+    /// Brings an existing cached checkout to what the remote has now.
+    fn refresh(&self, dir: &Path, source: &Source) -> Result<(), GitError> {
         let own = self.run(Some(dir), &["rev-parse", "--absolute-git-dir"], &[])?;
         let expected = std::fs::canonicalize(dir.join(".git")).unwrap_or_else(|_| dir.join(".git"));
         if Path::new(own.trim()) != expected {
@@ -343,34 +398,83 @@ impl Git {
                 message: "the cache directory is not a repository of its own".into(),
             });
         }
-        let remote = Remote::parse(&branch.url);
+        let remote = Remote::parse(&source.url);
         let git = self.for_remote(&remote, dir.parent().unwrap_or(dir))?;
         self.run(
             Some(dir),
             &["remote", "set-url", "origin", &remote.url],
             &[],
         )?;
-        let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", branch.name);
-        let mut fetch = vec!["fetch", "--depth", "1", "--no-tags"];
         let upload_pack = remote_side(&remote.url, "upload-pack", "upload-pack");
+        let reference = match &source.reference {
+            Reference::Semver(range) => {
+                let mut list = vec!["ls-remote", "--tags", "--refs"];
+                list.extend(upload_pack.as_deref());
+                list.push("origin");
+                let listed = git.run(Some(dir), &list, &[])?;
+                let tag = highest_tag(range, &listed).ok_or_else(|| GitError::MissingRef {
+                    url: redact(&source.url),
+                    reference: source.reference.to_string(),
+                })?;
+                Reference::Tag(tag)
+            }
+            other => other.clone(),
+        };
+        // What to fetch, and what to check out once it is fetched.
+        let (refspec, target) = match &reference {
+            Reference::Branch(name) => (
+                format!("+refs/heads/{name}:refs/remotes/origin/{name}"),
+                format!("refs/remotes/origin/{name}"),
+            ),
+            Reference::Tag(tag) => (
+                format!("+refs/tags/{tag}:refs/tags/{tag}"),
+                format!("refs/tags/{tag}^{{commit}}"),
+            ),
+            Reference::Name(name) => (
+                format!("+{name}:refs/hoist/checkout"),
+                "refs/hoist/checkout^{commit}".to_string(),
+            ),
+            Reference::Commit(id) => (id.clone(), id.clone()),
+            Reference::Semver(range) => {
+                return Err(GitError::Command {
+                    command: "ls-remote".into(),
+                    message: format!("semver range {range:?} was not resolved to a tag"),
+                });
+            }
+        };
+        let mut fetch = vec!["fetch", "--depth", "1", "--no-tags"];
         fetch.extend(upload_pack.as_deref());
         fetch.extend(["origin", &refspec]);
         git.run(Some(dir), &fetch, &[])
-            .map_err(|e| Self::missing_branch(branch, e))?;
-        let remote = format!("refs/remotes/origin/{}", branch.name);
-        self.run(
-            Some(dir),
-            &["checkout", "--force", "-B", &branch.name, &remote],
-            &[],
-        )?;
+            .map_err(|e| Self::missing_ref(source, e))?;
+        match &reference {
+            Reference::Branch(name) => self.run(
+                Some(dir),
+                &["checkout", "--force", "-B", name, &target],
+                &[],
+            )?,
+            // Not on a branch: hoist's commit goes to push.branch.
+            _ => self.run(
+                Some(dir),
+                &["checkout", "--force", "--detach", &target],
+                &[],
+            )?,
+        };
         self.run(Some(dir), &["clean", "-fdx"], &[])?;
         Ok(())
     }
 
-    fn clone_into(&self, cache: &Path, dir: &Path, branch: &Branch) -> Result<(), GitError> {
+    fn clone_into(&self, cache: &Path, dir: &Path, source: &Source) -> Result<(), GitError> {
         // Made private before git fills it; git clones into an empty one.
         private_dir(dir)?;
-        let remote = Remote::parse(&branch.url);
+        let remote = Remote::parse(&source.url);
+        let Reference::Branch(name) = &source.reference else {
+            // A tag, ref or commit: an empty repository that fetches it.
+            let target = dir.to_string_lossy().into_owned();
+            self.run(None, &["init", "--quiet", "--", &target], &[])?;
+            self.run(Some(dir), &["remote", "add", "origin", &remote.url], &[])?;
+            return self.refresh(dir, source);
+        };
         let git = self.for_remote(&remote, cache)?;
         let target = dir.to_string_lossy().into_owned();
         let mut clone = vec![
@@ -380,14 +484,48 @@ impl Git {
             "--no-tags",
             "--single-branch",
             "--branch",
-            &branch.name,
+            name,
         ];
         let upload_pack = remote_side(&remote.url, "upload-pack", "upload-pack");
         clone.extend(upload_pack.as_deref());
         clone.extend(["--", &remote.url, &target]);
         git.run(None, &clone, &[])
-            .map_err(|e| Self::missing_branch(branch, e))?;
+            .map_err(|e| Self::missing_ref(source, e))?;
         Ok(())
+    }
+
+    /// Whether `commit` is in the history of the checkout's base: hoist's
+    /// commit on a branch of its own was made on a commit of the checkout
+    /// ref. The checkout is shallow, so the history since `commit`'s own
+    /// date (a day more, for clocks that disagree) is fetched first.
+    pub fn contains(&self, checkout: &Checkout, commit: &str) -> Result<bool, GitError> {
+        if commit == checkout.base {
+            return Ok(true);
+        }
+        let dir = &checkout.dir;
+        let Ok(date) = self.run(Some(dir), &["log", "-1", "--format=%ct", commit], &[]) else {
+            // Not fetched: hoist has nothing to judge it by.
+            return Ok(false);
+        };
+        let since = date
+            .trim()
+            .parse::<i64>()
+            .unwrap_or(0)
+            .saturating_sub(86_400);
+        let (git, remote) = self.for_checkout(checkout)?;
+        let upload_pack = remote_side(&remote.url, "upload-pack", "upload-pack");
+        let shallow = format!("--shallow-since={since}");
+        let mut fetch = vec!["fetch", "--no-tags", shallow.as_str()];
+        fetch.extend(upload_pack.as_deref());
+        fetch.extend(["origin", &checkout.base]);
+        git.run(Some(dir), &fetch, &[])?;
+        Ok(self
+            .run(
+                Some(dir),
+                &["merge-base", "--is-ancestor", commit, &checkout.base],
+                &[],
+            )
+            .is_ok())
     }
 
     /// Commits everything changed in the checkout, or returns None when
@@ -593,6 +731,21 @@ impl Git {
     }
 }
 
+/// The tag of `git ls-remote --tags --refs` output that is the highest
+/// version within `range`, as Flux's GitRepository `ref.semver` picks it:
+/// tags read as versions the way image tags are (a leading `v` allowed),
+/// others ignored; equal versions go to the tag that sorts last.
+fn highest_tag(range: &str, listed: &str) -> Option<String> {
+    let range = crate::policy::Range::parse(range).ok()?;
+    listed
+        .lines()
+        .filter_map(|line| line.split_once('\t')?.1.strip_prefix("refs/tags/"))
+        .filter_map(|tag| Some((crate::policy::Version::parse_tag(tag)?, tag)))
+        .filter(|(version, _)| range.matches(version))
+        .max_by(|(a, at), (b, bt)| a.precedence(b).then_with(|| at.cmp(bt)))
+        .map(|(_, tag)| tag.to_string())
+}
+
 /// What `git push --porcelain` said about one branch.
 #[derive(Debug, PartialEq, Eq)]
 enum PushOutcome<'a> {
@@ -644,6 +797,27 @@ fn push_outcome<'a>(stdout: &'a str, stderr: &str, target: &str) -> PushOutcome<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_semver_ref_picks_the_highest_tag_in_its_range() {
+        let listed = "a1\trefs/tags/v1.2.0\n\
+                      a2\trefs/tags/v1.10.0\n\
+                      a3\trefs/tags/v2.0.0-rc.1\n\
+                      a4\trefs/tags/latest\n\
+                      a5\trefs/heads/v9.9.9\n\
+                      a6\trefs/tags/1.10.0\n";
+        // 1.10.0 beats 1.2.0 by version, not by text; `1.10.0` and
+        // `v1.10.0` are the same version, and the later name wins.
+        assert_eq!(highest_tag(">=1.0.0", listed).as_deref(), Some("v1.10.0"));
+        assert_eq!(highest_tag("~1.2", listed).as_deref(), Some("v1.2.0"));
+        // A prerelease only when the range asks for one; branches never.
+        assert_eq!(
+            highest_tag(">=2.0.0-0", listed).as_deref(),
+            Some("v2.0.0-rc.1")
+        );
+        assert_eq!(highest_tag(">=3.0.0", listed), None);
+        assert_eq!(highest_tag("not a range", listed), None);
+    }
 
     #[test]
     fn local_transports_by_gits_rules() {

@@ -44,19 +44,26 @@ pub(super) fn is_git_repository(api_version: &str, kind: &str) -> bool {
         && api_version.split_once('/').map(|(g, _)| g) == Some(FLUX_SOURCE_GROUP)
 }
 
-/// A checkout ref that is not a branch, named by its field; hoist checks
-/// out branches only so far.
-fn not_a_branch(reference: &GitRepositoryRef) -> Option<&'static str> {
-    // Flux's precedence: commit, name, semver, tag, branch.
-    [
-        ("commit", &reference.commit),
-        ("name", &reference.name),
-        ("semver", &reference.semver),
-        ("tag", &reference.tag),
-    ]
-    .into_iter()
-    .find(|(_, value)| value.as_deref().is_some_and(|v| !v.is_empty()))
-    .map(|(field, _)| field)
+/// Flux's ref as hoist's checkout: the one reference Flux's precedence
+/// picks (commit, name, semver, tag, branch), so a GitRepository that sets
+/// a branch and a tag checks out the tag, as under Flux. A commit keeps
+/// its branch, which names it in messages.
+fn checkout_ref(reference: &GitRepositoryRef) -> GitCheckoutRef {
+    let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    let mut checkout = GitCheckoutRef::default();
+    if let Some(commit) = given(&reference.commit) {
+        checkout.commit = Some(commit);
+        checkout.branch = given(&reference.branch).unwrap_or_default();
+    } else if let Some(name) = given(&reference.name) {
+        checkout.name = Some(name);
+    } else if let Some(semver) = given(&reference.semver) {
+        checkout.semver = Some(semver);
+    } else if let Some(tag) = given(&reference.tag) {
+        checkout.tag = Some(tag);
+    } else {
+        checkout.branch = given(&reference.branch).unwrap_or_default();
+    }
+    checkout
 }
 
 pub(super) fn load_git_repository(
@@ -170,16 +177,6 @@ pub(super) fn load_automation(
             }
         }
     }
-    if let Some(field) = git
-        .checkout
-        .as_ref()
-        .and_then(|c| not_a_branch(&c.reference))
-    {
-        return Err(doc.invalid(
-            &format!("spec.git.checkout.ref.{field}"),
-            "hoist checks out branches only so far; use spec.git.checkout.ref.branch",
-        ));
-    }
     set.flux_automations.push(Loaded {
         object: FluxAutomation {
             metadata,
@@ -247,42 +244,43 @@ fn join(
     };
     // The automation's checkout ref overrides the GitRepository's; Flux's
     // GitRepository defaults to branch master.
-    let branch = match git.checkout.as_ref().map(|c| &c.reference) {
-        Some(reference) => reference.branch.clone().unwrap_or_default(),
+    let (checkout, checkout_field) = match git.checkout.as_ref().map(|c| &c.reference) {
+        Some(reference) => (checkout_ref(reference), None),
         None => {
-            let reference = repo.reference.clone().unwrap_or_default();
-            if let Some(field) = not_a_branch(&reference) {
-                return Err(invalid(
-                    line,
-                    "spec.sourceRef",
-                    format!(
-                        "GitRepository {namespace}/{} ({}): spec.ref.{field}: hoist checks out branches only so far; set spec.git.checkout.ref.branch on the automation",
-                        source.name, repository.origin
-                    ),
-                ));
+            let mut checkout = checkout_ref(&repo.reference.clone().unwrap_or_default());
+            if checkout == GitCheckoutRef::default() {
+                checkout.branch = "master".to_string();
             }
-            reference.branch.unwrap_or_else(|| "master".to_string())
+            (checkout, Some(repository))
         }
     };
-    if branch.is_empty() {
-        return Err(invalid(
-            line,
-            "spec.git.checkout.ref.branch",
-            "missing; the branch to check out".to_string(),
-        ));
-    }
-    let push_branch = git.push.as_ref().and_then(|p| p.branch.clone());
-    if let Some(push) = push_branch.as_deref().filter(|p| *p != branch) {
-        // hoist owns a push branch by its commits' trailer, which Flux's
-        // messages do not carry.
-        return Err(invalid(
-            line,
-            "spec.git.push.branch",
-            format!(
-                "{push:?} differs from the checkout branch {branch:?}; hoist runs Flux automations that push to their checkout branch only so far"
+    let push_branch = git
+        .push
+        .as_ref()
+        .and_then(|p| p.branch.clone())
+        .filter(|b| !b.is_empty());
+    let push_spec = push_branch.as_ref().map(|branch| PushSpec {
+        branch: Some(branch.clone()),
+        ..PushSpec::default()
+    });
+    if let Some((field, problem)) = validate::checkout_problem(&checkout, push_spec.as_ref()) {
+        // A problem with the GitRepository's ref is reported on the
+        // automation (whose run it stops) and names the GitRepository.
+        return Err(match checkout_field {
+            Some(repository) if field.starts_with("spec.git.checkout.") => invalid(
+                line,
+                "spec.sourceRef",
+                format!(
+                    "GitRepository {namespace}/{} ({}): {}: {problem}",
+                    source.name,
+                    repository.origin,
+                    field.replace("spec.git.checkout.", "spec.")
+                ),
             ),
-        ));
+            _ => invalid(line, &field, problem),
+        });
     }
+    let branch = checkout.branch.clone();
     let push = git.push.as_ref();
     let also_to = match push
         .and_then(|p| p.refspec.as_deref())
@@ -318,7 +316,7 @@ fn join(
             secret_ref: repo.secret_ref.clone(),
             secret_namespace: (namespace != own).then_some(namespace),
             checkout: GitCheckout {
-                reference: GitCheckoutRef { branch },
+                reference: checkout,
             },
             commit: CommitSpec {
                 author: CommitAuthor {

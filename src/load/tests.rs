@@ -1,4 +1,5 @@
 use super::*;
+use crate::git::Reference;
 
 fn load_str(text: &str) -> Result<ObjectSet, LoadErrors> {
     let mut set = ObjectSet::default();
@@ -219,6 +220,132 @@ spec:
     assert!(spec.policy_selector.is_some());
 }
 
+/// Flux's ref precedence (commit, name, semver, tag, branch) picks the
+/// checkout, from the automation's `checkout.ref` when it has one, from
+/// the GitRepository's otherwise; it pushes to a branch of its own.
+#[test]
+fn a_flux_checkout_by_tag_semver_name_or_commit_pushes_to_its_own_branch() {
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let document = |automation_ref: &str, repository_ref: &str| {
+        format!(
+            "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: auto, namespace: flux-system}}
+spec:
+  interval: 5m
+  sourceRef: {{kind: GitRepository, name: fleet}}
+  git:
+{automation_ref}    commit: {{author: {{email: bot@example.com}}}}
+    push: {{branch: image-updates}}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: fleet, namespace: flux-system}}
+spec:
+  url: https://git.example.com/fleet.git
+  ref: {repository_ref}
+"
+        )
+    };
+    let cases = [
+        (
+            "",
+            "{branch: main, tag: v1.0.0}",
+            Reference::Tag("v1.0.0".into()),
+        ),
+        (
+            "",
+            "{tag: v1.0.0, semver: '~1.0'}",
+            Reference::Semver("~1.0".into()),
+        ),
+        (
+            "",
+            &format!("{{branch: main, commit: {commit}}}"),
+            Reference::Commit(commit.into()),
+        ),
+        (
+            "    checkout: {ref: {name: refs/heads/release, tag: v2}}\n",
+            "{tag: v1.0.0}",
+            Reference::Name("refs/heads/release".into()),
+        ),
+        (
+            "    checkout: {ref: {branch: develop}}\n",
+            "{tag: v1.0.0}",
+            Reference::Branch("develop".into()),
+        ),
+    ];
+    for (automation_ref, repository_ref, expected) in cases {
+        let set = load_str(&document(automation_ref, repository_ref))
+            .unwrap_or_else(|e| panic!("{repository_ref}: {e}"));
+        let spec = &set.automations[0].object.spec;
+        assert_eq!(spec.git.checkout.reference.reference(), expected);
+        assert_eq!(
+            spec.git.push.as_ref().and_then(|p| p.branch.as_deref()),
+            Some("image-updates")
+        );
+    }
+}
+
+/// hoist's own documents take the same refs, one at a time; what cannot
+/// work is refused with the field named.
+#[test]
+fn a_hoist_checkout_names_one_ref_and_a_branch_to_push_to_when_it_is_not_one() {
+    let document = |git: &str| {
+        format!(
+            "apiVersion: hoist.dev/v1alpha1
+kind: ImageUpdateAutomation
+metadata: {{name: auto, namespace: team}}
+spec:
+  interval: 5m
+  git:
+    url: https://git.example.com/fleet.git
+    commit: {{author: {{name: bot, email: bot@example.com}}}}
+{git}
+  update: {{path: ./}}
+"
+        )
+    };
+    let set = load_str(&document(
+        "    checkout: {ref: {tag: v1.0.0}}\n    push: {branch: hotfix}",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        set.automations[0]
+            .object
+            .spec
+            .git
+            .checkout
+            .reference
+            .reference(),
+        Reference::Tag("v1.0.0".into())
+    );
+    for (git, expected) in [
+        (
+            "    checkout: {ref: {tag: v1.0.0, semver: '>=1'}}\n    push: {branch: x}",
+            "spec.git.checkout.ref.semver: give one of tag, semver, name and commit, not tag and semver",
+        ),
+        (
+            "    checkout: {ref: {branch: main, tag: v1.0.0}}\n    push: {branch: x}",
+            "spec.git.checkout.ref.tag: give a branch or a tag",
+        ),
+        (
+            "    checkout: {ref: {tag: v1.0.0}}",
+            "spec.git.push.branch: missing; a checkout of tag \"v1.0.0\" needs a branch to push to",
+        ),
+        (
+            "    checkout: {ref: {}}",
+            "spec.git.checkout.ref.branch: missing",
+        ),
+        (
+            "    checkout: {ref: {tag: v1.0.0}}\n    push: {branch: x, pullRequest: {provider: github}}",
+            "spec.git.push.pullRequest: a pull request is opened against the checkout branch, and tag \"v1.0.0\" is not one",
+        ),
+    ] {
+        let error = error_of(&document(git));
+        assert!(error.contains(expected), "{error}\nexpected: {expected}");
+    }
+}
+
 /// A Flux field hoist cannot honour yet stops the load, naming it: a
 /// signature, a push target or a checkout ref is never dropped quietly.
 #[test]
@@ -271,11 +398,15 @@ spec:
         ),
         (
             format!("{author}    checkout: {{ref: {{tag: v1.0.0}}}}\n"),
-            "spec.git.checkout.ref.tag: hoist checks out branches only so far",
+            "test.yaml:1: ImageUpdateAutomation flux-system/auto: spec.git.push.branch: missing; a checkout of tag \"v1.0.0\" needs a branch to push to",
         ),
         (
-            format!("{author}    push: {{branch: image-updates}}\n"),
-            "test.yaml:1: ImageUpdateAutomation flux-system/auto: spec.git.push.branch: \"image-updates\" differs from the checkout branch \"main\"",
+            format!("{author}    checkout: {{ref: {{commit: abc123}}}}\n    push: {{branch: auto}}\n"),
+            "spec.git.checkout.ref.commit: \"abc123\" is not a full commit id",
+        ),
+        (
+            format!("{author}    checkout: {{ref: {{name: pull/7/head}}}}\n    push: {{branch: auto}}\n"),
+            "spec.git.checkout.ref.name: \"pull/7/head\" is not a full ref name",
         ),
     ];
     for (git, expected) in cases {
@@ -283,10 +414,11 @@ spec:
         assert!(error.contains(expected), "{error}\nexpected: {expected}");
     }
     // The GitRepository's own ref, and a GitRepository that is not there.
-    let tagged = automation(author).replace("ref: {branch: main}", "ref: {semver: '>=1.0'}");
+    let tagged = automation(&format!("{author}    push: {{branch: auto}}\n"))
+        .replace("ref: {branch: main}", "ref: {semver: '>=1.0 ||| 2'}");
     let error = error_of(&tagged);
     assert!(
-        error.contains("spec.sourceRef: GitRepository flux-system/fleet (test.yaml:12): spec.ref.semver: hoist checks out branches only so far"),
+        error.contains("spec.sourceRef: GitRepository flux-system/fleet (test.yaml:13): spec.ref.semver: \">=1.0 ||| 2\" is not a semver range"),
         "{error}"
     );
     let missing = automation(author).replace("name: fleet}", "name: other}");

@@ -5,9 +5,10 @@ use regex::Regex;
 
 use super::{Document, LoadError, LoadWarning};
 use crate::api::{
-    API_VERSION, GoDuration, ImagePolicySpec, ImageRepositorySpec, ImageUpdateAutomationSpec,
-    ReceiverSpec, ReceiverType, ReflectionPolicy,
+    API_VERSION, GitCheckoutRef, GoDuration, ImagePolicySpec, ImageRepositorySpec,
+    ImageUpdateAutomationSpec, PushSpec, ReceiverSpec, ReceiverType, ReflectionPolicy,
 };
+use crate::git::Reference;
 use crate::policy::{CompiledPolicy, regex_reason};
 
 fn duration(doc: &Document<'_>, field: &str, value: Option<&GoDuration>) -> Result<(), LoadError> {
@@ -120,12 +121,11 @@ pub(super) fn automation(
         &spec.git.url,
         "give the repository's clone URL",
     )?;
-    required(
-        doc,
-        "spec.git.checkout.ref.branch",
-        &spec.git.checkout.reference.branch,
-        "name the branch to check out",
-    )?;
+    if let Some((field, problem)) =
+        checkout_problem(&spec.git.checkout.reference, spec.git.push.as_ref())
+    {
+        return Err(doc.invalid(&field, problem));
+    }
     for (i, window) in spec.schedule.iter().enumerate() {
         if let Err(e) = crate::schedule::Window::parse(window) {
             return Err(doc.invalid(&format!("spec.schedule[{i}].{}", e.field), e.message));
@@ -161,12 +161,30 @@ pub(super) fn automation(
     }
     inside_repository(doc, "spec.update.path", &spec.update.path)?;
     let checkout = &spec.git.checkout.reference.branch;
-    branch(doc, "spec.git.checkout.ref.branch", checkout)?;
+    if let Some(sync) = spec.sync.as_ref().filter(|_| checkout.is_empty()) {
+        return Err(doc.invalid(
+            "spec.sync",
+            format!(
+                "sync applies the checkout branch, and {} is not one; check out a branch, or sync with {:?} another way",
+                spec.git.checkout.reference.reference(),
+                sync.path
+            ),
+        ));
+    }
     if let Some(push) = &spec.git.push {
         if let Some(name) = &push.branch {
             branch(doc, "spec.git.push.branch", name)?;
         }
         if let Some(pull) = &push.pull_request {
+            if checkout.is_empty() {
+                return Err(doc.invalid(
+                    "spec.git.push.pullRequest",
+                    format!(
+                        "a pull request is opened against the checkout branch, and {} is not one; check out a branch",
+                        spec.git.checkout.reference.reference()
+                    ),
+                ));
+            }
             if push.branch.as_ref().is_none_or(|b| b == checkout) {
                 return Err(doc.invalid(
                     "spec.git.push.branch",
@@ -243,6 +261,94 @@ fn inside_repository(doc: &Document<'_>, field: &str, value: &str) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// What is wrong with `spec.git.checkout.ref`, as (field, message): it
+/// names one reference git can fetch, and when that is not a branch,
+/// `push` names a branch to push to.
+pub(super) fn checkout_problem(
+    reference: &GitCheckoutRef,
+    push: Option<&PushSpec>,
+) -> Option<(String, String)> {
+    let field = |name: &str| format!("spec.git.checkout.ref.{name}");
+    let not_a_branch = |name: &str| {
+        branch_problem(name).map(|p| format!("{name:?} is not a branch name git accepts: {p}"))
+    };
+    let given: Vec<&str> = [
+        ("tag", &reference.tag),
+        ("semver", &reference.semver),
+        ("name", &reference.name),
+        ("commit", &reference.commit),
+    ]
+    .into_iter()
+    .filter(|(_, value)| value.as_deref().is_some_and(|v| !v.is_empty()))
+    .map(|(name, _)| name)
+    .collect();
+    if given.len() > 1 {
+        return Some((
+            field(given[1]),
+            format!(
+                "give one of tag, semver, name and commit, not {}",
+                given.join(" and ")
+            ),
+        ));
+    }
+    let Some(&name) = given.first() else {
+        if reference.branch.trim().is_empty() {
+            return Some((
+                field("branch"),
+                "missing; name the branch to check out (or a tag, semver range, ref name or commit)"
+                    .to_string(),
+            ));
+        }
+        return not_a_branch(&reference.branch).map(|p| (field("branch"), p));
+    };
+    if !reference.branch.is_empty() {
+        if name != "commit" {
+            return Some((
+                field(name),
+                "give a branch or a tag, semver range or ref name, not both (a branch goes with a commit only)".to_string(),
+            ));
+        }
+        if let Some(p) = not_a_branch(&reference.branch) {
+            return Some((field("branch"), p));
+        }
+    }
+    let problem = match reference.reference() {
+        Reference::Tag(tag) => {
+            branch_problem(&tag).map(|p| format!("{tag:?} is not a tag name git accepts: {p}"))
+        }
+        Reference::Semver(range) => crate::policy::Range::parse(&range)
+            .err()
+            .map(|e| format!("{range:?} is not a semver range: {e}")),
+        Reference::Name(ref_name) => match ref_name.strip_prefix("refs/") {
+            Some(rest) if branch_problem(rest).is_none() => None,
+            _ => Some(format!(
+                "{ref_name:?} is not a full ref name, e.g. refs/heads/main or refs/pull/7/head"
+            )),
+        },
+        Reference::Commit(id) => (![40, 64].contains(&id.len())
+            || !id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("{id:?} is not a full commit id (40 or 64 hexadecimal digits)")),
+        Reference::Branch(_) => None,
+    };
+    if let Some(problem) = problem {
+        return Some((field(name), problem));
+    }
+    // Not on a branch: hoist's commit needs a branch to go to, as in Flux.
+    if push
+        .and_then(|p| p.branch.as_deref())
+        .is_none_or(|b| b.trim().is_empty())
+    {
+        return Some((
+            "spec.git.push.branch".to_string(),
+            format!(
+                "missing; a checkout of {} needs a branch to push to",
+                reference.reference()
+            ),
+        ));
+    }
+    None
 }
 
 /// A branch name git accepts (`git check-ref-format --branch`).

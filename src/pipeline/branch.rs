@@ -8,10 +8,29 @@
 //! from the checkout tip plus one commit — safe only while the branch's
 //! tip is hoist's own commit for this automation. A commit by anyone else
 //! stops hoist: their work is never pushed over.
+//!
+//! hoist knows its own commit by its committer (hoist's identity: whoever
+//! amends or cherry-picks a commit becomes its committer) and by one of
+//! two marks. Its own documents' messages end with the `Hoist-Automation`
+//! trailer, which also tells one automation's commit from another's. A
+//! Flux automation's message is exactly what its template says, with no
+//! trailer, so there the mark is the commit's lineage: its parent is in
+//! the checkout ref's history, as hoist's single commit on top of the
+//! checkout always is, and a commit someone added on top never is.
 
 use super::error::AutomationError;
 use crate::git::{Commit, Signature};
 use crate::message;
+
+/// How hoist tells its own commit on a branch of its own (see the module's
+/// documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// The message carries hoist's trailer naming this automation.
+    Trailer,
+    /// The parent is in the checkout ref's history.
+    Lineage,
+}
 
 /// What a run knows when it decides.
 #[derive(Clone, Copy, Debug)]
@@ -20,8 +39,10 @@ pub struct Facts<'a> {
     pub key: &'a str,
     /// Who hoist commits as.
     pub author: &'a Signature,
-    /// The branch hoist pushes to, and the checkout branch it is built on
-    /// (the same unless hoist owns a branch of its own).
+    pub ownership: Ownership,
+    /// The branch hoist pushes to, and what it is built on: the checkout
+    /// branch (the same unless hoist owns a branch of its own), or a tag,
+    /// ref or commit, as people read it.
     pub branch: &'a str,
     pub checkout_branch: &'a str,
     /// hoist pushes to a branch of its own.
@@ -39,6 +60,9 @@ pub struct Facts<'a> {
     /// The tip of hoist's branch on the remote, `None` when it does not
     /// exist. Read only when [`Facts::reads_remote`] says so.
     pub remote: Option<&'a Commit>,
+    /// Whether that tip's parent is in the checkout ref's history; read
+    /// only when [`Facts::reads_lineage`] says so.
+    pub remote_on_checkout: bool,
 }
 
 impl Facts<'_> {
@@ -47,6 +71,12 @@ impl Facts<'_> {
     /// a commit to push or a pull request to retire.
     pub fn reads_remote(&self) -> bool {
         self.owned && (self.ours.is_some() || (self.complete && self.pull_request))
+    }
+
+    /// Whether the step depends on the lineage of the remote `tip`: the
+    /// automation looks it up only for a tip its committer could have made.
+    pub fn reads_lineage(&self, tip: &Commit) -> bool {
+        self.ownership == Ownership::Lineage && tip.committer == committer(self.author)
     }
 }
 
@@ -81,7 +111,7 @@ pub fn step(facts: &Facts) -> Result<Step, AutomationError> {
         }
         return Ok(match facts.remote {
             None => Step::Forget,
-            Some(tip) if made_by_hoist(tip, facts.key, facts.author) => Step::Retire {
+            Some(tip) if made_by_hoist(tip, facts) => Step::Retire {
                 tip: tip.id.clone(),
             },
             Some(tip) => Step::Leave {
@@ -104,7 +134,7 @@ pub fn step(facts: &Facts) -> Result<Step, AutomationError> {
             lease: String::new(),
         });
     };
-    if !made_by_hoist(tip, facts.key, facts.author) {
+    if !made_by_hoist(tip, facts) {
         return Err(AutomationError::ForeignCommit(format!(
             "branch {} has a commit hoist did not make ({} by {}); hoist stops updating it so that work is not lost — merge or delete the branch",
             facts.branch,
@@ -127,12 +157,24 @@ pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// hoist's commit carries its trailer and hoist as committer; an amended
-/// or cherry-picked copy names whoever amended it as committer.
-fn made_by_hoist(commit: &Commit, key: &str, author: &Signature) -> bool {
-    let trailer = format!("{}: {key}", message::TRAILER);
-    let committer = format!("{} <{}>", author.name, author.email);
-    commit.message.lines().any(|l| l.trim() == trailer) && commit.committer == committer
+/// `Name <email>`, as [`Commit::committer`] reads.
+fn committer(author: &Signature) -> String {
+    format!("{} <{}>", author.name, author.email)
+}
+
+/// hoist's commit names hoist as committer (an amended or cherry-picked
+/// copy names whoever amended it) and carries its mark.
+fn made_by_hoist(commit: &Commit, facts: &Facts) -> bool {
+    if commit.committer != committer(facts.author) {
+        return false;
+    }
+    match facts.ownership {
+        Ownership::Trailer => {
+            let trailer = format!("{}: {}", message::TRAILER, facts.key);
+            commit.message.lines().any(|l| l.trim() == trailer)
+        }
+        Ownership::Lineage => facts.remote_on_checkout,
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +230,8 @@ mod tests {
         let facts = |owned, ours, complete, remote| Facts {
             key: KEY,
             author: &author,
+            ownership: Ownership::Trailer,
+            remote_on_checkout: false,
             branch: if owned { "hoist/update" } else { "main" },
             checkout_branch: "main",
             owned,
@@ -250,6 +294,8 @@ mod tests {
         let facts = |owned, ours, complete, pull_request| Facts {
             key: KEY,
             author: &author,
+            ownership: Ownership::Trailer,
+            remote_on_checkout: false,
             branch: if owned { "hoist/update" } else { "main" },
             checkout_branch: "main",
             owned,
@@ -267,5 +313,57 @@ mod tests {
         assert!(!facts(true, None, true, false).reads_remote());
         let without = facts(true, None, true, false);
         assert_eq!(step(&without).ok(), Some(Step::Nothing));
+    }
+
+    #[test]
+    fn without_a_trailer_the_lineage_and_the_committer_say_whose_commit_it_is() {
+        let author = bot();
+        let ours = commit("c0ffee", "base1", "tree2", true);
+        // Flux's message: no trailer.
+        let flux = |id: &str, parent: &str, committer: &str| Commit {
+            id: id.into(),
+            parent: Some(parent.into()),
+            tree: "tree1".into(),
+            author: "hoist-bot".into(),
+            committer: committer.into(),
+            message: "Update from image update automation".into(),
+        };
+        let previous = flux("aaaa", "base0", "hoist-bot <bot@example.com>");
+        let amended = flux("aaaa", "base0", "alice <alice@example.com>");
+        let facts = |remote, on_checkout| Facts {
+            key: KEY,
+            author: &author,
+            ownership: Ownership::Lineage,
+            branch: "auto",
+            checkout_branch: "main",
+            owned: true,
+            pull_request: false,
+            base: "base1",
+            ours: Some(&ours),
+            complete: true,
+            remote: Some(remote),
+            remote_on_checkout: on_checkout,
+        };
+        // hoist's earlier commit, on an earlier commit of main.
+        assert_eq!(
+            step(&facts(&previous, true)).ok(),
+            Some(Step::Push {
+                lease: "aaaa".into()
+            })
+        );
+        // Someone's commit on top of it: its parent is not on main.
+        let on_top = flux("eeee", "aaaa", "hoist-bot <bot@example.com>");
+        assert!(step(&facts(&on_top, false)).is_err());
+        // Amended by someone: the committer says so, whatever the lineage.
+        assert!(step(&facts(&amended, true)).is_err());
+        assert!(facts(&previous, false).reads_lineage(&previous));
+        assert!(!facts(&amended, false).reads_lineage(&amended));
+        // hoist's documents go by the trailer and never read the lineage.
+        let trailer = Facts {
+            ownership: Ownership::Trailer,
+            ..facts(&previous, true)
+        };
+        assert!(step(&trailer).is_err());
+        assert!(!trailer.reads_lineage(&previous));
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::ports::{Forges, Records, Repository};
 use crate::api::ForgeProvider;
 use crate::forge::{Forge, ForgeError, ForgeRepo, PullRequestRecord, PullRequestSpec, PullState};
-use crate::git::{Branch, Checkout, Commit, GitCredentials, GitError, Push, Signature};
+use crate::git::{Checkout, Commit, GitCredentials, GitError, Push, Reference, Signature, Source};
 use crate::store::{StoreError, SyncRecord};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -166,16 +166,26 @@ impl Repository for MemoryGit {
         Ok(Box::new(self.clone()))
     }
 
-    async fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError> {
+    async fn checkout(&self, cache: &Path, source: &Source) -> Result<Checkout, GitError> {
         let remote = self.remote();
-        let base = remote
-            .branches
-            .get(&branch.name)
-            .cloned()
-            .ok_or_else(|| Self::unknown(&format!("branch {}", branch.name)))?;
+        // Branches and commits; tags live in the real git's tests.
+        let (base, name) = match &source.reference {
+            Reference::Branch(name) => (
+                remote
+                    .branches
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| Self::unknown(&format!("branch {name}")))?,
+                name.clone(),
+            ),
+            Reference::Commit(id) if remote.commits.contains_key(id) => {
+                (id.clone(), format!("commit-{id}"))
+            }
+            other => return Err(Self::unknown(&other.to_string())),
+        };
         let files = remote.commits.get(&base).map(|c| c.files.clone());
         drop(remote);
-        let dir = cache.join(&branch.name);
+        let dir = cache.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         for (path, text) in files.into_iter().flatten() {
             let path = dir.join(path);
@@ -188,9 +198,21 @@ impl Repository for MemoryGit {
         lock(&self.heads).insert(dir.clone(), base.clone());
         Ok(Checkout {
             dir,
-            branch: branch.clone(),
+            source: source.clone(),
             base,
         })
+    }
+
+    async fn contains(&self, checkout: &Checkout, commit: &str) -> Result<bool, GitError> {
+        let remote = self.remote();
+        let mut at = Some(checkout.base.clone());
+        while let Some(id) = at {
+            if id == commit {
+                return Ok(true);
+            }
+            at = remote.commits.get(&id).and_then(|c| c.parent.clone());
+        }
+        Ok(false)
     }
 
     async fn remote_head(&self, _: &Checkout, branch: &str) -> Result<Option<String>, GitError> {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::api::ForgeProvider;
 use crate::forge::{Forge, ForgeError, ForgeRepo, PullRequestRecord};
-use crate::git::{Branch, Checkout, Commit, Git, GitCredentials, GitError, Push, Signature};
+use crate::git::{Checkout, Commit, Git, GitCredentials, GitError, Push, Signature, Source};
 use crate::model::InventoryEntry;
 use crate::store::{Store, StoreError, SyncRecord};
 use crate::sync::plan::Desired;
@@ -27,8 +27,10 @@ pub trait Repository: Send + Sync {
         credentials: &GitCredentials,
         dir: &Path,
     ) -> Result<Box<dyn Repository>, GitError>;
-    /// A checkout of `branch` as the remote has it now, under `cache`.
-    async fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError>;
+    /// A checkout of `source` as the remote has it now, under `cache`.
+    async fn checkout(&self, cache: &Path, source: &Source) -> Result<Checkout, GitError>;
+    /// Whether `commit` is in the history of the checkout's base.
+    async fn contains(&self, checkout: &Checkout, commit: &str) -> Result<bool, GitError>;
     /// Where `branch` points on the remote; `None` when it does not exist.
     async fn remote_head(
         &self,
@@ -96,9 +98,13 @@ impl Repository for Git {
     ) -> Result<Box<dyn Repository>, GitError> {
         Ok(Box::new(Git::with_credentials(self, credentials, dir)?))
     }
-    async fn checkout(&self, cache: &Path, branch: &Branch) -> Result<Checkout, GitError> {
-        let (cache, branch) = (cache.to_path_buf(), branch.clone());
-        blocking(self, move |git| git.checkout(&cache, &branch)).await
+    async fn checkout(&self, cache: &Path, source: &Source) -> Result<Checkout, GitError> {
+        let (cache, source) = (cache.to_path_buf(), source.clone());
+        blocking(self, move |git| git.checkout(&cache, &source)).await
+    }
+    async fn contains(&self, checkout: &Checkout, commit: &str) -> Result<bool, GitError> {
+        let (checkout, commit) = (checkout.clone(), commit.to_string());
+        blocking(self, move |git| git.contains(&checkout, &commit)).await
     }
     async fn remote_head(
         &self,

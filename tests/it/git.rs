@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use hoist::git::{Branch, Git, GitCredentials, Push, Signature};
+use hoist::git::{Git, GitCredentials, Push, Reference, Signature, Source};
 
 use crate::support::git::{BareRepo, GitHttp, arm_hooks, git, marker_script};
 
@@ -16,11 +16,8 @@ fn hoist_signature() -> Signature {
     }
 }
 
-fn branch(url: String) -> Branch {
-    Branch {
-        url,
-        name: "main".into(),
-    }
+fn branch(url: String) -> Source {
+    Source::branch(&url, "main")
 }
 
 #[test]
@@ -149,13 +146,7 @@ fn git_daemon_and_clear_errors() {
     assert!(remote.show("main", "apps/deploy.yaml").contains("2.0.0"));
     // A branch that does not exist.
     let missing = git
-        .checkout(
-            cache.path(),
-            &Branch {
-                url: url.clone(),
-                name: "nope".into(),
-            },
-        )
+        .checkout(cache.path(), &Source::branch(&url, "nope"))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -537,4 +528,90 @@ fn what_a_remote_prints_is_scrubbed_and_escaped() {
     assert!(error.contains("\\x1b[31m"), "{error}");
     assert!(!error.contains('\x1b'), "{error:?}");
     assert!(!error.contains("t0k3n-s3cret"), "{error}");
+}
+
+/// Flux's GitRepository refs other than a branch: a tag (annotated or
+/// not), the highest tag in a semver range, a full ref name and a commit,
+/// over git's own network protocol; hoist's commit on top of one goes to
+/// a branch of its own.
+#[test]
+fn checkouts_of_a_tag_a_semver_range_a_ref_name_and_a_commit() {
+    let remote = BareRepo::new(&[("apps/deploy.yaml", DEPLOY), ("README", "fleet\n")]);
+    let seed = remote.head("main");
+    git(
+        &remote.path,
+        &["tag", "-a", "v1.0.0", "-m", "release", &seed],
+    );
+    remote.commit_elsewhere("main", "README", "fleet 1.2\n");
+    let second = remote.head("main");
+    git(&remote.path, &["tag", "v1.2.0", &second]);
+    remote.commit_elsewhere("main", "README", "fleet 2.0 rc\n");
+    git(&remote.path, &["tag", "v2.0.0-rc.1", "main"]);
+    remote.commit_elsewhere("main", "README", "fleet next\n");
+    let (_daemon, url) = remote.serve();
+    let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let git_ = Git::default();
+    let at = |reference: Reference| {
+        git_.checkout(
+            cache.path(),
+            &Source {
+                url: url.clone(),
+                reference,
+            },
+        )
+    };
+    let base = |reference: Reference| {
+        at(reference)
+            .map(|c| c.base)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // An annotated tag checks out the commit it names.
+    assert_eq!(base(Reference::Tag("v1.0.0".into())), seed);
+    assert_eq!(base(Reference::Semver(">=1.0.0 <2.0.0".into())), second);
+    assert_eq!(
+        base(Reference::Name("refs/heads/main".into())),
+        remote.head("main")
+    );
+    assert_eq!(base(Reference::Commit(second.clone())), second);
+    // Asked again, a cached checkout follows a tag that moved.
+    git(&remote.path, &["tag", "--force", "v1.2.0", &seed]);
+    assert_eq!(base(Reference::Semver("~1.2".into())), seed);
+    for (reference, missing) in [
+        (Reference::Tag("v9.0.0".into()), "tag \"v9.0.0\""),
+        (
+            Reference::Semver(">=3.0.0".into()),
+            "the highest tag in semver range \">=3.0.0\"",
+        ),
+    ] {
+        let error = at(reference).err().map(|e| e.to_string());
+        assert_eq!(error, Some(format!("{url}: {missing} does not exist")));
+    }
+    // hoist's commit on a tag goes to a branch of its own.
+    let checkout = at(Reference::Tag("v1.0.0".into())).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        checkout.dir.join("apps/deploy.yaml"),
+        DEPLOY.replace("1.0.0", "1.0.1"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let commit = git_
+        .commit(&checkout, &hoist_signature(), "Update on the release")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("expected a commit"));
+    assert_eq!(
+        git_.push(&checkout, "release-fixes", "").ok(),
+        Some(Push::Pushed(commit.clone()))
+    );
+    assert_eq!(remote.head("release-fixes"), commit);
+    assert_eq!(
+        git(&remote.path, &["rev-parse", "release-fixes^"]).trim(),
+        seed
+    );
+    // Lineage: the seed is in main's history, though the checkout is
+    // shallow; hoist's commit on the tag is not.
+    let main = at(Reference::Branch("main".into())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(git_.contains(&main, &main.base).ok(), Some(true));
+    git_.tip(&main, "release-fixes")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(git_.contains(&main, &seed).ok(), Some(true));
+    assert_eq!(git_.contains(&main, &commit).ok(), Some(false));
 }

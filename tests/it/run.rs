@@ -1554,3 +1554,123 @@ spec:
             .status();
     }
 }
+
+/// A Flux automation that pushes to a branch of its own: its messages
+/// carry no trailer, so hoist knows its commit there by its committer and
+/// its lineage (the parent is on the checkout branch). It rebuilds the
+/// branch on the moved checkout branch, and stops, overwriting nothing,
+/// once someone commits on top. A GitRepository pinned by a semver range
+/// checks out the highest tag in it.
+#[test]
+fn a_flux_push_branch_is_rebuilt_by_lineage_and_a_semver_ref_checks_out_a_tag() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let addr = registry.addr.clone();
+    let deployment = |tag: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {addr}/team/app:{tag} # {{\"$imagepolicy\": \"flux-system:app\"}}\n"
+        )
+    };
+    let remote = BareRepo::new(&[("app.yaml", &deployment("1.0.0")), ("README", "fleet\n")]);
+    let (_daemon, url) = remote.serve();
+    let objects = |reference: &str| {
+        format!(
+            "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: app, namespace: flux-system}}
+spec: {{image: {addr}/team/app, interval: 1m0s}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: app, namespace: flux-system}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: 1.x}}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: apps, namespace: flux-system}}
+spec:
+  interval: 30m
+  sourceRef: {{kind: GitRepository, name: fleet}}
+  git:
+    commit: {{author: {{email: fluxcdbot@example.com, name: fluxcdbot}}}}
+    push: {{branch: image-updates}}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: fleet, namespace: flux-system}}
+spec:
+  interval: 1m0s
+  ref: {reference}
+  url: {url}
+"
+        )
+    };
+    let (dir, docker) = workspace(&[
+        ("branch.yaml", &objects("{branch: main}")),
+        ("semver.yaml", &objects("{semver: '~1.0'}")),
+    ]);
+    let run = |file: &str, state: &str| run_once(&dir, &docker, file, state, &[]);
+    let first = run("branch.yaml", "state-1");
+    assert_eq!(first.code, 0, "{}\n{}", first.stderr, first.stdout);
+    let parent = |branch: &str| {
+        crate::support::git::git(&remote.path, &["rev-parse", &format!("{branch}^")])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(parent("image-updates"), remote.head("main"));
+    assert_eq!(
+        remote.show("image-updates", "app.yaml"),
+        deployment("1.1.0")
+    );
+    assert_eq!(remote.show("main", "app.yaml"), deployment("1.0.0"));
+
+    // main moves on, and a newer image comes: hoist's commit is rebuilt on
+    // main's new tip (its old parent is in main's history).
+    remote.commit_elsewhere("main", "README", "fleet, edited\n");
+    registry.push_image("team/app", &["1.2.0"]);
+    let second = run("branch.yaml", "state-2");
+    assert_eq!(second.code, 0, "{}\n{}", second.stderr, second.stdout);
+    assert_eq!(parent("image-updates"), remote.head("main"));
+    assert_eq!(
+        remote.show("image-updates", "app.yaml"),
+        deployment("1.2.0")
+    );
+    assert_eq!(remote.log("image-updates").len(), 3, "seed, edit, hoist's");
+
+    // Someone commits on top of hoist's commit: the next run stops.
+    remote.commit_elsewhere("image-updates", "README", "reviewed\n");
+    let theirs = remote.head("image-updates");
+    registry.push_image("team/app", &["1.3.0"]);
+    let third = run("branch.yaml", "state-3");
+    assert_ne!(third.code, 0, "{}\n{}", third.stderr, third.stdout);
+    assert!(
+        third
+            .stderr
+            .contains("branch image-updates has a commit hoist did not make"),
+        "{}",
+        third.stderr
+    );
+    assert_eq!(remote.head("image-updates"), theirs, "nothing overwritten");
+
+    // A GitRepository pinned by a semver range: the highest tag in it.
+    let seed = crate::support::git::git(&remote.path, &["rev-list", "--max-parents=0", "main"])
+        .trim()
+        .to_string();
+    crate::support::git::git(&remote.path, &["tag", "v1.0.3", &seed]);
+    crate::support::git::git(&remote.path, &["tag", "v2.0.0", "main"]);
+    crate::support::git::git(
+        &remote.path,
+        &["branch", "--delete", "--force", "image-updates"],
+    );
+    let pinned = run("semver.yaml", "state-4");
+    assert_eq!(pinned.code, 0, "{}\n{}", pinned.stderr, pinned.stdout);
+    assert_eq!(parent("image-updates"), seed, "built on v1.0.3");
+    assert_eq!(
+        remote.show("image-updates", "app.yaml"),
+        deployment("1.3.0")
+    );
+}

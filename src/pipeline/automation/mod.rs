@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use super::branch::{Facts, Step, step};
+use super::branch::{Facts, Ownership, Step, step};
 use super::error::{AutomationError, ErrorReport};
 use super::ports::{Ports, Repository};
 use super::scan::ScanReport;
@@ -13,7 +13,7 @@ use crate::api::{
     ImageRef, ImageUpdateAutomation, MessageFormat, PullRequestSpec as PullRequestFields,
 };
 use crate::forge::PullRequestRecord;
-use crate::git::{Branch, Push, Signature};
+use crate::git::{Push, Reference, Signature, Source};
 use crate::load::ObjectSet;
 use crate::message;
 use crate::model::{Change, ChangeSet};
@@ -139,6 +139,8 @@ async fn run_automation(context: Context<'_>, scan: &ScanReport) -> AutomationRe
     report
 }
 
+/// `push.branch`, or the checkout branch (the loader makes sure one of
+/// them is set).
 fn push_branch(automation: &ImageUpdateAutomation) -> String {
     automation
         .spec
@@ -165,8 +167,18 @@ impl Context<'_> {
         crate::model::namespace_of(&self.automation.metadata)
     }
 
+    /// The checkout branch; empty when the checkout is a tag, ref or
+    /// commit (the loader allows pull requests and sync on branches only).
     fn checkout_branch(&self) -> &str {
         &self.automation.spec.git.checkout.reference.branch
+    }
+
+    /// What the checkout starts from.
+    fn checkout_source(&self) -> Source {
+        Source {
+            url: self.automation.spec.git.url.clone(),
+            reference: self.automation.spec.git.checkout.reference.reference(),
+        }
     }
 
     fn pull_request_fields(&self) -> Option<&PullRequestFields> {
@@ -335,14 +347,16 @@ async fn run_one(
 ) -> Result<(), AutomationError> {
     let automation = context.automation;
     let (key, options) = (context.key, context.options);
-    let checkout_branch = context.checkout_branch();
-    let owned = report.branch != checkout_branch;
+    let source = context.checkout_source();
+    let owned = source.reference.branch() != Some(report.branch.as_str());
+    // How messages name what the branch is built on.
+    let checkout_branch = match &source.reference {
+        Reference::Branch(name) => name.clone(),
+        other => other.to_string(),
+    };
+    let checkout_branch = checkout_branch.as_str();
     let (refs, unresolved) = refs_for(context, scan);
     let relative = repository_path("spec.update.path", &automation.spec.update.path)?;
-    let branch = Branch {
-        url: automation.spec.git.url.clone(),
-        name: checkout_branch.to_string(),
-    };
     let author = Signature {
         name: automation.spec.git.commit.author.name.clone(),
         email: automation.spec.git.commit.author.email.clone(),
@@ -350,7 +364,7 @@ async fn run_one(
     let base_warnings = report.warnings.clone();
     for _ in 0..options.push_attempts.max(1) {
         let started = std::time::Instant::now();
-        let checkout = git.checkout(&options.cache, &branch).await?;
+        let checkout = git.checkout(&options.cache, &source).await?;
         report.timings.checkout_ms += elapsed_ms(started);
         let root = checkout.dir.join(&relative);
         // A symlink in the repository must not lead the rewrite out of it.
@@ -382,7 +396,7 @@ async fn run_one(
                 field: "spec.update.path".into(),
                 message: format!(
                     "{:?} is neither a directory nor a file in {}",
-                    automation.spec.update.path, branch.name
+                    automation.spec.update.path, checkout_branch
                 ),
             });
         };
@@ -417,6 +431,11 @@ async fn run_one(
         let facts = Facts {
             key,
             author: &author,
+            // A Flux message carries no trailer.
+            ownership: match automation.spec.git.commit.format {
+                MessageFormat::Hoist => Ownership::Trailer,
+                MessageFormat::Flux => Ownership::Lineage,
+            },
             branch: &report.branch,
             checkout_branch,
             owned,
@@ -428,12 +447,14 @@ async fn run_one(
                 && !refs.is_empty()
                 && rewritten.problems.is_empty(),
             remote: None,
+            remote_on_checkout: false,
         };
         if report.changes.is_empty() {
             // Nothing to propose: maybe a pull request to retire.
-            let tip = remote_tip(git, &checkout, &facts).await?;
+            let (tip, remote_on_checkout) = remote_tip(git, &checkout, &facts).await?;
             let step = step(&Facts {
                 remote: tip.as_ref(),
+                remote_on_checkout,
                 ..facts
             })?;
             return retire_pull_request(context, git, &checkout, step, report).await;
@@ -488,9 +509,10 @@ async fn run_one(
             ours: Some(&ours),
             ..facts
         };
-        let tip = remote_tip(git, &checkout, &facts).await?;
+        let (tip, remote_on_checkout) = remote_tip(git, &checkout, &facts).await?;
         let lease = match step(&Facts {
             remote: tip.as_ref(),
+            remote_on_checkout,
             ..facts
         })? {
             Step::Push { lease } => lease,

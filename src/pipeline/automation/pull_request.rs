@@ -121,14 +121,21 @@ pub(super) async fn retire_pull_request(
 }
 
 /// The tip of hoist's branch on the remote, fetched when the step depends
-/// on it; `None` when the branch does not exist (or is not asked about).
+/// on it (`None` when the branch does not exist, or is not asked about),
+/// and whether its parent is in the checkout's history, when the step
+/// depends on that.
 pub(super) async fn remote_tip(
     git: &dyn Repository,
     checkout: &Checkout,
     facts: &Facts<'_>,
-) -> Result<Option<Commit>, AutomationError> {
+) -> Result<(Option<Commit>, bool), AutomationError> {
     if !facts.reads_remote() || git.remote_head(checkout, facts.branch).await?.is_none() {
-        return Ok(None);
+        return Ok((None, false));
     }
-    Ok(Some(git.tip(checkout, facts.branch).await?))
+    let tip = git.tip(checkout, facts.branch).await?;
+    let on_checkout = match &tip.parent {
+        Some(parent) if facts.reads_lineage(&tip) => git.contains(checkout, parent).await?,
+        _ => false,
+    };
+    Ok((Some(tip), on_checkout))
 }

@@ -1,7 +1,6 @@
 //! `spec.sync`: applying the checkout branch to the cluster after a push.
 
 use super::{AutomationReport, Context, SyncOutcome, off_the_runtime, repository_path};
-use crate::git::Branch;
 use crate::pipeline::error::AutomationError;
 use crate::pipeline::ports::Repository;
 
@@ -17,11 +16,10 @@ pub(super) async fn sync_branch(
         return Ok(());
     };
     let relative = repository_path("spec.sync.path", &spec.path)?;
-    let branch = Branch {
-        url: context.automation.spec.git.url.clone(),
-        name: context.checkout_branch().to_string(),
-    };
-    let checkout = git.checkout(&context.options.cache, &branch).await?;
+    // The loader allows sync on a checkout branch only.
+    let source =
+        crate::git::Source::branch(&context.automation.spec.git.url, context.checkout_branch());
+    let checkout = git.checkout(&context.options.cache, &source).await?;
     let root = checkout.dir.join(&relative);
     // A symbolic link must not lead the sync out of the repository.
     let inside = std::fs::canonicalize(&root)
