@@ -78,7 +78,7 @@ pub struct ImageUpdateAutomationSpec {
 pub struct GitSpec {
     /// https, http, ssh://, user@host:path, git:// or file:// URL.
     pub url: String,
-    /// Flux's git Secret keys: `username`/`password`, `identity`/`known_hosts`.
+    /// Flux's git Secret keys: `username`/`password` or `bearerToken`, `identity`/`known_hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
     /// Where `secret_ref` lives when not in the automation's namespace: a

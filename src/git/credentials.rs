@@ -168,6 +168,8 @@ pub struct GitCredentials {
     /// `username` / `password`: HTTPS Basic auth (or a token as password).
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `bearerToken`: HTTPS `Authorization: Bearer` (Flux's key).
+    pub bearer_token: Option<String>,
     /// `identity`: an SSH private key; `known_hosts`: the host keys to trust.
     pub identity: Option<Vec<u8>>,
     pub known_hosts: Option<Vec<u8>>,
@@ -193,6 +195,10 @@ impl std::fmt::Debug for GitCredentials {
         f.debug_struct("GitCredentials")
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
             .field("known_hosts", &self.known_hosts.is_some())
             .field("signing", &self.signing.as_ref().map(|_| "<redacted>"))
@@ -307,6 +313,25 @@ impl Git {
             git.env.push(("HOIST_GIT_PASSWORD".into(), password.into()));
             // The Secret decides, not whatever helper the user configured.
             git.config.push("credential.helper=".into());
+        }
+        if let Some(token) = &credentials.bearer_token {
+            if credentials.username.is_some() || credentials.password.is_some() {
+                return Err(GitError::Command {
+                    command: "credentials".into(),
+                    message: "the Secret holds bearerToken and username/password; keep one".into(),
+                });
+            }
+            git.secrets.add(token);
+            // Through git's environment configuration, never `-c`: argv is
+            // there for every user to read, a process's environment is not.
+            git.env.extend([
+                ("GIT_CONFIG_COUNT".into(), "1".into()),
+                ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
+                (
+                    "GIT_CONFIG_VALUE_0".into(),
+                    format!("Authorization: Bearer {token}").into(),
+                ),
+            ]);
         }
         if credentials.identity.is_some() || credentials.known_hosts.is_some() {
             // Paths reach ssh through the environment, so no path can

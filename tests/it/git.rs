@@ -441,12 +441,71 @@ fn userinfo_in_a_url_reaches_git_only_through_askpass() {
     }
 }
 
+/// Flux's `bearerToken`: sent as `Authorization: Bearer`, through git's
+/// environment configuration, never argv or a file; masked in what the
+/// server says; refused beside a username/password.
+#[test]
+fn a_bearer_token_reaches_the_server_and_nothing_else() {
+    let remote = BareRepo::new(&[("apps/deploy.yaml", DEPLOY)]);
+    let base = remote.path.parent().unwrap_or(&remote.path);
+    let http = GitHttp::bearer(base, "t0k3n-b3arer");
+    let url = format!("http://{}/fleet.git", http.server.addr);
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let trace = scratch.path().join("trace");
+    let cache = scratch.path().join("state/git");
+    // Without the token the server refuses.
+    assert!(
+        Git::default()
+            .checkout(&cache, &branch(url.clone()))
+            .is_err()
+    );
+    let credentials = GitCredentials {
+        bearer_token: Some("t0k3n-b3arer".into()),
+        ..GitCredentials::default()
+    };
+    let mut git = Git::default()
+        .with_credentials(&credentials, &scratch.path().join("credentials"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    git.env.push(("GIT_TRACE".into(), trace.clone().into()));
+    let checkout = git
+        .checkout(&cache, &branch(url.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        checkout.dir.join("apps/deploy.yaml"),
+        DEPLOY.replace("1.0.0", "1.1.0"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    git.commit(&checkout, &hoist_signature(), "with a bearer token")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let push = git.push(&checkout, "main", &checkout.base);
+    assert!(matches!(push, Ok(Push::Pushed(_))), "{push:?}");
+    assert_eq!(remote.log("main")[0], "hoist|with a bearer token");
+    let argv = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(argv.contains("git push"), "no trace of the push");
+    assert!(!argv.contains("t0k3n"), "argv holds the token: {argv}");
+    let config = std::fs::read_to_string(checkout.dir.join(".git/config")).unwrap_or_default();
+    assert!(!config.contains("t0k3n"), "{config}");
+    let both = GitCredentials {
+        username: Some("bot".into()),
+        ..credentials
+    };
+    let refused = Git::default()
+        .with_credentials(&both, &scratch.path().join("credentials"))
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        refused.as_deref(),
+        Some("git credentials: the Secret holds bearerToken and username/password; keep one")
+    );
+}
+
 #[test]
 fn key_files_last_as_long_as_the_git_that_uses_them() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let credentials = GitCredentials {
         username: Some("bot".into()),
         password: Some("pw".into()),
+        bearer_token: None,
         identity: Some(b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec()),
         known_hosts: Some(b"[127.0.0.1]:22 ssh-ed25519 AAAA\n".to_vec()),
         signing: Some(hoist::git::SigningKey::Ssh(

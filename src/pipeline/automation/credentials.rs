@@ -108,6 +108,7 @@ fn transport_credentials(
     Some(GitCredentials {
         username: text("username"),
         password: text("password"),
+        bearer_token: text("bearerToken").filter(|t| !t.is_empty()),
         identity: secret.data.get("identity").cloned(),
         known_hosts: secret.data.get("known_hosts").cloned(),
         signing: None,

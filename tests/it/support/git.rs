@@ -227,6 +227,12 @@ impl GitHttp {
         Self::serve(base, Some(expected))
     }
 
+    /// Serves the repositories under `base` to requests that carry
+    /// `Authorization: Bearer TOKEN`, as Flux's `bearerToken` sends it.
+    pub fn bearer(base: &Path, token: &str) -> GitHttp {
+        Self::serve(base, Some(format!("Bearer {token}")))
+    }
+
     /// Serves the repositories under `base` to anyone, as a public forge
     /// repository is.
     pub fn anonymous(base: &Path) -> GitHttp {
