@@ -376,8 +376,7 @@ impl Git {
             GitError::Command { ref message, .. }
                 if message.contains("Remote branch") && message.contains("not found")
                     || message.contains("couldn't find remote ref")
-                    || message.contains("not our ref")
-                    || message.contains("upload-pack: not our ref") =>
+                    || message.contains("not our ref") =>
             {
                 GitError::MissingRef {
                     url: redact(&source.url),
