@@ -63,6 +63,11 @@ pub struct ControllerArgs {
     /// namespace, whatever its accessFrom says.
     #[arg(long)]
     pub no_cross_namespace_refs: bool,
+    /// Reconcile Flux's image.toolkit.fluxcd.io/v1 objects (with the
+    /// GitRepositories they name) in place of Flux's image controllers,
+    /// writing Flux's status fields; hoist.dev objects are not watched.
+    #[arg(long)]
+    pub flux: bool,
 }
 
 pub fn run(args: ControllerArgs) -> Result<(), CliError> {
@@ -80,6 +85,12 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
             ))
         })?),
     };
+    if args.flux && args.webhook_addr.is_some() {
+        return Err(CliError::invalid(
+            "--webhook-addr with --flux: hoist does not serve Flux's Receivers in the cluster yet; \
+             leave Flux's notification-controller serving them, or run without --webhook-addr",
+        ));
+    }
     if let Some(name) = &args.default_service_account {
         crate::api::check_object_name(name).map_err(|why| {
             CliError::invalid(format!("--default-service-account {name:?}: {why}"))
@@ -99,6 +110,11 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
         }),
         sync,
         no_cross_namespace_refs: args.no_cross_namespace_refs,
+        flavor: if args.flux {
+            controller::Flavor::Flux
+        } else {
+            controller::Flavor::Hoist
+        },
     };
     let result = runtime.block_on(async {
         let access = super::cluster::access(

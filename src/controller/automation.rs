@@ -7,27 +7,42 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Resource;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
 
 use super::conditions::{self, Outcome};
 use super::{
-    Context, ReconcileError, document, errors_for, key_of, labelled, load, now, patch_status,
-    requested,
+    Context, Flavor, Kind, ReconcileError, document, errors_for, key_of, labelled_object, load,
+    now, refuse_unreadable, requested, typed, write_status,
 };
 use crate::api::{ImagePolicy, ImageRef, ImageUpdateAutomation, ImageUpdateAutomationStatus};
 use crate::model::Tag;
 use crate::pipeline::{self, PolicyRef, RunOptions, ScanReport};
 
 /// Every line logged while reconciling carries the object's key.
-#[tracing::instrument(skip_all, fields(object = %super::key_of(&*automation)))]
+#[tracing::instrument(skip_all, fields(object = %super::key_of(&*object)))]
 pub async fn reconcile(
-    automation: Arc<ImageUpdateAutomation>,
+    object: Arc<DynamicObject>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let key = labelled(&*automation);
+    let key = labelled_object(&object);
     let started = std::time::Instant::now();
-    let result = update(automation, &key, &context).await;
+    let result = match context.options.flavor {
+        Flavor::Hoist => match typed::<ImageUpdateAutomation>(&object) {
+            Ok(automation) => {
+                let sources = vec![document(&automation)];
+                update(&object, Arc::new(automation), sources, &key, &context).await
+            }
+            Err(e) => refuse_unreadable(&context, Kind::ImageUpdateAutomation, &object, e).await,
+        },
+        Flavor::Flux => match joined(&object, &context).await {
+            Ok(Joined::Automation(automation, sources)) => {
+                update(&object, Arc::new(*automation), sources, &key, &context).await
+            }
+            Ok(Joined::Refused(outcome)) => refuse(&object, outcome, &context).await,
+            Err(e) => Err(e),
+        },
+    };
     // Only a run that succeeded ends the backoff (in `update`): a
     // reconcile that found nothing due is no success.
     context.metrics.reconciled(
@@ -59,17 +74,134 @@ fn age(time: Option<&String>) -> Option<Duration> {
     Some(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
 }
 
+/// A Flux automation joined with its GitRepository, as the loader joins
+/// them in files: hoist's automation, and the documents it came from.
+enum Joined {
+    Automation(Box<ImageUpdateAutomation>, Vec<serde_json::Value>),
+    /// Not joined (no GitRepository, or a spec hoist cannot honour): the
+    /// condition that says why.
+    Refused(Outcome),
+}
+
+/// Flux's automation read with the GitRepository its `sourceRef` names.
+/// The GitRepository's Secret is read later, with the others.
+async fn joined(object: &DynamicObject, context: &Context) -> Result<Joined, ReconcileError> {
+    let namespace = crate::model::namespace_of(&object.metadata).to_string();
+    let source = object.data.pointer("/spec/sourceRef");
+    let name = source
+        .and_then(|s| s.get("name"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let source_namespace = source
+        .and_then(|s| s.get("namespace"))
+        .and_then(serde_json::Value::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&namespace)
+        .to_string();
+    let mut sources = vec![document(object)];
+    if !name.is_empty() {
+        if source_namespace != namespace && context.options.no_cross_namespace_refs {
+            return Ok(Joined::Refused(Outcome::stalled(
+                "AccessDenied",
+                format!(
+                    "spec.sourceRef: GitRepository {source_namespace}/{name} is in another namespace, \
+                     and --no-cross-namespace-refs refuses every reference across namespaces"
+                ),
+            )));
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            context.client.clone(),
+            &source_namespace,
+            &super::kinds::git_repository(),
+        );
+        match api.get_opt(name).await? {
+            Some(repository) => sources.push(document(&repository)),
+            None => {
+                return Ok(Joined::Refused(Outcome::retrying(
+                    "DependencyNotReady",
+                    format!("GitRepository {source_namespace}/{name} not found"),
+                )));
+            }
+        }
+    }
+    let (objects, errors) = load(&sources);
+    let label = labelled_object(object);
+    if let Some(message) = errors_for(&errors, &label) {
+        return Ok(Joined::Refused(Outcome::stalled("InvalidSpec", message)));
+    }
+    let Some(loaded) = objects.automations.into_iter().next() else {
+        return Ok(Joined::Refused(Outcome::stalled(
+            "InvalidSpec",
+            format!("{label} did not load"),
+        )));
+    };
+    let mut automation = loaded.object;
+    automation.status = object
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .map(|status| Flavor::Flux.read_automation_status(status, &namespace));
+    // The loader's copy has no server bookkeeping: the generation decides
+    // whether the spec changed.
+    automation.metadata = object.metadata.clone();
+    Ok(Joined::Automation(Box::new(automation), sources))
+}
+
+/// Writes the condition of an automation that cannot run, keeping the
+/// rest of its status.
+async fn refuse(
+    object: &DynamicObject,
+    outcome: Outcome,
+    context: &Context,
+) -> Result<Action, ReconcileError> {
+    let namespace = crate::model::namespace_of(&object.metadata);
+    let mut status: ImageUpdateAutomationStatus = object
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .map(|status| {
+            context
+                .options
+                .flavor
+                .read_automation_status(status, namespace)
+        })
+        .unwrap_or_default();
+    conditions::apply(
+        &mut status.conditions,
+        &outcome,
+        object.metadata.generation,
+        &now(),
+    );
+    status.observed_generation = object.metadata.generation;
+    let value = context.options.flavor.automation_status(&status, namespace);
+    write_status(context, Kind::ImageUpdateAutomation, object, value).await?;
+    context
+        .metrics
+        .reconcile_error("ImageUpdateAutomation", "spec");
+    match outcome.retried() {
+        true => Err(ReconcileError::Transient(outcome.message().to_string())),
+        false => Ok(Action::await_change()),
+    }
+}
+
 async fn update(
+    watched: &DynamicObject,
     automation: Arc<ImageUpdateAutomation>,
+    sources: Vec<serde_json::Value>,
     key: &str,
     context: &Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let namespace = crate::model::namespace_of(&automation.metadata).to_string();
-    let current = automation.status.clone();
-    let mut status = current.clone().unwrap_or_default();
+    let mut status = automation.status.clone().unwrap_or_default();
     let generation = automation.metadata.generation;
-    let object = labelled(&*automation);
+    let object = labelled_object(watched);
     let interval = interval(&automation);
+    let flavor = context.options.flavor;
+    let write_to = |status: &ImageUpdateAutomationStatus| {
+        let value = flavor.automation_status(status, &namespace);
+        write_status(context, Kind::ImageUpdateAutomation, watched, value)
+    };
+    let reference = context.reference(Kind::ImageUpdateAutomation, watched);
     let write = |mut status: ImageUpdateAutomationStatus, outcome: Outcome| {
         conditions::apply(&mut status.conditions, &outcome, generation, &now());
         status.observed_generation = generation;
@@ -81,15 +213,20 @@ async fn update(
     if !context.policies_listed() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let selected: Vec<Arc<ImagePolicy>> = context
+    // Read into hoist's type only the policies of the automation's own
+    // namespace, the only ones it may select.
+    let in_namespace = context
         .policies
         .state()
+        .into_iter()
+        .filter(|p| crate::model::namespace_of(&p.metadata) == namespace);
+    let selected: Vec<ImagePolicy> = super::kinds::typed_all(in_namespace)
         .into_iter()
         .filter(|p| pipeline::selects(&automation, p))
         .collect();
     let observed: BTreeMap<String, ImageRef> = selected
         .iter()
-        .filter_map(|p| Some((key_of(&**p), p.status.as_ref()?.latest_ref.clone()?)))
+        .filter_map(|p| Some((key_of(p), p.status.as_ref()?.latest_ref.clone()?)))
         .collect();
     if automation.spec.suspend {
         // Said with the refs it would have set, so that whoever watches
@@ -98,10 +235,19 @@ async fn update(
             .iter()
             .map(|(policy, r)| format!("{policy}={}", r.tag))
             .collect();
-        tracing::info!(?latest, "suspended; nothing is pushed");
-        return Ok(Action::await_change());
+        if context.suspended.changed(key, latest.clone()) {
+            tracing::info!(?latest, "suspended; nothing is pushed");
+        }
+        // The policy cache is another watch than the one that woke this
+        // reconcile and may not have the new latest ref yet: look again
+        // soon, so that what is logged catches up with it.
+        return Ok(Action::requeue(interval.min(Duration::from_secs(10))));
     }
-    let asked = requested(&*automation, status.last_handled_reconcile_at.as_ref());
+    let asked = requested(
+        &*automation,
+        context.requested_at(),
+        status.last_handled_reconcile_at.as_ref(),
+    );
     let since_run = age(status.last_automation_run_time.as_ref());
     let spec_changed = generation != status.observed_generation;
     // After a failed run, retry on the backoff (or at once for a new spec),
@@ -140,9 +286,21 @@ async fn update(
         return Ok(Action::requeue(wait));
     }
 
-    let mut secrets = Vec::new();
+    // The git Secret lives beside a Flux GitRepository, which may be in
+    // another namespace; the rest beside the automation.
+    let mut git_secrets = Vec::new();
     if let Some(reference) = &automation.spec.git.secret_ref {
-        secrets.push(reference.name.as_str());
+        git_secrets.push(reference.name.as_str());
+    }
+    let git_namespace = automation
+        .spec
+        .git
+        .secret_namespace
+        .clone()
+        .unwrap_or_else(|| namespace.clone());
+    let mut secrets = Vec::new();
+    if let Some(signing) = &automation.spec.git.commit.signing {
+        secrets.push(signing.secret.as_str());
     }
     if let Some(reference) = automation
         .spec
@@ -154,16 +312,26 @@ async fn update(
     {
         secrets.push(reference.name.as_str());
     }
-    let secrets = match context.secrets(&namespace, &secrets).await {
+    let read = match context.secrets(&git_namespace, &git_secrets).await {
+        Ok(mut found) => match context.secrets(&namespace, &secrets).await {
+            Ok(more) => {
+                found.extend(more);
+                Ok(found)
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let secrets = match read {
         Ok(s) => s,
         Err(e) => {
             let status = write(status, Outcome::retrying("SecretNotFound", e.to_string()));
-            patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+            write_to(&status).await?;
             return Err(e);
         }
     };
-    let mut documents = vec![document(&*automation)];
-    documents.extend(selected.iter().map(|p| document(&**p)));
+    let mut documents = sources;
+    documents.extend(selected.iter().map(document));
     documents.extend(secrets);
     let (objects, errors) = load(&documents);
     let transport = (!crate::git::network_url(&automation.spec.git.url)).then(|| {
@@ -177,7 +345,7 @@ async fn update(
             .metrics
             .reconcile_error("ImageUpdateAutomation", "spec");
         let status = write(status, Outcome::stalled("InvalidSpec", message));
-        patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+        write_to(&status).await?;
         return Ok(Action::await_change());
     }
     // The scan report the pipeline takes: one row per latest ref.
@@ -186,7 +354,7 @@ async fn update(
         .filter_map(|p| {
             let latest = p.status.as_ref()?.latest_ref.as_ref()?;
             Some(PolicyRef {
-                policy: key_of(&**p),
+                policy: key_of(p),
                 repository: pipeline::repository_of(p),
                 image: latest.name.clone(),
                 name: latest.name.clone(),
@@ -271,13 +439,11 @@ async fn update(
         status.inventory = synced.report.inventory.clone();
         if !synced.report.pruned.is_empty() {
             let note = format!("pruned {}", synced.report.pruned.join(", "));
-            context
-                .event(&automation.object_ref(&()), "Pruned", note)
-                .await;
+            context.event(&reference, "Pruned", note).await;
         }
         if let Some(error) = &synced.report.error {
             context
-                .warning(&automation.object_ref(&()), "SyncFailed", error.clone())
+                .warning(&reference, "SyncFailed", error.clone())
                 .await;
         }
     }
@@ -293,7 +459,7 @@ async fn update(
                 status,
                 Outcome::stalled("InvalidSpec", error.message.clone()),
             );
-            patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+            write_to(&status).await?;
             context.forgive(key);
             return Ok(Action::await_change());
         }
@@ -301,7 +467,7 @@ async fn update(
             status,
             Outcome::retrying("UpdateFailed", error.message.clone()),
         );
-        patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+        write_to(&status).await?;
         return Err(ReconcileError::Failed(error.clone()));
     }
     status.observed_policies = observed;
@@ -314,7 +480,7 @@ async fn update(
             window.next_open.as_deref().unwrap_or("not within a year")
         );
         let status = write(status, Outcome::ready("OutsideUpdateWindow", message));
-        patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+        write_to(&status).await?;
         context.forgive(key);
         let until = window
             .next_open
@@ -335,15 +501,13 @@ async fn update(
                 ran.changes.len(),
                 if ran.changes.len() == 1 { "" } else { "s" }
             );
-            context
-                .event(&automation.object_ref(&()), "Pushed", message.clone())
-                .await;
+            context.event(&reference, "Pushed", message.clone()).await;
             message
         }
         None => "no updates made".to_string(),
     };
     let status = write(status, Outcome::ready("Succeeded", message));
-    patch_status(&context.client, &*automation, current.as_ref(), &status).await?;
+    write_to(&status).await?;
     context.forgive(key);
     Ok(Action::requeue(interval))
 }

@@ -52,6 +52,20 @@ impl Outcome {
             message: message.into(),
         }
     }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Outcome::Ready { message, .. }
+            | Outcome::Waiting { message, .. }
+            | Outcome::Retrying { message, .. }
+            | Outcome::Stalled { message, .. } => message,
+        }
+    }
+
+    /// Whether the reconcile is retried with backoff.
+    pub fn retried(&self) -> bool {
+        matches!(self, Outcome::Retrying { .. })
+    }
 }
 
 /// Sets or replaces condition `type_`, keeping its `lastTransitionTime`

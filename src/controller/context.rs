@@ -12,8 +12,10 @@ pub struct Context {
     pub(super) credentials: Arc<DockerConfig>,
     pub(super) git: Git,
     pub(super) recorder: Recorder,
-    pub(super) repositories: kube::runtime::reflector::Store<ImageRepository>,
-    pub(super) policies: kube::runtime::reflector::Store<ImagePolicy>,
+    /// The watched ImageRepositories and ImagePolicies, of the flavour's
+    /// group (read them with `kinds::typed`).
+    pub(super) repositories: kube::runtime::reflector::Store<DynamicObject>,
+    pub(super) policies: kube::runtime::reflector::Store<DynamicObject>,
     /// Whether the ImagePolicy cache is filled: set by the first policy
     /// reconcile (the controller reconciles only once its cache is), or
     /// after a while when there are none. Not `Store::wait_until_ready`:
@@ -21,6 +23,8 @@ pub struct Context {
     /// policy controller itself waits on that store, so a second waiter
     /// could stall it or the automations.
     pub(super) policies_listed: std::sync::atomic::AtomicBool,
+    /// The latest refs each suspended automation last said it saw.
+    pub(super) suspended: Changes<Vec<String>>,
     pub(super) started: std::time::Instant,
     /// Failures in a row per object (`kind ns/name`), for backoff.
     pub(super) failures: Mutex<HashMap<String, u32>>,
@@ -28,6 +32,25 @@ pub struct Context {
 }
 
 impl Context {
+    /// Where `kind` is served, for this controller's flavour.
+    pub(super) fn resource(&self, kind: Kind) -> ApiResource {
+        self.options.flavor.resource(kind)
+    }
+
+    /// The annotation that asks this controller for a reconcile.
+    pub(super) fn requested_at(&self) -> &'static str {
+        self.options.flavor.requested_at()
+    }
+
+    /// The Event reference of a watched object.
+    pub(super) fn reference(
+        &self,
+        kind: Kind,
+        object: &DynamicObject,
+    ) -> k8s_openapi::api::core::v1::ObjectReference {
+        object.object_ref(&self.resource(kind))
+    }
+
     /// Reads the Secrets `names` in `namespace`: Secrets that do not exist
     /// are listed in the error.
     pub(super) async fn secrets(

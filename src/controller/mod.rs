@@ -15,12 +15,15 @@ mod receiver;
 mod repository;
 
 mod context;
+pub mod kinds;
 mod lease;
 mod status;
 mod wiring;
 
 pub use context::Context;
 use context::*;
+pub use kinds::Flavor;
+use kinds::{Kind, typed};
 use lease::*;
 use status::*;
 pub use wiring::run;
@@ -35,7 +38,7 @@ use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -44,7 +47,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{ImagePolicy, ImageRepository, ImageUpdateAutomation};
+use crate::api::ImagePolicy;
 use crate::git::Git;
 use crate::load::{LoadError, ObjectSet};
 use crate::metrics;
@@ -80,6 +83,8 @@ pub struct Options {
     /// Refuse every reference to another namespace's ImageRepository
     /// (`--no-cross-namespace-refs`).
     pub no_cross_namespace_refs: bool,
+    /// Whose objects to reconcile: hoist's, or Flux's (`--flux`).
+    pub flavor: Flavor,
 }
 
 /// Where the Lease lives.

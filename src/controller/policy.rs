@@ -4,30 +4,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Resource;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use super::conditions::{self, Outcome};
 use super::{
-    Context, ReconcileError, document, errors_for, key_of, labelled, load, patch_status, requested,
+    Context, Kind, ReconcileError, document, errors_for, key_of, labelled, labelled_object, load,
+    refuse_unreadable, requested, typed, write_status,
 };
 use crate::api::{ImagePolicy, ImagePolicyStatus, ImageRef, ImageRepository};
 use crate::pipeline::{self, ScanOptions, TagFreshness};
 
 /// Every line logged while reconciling carries the object's key.
-#[tracing::instrument(skip_all, fields(object = %super::key_of(&*policy)))]
+#[tracing::instrument(skip_all, fields(object = %super::key_of(&*object)))]
 pub async fn reconcile(
-    policy: Arc<ImagePolicy>,
+    object: Arc<DynamicObject>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     context
         .policies_listed
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let key = labelled(&*policy);
+    let key = labelled_object(&object);
     let started = std::time::Instant::now();
-    let result = select(&policy, &context).await;
+    let result = match typed::<ImagePolicy>(&object) {
+        Ok(policy) => select(&object, &policy, &context).await,
+        Err(e) => refuse_unreadable(&context, Kind::ImagePolicy, &object, e).await,
+    };
     context.finished("ImagePolicy", &key, started, result.as_ref().err());
     result
 }
@@ -37,17 +40,19 @@ pub async fn reconcile(
 async fn repository_of(
     policy: &ImagePolicy,
     context: &Context,
-) -> Result<Option<ImageRepository>, ReconcileError> {
+) -> Result<Option<DynamicObject>, ReconcileError> {
     let reference = &policy.spec.image_repository_ref;
     let namespace = reference
         .namespace
         .as_deref()
         .unwrap_or(crate::model::namespace_of(&policy.metadata));
-    let object = ObjectRef::new(&reference.name).within(namespace);
+    let resource = context.resource(Kind::ImageRepository);
+    let object = ObjectRef::new_with(&reference.name, resource.clone()).within(namespace);
     if let Some(found) = context.repositories.get(&object) {
         return Ok(Some((*found).clone()));
     }
-    let api: Api<ImageRepository> = Api::namespaced(context.client.clone(), namespace);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(context.client.clone(), namespace, &resource);
     Ok(api.get_opt(&reference.name).await?)
 }
 
@@ -129,13 +134,18 @@ pub struct PolicyDecision {
 /// `now`. Pure: the time comes in, nothing goes out but the value.
 pub fn policy_status(
     policy: &ImagePolicy,
+    requested_at: &str,
     observed: Observed<'_>,
     now: jiff::Timestamp,
 ) -> PolicyDecision {
     let mut status = policy.status.clone().unwrap_or_default();
     // Worked out afresh by each reconcile.
     status.waiting = None;
-    if let Some(asked) = requested(policy, status.last_handled_reconcile_at.as_ref()) {
+    if let Some(asked) = requested(
+        policy,
+        requested_at,
+        status.last_handled_reconcile_at.as_ref(),
+    ) {
         status.last_handled_reconcile_at = Some(asked);
     }
     let generation = policy.metadata.generation;
@@ -296,7 +306,11 @@ pub fn policy_status(
     }
 }
 
-async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, ReconcileError> {
+async fn select(
+    object: &DynamicObject,
+    policy: &ImagePolicy,
+    context: &Context,
+) -> Result<Action, ReconcileError> {
     if policy.spec.suspend {
         return Ok(Action::await_change());
     }
@@ -312,20 +326,24 @@ async fn select(policy: &ImagePolicy, context: &Context) -> Result<Action, Recon
             }
         }
     };
-    let decision = policy_status(policy, observed, jiff::Timestamp::now());
-    patch_status(
-        &context.client,
+    let decision = policy_status(
         policy,
-        policy.status.as_ref(),
-        &decision.status,
-    )
-    .await?;
+        context.requested_at(),
+        observed,
+        jiff::Timestamp::now(),
+    );
+    let value = context.options.flavor.policy_status(&decision.status);
+    write_status(context, Kind::ImagePolicy, object, value).await?;
     if let Some(reason) = decision.error_reason {
         context.metrics.reconcile_error("ImagePolicy", reason);
     }
     if let Some(note) = decision.new_latest {
         context
-            .event(&policy.object_ref(&()), "NewLatestTag", note)
+            .event(
+                &context.reference(Kind::ImagePolicy, object),
+                "NewLatestTag",
+                note,
+            )
             .await;
     }
     match decision.requeue {
@@ -343,10 +361,13 @@ enum Found {
 }
 
 async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, ReconcileError> {
-    let Some(repository) = repository_of(policy, context).await? else {
+    let Some(found) = repository_of(policy, context).await? else {
         return Ok(Found::Early(Observed::RepositoryMissing(
             pipeline::repository_of(policy),
         )));
+    };
+    let Ok(repository) = typed::<ImageRepository>(&found) else {
+        return Ok(Found::Early(Observed::RepositoryInvalid(key_of(&found))));
     };
     if let Err(refused) = cross_namespace_access(policy, &repository, context).await? {
         return Ok(Found::Early(Observed::AccessDenied(refused)));
@@ -655,7 +676,7 @@ mod tests {
             (observed, policy, ready_is, reason, stalled, latest, previous, event, metric, requeue),
         ) in table.into_iter().enumerate()
         {
-            let decision = policy_status(&policy, observed, at(NOW));
+            let decision = policy_status(&policy, super::super::REQUESTED_AT, observed, at(NOW));
             let case = format!("row {i}: {decision:?}");
             assert_eq!(ready(&decision), (ready_is.into(), reason.into()), "{case}");
             assert_eq!(has(&decision, conditions::STALLED), stalled, "{case}");
@@ -691,6 +712,7 @@ mod tests {
         let held = row(Some("1.1.0"), Some(("1.3.0", eligible)));
         let decision = policy_status(
             &policy(Some("1.1.0"), false),
+            super::super::REQUESTED_AT,
             Observed::Selected(&held),
             at(NOW),
         );
@@ -704,7 +726,12 @@ mod tests {
         let mut later = policy(Some("1.1.0"), false);
         later.status = Some(decision.status);
         let adopted = row(Some("1.3.0"), None);
-        let decision = policy_status(&later, Observed::Selected(&adopted), at(NOW + 90));
+        let decision = policy_status(
+            &later,
+            super::super::REQUESTED_AT,
+            Observed::Selected(&adopted),
+            at(NOW + 90),
+        );
         assert_eq!(decision.status.waiting, None);
         assert_eq!(
             decision.new_latest.as_deref(),
@@ -721,13 +748,23 @@ mod tests {
                 .collect(),
         );
         let same = row(Some("1.1.0"), None);
-        let first = policy_status(&asked, Observed::Selected(&same), at(NOW));
+        let first = policy_status(
+            &asked,
+            super::super::REQUESTED_AT,
+            Observed::Selected(&same),
+            at(NOW),
+        );
         assert_eq!(
             first.status.last_handled_reconcile_at.as_deref(),
             Some("now-1")
         );
         asked.status = Some(first.status.clone());
-        let second = policy_status(&asked, Observed::Selected(&same), at(NOW + 60));
+        let second = policy_status(
+            &asked,
+            super::super::REQUESTED_AT,
+            Observed::Selected(&same),
+            at(NOW + 60),
+        );
         // Nothing changed but time: the status is the same value, so the
         // reconciler's patch is skipped and no watch event follows.
         assert_eq!(second.status, first.status);

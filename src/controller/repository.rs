@@ -4,40 +4,60 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 
 use super::conditions::{self, Outcome};
 use super::{
-    Context, ReconcileError, document, errors_for, labelled, load, now, patch_status, requested,
+    Context, Kind, ReconcileError, document, errors_for, labelled, labelled_object, load, now,
+    refuse_unreadable, requested, typed, write_status,
 };
 use crate::api::{ImageRepository, ImageRepositoryStatus, ScanResult};
 use crate::pipeline::{self, ScanOptions, TagFreshness};
 
 /// Every line logged while reconciling carries the object's key.
-#[tracing::instrument(skip_all, fields(object = %super::key_of(&*repository)))]
+#[tracing::instrument(skip_all, fields(object = %super::key_of(&*object)))]
 pub async fn reconcile(
-    repository: Arc<ImageRepository>,
+    object: Arc<DynamicObject>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let key = labelled(&*repository);
+    let key = labelled_object(&object);
     let started = std::time::Instant::now();
-    let result = scan(&repository, &context).await;
+    let result = match typed::<ImageRepository>(&object) {
+        Ok(repository) => scan(&object, &repository, &context).await,
+        Err(e) => refuse_unreadable(&context, Kind::ImageRepository, &object, e).await,
+    };
     context.finished("ImageRepository", &key, started, result.as_ref().err());
     result
 }
 
-async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action, ReconcileError> {
+async fn scan(
+    object: &DynamicObject,
+    repository: &ImageRepository,
+    context: &Context,
+) -> Result<Action, ReconcileError> {
     if repository.spec.suspend {
         return Ok(Action::await_change());
     }
     let namespace = crate::model::namespace_of(&repository.metadata).to_string();
-    let current = repository.status.clone();
-    let mut status = current.clone().unwrap_or_default();
+    let mut status = repository.status.clone().unwrap_or_default();
     let generation = repository.metadata.generation;
-    let object = labelled(repository);
+    let name = labelled(repository);
     let finish = |status: &mut ImageRepositoryStatus, outcome: &Outcome| {
         conditions::apply(&mut status.conditions, outcome, generation, &now());
         status.observed_generation = generation;
+    };
+    let exclusions = repository.spec.exclusions();
+    // The status in the flavour's shape; `tags`, the scan's tags after
+    // the exclusion list, when this reconcile scanned.
+    let write = |status: &ImageRepositoryStatus, tags: Option<&[String]>| {
+        let value = context.options.flavor.repository_status(
+            status,
+            object.data.get("status"),
+            tags,
+            &exclusions,
+        );
+        write_status(context, Kind::ImageRepository, object, value)
     };
 
     let mut secrets = Vec::new();
@@ -57,20 +77,24 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
                 &mut status,
                 &Outcome::retrying("SecretNotFound", e.to_string()),
             );
-            patch_status(&context.client, repository, current.as_ref(), &status).await?;
+            write(&status, None).await?;
             return Err(e);
         }
     };
     let mut documents = vec![document(repository)];
     documents.extend(secrets);
     let (objects, errors) = load(&documents);
-    if let Some(message) = errors_for(&errors, &object) {
+    if let Some(message) = errors_for(&errors, &name) {
         context.metrics.reconcile_error("ImageRepository", "spec");
         finish(&mut status, &Outcome::stalled("InvalidSpec", message));
-        patch_status(&context.client, repository, current.as_ref(), &status).await?;
+        write(&status, None).await?;
         return Ok(Action::await_change());
     }
-    let asked = requested(repository, status.last_handled_reconcile_at.as_ref());
+    let asked = requested(
+        repository,
+        context.requested_at(),
+        status.last_handled_reconcile_at.as_ref(),
+    );
     let options = ScanOptions {
         tags: if asked.is_some() {
             TagFreshness::Refresh
@@ -90,9 +114,7 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
         .await
         .map_err(|e| ReconcileError::Transient(e.to_string()))?;
     let Some(scanned) = report.repositories.first() else {
-        return Err(ReconcileError::Transient(format!(
-            "{object} was not scanned"
-        )));
+        return Err(ReconcileError::Transient(format!("{name} was not scanned")));
     };
     if asked.is_some() {
         status.last_handled_reconcile_at = asked;
@@ -112,23 +134,26 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
                     .tags_scanned
                     .inc_by(u64::try_from(record.tags).unwrap_or(u64::MAX));
             }
+            // Flux counts, and samples, the tags its exclusion list keeps.
+            let kept = match context.options.flavor {
+                super::Flavor::Hoist => None,
+                super::Flavor::Flux => Some(kept_tags(context, repository, &scanned.image)?),
+            };
+            let count = kept.as_ref().map_or(record.tags, Vec::len);
             let scan_time =
                 jiff::Timestamp::from_second(i64::try_from(record.scanned_at).unwrap_or(0))
                     .map(|t| t.to_string())
                     .ok();
             status.last_scan_result = Some(ScanResult {
-                tag_count: i64::try_from(record.tags).unwrap_or(i64::MAX),
+                tag_count: i64::try_from(count).unwrap_or(i64::MAX),
                 scan_time,
                 revision: Some(record.revision.clone()),
             });
             finish(
                 &mut status,
-                &Outcome::ready(
-                    "Succeeded",
-                    format!("successful scan: found {} tags", record.tags),
-                ),
+                &Outcome::ready("Succeeded", format!("successful scan: found {count} tags")),
             );
-            patch_status(&context.client, repository, current.as_ref(), &status).await?;
+            write(&status, kept.as_deref()).await?;
             // Wake when the interval has passed since the scan itself.
             let age = crate::store::now().saturating_sub(record.scanned_at);
             let next = interval
@@ -141,13 +166,35 @@ async fn scan(repository: &ImageRepository, context: &Context) -> Result<Action,
                 .metrics
                 .reconcile_error("ImageRepository", e.metric_label());
             finish(&mut status, &Outcome::stalled("InvalidSpec", e.to_string()));
-            patch_status(&context.client, repository, current.as_ref(), &status).await?;
+            write(&status, None).await?;
             Ok(Action::await_change())
         }
         Err(e) => {
             finish(&mut status, &Outcome::retrying("ScanFailed", e.to_string()));
-            patch_status(&context.client, repository, current.as_ref(), &status).await?;
+            write(&status, None).await?;
             Err(ReconcileError::Failed(e.report()))
         }
     }
+}
+
+/// The stored tags of `image` that `repository`'s exclusion list keeps:
+/// what Flux samples its `latestTags` from.
+fn kept_tags(
+    context: &Context,
+    repository: &ImageRepository,
+    image: &str,
+) -> Result<Vec<String>, ReconcileError> {
+    let record = context
+        .store
+        .scan(image)
+        .map_err(|e| ReconcileError::Transient(e.to_string()))?;
+    let exclusions = crate::registry::Exclusions::of(&repository.spec)
+        .map_err(|e| ReconcileError::Transient(e.to_string()))?;
+    Ok(record
+        .map(|r| r.tags)
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| !exclusions.excludes(t.as_str()))
+        .map(|t| t.as_str().to_string())
+        .collect())
 }

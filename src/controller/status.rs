@@ -16,7 +16,7 @@ pub(super) fn secret_document(secret: &Secret) -> serde_json::Value {
 
 /// An object as the loader reads it: identity, labels, annotations and
 /// spec; no status, no server bookkeeping.
-pub(super) fn document<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> serde_json::Value {
+pub(super) fn document<K: Resource + Serialize>(object: &K) -> serde_json::Value {
     let mut value = serde_json::to_value(object).unwrap_or_default();
     let meta = object.meta();
     value["metadata"] = serde_json::json!({
@@ -65,14 +65,20 @@ pub(super) fn labelled<K: Resource<DynamicType = ()>>(object: &K) -> String {
     format!("{} {}", K::kind(&()), key_of(object))
 }
 
+/// `Kind ns/name` of a watched object, whichever its flavour.
+pub(super) fn labelled_object(object: &DynamicObject) -> String {
+    let kind = object.types.as_ref().map_or("", |t| t.kind.as_str());
+    format!("{kind} {}", key_of(object))
+}
+
 /// What every reconciler does on a failure: back off, 5 s doubling to
 /// 5 min per object, and log why.
-pub(super) fn error_policy<K: Resource<DynamicType = ()>>(
-    object: Arc<K>,
+pub(super) fn error_policy(
+    object: Arc<DynamicObject>,
     error: &ReconcileError,
     context: Arc<Context>,
 ) -> Action {
-    let key = labelled(&*object);
+    let key = labelled_object(&object);
     let wait = context.failed(&key);
     match error {
         // No answer at all: say which server, since kube's error does not.
@@ -100,7 +106,8 @@ pub(super) fn now() -> Time {
     )
 }
 
-/// Writes `status` when it differs from what the object has.
+/// Writes `status` when it differs from what the object has: for objects
+/// of hoist's own that no flavour changes (Receivers).
 pub(super) async fn patch_status<K, S>(
     client: &Client,
     object: &K,
@@ -132,8 +139,91 @@ where
     Ok(())
 }
 
-/// The requestedAt annotation, if it asks for something not yet handled.
-pub(super) fn requested<K: Resource>(object: &K, handled: Option<&String>) -> Option<String> {
-    let value = object.annotations().get(REQUESTED_AT)?;
+/// Writes `status` (of `kind`, in the flavour's shape) when it differs
+/// from what the object has.
+pub(super) async fn write_status(
+    context: &Context,
+    kind: Kind,
+    object: &DynamicObject,
+    status: serde_json::Value,
+) -> Result<(), ReconcileError> {
+    if object.data.get("status") == Some(&status) {
+        return Ok(());
+    }
+    let resource = context.options.flavor.resource(kind);
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        context.client.clone(),
+        crate::model::namespace_of(&object.metadata),
+        &resource,
+    );
+    let patch = serde_json::json!({
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// An object that does not read into hoist's type (a Flux field holding
+/// a value hoist does not know): Stalled, with the loader's words for it,
+/// and the rest of its status as it was.
+pub(super) async fn refuse_unreadable(
+    context: &Context,
+    kind: Kind,
+    object: &DynamicObject,
+    error: String,
+) -> Result<Action, ReconcileError> {
+    let object_name = labelled_object(object);
+    let (_, errors) = load(&[document(object)]);
+    let message = errors_for(&errors, &object_name).unwrap_or(error);
+    context.metrics.reconcile_error(kind_name(kind), "spec");
+    let mut status = object
+        .data
+        .get("status")
+        .cloned()
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    let mut conditions: crate::api::Conditions = status
+        .get("conditions")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let generation = object.metadata.generation;
+    conditions::apply(
+        &mut conditions,
+        &conditions::Outcome::stalled("InvalidSpec", message),
+        generation,
+        &now(),
+    );
+    status["conditions"] = serde_json::to_value(&conditions).unwrap_or_default();
+    if let Some(generation) = generation {
+        status["observedGeneration"] = generation.into();
+    }
+    write_status(context, kind, object, status).await?;
+    Ok(Action::await_change())
+}
+
+/// The kind's name, as metrics label it.
+pub(super) fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::ImageRepository => "ImageRepository",
+        Kind::ImagePolicy => "ImagePolicy",
+        Kind::ImageUpdateAutomation => "ImageUpdateAutomation",
+    }
+}
+
+/// The flavour's requestedAt annotation (`annotation`), if it asks for
+/// something not yet handled.
+pub(super) fn requested<K: Resource>(
+    object: &K,
+    annotation: &str,
+    handled: Option<&String>,
+) -> Option<String> {
+    let value = object.annotations().get(annotation)?;
     (Some(value) != handled).then(|| value.clone())
 }

@@ -20,6 +20,18 @@ pub(super) fn watcher_list_params(options: &Options) -> kube::api::ListParams {
     }
 }
 
+/// The watched objects of `resource`: in the one namespace, or all.
+pub(super) fn dynamic_api(
+    client: &Client,
+    options: &Options,
+    resource: &ApiResource,
+) -> Api<DynamicObject> {
+    match &options.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
+}
+
 pub(super) fn api<K>(client: &Client, options: &Options) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
@@ -242,21 +254,33 @@ pub(super) async fn reconcile_all(
     let credentials =
         DockerConfig::from_environment().map_err(|e| ControllerError::Setup(e.to_string()))?;
     let config = watcher_config(&options);
-    let repositories: Api<ImageRepository> = api(&client, &options);
-    let policies: Api<ImagePolicy> = api(&client, &options);
-    let automations: Api<ImageUpdateAutomation> = api(&client, &options);
+    let flavor = options.flavor;
+    served(&client, &options).await?;
+    let repository_kind = flavor.resource(Kind::ImageRepository);
+    let policy_kind = flavor.resource(Kind::ImagePolicy);
+    let automation_kind = flavor.resource(Kind::ImageUpdateAutomation);
+    let repositories = dynamic_api(&client, &options, &repository_kind);
+    let policies = dynamic_api(&client, &options, &policy_kind);
+    let automations = dynamic_api(&client, &options, &automation_kind);
 
     // Bounded concurrency: scans share the registry's per-host limit, and
     // a thousand policies reconciled at once would hold a thousand loaded
     // object sets in memory for no gain.
     let limit = |n: u16| kube::runtime::controller::Config::default().concurrency(n);
-    let repository_controller =
-        Controller::new(repositories.clone(), config.clone()).with_config(limit(8));
+    let repository_controller = Controller::new_with(
+        repositories.clone(),
+        config.clone(),
+        repository_kind.clone(),
+    )
+    .with_config(limit(8));
     let policy_controller =
-        Controller::new(policies.clone(), config.clone()).with_config(limit(16));
+        Controller::new_with(policies.clone(), config.clone(), policy_kind.clone())
+            .with_config(limit(16));
     // One automation at a time: automations on the same repository and
     // branch share its checkout cache.
-    let automation_controller = Controller::new(automations, config.clone()).with_config(limit(1));
+    let automation_controller =
+        Controller::new_with(automations, config.clone(), automation_kind.clone())
+            .with_config(limit(1));
 
     // A new scan result re-queues the policies that read that repository;
     // a new latest ref the automations in its namespace that select it.
@@ -264,24 +288,31 @@ pub(super) async fn reconcile_all(
     // (a new scanTime, the same revision) re-queues no policy.
     let policy_store = policy_controller.store();
     let seen_scans = Changes::default();
-    let policy_controller =
-        policy_controller.watches(repositories, config.clone(), move |repository| {
+    let queued_kind = policy_kind.clone();
+    let policy_controller = policy_controller.watches_with(
+        repositories,
+        repository_kind,
+        config.clone(),
+        move |repository| {
             let key = key_of(&repository);
             let revision = repository
-                .status
-                .as_ref()
-                .and_then(|s| s.last_scan_result.as_ref())
-                .and_then(|r| r.revision.clone());
+                .data
+                .pointer("/status/lastScanResult/revision")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string);
             if !seen_scans.changed(&key, (revision, repository.metadata.generation)) {
                 return Vec::new();
             }
             policy_store
                 .state()
                 .into_iter()
-                .filter(|p| crate::pipeline::repository_of(p) == key)
-                .map(|p| ObjectRef::from_obj(&*p))
+                .filter(|p| {
+                    typed::<ImagePolicy>(p).is_ok_and(|p| crate::pipeline::repository_of(&p) == key)
+                })
+                .map(|p| ObjectRef::from_obj_with(&*p, queued_kind.clone()))
                 .collect::<Vec<_>>()
-        });
+        },
+    );
     // A Namespace's new labels re-queue the policies in it that read another
     // namespace's repository: accessFrom may now admit them, or no longer.
     // Needless when no reference across namespaces can be admitted: a
@@ -290,6 +321,7 @@ pub(super) async fn reconcile_all(
         let policy_store = policy_controller.store();
         let seen_labels = Changes::default();
         let namespaces: Api<Namespace> = Api::all(client.clone());
+        let queued_kind = policy_kind.clone();
         // Every Namespace, whatever the label selector: it shards hoist's
         // objects, and Namespaces carry none of its labels.
         policy_controller.watches(namespaces, watcher::Config::default(), move |namespace| {
@@ -300,8 +332,11 @@ pub(super) async fn reconcile_all(
             policy_store
                 .state()
                 .into_iter()
-                .filter(|p| p.namespace().as_deref() == Some(name.as_str()) && reads_across(p))
-                .map(|p| ObjectRef::from_obj(&*p))
+                .filter(|p| {
+                    p.namespace().as_deref() == Some(name.as_str())
+                        && typed::<ImagePolicy>(p).is_ok_and(|p| reads_across(&p))
+                })
+                .map(|p| ObjectRef::from_obj_with(&*p, queued_kind.clone()))
                 .collect::<Vec<_>>()
         })
     } else {
@@ -309,19 +344,23 @@ pub(super) async fn reconcile_all(
     };
     let automation_store = automation_controller.store();
     let seen_refs = Changes::default();
-    let automation_controller = automation_controller.watches(policies, config, move |policy| {
-        let latest = policy.status.as_ref().and_then(|s| s.latest_ref.clone());
-        let labels = policy.metadata.labels.clone();
-        if !seen_refs.changed(&key_of(&policy), (latest, labels)) {
-            return Vec::new();
-        }
-        automation_store
-            .state()
-            .into_iter()
-            .filter(|a| crate::pipeline::selects(a, &policy))
-            .map(|a| ObjectRef::from_obj(&*a))
-            .collect::<Vec<_>>()
-    });
+    let automation_controller =
+        automation_controller.watches_with(policies, policy_kind, config, move |object| {
+            let Ok(policy) = typed::<ImagePolicy>(&object) else {
+                return Vec::new();
+            };
+            let latest = policy.status.as_ref().and_then(|s| s.latest_ref.clone());
+            let labels = policy.metadata.labels.clone();
+            if !seen_refs.changed(&key_of(&policy), (latest, labels)) {
+                return Vec::new();
+            }
+            automation_store
+                .state()
+                .into_iter()
+                .filter(|a| selects(a, &policy))
+                .map(|a| ObjectRef::from_obj_with(&*a, automation_kind.clone()))
+                .collect::<Vec<_>>()
+        });
 
     let context = Arc::new(Context {
         recorder: Recorder::new(
@@ -344,6 +383,7 @@ pub(super) async fn reconcile_all(
         git: Git::default(),
         failures: Mutex::default(),
         policies_listed: std::sync::atomic::AtomicBool::new(false),
+        suspended: Changes::default(),
         started: std::time::Instant::now(),
         metrics: Arc::clone(&metrics),
     });
@@ -391,3 +431,49 @@ pub(super) const RECONCILE_GRACE: Duration = Duration::from_secs(5);
 /// How long releasing the lease, and handing on gathered webhooks, may
 /// take at the exit.
 pub(super) const EXIT_STEP_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether the watched automation `object` selects `policy`: both
+/// flavours keep the selector at `spec.policySelector`.
+fn selects(object: &DynamicObject, policy: &ImagePolicy) -> bool {
+    let selector = object
+        .data
+        .pointer("/spec/policySelector")
+        .and_then(|s| serde_json::from_value::<crate::api::LabelSelector>(s.clone()).ok());
+    crate::pipeline::selects_in(
+        crate::model::namespace_of(&object.metadata),
+        selector.as_ref(),
+        policy,
+    )
+}
+
+/// Fails when a kind the controller watches is not served (its CRD is not
+/// installed): the watches would retry it forever and say so only at
+/// debug level. Any other failure is left to the watches to retry.
+async fn served(client: &Client, options: &Options) -> Result<(), ControllerError> {
+    let flavor = options.flavor;
+    let mut resources = vec![
+        flavor.resource(Kind::ImageRepository),
+        flavor.resource(Kind::ImagePolicy),
+        flavor.resource(Kind::ImageUpdateAutomation),
+    ];
+    let install = match flavor {
+        Flavor::Hoist => "kubectl apply -f deploy/crds/hoist.dev.yaml",
+        Flavor::Flux => {
+            resources.push(super::kinds::git_repository());
+            "install Flux's CRDs: kubectl apply -k deploy/flux"
+        }
+    };
+    for resource in resources {
+        let api = dynamic_api(client, options, &resource);
+        match api.list(&kube::api::ListParams::default().limit(1)).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                return Err(ControllerError::Setup(format!(
+                    "the cluster serves no {} {}; {install}",
+                    resource.api_version, resource.kind
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

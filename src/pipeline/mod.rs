@@ -9,7 +9,7 @@ mod memory;
 pub mod ports;
 mod scan;
 
-pub use automation::{AutomationReport, RunOptions, Timings, run_automations, selects};
+pub use automation::{AutomationReport, RunOptions, Timings, run_automations, selects, selects_in};
 pub use error::{AutomationError, ErrorClass, ErrorReport, ScanError};
 pub use ports::Ports;
 pub use scan::*;

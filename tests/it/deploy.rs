@@ -25,6 +25,7 @@ fn manifests() -> Vec<PathBuf> {
     .collect();
     files.push(deploy.join("crds/hoist.dev.yaml"));
     files.push(deploy.join("namespaced/rbac.yaml"));
+    files.push(deploy.join("flux/rbac.yaml"));
     files
 }
 
@@ -65,10 +66,10 @@ fn manifests_validate_against_the_kubernetes_schemas() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "Kubernetes {version}:\n{text}");
-        // 15 objects: 4 CRDs, namespace, service account, 4 RBAC,
-        // deployment, 2 services, and the namespaced install's Role and
-        // RoleBinding.
-        assert_eq!(text.matches("passed for resource").count(), 15, "{text}");
+        // 17 objects: 4 CRDs, namespace, service account, 4 RBAC,
+        // deployment, 2 services, the namespaced install's Role and
+        // RoleBinding, and the Flux install's ClusterRole and binding.
+        assert_eq!(text.matches("passed for resource").count(), 17, "{text}");
     }
 }
 
@@ -163,14 +164,12 @@ fn the_namespaced_role_has_the_cluster_roles_rules() {
     assert_eq!(rules("namespaced/rbac.yaml"), cluster);
 }
 
-/// A kustomization of a team's own that takes deploy/ with the
-/// namespaced component: no cluster-wide RBAC, every object in the
-/// team's namespace, and a controller that watches only that namespace.
-#[test]
-fn the_namespaced_component_holds_no_cluster_role() {
+/// `kubectl kustomize` of a kustomization of one's own that takes
+/// deploy/ with `component` (and `extra` lines); None without kubectl.
+fn kustomize_with(extra: &str, component: &str) -> Option<String> {
     let Some(kubectl) = tool("HOIST_KUBECTL", &["kubectl"]) else {
         eprintln!("skipped: kubectl is not installed");
-        return;
+        return None;
     };
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     // kustomize takes only relative paths to other kustomizations.
@@ -181,7 +180,7 @@ fn the_namespaced_component_holds_no_cluster_role() {
     std::fs::write(
         dir.path().join("kustomization.yaml"),
         format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: team-a\nresources: [{deploy}]\ncomponents: [{deploy}/namespaced]\n"
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n{extra}resources: [{deploy}]\ncomponents: [{deploy}/{component}]\n"
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -195,7 +194,69 @@ fn the_namespaced_component_holds_no_cluster_role() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The Flux component: none of hoist's CRDs (Flux's stay), the Flux
+/// ClusterRole in place of hoist's, and a controller started with
+/// `--flux` on flags hoist knows.
+#[test]
+fn the_flux_component_swaps_hoist_s_kinds_for_flux_s() {
+    let Some(text) = kustomize_with("", "flux") else {
+        return;
+    };
+    let mut kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Namespace",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ],
+        "{text}"
+    );
+    assert!(text.contains("name: hoist-flux"), "{text}");
+    assert!(!text.contains("hoist.dev"), "{text}");
+    // Rendered in key order, `args` comes first in the container: `- args:`.
+    let args: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim().trim_start_matches("- ") != "args:")
+        .skip(1)
+        .map_while(|l| l.trim().strip_prefix("- "))
+        .collect();
+    assert_eq!(
+        args.get(..2),
+        Some(&["controller", "--flux"][..]),
+        "{args:?}"
+    );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--webhook-addr")),
+        "{args:?}"
+    );
+    let mut check = args.clone();
+    check.push("--help");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = hoist(dir.path(), &check, "");
+    assert_eq!(run.code, 0, "hoist {}: {}", args.join(" "), run.stderr);
+}
+
+/// A kustomization of a team's own that takes deploy/ with the
+/// namespaced component: no cluster-wide RBAC, every object in the
+/// team's namespace, and a controller that watches only that namespace.
+#[test]
+fn the_namespaced_component_holds_no_cluster_role() {
+    let Some(text) = kustomize_with("namespace: team-a\n", "namespaced") else {
+        return;
+    };
     let mut kinds: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("kind: "))

@@ -270,12 +270,23 @@ fn window_gate(
 /// Whether `automation` selects `policy`: same namespace, labels matching
 /// `policySelector`.
 pub fn selects(automation: &ImageUpdateAutomation, policy: &crate::api::ImagePolicy) -> bool {
+    selects_in(
+        crate::model::namespace_of(&automation.metadata),
+        automation.spec.policy_selector.as_ref(),
+        policy,
+    )
+}
+
+/// Whether an automation in `namespace` with `selector` selects `policy`.
+pub fn selects_in(
+    namespace: &str,
+    selector: Option<&crate::api::LabelSelector>,
+    policy: &crate::api::ImagePolicy,
+) -> bool {
     let empty = BTreeMap::new();
-    crate::model::namespace_of(&automation.metadata) == crate::model::namespace_of(&policy.metadata)
-        && automation
-            .spec
-            .policy_selector
-            .clone()
+    namespace == crate::model::namespace_of(&policy.metadata)
+        && selector
+            .cloned()
             .unwrap_or_default()
             .matches(policy.metadata.labels.as_ref().unwrap_or(&empty))
 }

@@ -1,0 +1,274 @@
+//! Whose objects the controller reconciles: hoist's own (`hoist.dev`), or
+//! with `--flux` Flux's (`image.toolkit.fluxcd.io/v1`) in place of Flux's
+//! image controllers. The reconcilers work on hoist's types either way:
+//! the objects are watched untyped under the flavour's group, read into
+//! hoist's types (whose specs accept Flux's fields), and their status is
+//! written back in the flavour's shape.
+
+use kube::api::{ApiResource, DynamicObject};
+use kube::core::GroupVersionKind;
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    FLUX_IMAGE_GROUP, FLUX_SOURCE_GROUP, ImagePolicyStatus, ImageRepositoryStatus,
+    ImageUpdateAutomationStatus,
+};
+
+/// The annotation Flux's CLI sets for `flux reconcile`.
+pub const FLUX_REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
+/// How many tags Flux samples in `status.lastScanResult.latestTags`.
+const LATEST_TAGS: usize = 10;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Flavor {
+    #[default]
+    Hoist,
+    Flux,
+}
+
+/// A kind the controller reconciles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    ImageRepository,
+    ImagePolicy,
+    ImageUpdateAutomation,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::ImageRepository => "ImageRepository",
+            Kind::ImagePolicy => "ImagePolicy",
+            Kind::ImageUpdateAutomation => "ImageUpdateAutomation",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::ImageRepository => "imagerepositories",
+            Kind::ImagePolicy => "imagepolicies",
+            Kind::ImageUpdateAutomation => "imageupdateautomations",
+        }
+    }
+}
+
+impl Flavor {
+    /// Where `kind` is served for this flavour.
+    pub fn resource(self, kind: Kind) -> ApiResource {
+        let (group, version) = match self {
+            Flavor::Hoist => (crate::api::GROUP, "v1alpha1"),
+            Flavor::Flux => (FLUX_IMAGE_GROUP, "v1"),
+        };
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, kind.name()),
+            kind.plural(),
+        )
+    }
+
+    /// The annotation that asks for a reconcile now.
+    pub fn requested_at(self) -> &'static str {
+        match self {
+            Flavor::Hoist => super::REQUESTED_AT,
+            Flavor::Flux => FLUX_REQUESTED_AT,
+        }
+    }
+
+    /// An ImageRepository's status as this flavour writes it. Flux's has
+    /// two fields hoist's lacks: a sample of the tags (`latest_tags`, the
+    /// tags of the scan after the exclusion list, `None` to keep the
+    /// sample `current` holds) and the exclusion list the scan used.
+    pub fn repository_status(
+        self,
+        status: &ImageRepositoryStatus,
+        current: Option<&serde_json::Value>,
+        latest_tags: Option<&[String]>,
+        exclusions: &[&str],
+    ) -> serde_json::Value {
+        let mut value = serde_json::to_value(status).unwrap_or_default();
+        if self == Flavor::Hoist {
+            return value;
+        }
+        let sample = match latest_tags {
+            Some(tags) => Some(latest_tags_of(tags)),
+            None => current
+                .and_then(|c| c.pointer("/lastScanResult/latestTags"))
+                .and_then(|t| serde_json::from_value::<Vec<String>>(t.clone()).ok()),
+        };
+        if let Some(result) = value
+            .get_mut("lastScanResult")
+            .and_then(|r| r.as_object_mut())
+            && let Some(sample) = sample.filter(|s| !s.is_empty())
+        {
+            result.insert("latestTags".into(), sample.into());
+        }
+        if status.last_scan_result.is_some()
+            && let Some(map) = value.as_object_mut()
+        {
+            map.insert("observedExclusionList".into(), exclusions.to_vec().into());
+        }
+        value
+    }
+
+    /// An ImagePolicy's status as this flavour writes it: Flux's has no
+    /// `waiting` (hoist's `minimumAge` extension; its condition says it).
+    pub fn policy_status(self, status: &ImagePolicyStatus) -> serde_json::Value {
+        let mut value = serde_json::to_value(status).unwrap_or_default();
+        if self == Flavor::Flux
+            && let Some(map) = value.as_object_mut()
+        {
+            map.remove("waiting");
+        }
+        value
+    }
+}
+
+impl Flavor {
+    /// An ImageUpdateAutomation's status as this flavour writes it. Flux's
+    /// names observed policies by name (they are in the automation's
+    /// namespace) and has none of hoist's extensions: pull requests,
+    /// sync, update windows.
+    pub fn automation_status(
+        self,
+        status: &ImageUpdateAutomationStatus,
+        namespace: &str,
+    ) -> serde_json::Value {
+        if self == Flavor::Hoist {
+            return serde_json::to_value(status).unwrap_or_default();
+        }
+        let mut flux = status.clone();
+        flux.pull_request_url = None;
+        flux.sync_revision = None;
+        flux.inventory.clear();
+        flux.next_window = None;
+        let prefix = format!("{namespace}/");
+        flux.observed_policies = status
+            .observed_policies
+            .iter()
+            .map(|(key, r)| {
+                (
+                    key.strip_prefix(&prefix).unwrap_or(key).to_string(),
+                    r.clone(),
+                )
+            })
+            .collect();
+        serde_json::to_value(&flux).unwrap_or_default()
+    }
+
+    /// The status an object holds, read back into hoist's keys: the
+    /// inverse of [`Flavor::automation_status`] for what both have.
+    pub fn read_automation_status(
+        self,
+        mut status: ImageUpdateAutomationStatus,
+        namespace: &str,
+    ) -> ImageUpdateAutomationStatus {
+        if self == Flavor::Flux {
+            status.observed_policies = std::mem::take(&mut status.observed_policies)
+                .into_iter()
+                .map(|(name, r)| (format!("{namespace}/{name}"), r))
+                .collect();
+        }
+        status
+    }
+}
+
+/// Where Flux's GitRepository is served: an automation's `sourceRef`.
+pub fn git_repository() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(FLUX_SOURCE_GROUP, "v1", "GitRepository"),
+        "gitrepositories",
+    )
+}
+
+/// Flux's sample of a scan: the first ten tags in descending
+/// alphabetical order.
+pub fn latest_tags_of(tags: &[String]) -> Vec<String> {
+    let mut sorted: Vec<&String> = tags.iter().collect();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.into_iter().take(LATEST_TAGS).cloned().collect()
+}
+
+/// An object of either flavour read into hoist's type `K`: apiVersion and
+/// kind aside, Flux's image objects have the shape of hoist's.
+pub fn typed<K: DeserializeOwned>(object: &DynamicObject) -> Result<K, String> {
+    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// Typed views of the objects a watch cache holds, those that read.
+pub fn typed_all<K: DeserializeOwned>(
+    objects: impl IntoIterator<Item = std::sync::Arc<DynamicObject>>,
+) -> Vec<K> {
+    objects.into_iter().filter_map(|o| typed(&o).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ImageRepository;
+
+    #[test]
+    fn a_flux_object_reads_into_hoist_s_type_and_its_status_gets_flux_s_fields() {
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "image.toolkit.fluxcd.io/v1",
+            "kind": "ImageRepository",
+            "metadata": {"name": "app", "namespace": "flux-system",
+                         "annotations": {FLUX_REQUESTED_AT: "now"}},
+            "spec": {"image": "ghcr.io/acme/app", "interval": "5m", "provider": "generic",
+                     "exclusionList": ["^.*\\.sig$"]},
+            "status": {"lastScanResult": {"tagCount": 3, "revision": "r", "scanTime": "2026-01-01T00:00:00Z",
+                                          "latestTags": ["b", "a"]},
+                       "observedExclusionList": ["^.*\\.sig$"]}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let repository: ImageRepository = typed(&object).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(repository.spec.image, "ghcr.io/acme/app");
+        let status = repository.status.clone().unwrap_or_default();
+        assert_eq!(
+            status.last_scan_result.as_ref().map(|r| r.tag_count),
+            Some(3)
+        );
+
+        let current = object.data.get("status");
+        // No new scan: the sample the object holds is kept, and the whole
+        // value equals what the server has, so nothing is written.
+        let kept = Flavor::Flux.repository_status(&status, current, None, &["^.*\\.sig$"]);
+        assert_eq!(Some(&kept), current);
+        // Hoist's own objects get hoist's shape.
+        let hoist = Flavor::Hoist.repository_status(&status, current, None, &["^.*\\.sig$"]);
+        assert!(hoist.get("observedExclusionList").is_none());
+
+        let tags: Vec<String> = (0..12).map(|i| format!("1.{i:02}")).collect();
+        let fresh = Flavor::Flux.repository_status(&status, current, Some(&tags), &[]);
+        assert_eq!(
+            fresh["lastScanResult"]["latestTags"],
+            serde_json::json!([
+                "1.11", "1.10", "1.09", "1.08", "1.07", "1.06", "1.05", "1.04", "1.03", "1.02"
+            ])
+        );
+        assert_eq!(fresh["observedExclusionList"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn flux_s_policy_status_has_no_waiting_tag() {
+        let status: ImagePolicyStatus = serde_json::from_value(serde_json::json!({
+            "latestRef": {"name": "ghcr.io/acme/app", "tag": "1.0.0"},
+            "waiting": {"tag": "1.1.0", "eligibleAt": "2026-01-01T00:00:00Z"}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(Flavor::Flux.policy_status(&status).get("waiting").is_none());
+        assert!(
+            Flavor::Hoist
+                .policy_status(&status)
+                .get("waiting")
+                .is_some()
+        );
+        assert_eq!(
+            Flavor::Flux.resource(Kind::ImagePolicy).api_version,
+            "image.toolkit.fluxcd.io/v1"
+        );
+        assert_eq!(
+            Flavor::Hoist.resource(Kind::ImageRepository).plural,
+            "imagerepositories"
+        );
+    }
+}
