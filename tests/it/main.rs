@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster_controller;
+mod cluster_flux;
 mod cluster_sync;
 mod controller;
 mod deploy;

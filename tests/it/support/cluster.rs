@@ -25,6 +25,8 @@ pub struct Cluster {
     pub bin: PathBuf,
     /// deploy/ applied, once.
     installed: OnceLock<()>,
+    /// Flux's CRDs applied, once.
+    flux_installed: OnceLock<()>,
 }
 
 /// The user of the admin kubeconfig, as the audit log names it.
@@ -63,6 +65,7 @@ fn start() -> Result<Cluster, String> {
             dir,
             bin,
             installed: OnceLock::new(),
+            flux_installed: OnceLock::new(),
         });
     }
     // The script's watchdog stops the control plane and removes this
@@ -90,6 +93,7 @@ fn start() -> Result<Cluster, String> {
         dir,
         bin,
         installed: OnceLock::new(),
+        flux_installed: OnceLock::new(),
     })
 }
 
@@ -259,20 +263,42 @@ impl Cluster {
         });
     }
 
+    /// Flux's CRDs (of `scripts/flux-tools`), as `flux install` applies
+    /// them, once; returns when they are Established.
+    pub fn install_flux_crds(&self, crds: &Path) {
+        self.flux_installed.get_or_init(|| {
+            let dir = crds.to_string_lossy();
+            self.kubectl(&["apply", "--server-side", "-f", &dir]);
+            self.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/imagerepositories.image.toolkit.fluxcd.io",
+                "crd/imagepolicies.image.toolkit.fluxcd.io",
+                "crd/imageupdateautomations.image.toolkit.fluxcd.io",
+                "crd/gitrepositories.source.toolkit.fluxcd.io",
+            ]);
+        });
+    }
+
     /// A kubeconfig, in `dir`, that authenticates as deploy/'s ServiceAccount
     /// with a token the API server issued for it: the controller runs with
     /// exactly the permissions deploy/rbac.yaml gives it.
     pub fn controller_kubeconfig(&self, dir: &Path) -> PathBuf {
-        use std::os::unix::fs::OpenOptionsExt;
         self.install_hoist();
-        let token = self.kubectl(&[
-            "create",
-            "token",
-            "hoist",
-            "-n",
-            "hoist-system",
-            "--duration=2h",
-        ]);
+        self.service_account_kubeconfig(dir, "hoist-system", "hoist")
+    }
+
+    /// A kubeconfig, in `dir`, that authenticates as ServiceAccount
+    /// `namespace/account` with a token the API server issued for it.
+    pub fn service_account_kubeconfig(
+        &self,
+        dir: &Path,
+        namespace: &str,
+        account: &str,
+    ) -> PathBuf {
+        use std::os::unix::fs::OpenOptionsExt;
+        let token = self.kubectl(&["create", "token", account, "-n", namespace, "--duration=2h"]);
         let admin = std::fs::read_to_string(&self.kubeconfig).unwrap_or_default();
         let field = |name: &str| {
             admin

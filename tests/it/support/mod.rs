@@ -64,6 +64,7 @@ pub fn files(entries: &[(&str, &str)]) -> tempfile::TempDir {
 
 pub mod cluster;
 pub mod controller;
+pub mod flux;
 pub mod forge;
 pub mod git;
 pub mod http;

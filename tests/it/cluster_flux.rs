@@ -1,0 +1,346 @@
+//! `hoist controller --flux` on the real control plane, with Flux's own
+//! CRDs and no Flux controller running: Flux's objects from Flux's guide
+//! are scanned, selected and pushed with Flux's status fields, and Flux's
+//! own CLI gets, reconciles, suspends and resumes them. The controller
+//! runs as a ServiceAccount holding deploy/flux's ClusterRole and nothing
+//! else; the audit log shows it was refused nothing.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::cluster::{self, Cluster};
+use crate::support::controller::Running;
+use crate::support::flux::FluxTools;
+use crate::support::git::BareRepo;
+use crate::support::registry::{Auth, DockerRegistry};
+
+fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    crate::support::wait_for(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        check,
+    )
+}
+
+fn get(cluster: &Cluster, resource: &str, ns: &str, name: &str) -> Option<Value> {
+    cluster.get(&format!("{resource}.image.toolkit.fluxcd.io"), ns, name)
+}
+
+fn status(cluster: &Cluster, resource: &str, ns: &str, name: &str) -> Value {
+    get(cluster, resource, ns, name)
+        .map(|o| o["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn ready(status: &Value) -> Option<&Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+}
+
+fn deployment(addr: &str, ns: &str, tag: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {addr}/team/app:{tag} # {{\"$imagepolicy\": \"{ns}:app\"}}\n"
+    )
+}
+
+/// Flux's guide's objects, unchanged but for names and addresses.
+fn flux_objects(ns: &str, addr: &str, url: &str) -> String {
+    format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: app, namespace: {ns}}}
+spec: {{image: {addr}/team/app, interval: 1m0s}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: 1.x}}}}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: fleet, namespace: {ns}}}
+spec:
+  interval: 1m0s
+  ref: {{branch: main}}
+  url: {url}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet, namespace: {ns}}}
+spec:
+  interval: 30m
+  sourceRef: {{kind: GitRepository, name: fleet}}
+  git:
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}}
+    push: {{branch: main}}
+  update: {{path: ./clusters, strategy: Setters}}
+"
+    )
+}
+
+/// A ServiceAccount of `ns` bound to deploy/flux's ClusterRole (under a
+/// name of this test's), and a kubeconfig in `dir` that is that account.
+fn flux_controller_account(
+    cluster: &Cluster,
+    ns: &str,
+    dir: &std::path::Path,
+) -> (String, std::path::PathBuf) {
+    let rbac = std::fs::read_to_string(crate::support::repo_root().join("deploy/flux/rbac.yaml"))
+        .unwrap_or_else(|e| panic!("deploy/flux/rbac.yaml: {e}"));
+    let subject = "  - kind: ServiceAccount\n    name: hoist\n    namespace: hoist-system\n";
+    assert!(rbac.contains(subject), "{rbac}");
+    let rbac = rbac
+        .replace("name: hoist-flux\n", &format!("name: hoist-flux-{ns}\n"))
+        .replace(
+            subject,
+            &format!("  - kind: ServiceAccount\n    name: hoist-flux\n    namespace: {ns}\n"),
+        );
+    cluster.kubectl(&["create", "serviceaccount", "hoist-flux", "-n", ns]);
+    cluster.apply(&rbac);
+    let user = format!("system:serviceaccount:{ns}:hoist-flux");
+    (
+        user,
+        cluster.service_account_kubeconfig(dir, ns, "hoist-flux"),
+    )
+}
+
+fn flux_ok(tools: &FluxTools, cluster: &Cluster, args: &[&str]) -> String {
+    let run = tools.run(&cluster.kubeconfig, args);
+    assert!(run.success, "flux {}:\n{}", args.join(" "), run.output);
+    eprintln!("$ flux {}\n{}", args.join(" "), run.output);
+    run.output
+}
+
+#[test]
+fn flux_s_objects_are_reconciled_with_flux_s_status_and_driven_by_flux_s_cli() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(tools) = crate::support::flux::tools() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    cluster.install_flux_crds(&tools.crds);
+    let ns = cluster.namespace("flux");
+    let ns = ns.as_str();
+    let addr = registry.addr.clone();
+    registry.push_image("team/app", &["1.0.0", "1.1.0"]);
+    let remote = BareRepo::new(&[("clusters/app.yaml", &deployment(&addr, ns, "1.0.0"))]);
+    let (_git, url) = remote.serve_http();
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (user, kubeconfig) = flux_controller_account(cluster, ns, work.path());
+    let mark = cluster.audit_mark();
+    cluster.apply(&flux_objects(ns, &addr, &url));
+    let mut controller = Running::start(&kubeconfig, &["--flux"]);
+
+    // Scanned, selected and pushed, as Flux's controllers would.
+    wait_for("the push of 1.1.0", || {
+        remote
+            .show("main", "clusters/app.yaml")
+            .contains(":1.1.0")
+            .then_some(())
+    });
+    assert_eq!(
+        remote.show("main", "clusters/app.yaml"),
+        deployment(&addr, ns, "1.1.0")
+    );
+    let raw = crate::support::git::git(&remote.path, &["cat-file", "commit", "main"]);
+    let message = raw.split_once("\n\n").map(|(_, m)| m).unwrap_or_default();
+    assert_eq!(message, "Update from image update automation", "{raw}");
+    assert!(
+        raw.contains("\nauthor fluxcdbot <fluxcdbot@users.noreply.github.com> "),
+        "{raw}"
+    );
+
+    // Flux's status fields, in Flux's shape.
+    let head = remote.head("main");
+    let automation = wait_for("the automation's lastPushCommit", || {
+        let s = status(cluster, "imageupdateautomations", ns, "fleet");
+        (s["lastPushCommit"] == head.as_str()).then_some(s)
+    });
+    assert!(automation["lastPushTime"].is_string(), "{automation}");
+    assert!(
+        automation["lastAutomationRunTime"].is_string(),
+        "{automation}"
+    );
+    assert_eq!(
+        automation["observedPolicies"],
+        serde_json::json!({"app": {"name": format!("{addr}/team/app"), "tag": "1.1.0"}}),
+        "{automation}"
+    );
+    assert_eq!(
+        ready(&automation).map(|c| &c["status"]),
+        Some(&Value::from("True"))
+    );
+    for hoist_only in ["pullRequestUrl", "syncRevision", "inventory", "nextWindow"] {
+        assert!(automation.get(hoist_only).is_none(), "{automation}");
+    }
+    let repository = status(cluster, "imagerepositories", ns, "app");
+    assert_eq!(repository["canonicalImageName"], format!("{addr}/team/app"));
+    assert_eq!(repository["lastScanResult"]["tagCount"], 2, "{repository}");
+    assert_eq!(
+        repository["lastScanResult"]["latestTags"],
+        serde_json::json!(["1.1.0", "1.0.0"])
+    );
+    assert!(
+        repository["lastScanResult"]["revision"].is_string(),
+        "{repository}"
+    );
+    assert_eq!(
+        repository["observedExclusionList"],
+        serde_json::json!(["^.*\\.sig$"])
+    );
+    let condition = ready(&repository).cloned().unwrap_or_default();
+    assert_eq!(
+        (
+            &condition["status"],
+            &condition["reason"],
+            &condition["message"]
+        ),
+        (
+            &"True".into(),
+            &"Succeeded".into(),
+            &"successful scan: found 2 tags".into()
+        ),
+        "{repository}"
+    );
+    let policy = status(cluster, "imagepolicies", ns, "app");
+    assert_eq!(
+        policy["latestRef"],
+        serde_json::json!({"name": format!("{addr}/team/app"), "tag": "1.1.0"})
+    );
+    assert!(policy.get("waiting").is_none(), "{policy}");
+
+    // Flux's CLI reads them.
+    let all = flux_ok(&tools, cluster, &["get", "images", "all", "-n", ns]);
+    for row in [
+        "imagerepository/app",
+        "imagepolicy/app",
+        "imageupdateautomation/fleet",
+    ] {
+        let line = all.lines().find(|l| l.starts_with(row)).unwrap_or_default();
+        assert!(line.contains("True"), "{row}:\n{all}");
+    }
+    let policies = flux_ok(
+        &tools,
+        cluster,
+        &["get", "image", "policy", "app", "-n", ns],
+    );
+    let row = policies
+        .lines()
+        .find(|l| l.starts_with("app "))
+        .unwrap_or_default();
+    assert!(
+        row.contains(&format!("{addr}/team/app")) && row.contains("1.1.0"),
+        "{policies}"
+    );
+
+    // `flux reconcile image repository` scans at once: a new tag is seen
+    // long before the 1m interval.
+    registry.push_image("team/app", &["1.2.0"]);
+    let reconciled = flux_ok(
+        &tools,
+        cluster,
+        &[
+            "reconcile",
+            "image",
+            "repository",
+            "app",
+            "-n",
+            ns,
+            "--timeout=60s",
+        ],
+    );
+    assert!(reconciled.contains("3 tags"), "{reconciled}");
+    wait_for("latestRef 1.2.0", || {
+        (status(cluster, "imagepolicies", ns, "app")["latestRef"]["tag"] == "1.2.0").then_some(())
+    });
+    flux_ok(
+        &tools,
+        cluster,
+        &[
+            "reconcile",
+            "image",
+            "update",
+            "fleet",
+            "-n",
+            ns,
+            "--timeout=60s",
+        ],
+    );
+    assert!(remote.show("main", "clusters/app.yaml").contains(":1.2.0"));
+
+    // Suspended, nothing is pushed though the policy moves on; resumed,
+    // the update lands.
+    flux_ok(
+        &tools,
+        cluster,
+        &["suspend", "image", "update", "fleet", "-n", ns],
+    );
+    let main = remote.head("main");
+    registry.push_image("team/app", &["1.3.0"]);
+    flux_ok(
+        &tools,
+        cluster,
+        &[
+            "reconcile",
+            "image",
+            "repository",
+            "app",
+            "-n",
+            ns,
+            "--timeout=60s",
+        ],
+    );
+    wait_for("latestRef 1.3.0", || {
+        (status(cluster, "imagepolicies", ns, "app")["latestRef"]["tag"] == "1.3.0").then_some(())
+    });
+    wait_for("the suspended automation to see 1.3.0", || {
+        controller
+            .log()
+            .lines()
+            .any(|l| l.contains("suspended; nothing is pushed") && l.contains("=1.3.0"))
+            .then_some(())
+    });
+    assert_eq!(remote.head("main"), main, "a suspended automation pushed");
+    flux_ok(
+        &tools,
+        cluster,
+        &[
+            "resume",
+            "image",
+            "update",
+            "fleet",
+            "-n",
+            ns,
+            "--timeout=60s",
+        ],
+    );
+    wait_for("the push of 1.3.0", || {
+        remote
+            .show("main", "clusters/app.yaml")
+            .contains(":1.3.0")
+            .then_some(())
+    });
+
+    // deploy/flux's ClusterRole was enough for all of it.
+    let refused: Vec<String> = cluster
+        .audit_since(mark)
+        .iter()
+        .filter(|e| e["user"]["username"] == user.as_str())
+        .filter(|e| e["responseStatus"]["code"] == 403)
+        .map(cluster::describe)
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    assert_eq!(controller.stop(), Some(0), "{}", controller.log());
+}
