@@ -158,3 +158,41 @@ pub struct GitRepositorySpec {
     #[serde(default)]
     pub service_account_name: Option<String>,
 }
+
+/// `spec` of Flux's Receiver (`notification.toolkit.fluxcd.io/v1`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FluxReceiverSpec {
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub interval: Option<GoDuration>,
+    /// The sender's events that trigger; hoist acts on each sender's push
+    /// events whatever this lists.
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<FluxReceiverResource>,
+    #[serde(default)]
+    pub resource_filter: Option<String>,
+    #[serde(default)]
+    pub secret_ref: Option<LocalObjectReference>,
+    #[serde(default)]
+    pub oidc_providers: Option<serde_json::Value>,
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// An object a Flux Receiver triggers (Flux's CrossNamespaceObjectReference).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FluxReceiverResource {
+    #[serde(default)]
+    pub api_version: Option<String>,
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub match_labels: Option<BTreeMap<String, String>>,
+}

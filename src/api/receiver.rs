@@ -49,6 +49,23 @@ pub struct ReceiverSpec {
     /// Answer requests but trigger nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+    /// Whose Receiver this is, which decides its URL path. Set by the
+    /// loader, never read from a document or the CRD.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub origin: ReceiverOrigin,
+}
+
+/// Whose Receiver a Receiver is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReceiverOrigin {
+    /// hoist's own: `/hook/` and sha256 of `namespace/name` and the token.
+    #[default]
+    Hoist,
+    /// Flux's (`notification.toolkit.fluxcd.io/v1`): served at the path
+    /// Flux computes, `/hook/` and sha256 of token, name and namespace, so
+    /// that the URLs senders already call keep working.
+    Flux,
 }
 
 /// The sender of a Receiver's webhooks.
@@ -80,6 +97,10 @@ pub enum ReceiverType {
     /// `X-Signature: sha256=HEX`.
     #[serde(rename = "generic-hmac")]
     GenericHmac,
+    /// Any sender at all, verified by the secret path only (Flux's
+    /// `generic`): any POST triggers every listed object.
+    #[serde(rename = "generic")]
+    Generic,
 }
 
 /// An object a Receiver may trigger.

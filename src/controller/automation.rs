@@ -492,20 +492,15 @@ async fn update(
             until.min(interval).max(Duration::from_secs(1)),
         ));
     }
-    let message = match &ran.commit {
-        Some(commit) => {
-            let message = format!(
-                "pushed commit {} to {} ({} change{})",
-                &commit[..commit.len().min(12)],
-                ran.branch,
-                ran.changes.len(),
-                if ran.changes.len() == 1 { "" } else { "s" }
-            );
-            context.event(&reference, "Pushed", message.clone()).await;
-            message
-        }
-        None => "no updates made".to_string(),
-    };
+    let (message, pushed) =
+        flavor.automation_messages(ran.commit.as_deref(), &ran.branch, ran.changes.len());
+    if let Some(note) = pushed {
+        let reason = match flavor {
+            Flavor::Hoist => "Pushed",
+            Flavor::Flux => "Succeeded",
+        };
+        context.event(&reference, reason, note).await;
+    }
     let status = write(status, Outcome::ready("Succeeded", message));
     write_to(&status).await?;
     context.forgive(key);

@@ -10,7 +10,7 @@ use kube::core::GroupVersionKind;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    FLUX_IMAGE_GROUP, FLUX_SOURCE_GROUP, ImagePolicyStatus, ImageRepositoryStatus,
+    FLUX_IMAGE_GROUP, FLUX_SOURCE_GROUP, ImagePolicyStatus, ImageRef, ImageRepositoryStatus,
     ImageUpdateAutomationStatus,
 };
 
@@ -171,6 +171,71 @@ impl Flavor {
     }
 }
 
+impl Flavor {
+    /// The Ready message of a successful scan. Flux's names the checksum
+    /// of the tags (hoist's revision, its own digest of them).
+    pub fn scan_message(self, tags: usize, revision: &str) -> String {
+        match self {
+            Flavor::Hoist => format!("successful scan: found {tags} tags"),
+            Flavor::Flux => format!("successful scan: found {tags} tags with checksum {revision}"),
+        }
+    }
+
+    /// The Ready message of a policy whose latest ref is `latest`, having
+    /// been `previous`.
+    pub fn policy_message(self, latest: &ImageRef, previous: Option<&ImageRef>) -> String {
+        match self {
+            Flavor::Hoist => format!(
+                "latest image tag for {} resolved to {}",
+                latest.name, latest.tag
+            ),
+            Flavor::Flux => {
+                let mut message = format!(
+                    "Latest image tag for {} resolved to {}",
+                    latest.name, latest.tag
+                );
+                if let Some(digest) = &latest.digest {
+                    message.push_str(&format!(" with digest {digest}"));
+                }
+                if let Some(previous) = previous.filter(|p| *p != latest) {
+                    message.push_str(&format!(" (previously {}:{}", previous.name, previous.tag));
+                    if let Some(digest) = &previous.digest {
+                        message.push_str(&format!("@{digest}"));
+                    }
+                    message.push(')');
+                }
+                message
+            }
+        }
+    }
+
+    /// The Ready message of an automation run, and the note of the Event a
+    /// push sends. Flux's Ready says the same whether it pushed or not.
+    pub fn automation_messages(
+        self,
+        commit: Option<&str>,
+        branch: &str,
+        changes: usize,
+    ) -> (String, Option<String>) {
+        let short = |c: &str, n: usize| c[..c.len().min(n)].to_string();
+        match (self, commit) {
+            (Flavor::Hoist, Some(commit)) => {
+                let message = format!(
+                    "pushed commit {} to {branch} ({changes} change{})",
+                    short(commit, 12),
+                    if changes == 1 { "" } else { "s" }
+                );
+                (message.clone(), Some(message))
+            }
+            (Flavor::Hoist, None) => ("no updates made".to_string(), None),
+            (Flavor::Flux, commit) => (
+                "repository up-to-date".to_string(),
+                commit.map(|c| format!("pushed commit '{}' to branch '{branch}'", short(c, 7))),
+            ),
+        }
+    }
+}
+
 /// Where Flux's GitRepository is served: an automation's `sourceRef`.
 pub fn git_repository() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -246,6 +311,49 @@ mod tests {
             ])
         );
         assert_eq!(fresh["observedExclusionList"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn each_flavour_words_its_ready_messages_as_its_controllers_do() {
+        let at = |tag: &str, digest: Option<&str>| ImageRef {
+            name: "ghcr.io/acme/app".into(),
+            tag: tag.into(),
+            digest: digest.map(str::to_string),
+        };
+        let latest = at("1.2.0", Some("sha256:bb"));
+        assert_eq!(
+            Flavor::Flux.policy_message(&latest, Some(&at("1.1.0", Some("sha256:aa")))),
+            "Latest image tag for ghcr.io/acme/app resolved to 1.2.0 with digest sha256:bb \
+             (previously ghcr.io/acme/app:1.1.0@sha256:aa)"
+        );
+        assert_eq!(
+            Flavor::Flux.policy_message(&at("1.2.0", None), Some(&at("1.2.0", None))),
+            "Latest image tag for ghcr.io/acme/app resolved to 1.2.0"
+        );
+        assert_eq!(
+            Flavor::Hoist.policy_message(&latest, None),
+            "latest image tag for ghcr.io/acme/app resolved to 1.2.0"
+        );
+        assert_eq!(
+            Flavor::Flux.scan_message(3, "abc"),
+            "successful scan: found 3 tags with checksum abc"
+        );
+        let commit = "0123456789abcdef0123";
+        assert_eq!(
+            Flavor::Flux.automation_messages(Some(commit), "main", 1),
+            (
+                "repository up-to-date".to_string(),
+                Some("pushed commit '0123456' to branch 'main'".to_string())
+            )
+        );
+        assert_eq!(
+            Flavor::Hoist.automation_messages(Some(commit), "main", 2).0,
+            "pushed commit 0123456789ab to main (2 changes)"
+        );
+        assert_eq!(
+            Flavor::Flux.automation_messages(None, "main", 0),
+            ("repository up-to-date".to_string(), None)
+        );
     }
 
     #[test]

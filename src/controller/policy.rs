@@ -134,7 +134,7 @@ pub struct PolicyDecision {
 /// `now`. Pure: the time comes in, nothing goes out but the value.
 pub fn policy_status(
     policy: &ImagePolicy,
-    requested_at: &str,
+    flavor: super::Flavor,
     observed: Observed<'_>,
     now: jiff::Timestamp,
 ) -> PolicyDecision {
@@ -143,7 +143,7 @@ pub fn policy_status(
     status.waiting = None;
     if let Some(asked) = requested(
         policy,
-        requested_at,
+        flavor.requested_at(),
         status.last_handled_reconcile_at.as_ref(),
     ) {
         status.last_handled_reconcile_at = Some(asked);
@@ -275,10 +275,7 @@ pub fn policy_status(
         status.observed_previous_ref = status.latest_ref.take();
         status.latest_ref = Some(latest.clone());
     }
-    let message = format!(
-        "latest image tag for {} resolved to {}",
-        latest.name, latest.tag
-    );
+    let message = flavor.policy_message(&latest, status.observed_previous_ref.as_ref());
     let new_latest = changed.then(|| match &status.observed_previous_ref {
         Some(previous) => format!("{message} (was {})", previous.tag),
         None => message.clone(),
@@ -328,7 +325,7 @@ async fn select(
     };
     let decision = policy_status(
         policy,
-        context.requested_at(),
+        context.options.flavor,
         observed,
         jiff::Timestamp::now(),
     );
@@ -676,7 +673,7 @@ mod tests {
             (observed, policy, ready_is, reason, stalled, latest, previous, event, metric, requeue),
         ) in table.into_iter().enumerate()
         {
-            let decision = policy_status(&policy, super::super::REQUESTED_AT, observed, at(NOW));
+            let decision = policy_status(&policy, super::super::Flavor::Hoist, observed, at(NOW));
             let case = format!("row {i}: {decision:?}");
             assert_eq!(ready(&decision), (ready_is.into(), reason.into()), "{case}");
             assert_eq!(has(&decision, conditions::STALLED), stalled, "{case}");
@@ -712,7 +709,7 @@ mod tests {
         let held = row(Some("1.1.0"), Some(("1.3.0", eligible)));
         let decision = policy_status(
             &policy(Some("1.1.0"), false),
-            super::super::REQUESTED_AT,
+            super::super::Flavor::Hoist,
             Observed::Selected(&held),
             at(NOW),
         );
@@ -728,7 +725,7 @@ mod tests {
         let adopted = row(Some("1.3.0"), None);
         let decision = policy_status(
             &later,
-            super::super::REQUESTED_AT,
+            super::super::Flavor::Hoist,
             Observed::Selected(&adopted),
             at(NOW + 90),
         );
@@ -750,7 +747,7 @@ mod tests {
         let same = row(Some("1.1.0"), None);
         let first = policy_status(
             &asked,
-            super::super::REQUESTED_AT,
+            super::super::Flavor::Hoist,
             Observed::Selected(&same),
             at(NOW),
         );
@@ -761,7 +758,7 @@ mod tests {
         asked.status = Some(first.status.clone());
         let second = policy_status(
             &asked,
-            super::super::REQUESTED_AT,
+            super::super::Flavor::Hoist,
             Observed::Selected(&same),
             at(NOW + 60),
         );

@@ -151,7 +151,10 @@ async fn scan(
             });
             finish(
                 &mut status,
-                &Outcome::ready("Succeeded", format!("successful scan: found {count} tags")),
+                &Outcome::ready(
+                    "Succeeded",
+                    context.options.flavor.scan_message(count, &record.revision),
+                ),
             );
             write(&status, kept.as_deref()).await?;
             // Wake when the interval has passed since the scan itself.

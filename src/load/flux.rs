@@ -11,7 +11,7 @@ use super::*;
 use crate::api::{
     CommitAuthor, CommitSigning, CommitSpec, FLUX_SOURCE_GROUP, FluxAuthor, FluxAutomationSpec,
     GitCheckout, GitCheckoutRef, GitRepositoryRef, GitRepositorySpec, GitSpec, MessageFormat,
-    PushSpec, SigningFormat, UpdateSpec,
+    PushSpec, ReceiverOrigin, ReceiverType, SigningFormat, UpdateSpec,
 };
 
 /// Flux's GitRepository, as the files hold it.
@@ -184,6 +184,119 @@ pub(super) fn load_automation(
             object: doc.object.clone(),
             source_line: doc.root.line_of(&document::parse_path("spec.sourceRef")),
             signing,
+        },
+        origin: doc.origin(),
+    });
+    Ok(())
+}
+
+/// The apiVersion of Flux's notification group hoist reads.
+pub(super) const NOTIFICATION_VERSION: &str = "notification.toolkit.fluxcd.io/v1";
+
+/// Flux's Receiver as hoist's, served at Flux's path. Only the image
+/// objects it lists are hoist's to trigger; the rest (GitRepositories,
+/// Kustomizations, ...) are Flux's other controllers', and are skipped
+/// with a warning. A Receiver left with nothing to trigger is skipped.
+pub(super) fn load_receiver(
+    doc: &Document<'_>,
+    api_version: &str,
+    metadata: ObjectMeta,
+    set: &mut ObjectSet,
+) -> Result<(), LoadError> {
+    if api_version != NOTIFICATION_VERSION {
+        return Err(doc.invalid(
+            "apiVersion",
+            format!("{api_version} is not a version hoist reads; use {NOTIFICATION_VERSION}"),
+        ));
+    }
+    let spec: crate::api::FluxReceiverSpec = doc.typed("spec", &mut set.warnings)?;
+    let type_: ReceiverType = serde_json::from_value(serde_json::Value::from(spec.type_.clone()))
+        .ok()
+        .filter(|t| *t != ReceiverType::Gitea && *t != ReceiverType::Distribution)
+        .ok_or_else(|| {
+            doc.invalid(
+                "spec.type",
+                format!(
+                    "{:?}: hoist serves Flux's generic, generic-hmac, github, gitlab, harbor, \
+                     dockerhub and quay Receivers",
+                    spec.type_
+                ),
+            )
+        })?;
+    if spec.resource_filter.is_some() {
+        return Err(doc.invalid(
+            "spec.resourceFilter",
+            "hoist does not evaluate CEL resource filters; list the objects in spec.resources",
+        ));
+    }
+    if spec.oidc_providers.is_some() {
+        return Err(doc.invalid(
+            "spec.oidcProviders",
+            "hoist verifies a Receiver with its Secret's token, not OIDC; set spec.secretRef",
+        ));
+    }
+    let Some(secret_ref) = spec.secret_ref.clone() else {
+        return Err(doc.invalid(
+            "spec.secretRef",
+            "missing; the Secret whose `token` the sender is configured with",
+        ));
+    };
+    let mut resources = Vec::new();
+    for (i, resource) in spec.resources.iter().enumerate() {
+        let field = |f: &str| format!("spec.resources[{i}].{f}");
+        let group = resource
+            .api_version
+            .as_deref()
+            .map(|v| v.split_once('/').map_or(v, |(g, _)| g));
+        let image_kind = matches!(
+            resource.kind.as_str(),
+            "ImageRepository" | "ImageUpdateAutomation"
+        );
+        if !image_kind || group.is_some_and(|g| g != crate::api::FLUX_IMAGE_GROUP) {
+            set.warnings.push(doc.warning(
+                &field("kind"),
+                format!(
+                    "skipped: hoist triggers ImageRepositories and ImageUpdateAutomations; {} {} is \
+                     for Flux's other controllers (keep Flux's notification-controller serving it)",
+                    resource.kind, resource.name
+                ),
+            ));
+            continue;
+        }
+        if resource.name == "*" || resource.match_labels.is_some() {
+            return Err(doc.invalid(
+                &field("name"),
+                "hoist triggers objects listed by name; list each one instead of `*` and matchLabels",
+            ));
+        }
+        resources.push(crate::api::ReceiverResource {
+            kind: resource.kind.clone(),
+            name: resource.name.clone(),
+            namespace: resource.namespace.clone(),
+            api_version: None,
+        });
+    }
+    if resources.is_empty() {
+        set.warnings.push(doc.warning(
+            "spec.resources",
+            "skipped: lists no ImageRepository or ImageUpdateAutomation for hoist to trigger",
+        ));
+        return Ok(());
+    }
+    let spec = ReceiverSpec {
+        type_,
+        secret_ref,
+        resources,
+        suspend: spec.suspend,
+        origin: ReceiverOrigin::Flux,
+    };
+    let namespace = crate::model::namespace_of(&metadata).to_string();
+    validate::receiver(doc, &spec, &namespace)?;
+    set.receivers.push(Loaded {
+        object: Receiver {
+            metadata,
+            spec,
+            status: None,
         },
         origin: doc.origin(),
     });

@@ -75,14 +75,18 @@ pub(super) fn load_document(
         Kind::from_name(kind_name).filter(|k| *k != Kind::Receiver || group == crate::api::GROUP);
     let Some(kind) = kind else {
         if group == "notification.toolkit.fluxcd.io" && kind_name == "Receiver" {
-            // Its webhook URL stops working when Flux goes; say so.
-            set.warnings.push(LoadWarning {
-                path: path.to_path_buf(),
-                line: root.line_of(&[Step::Key("kind".into())]),
-                object: format!("{api_version} {kind_name}"),
-                message: "skipped: hoist does not serve Flux's Receivers yet; write a hoist.dev/v1alpha1 Receiver for this webhook".to_string(),
-            });
-            return Ok(());
+            let (name, namespace) = identity(root);
+            let doc = Document {
+                path,
+                root,
+                object: format!("Receiver {namespace}/{name}"),
+            };
+            let mut metadata: ObjectMeta = doc.typed("metadata", &mut set.warnings)?;
+            if metadata.name.as_deref().unwrap_or("").is_empty() {
+                return Err(doc.invalid("metadata.name", "every object needs a name"));
+            }
+            metadata.namespace = Some(namespace);
+            return flux::load_receiver(&doc, api_version, metadata, set);
         }
         if group == crate::api::GROUP || group == FLUX_IMAGE_GROUP {
             set.warnings.push(LoadWarning {

@@ -433,8 +433,7 @@ spec:
 }
 
 /// A kind hoist reads, written without its apiVersion, is a warning that
-/// says what to write, and so is a Flux Receiver, whose webhook hoist does
-/// not serve yet; other kinds stay quietly skipped.
+/// says what to write; other kinds stay quietly skipped.
 #[test]
 fn a_kind_hoist_reads_without_an_api_version_is_a_warning() {
     let set = load_str(
@@ -444,16 +443,11 @@ spec: {}
 ---
 kind: ConfigMap
 metadata: {name: other}
----
-apiVersion: notification.toolkit.fluxcd.io/v1
-kind: Receiver
-metadata: {name: github}
-spec: {type: github}
 ",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(set.policies.is_empty());
-    let [warning, receiver] = set.warnings.as_slice() else {
+    let [warning] = set.warnings.as_slice() else {
         panic!("{:?}", set.warnings)
     };
     let text = warning.to_string();
@@ -461,11 +455,100 @@ spec: {type: github}
         text.contains("test.yaml:1: ImagePolicy: skipped: no apiVersion; write hoist.dev/v1alpha1"),
         "{text}"
     );
-    let text = receiver.to_string();
-    assert!(
-        text.contains("hoist does not serve Flux's Receivers yet"),
-        "{text}"
+}
+
+/// Flux's Receiver becomes hoist's, served at Flux's path, with the image
+/// objects it lists; what is for Flux's other controllers is a warning, a
+/// field hoist cannot honour an error naming it.
+#[test]
+fn flux_receivers_keep_their_image_objects_and_refuse_what_hoist_cannot_honour() {
+    let receiver = |spec: &str| {
+        format!(
+            "apiVersion: notification.toolkit.fluxcd.io/v1
+kind: Receiver
+metadata: {{name: github, namespace: flux-system}}
+spec:
+  type: github
+  events: [push]
+  secretRef: {{name: token}}
+{spec}"
+        )
+    };
+    let set = load_str(&receiver(
+        "  resources:
+    - {kind: GitRepository, name: fleet}
+    - {apiVersion: image.toolkit.fluxcd.io/v1, kind: ImageUpdateAutomation, name: fleet}
+",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let [loaded] = set.receivers.as_slice() else {
+        panic!("{:?}", set.receivers)
+    };
+    let spec = &loaded.object.spec;
+    assert_eq!(spec.origin, crate::api::ReceiverOrigin::Flux);
+    assert_eq!(spec.type_, crate::api::ReceiverType::GitHub);
+    assert_eq!(
+        spec.resources
+            .iter()
+            .map(|r| (r.kind.as_str(), r.name.as_str()))
+            .collect::<Vec<_>>(),
+        [("ImageUpdateAutomation", "fleet")]
     );
+    let [warning] = set.warnings.as_slice() else {
+        panic!("{:?}", set.warnings)
+    };
+    assert!(
+        warning.to_string().contains("spec.resources[0].kind: skipped: hoist triggers ImageRepositories and ImageUpdateAutomations; GitRepository fleet"),
+        "{warning}"
+    );
+    // Nothing left for hoist: skipped, with a warning.
+    let set = load_str(&receiver(
+        "  resources: [{kind: Kustomization, name: apps}]\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(set.receivers.is_empty());
+    assert!(
+        set.warnings.iter().any(|w| w
+            .to_string()
+            .contains("spec.resources: skipped: lists no ImageRepository")),
+        "{:?}",
+        set.warnings
+    );
+    let image = "  resources: [{kind: ImageRepository, name: app}]\n";
+    for (text, message) in [
+        (
+            receiver(image).replace("type: github", "type: bitbucket"),
+            "Receiver flux-system/github: spec.type: \"bitbucket\": hoist serves Flux's generic",
+        ),
+        (
+            receiver(image).replace("  secretRef: {name: token}\n", ""),
+            "spec.secretRef: missing",
+        ),
+        (
+            receiver(&format!("{image}  resourceFilter: 'true'\n")),
+            "spec.resourceFilter: hoist does not evaluate CEL",
+        ),
+        (
+            receiver("  resources: [{kind: ImageRepository, name: '*', matchLabels: {a: b}}]\n"),
+            "spec.resources[0].name: hoist triggers objects listed by name",
+        ),
+        (
+            receiver(image).replace(
+                "notification.toolkit.fluxcd.io/v1",
+                "notification.toolkit.fluxcd.io/v1beta2",
+            ),
+            "apiVersion: notification.toolkit.fluxcd.io/v1beta2 is not a version hoist reads; use notification.toolkit.fluxcd.io/v1",
+        ),
+        (
+            receiver("  resources: [{kind: ImageRepository, name: app, namespace: apps}]\n"),
+            "spec.resources[0].namespace: \"apps\": a Receiver triggers objects in its own namespace (flux-system) only",
+        ),
+    ] {
+        let error = load_str(&text)
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string());
+        assert!(error.contains(message), "{message}: {error}");
+    }
 }
 
 #[test]

@@ -453,10 +453,14 @@ pub(super) fn receiver(
             ));
         }
     }
-    if spec.type_ == ReceiverType::GenericHmac && spec.resources.is_empty() {
+    if matches!(
+        spec.type_,
+        ReceiverType::GenericHmac | ReceiverType::Generic
+    ) && spec.resources.is_empty()
+    {
         return Err(doc.invalid(
             "spec.resources",
-            "a generic-hmac payload names no image or repository; list the objects it triggers",
+            "a generic payload names no image or repository; list the objects it triggers",
         ));
     }
     Ok(())

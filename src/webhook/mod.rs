@@ -120,7 +120,12 @@ pub fn verify(
     // A Secret value written with a trailing newline still matches; an
     // empty one matches nothing.
     let secret = secret.trim_ascii();
-    if secret.is_empty() && !matches!(sender, ReceiverType::DockerHub | ReceiverType::Quay) {
+    if secret.is_empty()
+        && !matches!(
+            sender,
+            ReceiverType::DockerHub | ReceiverType::Quay | ReceiverType::Generic
+        )
+    {
         return Err(Rejection::BadSignature);
     }
     match sender {
@@ -171,7 +176,7 @@ pub fn verify(
                 return Err(Rejection::BadSignature);
             }
         }
-        ReceiverType::DockerHub | ReceiverType::Quay => {}
+        ReceiverType::DockerHub | ReceiverType::Quay | ReceiverType::Generic => {}
     }
     event(sender, headers, body)
 }
@@ -203,7 +208,7 @@ fn event(
 ) -> Result<Event, Rejection> {
     // A generic payload names nothing; GitHub's ping, sent when a hook is
     // made, asks for nothing but a 2xx.
-    if sender == ReceiverType::GenericHmac
+    if matches!(sender, ReceiverType::GenericHmac | ReceiverType::Generic)
         || (sender == ReceiverType::GitHub && header(headers, "X-GitHub-Event") == Some("ping"))
     {
         return Ok(Event::default());
@@ -315,7 +320,7 @@ fn event(
                 }
             }
         }
-        ReceiverType::GenericHmac => {}
+        ReceiverType::GenericHmac | ReceiverType::Generic => {}
     }
     for names in [&mut event.images, &mut event.repositories] {
         // An empty name (a Harbor `resource_url` of only `:tag`) names no
@@ -403,6 +408,18 @@ pub fn batch(
         }
     }
     batch
+}
+
+/// Flux's URL path for its Receiver `namespace/name`: `/hook/` and the
+/// sha256 of the token, name and namespace, as Flux's notification-controller
+/// computes it (of the token as the Secret holds it).
+pub fn flux_path(namespace: &str, name: &str, token: &[u8]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(token);
+    hasher.update(name.as_bytes());
+    hasher.update(namespace.as_bytes());
+    format!("/hook/{:x}", hasher.finalize())
 }
 
 /// The receiver's URL path: `/hook/` and the sha256 of its name and token,

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Event, Rejection, verify};
-use crate::api::Receiver;
+use crate::api::{Receiver, ReceiverOrigin};
 use crate::metrics::Metrics;
 
 /// The largest body read; larger ones are refused with 413.
@@ -43,11 +43,12 @@ impl Endpoint {
 
     /// The URL path senders are configured with.
     pub fn path(&self) -> String {
-        super::path(
-            crate::model::namespace_of(&self.receiver.metadata),
-            self.receiver.metadata.name.as_deref().unwrap_or(""),
-            self.token.trim_ascii(),
-        )
+        let namespace = crate::model::namespace_of(&self.receiver.metadata);
+        let name = self.receiver.metadata.name.as_deref().unwrap_or("");
+        match self.receiver.spec.origin {
+            ReceiverOrigin::Hoist => super::path(namespace, name, self.token.trim_ascii()),
+            ReceiverOrigin::Flux => super::flux_path(namespace, name, &self.token),
+        }
     }
 }
 

@@ -36,7 +36,7 @@ impl Targets {
 /// its own namespace that the event names: the ImageRepositories of the
 /// images pushed, the ImageUpdateAutomations of the git repository pushed
 /// to. An event that names nothing (GitHub's ping) triggers nothing, except
-/// for `generic-hmac`, whose events never name anything.
+/// for `generic-hmac` and `generic`, whose events never name anything.
 pub fn targets<'a>(
     receiver: &Receiver,
     event: &Event,
@@ -45,7 +45,12 @@ pub fn targets<'a>(
 ) -> Targets {
     let namespace = crate::model::namespace_of(&receiver.metadata);
     let empty = event.images.is_empty() && event.repositories.is_empty();
-    if empty && receiver.spec.type_ != ReceiverType::GenericHmac {
+    if empty
+        && !matches!(
+            receiver.spec.type_,
+            ReceiverType::GenericHmac | ReceiverType::Generic
+        )
+    {
         return Targets::default();
     }
     let key = |meta: &kube::api::ObjectMeta| crate::model::ObjectKey::of(meta).to_string();
@@ -167,6 +172,7 @@ mod tests {
                     })
                     .collect(),
                 suspend: false,
+                origin: Default::default(),
             },
             status: None,
         }

@@ -201,18 +201,21 @@ fn flux_s_objects_are_reconciled_with_flux_s_status_and_driven_by_flux_s_cli() {
         serde_json::json!(["^.*\\.sig$"])
     );
     let condition = ready(&repository).cloned().unwrap_or_default();
+    let checksum = repository["lastScanResult"]["revision"]
+        .as_str()
+        .unwrap_or_default();
     assert_eq!(
-        (
-            &condition["status"],
-            &condition["reason"],
-            &condition["message"]
-        ),
-        (
-            &"True".into(),
-            &"Succeeded".into(),
-            &"successful scan: found 2 tags".into()
-        ),
+        (&condition["status"], &condition["reason"]),
+        (&"True".into(), &"Succeeded".into()),
         "{repository}"
+    );
+    assert_eq!(
+        condition["message"],
+        format!("successful scan: found 2 tags with checksum {checksum}")
+    );
+    assert_eq!(
+        ready(&automation).map(|c| &c["message"]),
+        Some(&Value::from("repository up-to-date"))
     );
     let policy = status(cluster, "imagepolicies", ns, "app");
     assert_eq!(
@@ -220,6 +223,19 @@ fn flux_s_objects_are_reconciled_with_flux_s_status_and_driven_by_flux_s_cli() {
         serde_json::json!({"name": format!("{addr}/team/app"), "tag": "1.1.0"})
     );
     assert!(policy.get("waiting").is_none(), "{policy}");
+    assert_eq!(
+        ready(&policy).map(|c| &c["message"]),
+        Some(&Value::from(format!(
+            "Latest image tag for {addr}/team/app resolved to 1.1.0"
+        )))
+    );
+    // The push's Event, as Flux words it.
+    let events = cluster.kubectl(&["get", "events.events.k8s.io", "-n", ns, "-o", "json"]);
+    let short = &head[..7];
+    assert!(
+        events.contains(&format!("pushed commit '{short}' to branch 'main'")),
+        "{events}"
+    );
 
     // Flux's CLI reads them.
     let all = flux_ok(&tools, cluster, &["get", "images", "all", "-n", ns]);

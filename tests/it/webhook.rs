@@ -973,6 +973,155 @@ fn receivers_are_checked_when_loaded() {
     }
 }
 
+/// Flux's webhook path: `/hook/` and the sha256 of token, name and
+/// namespace, as Flux's notification-controller computes it.
+fn flux_hook_path(namespace: &str, name: &str, token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{token}{name}{namespace}").as_bytes());
+    format!("/hook/{digest:x}")
+}
+
+/// Flux's Receivers from files, unchanged: served at the path Flux
+/// computes (so the URLs senders call keep working), triggering the image
+/// objects they list; what they list for Flux's other controllers is
+/// skipped with a warning.
+#[test]
+fn flux_receivers_are_served_at_flux_s_path() {
+    let Some((registry, remote, _daemon, url)) = fleet() else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    let objects = format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: app, namespace: default}}
+spec: {{image: {addr}/team/app, interval: 1h}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: app, namespace: default}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: 1.x}}}}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: fleet, namespace: default}}
+spec: {{interval: 1h, ref: {{branch: main}}, url: {url}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet, namespace: default}}
+spec:
+  interval: 1h
+  sourceRef: {{kind: GitRepository, name: fleet}}
+  git:
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}}
+    push: {{branch: main}}
+  update: {{path: ./, strategy: Setters}}
+---
+apiVersion: notification.toolkit.fluxcd.io/v1
+kind: Receiver
+metadata: {{name: registry, namespace: default}}
+spec:
+  type: generic
+  secretRef: {{name: webhook-token}}
+  resources:
+    - {{apiVersion: image.toolkit.fluxcd.io/v1, kind: ImageRepository, name: app}}
+---
+apiVersion: notification.toolkit.fluxcd.io/v1
+kind: Receiver
+metadata: {{name: github, namespace: default}}
+spec:
+  type: github
+  events: [ping, push]
+  secretRef: {{name: webhook-token}}
+  resources:
+    - {{kind: GitRepository, name: fleet}}
+    - {{apiVersion: image.toolkit.fluxcd.io/v1, kind: ImageUpdateAutomation, name: fleet}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: webhook-token, namespace: default}}
+stringData: {{token: {TOKEN}}}
+"
+    );
+    // The GitRepository a Receiver lists is Flux's source-controller's.
+    let dir = crate::support::files(&[("objects.yaml", &objects)]);
+    let check = crate::support::hoist_env(
+        dir.path(),
+        &["scan", "-f", "objects.yaml", "--state-dir", "state"],
+        &[("DOCKER_CONFIG", "/nonexistent")],
+    );
+    assert!(
+        check
+            .stderr
+            .contains("spec.resources[0].kind: skipped: hoist triggers ImageRepositories and ImageUpdateAutomations; GitRepository fleet"),
+        "{}",
+        check.stderr
+    );
+    let hoist = Serving::start(&objects);
+    wait_for("the first pass", Duration::from_secs(30), || {
+        (hoist.passes().len() == 1).then_some(())
+    });
+    let registry_hook = format!(
+        "http://{}{}",
+        hoist.webhook,
+        flux_hook_path("default", "registry", TOKEN)
+    );
+    // hoist's own path for a Receiver of that name is not Flux's.
+    let hoist_path = format!(
+        "http://{}{}",
+        hoist.webhook,
+        hook_path("default", "registry", TOKEN)
+    );
+    assert_eq!(post(&hoist_path, &[], b"{}"), 404);
+
+    // Flux's generic type: any POST to the secret path scans the listed
+    // repository, and the new tag is committed.
+    registry.push_image("team/app", &["1.1.0"]);
+    assert_eq!(post(&registry_hook, &[], b""), 202);
+    wait_for("the 1.1.0 commit", Duration::from_secs(30), || {
+        remote
+            .show("main", "app.yaml")
+            .contains(":1.1.0")
+            .then_some(())
+    });
+    let raw = crate::support::git::git(&remote.path, &["cat-file", "commit", "main"]);
+    assert!(
+        raw.ends_with("\n\nUpdate from image update automation"),
+        "{raw}"
+    );
+
+    // A GitHub push, signed with the token, runs the listed automation,
+    // which puts back a tag someone changed by hand.
+    remote.commit_elsewhere("main", "app.yaml", &manifest(&addr, "1.0.0"));
+    let push = json!({"ref": "refs/heads/main", "repository": {"clone_url": url}}).to_string();
+    let github_hook = format!(
+        "http://{}{}",
+        hoist.webhook,
+        flux_hook_path("default", "github", TOKEN)
+    );
+    let unsigned = vec![("X-GitHub-Event", "push".to_string())];
+    assert_eq!(post(&github_hook, &unsigned, push.as_bytes()), 401);
+    let signed = vec![
+        ("X-GitHub-Event", "push".to_string()),
+        (
+            "X-Hub-Signature-256",
+            format!("sha256={}", hmac_hex(TOKEN, push.as_bytes())),
+        ),
+    ];
+    assert_eq!(post(&github_hook, &signed, push.as_bytes()), 202);
+    wait_for("the automation run", Duration::from_secs(30), || {
+        remote
+            .show("main", "app.yaml")
+            .contains(":1.1.0")
+            .then_some(())
+    });
+}
+
 /// The tip of `branch` in a bare repository, read from its ref file (a
 /// loose ref, as receive-pack writes it) or by git when packed.
 fn tip(remote: &BareRepo, branch: &str) -> String {
