@@ -65,7 +65,8 @@ pub struct ControllerArgs {
     pub no_cross_namespace_refs: bool,
     /// Reconcile Flux's image.toolkit.fluxcd.io/v1 objects (with the
     /// GitRepositories they name) in place of Flux's image controllers,
-    /// writing Flux's status fields; hoist.dev objects are not watched.
+    /// writing Flux's status fields, and serve Flux's Receivers that
+    /// trigger only image objects; hoist.dev objects are not watched.
     #[arg(long)]
     pub flux: bool,
 }
@@ -85,12 +86,6 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
             ))
         })?),
     };
-    if args.flux && args.webhook_addr.is_some() {
-        return Err(CliError::invalid(
-            "--webhook-addr with --flux: hoist does not serve Flux's Receivers in the cluster yet; \
-             leave Flux's notification-controller serving them, or run without --webhook-addr",
-        ));
-    }
     if let Some(name) = &args.default_service_account {
         crate::api::check_object_name(name).map_err(|why| {
             CliError::invalid(format!("--default-service-account {name:?}: {why}"))

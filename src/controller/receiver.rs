@@ -1,6 +1,9 @@
 //! Receiver: serve each one at its secret path on `--webhook-addr`, and turn
-//! the events it verifies into `reconcile.hoist.dev/requestedAt` on the
-//! objects they name.
+//! the events it verifies into the flavour's `requestedAt` annotation on
+//! the objects they name. Under `--flux` the Receivers are Flux's
+//! (`notification.toolkit.fluxcd.io/v1`), served at Flux's path; only those
+//! that trigger nothing but image objects are hoist's, the rest Flux's
+//! notification-controller's.
 //!
 //! Every replica runs this, leader or standby: the Service sends webhooks to
 //! any ready pod. The annotation is how a standby hands an event to the
@@ -11,17 +14,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use super::conditions::{self, Outcome};
 use super::{
-    MANAGER, REQUESTED_AT, ReconcileError, document, errors_for, key_of, labelled, load, now,
-    patch_status,
+    Flavor, Kind, MANAGER, ReconcileError, document, errors_for, key_of, labelled_object, load,
+    now, write_status_to,
 };
-use crate::api::{ImageRepository, ImageUpdateAutomation, Receiver, ReceiverStatus};
+use crate::api::{Receiver, ReceiverStatus};
 use crate::webhook::server::{Delivery, Endpoint, Endpoints};
 use crate::webhook::targets::targets;
 
@@ -29,13 +33,23 @@ use crate::webhook::targets::targets;
 /// takes effect without touching the Receiver.
 const RESYNC: Duration = Duration::from_secs(60);
 
+/// Where the flavour's Receivers are served.
+pub fn receiver_resource(flavor: Flavor) -> ApiResource {
+    let gvk = match flavor {
+        Flavor::Hoist => GroupVersionKind::gvk(crate::api::GROUP, "v1alpha1", "Receiver"),
+        Flavor::Flux => GroupVersionKind::gvk("notification.toolkit.fluxcd.io", "v1", "Receiver"),
+    };
+    ApiResource::from_gvk_with_plural(&gvk, "receivers")
+}
+
 /// What the Receiver reconciler and the event dispatcher share.
 pub struct ReceiverContext {
     client: Client,
+    flavor: Flavor,
     endpoints: Endpoints,
     /// The Receivers the reconciler's watch has seen: one deleted stops
     /// being served.
-    receivers: kube::runtime::reflector::Store<Receiver>,
+    receivers: kube::runtime::reflector::Store<DynamicObject>,
     /// Receivers (`ns/name`) reconciled at least once, served or not:
     /// readiness waits for all of them.
     reconciled: Mutex<HashSet<String>>,
@@ -50,11 +64,13 @@ pub struct ReceiverContext {
 impl ReceiverContext {
     pub fn new(
         client: Client,
+        flavor: Flavor,
         endpoints: Endpoints,
-        receivers: kube::runtime::reflector::Store<Receiver>,
+        receivers: kube::runtime::reflector::Store<DynamicObject>,
     ) -> ReceiverContext {
         ReceiverContext {
             client,
+            flavor,
             endpoints,
             receivers,
             reconciled: Mutex::default(),
@@ -62,10 +78,17 @@ impl ReceiverContext {
         }
     }
 
+    /// The watched Receiver `receiver` came from, as it is now.
+    fn current(&self, receiver: &Receiver) -> Option<Arc<DynamicObject>> {
+        let name = receiver.metadata.name.as_deref().unwrap_or_default();
+        let namespace = crate::model::namespace_of(&receiver.metadata);
+        self.receivers
+            .get(&ObjectRef::new_with(name, receiver_resource(self.flavor)).within(namespace))
+    }
+
     /// Whether `receiver` is gone from a watch that has listed everything.
     fn gone(&self, receiver: &Receiver) -> bool {
-        self.listed.load(std::sync::atomic::Ordering::Relaxed)
-            && self.receivers.get(&ObjectRef::from_obj(receiver)).is_none()
+        self.listed.load(std::sync::atomic::Ordering::Relaxed) && self.current(receiver).is_none()
     }
 
     /// Waits, at most `limit`, until each of `receivers` (`ns/name`, listed
@@ -103,45 +126,117 @@ impl ReceiverContext {
 }
 
 /// Every line logged while reconciling carries the object's key.
-#[tracing::instrument(skip_all, fields(object = %super::key_of(&*receiver)))]
+#[tracing::instrument(skip_all, fields(object = %super::key_of(&*object)))]
 pub async fn reconcile(
-    receiver: Arc<Receiver>,
+    object: Arc<DynamicObject>,
     context: Arc<ReceiverContext>,
 ) -> Result<Action, ReconcileError> {
     context
         .listed
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let key = key_of(&*receiver);
-    let result = serve(&receiver, &key, &context).await;
+    let key = key_of(&*object);
+    let result = serve(&object, &key, &context).await;
     if let Ok(mut seen) = context.reconciled.lock() {
         seen.insert(key);
     }
     result
 }
 
+/// Whether a Flux Receiver triggers nothing but image objects, and so is
+/// hoist's to serve: one that also triggers a GitRepository or a
+/// Kustomization is Flux's notification-controller's.
+fn only_image_objects(object: &DynamicObject) -> bool {
+    let resources = object
+        .data
+        .pointer("/spec/resources")
+        .and_then(serde_json::Value::as_array);
+    resources.is_some_and(|list| {
+        !list.is_empty()
+            && list.iter().all(|r| {
+                let group = r["apiVersion"]
+                    .as_str()
+                    .map(|v| v.split_once('/').map_or(v, |(g, _)| g));
+                matches!(
+                    r["kind"].as_str(),
+                    Some("ImageRepository" | "ImageUpdateAutomation")
+                ) && group.is_none_or(|g| g == crate::api::FLUX_IMAGE_GROUP)
+            })
+    })
+}
+
+/// The watched object as hoist's Receiver, read by the loader as files
+/// are, or the loader's words for why it is not one.
+fn read(object: &DynamicObject) -> Result<Receiver, String> {
+    let label = labelled_object(object);
+    let (objects, errors) = load(&[document(object)]);
+    if let Some(message) = errors_for(&errors, &label) {
+        return Err(message);
+    }
+    let mut receiver = objects
+        .receivers
+        .into_iter()
+        .next()
+        .map(|loaded| loaded.object)
+        .ok_or_else(|| format!("{label} names nothing hoist triggers"))?;
+    receiver.metadata = object.metadata.clone();
+    Ok(receiver)
+}
+
+/// The status in the flavour's shape: Flux's carries the request handled.
+fn status_value(
+    flavor: Flavor,
+    object: &DynamicObject,
+    status: &ReceiverStatus,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if flavor == Flavor::Flux
+        && let Some(asked) = object.annotations().get(super::kinds::FLUX_REQUESTED_AT)
+        && let Some(map) = value.as_object_mut()
+    {
+        map.insert("lastHandledReconcileAt".into(), asked.clone().into());
+    }
+    value
+}
+
 async fn serve(
-    receiver: &Receiver,
+    object: &DynamicObject,
     key: &str,
     context: &ReceiverContext,
 ) -> Result<Action, ReconcileError> {
     context.forget_deleted();
-    let namespace = crate::model::namespace_of(&receiver.metadata).to_string();
-    let current = receiver.status.clone();
-    let mut status = current.clone().unwrap_or_default();
-    let generation = receiver.metadata.generation;
+    if context.flavor == Flavor::Flux && !only_image_objects(object) {
+        // Not hoist's: no status of ours either, so the two never contend.
+        context.endpoints.remove(key);
+        tracing::debug!("triggers more than image objects: left to Flux's notification-controller");
+        return Ok(Action::await_change());
+    }
+    let resource = receiver_resource(context.flavor);
+    let namespace = crate::model::namespace_of(&object.metadata).to_string();
+    let mut status: ReceiverStatus = object
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    let generation = object.metadata.generation;
     let finish = |status: &mut ReceiverStatus, outcome: &Outcome| {
         conditions::apply(&mut status.conditions, outcome, generation, &now());
         status.observed_generation = generation;
     };
+    let write = |status: &ReceiverStatus| {
+        let value = status_value(context.flavor, object, status);
+        write_status_to(&context.client, &resource, object, value)
+    };
 
-    let (_, errors) = load(&[document(receiver)]);
-    if let Some(message) = errors_for(&errors, &labelled(receiver)) {
-        context.endpoints.remove(key);
-        status.webhook_path = None;
-        finish(&mut status, &Outcome::stalled("InvalidSpec", message));
-        patch_status(&context.client, receiver, current.as_ref(), &status).await?;
-        return Ok(Action::await_change());
-    }
+    let receiver = match read(object) {
+        Ok(receiver) => receiver,
+        Err(message) => {
+            context.endpoints.remove(key);
+            status.webhook_path = None;
+            finish(&mut status, &Outcome::stalled("InvalidSpec", message));
+            write(&status).await?;
+            return Ok(Action::await_change());
+        }
+    };
     let secret = &receiver.spec.secret_ref.name;
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     let token = match secrets.get_opt(secret).await {
@@ -152,7 +247,7 @@ async fn serve(
             return Err(e.into());
         }
     };
-    let token = match crate::webhook::receiver_token(receiver, token.as_deref()) {
+    let token = match crate::webhook::receiver_token(&receiver, token.as_deref()) {
         Ok(token) => token.to_vec(),
         Err(refused) => {
             // Without a usable token a Receiver verifies nothing: stop
@@ -163,33 +258,40 @@ async fn serve(
                 &mut status,
                 &Outcome::retrying("SecretNotFound", refused.to_string()),
             );
-            patch_status(&context.client, receiver, current.as_ref(), &status).await?;
+            write(&status).await?;
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
     };
-    let path = context
-        .endpoints
-        .insert(Endpoint::new(receiver.clone(), token));
+    let suspended = receiver.spec.suspend;
+    let path = context.endpoints.insert(Endpoint::new(receiver, token));
     // The path is a credential for senders that sign nothing: it is in
     // status.webhookPath for whoever may read the Receiver, and not
-    // repeated in messages that travel further.
-    let message = if receiver.spec.suspend {
-        "suspended: requests are answered and trigger nothing"
-    } else {
-        "serving at status.webhookPath"
+    // repeated in Events, which travel further. Flux's own message names
+    // it, and a Receiver Flux's notification-controller also reconciles
+    // gets the same words from both.
+    let (reason, message) = match (context.flavor, suspended) {
+        (_, true) => (
+            "Serving",
+            "suspended: requests are answered and trigger nothing".to_string(),
+        ),
+        (Flavor::Hoist, false) => ("Serving", "serving at status.webhookPath".to_string()),
+        (Flavor::Flux, false) => (
+            "Succeeded",
+            format!("Receiver initialized for path: {path}"),
+        ),
     };
     status.webhook_path = Some(path);
-    finish(&mut status, &Outcome::ready("Serving", message));
-    patch_status(&context.client, receiver, current.as_ref(), &status).await?;
+    finish(&mut status, &Outcome::ready(reason, message));
+    write(&status).await?;
     Ok(Action::requeue(RESYNC))
 }
 
 pub fn error_policy(
-    receiver: Arc<Receiver>,
+    object: Arc<DynamicObject>,
     error: &ReconcileError,
     _: Arc<ReceiverContext>,
 ) -> Action {
-    tracing::warn!(object = %labelled(&*receiver), "{error}");
+    tracing::warn!(object = %labelled_object(&object), "{error}");
     Action::requeue(Duration::from_secs(10))
 }
 
@@ -219,13 +321,13 @@ async fn handle(context: &ReceiverContext, delivery: Delivery) {
         return;
     }
     let receiver = context
-        .receivers
-        .get(&ObjectRef::from_obj(&delivery.endpoint.receiver))
-        .unwrap_or_else(|| Arc::new(delivery.endpoint.receiver.clone()));
+        .current(&delivery.endpoint.receiver)
+        .and_then(|object| read(&object).ok())
+        .unwrap_or_else(|| delivery.endpoint.receiver.clone());
     if receiver.spec.suspend {
         return;
     }
-    request(&context.client, &receiver, &key, &delivery.event).await;
+    request(context, &receiver, &key, &delivery.event).await;
 }
 
 /// Retries `call` on failures other than 404: 3 tries, 1 s and 2 s apart.
@@ -255,10 +357,25 @@ where
 /// this push (a Receiver's deliveries are a second apart, so this is at
 /// most one write per object per second). A failure on one object does not
 /// keep the others from their turn.
-async fn request(client: &Client, receiver: &Receiver, key: &str, event: &crate::webhook::Event) {
+async fn request(
+    context: &ReceiverContext,
+    receiver: &Receiver,
+    key: &str,
+    event: &crate::webhook::Event,
+) {
+    let client = &context.client;
     let namespace = crate::model::namespace_of(&receiver.metadata).to_string();
-    let repositories_api = Api::<ImageRepository>::namespaced(client.clone(), &namespace);
-    let automations_api = Api::<ImageUpdateAutomation>::namespaced(client.clone(), &namespace);
+    let flavor = context.flavor;
+    let repositories_api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &namespace,
+        &flavor.resource(Kind::ImageRepository),
+    );
+    let automations_api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &namespace,
+        &flavor.resource(Kind::ImageUpdateAutomation),
+    );
     // The objects a Receiver may trigger: those it lists, else those in its
     // namespace (listed only when the event names something of that kind).
     let mut repositories = Vec::new();
@@ -311,28 +428,43 @@ async fn request(client: &Client, receiver: &Receiver, key: &str, event: &crate:
             "webhook: names nothing this Receiver may trigger"
         );
     }
-    ask(&repositories_api, &repositories, &wanted.repositories, key).await;
-    ask(&automations_api, &automations, &wanted.automations, key).await;
+    let annotation = flavor.requested_at();
+    ask(
+        &repositories_api,
+        &repositories,
+        &wanted.repositories,
+        annotation,
+        key,
+    )
+    .await;
+    ask(
+        &automations_api,
+        &automations,
+        &wanted.automations,
+        annotation,
+        key,
+    )
+    .await;
 }
 
-/// Sets `requestedAt` on each of `objects` that `wanted` holds.
-async fn ask<K>(
-    api: &Api<K>,
-    objects: &[K],
+/// Sets the `requestedAt` `annotation` on each of `objects` that `wanted`
+/// holds.
+async fn ask(
+    api: &Api<DynamicObject>,
+    objects: &[DynamicObject],
     wanted: &std::collections::BTreeSet<String>,
+    annotation: &str,
     receiver: &str,
-) where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
+) {
     // Nanoseconds: two events in one second still differ.
     let at = jiff::Timestamp::now().to_string();
-    let patch = Patch::Merge(serde_json::json!({"metadata": {"annotations": {REQUESTED_AT: at}}}));
+    let patch = Patch::Merge(serde_json::json!({"metadata": {"annotations": {annotation: at}}}));
     let params = PatchParams {
         field_manager: Some(MANAGER.to_string()),
         ..PatchParams::default()
     };
     for object in objects {
-        let target = labelled(object);
+        let target = labelled_object(object);
         if !wanted.contains(&key_of(object)) {
             continue;
         }

@@ -106,39 +106,6 @@ pub(super) fn now() -> Time {
     )
 }
 
-/// Writes `status` when it differs from what the object has: for objects
-/// of hoist's own that no flavour changes (Receivers).
-pub(super) async fn patch_status<K, S>(
-    client: &Client,
-    object: &K,
-    current: Option<&S>,
-    status: &S,
-) -> Result<(), ReconcileError>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-    S: Serialize + PartialEq,
-{
-    if current == Some(status) {
-        return Ok(());
-    }
-    let api: Api<K> = Api::namespaced(client.clone(), crate::model::namespace_of(object.meta()));
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &object.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
 /// Writes `status` (of `kind`, in the flavour's shape) when it differs
 /// from what the object has.
 pub(super) async fn write_status(
@@ -147,14 +114,25 @@ pub(super) async fn write_status(
     object: &DynamicObject,
     status: serde_json::Value,
 ) -> Result<(), ReconcileError> {
+    let resource = context.options.flavor.resource(kind);
+    write_status_to(&context.client, &resource, object, status).await
+}
+
+/// Writes `status` to `object`, served as `resource`, when it differs
+/// from what the object has.
+pub(super) async fn write_status_to(
+    client: &Client,
+    resource: &ApiResource,
+    object: &DynamicObject,
+    status: serde_json::Value,
+) -> Result<(), ReconcileError> {
     if object.data.get("status") == Some(&status) {
         return Ok(());
     }
-    let resource = context.options.flavor.resource(kind);
     let api: Api<DynamicObject> = Api::namespaced_with(
-        context.client.clone(),
+        client.clone(),
         crate::model::namespace_of(&object.metadata),
-        &resource,
+        resource,
     );
     let patch = serde_json::json!({
         "apiVersion": resource.api_version,

@@ -32,16 +32,6 @@ pub(super) fn dynamic_api(
     }
 }
 
-pub(super) fn api<K>(client: &Client, options: &Options) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
-{
-    match &options.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// Completes once the stop signal came.
 pub(super) async fn until_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
@@ -174,12 +164,15 @@ pub(super) async fn serve_receivers(
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!("webhook: listening on {bound}");
     let endpoints = server::Endpoints::default();
-    let controller = Controller::new(
-        api::<crate::api::Receiver>(client, options),
+    let resource = receiver::receiver_resource(options.flavor);
+    let controller = Controller::new_with(
+        dynamic_api(client, options, &resource),
         watcher_config(options),
+        resource.clone(),
     );
     let context = Arc::new(receiver::ReceiverContext::new(
         client.clone(),
+        options.flavor,
         endpoints.clone(),
         controller.store(),
     ));
@@ -221,7 +214,7 @@ pub(super) async fn serve_receivers(
             }
         }
     });
-    match api::<crate::api::Receiver>(client, options)
+    match dynamic_api(client, options, &resource)
         .list(&watcher_list_params(options))
         .await
     {

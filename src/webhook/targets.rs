@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::Event;
+use kube::api::ObjectMeta;
+
 use crate::api::{ImageRepository, ImageUpdateAutomation, Receiver, ReceiverType};
 use crate::registry::ImageName;
 
@@ -29,6 +31,49 @@ impl Targets {
     }
 }
 
+/// An object a Receiver may trigger: who it is, and what an event names it
+/// by (an ImageRepository's image, an automation's git URL), if anything.
+pub trait Candidate {
+    fn metadata(&self) -> &ObjectMeta;
+    fn named_by(&self) -> Option<&str>;
+}
+
+impl Candidate for ImageRepository {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn named_by(&self) -> Option<&str> {
+        Some(&self.spec.image)
+    }
+}
+
+impl Candidate for ImageUpdateAutomation {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn named_by(&self) -> Option<&str> {
+        Some(&self.spec.git.url)
+    }
+}
+
+/// An object as the controller watches it, of either flavour: a Flux
+/// automation's git URL is in its GitRepository, so an event names it only
+/// through a Receiver's list.
+impl Candidate for kube::api::DynamicObject {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn named_by(&self) -> Option<&str> {
+        let pointer = match self.types.as_ref().map(|t| t.kind.as_str()) {
+            Some("ImageRepository") => "/spec/image",
+            _ => "/spec/git/url",
+        };
+        self.data
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_str)
+    }
+}
+
 /// The objects `event` triggers among `repositories` and `automations`.
 ///
 /// A Receiver that lists `spec.resources` triggers every listed object on
@@ -37,11 +82,11 @@ impl Targets {
 /// images pushed, the ImageUpdateAutomations of the git repository pushed
 /// to. An event that names nothing (GitHub's ping) triggers nothing, except
 /// for `generic-hmac` and `generic`, whose events never name anything.
-pub fn targets<'a>(
+pub fn targets<'a, R: Candidate + 'a, A: Candidate + 'a>(
     receiver: &Receiver,
     event: &Event,
-    repositories: impl IntoIterator<Item = &'a ImageRepository>,
-    automations: impl IntoIterator<Item = &'a ImageUpdateAutomation>,
+    repositories: impl IntoIterator<Item = &'a R>,
+    automations: impl IntoIterator<Item = &'a A>,
 ) -> Targets {
     let namespace = crate::model::namespace_of(&receiver.metadata);
     let empty = event.images.is_empty() && event.repositories.is_empty();
@@ -80,8 +125,9 @@ pub fn targets<'a>(
         .filter_map(|image| Some(image.split_once('/')?.1))
         .collect();
     let path_only = receiver.spec.type_ == ReceiverType::Distribution;
-    let image_named = |repository: &ImageRepository| {
-        ImageName::parse(&repository.spec.image).is_ok_and(|name| {
+    let image_named = |repository: &R| {
+        let image = repository.named_by().unwrap_or_default();
+        ImageName::parse(image).is_ok_and(|name| {
             if path_only {
                 paths.contains(&name.repository.as_str())
             } else {
@@ -96,23 +142,26 @@ pub fn targets<'a>(
         .iter()
         .filter_map(|url| git_identity(url))
         .collect();
-    let repository_named = |automation: &ImageUpdateAutomation| {
-        git_identity(&automation.spec.git.url).is_some_and(|id| pushed.contains(&id))
+    let repository_named = |automation: &A| {
+        automation
+            .named_by()
+            .and_then(git_identity)
+            .is_some_and(|id| pushed.contains(&id))
     };
     Targets {
         repositories: repositories
             .into_iter()
-            .filter(|r| chosen("ImageRepository", &r.metadata, &|| image_named(r)))
-            .map(|r| key(&r.metadata))
+            .filter(|r| chosen("ImageRepository", r.metadata(), &|| image_named(r)))
+            .map(|r| key(r.metadata()))
             .collect(),
         automations: automations
             .into_iter()
             .filter(|a| {
-                chosen("ImageUpdateAutomation", &a.metadata, &|| {
+                chosen("ImageUpdateAutomation", a.metadata(), &|| {
                     repository_named(a)
                 })
             })
-            .map(|a| key(&a.metadata))
+            .map(|a| key(a.metadata()))
             .collect(),
     }
 }
@@ -127,7 +176,6 @@ fn git_identity(url: &str) -> Option<(String, String)> {
 mod tests {
     use super::*;
     use crate::api::{ReceiverResource, ReceiverSpec};
-    use kube::api::ObjectMeta;
 
     fn meta(namespace: &str, name: &str) -> ObjectMeta {
         ObjectMeta {

@@ -15,6 +15,8 @@ use crate::support::flux::FluxTools;
 use crate::support::git::BareRepo;
 use crate::support::registry::{Auth, DockerRegistry};
 
+const FLUX_REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
+
 fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
     crate::support::wait_for(
         what,
@@ -141,7 +143,37 @@ fn flux_s_objects_are_reconciled_with_flux_s_status_and_driven_by_flux_s_cli() {
     let (user, kubeconfig) = flux_controller_account(cluster, ns, work.path());
     let mark = cluster.audit_mark();
     cluster.apply(&flux_objects(ns, &addr, &url));
-    let mut controller = Running::start(&kubeconfig, &["--flux"]);
+    // Flux's Receivers: one that triggers only the ImageRepository (hoist's
+    // to serve), one that also triggers a GitRepository (Flux's
+    // notification-controller's).
+    let token = "webhook-token-of-the-test";
+    cluster.apply(&format!(
+        "apiVersion: v1
+kind: Secret
+metadata: {{name: hook, namespace: {ns}}}
+stringData: {{token: {token}}}
+---
+apiVersion: notification.toolkit.fluxcd.io/v1
+kind: Receiver
+metadata: {{name: registry, namespace: {ns}}}
+spec:
+  type: generic
+  secretRef: {{name: hook}}
+  resources: [{{apiVersion: image.toolkit.fluxcd.io/v1, kind: ImageRepository, name: app}}]
+---
+apiVersion: notification.toolkit.fluxcd.io/v1
+kind: Receiver
+metadata: {{name: mixed, namespace: {ns}}}
+spec:
+  type: github
+  secretRef: {{name: hook}}
+  resources:
+    - {{kind: GitRepository, name: fleet}}
+    - {{apiVersion: image.toolkit.fluxcd.io/v1, kind: ImageUpdateAutomation, name: fleet}}
+"
+    ));
+    let mut controller = Running::start(&kubeconfig, &["--flux", "--webhook-addr", "127.0.0.1:0"]);
+    let webhook = controller.wait_listening("webhook");
 
     // Scanned, selected and pushed, as Flux's controllers would.
     wait_for("the push of 1.1.0", || {
@@ -349,6 +381,62 @@ fn flux_s_objects_are_reconciled_with_flux_s_status_and_driven_by_flux_s_cli() {
             .then_some(())
     });
 
+    // The Receiver is served at the path Flux computes, with Flux's status.
+    let path = {
+        use sha2::Digest;
+        let name = "registry";
+        format!(
+            "/hook/{:x}",
+            sha2::Sha256::digest(format!("{token}{name}{ns}").as_bytes())
+        )
+    };
+    let receiver = wait_for("the Receiver served", || {
+        let r = cluster.get("receivers.notification.toolkit.fluxcd.io", ns, "registry")?;
+        (ready(&r["status"])?["status"] == "True").then_some(r)
+    });
+    assert_eq!(
+        receiver["status"]["webhookPath"],
+        path.as_str(),
+        "{receiver}"
+    );
+    assert_eq!(
+        ready(&receiver["status"]).map(|c| &c["message"]),
+        Some(&Value::from(format!(
+            "Receiver initialized for path: {path}"
+        )))
+    );
+    let mixed = cluster
+        .get("receivers.notification.toolkit.fluxcd.io", ns, "mixed")
+        .unwrap_or_default();
+    // (Flux's CRD defaults status.observedGeneration to -1.)
+    assert!(
+        mixed["status"].get("conditions").is_none() && mixed["status"].get("webhookPath").is_none(),
+        "hoist wrote Flux's Receiver: {mixed}"
+    );
+    // A POST to it asks for a scan at once (the annotation is hoist's
+    // write this time), and the new tag is pushed.
+    let asked_before = get(cluster, "imagerepositories", ns, "app")
+        .map(|r| r["metadata"]["annotations"][FLUX_REQUESTED_AT].clone())
+        .unwrap_or_default();
+    registry.push_image("team/app", &["1.4.0"]);
+    let status = ureq::post(format!("http://{webhook}{path}"))
+        .send("")
+        .map(|r| r.status().as_u16())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 202);
+    wait_for("hoist's reconcile request", || {
+        let now = get(cluster, "imagerepositories", ns, "app")?["metadata"]["annotations"]
+            [FLUX_REQUESTED_AT]
+            .clone();
+        (now != asked_before).then_some(())
+    });
+    wait_for("the push of 1.4.0", || {
+        remote
+            .show("main", "clusters/app.yaml")
+            .contains(":1.4.0")
+            .then_some(())
+    });
+
     // deploy/flux's ClusterRole was enough for all of it.
     let refused: Vec<String> = cluster
         .audit_since(mark)
@@ -359,4 +447,116 @@ fn flux_s_objects_are_reconciled_with_flux_s_status_and_driven_by_flux_s_cli() {
         .collect();
     assert!(refused.is_empty(), "refused: {refused:#?}");
     assert_eq!(controller.stop(), Some(0), "{}", controller.log());
+}
+
+/// `hoist controller --flux` at the scale of the controller benchmark
+/// (benches/controller): 1,000 Flux ImagePolicies over 200 Flux
+/// ImageRepositories, beside `hoist controller` over the same objects as
+/// hoist.dev ones in the same run. Prints the time until every policy is
+/// Ready and both peak RSS, with their ratio.
+#[test]
+#[ignore = "a benchmark: benches/controller/flux.sh"]
+fn scale_1000_flux_policies_over_200_repositories() {
+    use crate::support::controller::peak_rss_kib;
+    use std::time::Instant;
+    const REPOSITORIES: usize = 200;
+    const RANGES: [&str; 5] = ["^1", "~1.0", ">=1.0.0 <2.0.0", "^2", ">=2.0.0-0"];
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(tools) = crate::support::flux::tools() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    cluster.install_flux_crds(&tools.crds);
+    cluster.install_hoist();
+    let addr = registry.addr.clone();
+    for r in 0..REPOSITORIES {
+        registry.push_image(
+            &format!("team/app-{r}"),
+            &["1.0.0", "1.1.0", "2.0.0", "2.1.0-rc.1"],
+        );
+    }
+    // The same objects in both groups, one namespace each.
+    let objects = |group: &str, ns: &str| {
+        let mut text = String::new();
+        for r in 0..REPOSITORIES {
+            text.push_str(&format!(
+                "---\napiVersion: {group}\nkind: ImageRepository\nmetadata: {{name: app-{r}, namespace: {ns}}}\nspec: {{image: {addr}/team/app-{r}, interval: 5s}}\n"
+            ));
+            for (p, range) in RANGES.iter().enumerate() {
+                text.push_str(&format!(
+                    "---\napiVersion: {group}\nkind: ImagePolicy\nmetadata: {{name: app-{r}-{p}, namespace: {ns}}}\nspec:\n  imageRepositoryRef: {{name: app-{r}}}\n  policy: {{semver: {{range: '{range}'}}}}\n"
+                ));
+            }
+        }
+        text
+    };
+    let flux_ns = cluster.namespace("scale-flux");
+    let hoist_ns = cluster.namespace("scale-hoist");
+    cluster.apply(&objects("image.toolkit.fluxcd.io/v1", &flux_ns));
+    cluster.apply(&objects("hoist.dev/v1alpha1", &hoist_ns));
+    let total = REPOSITORIES * RANGES.len();
+    let kubeconfig = cluster.hoist_kubeconfig();
+    let ready = |resource: &str, ns: &str| {
+        let list: Value =
+            serde_json::from_str(&cluster.kubectl(&["get", resource, "-n", ns, "-o", "json"]))
+                .unwrap_or_else(|e| panic!("{e}"));
+        list["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|p| ready(&p["status"]).is_some_and(|c| c["status"] == "True"))
+                .count()
+        })
+    };
+    let mut measured = Vec::new();
+    for (label, args, resource, ns) in [
+        (
+            "hoist controller",
+            vec![],
+            "imagepolicies.hoist.dev",
+            &hoist_ns,
+        ),
+        (
+            "hoist controller --flux",
+            vec!["--flux"],
+            "imagepolicies.image.toolkit.fluxcd.io",
+            &flux_ns,
+        ),
+    ] {
+        let mut args: Vec<&str> = args;
+        args.extend(["--namespace", ns.as_str()]);
+        let mut controller = Running::start(&kubeconfig, &args);
+        let started = Instant::now();
+        crate::support::wait_for(
+            "every policy Ready",
+            Duration::from_secs(600),
+            Duration::from_secs(1),
+            || (ready(resource, ns) == total).then_some(()),
+        );
+        let converged = started.elapsed();
+        // The steady state: repositories rescan every 5 s.
+        std::thread::sleep(Duration::from_secs(20));
+        let peak = peak_rss_kib(controller.id());
+        controller.stop();
+        measured.push((label, converged, peak));
+    }
+    println!(
+        "{REPOSITORIES} ImageRepositories, {total} ImagePolicies, interval 5s, on the test control plane:"
+    );
+    for (label, converged, peak) in &measured {
+        println!(
+            "  {label}: every policy Ready after {converged:.2?}; peak RSS {:.1} MiB",
+            *peak as f64 / 1024.0
+        );
+    }
+    if let [(_, hoist_time, hoist_peak), (_, flux_time, flux_peak)] = measured.as_slice() {
+        println!(
+            "  --flux / hoist.dev: peak RSS ratio {:.2}, time to Ready ratio {:.2}",
+            *flux_peak as f64 / (*hoist_peak).max(1) as f64,
+            flux_time.as_secs_f64() / hoist_time.as_secs_f64().max(0.001)
+        );
+    }
 }

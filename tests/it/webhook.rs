@@ -1301,7 +1301,12 @@ fn a_real_registry_notification_names_the_pushed_image() {
         read.images.contains(&format!("{addr}/team/app")),
         "{read:?}"
     );
-    let triggered = targets(&receiver, &read, &repositories, &[]);
+    let triggered = targets(
+        &receiver,
+        &read,
+        &repositories,
+        &[] as &[ImageUpdateAutomation],
+    );
     assert_eq!(
         triggered.repositories.iter().collect::<Vec<_>>(),
         ["apps/app"]
