@@ -180,8 +180,12 @@ pub struct GitCredentials {
 /// A commit signing key, as Flux's signing Secrets hold it.
 #[derive(Clone, PartialEq, Eq)]
 pub enum SigningKey {
-    /// An OpenSSH private key without passphrase (`identity`).
-    Ssh(Vec<u8>),
+    /// An SSH private key (`identity`) and its passphrase (`password`),
+    /// as Flux's SSH signing Secrets hold them.
+    Ssh {
+        key: Vec<u8>,
+        passphrase: Option<Vec<u8>>,
+    },
     /// An ASCII-armored OpenPGP private key (`git.asc`) and its
     /// passphrase (`passphrase`).
     OpenPgp {
@@ -209,6 +213,41 @@ impl std::fmt::Debug for GitCredentials {
 /// The `gpg.program` git signs with: gpg on hoist's keyring, without a
 /// terminal, the passphrase (when the Secret has one) from its file.
 const GPG_SIGN: &str = "#!/bin/sh\nexec gpg --homedir \"$HOIST_GNUPGHOME\" --batch --no-tty --pinentry-mode loopback ${HOIST_GPG_PASSPHRASE:+--passphrase-file \"$HOIST_GPG_PASSPHRASE\"} \"$@\"\n";
+
+/// The command of the error a signing key's wrong passphrase gives.
+pub const SSH_KEY_DECRYPT: &str = "ssh-keygen -p";
+
+/// The askpass ssh-keygen asks for a signing key's passphrase: it prints
+/// the file the environment names, so the passphrase is in no argv.
+const SSH_ASKPASS: &str = "#!/bin/sh\ncat \"$HOIST_SSH_PASSPHRASE\"\n";
+
+/// Removes the passphrase of the SSH private key at `key`, in place, with
+/// the passphrase from the file `passphrase` (through `askpass`); an error
+/// when it does not decrypt the key.
+fn decrypt_ssh_key(key: &Path, passphrase: &Path, askpass: &Path) -> Result<(), GitError> {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-p", "-N", "", "-f"])
+        .arg(key)
+        .env("SSH_ASKPASS", askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("HOIST_SSH_PASSPHRASE", passphrase)
+        .env_remove("DISPLAY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| GitError::Command {
+            command: "ssh-keygen".into(),
+            message: format!(
+                "cannot run ssh-keygen (install openssh-client to sign with SSH keys): {e}"
+            ),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(GitError::Command {
+        command: SSH_KEY_DECRYPT.into(),
+        message: "the SSH signing key does not open with the Secret's password".into(),
+    })
+}
 
 /// Imports an armored OpenPGP secret key into the keyring at `home` and
 /// returns its fingerprint; an error when it holds no secret key.
@@ -354,10 +393,21 @@ impl Git {
         }
         match &credentials.signing {
             None => {}
-            Some(SigningKey::Ssh(key)) => {
+            Some(SigningKey::Ssh { key, passphrase }) => {
                 // ssh-keygen reads the key from a file of this private
                 // directory; only its path reaches git's configuration.
                 let key = write("signing-key", key, 0o600)?;
+                if let Some(passphrase) = passphrase.as_ref().filter(|p| !p.is_empty()) {
+                    // ssh-keygen signs with no terminal to ask on: the
+                    // copy in this directory is decrypted once, here, so
+                    // that a wrong passphrase fails before any commit.
+                    let file = write("signing-passphrase", passphrase, 0o600)?;
+                    let askpass = write("signing-askpass", SSH_ASKPASS.as_bytes(), 0o700)?;
+                    let decrypted = decrypt_ssh_key(&key, &file, &askpass);
+                    let _ = std::fs::remove_file(&file);
+                    let _ = std::fs::remove_file(&askpass);
+                    decrypted?;
+                }
                 git.config.extend([
                     "gpg.format=ssh".to_string(),
                     "gpg.ssh.program=ssh-keygen".to_string(),

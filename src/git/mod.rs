@@ -26,7 +26,7 @@ mod url;
 
 #[cfg(test)]
 use credentials::percent_decode;
-pub use credentials::{GitCredentials, SigningKey};
+pub use credentials::{GitCredentials, SSH_KEY_DECRYPT, SigningKey};
 use credentials::{KeyFiles, Remote, private_dir};
 #[cfg(test)]
 use url::is_local;

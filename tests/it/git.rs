@@ -508,9 +508,10 @@ fn key_files_last_as_long_as_the_git_that_uses_them() {
         bearer_token: None,
         identity: Some(b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec()),
         known_hosts: Some(b"[127.0.0.1]:22 ssh-ed25519 AAAA\n".to_vec()),
-        signing: Some(hoist::git::SigningKey::Ssh(
-            b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec(),
-        )),
+        signing: Some(hoist::git::SigningKey::Ssh {
+            key: b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec(),
+            passphrase: None,
+        }),
     };
     let files = |root: &Path| -> Vec<String> {
         let mut found = Vec::new();

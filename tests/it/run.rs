@@ -1383,11 +1383,21 @@ spec:
         "      author: {email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}\n",
         "      author: {email: fluxcdbot@users.noreply.github.com, name: fluxcdbot}\n      messageTemplate: |\n        {{range .Changed.Changes}}{{print .OldValue}} -> {{println .NewValue}}{{end}}\n        Files:{{ range $file, $_ := .Changed.FileChanges }} {{ $file }}{{ end }} on {{ .Values.cluster }} by {{ .AutomationObject }}\n      messageTemplateValues: {cluster: prod}\n      signingKey: {type: ssh, secretRef: {name: signing-key}}\n",
     );
-    // ... and signed with Flux's SSH signingKey Secret.
+    // ... and signed with Flux's SSH signingKey Secret: a key protected by
+    // the passphrase in its `password`.
     let keys = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let key = keys.path().join("signing");
     let made = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "fluxcdbot", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "ssh-s3cret",
+            "-C",
+            "fluxcdbot",
+            "-f",
+        ])
         .arg(&key)
         .status()
         .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
@@ -1396,7 +1406,7 @@ spec:
     let public =
         std::fs::read_to_string(key.with_extension("pub")).unwrap_or_else(|e| panic!("{e}"));
     let secret = format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: signing-key, namespace: flux-system}}\nstringData:\n  identity: |\n{}",
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: signing-key, namespace: flux-system}}\nstringData:\n  password: ssh-s3cret\n  identity: |\n{}",
         private
             .lines()
             .map(|l| format!("    {l}\n"))
@@ -1435,10 +1445,23 @@ spec:
         String::from_utf8_lossy(&verified.stderr)
     );
 
-    // Without its signing Secret, hoist commits nothing rather than an
-    // unsigned commit.
+    // Without its signing Secret, or with a password that does not open
+    // the key, hoist commits nothing rather than an unsigned commit.
     registry.push_image("team/app", &["1.3.0"]);
     let signed = remote.head("main");
+    let wrong = std::fs::read_to_string(dir.path().join("flux.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace("password: ssh-s3cret", "password: not-it");
+    std::fs::write(dir.path().join("wrong.yaml"), wrong).unwrap_or_else(|e| panic!("{e}"));
+    let run = run_once(&dir, &docker, "wrong.yaml", "state-wrong", &[]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("spec.git.commit.signingKey.secretRef: Secret flux-system/signing-key: the SSH signing key does not open with the Secret's password"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("not-it"), "{}", run.stderr);
+    assert_eq!(remote.head("main"), signed);
     let without_secret = std::fs::read_to_string(dir.path().join("flux.yaml"))
         .unwrap_or_else(|e| panic!("{e}"))
         .replace("name: signing-key, namespace", "name: other-key, namespace");

@@ -13,7 +13,8 @@ use crate::pipeline::ports::Repository;
 /// The git to use for an automation: with the credentials of the Secret
 /// `spec.git.secretRef` names, when the files hold it (Flux's keys:
 /// `username`/`password`, `identity`/`known_hosts`), and signing with the
-/// SSH key of a Flux `signingKey` Secret (`identity`); else (`None`) the
+/// SSH key of a Flux `signingKey` Secret (`identity`, and its passphrase in
+/// `password`); else (`None`) the
 /// driver's, which uses the user's own credential helpers and ssh
 /// configuration — with a warning when a Secret was named. A signing
 /// Secret that is missing or unusable is an error: a commit Flux would
@@ -39,18 +40,14 @@ pub(super) fn git_for(
             .secret(namespace, name)
             .ok_or_else(|| problem("is not in the files".into()))?;
         let key = match signing.format {
-            SigningFormat::Ssh => {
-                if secret.data.get("password").is_some_and(|p| !p.is_empty()) {
-                    return Err(problem(
-                        "has a password: hoist signs with unencrypted SSH keys only so far (ssh-keygen -p -N '' removes it)".into(),
-                    ));
-                }
-                let key = secret
+            SigningFormat::Ssh => SigningKey::Ssh {
+                key: secret
                     .data
                     .get("identity")
-                    .ok_or_else(|| problem("has no identity key".into()))?;
-                SigningKey::Ssh(key.clone())
-            }
+                    .ok_or_else(|| problem("has no identity key".into()))?
+                    .clone(),
+                passphrase: secret.data.get("password").cloned(),
+            },
             SigningFormat::OpenPgp => SigningKey::OpenPgp {
                 key: secret
                     .data
@@ -73,9 +70,25 @@ pub(super) fn git_for(
             .get(..16)
             .unwrap_or("automation"),
     );
-    Ok(Some(
-        context.ports.git.with_credentials(&credentials, &dir)?,
-    ))
+    let signing = credentials.signing.is_some();
+    match context.ports.git.with_credentials(&credentials, &dir) {
+        Ok(git) => Ok(Some(git)),
+        // The key's own failure, said of the Secret that holds it.
+        Err(crate::git::GitError::Command { command, message })
+            if signing && command == crate::git::SSH_KEY_DECRYPT =>
+        {
+            let name = git
+                .commit
+                .signing
+                .as_ref()
+                .map_or("", |s| s.secret.as_str());
+            Err(AutomationError::Secret {
+                field: "spec.git.commit.signingKey.secretRef".into(),
+                message: format!("Secret {}/{name}: {message}", context.namespace()),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The transport credentials of the Secret `spec.git.secretRef` names, or
