@@ -35,7 +35,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    /// The kind's name, in both flavours' groups (and metrics' labels).
+    pub fn name(self) -> &'static str {
         match self {
             Kind::ImageRepository => "ImageRepository",
             Kind::ImagePolicy => "ImagePolicy",

@@ -127,13 +127,3 @@ impl ReconcileError {
         }
     }
 }
-
-/// Whether `policy` reads an ImageRepository of another namespace.
-fn reads_across(policy: &ImagePolicy) -> bool {
-    policy
-        .spec
-        .image_repository_ref
-        .namespace
-        .as_deref()
-        .is_some_and(|target| Some(target) != policy.namespace().as_deref())
-}

@@ -479,3 +479,55 @@ async fn ask(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flux_receiver(resources: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "notification.toolkit.fluxcd.io/v1",
+            "kind": "Receiver",
+            "metadata": {"name": "hook", "namespace": "flux-system",
+                         "annotations": {super::super::kinds::FLUX_REQUESTED_AT: "now"}},
+            "spec": {"type": "generic", "secretRef": {"name": "token"}, "resources": resources}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn only_receivers_of_image_objects_are_hoist_s_and_flux_s_status_records_the_request() {
+        let image = serde_json::json!({"apiVersion": "image.toolkit.fluxcd.io/v1",
+            "kind": "ImageRepository", "name": "app"});
+        let bare = serde_json::json!({"kind": "ImageUpdateAutomation", "name": "fleet"});
+        let source = serde_json::json!({"kind": "GitRepository", "name": "fleet"});
+        let other_group = serde_json::json!({"apiVersion": "example.com/v1", "kind": "ImageRepository", "name": "x"});
+        assert!(only_image_objects(&flux_receiver(serde_json::json!([
+            image, bare
+        ]))));
+        assert!(!only_image_objects(&flux_receiver(serde_json::json!([
+            image, source
+        ]))));
+        assert!(!only_image_objects(&flux_receiver(serde_json::json!([
+            other_group
+        ]))));
+        assert!(!only_image_objects(&flux_receiver(serde_json::json!([]))));
+
+        let object = flux_receiver(serde_json::json!([image]));
+        let status = ReceiverStatus {
+            webhook_path: Some("/hook/abc".into()),
+            ..ReceiverStatus::default()
+        };
+        let flux = status_value(Flavor::Flux, &object, &status);
+        assert_eq!(flux["lastHandledReconcileAt"], "now");
+        assert_eq!(flux["webhookPath"], "/hook/abc");
+        assert!(
+            status_value(Flavor::Hoist, &object, &status)
+                .get("lastHandledReconcileAt")
+                .is_none()
+        );
+        // The loader reads it as hoist's Receiver, served at Flux's path.
+        let receiver = read(&object).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(receiver.spec.origin, crate::api::ReceiverOrigin::Flux);
+    }
+}

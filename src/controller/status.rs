@@ -160,7 +160,7 @@ pub(super) async fn refuse_unreadable(
     let object_name = labelled_object(object);
     let (_, errors) = load(&[document(object)]);
     let message = errors_for(&errors, &object_name).unwrap_or(error);
-    context.metrics.reconcile_error(kind_name(kind), "spec");
+    context.metrics.reconcile_error(kind.name(), "spec");
     let mut status = object
         .data
         .get("status")
@@ -184,15 +184,6 @@ pub(super) async fn refuse_unreadable(
     }
     write_status(context, kind, object, status).await?;
     Ok(Action::await_change())
-}
-
-/// The kind's name, as metrics label it.
-pub(super) fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::ImageRepository => "ImageRepository",
-        Kind::ImagePolicy => "ImagePolicy",
-        Kind::ImageUpdateAutomation => "ImageUpdateAutomation",
-    }
 }
 
 /// The flavour's requestedAt annotation (`annotation`), if it asks for

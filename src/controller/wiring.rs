@@ -32,6 +32,24 @@ pub(super) fn dynamic_api(
     }
 }
 
+/// A controller of `resource`'s objects whose watch cache holds them
+/// without `managedFields`: nothing hoist does reads them, and with
+/// every writer's entry they are much of an object's size.
+pub(super) fn watched_controller(
+    api: Api<DynamicObject>,
+    config: watcher::Config,
+    resource: ApiResource,
+) -> Controller<DynamicObject> {
+    use kube::runtime::WatchStreamExt;
+    let writer = kube::runtime::reflector::store::Writer::new(resource.clone());
+    let reader = writer.as_reader();
+    let stream = watcher(api, config)
+        .modify(|object: &mut DynamicObject| object.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream_with(stream, reader, resource)
+}
+
 /// Completes once the stop signal came.
 pub(super) async fn until_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
@@ -165,7 +183,7 @@ pub(super) async fn serve_receivers(
     tracing::info!("webhook: listening on {bound}");
     let endpoints = server::Endpoints::default();
     let resource = receiver::receiver_resource(options.flavor);
-    let controller = Controller::new_with(
+    let controller = watched_controller(
         dynamic_api(client, options, &resource),
         watcher_config(options),
         resource.clone(),
@@ -260,19 +278,19 @@ pub(super) async fn reconcile_all(
     // a thousand policies reconciled at once would hold a thousand loaded
     // object sets in memory for no gain.
     let limit = |n: u16| kube::runtime::controller::Config::default().concurrency(n);
-    let repository_controller = Controller::new_with(
+    let repository_controller = watched_controller(
         repositories.clone(),
         config.clone(),
         repository_kind.clone(),
     )
     .with_config(limit(8));
     let policy_controller =
-        Controller::new_with(policies.clone(), config.clone(), policy_kind.clone())
+        watched_controller(policies.clone(), config.clone(), policy_kind.clone())
             .with_config(limit(16));
     // One automation at a time: automations on the same repository and
     // branch share its checkout cache.
     let automation_controller =
-        Controller::new_with(automations, config.clone(), automation_kind.clone())
+        watched_controller(automations, config.clone(), automation_kind.clone())
             .with_config(limit(1));
 
     // A new scan result re-queues the policies that read that repository;
@@ -299,9 +317,7 @@ pub(super) async fn reconcile_all(
             policy_store
                 .state()
                 .into_iter()
-                .filter(|p| {
-                    typed::<ImagePolicy>(p).is_ok_and(|p| crate::pipeline::repository_of(&p) == key)
-                })
+                .filter(|p| watched_repository_of(p) == key)
                 .map(|p| ObjectRef::from_obj_with(&*p, queued_kind.clone()))
                 .collect::<Vec<_>>()
         },
@@ -327,7 +343,8 @@ pub(super) async fn reconcile_all(
                 .into_iter()
                 .filter(|p| {
                     p.namespace().as_deref() == Some(name.as_str())
-                        && typed::<ImagePolicy>(p).is_ok_and(|p| reads_across(&p))
+                        && watched_repository_of(p).split_once('/').map(|(ns, _)| ns)
+                            != Some(name.as_str())
                 })
                 .map(|p| ObjectRef::from_obj_with(&*p, queued_kind.clone()))
                 .collect::<Vec<_>>()
@@ -469,4 +486,24 @@ async fn served(client: &Client, options: &Options) -> Result<(), ControllerErro
         }
     }
     Ok(())
+}
+
+/// `ns/name` of the ImageRepository a watched ImagePolicy reads, from its
+/// spec as it stands: the watch mappings run over every policy on each
+/// repository event, and reading the two fields is far cheaper than the
+/// whole object into hoist's type.
+fn watched_repository_of(policy: &DynamicObject) -> String {
+    let reference = policy.data.pointer("/spec/imageRepositoryRef");
+    let field = |name: &str| {
+        reference
+            .and_then(|r| r.get(name))
+            .and_then(serde_json::Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    crate::model::ObjectKey::referred(
+        field("namespace"),
+        field("name").unwrap_or_default(),
+        crate::model::namespace_of(&policy.metadata),
+    )
+    .to_string()
 }
