@@ -94,13 +94,8 @@ fn kustomize_build_renders_every_object_into_the_namespace() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut kinds: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("kind: "))
-        .collect();
-    kinds.sort_unstable();
     assert_eq!(
-        kinds,
+        sorted_kinds(&text),
         [
             "ClusterRole",
             "ClusterRoleBinding",
@@ -164,6 +159,16 @@ fn the_namespaced_role_has_the_cluster_roles_rules() {
     assert_eq!(rules("namespaced/rbac.yaml"), cluster);
 }
 
+/// The kinds of a rendered kustomization, sorted.
+fn sorted_kinds(text: &str) -> Vec<&str> {
+    let mut kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    kinds.sort_unstable();
+    kinds
+}
+
 /// `kubectl kustomize` of a kustomization of one's own that takes
 /// deploy/ with `component` (and `extra` lines); None without kubectl.
 fn kustomize_with(extra: &str, component: &str) -> Option<String> {
@@ -205,13 +210,8 @@ fn the_flux_component_swaps_hoist_s_kinds_for_flux_s() {
     let Some(text) = kustomize_with("", "flux") else {
         return;
     };
-    let mut kinds: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("kind: "))
-        .collect();
-    kinds.sort_unstable();
     assert_eq!(
-        kinds,
+        sorted_kinds(&text),
         [
             "ClusterRole",
             "ClusterRoleBinding",
@@ -254,13 +254,8 @@ fn the_namespaced_component_holds_no_cluster_role() {
     let Some(text) = kustomize_with("namespace: team-a\n", "namespaced") else {
         return;
     };
-    let mut kinds: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("kind: "))
-        .collect();
-    kinds.sort_unstable();
     assert_eq!(
-        kinds,
+        sorted_kinds(&text),
         [
             "CustomResourceDefinition",
             "CustomResourceDefinition",
