@@ -175,13 +175,14 @@ async fn refuse(
     status.observed_generation = object.metadata.generation;
     let value = context.options.flavor.automation_status(&status, namespace);
     write_status(context, Kind::ImageUpdateAutomation, object, value).await?;
+    // A retried failure is counted once, as the reconcile's error.
+    if outcome.retried() {
+        return Err(ReconcileError::Transient(outcome.message().to_string()));
+    }
     context
         .metrics
         .reconcile_error("ImageUpdateAutomation", "spec");
-    match outcome.retried() {
-        true => Err(ReconcileError::Transient(outcome.message().to_string())),
-        false => Ok(Action::await_change()),
-    }
+    Ok(Action::await_change())
 }
 
 async fn update(

@@ -109,7 +109,7 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
 }
 
 /// Verifies a request for a receiver of `sender` with `secret`, then reads
-/// what it names. Docker Hub and Quay sign nothing: reaching the receiver's
+/// what it names. Docker Hub, Quay and generic senders sign nothing: reaching the receiver's
 /// secret path is their proof.
 pub fn verify(
     sender: ReceiverType,
@@ -345,10 +345,13 @@ pub fn token_problem(sender: ReceiverType, token: &[u8]) -> Option<String> {
     if token.is_empty() {
         return Some("key `token` is empty".to_string());
     }
-    let path_only = matches!(sender, ReceiverType::DockerHub | ReceiverType::Quay);
+    let path_only = matches!(
+        sender,
+        ReceiverType::DockerHub | ReceiverType::Quay | ReceiverType::Generic
+    );
     (path_only && token.len() < MIN_PATH_TOKEN).then(|| {
         format!(
-            "key `token` has {} characters; Docker Hub and Quay sign nothing, so the path made from the token is the only credential: use at least {MIN_PATH_TOKEN} random characters",
+            "key `token` has {} characters; Docker Hub, Quay and generic senders sign nothing, so the path made from the token is the only credential: use at least {MIN_PATH_TOKEN} random characters",
             token.len()
         )
     })
@@ -459,6 +462,9 @@ mod tests {
         assert_eq!(receiver_token(&github, Some(b"s3cret")), Ok(&b"s3cret"[..]));
         // Docker Hub signs nothing: a short token is a guessable path.
         let short = receiver_token(&receiver("hub", "dockerhub"), Some(b"s3cret"));
+        assert!(short.is_err_and(|e| e.problem.is_some_and(|p| p.contains("at least 16"))));
+        // Nor does Flux's generic type.
+        let short = receiver_token(&receiver("any", "generic"), Some(b"s3cret"));
         assert!(short.is_err_and(|e| e.problem.is_some_and(|p| p.contains("at least 16"))));
     }
 
