@@ -107,6 +107,13 @@ impl Flavor {
         {
             map.insert("observedExclusionList".into(), exclusions.to_vec().into());
         }
+        flux_reasons(
+            &mut value,
+            &[
+                ("ScanFailed", "ReadOperationFailed"),
+                ("SecretNotFound", "AuthenticationFailed"),
+            ],
+        );
         value
     }
 
@@ -118,6 +125,14 @@ impl Flavor {
             && let Some(map) = value.as_object_mut()
         {
             map.remove("waiting");
+            flux_reasons(
+                &mut value,
+                &[
+                    ("InvalidSpec", "InvalidPolicy"),
+                    ("NoMatchingTag", "Failure"),
+                    ("DigestFailed", "Failure"),
+                ],
+            );
         }
         value
     }
@@ -245,6 +260,27 @@ pub fn git_repository() -> ApiResource {
     )
 }
 
+/// Condition reasons of hoist's that Flux's controllers name otherwise,
+/// renamed (`(hoist's, Flux's)`); those both use (`Succeeded`,
+/// `DependencyNotReady`, `AccessDenied`) and hoist's own stay.
+fn flux_reasons(status: &mut serde_json::Value, renames: &[(&str, &str)]) {
+    let Some(conditions) = status
+        .get_mut("conditions")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return;
+    };
+    for condition in conditions {
+        let renamed = condition["reason"]
+            .as_str()
+            .and_then(|r| renames.iter().find(|(ours, _)| *ours == r))
+            .map(|(_, theirs)| *theirs);
+        if let Some(theirs) = renamed {
+            condition["reason"] = theirs.into();
+        }
+    }
+}
+
 /// Flux's sample of a scan: the first ten tags in descending
 /// alphabetical order.
 pub fn latest_tags_of(tags: &[String]) -> Vec<String> {
@@ -365,6 +401,19 @@ mod tests {
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(Flavor::Flux.policy_status(&status).get("waiting").is_none());
+        let failed: ImagePolicyStatus = serde_json::from_value(serde_json::json!({
+            "conditions": [{"type": "Ready", "status": "False", "reason": "NoMatchingTag",
+                            "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            Flavor::Flux.policy_status(&failed)["conditions"][0]["reason"],
+            "Failure"
+        );
+        assert_eq!(
+            Flavor::Hoist.policy_status(&failed)["conditions"][0]["reason"],
+            "NoMatchingTag"
+        );
         assert!(
             Flavor::Hoist
                 .policy_status(&status)
