@@ -466,7 +466,7 @@ async fn update(
         }
         let status = write(
             status,
-            Outcome::retrying("UpdateFailed", error.message.clone()),
+            Outcome::retrying(flavor.run_failure_reason(error.kind), error.message.clone()),
         );
         write_to(&status).await?;
         return Err(ReconcileError::Failed(error.clone()));

@@ -225,6 +225,16 @@ impl Flavor {
         }
     }
 
+    /// The reason of an automation run that failed with an error of
+    /// `kind` (the pipeline's error kinds): Flux's tells a git operation
+    /// that failed from a rewrite that did.
+    pub fn run_failure_reason(self, kind: &str) -> &'static str {
+        match (self, kind) {
+            (Flavor::Flux, "git" | "branch_moved" | "foreign_commit") => "GitOperationFailed",
+            _ => "UpdateFailed",
+        }
+    }
+
     /// The Ready message of an automation run, and the note of the Event a
     /// push sends. Flux's Ready says the same whether it pushed or not.
     pub fn automation_messages(
@@ -387,6 +397,9 @@ mod tests {
             Flavor::Hoist.automation_messages(Some(commit), "main", 2).0,
             "pushed commit 0123456789ab to main (2 changes)"
         );
+        assert_eq!(Flavor::Flux.run_failure_reason("git"), "GitOperationFailed");
+        assert_eq!(Flavor::Flux.run_failure_reason("rewrite"), "UpdateFailed");
+        assert_eq!(Flavor::Hoist.run_failure_reason("git"), "UpdateFailed");
         assert_eq!(
             Flavor::Flux.automation_messages(None, "main", 0),
             ("repository up-to-date".to_string(), None)
