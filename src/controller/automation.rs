@@ -136,15 +136,17 @@ async fn joined(object: &DynamicObject, context: &Context) -> Result<Joined, Rec
         )));
     };
     let mut automation = loaded.object;
-    automation.status = object
-        .data
-        .get("status")
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .map(|status| Flavor::Flux.read_automation_status(status, &namespace));
+    automation.status = status_of(Flavor::Flux, object);
     // The loader's copy has no server bookkeeping: the generation decides
     // whether the spec changed.
     automation.metadata = object.metadata.clone();
     Ok(Joined::Automation(Box::new(automation), sources))
+}
+
+/// The status a watched automation holds, in hoist's keys.
+fn status_of(flavor: Flavor, object: &DynamicObject) -> Option<ImageUpdateAutomationStatus> {
+    let status = serde_json::from_value(object.data.get("status")?.clone()).ok()?;
+    Some(flavor.read_automation_status(status, crate::model::namespace_of(&object.metadata)))
 }
 
 /// Writes the condition of an automation that cannot run, keeping the
@@ -155,17 +157,7 @@ async fn refuse(
     context: &Context,
 ) -> Result<Action, ReconcileError> {
     let namespace = crate::model::namespace_of(&object.metadata);
-    let mut status: ImageUpdateAutomationStatus = object
-        .data
-        .get("status")
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .map(|status| {
-            context
-                .options
-                .flavor
-                .read_automation_status(status, namespace)
-        })
-        .unwrap_or_default();
+    let mut status = status_of(context.options.flavor, object).unwrap_or_default();
     conditions::apply(
         &mut status.conditions,
         &outcome,

@@ -134,12 +134,28 @@ async fn scan(
                     .tags_scanned
                     .inc_by(u64::try_from(record.tags).unwrap_or(u64::MAX));
             }
-            // Flux counts, and samples, the tags its exclusion list keeps.
-            let kept = match context.options.flavor {
-                super::Flavor::Hoist => None,
-                super::Flavor::Flux => Some(kept_tags(context, repository, &scanned.image)?),
+            // Flux counts, and samples, the tags its exclusion list keeps:
+            // read back from the store only when the tags or the list
+            // changed since the status was written, not on every rescan.
+            let current = object.data.get("status");
+            let unchanged = current.is_some_and(|c| {
+                c.pointer("/lastScanResult/revision")
+                    .and_then(|r| r.as_str())
+                    == Some(record.revision.as_str())
+                    && c.get("observedExclusionList") == Some(&exclusions.clone().into())
+            });
+            let known_count = status.last_scan_result.as_ref().map(|r| r.tag_count);
+            let (kept, count) = match (context.options.flavor, unchanged, known_count) {
+                (super::Flavor::Hoist, _, _) => (None, record.tags),
+                (super::Flavor::Flux, true, Some(count)) => {
+                    (None, usize::try_from(count).unwrap_or(0))
+                }
+                (super::Flavor::Flux, _, _) => {
+                    let kept = kept_tags(context, repository, &scanned.image)?;
+                    let count = kept.len();
+                    (Some(kept), count)
+                }
             };
-            let count = kept.as_ref().map_or(record.tags, Vec::len);
             let scan_time =
                 jiff::Timestamp::from_second(i64::try_from(record.scanned_at).unwrap_or(0))
                     .map(|t| t.to_string())
