@@ -19,7 +19,14 @@ pub use error::{CliError, ErrorKind, printable};
 
 /// hoist keeps container image tags in a GitOps repository current.
 #[derive(Debug, Parser)]
-#[command(name = "hoist", version, about, propagate_version = true)]
+// The version and the commit it was built from (build.rs), as an image's
+// user reads them to know what runs.
+#[command(
+    name = "hoist",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("HOIST_GIT_COMMIT"), ")"),
+    about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Log level filter (error, warn, info, debug, trace, or a tracing
     /// directive such as `hoist=debug`). Overridden by RUST_LOG.

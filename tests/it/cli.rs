@@ -521,3 +521,32 @@ fn a_truncated_store_is_reported_and_left_as_it_was() {
         assert!(!state.join("hoist.redb.check").exists(), "{length}");
     }
 }
+
+/// `hoist --version`: the Cargo.toml version and the commit of the
+/// checkout it was built from, as an image's user reads them.
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let dir = files(&[]);
+    let run = hoist(dir.path(), &["--version"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line = run.stdout.trim_end();
+    let commit = line
+        .strip_prefix(&format!("hoist {} (commit ", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("unexpected --version output: {line:?}"));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--verify", "HEAD"])
+        .current_dir(repo_root())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+    match head {
+        // Built from this checkout: build.rs stamped its HEAD.
+        Some(head) if std::env::var_os("HOIST_GIT_COMMIT").is_none() => assert_eq!(commit, head),
+        _ => assert!(
+            commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()),
+            "{commit:?}"
+        ),
+    }
+}
