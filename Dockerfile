@@ -1,8 +1,8 @@
 # hoist: build with the locked dependencies, run on a slim Debian with the
 # git and ssh that pushing needs. scripts/build-image builds the same image
 # without a Docker engine: it reads the package list (image/packages), the
-# suite of the last FROM, the useradd line, USER, ENV, ENTRYPOINT and CMD
-# from here, so change them here.
+# suite of the last FROM, the groupadd and useradd lines, USER, ENV,
+# ENTRYPOINT and CMD from here, so change them here.
 FROM docker.io/library/rust:1.95-trixie AS build
 ARG HOIST_GIT_COMMIT=unknown
 WORKDIR /src
@@ -16,11 +16,13 @@ RUN HOIST_GIT_COMMIT="$HOIST_GIT_COMMIT" cargo build --release --locked --bin ho
 
 FROM docker.io/library/debian:trixie-slim
 COPY image/packages /tmp/packages
-# ssh refuses to run for a uid without a passwd entry: hoist gets one.
+# ssh refuses to run for a uid without a passwd entry: hoist gets one, in a
+# group of the same id (useradd --user-group would pick the next free gid).
 RUN apt-get update \
     && grep -v '^#' /tmp/packages | xargs apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* /tmp/packages \
-    && useradd --uid 65532 --user-group --home-dir /var/lib/hoist --no-create-home hoist
+    && groupadd --gid 65532 hoist \
+    && useradd --uid 65532 --gid 65532 --home-dir /var/lib/hoist --no-create-home hoist
 COPY --from=build /src/target/release/hoist /usr/local/bin/hoist
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/hoist"]

@@ -11,6 +11,7 @@ mod fuzz_corpus;
 mod generated;
 mod git;
 mod gotemplate;
+mod image;
 mod kube_api;
 mod masterminds;
 mod rewrite;

@@ -239,9 +239,33 @@ impl GitHttp {
         Self::serve(base, None)
     }
 
+    /// Basic auth, over HTTPS with the server certificate of `tls` (for
+    /// 127.0.0.1, signed by its test CA).
+    pub fn start_tls(
+        base: &Path,
+        username: &str,
+        password: &str,
+        tls: &super::registry::TlsFiles,
+    ) -> GitHttp {
+        use base64::Engine;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        );
+        Self::serve_over(base, Some(expected), Some(tls))
+    }
+
     fn serve(base: &Path, expected: Option<String>) -> GitHttp {
+        Self::serve_over(base, expected, None)
+    }
+
+    fn serve_over(
+        base: &Path,
+        expected: Option<String>,
+        tls: Option<&super::registry::TlsFiles>,
+    ) -> GitHttp {
         let base = base.to_path_buf();
-        let server = super::http::FakeServer::start(move |request, _| {
+        let handler = move |request: &super::http::Request, _| {
             use super::http::Reply;
             if expected
                 .as_deref()
@@ -315,7 +339,13 @@ impl GitHttp {
                 headers,
                 body: out.stdout[at + gap..].to_vec(),
             }
-        });
+        };
+        let server = match tls {
+            None => super::http::FakeServer::start(handler),
+            Some(tls) => {
+                super::http::FakeServer::start_tls(&tls.server_cert, &tls.server_key, handler)
+            }
+        };
         GitHttp { server }
     }
 }

@@ -92,6 +92,35 @@ impl FakeServer {
     /// Starts a server on a free loopback port. The handler gets each
     /// request and its index among all requests so far.
     pub fn start(handler: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static) -> FakeServer {
+        Self::listen(None, handler)
+    }
+
+    /// Starts a server that speaks HTTPS with the given certificate chain
+    /// and key (PEM files), as a forge or git host behind TLS does.
+    pub fn start_tls(
+        certificate: &std::path::Path,
+        key: &std::path::Path,
+        handler: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static,
+    ) -> FakeServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
+            .and_then(|certs| certs.collect())
+            .unwrap_or_else(|e| panic!("{}: {e}", certificate.display()));
+        let key =
+            PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap_or_else(|e| panic!("TLS server configuration: {e}"));
+        Self::listen(Some(Arc::new(config)), handler)
+    }
+
+    fn listen(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static,
+    ) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
@@ -104,12 +133,27 @@ impl FakeServer {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                // Head and body go out in separate writes: without this,
+                // Nagle's algorithm and the client's delayed ACK add 40 ms
+                // to every answer.
+                let _ = stream.set_nodelay(true);
                 let (handler, recorded, stopping) = (
                     Arc::clone(&handler),
                     Arc::clone(&recorded),
                     Arc::clone(&stopping),
                 );
-                std::thread::spawn(move || serve(stream, &*handler, &recorded, &stopping));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => serve(stream, &*handler, &recorded, &stopping),
+                    Some(config) => {
+                        let Ok(connection) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let stream = rustls::StreamOwned::new(connection, stream);
+                        serve(stream, &*handler, &recorded, &stopping);
+                    }
+                });
             }
         });
         FakeServer {
@@ -133,16 +177,13 @@ impl Drop for FakeServer {
     }
 }
 
-fn serve(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Request>>, stop: &AtomicBool) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    // Head and body go out in separate writes: without this, Nagle's
-    // algorithm and the client's delayed ACK add 40 ms to every answer.
-    let _ = stream.set_nodelay(true);
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
-    let mut writer = stream;
+fn serve(
+    stream: impl Read + Write,
+    handler: &Handler,
+    recorded: &Mutex<Vec<Request>>,
+    stop: &AtomicBool,
+) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -204,6 +245,7 @@ fn serve(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Request>>, s
                     head.push_str(&format!("{k}: {v}\r\n"));
                 }
                 head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+                let writer = reader.get_mut();
                 if writer.write_all(head.as_bytes()).is_err() {
                     return;
                 }
@@ -227,7 +269,11 @@ fn serve(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Request>>, s
                         Err(_) => break,
                     }
                 }
-                if writer.write_all(b"0\r\n\r\n").is_err() {
+                if writer
+                    .write_all(b"0\r\n\r\n")
+                    .and_then(|()| writer.flush())
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -250,9 +296,11 @@ fn serve(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Request>>, s
                     .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
                     .map_or(body.len().to_string(), |(_, v)| v.clone());
                 head.push_str(&format!("Content-Length: {length}\r\n\r\n"));
+                let writer = reader.get_mut();
                 if writer
                     .write_all(head.as_bytes())
                     .and_then(|()| writer.write_all(&body))
+                    .and_then(|()| writer.flush())
                     .is_err()
                 {
                     return;
