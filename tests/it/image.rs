@@ -462,6 +462,14 @@ fn the_offline_image_runs_the_controller_as_a_kubelet_would() {
     let tls = TlsFiles::generate();
     let https_base = over_https.path.parent().unwrap_or(&over_https.path);
     let git_https = GitHttp::start_tls(https_base, "hoist", "s3cret-https", &tls);
+    // The same remote behind a certificate of a CA the image does not
+    // trust: refused, so the push above is proof of verification.
+    let foreign = TlsFiles::generate();
+    let git_foreign = GitHttp::start_tls(https_base, "hoist", "s3cret-https", &foreign);
+    let foreign_url = format!(
+        "https://127.0.0.1:{}/fleet.git",
+        git_foreign.server.addr.port()
+    );
     let ssh_url = format!(
         "ssh://root@127.0.0.1:{}{}",
         sshd.port,
@@ -491,6 +499,7 @@ fn the_offline_image_runs_the_controller_as_a_kubelet_would() {
     for (automation, url, secret) in [
         ("over-ssh", &ssh_url, "git-ssh"),
         ("over-https", &https_url, "git-https"),
+        ("untrusted", &foreign_url, "git-https"),
     ] {
         cluster.apply(
             &json!({"apiVersion": GROUP, "kind": "ImageUpdateAutomation",
@@ -648,6 +657,18 @@ fn the_offline_image_runs_the_controller_as_a_kubelet_would() {
             },
         );
     }
+    let refused = wait_for("the untrusted remote's failure", || {
+        let automation = cluster.get("imageupdateautomations.hoist.dev", &ns, "untrusted")?;
+        condition(&automation, "Ready").filter(|c| c.0 == "False")
+    });
+    assert!(
+        refused.2.contains("certificate") || refused.2.contains("SSL"),
+        "{refused:?}"
+    );
+    assert!(
+        git_foreign.server.requests().is_empty(),
+        "a request crossed an unverified TLS connection"
+    );
     let log_text = controller.log();
     assert!(
         !log_text.contains("s3cret-https") && !log_text.contains("PRIVATE KEY"),
