@@ -2,7 +2,7 @@
 //! of the supported versions (kubernetes-validate, offline), `kustomize
 //! build` renders them all, and the Deployment's flags are hoist's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::{hoist, repo_root};
@@ -119,6 +119,100 @@ fn kustomize_build_renders_every_object_into_the_namespace() {
         .filter(|l| *l == "  namespace: hoist-system")
         .count();
     assert_eq!(placed, 8, "{text}");
+}
+
+/// deploy/ names the image by a placeholder that its `images:` sets, to
+/// the release of Cargo.toml's version. `kustomize edit set image` moves
+/// it to a user's own build, both ways the README shows: in deploy/ itself,
+/// by the placeholder, and in an overlay of one's own, by the release's
+/// name (the base's `images:` has already renamed the placeholder when an
+/// overlay's run, so `hoist=` there would match nothing and change
+/// nothing).
+#[test]
+fn kustomize_sets_the_image_to_this_release() {
+    let Some(kustomize) = tool("HOIST_KUSTOMIZE", &["kustomize"]) else {
+        assert!(!crate::support::required(), "kustomize is not installed");
+        eprintln!("skipped: kustomize is not installed");
+        return;
+    };
+    let kustomize_in = |dir: &Path, args: &[&str]| {
+        let out = Command::new(&kustomize)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "kustomize {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let images = |dir: &Path| {
+        kustomize_in(dir, &["build", "."])
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let deploy = repo_root().join("deploy");
+    let deployment =
+        std::fs::read_to_string(deploy.join("deployment.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(deployment.contains("image: hoist\n"), "{deployment}");
+    let release = format!("ghcr.io/hoist-dev/hoist:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(images(&deploy), [release.as_str()]);
+
+    // In a copy of deploy/, by the placeholder.
+    let copy = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cp = Command::new("cp")
+        .arg("-R")
+        .arg(&deploy)
+        .arg(copy.path())
+        .status()
+        .unwrap_or_else(|e| panic!("cp: {e}"));
+    assert!(cp.success());
+    let copied = copy.path().join("deploy");
+    let own = "registry.example.com/platform/hoist:0.1.0-rc1";
+    kustomize_in(&copied, &["edit", "set", "image", &format!("hoist={own}")]);
+    assert_eq!(images(&copied), [own]);
+    let pinned = format!(
+        "registry.example.com/platform/hoist@sha256:{}",
+        "ab".repeat(32)
+    );
+    kustomize_in(
+        &copied,
+        &["edit", "set", "image", &format!("hoist={pinned}")],
+    );
+    assert_eq!(images(&copied), [pinned.as_str()]);
+
+    // In an overlay of one's own, by the release's name.
+    let overlay = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // kustomize takes only relative paths to other kustomizations.
+    let up = "../".repeat(overlay.path().components().count().saturating_sub(1));
+    let base = format!(
+        "{up}{}/deploy",
+        repo_root().to_string_lossy().trim_start_matches('/')
+    );
+    kustomize_in(overlay.path(), &["create", "--resources", &base]);
+    kustomize_in(
+        overlay.path(),
+        &["edit", "set", "image", &format!("hoist={own}")],
+    );
+    assert_eq!(
+        images(overlay.path()),
+        [release.as_str()],
+        "the placeholder is already renamed when an overlay's images: run"
+    );
+    kustomize_in(
+        overlay.path(),
+        &[
+            "edit",
+            "set",
+            "image",
+            &format!("ghcr.io/hoist-dev/hoist={own}"),
+        ],
+    );
+    assert_eq!(images(overlay.path()), [own]);
 }
 
 #[test]
