@@ -1,5 +1,6 @@
 //! hoist's integration tests: one binary, so the crate links once.
 
+mod chart;
 mod cli;
 mod cluster_controller;
 mod cluster_flux;
