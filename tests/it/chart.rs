@@ -1011,6 +1011,8 @@ fn helm_install_into_the_test_control_plane() {
         "crd/receivers.hoist.dev",
     ]);
 
+    readme_first_automation_is_accepted(cluster, &namespace);
+
     let deployment = cluster
         .get("deployment", &namespace, &fullname)
         .unwrap_or_else(|| panic!("no Deployment {namespace}/{fullname}"));
@@ -1064,4 +1066,43 @@ fn helm_install_into_the_test_control_plane() {
     );
     assert!(cluster.get("deployment", &namespace, &fullname).is_none());
     cluster.kubectl(&["delete", "namespace", &namespace, "--wait=false"]);
+}
+
+/// The README's "first automation in the cluster" objects (the two example
+/// files it applies and its ImageUpdateAutomation) are accepted by the
+/// CRDs the chart installed, in the test's namespace instead of `apps`.
+fn readme_first_automation_is_accepted(cluster: &cluster::Cluster, namespace: &str) {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("reading README.md");
+    let section = readme
+        .split("### A first automation in the cluster")
+        .nth(1)
+        .expect("the README has a first automation section");
+    let automation = section
+        .split("<<'YAML'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\nYAML\n").next())
+        .expect("the section applies an ImageUpdateAutomation from a heredoc");
+    assert!(
+        section.contains("kubectl apply -f policies/image-repository.yaml -f policies/semver.yaml"),
+        "the section applies the example repository and policy"
+    );
+    let mut objects = Vec::new();
+    for file in ["policies/image-repository.yaml", "policies/semver.yaml"] {
+        objects.push(std::fs::read_to_string(repo_root().join(file)).expect("an example file"));
+    }
+    objects.push(automation.to_string());
+    let yaml = objects
+        .join("\n---\n")
+        .replace("namespace: apps", &format!("namespace: {namespace}"));
+    assert_eq!(
+        yaml.matches(&format!("namespace: {namespace}")).count(),
+        3,
+        "{yaml}"
+    );
+    cluster.apply(&yaml);
+    let automation = cluster
+        .get("imageupdateautomation", namespace, "fleet")
+        .expect("the README's automation was stored");
+    assert_eq!(automation["spec"]["git"]["secretRef"]["name"], "fleet-git");
+    assert!(cluster.get("imagepolicy", namespace, "podinfo").is_some());
 }
