@@ -15,6 +15,8 @@ RUN HOIST_GIT_COMMIT="$HOIST_GIT_COMMIT" cargo build --release --locked --bin ho
     && strip --strip-debug target/release/hoist
 
 FROM docker.io/library/debian:trixie-slim
+# A failing grep must fail the build, not install nothing.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY image/packages /tmp/packages
 # ssh refuses to run for a uid without a passwd entry: hoist gets one, in a
 # group of the same id (useradd --user-group would pick the next free gid).

