@@ -470,7 +470,9 @@ async fn served(client: &Client, options: &Options) -> Result<(), ControllerErro
         Flavor::Hoist => "kubectl apply -f deploy/crds/hoist.dev.yaml",
         Flavor::Flux => {
             resources.push(super::kinds::git_repository());
-            "install Flux's CRDs: kubectl apply -k deploy/flux"
+            // deploy/flux installs hoist's RBAC for --flux, not Flux's
+            // CRDs: those come with Flux.
+            "install Flux's image CRDs with Flux (`flux install --components-extra=image-reflector-controller,image-automation-controller`; the README's \"Migrating from Flux\" says which controllers to stop)"
         }
     };
     for resource in resources {

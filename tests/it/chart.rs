@@ -671,6 +671,18 @@ fn values_that_cannot_work_are_refused() {
             "metrics.serviceMonitor.enabled needs metrics.enabled",
         ),
         ("image: {digest: latest}\n", "is not a digest"),
+        (
+            "podLabels: {app.kubernetes.io/name: other}\n",
+            "podLabels sets app.kubernetes.io/name, which the Deployment's selector sets",
+        ),
+        (
+            "metrics: {serviceMonitor: {enabled: true, labels: {app.kubernetes.io/instance: x}}}\n",
+            "metrics.serviceMonitor.labels sets app.kubernetes.io/instance",
+        ),
+        (
+            "serviceAccount: {create: false}\n",
+            "would bind hoist's roles (Secrets, impersonation) to the namespace's default ServiceAccount",
+        ),
     ];
     for (values, message) in refused {
         match helm.template("hoist", "hoist-system", values, &[]) {
@@ -681,6 +693,60 @@ fn values_that_cannot_work_are_refused() {
     // The same replicas with leader election are fine.
     let out = helm.render("hoist", "hoist-system", "replicas: 2\n", &[]);
     assert!(out.contains("replicas: 2\n"), "{out}");
+}
+
+/// Two releases in one namespace elect on leases of their own (one lease
+/// would leave the second waiting on the first forever), and a long name
+/// still gives Services within the 63 characters a Service name may have.
+#[test]
+fn releases_get_their_own_lease_and_valid_names() {
+    let Some(helm) = helm() else { return };
+    let lease = |release: &str, values: &str| {
+        let objects = parse_objects(&helm.render(release, "platform", values, &[]));
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("a Deployment");
+        strings(&container(deployment)["args"])
+            .into_iter()
+            .find_map(|a| a.strip_prefix("--lease-name="))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        lease("hoist", ""),
+        None,
+        "hoist's default lease, as deploy/"
+    );
+    assert_eq!(lease("team-a", "").as_deref(), Some("team-a-hoist"));
+    assert_eq!(lease("team-b", "").as_deref(), Some("team-b-hoist"));
+    assert_eq!(
+        lease("team-b", "leaderElection: {leaseName: shared}\n").as_deref(),
+        Some("shared")
+    );
+
+    let long = "image-automation-for-the-platform-team-production-eu-west1";
+    assert!(long.len() > 55);
+    // Helm takes release names of up to 53 characters; with "-hoist" a
+    // long one is over 55.
+    let release_name = &long[..49];
+    for (release, values) in [
+        ("hoist", format!("fullnameOverride: {long}\n")),
+        (release_name, String::new()),
+    ] {
+        let objects = parse_objects(&helm.render(release, "platform", &values, &[]));
+        let services: Vec<&str> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Service")
+            .filter_map(|o| o["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(services.len(), 2, "{services:?}");
+        for name in services {
+            assert!(
+                name.len() <= 63 && !name.contains("--"),
+                "{release}: Service {name:?} is not a valid Service name"
+            );
+        }
+    }
 }
 
 /// The chart's CRDs are `hoist crds` (and so deploy/crds) byte for byte.
@@ -1024,6 +1090,8 @@ fn helm_install_into_the_test_control_plane() {
         [
             "controller",
             "--leader-elect",
+            // A release not named hoist elects on a lease of its own.
+            &format!("--lease-name={fullname}"),
             "--state-dir=/var/lib/hoist",
             "--metrics-addr=0.0.0.0:8080",
             "--webhook-addr=0.0.0.0:9292",

@@ -8,19 +8,31 @@ The chart's name, or nameOverride.
 {{/*
 The objects' full name: fullnameOverride, else the release's name when it
 holds the chart's name, else RELEASE-NAME. A release named hoist gives
-deploy/'s names: hoist, hoist-metrics, hoist-webhook.
+deploy/'s names: hoist, hoist-metrics, hoist-webhook. At most 55
+characters, so that the Services' NAME-metrics and NAME-webhook stay
+within the 63 a Service name may have.
 */}}
 {{- define "hoist.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | trunc 55 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- .Release.Name | trunc 55 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 55 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+The Lease the replicas elect a leader on: leaderElection.leaseName, else
+the full name, so that two releases in one namespace never wait on each
+other's lease. `--lease-name` is passed only when it is not hoist's
+default (`hoist`), as deploy/ passes none.
+*/}}
+{{- define "hoist.leaseName" -}}
+{{- default (include "hoist.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
 {{/*
@@ -101,6 +113,19 @@ Values that cannot work together, refused at render time.
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled: the ServiceMonitor scrapes the metrics Service" }}
+{{- end }}
+{{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) .Values.rbac.create }}
+{{- fail "serviceAccount.create is false and serviceAccount.name is empty: the chart would bind hoist's roles (Secrets, impersonation) to the namespace's default ServiceAccount, which every pod there runs as; name the ServiceAccount hoist runs as" }}
+{{- end }}
+{{- range $key, $_ := .Values.podLabels }}
+{{- if has $key (list "app.kubernetes.io/name" "app.kubernetes.io/instance") }}
+{{- fail (printf "podLabels sets %s, which the Deployment's selector sets: the selector would not match its pods; use nameOverride, or another label" $key) }}
+{{- end }}
+{{- end }}
+{{- range $key, $_ := .Values.metrics.serviceMonitor.labels }}
+{{- if has $key (list "helm.sh/chart" "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/version" "app.kubernetes.io/managed-by") }}
+{{- fail (printf "metrics.serviceMonitor.labels sets %s, one of the chart's own labels; use another label to select the ServiceMonitor" $key) }}
+{{- end }}
 {{- end }}
 {{- if not (has .Values.logFormat (list "text" "json")) }}
 {{- fail (printf "logFormat is %q: it is text or json" .Values.logFormat) }}
