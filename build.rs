@@ -13,6 +13,16 @@ fn main() {
         Ok(commit) if !commit.trim().is_empty() => commit.trim().to_string(),
         _ => from_checkout().unwrap_or_else(|| "unknown".to_string()),
     };
+    // A commit id, a tag or "unknown": anything else (a newline would start
+    // another cargo directive) is not stamped.
+    let stampable = commit
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let commit = if stampable {
+        commit
+    } else {
+        "unknown".to_string()
+    };
     println!("cargo:rustc-env=HOIST_GIT_COMMIT={commit}");
 }
 
