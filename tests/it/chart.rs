@@ -1067,15 +1067,7 @@ fn helm_install_into_the_test_control_plane() {
         run.stdout
     );
 
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/imagerepositories.hoist.dev",
-        "crd/imagepolicies.hoist.dev",
-        "crd/imageupdateautomations.hoist.dev",
-        "crd/receivers.hoist.dev",
-    ]);
+    cluster.wait_for_hoist_crds();
 
     readme_first_automation_is_accepted(cluster, &namespace);
 

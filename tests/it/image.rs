@@ -286,19 +286,10 @@ fn service_account_volume(cluster: &Cluster, dir: &Path) -> (String, u16) {
         "hoist-system",
         "--duration=1h",
     ]);
-    let admin = std::fs::read_to_string(&cluster.kubeconfig).unwrap_or_default();
-    let field = |name: &str| {
-        admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_string()
-    };
     let ca = base64::engine::general_purpose::STANDARD
-        .decode(field("certificate-authority-data:"))
+        .decode(cluster.admin_field("certificate-authority-data:"))
         .unwrap_or_else(|e| panic!("the admin kubeconfig's CA: {e}"));
-    let server = field("server:");
+    let server = cluster.admin_field("server:");
     let url = url::Url::parse(&server).unwrap_or_else(|e| panic!("{server}: {e}"));
     let host = url.host_str().unwrap_or_default().to_string();
     let port = url.port().unwrap_or(443);

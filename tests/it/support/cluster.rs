@@ -251,16 +251,34 @@ impl Cluster {
     pub fn install_hoist(&self) {
         self.installed.get_or_init(|| {
             self.kubectl(&["apply", "--server-side", "-k", "deploy/"]);
-            self.kubectl(&[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/imagerepositories.hoist.dev",
-                "crd/imagepolicies.hoist.dev",
-                "crd/imageupdateautomations.hoist.dev",
-                "crd/receivers.hoist.dev",
-            ]);
+            self.wait_for_hoist_crds();
         });
+    }
+
+    /// Returns when hoist's four CRDs are Established, however they were
+    /// installed (kustomize here, Helm in chart.rs).
+    pub fn wait_for_hoist_crds(&self) {
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/imagerepositories.hoist.dev",
+            "crd/imagepolicies.hoist.dev",
+            "crd/imageupdateautomations.hoist.dev",
+            "crd/receivers.hoist.dev",
+        ]);
+    }
+
+    /// A field of the admin kubeconfig (`server:`,
+    /// `certificate-authority-data:`), empty when it has none.
+    pub fn admin_field(&self, name: &str) -> String {
+        let admin = std::fs::read_to_string(&self.kubeconfig).unwrap_or_default();
+        admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Flux's CRDs (of `scripts/flux-tools`), as `flux install` applies
@@ -299,19 +317,10 @@ impl Cluster {
     ) -> PathBuf {
         use std::os::unix::fs::OpenOptionsExt;
         let token = self.kubectl(&["create", "token", account, "-n", namespace, "--duration=2h"]);
-        let admin = std::fs::read_to_string(&self.kubeconfig).unwrap_or_default();
-        let field = |name: &str| {
-            admin
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(name))
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_string()
-        };
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: hoist\n  user:\n    token: {}\ncontexts:\n- name: test\n  context: {{cluster: test, user: hoist}}\ncurrent-context: test\n",
-            field("server:"),
-            field("certificate-authority-data:"),
+            self.admin_field("server:"),
+            self.admin_field("certificate-authority-data:"),
             token.trim()
         );
         let path = dir.join("controller.kubeconfig");
