@@ -10,6 +10,7 @@ pub mod controller;
 pub mod forge;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod gate;
 pub mod git;
 pub mod gotemplate;
 pub mod load;

@@ -32,6 +32,12 @@ const DIGESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("digests");
 /// `namespace/name` of an ImageUpdateAutomation → JSON
 /// [`PullRequestRecord`] of the pull request it keeps open.
 const PULL_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("pull_requests");
+/// `canonical image name@digest` → JSON [`ArtifactRecord`]: what the gate
+/// read of an image (a digest's content never changes).
+const ARTIFACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("artifacts");
+/// `canonical image name@digest#trust policy fingerprint` → JSON
+/// [`VerdictRecord`]: whether the digest verified under that policy.
+const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts");
 /// `namespace/name` of a sync owner → JSON [`SyncRecord`]: what it applied.
 const SYNCS: TableDefinition<&str, &[u8]> = TableDefinition::new("syncs");
 
@@ -97,6 +103,26 @@ pub fn first_seen(
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestRecord {
     pub digest: String,
+    pub checked_at: u64,
+}
+
+/// What the gate read of one image digest: its platforms and build time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    pub platforms: Vec<crate::gate::Platform>,
+    /// Seconds since the epoch, from the config's `created` or the
+    /// `org.opencontainers.image.created` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
+}
+
+/// A digest's verification under one trust policy, and when it was
+/// reached. A pass holds for good (the digest's bytes and its signature
+/// were checked once); a rejection only until the next scan, since a
+/// signature is often pushed after its image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictRecord {
+    pub verdict: Result<String, crate::gate::Rejection>,
     pub checked_at: u64,
 }
 
@@ -272,6 +298,8 @@ fn read_everything(db: &impl ReadableDatabase) -> Result<(), Damage> {
     read_table::<DigestRecord>(&txn, DIGESTS)?;
     read_table::<PullRequestRecord>(&txn, PULL_REQUESTS)?;
     read_table::<SyncRecord>(&txn, SYNCS)?;
+    read_table::<ArtifactRecord>(&txn, ARTIFACTS)?;
+    read_table::<VerdictRecord>(&txn, VERDICTS)?;
     Ok(())
 }
 
@@ -439,6 +467,8 @@ impl Store {
             txn.open_table(DIGESTS).map_err(|e| self.io(e))?;
             txn.open_table(PULL_REQUESTS).map_err(|e| self.io(e))?;
             txn.open_table(SYNCS).map_err(|e| self.io(e))?;
+            txn.open_table(ARTIFACTS).map_err(|e| self.io(e))?;
+            txn.open_table(VERDICTS).map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
         })
@@ -547,6 +577,44 @@ impl Store {
         record: &DigestRecord,
     ) -> Result<(), StoreError> {
         self.put(DIGESTS, &format!("{image}:{tag}"), record)
+    }
+
+    /// What the gate read of `image@digest`.
+    pub fn artifact(
+        &self,
+        image: &str,
+        digest: &str,
+    ) -> Result<Option<ArtifactRecord>, StoreError> {
+        self.get(ARTIFACTS, &format!("{image}@{digest}"))
+    }
+
+    pub fn put_artifact(
+        &self,
+        image: &str,
+        digest: &str,
+        record: &ArtifactRecord,
+    ) -> Result<(), StoreError> {
+        self.put(ARTIFACTS, &format!("{image}@{digest}"), record)
+    }
+
+    /// The verdict on `image@digest` under the trust policy `fingerprint`.
+    pub fn verdict(
+        &self,
+        image: &str,
+        digest: &str,
+        fingerprint: &str,
+    ) -> Result<Option<VerdictRecord>, StoreError> {
+        self.get(VERDICTS, &format!("{image}@{digest}#{fingerprint}"))
+    }
+
+    pub fn put_verdict(
+        &self,
+        image: &str,
+        digest: &str,
+        fingerprint: &str,
+        record: &VerdictRecord,
+    ) -> Result<(), StoreError> {
+        self.put(VERDICTS, &format!("{image}@{digest}#{fingerprint}"), record)
     }
 
     /// The pull request an automation (`namespace/name`) last kept open.

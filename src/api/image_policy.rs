@@ -2,7 +2,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Conditions, GoDuration, NamespacedObjectReference};
+use super::{Conditions, GoDuration, LocalObjectReference, NamespacedObjectReference};
 
 /// How to pick the latest tag of an image repository.
 // clippy reads kube's repeated `printcolumn(type_ = ...)` as duplicated attributes.
@@ -58,6 +58,67 @@ pub struct ImagePolicySpec {
     /// this long (tags there at the first scan count as old).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_age: Option<GoDuration>,
+    /// Platforms (`os/arch` or `os/arch/variant`) a tag's image must carry,
+    /// every one, to qualify: an image index lists them, a single image is
+    /// its config's platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// Verify each candidate's signature (and attestations) before it may
+    /// be selected: the newest tag that does not verify is passed over.
+    /// Shaped like Flux's OCIRepository `spec.verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// How candidates are verified. With public keys in `secretRef` a
+/// signature must verify with one of them; without, the signing
+/// certificate must chain to `trustRootRef` and match `matchOIDCIdentity`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// The signature format: `cosign` (Flux also knows `notation`, which
+    /// hoist refuses rather than skip).
+    pub provider: String,
+    /// A Secret whose `*.pub` keys hold cosign public keys (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
+    /// For keyless signatures: the signing certificate's OIDC issuer and
+    /// subject (regular expressions, as Flux and cosign match them: anchor
+    /// them with `^…$`). One matching entry suffices.
+    #[serde(
+        default,
+        rename = "matchOIDCIdentity",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub match_oidc_identity: Vec<OidcIdentityMatch>,
+    /// hoist: for keyless signatures, a Secret whose `ca.crt` holds the
+    /// root certificates of the Fulcio CA that issues signing certificates
+    /// (a private Sigstore; hoist does not fetch the public instance's TUF
+    /// root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root_ref: Option<LocalObjectReference>,
+    /// hoist: in-toto attestations (`cosign attest`) each candidate must
+    /// also carry, signed by the same key or identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationRequirement>,
+}
+
+/// An OIDC identity a keyless signing certificate must carry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OidcIdentityMatch {
+    /// Matches the certificate's OIDC issuer extension.
+    pub issuer: String,
+    /// Matches a subject alternative name (email or URI).
+    pub subject: String,
+}
+
+/// An attestation a candidate must carry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationRequirement {
+    /// The in-toto predicate type, such as `https://slsa.dev/provenance/v1`
+    /// or `https://slsa.dev/provenance/v0.2`.
+    pub predicate_type: String,
 }
 
 impl ImagePolicySpec {
@@ -75,6 +136,8 @@ impl ImagePolicySpec {
             interval: None,
             suspend: false,
             minimum_age: None,
+            platforms: Vec::new(),
+            verify: None,
         }
     }
 
@@ -188,6 +251,10 @@ pub struct ImagePolicyStatus {
     /// A newer tag held back by `minimumAge`, and when it becomes eligible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<WaitingTag>,
+    /// Newer tags the gate (`verify`, `platforms`) passed over, newest
+    /// first, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed_over: Vec<PassedOverTag>,
     /// The `reconcile.hoist.dev/requestedAt` annotation value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
@@ -200,6 +267,19 @@ pub struct WaitingTag {
     pub tag: String,
     /// RFC 3339.
     pub eligible_at: String,
+}
+
+/// A tag the gate would not let through.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PassedOverTag {
+    pub tag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// `unsigned`, `identity mismatch`, `bad signature`, `untrusted
+    /// certificate`, `no provenance`, `missing platform`, ...
+    pub reason: String,
+    /// What exactly failed.
+    pub message: String,
 }
 
 /// An image by name, tag and optionally digest, as Flux's status writes it.

@@ -197,12 +197,20 @@ pub fn run(args: ScanArgs) -> Result<(), CliError> {
             .policies
             .iter()
             .filter(|r| r.tag.is_none() && r.error.is_none())
-            .map(|r| match &r.waiting {
-                Some(w) => format!(
+            .map(|r| match (&r.waiting, r.passed_over.first()) {
+                (Some(w), _) => format!(
                     "ImagePolicy {}: no tag is old enough for minimumAge yet ({} waits)",
                     r.policy, w.tag
                 ),
-                None => format!(
+                (None, Some(first)) => format!(
+                    "ImagePolicy {}: no tag passes spec.verify and spec.platforms ({} passed over; the newest, {}: {}: {})",
+                    r.policy,
+                    r.passed_over.len(),
+                    first.tag,
+                    first.reason,
+                    first.message
+                ),
+                (None, None) => format!(
                     "ImagePolicy {}: no tag of {} fits the policy",
                     r.policy, r.tags
                 ),
@@ -255,6 +263,19 @@ fn table(rows: &[pipeline::PolicyRef]) -> String {
         out.push('\n');
     }
     for r in rows {
+        for p in &r.passed_over {
+            out.push_str(&format!(
+                "{}: passed over {} ({}): {}: {}\n",
+                r.policy,
+                p.tag,
+                p.digest.as_deref().unwrap_or("no digest"),
+                p.reason,
+                p.message
+            ));
+        }
+        if let (Some(tag), Some(signer)) = (&r.tag, &r.verified) {
+            out.push_str(&format!("{}: {tag} is signed by {signer}\n", r.policy));
+        }
         if let Some(waiting) = &r.waiting {
             let at = jiff::Timestamp::from_second(
                 i64::try_from(waiting.eligible_at).unwrap_or(i64::MAX),

@@ -355,6 +355,8 @@ async fn update(
                 digest: latest.digest.clone(),
                 tags: 0,
                 waiting: None,
+                verified: None,
+                passed_over: Vec::new(),
                 error: None,
             })
         })

@@ -10,6 +10,9 @@ use crate::api::Conditions;
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+/// An ImagePolicy with `spec.verify`: whether its latest tag's signature
+/// verified (True), or every newer candidate failed verification (False).
+pub const VERIFIED: &str = "Verified";
 
 /// What a reconcile came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +73,7 @@ impl Outcome {
 
 /// Sets or replaces condition `type_`, keeping its `lastTransitionTime`
 /// when its status did not change.
-fn set(
+pub fn set(
     conditions: &mut Conditions,
     type_: &str,
     status: &str,

@@ -141,6 +141,7 @@ pub fn policy_status(
     let mut status = policy.status.clone().unwrap_or_default();
     // Worked out afresh by each reconcile.
     status.waiting = None;
+    status.passed_over = Vec::new();
     if let Some(asked) = requested(
         policy,
         flavor.requested_at(),
@@ -242,6 +243,54 @@ pub fn policy_status(
         Observed::Selected(row) => row,
     };
     status.waiting = row.waiting.as_ref().map(waiting_tag);
+    status.passed_over = row
+        .passed_over
+        .iter()
+        .map(|p| crate::api::PassedOverTag {
+            tag: p.tag.clone(),
+            digest: p.digest.clone(),
+            reason: p.reason.to_string(),
+            message: p.message.clone(),
+        })
+        .collect();
+    // `Verified` beside `Ready`: what verification made of the newest
+    // candidates, whatever else the reconcile came to.
+    if policy.spec.verify.is_none() {
+        status
+            .conditions
+            .retain(|c| c.type_ != conditions::VERIFIED);
+    } else if let (Some(tag), Some(signer)) = (&row.tag, &row.verified) {
+        let message = format!(
+            "{tag} ({}) is signed by {signer}",
+            row.digest.as_deref().unwrap_or("no digest")
+        );
+        conditions::set(
+            &mut status.conditions,
+            conditions::VERIFIED,
+            "True",
+            "Succeeded",
+            &message,
+            generation,
+            &time,
+        );
+    } else if let Some(first) = row.passed_over.first() {
+        let message = format!(
+            "{} newer tag(s) passed over; {}: {}: {}",
+            row.passed_over.len(),
+            first.tag,
+            first.reason,
+            first.message
+        );
+        conditions::set(
+            &mut status.conditions,
+            conditions::VERIFIED,
+            "False",
+            "VerificationFailed",
+            &message,
+            generation,
+            &time,
+        );
+    }
     let Some(tag) = &row.tag else {
         if let Some(w) = &row.waiting {
             // Every fitting tag is still too new for minimumAge.
@@ -254,6 +303,24 @@ pub fn policy_status(
                 status,
                 Outcome::waiting("MinimumAge", message),
                 Requeue::After(matures(w)),
+            );
+        }
+        if let Some(first) = row.passed_over.first() {
+            // Every candidate failed the gate; a signature pushed later
+            // comes with no new tag, so look again on the interval.
+            return decide(
+                status,
+                Outcome::waiting(
+                    "NoVerifiedTag",
+                    format!(
+                        "no tag passes verify and platforms ({} passed over, the newest {}: {}: {})",
+                        row.passed_over.len(),
+                        first.tag,
+                        first.reason,
+                        first.message
+                    ),
+                ),
+                Requeue::After(gate_interval(policy)),
             );
         }
         return decide(
@@ -292,6 +359,13 @@ pub fn policy_status(
         .and_then(|i| i.parse().ok())
         .filter(|_| refresh)
         .map(|i: Duration| i.max(Duration::from_secs(1)));
+    // A newer tag passed over may be signed later, with no new tag to
+    // re-queue the policy: look again on the interval.
+    let interval = if row.passed_over.is_empty() {
+        interval
+    } else {
+        Some(interval.map_or_else(|| gate_interval(policy), |i| i.min(gate_interval(policy))))
+    };
     let requeue = match (interval, row.waiting.as_ref().map(matures)) {
         (Some(a), Some(b)) => Requeue::After(a.min(b)),
         (Some(a), None) | (None, Some(a)) => Requeue::After(a),
@@ -301,6 +375,18 @@ pub fn policy_status(
         new_latest,
         ..decide(status, Outcome::ready("Succeeded", message), requeue)
     }
+}
+
+/// How often a policy whose gate passed tags over looks at them again:
+/// its `interval`, else the scan default.
+fn gate_interval(policy: &ImagePolicy) -> Duration {
+    policy
+        .spec
+        .interval
+        .as_ref()
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(crate::pipeline::DEFAULT_INTERVAL)
+        .max(Duration::from_secs(1))
 }
 
 async fn select(
@@ -369,7 +455,43 @@ async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, Recon
     if let Err(refused) = cross_namespace_access(policy, &repository, context).await? {
         return Ok(Found::Early(Observed::AccessDenied(refused)));
     }
-    let (objects, errors) = load(&[document(&repository), document(policy)]);
+    // The Secrets the selection reads: the repository's credentials, for
+    // digests and the gate's manifests, in its namespace; `verify`'s keys
+    // and trust root in the policy's own.
+    let mut documents = vec![document(&repository), document(policy)];
+    let repository_secrets: Vec<&str> = [
+        &repository.spec.secret_ref,
+        &repository.spec.cert_secret_ref,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| r.name.as_str())
+    .collect();
+    let verify_secrets: Vec<&str> = policy
+        .spec
+        .verify
+        .iter()
+        .flat_map(|v| [&v.secret_ref, &v.trust_root_ref])
+        .flatten()
+        .map(|r| r.name.as_str())
+        .collect();
+    documents.extend(
+        context
+            .secrets(
+                crate::model::namespace_of(&repository.metadata),
+                &repository_secrets,
+            )
+            .await?,
+    );
+    documents.extend(
+        context
+            .secrets(
+                crate::model::namespace_of(&policy.metadata),
+                &verify_secrets,
+            )
+            .await?,
+    );
+    let (objects, errors) = load(&documents);
     if let Some(message) = errors_for(&errors, &labelled(policy)) {
         return Ok(Found::Early(Observed::InvalidSpec(message)));
     }
@@ -464,6 +586,8 @@ mod tests {
                 tag: tag.into(),
                 eligible_at,
             }),
+            verified: None,
+            passed_over: Vec::new(),
             error: None,
         }
     }

@@ -82,6 +82,8 @@ fn scan(tag: Option<&str>) -> ScanReport {
             digest: None,
             tags: 3,
             waiting: None,
+            verified: None,
+            passed_over: Vec::new(),
             error: tag.is_none().then(|| super::ErrorReport {
                 kind: "registry",
                 class: super::ErrorClass::Retry,

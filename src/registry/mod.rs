@@ -9,7 +9,7 @@ pub(crate) mod headers;
 mod reference;
 
 pub use client::{
-    DEFAULT_MAX_TAGS, MANIFEST_ACCEPT, Registry, RegistrySettings, ScanTarget, TlsConfig,
+    DEFAULT_MAX_TAGS, MANIFEST_ACCEPT, Manifest, Registry, RegistrySettings, ScanTarget, TlsConfig,
 };
 pub use credentials::{Credential, CredentialError, DockerConfig};
 pub use error::{FailureKind, RegistryError};
@@ -32,6 +32,20 @@ pub trait TagSource: Sync {
         target: &ScanTarget,
         tag: &str,
     ) -> impl Future<Output = Result<String, RegistryError>> + Send;
+    /// The manifest a tag or digest names, None when there is none.
+    fn manifest(
+        &self,
+        target: &ScanTarget,
+        reference: &str,
+        accept: &str,
+    ) -> impl Future<Output = Result<Option<Manifest>, RegistryError>> + Send;
+    /// A blob by digest, at most `limit` bytes.
+    fn blob(
+        &self,
+        target: &ScanTarget,
+        digest: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<u8>, RegistryError>> + Send;
 }
 
 impl TagSource for Registry {
@@ -48,5 +62,23 @@ impl TagSource for Registry {
         tag: &str,
     ) -> impl Future<Output = Result<String, RegistryError>> + Send {
         Registry::digest(self, target, tag)
+    }
+
+    fn manifest(
+        &self,
+        target: &ScanTarget,
+        reference: &str,
+        accept: &str,
+    ) -> impl Future<Output = Result<Option<Manifest>, RegistryError>> + Send {
+        Registry::manifest(self, target, reference, accept)
+    }
+
+    fn blob(
+        &self,
+        target: &ScanTarget,
+        digest: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<u8>, RegistryError>> + Send {
+        Registry::blob(self, target, digest, limit)
     }
 }

@@ -20,4 +20,5 @@ mod run;
 mod scan;
 mod support;
 mod terminal;
+mod verify;
 mod webhook;

@@ -22,6 +22,7 @@ use crate::store::{self, DigestRecord, ScanRecord, Store, StoreError};
 use super::error::{ErrorReport, ScanError};
 
 mod access;
+mod gate;
 mod select;
 
 use access::{access, interval, target};
@@ -133,10 +134,26 @@ pub struct PolicyRef {
     /// With `minimumAge`: the tag that would be latest but is too new.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<crate::policy::Waiting>,
+    /// With `verify`: who signed the latest tag's digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    /// Newer tags the gate (`verify`, `platforms`) passed over, newest
+    /// first, and why.
+    #[serde(rename = "passedOver", skip_serializing_if = "Vec::is_empty")]
+    pub passed_over: Vec<PassedOver>,
     /// Why there is no tag: the repository could not be scanned, or the
     /// digest could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReport>,
+}
+
+/// A newer tag the gate would not let through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PassedOver {
+    pub tag: String,
+    pub digest: Option<String>,
+    pub reason: crate::gate::Reason,
+    pub message: String,
 }
 
 /// Everything a scan run found.
@@ -568,6 +585,24 @@ mod tests {
 
         async fn digest(&self, _: &ScanTarget, tag: &str) -> Result<String, RegistryError> {
             Ok(format!("sha256:{:064}", tag.len()))
+        }
+
+        async fn manifest(
+            &self,
+            _: &ScanTarget,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<crate::registry::Manifest>, RegistryError> {
+            Ok(None)
+        }
+
+        async fn blob(
+            &self,
+            _: &ScanTarget,
+            digest: &str,
+            _: usize,
+        ) -> Result<Vec<u8>, RegistryError> {
+            panic!("no policy of these tests has a gate, so no blob {digest} is read")
         }
     }
 

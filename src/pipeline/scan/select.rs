@@ -1,6 +1,7 @@
 //! Selection: a policy's latest tag among its repository's tags (minus
 //! exclusions, held back by `minimumAge`), and the digest it reflects.
 
+use super::gate::{Gate, MAX_PASSED_OVER};
 use super::*;
 
 /// One policy's selection from its repository's tags as the store holds
@@ -76,6 +77,8 @@ impl<S: TagSource> ScanRun<'_, S> {
             digest: None,
             tags: 0,
             waiting: None,
+            verified: None,
+            passed_over: Vec::new(),
             error: Some(error.report()),
         }
     }
@@ -110,7 +113,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             .collect();
         // `minimumAge`: select among the tags seen long enough; the one
         // that would win otherwise waits, and says until when.
-        let (selection, waiting) = match policy
+        let (mut candidates, waiting) = match policy
             .spec
             .minimum_age
             .as_ref()
@@ -118,42 +121,77 @@ impl<S: TagSource> ScanRun<'_, S> {
         {
             Some(age) => {
                 let now = self.options.now.unwrap_or_else(store::now);
-                let (mature, waiting) =
-                    crate::policy::mature(&compiled, &tags, &record.first_seen, age, now);
-                (compiled.select(&mature), waiting)
+                crate::policy::mature(&compiled, &tags, &record.first_seen, age, now)
             }
-            None => (compiled.select(&tags), None),
+            None => (tags.clone(), None),
         };
+        let gate = Gate::compile(key, policy, self.objects)?;
         let reflection = policy.spec.digest_reflection_policy.unwrap_or_default();
-        let digest = match (&selection.tag, reflection) {
-            (Some(tag), ReflectionPolicy::IfNotPresent) => Some(
-                self.reflect_digest(key, repository, &scanned.image, tag, u64::MAX)
-                    .await?,
-            ),
-            (Some(tag), ReflectionPolicy::Always) => {
-                let max_age = policy
-                    .spec
-                    .interval
-                    .as_ref()
-                    .and_then(|i| i.parse().ok())
-                    .unwrap_or(DEFAULT_INTERVAL)
-                    .as_secs();
-                Some(
-                    self.reflect_digest(key, repository, &scanned.image, tag, max_age)
-                        .await?,
-                )
+        let max_age = match reflection {
+            ReflectionPolicy::Always => policy
+                .spec
+                .interval
+                .as_ref()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(DEFAULT_INTERVAL)
+                .as_secs(),
+            // The gate vouches for a digest: the one it judged is the one
+            // the latest ref carries, looked up again each interval of the
+            // repository so a moved tag is judged again.
+            _ if gate.is_some() => interval(repository).as_secs(),
+            _ => u64::MAX,
+        };
+        let mut passed_over = Vec::new();
+        let mut signer = None;
+        let (tag, digest) = loop {
+            let Some(tag) = compiled.select(&candidates).tag else {
+                break (None, None);
+            };
+            let digest = match (&gate, reflection) {
+                (None, ReflectionPolicy::Never) => break (Some(tag), None),
+                _ => {
+                    self.reflect_digest(key, repository, &scanned.image, &tag, max_age)
+                        .await?
+                }
+            };
+            let Some(gate) = &gate else {
+                break (Some(tag), Some(digest));
+            };
+            let repository_key = ObjectKey::of(&repository.metadata).to_string();
+            let target = self.target(repository, &repository_key).await?;
+            match self
+                .judge(gate, &target, &scanned.image, &digest, interval(repository))
+                .await?
+            {
+                Ok(passed) => {
+                    signer = passed.signer;
+                    break (Some(tag), Some(digest));
+                }
+                Err(rejection) => {
+                    candidates.retain(|t| t.as_str() != tag.as_str());
+                    passed_over.push(PassedOver {
+                        tag: tag.as_str().to_string(),
+                        digest: Some(digest),
+                        reason: rejection.reason,
+                        message: rejection.message,
+                    });
+                    if passed_over.len() >= MAX_PASSED_OVER {
+                        break (None, None);
+                    }
+                }
             }
-            _ => None,
         };
         Ok(PolicyRef {
             policy: key.to_string(),
             repository: scanned.repository.clone(),
             image: scanned.image.clone(),
             name: repository.spec.image.clone(),
-            tag: selection.tag,
+            tag,
             digest,
             tags: tags.len(),
             waiting,
+            verified: signer,
+            passed_over,
             error: None,
         })
     }

@@ -36,6 +36,16 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 
+/// A manifest's bytes as served, with their digest and media type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub digest: String,
+    /// `Content-Type` as the registry sent it (the JSON's `mediaType`
+    /// says the same when present).
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
 /// Everything one ImageRepository asks of the registry.
 #[derive(Clone, Debug)]
 pub struct ScanTarget {
@@ -314,6 +324,108 @@ impl Registry {
             .await
             .map_err(|f| self.error(target, "GET", &url, f))?;
         Ok(format!("sha256:{:x}", sha2::Sha256::digest(&body)))
+    }
+
+    /// The manifest `reference` (a tag or a digest) names, or None when the
+    /// registry has none (404). Its bytes are checked against the digest
+    /// asked for, or against `Docker-Content-Digest` when asked by tag: the
+    /// gate judges these bytes, so a registry must not swap them.
+    pub async fn manifest(
+        &self,
+        target: &ScanTarget,
+        reference: &str,
+        accept: &str,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let deadline = Instant::now() + target.timeout;
+        let scheme = self.scheme(target, deadline).await;
+        let url = self.url(target, scheme, &format!("manifests/{reference}"))?;
+        let response = match self
+            .execute(target, Method::GET, &url, accept, deadline)
+            .await
+        {
+            Ok(response) => response,
+            Err(e) if e.status == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let media_type = header("content-type").unwrap_or_default();
+        let sent_digest = header("docker-content-digest");
+        let body = read_body(response, deadline, MAX_MANIFEST)
+            .await
+            .map_err(|f| self.error(target, "GET", &url, f))?;
+        let digest = format!("sha256:{:x}", sha2::Sha256::digest(&body));
+        let expected = if reference.contains(':') {
+            Some(reference.to_string())
+        } else {
+            sent_digest.filter(|d| d.starts_with("sha256:"))
+        };
+        if let Some(expected) = expected
+            && expected != digest
+        {
+            return Err(self.error(
+                target,
+                "GET",
+                &url,
+                Failure::new(
+                    FailureKind::Protocol,
+                    format!("the manifest's sha256 is {digest}, not {expected}"),
+                ),
+            ));
+        }
+        Ok(Some(Manifest {
+            digest,
+            media_type,
+            bytes: body,
+        }))
+    }
+
+    /// The blob `digest` (sha256 only), at most `limit` bytes, checked
+    /// against its digest.
+    pub async fn blob(
+        &self,
+        target: &ScanTarget,
+        digest: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let deadline = Instant::now() + target.timeout;
+        let scheme = self.scheme(target, deadline).await;
+        let url = self.url(target, scheme, &format!("blobs/{digest}"))?;
+        if !digest.starts_with("sha256:") || !valid_digest(digest) {
+            return Err(self.error(
+                target,
+                "GET",
+                &url,
+                Failure::new(
+                    FailureKind::Protocol,
+                    format!("{digest:?} is not a sha256 digest"),
+                ),
+            ));
+        }
+        let response = self
+            .execute(target, Method::GET, &url, "*/*", deadline)
+            .await?;
+        let body = read_body(response, deadline, limit)
+            .await
+            .map_err(|f| self.error(target, "GET", &url, f))?;
+        let got = format!("sha256:{:x}", sha2::Sha256::digest(&body));
+        if got != digest {
+            return Err(self.error(
+                target,
+                "GET",
+                &url,
+                Failure::new(
+                    FailureKind::Protocol,
+                    format!("the blob's sha256 is {got}, not {digest}"),
+                ),
+            ));
+        }
+        Ok(body)
     }
 
     /// `http` with `spec.insecure`; for a local registry, what its probe

@@ -1,0 +1,332 @@
+//! The gate's registry reads: a candidate's manifest (and config) for its
+//! platforms, cosign's signature and attestation manifests and their
+//! layers. What is read is judged by `crate::gate`; what was read of a
+//! digest, and each verdict, is kept in the store, so a steady-state scan
+//! asks the registry nothing.
+
+use crate::gate::cosign::{self, SignedLayer, TrustPolicy};
+use crate::gate::oci::{self, Config, Document};
+use crate::gate::{Platform, Rejection, check_platforms};
+use crate::store::{ArtifactRecord, VerdictRecord};
+
+use super::*;
+
+/// Layers read from one signature or attestation manifest; more are
+/// ignored (cosign appends one per `cosign sign`).
+const MAX_SIGNATURE_LAYERS: usize = 16;
+/// A simple signing payload is a few hundred bytes.
+const MAX_SIGNATURE_PAYLOAD: usize = 64 << 10;
+/// An attestation envelope carries a whole SLSA provenance document.
+const MAX_ATTESTATION_PAYLOAD: usize = 4 << 20;
+/// An image config (its history can be long).
+const MAX_CONFIG: usize = 4 << 20;
+/// Candidates one policy may pass over in one selection: each costs
+/// registry requests, and a repository of thousands of unsigned tags must
+/// not turn a scan into thousands of them. Failing closed, the policy then
+/// selects nothing.
+pub(super) const MAX_PASSED_OVER: usize = 20;
+
+const IMAGE_ACCEPT: &str = crate::registry::MANIFEST_ACCEPT;
+const SIGNATURE_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// A policy's gate: its platforms and its trust policy.
+pub(super) struct Gate {
+    platforms: Vec<Platform>,
+    trust: Option<TrustPolicy>,
+}
+
+/// What the gate said of a candidate that passed.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Passed {
+    /// Who signed it, when the policy verifies.
+    pub(super) signer: Option<String>,
+}
+
+impl Gate {
+    /// The policy's gate, None when it has neither `platforms` nor
+    /// `verify`. The Secrets `verify` names must be there: without them
+    /// nothing can be vouched for.
+    pub(super) fn compile(
+        key: &str,
+        policy: &ImagePolicy,
+        objects: &ObjectSet,
+    ) -> Result<Option<Gate>, ScanError> {
+        let invalid = |field: String, message: String| ScanError::Spec {
+            object: format!("ImagePolicy {key}"),
+            field,
+            message,
+        };
+        let spec = &policy.spec;
+        let mut platforms = Vec::new();
+        for (i, text) in spec.platforms.iter().enumerate() {
+            platforms.push(
+                Platform::parse(text).map_err(|m| invalid(format!("spec.platforms[{i}]"), m))?,
+            );
+        }
+        let trust = match &spec.verify {
+            None => None,
+            Some(verify) => {
+                if verify.provider != "cosign" {
+                    return Err(invalid(
+                        "spec.verify.provider".into(),
+                        format!(
+                            "{:?} is not supported; hoist verifies cosign signatures (provider: cosign)",
+                            verify.provider
+                        ),
+                    ));
+                }
+                let namespace = namespace_of(&policy.metadata);
+                let secret = |field: &str, name: &str| {
+                    objects.secret(namespace, name).ok_or_else(|| {
+                        invalid(
+                            field.to_string(),
+                            format!("Secret {namespace}/{name} is not there; nothing can be verified without it"),
+                        )
+                    })
+                };
+                let mut keys = Vec::new();
+                if let Some(reference) = &verify.secret_ref {
+                    let data = secret("spec.verify.secretRef", &reference.name)?;
+                    for (name, value) in &data.data {
+                        if name.ends_with(".pub") {
+                            keys.push((
+                                format!("Secret {namespace}/{} key {name}", reference.name),
+                                value.clone(),
+                            ));
+                        }
+                    }
+                    if keys.is_empty() {
+                        return Err(invalid(
+                            "spec.verify.secretRef".into(),
+                            format!(
+                                "Secret {namespace}/{} has no key ending in .pub (cosign.pub)",
+                                reference.name
+                            ),
+                        ));
+                    }
+                }
+                let roots = match &verify.trust_root_ref {
+                    Some(reference) => {
+                        let data = secret("spec.verify.trustRootRef", &reference.name)?;
+                        Some(data.data.get("ca.crt").cloned().ok_or_else(|| {
+                            invalid(
+                                "spec.verify.trustRootRef".into(),
+                                format!("Secret {namespace}/{} has no ca.crt", reference.name),
+                            )
+                        })?)
+                    }
+                    None => None,
+                };
+                Some(
+                    TrustPolicy::new(
+                        &keys,
+                        roots.as_deref(),
+                        &verify.match_oidc_identity,
+                        &verify.attestations,
+                    )
+                    .map_err(|e| invalid(e.field, e.message))?,
+                )
+            }
+        };
+        if platforms.is_empty() && trust.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Gate { platforms, trust }))
+    }
+}
+
+impl<S: TagSource> ScanRun<'_, S> {
+    /// Whether the candidate `digest` may be selected. A registry failure
+    /// is an error, not a verdict: the policy selects nothing this time.
+    pub(super) async fn judge(
+        &self,
+        gate: &Gate,
+        target: &ScanTarget,
+        image: &str,
+        digest: &str,
+        interval: Duration,
+    ) -> Result<Result<Passed, Rejection>, ScanError> {
+        if !gate.platforms.is_empty() {
+            let artifact = self.artifact(target, image, digest).await?;
+            match artifact {
+                Ok(record) => {
+                    if let Err(r) = check_platforms(&gate.platforms, &record.platforms) {
+                        return Ok(Err(r));
+                    }
+                }
+                Err(r) => return Ok(Err(r)),
+            }
+        }
+        let Some(trust) = &gate.trust else {
+            return Ok(Ok(Passed::default()));
+        };
+        let now = self.options.now.unwrap_or_else(store::now);
+        if let Some(record) = self.store.verdict(image, digest, trust.fingerprint())? {
+            let fresh = record.verdict.is_ok()
+                || (self.options.tags != TagFreshness::Refresh
+                    && record.checked_at.saturating_add(interval.as_secs()) > store::now());
+            if fresh {
+                return Ok(record.verdict.map(|signer| Passed {
+                    signer: Some(signer),
+                }));
+            }
+        }
+        let verdict = self.verify(trust, target, digest, now).await?;
+        self.store.put_verdict(
+            image,
+            digest,
+            trust.fingerprint(),
+            &VerdictRecord {
+                verdict: verdict.clone(),
+                checked_at: store::now(),
+            },
+        )?;
+        Ok(verdict.map(|signer| Passed {
+            signer: Some(signer),
+        }))
+    }
+
+    /// Signatures, then attestations, of `digest`.
+    async fn verify(
+        &self,
+        trust: &TrustPolicy,
+        target: &ScanTarget,
+        digest: &str,
+        now: u64,
+    ) -> Result<Result<String, Rejection>, ScanError> {
+        let Some(tag) = cosign::signature_tag(digest) else {
+            return Ok(Err(Rejection::new(
+                crate::gate::Reason::Unsigned,
+                format!("{digest} is not a sha256 digest, which cosign signs"),
+            )));
+        };
+        let layers = self
+            .signed_layers(target, &tag, MAX_SIGNATURE_PAYLOAD)
+            .await?;
+        let signer = match cosign::verify_signatures(trust, digest, &layers, now) {
+            Ok(signer) => signer,
+            Err(r) => return Ok(Err(r)),
+        };
+        if trust.attestations().is_empty() {
+            return Ok(Ok(signer));
+        }
+        let Some(tag) = cosign::attestation_tag(digest) else {
+            return Ok(Ok(signer));
+        };
+        let layers = self
+            .signed_layers(target, &tag, MAX_ATTESTATION_PAYLOAD)
+            .await?;
+        Ok(cosign::verify_attestations(trust, digest, &layers, now).map(|()| signer))
+    }
+
+    /// The layers of the manifest cosign tagged `tag`, their blobs read;
+    /// none when there is no such manifest.
+    async fn signed_layers(
+        &self,
+        target: &ScanTarget,
+        tag: &str,
+        limit: usize,
+    ) -> Result<Vec<SignedLayer>, ScanError> {
+        let object = || format!("ImageRepository {}: {tag}", target.image.canonical());
+        let Some(manifest) = self
+            .source
+            .manifest(target, tag, SIGNATURE_ACCEPT)
+            .await
+            .map_err(|e| ScanError::registry(object(), &e))?
+        else {
+            return Ok(Vec::new());
+        };
+        let Ok(document) = Document::parse(&manifest.bytes, &manifest.media_type) else {
+            return Ok(Vec::new());
+        };
+        let mut layers = Vec::new();
+        for layer in document.layers.iter().take(MAX_SIGNATURE_LAYERS) {
+            if layer.media_type != cosign::SIMPLE_SIGNING
+                && layer.media_type != cosign::DSSE_ENVELOPE
+            {
+                continue;
+            }
+            if layer.size > limit as u64 {
+                continue;
+            }
+            let payload = self
+                .source
+                .blob(target, &layer.digest, limit)
+                .await
+                .map_err(|e| ScanError::registry(object(), &e))?;
+            layers.push(SignedLayer {
+                media_type: layer.media_type.clone(),
+                payload,
+                annotations: layer.annotations.clone(),
+            });
+        }
+        Ok(layers)
+    }
+
+    /// The platforms and build time of `digest`, from the store or read
+    /// once: the manifest, and a single image's config.
+    pub(super) async fn artifact(
+        &self,
+        target: &ScanTarget,
+        image: &str,
+        digest: &str,
+    ) -> Result<Result<ArtifactRecord, Rejection>, ScanError> {
+        if let Some(record) = self.store.artifact(image, digest)? {
+            return Ok(Ok(record));
+        }
+        let object = || {
+            format!(
+                "ImageRepository {}: manifest {digest}",
+                target.image.canonical()
+            )
+        };
+        let unreadable = |m: String| Rejection::new(crate::gate::Reason::UnreadableManifest, m);
+        let Some(manifest) = self
+            .source
+            .manifest(target, digest, IMAGE_ACCEPT)
+            .await
+            .map_err(|e| ScanError::registry(object(), &e))?
+        else {
+            return Ok(Err(unreadable(format!(
+                "the registry has no manifest {digest}"
+            ))));
+        };
+        let document = match Document::parse(&manifest.bytes, &manifest.media_type) {
+            Ok(d) => d,
+            Err(m) => return Ok(Err(unreadable(m))),
+        };
+        let annotated = document
+            .annotations
+            .get(oci::CREATED_ANNOTATION)
+            .and_then(|t| oci::parse_time(t));
+        let record = if document.is_index() {
+            ArtifactRecord {
+                platforms: document.index_platforms(),
+                created: annotated,
+            }
+        } else {
+            let Some(config) = &document.config else {
+                return Ok(Err(unreadable("an image manifest without a config".into())));
+            };
+            let bytes = self
+                .source
+                .blob(target, &config.digest, MAX_CONFIG)
+                .await
+                .map_err(|e| ScanError::registry(object(), &e))?;
+            let config = match Config::parse(&bytes) {
+                Ok(c) => c,
+                Err(m) => return Ok(Err(unreadable(m))),
+            };
+            ArtifactRecord {
+                platforms: config.platform().into_iter().collect(),
+                created: config
+                    .created
+                    .as_deref()
+                    .and_then(oci::parse_time)
+                    .or(annotated),
+            }
+        };
+        self.store.put_artifact(image, digest, &record)?;
+        Ok(Ok(record))
+    }
+}

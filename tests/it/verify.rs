@@ -1,0 +1,740 @@
+//! The gate at selection (`spec.verify`, `spec.platforms`) against a real
+//! registry (Debian's docker-registry), with signatures and attestations
+//! made by the real cosign (`scripts/cosign-tool`, pinned in
+//! tests/cosign/go.mod): key pairs from `cosign generate-key-pair`, and
+//! keyless-style certificates from a CA the test makes with openssl,
+//! signed offline (`--certificate`, `--certificate-chain`,
+//! `--tlog-upload=false`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::registry::{Auth, DockerRegistry, OCI_INDEX, OCI_MANIFEST, sha256};
+use crate::support::{Run, files, hoist_env, repo_root};
+
+/// The password cosign encrypts the test's private keys with.
+const PASSWORD: &str = "test-only";
+const ISSUER: &str = "https://token.actions.githubusercontent.com";
+const SUBJECT: &str = "https://github.com/team/app/.github/workflows/release.yml@refs/heads/main";
+
+/// cosign of `scripts/cosign-tool`, or None when it is not built and the
+/// test may skip (outside CI).
+fn cosign_binary() -> Option<PathBuf> {
+    let out = Command::new(repo_root().join("scripts/cosign-tool"))
+        .arg("bin")
+        .output();
+    let bin = match &out {
+        Ok(o) if o.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("cosign")
+        }
+        _ => PathBuf::new(),
+    };
+    if bin.is_file() {
+        return Some(bin);
+    }
+    let why = "cosign is not built (scripts/cosign-tool build)";
+    assert!(!crate::support::required(), "{why}");
+    eprintln!("skipping: {why}");
+    None
+}
+
+/// cosign in `dir`, with no Sigstore network access asked for.
+struct Cosign {
+    bin: PathBuf,
+    dir: PathBuf,
+}
+
+impl Cosign {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("COSIGN_PASSWORD", PASSWORD)
+            .env("HOME", &self.dir)
+            .env("TUF_ROOT", self.dir.join("tuf"))
+            .env_remove("SIGSTORE_ROOT_FILE")
+            .output()
+            .unwrap_or_else(|e| panic!("running cosign: {e}"));
+        assert!(
+            out.status.success(),
+            "cosign {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `cosign generate-key-pair` as PREFIX.key / PREFIX.pub.
+    fn key_pair(&self, prefix: &str) -> String {
+        self.run(&["generate-key-pair", "--output-key-prefix", prefix]);
+        read(&self.dir.join(format!("{prefix}.pub")))
+    }
+
+    /// Signs `image` (NAME@DIGEST) with the key PREFIX.key, or with a
+    /// certificate and chain.
+    fn sign(&self, prefix: &str, image: &str, certificate: Option<(&str, &str)>) {
+        let key = format!("{prefix}.key");
+        let mut args = vec![
+            "sign",
+            "--key",
+            &key,
+            "--tlog-upload=false",
+            "--allow-insecure-registry",
+            "--yes",
+        ];
+        let cert_args;
+        if let Some((cert, chain)) = certificate {
+            cert_args = [
+                format!("--certificate={cert}"),
+                format!("--certificate-chain={chain}"),
+            ];
+            args.extend(cert_args.iter().map(String::as_str));
+        }
+        args.push(image);
+        self.run(&args);
+    }
+
+    /// Attaches an in-toto attestation of `kind` (cosign's `--type`).
+    fn attest(&self, prefix: &str, image: &str, kind: &str, predicate: &str) {
+        let file = self.dir.join("predicate.json");
+        std::fs::write(&file, predicate).unwrap_or_else(|e| panic!("{e}"));
+        let key = format!("{prefix}.key");
+        self.run(&[
+            "attest",
+            "--key",
+            &key,
+            "--type",
+            kind,
+            "--predicate",
+            "predicate.json",
+            "--tlog-upload=false",
+            "--allow-insecure-registry",
+            "--yes",
+            image,
+        ]);
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// openssl in `dir`; ext.cnf's leaf section reads SUBJECT and ISSUER.
+fn openssl(dir: &Path, args: &[&str]) {
+    openssl_for(dir, SUBJECT, args);
+}
+
+fn openssl_for(dir: &Path, subject: &str, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .env("SUBJECT", subject)
+        .env("ISSUER", ISSUER)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("running openssl: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The extensions of a Fulcio-like CA and its signing certificates.
+const EXTENSIONS: &str = "[root]
+basicConstraints=critical,CA:true
+keyUsage=critical,keyCertSign,cRLSign
+subjectKeyIdentifier=hash
+[intermediate]
+basicConstraints=critical,CA:true,pathlen:0
+keyUsage=critical,keyCertSign,cRLSign
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid
+[leaf]
+basicConstraints=critical,CA:false
+keyUsage=critical,digitalSignature
+extendedKeyUsage=codeSigning
+authorityKeyIdentifier=keyid
+subjectAltName=critical,URI:${ENV::SUBJECT}
+1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:${ENV::ISSUER}
+";
+
+/// A CA (root and intermediate) in `dir`, as NAME-root.pem and
+/// NAME-chain.pem (intermediate then root).
+fn certificate_authority(dir: &Path, name: &str) {
+    std::fs::write(dir.join("ext.cnf"), EXTENSIONS).unwrap_or_else(|e| panic!("{e}"));
+    let root = format!("{name}-root");
+    let inter = format!("{name}-intermediate");
+    for key in [&root, &inter] {
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &format!("{key}.key"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &format!("{root}.key"),
+            "-subj",
+            &format!("/CN={name} root"),
+            "-out",
+            &format!("{root}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{root}.csr"),
+            "-signkey",
+            &format!("{root}.key"),
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "root",
+            "-out",
+            &format!("{root}.pem"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &format!("{inter}.key"),
+            "-subj",
+            &format!("/CN={name} intermediate"),
+            "-out",
+            &format!("{inter}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{inter}.csr"),
+            "-CA",
+            &format!("{root}.pem"),
+            "-CAkey",
+            &format!("{root}.key"),
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "intermediate",
+            "-out",
+            &format!("{inter}.pem"),
+        ],
+    );
+    let chain = read(&dir.join(format!("{inter}.pem"))) + &read(&dir.join(format!("{root}.pem")));
+    std::fs::write(dir.join(format!("{name}-chain.pem")), chain).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A signing certificate PREFIX.pem from CA `ca` for `subject`, valid
+/// from now for `seconds` (not earlier: cosign checks the chain at its
+/// start), its key imported into cosign as
+/// PREFIX.key. Issued with `openssl ca`, which takes exact dates (Fulcio's
+/// certificates live for ten minutes; cosign refuses to sign with an
+/// expired one, so an expired signature is made by waiting).
+fn signing_certificate(dir: &Path, ca: &str, prefix: &str, subject: &str, seconds: i64) {
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &format!("{prefix}.pkcs1.key"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            &format!("{prefix}.pkcs1.key"),
+            "-out",
+            &format!("{prefix}.pem.key"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &format!("{prefix}.pem.key"),
+            "-subj",
+            "/O=sigstore.dev",
+            "-out",
+            &format!("{prefix}.csr"),
+        ],
+    );
+    let db = dir.join(format!("{ca}-db"));
+    if !db.exists() {
+        std::fs::create_dir_all(&db).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(db.join("index.txt"), "").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(db.join("serial"), "1000\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.join(format!("{ca}-ca.cnf")),
+            format!(
+                "[ca]\ndefault_ca = signing\n[signing]\ndatabase = {ca}-db/index.txt\nnew_certs_dir = {ca}-db\nserial = {ca}-db/serial\ncertificate = {ca}-intermediate.pem\nprivate_key = {ca}-intermediate.key\ndefault_md = sha256\npolicy = any\nunique_subject = no\n[any]\norganizationName = optional\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let date = |t: i64| {
+        jiff::Timestamp::from_second(t)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .strftime("%Y%m%d%H%M%SZ")
+            .to_string()
+    };
+    openssl_for(
+        dir,
+        subject,
+        &[
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            &format!("{ca}-ca.cnf"),
+            "-in",
+            &format!("{prefix}.csr"),
+            "-out",
+            &format!("{prefix}.pem"),
+            "-startdate",
+            &date(now),
+            "-enddate",
+            &date(now + seconds),
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "leaf",
+        ],
+    );
+}
+
+fn import_key(cosign: &Cosign, prefix: &str) {
+    cosign.run(&[
+        "import-key-pair",
+        "--key",
+        &format!("{prefix}.pem.key"),
+        "--output-key-prefix",
+        prefix,
+    ]);
+}
+
+fn objects(image: &str, policy_extra: &str, secrets: &[(&str, &str, &str)]) -> String {
+    let mut text = format!(
+        "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {{name: app, namespace: team}}\nspec: {{image: {image}, insecure: true, interval: 1h}}\n---\napiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: app, namespace: team}}\nspec:\n  imageRepositoryRef: {{name: app}}\n  policy: {{semver: {{range: '>=1.0.0'}}}}\n{policy_extra}"
+    );
+    for (name, key, value) in secrets {
+        let indented: String = value.lines().map(|l| format!("    {l}\n")).collect();
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: team}}\nstringData:\n  {key}: |\n{indented}"
+        ));
+    }
+    text
+}
+
+fn scan(dir: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "scan",
+        "-f",
+        "objects.yaml",
+        "--state-dir",
+        "state",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let docker = dir.join("docker");
+    let _ = std::fs::create_dir_all(&docker);
+    let docker = docker.to_string_lossy().into_owned();
+    hoist_env(
+        dir,
+        &args,
+        &[("DOCKER_CONFIG", docker.as_str()), ("HOIST_LOG", "info")],
+    )
+}
+
+fn row(run: &Run) -> serde_json::Value {
+    let rows: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}\nstdout: {}\nstderr: {}", run.stdout, run.stderr));
+    rows[0].clone()
+}
+
+/// (tag, reason) of each tag passed over.
+fn passed_over(row: &serde_json::Value) -> Vec<(String, String)> {
+    row["passedOver"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p["tag"].as_str().unwrap_or_default().to_string(),
+                        p["reason"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Registry requests the scan logged.
+fn requests(run: &Run) -> u64 {
+    run.stderr
+        .lines()
+        .filter(|l| l.contains("scan finished"))
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("requests="))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no request count in: {}", run.stderr))
+}
+
+/// Pushes a distinct single-platform image under `tag`; its digest.
+fn push(registry: &DockerRegistry, tag: &str) -> String {
+    let manifest = registry.image_manifest("team/app", OCI_MANIFEST, tag);
+    registry.push_manifest("team/app", OCI_MANIFEST, &manifest, &[tag])
+}
+
+#[test]
+fn key_signed_tags_pass_and_unsigned_or_replayed_signatures_are_passed_over() {
+    let Some(bin) = cosign_binary() else { return };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cosign = Cosign {
+        bin,
+        dir: work.path().to_path_buf(),
+    };
+    let public = cosign.key_pair("release");
+    cosign.key_pair("other");
+    let image = format!("{}/team/app", registry.addr);
+    let d100 = push(&registry, "1.0.0");
+    let d110 = push(&registry, "1.1.0");
+    let d120 = push(&registry, "1.2.0");
+    let d130 = push(&registry, "1.3.0");
+    let d140 = push(&registry, "1.4.0");
+    cosign.sign("release", &format!("{image}@{d100}"), None);
+    cosign.sign("release", &format!("{image}@{d110}"), None);
+    // 1.3.0 is signed, but by a key the policy does not trust.
+    cosign.sign("other", &format!("{image}@{d130}"), None);
+    // 1.4.0's signature tag holds 1.1.0's signature: a replay.
+    let (sig_type, sig) = fetch(&registry, &format!("sha256-{}.sig", &d110[7..]));
+    registry.push_manifest(
+        "team/app",
+        &sig_type,
+        &sig,
+        &[&format!("sha256-{}.sig", &d140[7..])],
+    );
+
+    let verify = "  verify:\n    provider: cosign\n    secretRef: {name: cosign-keys}\n";
+    let dir = files(&[(
+        "objects.yaml",
+        &objects(&image, verify, &[("cosign-keys", "cosign.pub", &public)]),
+    )]);
+    let first = scan(dir.path(), &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let r = row(&first);
+    assert_eq!(r["tag"], "1.1.0", "{r:#}");
+    assert_eq!(r["digest"], d110.as_str());
+    assert_eq!(r["verified"], "key Secret team/cosign-keys key cosign.pub");
+    assert_eq!(
+        passed_over(&r),
+        [
+            ("1.4.0".to_string(), "bad signature".to_string()),
+            ("1.3.0".to_string(), "bad signature".to_string()),
+            ("1.2.0".to_string(), "unsigned".to_string())
+        ]
+    );
+    let messages: Vec<&str> = r["passedOver"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["message"].as_str())
+        .collect();
+    assert!(
+        messages[0].contains(&format!("the signature is for {d110}")),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1]
+            .contains("does not verify with the key(s) Secret team/cosign-keys key cosign.pub"),
+        "{messages:?}"
+    );
+    assert_eq!(
+        d120,
+        r["passedOver"][2]["digest"].as_str().unwrap_or_default()
+    );
+    eprintln!(
+        "first scan, key verification of 4 candidates: {} requests",
+        requests(&first)
+    );
+
+    // Steady state: the tags are the store's, the verdicts too.
+    let steady = scan(dir.path(), &[]);
+    assert_eq!(row(&steady), r);
+    assert_eq!(requests(&steady), 0, "{}", steady.stderr);
+
+    // 1.2.0 is signed later: the next registry scan adopts it, and looks
+    // only at what it passed over before.
+    cosign.sign("release", &format!("{image}@{d120}"), None);
+    let refreshed = scan(dir.path(), &["--refresh"]);
+    let r = row(&refreshed);
+    assert_eq!(r["tag"], "1.2.0", "{r:#}");
+    assert_eq!(passed_over(&r).len(), 2);
+
+    // Text output names each tag passed over and who signed the latest.
+    let text = hoist_env(
+        dir.path(),
+        &["scan", "-f", "objects.yaml", "--state-dir", "state"],
+        &[("DOCKER_CONFIG", "docker")],
+    );
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stdout.contains("team/app: passed over 1.4.0 ("),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("team/app: 1.2.0 is signed by key Secret team/cosign-keys key cosign.pub"),
+        "{}",
+        text.stdout
+    );
+}
+
+/// The manifest `reference` of team/app: (media type, bytes).
+fn fetch(registry: &DockerRegistry, reference: &str) -> (String, Vec<u8>) {
+    let agent = ureq::Agent::new_with_defaults();
+    let mut response = agent
+        .get(&format!(
+            "http://{}/v2/team/app/manifests/{reference}",
+            registry.addr
+        ))
+        .header("Accept", OCI_MANIFEST)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {reference}: {e}"));
+    let media_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(OCI_MANIFEST)
+        .to_string();
+    let body = response
+        .body_mut()
+        .read_to_vec()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (media_type, body)
+}
+
+#[test]
+fn keyless_signatures_must_chain_to_the_trust_root_and_match_the_identity() {
+    let Some(bin) = cosign_binary() else { return };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let w = work.path();
+    let cosign = Cosign {
+        bin,
+        dir: w.to_path_buf(),
+    };
+    certificate_authority(w, "fulcio");
+    certificate_authority(w, "foreign");
+    let hour = 3600;
+    signing_certificate(w, "fulcio", "good", SUBJECT, hour);
+    signing_certificate(
+        w,
+        "fulcio",
+        "stranger",
+        "https://github.com/mallory/app/.github/workflows/x.yml@refs/heads/main",
+        hour,
+    );
+    signing_certificate(w, "fulcio", "expired", SUBJECT, 20);
+    signing_certificate(w, "foreign", "foreign-leaf", SUBJECT, hour);
+    let expires = std::time::Instant::now() + std::time::Duration::from_secs(21);
+    for prefix in ["good", "stranger", "expired", "foreign-leaf"] {
+        import_key(&cosign, prefix);
+    }
+    let image = format!("{}/team/app", registry.addr);
+    let signed = [
+        ("1.0.0", "good", "fulcio"),
+        ("1.1.0", "stranger", "fulcio"),
+        ("1.2.0", "expired", "fulcio"),
+        ("1.3.0", "foreign-leaf", "foreign"),
+    ];
+    for (tag, prefix, ca) in signed {
+        let digest = push(&registry, tag);
+        cosign.sign(
+            prefix,
+            &format!("{image}@{digest}"),
+            Some((&format!("{prefix}.pem"), &format!("{ca}-chain.pem"))),
+        );
+    }
+    let verify = format!(
+        "  verify:\n    provider: cosign\n    trustRootRef: {{name: fulcio}}\n    matchOIDCIdentity:\n    - issuer: '^{}$'\n      subject: '^https://github.com/team/app/.github/workflows/release.yml@refs/heads/main$'\n",
+        regex_escape(ISSUER)
+    );
+    // The expired certificate signed while it was valid; it is not now.
+    std::thread::sleep(expires.saturating_duration_since(std::time::Instant::now()));
+    let root = read(&w.join("fulcio-root.pem"));
+    let dir = files(&[(
+        "objects.yaml",
+        &objects(&image, &verify, &[("fulcio", "ca.crt", &root)]),
+    )]);
+    let run = scan(dir.path(), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = row(&run);
+    assert_eq!(r["tag"], "1.0.0", "{r:#}");
+    assert_eq!(r["verified"], format!("{SUBJECT} (issuer {ISSUER})"));
+    assert_eq!(
+        passed_over(&r),
+        [
+            ("1.3.0".to_string(), "untrusted certificate".to_string()),
+            ("1.2.0".to_string(), "untrusted certificate".to_string()),
+            ("1.1.0".to_string(), "identity mismatch".to_string())
+        ]
+    );
+    let message = |i: usize| {
+        r["passedOver"][i]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        message(0).contains("issued by another CA"),
+        "{}",
+        message(0)
+    );
+    assert!(message(1).contains("it has expired"), "{}", message(1));
+    assert!(
+        message(2).contains("signed by https://github.com/mallory/app/"),
+        "{}",
+        message(2)
+    );
+}
+
+fn regex_escape(text: &str) -> String {
+    text.replace('.', "\\.")
+}
+
+#[test]
+fn attestations_and_platforms_are_required_when_asked_for() {
+    let Some(bin) = cosign_binary() else { return };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cosign = Cosign {
+        bin,
+        dir: work.path().to_path_buf(),
+    };
+    let public = cosign.key_pair("release");
+    let image = format!("{}/team/app", registry.addr);
+    // 1.0.0: both platforms, signed, with provenance. 1.1.0: signed, no
+    // provenance. 1.2.0: provenance, but amd64 only.
+    let d100 = push_index(&registry, "1.0.0", &["amd64", "arm64"]);
+    let d110 = push_index(&registry, "1.1.0", &["amd64", "arm64"]);
+    let d120 = push_index(&registry, "1.2.0", &["amd64"]);
+    let provenance = r#"{"buildType":"https://example.com/build@v1","builder":{"id":"https://example.com/builder"},"invocation":{}}"#;
+    for digest in [&d100, &d110, &d120] {
+        cosign.sign("release", &format!("{image}@{digest}"), None);
+    }
+    for digest in [&d100, &d120] {
+        cosign.attest(
+            "release",
+            &format!("{image}@{digest}"),
+            "slsaprovenance",
+            provenance,
+        );
+    }
+    let extra = "  platforms: [linux/amd64, linux/arm64]\n  verify:\n    provider: cosign\n    secretRef: {name: cosign-keys}\n    attestations:\n    - predicateType: https://slsa.dev/provenance/v0.2\n";
+    let dir = files(&[(
+        "objects.yaml",
+        &objects(&image, extra, &[("cosign-keys", "cosign.pub", &public)]),
+    )]);
+    let run = scan(dir.path(), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = row(&run);
+    assert_eq!(r["tag"], "1.0.0", "{r:#}");
+    assert_eq!(
+        passed_over(&r),
+        [
+            ("1.2.0".to_string(), "missing platform".to_string()),
+            ("1.1.0".to_string(), "no provenance".to_string())
+        ]
+    );
+    assert_eq!(
+        r["passedOver"][0]["message"],
+        "no linux/arm64 image (it has linux/amd64)"
+    );
+    assert!(
+        r["passedOver"][1]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no verified attestation of https://slsa.dev/provenance/v0.2"),
+        "{r:#}"
+    );
+}
+
+/// An index of one image per architecture under `tag`; its digest.
+fn push_index(registry: &DockerRegistry, tag: &str, architectures: &[&str]) -> String {
+    let entries: Vec<String> = architectures
+        .iter()
+        .map(|arch| {
+            let config = format!(r#"{{"architecture":"{arch}","os":"linux","created":"2026-01-01T00:00:00Z","seed":"{tag}"}}"#);
+            let config_digest = registry.push_blob("team/app", config.as_bytes());
+            let layer = format!("layer {tag} {arch}");
+            let layer_digest = registry.push_blob("team/app", layer.as_bytes());
+            let manifest = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+                config.len(),
+                layer.len()
+            );
+            // Pushed by digest, untagged, as an index's images are.
+            let digest = sha256(manifest.as_bytes());
+            registry.push_manifest("team/app", OCI_MANIFEST, manifest.as_bytes(), &[&digest]);
+            format!(
+                r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":{},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#,
+                manifest.len()
+            )
+        })
+        .collect();
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+        entries.join(",")
+    );
+    let digest = registry.push_manifest("team/app", OCI_INDEX, index.as_bytes(), &[tag]);
+    assert_eq!(digest, sha256(index.as_bytes()));
+    digest
+}
