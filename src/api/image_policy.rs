@@ -16,7 +16,7 @@ use super::{Conditions, GoDuration, LocalObjectReference, NamespacedObjectRefere
     status = "ImagePolicyStatus",
     shortname = "imgpol",
     category = "hoist",
-    doc = "Which tag of an image repository is the latest, by semver range, alphabetical or numerical order.",
+    doc = "Which tag of an image repository is the latest, by semver range, alphabetical or numerical order, or build time.",
     printcolumn(name = "Image", type_ = "string", json_path = ".status.latestRef.name"),
     printcolumn(name = "Tag", type_ = "string", json_path = ".status.latestRef.tag"),
     printcolumn(
@@ -40,7 +40,7 @@ use super::{Conditions, GoDuration, LocalObjectReference, NamespacedObjectRefere
 pub struct ImagePolicySpec {
     /// The ImageRepository whose tags this policy chooses from.
     pub image_repository_ref: NamespacedObjectReference,
-    /// Exactly one of `semver`, `alphabetical` or `numerical`.
+    /// Exactly one of `semver`, `alphabetical`, `numerical` or `buildTime`.
     pub policy: PolicyChoice,
     /// Select and transform tags before the policy orders them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,11 +179,23 @@ pub enum PolicyChoice {
     Alphabetical(AlphabeticalPolicy),
     /// The highest (asc) or lowest (desc) tag read as a number.
     Numerical(NumericalPolicy),
+    /// hoist: the newest (asc) or oldest (desc) image by build time (the
+    /// config's `created`, else the `org.opencontainers.image.created`
+    /// annotation), for tags that do not sort, such as git SHAs. Each
+    /// tag's manifest and config are read once and kept by digest.
+    BuildTime(BuildTimePolicy),
 }
 
 impl PolicyChoice {
     /// The field names of the three kinds, as they appear under `policy`.
-    pub const KINDS: [&'static str; 3] = ["semver", "alphabetical", "numerical"];
+    pub const KINDS: [&'static str; 4] = ["semver", "alphabetical", "numerical", "buildTime"];
+    /// The kinds, for messages.
+    pub const KINDS_TEXT: &'static str = "semver, alphabetical, numerical or buildTime";
+
+    /// Whether ordering needs each tag's image, not just its name.
+    pub fn orders_by_build_time(&self) -> bool {
+        matches!(self, PolicyChoice::BuildTime(_))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -200,6 +212,12 @@ pub struct AlphabeticalPolicy {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NumericalPolicy {
+    #[serde(default)]
+    pub order: SortOrder,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BuildTimePolicy {
     #[serde(default)]
     pub order: SortOrder,
 }

@@ -186,6 +186,7 @@ mod tests {
             config.created.as_deref().and_then(parse_time),
             Some(1_767_323_045)
         );
-        assert!(Document::parse(b"[]", "").is_err());
+        assert!(Document::parse(b"not json", "").is_err());
+        assert!(Document::parse(br#"{"layers": 5}"#, "").is_err());
     }
 }

@@ -230,13 +230,16 @@ fn check_one_policy_kind(doc: &Document<'_>) -> Result<(), LoadError> {
     let Some(policy) = spec.and_then(|s| s.get("policy")) else {
         return Err(doc.invalid(
             "spec.policy",
-            "missing; set exactly one of semver, alphabetical or numerical",
+            format!("missing; set exactly one of {}", PolicyChoice::KINDS_TEXT),
         ));
     };
     if !matches!(policy.value, node::Value::Map(_)) {
         return Err(doc.invalid(
             "spec.policy",
-            "must be a mapping with exactly one of semver, alphabetical or numerical, e.g. {semver: {range: '^1'}}",
+            format!(
+                "must be a mapping with exactly one of {}, e.g. {{semver: {{range: '^1'}}}}",
+                PolicyChoice::KINDS_TEXT
+            ),
         ));
     }
     let keys = policy.keys();
@@ -254,7 +257,8 @@ fn check_one_policy_kind(doc: &Document<'_>) -> Result<(), LoadError> {
         return Err(doc.invalid(
             &format!("spec.policy.{other}"),
             format!(
-                "unknown policy kind {other:?}; expected one of semver, alphabetical or numerical"
+                "unknown policy kind {other:?}; expected one of {}",
+                PolicyChoice::KINDS_TEXT
             ),
         ));
     }
@@ -262,7 +266,7 @@ fn check_one_policy_kind(doc: &Document<'_>) -> Result<(), LoadError> {
         [_] => Ok(()),
         [] => Err(doc.invalid(
             "spec.policy",
-            "empty; set exactly one of semver, alphabetical or numerical",
+            format!("empty; set exactly one of {}", PolicyChoice::KINDS_TEXT),
         )),
         [first, second, ..] => Err(doc.invalid(
             &format!("spec.policy.{second}"),

@@ -81,7 +81,12 @@ enum Order {
     Semver(Range),
     Alphabetical(SortOrder),
     Numerical(SortOrder),
+    /// By each tag's build time, which the caller looks up.
+    BuildTime(SortOrder),
 }
+
+/// Build times (seconds since the epoch) by tag, for a `buildTime` policy.
+pub type BuildTimes = std::collections::HashMap<String, i64>;
 
 #[derive(Clone, Debug)]
 struct Filter {
@@ -108,6 +113,7 @@ impl CompiledPolicy {
             }
             PolicyChoice::Alphabetical(a) => Order::Alphabetical(a.order),
             PolicyChoice::Numerical(n) => Order::Numerical(n.order),
+            PolicyChoice::BuildTime(b) => Order::BuildTime(b.order),
         };
         let filter = match &spec.filter_tags {
             None => None,
@@ -135,7 +141,30 @@ impl CompiledPolicy {
     }
 
     /// Orders the tags and returns the latest, as written in the input.
+    /// A `buildTime` policy orders nothing here: see
+    /// [`CompiledPolicy::select_by_build_time`].
     pub fn select<T: AsRef<str>>(&self, tags: &[T]) -> Selection {
+        self.select_with(tags, None)
+    }
+
+    /// Whether the policy orders by build time, which the caller looks up
+    /// for the tags that pass [`CompiledPolicy::admits`].
+    pub fn orders_by_build_time(&self) -> bool {
+        matches!(self.order, Order::BuildTime(_))
+    }
+
+    /// Whether `filterTags` keeps the tag.
+    pub fn admits(&self, tag: &str) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.pattern.is_match(tag))
+    }
+
+    /// As [`CompiledPolicy::select`], a `buildTime` policy ordering by
+    /// `times`; a tag without a time is unreadable.
+    pub fn select_by_build_time<T: AsRef<str>>(&self, tags: &[T], times: &BuildTimes) -> Selection {
+        self.select_with(tags, Some(times))
+    }
+
+    fn select_with<T: AsRef<str>>(&self, tags: &[T], times: Option<&BuildTimes>) -> Selection {
         let mut value = String::new();
         let mut best = Best::default();
         let mut candidates = 0;
@@ -165,7 +194,7 @@ impl CompiledPolicy {
                     &value
                 }
             };
-            match self.consider(index, value, &mut best) {
+            match self.consider(index, tag, value, times, &mut best) {
                 Consider::Candidate => candidates += 1,
                 Consider::OutOfRange => {}
                 Consider::Unreadable => ignored += 1,
@@ -178,7 +207,14 @@ impl CompiledPolicy {
         }
     }
 
-    fn consider(&self, index: usize, value: &str, best: &mut Best) -> Consider {
+    fn consider(
+        &self,
+        index: usize,
+        tag: &str,
+        value: &str,
+        times: Option<&BuildTimes>,
+        best: &mut Best,
+    ) -> Consider {
         // A later tag replaces the best when it orders higher, or when it
         // extracted the very same value (Flux keeps the last such tag).
         let replace = |ord: Ordering, best: &Best| -> bool {
@@ -215,6 +251,23 @@ impl CompiledPolicy {
                     best.take(index, value);
                 }
             }
+            Order::BuildTime(order) => {
+                let Some(&at) = times.and_then(|t| t.get(tag)) else {
+                    return Consider::Unreadable;
+                };
+                // Equal times (one build, several tags) order by name, so
+                // the choice does not depend on the listing's order.
+                let ord = match &best.index {
+                    None => Ordering::Greater,
+                    Some(_) => at.cmp(&best.time).then_with(|| tag.cmp(best.tag.as_str())),
+                };
+                if best.index.is_none() || directed(ord, *order) == Ordering::Greater {
+                    best.time = at;
+                    best.tag.clear();
+                    best.tag.push_str(tag);
+                    best.take(index, value);
+                }
+            }
         }
         Consider::Candidate
     }
@@ -234,6 +287,9 @@ struct Best {
     value: String,
     version: OwnedVersion,
     number: f64,
+    /// A `buildTime` policy's: the best tag's time, and the tag.
+    time: i64,
+    tag: String,
 }
 
 impl Best {
@@ -383,6 +439,59 @@ pub fn mature<'t, T: AsRef<str>>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod build_time {
+    use super::*;
+
+    #[test]
+    fn build_time_orders_by_the_times_given_and_filters_by_name() {
+        let spec: ImagePolicySpec = serde_json::from_value(serde_json::json!({
+            "imageRepositoryRef": {"name": "app"}, "policy": {"buildTime": {}},
+            "filterTags": {"pattern": "^main-[0-9a-f]{7}$"}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let policy = CompiledPolicy::compile(&spec).unwrap_or_else(|e| panic!("{e}"));
+        assert!(policy.orders_by_build_time());
+        let tags = [
+            "main-aaaaaaa",
+            "main-bbbbbbb",
+            "main-ccccccc",
+            "dev-ddddddd",
+            "main-eeeeeee",
+        ];
+        assert!(!policy.admits("dev-ddddddd"));
+        let times = BuildTimes::from([
+            ("main-aaaaaaa".to_string(), 300),
+            ("main-bbbbbbb".to_string(), 100),
+            ("main-ccccccc".to_string(), 300),
+            ("dev-ddddddd".to_string(), 900),
+        ]);
+        // The newest admitted build; of two at one time, the higher name.
+        // main-eeeeeee has no time (no created field): not a candidate.
+        let selection = policy.select_by_build_time(&tags, &times);
+        assert_eq!(
+            selection.tag.map(|t| t.to_string()).as_deref(),
+            Some("main-ccccccc")
+        );
+        assert_eq!((selection.candidates, selection.ignored), (3, 1));
+        // Without times, nothing orders.
+        assert_eq!(policy.select(&tags).tag, None);
+        let oldest: ImagePolicySpec = serde_json::from_value(serde_json::json!({
+            "imageRepositoryRef": {"name": "app"}, "policy": {"buildTime": {"order": "desc"}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let oldest = CompiledPolicy::compile(&oldest).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            oldest
+                .select_by_build_time(&tags, &times)
+                .tag
+                .map(|t| t.to_string())
+                .as_deref(),
+            Some("main-bbbbbbb")
+        );
+    }
+}
 
 #[cfg(test)]
 mod maturity {

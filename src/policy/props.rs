@@ -86,6 +86,8 @@ fn order(spec: &ImagePolicySpec, a: &str, b: &str) -> Option<Ordering> {
             let (x, y) = (read_number(a)?, read_number(b)?);
             Some(directed(x.total_cmp(&y), p.order))
         }
+        // Ordered by times the tags' names do not carry; not generated.
+        PolicyChoice::BuildTime(_) => None,
     }
 }
 

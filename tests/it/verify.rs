@@ -738,3 +738,59 @@ fn push_index(registry: &DockerRegistry, tag: &str, architectures: &[&str]) -> S
     assert_eq!(digest, sha256(index.as_bytes()));
     digest
 }
+
+/// Pushes an image built at `created` under `tag`; its digest.
+fn push_built(registry: &DockerRegistry, tag: &str, created: &str, layer: &str) -> String {
+    let config =
+        format!(r#"{{"architecture":"amd64","os":"linux","created":"{created}","seed":"{tag}"}}"#);
+    let config_digest = registry.push_blob("team/app", config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5}}]}}"#,
+        config.len()
+    );
+    registry.push_manifest("team/app", OCI_MANIFEST, manifest.as_bytes(), &[tag])
+}
+
+#[test]
+fn sha_tags_are_ordered_by_build_time_read_once_per_digest() {
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let layer = registry.push_blob("team/app", b"layer");
+    // 500 git-SHA tags whose names say nothing of their order; the
+    // newest build is tag number 337, and a dev- tag is newer still.
+    let tags: Vec<String> = (0..500u32)
+        .map(|n| format!("main-{}", &sha256(&n.to_le_bytes())[7..14]))
+        .collect();
+    for (n, tag) in tags.iter().enumerate() {
+        let minute = (n * 7919) % 500;
+        let minute = if n == 337 { 600 } else { minute };
+        let created = jiff::Timestamp::from_second(1_780_000_000 + 60 * minute as i64)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_string();
+        push_built(&registry, tag, &created, &layer);
+    }
+    push_built(&registry, "dev-0000000", "2030-01-01T00:00:00Z", &layer);
+    let image = format!("{}/team/app", registry.addr);
+    let text = format!(
+        "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {{name: app, namespace: team}}\nspec: {{image: {image}, insecure: true, interval: 1s}}\n---\napiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: app, namespace: team}}\nspec:\n  imageRepositoryRef: {{name: app}}\n  filterTags: {{pattern: '^main-[0-9a-f]{{7}}$'}}\n  policy: {{buildTime: {{order: asc}}}}\n"
+    );
+    let dir = files(&[("objects.yaml", &text)]);
+    let first = scan(dir.path(), &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let r = row(&first);
+    assert_eq!(r["tag"], tags[337].as_str(), "{r:#}");
+    let first_requests = requests(&first);
+    // A listing, then one manifest and one config per tag.
+    assert!((1001..=1005).contains(&first_requests), "{first_requests}");
+    // The interval (1s) has passed: the tags are listed again, and
+    // nothing else is read.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let steady = scan(dir.path(), &[]);
+    assert_eq!(row(&steady)["tag"], tags[337].as_str());
+    let steady_requests = requests(&steady);
+    assert!(steady_requests <= 2, "{steady_requests}");
+    eprintln!(
+        "buildTime over 500 tags: first scan {first_requests} requests, steady state {steady_requests}"
+    );
+}

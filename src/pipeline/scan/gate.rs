@@ -7,6 +7,7 @@
 use crate::gate::cosign::{self, SignedLayer, TrustPolicy};
 use crate::gate::oci::{self, Config, Document};
 use crate::gate::{Platform, Rejection, check_platforms};
+use crate::registry::Manifest;
 use crate::store::{ArtifactRecord, VerdictRecord};
 
 use super::*;
@@ -147,7 +148,7 @@ impl<S: TagSource> ScanRun<'_, S> {
         interval: Duration,
     ) -> Result<Result<Passed, Rejection>, ScanError> {
         if !gate.platforms.is_empty() {
-            let artifact = self.artifact(target, image, digest).await?;
+            let artifact = self.artifact(target, image, digest, None).await?;
             match artifact {
                 Ok(record) => {
                     if let Err(r) = check_platforms(&gate.platforms, &record.platforms) {
@@ -264,12 +265,14 @@ impl<S: TagSource> ScanRun<'_, S> {
     }
 
     /// The platforms and build time of `digest`, from the store or read
-    /// once: the manifest, and a single image's config.
+    /// once: the manifest (unless the caller has it), and a single image's
+    /// config.
     pub(super) async fn artifact(
         &self,
         target: &ScanTarget,
         image: &str,
         digest: &str,
+        known: Option<Manifest>,
     ) -> Result<Result<ArtifactRecord, Rejection>, ScanError> {
         if let Some(record) = self.store.artifact(image, digest)? {
             return Ok(Ok(record));
@@ -281,15 +284,21 @@ impl<S: TagSource> ScanRun<'_, S> {
             )
         };
         let unreadable = |m: String| Rejection::new(crate::gate::Reason::UnreadableManifest, m);
-        let Some(manifest) = self
-            .source
-            .manifest(target, digest, IMAGE_ACCEPT)
-            .await
-            .map_err(|e| ScanError::registry(object(), &e))?
-        else {
-            return Ok(Err(unreadable(format!(
-                "the registry has no manifest {digest}"
-            ))));
+        let manifest = match known {
+            Some(m) => m,
+            None => match self
+                .source
+                .manifest(target, digest, IMAGE_ACCEPT)
+                .await
+                .map_err(|e| ScanError::registry(object(), &e))?
+            {
+                Some(m) => m,
+                None => {
+                    return Ok(Err(unreadable(format!(
+                        "the registry has no manifest {digest}"
+                    ))));
+                }
+            },
         };
         let document = match Document::parse(&manifest.bytes, &manifest.media_type) {
             Ok(d) => d,
@@ -330,3 +339,99 @@ impl<S: TagSource> ScanRun<'_, S> {
         Ok(Ok(record))
     }
 }
+
+impl<S: TagSource> ScanRun<'_, S> {
+    /// The build times of `tags` for a `buildTime` policy: each tag's
+    /// digest and its image's time from the store, else read with one
+    /// manifest GET by tag and one config GET. A SHA tag names one build,
+    /// so a digest looked up is kept until a refresh (`--refresh`, a
+    /// requested reconcile); an image without a time is left out.
+    pub(super) async fn build_times(
+        &self,
+        key: &str,
+        target: &ScanTarget,
+        image: &str,
+        tags: &[&Tag],
+    ) -> Result<crate::policy::BuildTimes, ScanError> {
+        if tags.len() > MAX_BUILD_TIME_TAGS {
+            return Err(ScanError::Spec {
+                object: format!("ImagePolicy {key}"),
+                field: "spec.policy.buildTime".into(),
+                message: format!(
+                    "{} tags pass filterTags; buildTime reads each one's image and orders at most {MAX_BUILD_TIME_TAGS}: narrow filterTags",
+                    tags.len()
+                ),
+            });
+        }
+        // Owned tags: a closure over borrowed ones is not general enough
+        // for the controller's Send futures.
+        let owned: Vec<String> = tags.iter().map(|t| t.as_str().to_string()).collect();
+        let times = futures_util::stream::iter(owned)
+            .map(|tag| async move {
+                self.build_time(target, image, &tag)
+                    .await
+                    .map(|t| t.map(|t| (tag, t)))
+            })
+            .buffer_unordered(BUILD_TIME_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut out = crate::policy::BuildTimes::new();
+        for time in times {
+            if let Some((tag, at)) = time? {
+                out.insert(tag, at);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn build_time(
+        &self,
+        target: &ScanTarget,
+        image: &str,
+        tag: &str,
+    ) -> Result<Option<i64>, ScanError> {
+        let stored = self
+            .store
+            .digest(image, tag)?
+            .filter(|_| self.options.tags != TagFreshness::Refresh);
+        let (digest, manifest) = match stored {
+            Some(record) => (record.digest, None),
+            None => {
+                let object = || {
+                    format!(
+                        "ImageRepository {}: manifest {tag}",
+                        target.image.canonical()
+                    )
+                };
+                let Some(manifest) = self
+                    .source
+                    .manifest(target, tag, IMAGE_ACCEPT)
+                    .await
+                    .map_err(|e| ScanError::registry(object(), &e))?
+                else {
+                    return Ok(None);
+                };
+                self.store.put_digest(
+                    image,
+                    tag,
+                    &DigestRecord {
+                        digest: manifest.digest.clone(),
+                        checked_at: store::now(),
+                    },
+                )?;
+                (manifest.digest.clone(), Some(manifest))
+            }
+        };
+        Ok(self
+            .artifact(target, image, &digest, manifest)
+            .await?
+            .ok()
+            .and_then(|a| a.created))
+    }
+}
+
+/// Tags a `buildTime` policy orders at most: each costs two requests on
+/// the first scan.
+const MAX_BUILD_TIME_TAGS: usize = 2000;
+/// Tags whose images are read at once.
+const BUILD_TIME_CONCURRENCY: usize = 8;

@@ -141,10 +141,30 @@ impl<S: TagSource> ScanRun<'_, S> {
             _ if gate.is_some() => interval(repository).as_secs(),
             _ => u64::MAX,
         };
+        // A `buildTime` policy orders by what the images say.
+        let times = if compiled.orders_by_build_time() {
+            let admitted: Vec<&Tag> = candidates
+                .iter()
+                .copied()
+                .filter(|t| compiled.admits(t.as_str()))
+                .collect();
+            let repository_key = ObjectKey::of(&repository.metadata).to_string();
+            let target = self.target(repository, &repository_key).await?;
+            Some(
+                self.build_times(key, &target, &scanned.image, &admitted)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let latest = |candidates: &[&Tag]| match &times {
+            Some(times) => compiled.select_by_build_time(candidates, times).tag,
+            None => compiled.select(candidates).tag,
+        };
         let mut passed_over = Vec::new();
         let mut signer = None;
         let (tag, digest) = loop {
-            let Some(tag) = compiled.select(&candidates).tag else {
+            let Some(tag) = latest(&candidates) else {
                 break (None, None);
             };
             let digest = match (&gate, reflection) {
