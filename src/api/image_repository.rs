@@ -51,8 +51,15 @@ pub const DEFAULT_EXCLUSION_LIST: &[&str] = &[r"^.*\.sig$"];
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImageRepositorySpec {
-    /// The image name without tag or digest, e.g. `ghcr.io/acme/app` or `nginx`.
+    /// The image name without tag or digest, e.g. `ghcr.io/acme/app` or
+    /// `nginx`; an OCI chart as `oci://ghcr.io/acme/charts/app`. With
+    /// `chart`, the chart repository's URL.
     pub image: String,
+    /// hoist: the chart whose versions are the tags, in the Helm chart
+    /// repository at `image`: a classic one (`https://…`, read from its
+    /// `index.yaml`) or an OCI one (`oci://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
     /// How often to scan. Defaults to 5m when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<GoDuration>,

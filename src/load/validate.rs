@@ -37,7 +37,22 @@ pub(super) fn repository(
         &spec.image,
         "give the image name, e.g. ghcr.io/acme/app",
     )?;
-    image_name(doc, &spec.image)?;
+    match &spec.chart {
+        None if !spec.image.starts_with("oci://") => image_name(doc, &spec.image)?,
+        chart => {
+            if let Some(why) = chart
+                .as_deref()
+                .and_then(crate::registry::chart_name_problem)
+            {
+                return Err(doc.invalid(
+                    "spec.chart",
+                    format!("{:?}: {why}", chart.as_deref().unwrap_or_default()),
+                ));
+            }
+            crate::registry::Origin::of(&spec.image, chart.as_deref())
+                .map_err(|e| doc.invalid("spec.image", e.to_string()))?;
+        }
+    }
     duration(doc, "spec.interval", spec.interval.as_ref())?;
     duration(doc, "spec.timeout", spec.timeout.as_ref())?;
     for (i, pattern) in spec.exclusion_list.iter().flatten().enumerate() {
@@ -101,6 +116,22 @@ pub(super) fn policy(doc: &Document<'_>, spec: &ImagePolicySpec) -> Result<(), L
     }
     duration(doc, "spec.interval", spec.interval.as_ref())?;
     duration(doc, "spec.minimumAge", spec.minimum_age.as_ref())?;
+    for (i, platform) in spec.platforms.iter().enumerate() {
+        if let Err(why) = crate::gate::Platform::parse(platform) {
+            return Err(doc.invalid(&format!("spec.platforms[{i}]"), why));
+        }
+    }
+    if let Some(verify) = &spec.verify
+        && verify.provider != "cosign"
+    {
+        return Err(doc.invalid(
+            "spec.verify.provider",
+            format!(
+                "{:?} is not supported; hoist verifies cosign signatures (provider: cosign)",
+                verify.provider
+            ),
+        ));
+    }
     if spec.digest_reflection_policy == Some(ReflectionPolicy::Always) && spec.interval.is_none() {
         return Err(doc.invalid(
             "spec.interval",

@@ -1,6 +1,7 @@
 //! The registry stage: which tags an image repository has, and which
 //! digest a tag points at.
 
+mod chart;
 mod client;
 mod credentials;
 mod error;
@@ -8,6 +9,7 @@ mod exclusion;
 pub(crate) mod headers;
 mod reference;
 
+pub use chart::{ChartIndex, Origin, chart_name_problem, index_versions};
 pub use client::{
     DEFAULT_MAX_TAGS, MANIFEST_ACCEPT, Manifest, Registry, RegistrySettings, ScanTarget, TlsConfig,
 };

@@ -24,14 +24,14 @@ fn chart_dir() -> PathBuf {
 
 /// Helm of `scripts/helm-tool`, with its config, cache and data in a
 /// directory of its own (never the user's ~/.config/helm).
-struct Helm {
+pub(crate) struct Helm {
     bin: PathBuf,
     home: tempfile::TempDir,
 }
 
 /// Helm, or `None` (with a note why) when it is not built outside CI. In
 /// CI it must be there: `.ci/run` builds it.
-fn helm() -> Option<Helm> {
+pub(crate) fn helm() -> Option<Helm> {
     let bin = Command::new(repo_root().join("scripts/helm-tool"))
         .arg("bin")
         .output()
@@ -54,14 +54,14 @@ fn helm() -> Option<Helm> {
 }
 
 /// What one helm run printed, and whether it succeeded.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Helm {
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         let home = self.home.path();
         let out: Output = Command::new(&self.bin)
             .args(args)

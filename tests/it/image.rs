@@ -425,6 +425,7 @@ fn the_offline_image_runs_the_controller_as_a_kubelet_would() {
         tls: hoist::registry::TlsConfig::default(),
         credential: None,
         max_tags: hoist::registry::DEFAULT_MAX_TAGS,
+        chart_index: None,
     };
     let client = hoist::registry::Registry::new(hoist::registry::RegistrySettings::default());
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -12,6 +12,7 @@ mod fuzz_corpus;
 mod generated;
 mod git;
 mod gotemplate;
+mod helm_charts;
 mod image;
 mod kube_api;
 mod masterminds;

@@ -72,6 +72,9 @@ pub fn check_access(
 #[derive(Clone, Debug)]
 pub(super) struct Access {
     pub(super) credentials: Arc<DockerConfig>,
+    /// A username and password for whatever host the repository is on
+    /// (a chart repository's Secret), instead of a lookup by host.
+    pub(super) basic: Option<Credential>,
     pub(super) tls: TlsConfig,
 }
 
@@ -89,11 +92,34 @@ pub(super) fn access(
     let namespace = crate::model::namespace_of(&repository.metadata);
     let mut access = Access {
         credentials: Arc::clone(fallback),
+        basic: None,
         tls: TlsConfig::default(),
     };
     if let Some(reference) = &repository.spec.secret_ref {
         let name = &reference.name;
         match objects.secret(namespace, name) {
+            // A chart repository's Secret as Flux's HelmRepository takes
+            // it: a username and a password, for whichever host serves it.
+            Some(secret)
+                if repository.spec.chart.is_some()
+                    && secret.data.contains_key("username")
+                    && secret.data.contains_key("password") =>
+            {
+                let text = |k: &str| {
+                    String::from_utf8(secret.data.get(k).cloned().unwrap_or_default()).map_err(
+                        |_| ScanError::Credentials {
+                            repository: key.clone(),
+                            message: format!(
+                                "spec.secretRef: Secret {namespace}/{name}: {k} is not UTF-8"
+                            ),
+                        },
+                    )
+                };
+                access.basic = Some(Credential::Basic {
+                    username: text("username")?,
+                    password: text("password")?,
+                });
+            }
             Some(secret) => {
                 let json = secret
                     .data
@@ -102,7 +128,8 @@ pub(super) fn access(
                     .ok_or_else(|| ScanError::Credentials {
                         repository: key.clone(),
                         message: format!(
-                            "spec.secretRef: Secret {namespace}/{name} has no .dockerconfigjson key"
+                            "spec.secretRef: Secret {namespace}/{name} has no .dockerconfigjson key{}",
+                            if repository.spec.chart.is_some() { " (nor username and password)" } else { "" }
                         ),
                     })?;
                 let text = String::from_utf8_lossy(json);
@@ -158,7 +185,8 @@ pub(super) fn target(
         field: field.to_string(),
         message,
     };
-    let image = ImageName::parse(&spec.image).map_err(|e| invalid("spec.image", e.to_string()))?;
+    let origin = crate::registry::Origin::of(&spec.image, spec.chart.as_deref())
+        .map_err(|e| invalid("spec.image", e.to_string()))?;
     let interval = interval(repository);
     let timeout = match &spec.timeout {
         Some(t) => t
@@ -167,7 +195,8 @@ pub(super) fn target(
         None => interval.min(DEFAULT_TIMEOUT),
     };
     Ok(ScanTarget {
-        image,
+        image: origin.name().clone(),
+        chart_index: origin.chart_index().cloned(),
         insecure: spec.insecure,
         timeout,
         tls: access.tls.clone(),

@@ -14,8 +14,8 @@ use crate::load::ObjectSet;
 use crate::model::{ObjectKey, Tag, namespace_of};
 use crate::policy::CompiledPolicy;
 use crate::registry::{
-    Credential, DEFAULT_MAX_TAGS, DockerConfig, ExclusionError, Exclusions, ImageName, ScanTarget,
-    TagSource, TlsConfig,
+    Credential, DEFAULT_MAX_TAGS, DockerConfig, ExclusionError, Exclusions, ScanTarget, TagSource,
+    TlsConfig,
 };
 use crate::store::{self, DigestRecord, ScanRecord, Store, StoreError};
 
@@ -389,22 +389,24 @@ impl<'a, S: TagSource> ScanRun<'a, S> {
             return Ok(target);
         }
         let access = access(repository, self.objects, &self.options.credentials)?;
-        let mut target = target(key, repository, &access, None)?;
-        let lookup = access.credentials.lookup(&target.image.registry);
-        let credentials = |message: String| ScanError::Credentials {
-            repository: key.to_string(),
-            message,
-        };
-        target.credential = match tokio::time::timeout(target.timeout, lookup).await {
-            Ok(Ok(credential)) => credential,
-            Ok(Err(e)) => return Err(credentials(e.to_string())),
-            Err(_) => {
-                return Err(credentials(format!(
-                    "looking up credentials for {} took longer than the timeout",
-                    target.image.registry
-                )));
-            }
-        };
+        let mut target = target(key, repository, &access, access.basic.clone())?;
+        if target.credential.is_none() {
+            let lookup = access.credentials.lookup(&target.image.registry);
+            let credentials = |message: String| ScanError::Credentials {
+                repository: key.to_string(),
+                message,
+            };
+            target.credential = match tokio::time::timeout(target.timeout, lookup).await {
+                Ok(Ok(credential)) => credential,
+                Ok(Err(e)) => return Err(credentials(e.to_string())),
+                Err(_) => {
+                    return Err(credentials(format!(
+                        "looking up credentials for {} took longer than the timeout",
+                        target.image.registry
+                    )));
+                }
+            };
+        }
         if let Ok(mut targets) = self.targets.lock() {
             targets.insert(key.to_string(), target.clone());
         }
@@ -463,8 +465,11 @@ impl<'a, S: TagSource> ScanRun<'a, S> {
             outcome: Err(error),
             cached: false,
         };
-        let image = match ImageName::parse(&repository.spec.image) {
-            Ok(name) => name.canonical(),
+        let image = match crate::registry::Origin::of(
+            &repository.spec.image,
+            repository.spec.chart.as_deref(),
+        ) {
+            Ok(origin) => origin.key(),
             Err(e) => {
                 return Ok(failed(
                     repository.spec.image.clone(),

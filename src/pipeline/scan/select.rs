@@ -127,6 +127,30 @@ impl<S: TagSource> ScanRun<'_, S> {
         };
         let gate = Gate::compile(key, policy, self.objects)?;
         let reflection = policy.spec.digest_reflection_policy.unwrap_or_default();
+        // A classic chart repository has versions and nothing else.
+        let classic_chart =
+            repository.spec.chart.is_some() && !repository.spec.image.starts_with("oci://");
+        if classic_chart {
+            let needs = [
+                (!policy.spec.platforms.is_empty(), "spec.platforms"),
+                (policy.spec.verify.is_some(), "spec.verify"),
+                (
+                    reflection != ReflectionPolicy::Never,
+                    "spec.digestReflectionPolicy",
+                ),
+                (compiled.orders_by_build_time(), "spec.policy.buildTime"),
+            ];
+            if let Some((_, field)) = needs.iter().find(|(set, _)| *set) {
+                return Err(ScanError::Spec {
+                    object: format!("ImagePolicy {key}"),
+                    field: field.to_string(),
+                    message: format!(
+                        "ImageRepository {} is a classic chart repository, whose index.yaml lists versions only; this needs its manifests: publish the chart to an OCI repository (oci://…)",
+                        scanned.repository
+                    ),
+                });
+            }
+        }
         let max_age = match reflection {
             ReflectionPolicy::Always => policy
                 .spec

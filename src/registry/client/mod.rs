@@ -60,6 +60,20 @@ pub struct ScanTarget {
     /// Most tags one listing keeps (`spec.maxTags`); the bytes read for
     /// the listing are bounded by [`scan_bytes`] of it.
     pub max_tags: usize,
+    /// A chart of a classic chart repository: its versions are read from
+    /// the index, and there is no registry API.
+    pub chart_index: Option<super::ChartIndex>,
+}
+
+impl ScanTarget {
+    /// The repository as messages name it: the canonical image name, or
+    /// the chart repository's URL and chart.
+    pub fn display_name(&self) -> String {
+        match &self.chart_index {
+            Some(index) => index.key(),
+            None => self.image.canonical(),
+        }
+    }
 }
 
 /// Tags kept per repository when `spec.maxTags` is not set. The largest
@@ -186,6 +200,9 @@ impl Registry {
     /// Every tag of the repository, following `Link: rel="next"` pages as
     /// the registry writes them.
     pub async fn list_tags(&self, target: &ScanTarget) -> Result<Vec<Tag>, RegistryError> {
+        if let Some(index) = &target.chart_index {
+            return self.chart_versions(target, index).await;
+        }
         let deadline = Instant::now() + target.timeout;
         let scheme = self.scheme(target, deadline).await;
         let mut url = self.url(
@@ -303,6 +320,7 @@ impl Registry {
     /// of a HEAD, or the sha256 of the body of a GET when a registry does
     /// not send the header.
     pub async fn digest(&self, target: &ScanTarget, tag: &str) -> Result<String, RegistryError> {
+        refuse_chart_index(target, "digests")?;
         let deadline = Instant::now() + target.timeout;
         let scheme = self.scheme(target, deadline).await;
         let url = self.url(target, scheme, &format!("manifests/{tag}"))?;
@@ -336,6 +354,7 @@ impl Registry {
         reference: &str,
         accept: &str,
     ) -> Result<Option<Manifest>, RegistryError> {
+        refuse_chart_index(target, "manifests")?;
         let deadline = Instant::now() + target.timeout;
         let scheme = self.scheme(target, deadline).await;
         let url = self.url(target, scheme, &format!("manifests/{reference}"))?;
@@ -393,6 +412,7 @@ impl Registry {
         digest: &str,
         limit: usize,
     ) -> Result<Vec<u8>, RegistryError> {
+        refuse_chart_index(target, "blobs")?;
         let deadline = Instant::now() + target.timeout;
         let scheme = self.scheme(target, deadline).await;
         let url = self.url(target, scheme, &format!("blobs/{digest}"))?;
@@ -426,6 +446,44 @@ impl Registry {
             ));
         }
         Ok(body)
+    }
+
+    /// The versions of a chart in a classic repository's `index.yaml`,
+    /// read within the listing's byte bound, with the registry's auth
+    /// flow (a Basic challenge answered from the credentials).
+    async fn chart_versions(
+        &self,
+        target: &ScanTarget,
+        index: &super::ChartIndex,
+    ) -> Result<Vec<Tag>, RegistryError> {
+        let deadline = Instant::now() + target.timeout;
+        let url = index.index_url();
+        let response = self
+            .execute(
+                target,
+                Method::GET,
+                &url,
+                "application/yaml, application/x-yaml, application/json, */*",
+                deadline,
+            )
+            .await?;
+        let limit = usize::try_from(scan_bytes(target.max_tags)).unwrap_or(usize::MAX);
+        let body = read_body(response, deadline, limit)
+            .await
+            .map_err(|f| self.error(target, "GET", &url, f))?;
+        let versions =
+            super::index_versions(&body, &index.chart, target.max_tags).map_err(|detail| {
+                self.error(
+                    target,
+                    "GET",
+                    &url,
+                    Failure::new(FailureKind::Protocol, detail),
+                )
+            })?;
+        Ok(versions
+            .into_iter()
+            .map(|v| Tag::from(v.as_str()))
+            .collect())
     }
 
     /// `http` with `spec.insecure`; for a local registry, what its probe
@@ -496,7 +554,7 @@ impl Registry {
             target.image.repository
         );
         Url::parse(&text).map_err(|e| RegistryError {
-            image: target.image.canonical(),
+            image: target.display_name(),
             request: format!("GET /v2/{}/{rest}", target.image.repository),
             kind: FailureKind::Protocol,
             status: None,
@@ -513,7 +571,7 @@ impl Registry {
         failure: Failure,
     ) -> RegistryError {
         RegistryError {
-            image: target.image.canonical(),
+            image: target.display_name(),
             request: format!("{method} {}", url.path()),
             ..self.scrubbed(target, failure)
         }
@@ -563,6 +621,23 @@ impl Registry {
             }
         }
         secrets
+    }
+}
+
+/// A classic chart repository has an index, not the distribution API.
+fn refuse_chart_index(target: &ScanTarget, what: &str) -> Result<(), RegistryError> {
+    match &target.chart_index {
+        None => Ok(()),
+        Some(index) => Err(RegistryError {
+            image: index.key(),
+            request: String::new(),
+            kind: FailureKind::Protocol,
+            status: None,
+            code: None,
+            detail: format!(
+                "a classic chart repository has no {what}; digestReflectionPolicy, verify and platforms need an OCI repository (oci://…)"
+            ),
+        }),
     }
 }
 
