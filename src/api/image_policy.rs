@@ -94,7 +94,10 @@ pub struct VerifySpec {
     /// hoist: for keyless signatures, a Secret whose `ca.crt` holds the
     /// root certificates of the Fulcio CA that issues signing certificates
     /// (a private Sigstore; hoist does not fetch the public instance's TUF
-    /// root).
+    /// root), and optionally `rekor.pub`, Rekor's public key: then each
+    /// signature must carry a Rekor bundle signed by it, and the
+    /// certificate is judged at the time Rekor logged the signature
+    /// (without it, now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_root_ref: Option<LocalObjectReference>,
     /// hoist: in-toto attestations (`cosign attest`) each candidate must

@@ -24,6 +24,8 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 /// The certificates between it and the root (PEM), root included.
 pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+/// Rekor's promise to log the signature, and when it did (JSON).
+pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 /// The layer media types of signatures and attestations.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
@@ -121,6 +123,10 @@ struct Identity {
 pub struct TrustPolicy {
     keys: Vec<PublicKey>,
     roots: Vec<CertificateDer<'static>>,
+    /// Rekor's public keys: with any, a keyless signature must carry a
+    /// bundle they signed, and its certificate is judged at the logged
+    /// time (Fulcio's certificates live ten minutes).
+    rekor: Vec<PublicKey>,
     identities: Vec<Identity>,
     attestations: Vec<String>,
     fingerprint: String,
@@ -135,11 +141,13 @@ pub struct TrustError {
 
 impl TrustPolicy {
     /// `keys`: every `*.pub` entry of `secretRef`'s Secret (name, PEM);
-    /// `roots`: `ca.crt` of `trustRootRef`'s. Keys, when there are any,
-    /// decide alone (as in Flux); without them a signature must be keyless.
+    /// `roots`: `ca.crt` of `trustRootRef`'s, `rekor` its `rekor.pub`.
+    /// Keys, when there are any, decide alone (as in Flux); without them a
+    /// signature must be keyless.
     pub fn new(
         keys: &[(String, Vec<u8>)],
         roots: Option<&[u8]>,
+        rekor: Option<&[u8]>,
         identities: &[OidcIdentityMatch],
         attestations: &[AttestationRequirement],
     ) -> Result<TrustPolicy, TrustError> {
@@ -169,6 +177,27 @@ impl TrustPolicy {
             fingerprint.update(der);
         }
         let mut root_certs = Vec::new();
+        let mut rekor_keys = Vec::new();
+        if let Some(pem) = rekor.filter(|_| public_keys.is_empty()) {
+            for (label, der) in pem_blocks(pem)
+                .map_err(|e| err("spec.verify.trustRootRef", format!("rekor.pub: {e}")))?
+            {
+                if label == "PUBLIC KEY" {
+                    rekor_keys.push(
+                        PublicKey::from_spki("rekor.pub", &der)
+                            .map_err(|e| err("spec.verify.trustRootRef", e))?,
+                    );
+                    fingerprint.update(b"rekor\0");
+                    fingerprint.update(&der);
+                }
+            }
+            if rekor_keys.is_empty() {
+                return Err(err(
+                    "spec.verify.trustRootRef",
+                    "rekor.pub holds no PEM public key".into(),
+                ));
+            }
+        }
         if public_keys.is_empty() {
             let Some(pem) = roots else {
                 return Err(err(
@@ -245,6 +274,7 @@ impl TrustPolicy {
         Ok(TrustPolicy {
             keys: public_keys,
             roots: root_certs,
+            rekor: rekor_keys,
             identities: compiled,
             attestations,
             fingerprint: format!("{:x}", fingerprint.finalize()),
@@ -538,6 +568,17 @@ fn check_signer(
         .map(|(_, der)| CertificateDer::from(der))
         .filter(|c| !policy.roots.contains(c))
         .collect();
+    // The time the certificate must have been valid at: the one Rekor
+    // logged the signature at, when the policy trusts a Rekor.
+    let at = match (policy.rekor.is_empty(), annotations.get(BUNDLE_ANNOTATION)) {
+        (true, _) => now,
+        (false, None) => {
+            return Err(untrusted(
+                "no Rekor bundle; with trustRootRef's rekor.pub a signature must be in the transparency log".into(),
+            ));
+        }
+        (false, Some(bundle)) => check_bundle(policy, bundle, &leaf, message, signature)?,
+    };
     let anchors: Vec<_> = policy
         .roots
         .iter()
@@ -550,7 +591,7 @@ fn check_signer(
             CERT_ALGORITHMS,
             &anchors,
             &intermediates,
-            UnixTime::since_unix_epoch(std::time::Duration::from_secs(now)),
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(at)),
             // Fulcio's intermediates carry codeSigning, other CAs' often no
             // EKU at all; the leaf's own is checked below, where it must be
             // there.
@@ -559,8 +600,13 @@ fn check_signer(
             None,
         )
         .map_err(|e| {
+            let when = if at == now {
+                "now".to_string()
+            } else {
+                format!("when Rekor logged it ({})", timestamp(at))
+            };
             untrusted(format!(
-                "the signing certificate does not chain to trustRootRef's CA now: {}",
+                "the signing certificate does not chain to trustRootRef's CA {when}: {}",
                 certificate_error(&e)
             ))
         })?;
@@ -604,6 +650,132 @@ fn check_signer(
         ));
     }
     Ok(format!("{} (issuer {issuer_text})", subjects.join(", ")))
+}
+
+/// cosign's bundle: Rekor's signed entry timestamp over the entry.
+#[derive(Deserialize)]
+struct Bundle {
+    #[serde(rename = "SignedEntryTimestamp")]
+    signed_entry_timestamp: String,
+    #[serde(rename = "Payload")]
+    payload: BundlePayload,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BundlePayload {
+    body: String,
+    integrated_time: i64,
+    log_index: i64,
+    #[serde(rename = "logID")]
+    log_id: String,
+}
+
+/// A `hashedrekord` entry: which hash was signed, with what signature,
+/// by which certificate.
+#[derive(Deserialize)]
+struct Entry {
+    kind: String,
+    spec: EntrySpec,
+}
+
+#[derive(Deserialize)]
+struct EntrySpec {
+    data: EntryData,
+    signature: EntrySignature,
+}
+
+#[derive(Deserialize)]
+struct EntryData {
+    hash: EntryHash,
+}
+
+#[derive(Deserialize)]
+struct EntryHash {
+    algorithm: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct EntrySignature {
+    content: String,
+    #[serde(rename = "publicKey")]
+    public_key: EntryKey,
+}
+
+#[derive(Deserialize)]
+struct EntryKey {
+    content: String,
+}
+
+/// The time Rekor logged `signature` of `message` by `leaf`, when the
+/// bundle is signed by a trusted Rekor key and its entry is this very
+/// signature (a bundle copied from another signature proves nothing).
+fn check_bundle(
+    policy: &TrustPolicy,
+    text: &str,
+    leaf: &CertificateDer<'_>,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<u64, Rejection> {
+    let untrusted = |m: String| Rejection::new(Reason::UntrustedCertificate, m);
+    let bundle: Bundle = serde_json::from_str(text)
+        .map_err(|e| untrusted(format!("the Rekor bundle cannot be read: {e}")))?;
+    let p = &bundle.payload;
+    // RFC 8785 canonical JSON of the payload, as Rekor signs it: keys in
+    // order, no space; the strings are base64 and hex, the numbers
+    // integers, so serde_json's escaping is the canonical one.
+    let canonical = format!(
+        "{{\"body\":{},\"integratedTime\":{},\"logID\":{},\"logIndex\":{}}}",
+        serde_json::Value::from(p.body.as_str()),
+        p.integrated_time,
+        serde_json::Value::from(p.log_id.as_str()),
+        p.log_index
+    );
+    let set = decode(&bundle.signed_entry_timestamp)
+        .map_err(|e| untrusted(format!("the Rekor bundle's timestamp is {e}")))?;
+    if !policy
+        .rekor
+        .iter()
+        .any(|k| k.verifies(canonical.as_bytes(), &set))
+    {
+        return Err(untrusted(
+            "the Rekor bundle is not signed by trustRootRef's rekor.pub".into(),
+        ));
+    }
+    let body = decode(&p.body).map_err(|e| untrusted(format!("the Rekor entry is {e}")))?;
+    let entry: Entry = serde_json::from_slice(&body)
+        .map_err(|e| untrusted(format!("the Rekor entry cannot be read: {e}")))?;
+    if entry.kind != "hashedrekord" {
+        return Err(untrusted(format!(
+            "a Rekor entry of kind {:?}; hoist checks hashedrekord entries",
+            entry.kind
+        )));
+    }
+    let hash = format!("{:x}", sha2::Sha256::digest(message));
+    let logged_key = decode(&entry.spec.signature.public_key.content)
+        .ok()
+        .and_then(|pem| pem_blocks(&pem).ok())
+        .and_then(|b| b.into_iter().find(|(l, _)| l == "CERTIFICATE"))
+        .map(|(_, der)| der);
+    let same = entry.spec.data.hash.algorithm == "sha256"
+        && entry.spec.data.hash.value.eq_ignore_ascii_case(&hash)
+        && decode(&entry.spec.signature.content).is_ok_and(|s| s == signature)
+        && logged_key.as_deref() == Some(leaf.as_ref());
+    if !same {
+        return Err(untrusted(
+            "the Rekor bundle logs another signature, payload or certificate".into(),
+        ));
+    }
+    u64::try_from(p.integrated_time)
+        .map_err(|_| untrusted("the Rekor bundle's time is before 1970".into()))
+}
+
+fn timestamp(at: u64) -> String {
+    i64::try_from(at)
+        .ok()
+        .and_then(|t| jiff::Timestamp::from_second(t).ok())
+        .map_or_else(|| at.to_string(), |t| t.to_string())
 }
 
 /// What cert chains may be signed with: webpki's ring algorithms.
@@ -710,13 +882,19 @@ mod tests {
 
     #[test]
     fn a_policy_without_keys_needs_a_root_and_an_identity() {
-        let e = TrustPolicy::new(&[], None, &[], &[])
+        let e = TrustPolicy::new(&[], None, None, &[], &[])
             .err()
             .unwrap_or_else(|| panic!("accepted"));
         assert_eq!(e.field, "spec.verify.trustRootRef");
-        let e = TrustPolicy::new(&[("cosign.pub".into(), b"junk".to_vec())], None, &[], &[])
-            .err()
-            .unwrap_or_else(|| panic!("accepted"));
+        let e = TrustPolicy::new(
+            &[("cosign.pub".into(), b"junk".to_vec())],
+            None,
+            None,
+            &[],
+            &[],
+        )
+        .err()
+        .unwrap_or_else(|| panic!("accepted"));
         assert_eq!(e.field, "spec.verify.secretRef");
         assert!(e.message.starts_with("cosign.pub: "), "{}", e.message);
     }

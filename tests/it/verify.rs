@@ -593,6 +593,8 @@ fn keyless_signatures_must_chain_to_the_trust_root_and_match_the_identity() {
         ("1.2.0", "expired", "fulcio"),
         ("1.3.0", "foreign-leaf", "foreign"),
     ];
+    let mut digests = std::collections::HashMap::new();
+    let mut signed_at = 0;
     for (tag, prefix, ca) in signed {
         let digest = push(&registry, tag);
         cosign.sign(
@@ -600,6 +602,10 @@ fn keyless_signatures_must_chain_to_the_trust_root_and_match_the_identity() {
             &format!("{image}@{digest}"),
             Some((&format!("{prefix}.pem"), &format!("{ca}-chain.pem"))),
         );
+        if prefix == "expired" {
+            signed_at = jiff::Timestamp::now().as_second();
+        }
+        digests.insert(tag, digest);
     }
     let verify = format!(
         "  verify:\n    provider: cosign\n    trustRootRef: {{name: fulcio}}\n    matchOIDCIdentity:\n    - issuer: '^{}$'\n      subject: '^https://github.com/team/app/.github/workflows/release.yml@refs/heads/main$'\n",
@@ -642,6 +648,176 @@ fn keyless_signatures_must_chain_to_the_trust_root_and_match_the_identity() {
         "{}",
         message(2)
     );
+
+    // With a Rekor in the trust root, a certificate counts at the time
+    // Rekor logged its signature: 1.2.0's expired one was valid then. The
+    // test plays Rekor: it logs 1.2.0's signature as a hashedrekord entry
+    // and signs the entry's timestamp with its key, as Rekor's bundle has
+    // it; the rest is cosign's own output.
+    openssl(
+        w,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "rekor.pkcs1.key",
+        ],
+    );
+    openssl(
+        w,
+        &[
+            "ec",
+            "-in",
+            "rekor.pkcs1.key",
+            "-pubout",
+            "-out",
+            "rekor.pub",
+        ],
+    );
+    add_bundle(&registry, w, &digests["1.2.0"], signed_at);
+    let trust = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: fulcio-rekor, namespace: team}}\nstringData:\n  ca.crt: |\n{}  rekor.pub: |\n{}",
+        indent(&root),
+        indent(&read(&w.join("rekor.pub")))
+    );
+    let dir = files(&[(
+        "objects.yaml",
+        &(objects(
+            &image,
+            &verify.replace("name: fulcio}", "name: fulcio-rekor}"),
+            &[],
+        ) + &trust),
+    )]);
+    let run = scan(dir.path(), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = row(&run);
+    assert_eq!(r["tag"], "1.2.0", "{r:#}");
+    assert_eq!(
+        passed_over(&r),
+        [("1.3.0".to_string(), "untrusted certificate".to_string())]
+    );
+    assert!(
+        r["passedOver"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no Rekor bundle"),
+        "{r:#}"
+    );
+    // A bundle that logs another signature proves nothing: 1.2.0's bundle
+    // copied onto 1.0.0's signature.
+    copy_bundle(&registry, &digests["1.2.0"], &digests["1.0.0"]);
+    let older = files(&[(
+        "objects.yaml",
+        &(objects(
+            &image,
+            &verify.replace("name: fulcio}", "name: fulcio-rekor}"),
+            &[],
+        )
+        .replace("'>=1.0.0'", "'<1.2.0'")
+            + &trust),
+    )]);
+    let run = scan(older.path(), &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let r = row(&run);
+    assert_eq!(r["tag"], serde_json::Value::Null, "{r:#}");
+    assert_eq!(
+        r["passedOver"][1]["message"],
+        "the Rekor bundle logs another signature, payload or certificate",
+        "{r:#}"
+    );
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// The `.sig` manifest of `digest` as JSON.
+fn signature_manifest(registry: &DockerRegistry, digest: &str) -> (String, serde_json::Value) {
+    let tag = format!("sha256-{}.sig", &digest[7..]);
+    let (_, bytes) = fetch(registry, &tag);
+    let manifest = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+    (tag, manifest)
+}
+
+/// Logs the signature of `digest` in a Rekor of the test's (its key in
+/// dir/rekor.pkcs1.key) at `at`, as cosign's bundle annotation.
+fn add_bundle(registry: &DockerRegistry, dir: &Path, digest: &str, at: i64) {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (tag, mut manifest) = signature_manifest(registry, digest);
+    let layer = &manifest["layers"][0];
+    let payload = blob(registry, layer["digest"].as_str().unwrap_or_default());
+    let annotations = &layer["annotations"];
+    let body = serde_json::json!({
+        "apiVersion": "0.0.1", "kind": "hashedrekord",
+        "spec": {
+            "data": {"hash": {"algorithm": "sha256", "value": &sha256(&payload)[7..]}},
+            "signature": {
+                "content": annotations["dev.cosignproject.cosign/signature"],
+                "publicKey": {"content": b64(annotations["dev.sigstore.cosign/certificate"].as_str().unwrap_or_default().as_bytes())}
+            }
+        }
+    });
+    let body = b64(body.to_string().as_bytes());
+    let log_id = &sha256(b"test rekor")[7..];
+    let canonical =
+        format!(r#"{{"body":"{body}","integratedTime":{at},"logID":"{log_id}","logIndex":42}}"#);
+    std::fs::write(dir.join("entry.json"), &canonical).unwrap_or_else(|e| panic!("{e}"));
+    openssl(
+        dir,
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "rekor.pkcs1.key",
+            "-out",
+            "entry.sig",
+            "entry.json",
+        ],
+    );
+    let set = std::fs::read(dir.join("entry.sig")).unwrap_or_else(|e| panic!("{e}"));
+    let bundle = serde_json::json!({
+        "SignedEntryTimestamp": b64(&set),
+        "Payload": {"body": body, "integratedTime": at, "logIndex": 42, "logID": log_id}
+    });
+    manifest["layers"][0]["annotations"]["dev.sigstore.cosign/bundle"] = bundle.to_string().into();
+    registry.push_manifest(
+        "team/app",
+        OCI_MANIFEST,
+        manifest.to_string().as_bytes(),
+        &[&tag],
+    );
+}
+
+/// Puts the bundle of `from`'s signature on `to`'s.
+fn copy_bundle(registry: &DockerRegistry, from: &str, to: &str) {
+    let (_, source) = signature_manifest(registry, from);
+    let (tag, mut manifest) = signature_manifest(registry, to);
+    manifest["layers"][0]["annotations"]["dev.sigstore.cosign/bundle"] =
+        source["layers"][0]["annotations"]["dev.sigstore.cosign/bundle"].clone();
+    registry.push_manifest(
+        "team/app",
+        OCI_MANIFEST,
+        manifest.to_string().as_bytes(),
+        &[&tag],
+    );
+}
+
+fn blob(registry: &DockerRegistry, digest: &str) -> Vec<u8> {
+    let agent = ureq::Agent::new_with_defaults();
+    agent
+        .get(&format!(
+            "http://{}/v2/team/app/blobs/{digest}",
+            registry.addr
+        ))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {digest}: {e}"))
+        .body_mut()
+        .read_to_vec()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn regex_escape(text: &str) -> String {

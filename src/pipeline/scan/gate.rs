@@ -106,22 +106,24 @@ impl Gate {
                         ));
                     }
                 }
-                let roots = match &verify.trust_root_ref {
+                let (roots, rekor) = match &verify.trust_root_ref {
                     Some(reference) => {
                         let data = secret("spec.verify.trustRootRef", &reference.name)?;
-                        Some(data.data.get("ca.crt").cloned().ok_or_else(|| {
+                        let roots = data.data.get("ca.crt").cloned().ok_or_else(|| {
                             invalid(
                                 "spec.verify.trustRootRef".into(),
                                 format!("Secret {namespace}/{} has no ca.crt", reference.name),
                             )
-                        })?)
+                        })?;
+                        (Some(roots), data.data.get("rekor.pub").cloned())
                     }
-                    None => None,
+                    None => (None, None),
                 };
                 Some(
                     TrustPolicy::new(
                         &keys,
                         roots.as_deref(),
+                        rekor.as_deref(),
                         &verify.match_oidc_identity,
                         &verify.attestations,
                     )
