@@ -41,6 +41,12 @@ pub trait TagSource: Sync {
         reference: &str,
         accept: &str,
     ) -> impl Future<Output = Result<Option<Manifest>, RegistryError>> + Send;
+    /// The OCI 1.1 referrers index of a digest, None without the API.
+    fn referrers(
+        &self,
+        target: &ScanTarget,
+        digest: &str,
+    ) -> impl Future<Output = Result<Option<Manifest>, RegistryError>> + Send;
     /// A blob by digest, at most `limit` bytes.
     fn blob(
         &self,
@@ -73,6 +79,14 @@ impl TagSource for Registry {
         accept: &str,
     ) -> impl Future<Output = Result<Option<Manifest>, RegistryError>> + Send {
         Registry::manifest(self, target, reference, accept)
+    }
+
+    fn referrers(
+        &self,
+        target: &ScanTarget,
+        digest: &str,
+    ) -> impl Future<Output = Result<Option<Manifest>, RegistryError>> + Send {
+        Registry::referrers(self, target, digest)
     }
 
     fn blob(

@@ -46,8 +46,13 @@ struct Cosign {
 
 impl Cosign {
     fn run(&self, args: &[&str]) -> String {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let out = Command::new(&self.bin)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(&self.dir)
             .env("COSIGN_PASSWORD", PASSWORD)
             .env("HOME", &self.dir)
@@ -541,7 +546,7 @@ fn fetch(registry: &DockerRegistry, reference: &str) -> (String, Vec<u8>) {
             "http://{}/v2/team/app/manifests/{reference}",
             registry.addr
         ))
-        .header("Accept", OCI_MANIFEST)
+        .header("Accept", &format!("{OCI_MANIFEST}, {OCI_INDEX}"))
         .call()
         .unwrap_or_else(|e| panic!("GET {reference}: {e}"));
     let media_type = response
@@ -968,5 +973,66 @@ fn sha_tags_are_ordered_by_build_time_read_once_per_digest() {
     assert!(steady_requests <= 2, "{steady_requests}");
     eprintln!(
         "buildTime over 500 tags: first scan {first_requests} requests, steady state {steady_requests}"
+    );
+}
+
+#[test]
+fn signatures_stored_as_oci_referrers_are_found() {
+    let Some(bin) = cosign_binary() else { return };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cosign = Cosign {
+        bin,
+        dir: work.path().to_path_buf(),
+    };
+    let public = cosign.key_pair("release");
+    let image = format!("{}/team/app", registry.addr);
+    push(&registry, "2.1.0");
+    let signed = push(&registry, "2.0.0");
+    // cosign's OCI 1.1 mode: a manifest whose subject is the image. This
+    // registry has no referrers API, so cosign keeps the referrers index
+    // under the tag sha256-<hex>, as the distribution spec says.
+    cosign.run_env(
+        &[
+            "sign",
+            "--key",
+            "release.key",
+            "--tlog-upload=false",
+            "--allow-insecure-registry",
+            "--registry-referrers-mode=oci-1-1",
+            "--yes",
+            &format!("{image}@{signed}"),
+        ],
+        &[("COSIGN_EXPERIMENTAL", "1")],
+    );
+    let (_, index) = fetch(&registry, &format!("sha256-{}", &signed[7..]));
+    assert!(
+        String::from_utf8_lossy(&index).contains("application/vnd.dev.cosign.artifact.sig.v1+json"),
+        "{}",
+        String::from_utf8_lossy(&index)
+    );
+    // And no legacy signature tag: only the referrer can vouch.
+    let legacy = ureq::Agent::new_with_defaults()
+        .head(&format!(
+            "http://{}/v2/team/app/manifests/sha256-{}.sig",
+            registry.addr,
+            &signed[7..]
+        ))
+        .call();
+    assert!(legacy.is_err(), "cosign wrote a .sig tag too");
+    let verify = "  verify:\n    provider: cosign\n    secretRef: {name: cosign-keys}\n";
+    let dir = files(&[(
+        "objects.yaml",
+        &objects(&image, verify, &[("cosign-keys", "cosign.pub", &public)]),
+    )]);
+    let run = scan(dir.path(), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = row(&run);
+    assert_eq!(r["tag"], "2.0.0", "{r:#}");
+    assert_eq!(
+        passed_over(&r),
+        [("2.1.0".to_string(), "unsigned".to_string())]
     );
 }

@@ -27,6 +27,13 @@ const MAX_CONFIG: usize = 4 << 20;
 /// selects nothing.
 pub(super) const MAX_PASSED_OVER: usize = 20;
 
+/// cosign's artifact types of signatures and attestations stored as
+/// OCI 1.1 referrers.
+const SIGNATURE_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+const ATTESTATION_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.att.v1+json";
+/// Referrer manifests read per artifact type.
+const MAX_REFERRERS: usize = 4;
+
 const IMAGE_ACCEPT: &str = crate::registry::MANIFEST_ACCEPT;
 const SIGNATURE_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -203,9 +210,14 @@ impl<S: TagSource> ScanRun<'_, S> {
                 format!("{digest} is not a sha256 digest, which cosign signs"),
             )));
         };
-        let layers = self
+        let mut layers = self
             .signed_layers(target, &tag, MAX_SIGNATURE_PAYLOAD)
             .await?;
+        if layers.is_empty() {
+            layers = self
+                .referred_layers(target, digest, SIGNATURE_ARTIFACT, MAX_SIGNATURE_PAYLOAD)
+                .await?;
+        }
         let signer = match cosign::verify_signatures(trust, digest, &layers, now) {
             Ok(signer) => signer,
             Err(r) => return Ok(Err(r)),
@@ -216,10 +228,75 @@ impl<S: TagSource> ScanRun<'_, S> {
         let Some(tag) = cosign::attestation_tag(digest) else {
             return Ok(Ok(signer));
         };
-        let layers = self
+        let mut layers = self
             .signed_layers(target, &tag, MAX_ATTESTATION_PAYLOAD)
             .await?;
+        if layers.is_empty() {
+            layers = self
+                .referred_layers(
+                    target,
+                    digest,
+                    ATTESTATION_ARTIFACT,
+                    MAX_ATTESTATION_PAYLOAD,
+                )
+                .await?;
+        }
         Ok(cosign::verify_attestations(trust, digest, &layers, now).map(|()| signer))
+    }
+
+    /// The layers of the manifests that refer to `digest` with
+    /// `artifact_type` (cosign's `--registry-referrers-mode=oci-1-1`):
+    /// from the referrers API, else from the referrers tag `sha256-<hex>`.
+    /// The newest few (the index lists them in push order).
+    async fn referred_layers(
+        &self,
+        target: &ScanTarget,
+        digest: &str,
+        artifact_type: &str,
+        limit: usize,
+    ) -> Result<Vec<SignedLayer>, ScanError> {
+        let object = || {
+            format!(
+                "ImageRepository {}: referrers of {digest}",
+                target.image.canonical()
+            )
+        };
+        let index = match self
+            .source
+            .referrers(target, digest)
+            .await
+            .map_err(|e| ScanError::registry(object(), &e))?
+        {
+            Some(index) => Some(index),
+            None => match digest.strip_prefix("sha256:") {
+                Some(hex) => self
+                    .source
+                    .manifest(
+                        target,
+                        &format!("sha256-{hex}"),
+                        "application/vnd.oci.image.index.v1+json",
+                    )
+                    .await
+                    .map_err(|e| ScanError::registry(object(), &e))?,
+                None => None,
+            },
+        };
+        let Some(index) = index else {
+            return Ok(Vec::new());
+        };
+        let Ok(index) = Document::parse(&index.bytes, &index.media_type) else {
+            return Ok(Vec::new());
+        };
+        let mut layers = Vec::new();
+        let referrers: Vec<&oci::Descriptor> = index
+            .manifests
+            .iter()
+            .filter(|m| m.artifact_type.as_deref() == Some(artifact_type))
+            .collect();
+        for referrer in referrers.iter().rev().take(MAX_REFERRERS) {
+            layers.extend(self.signed_layers(target, &referrer.digest, limit).await?);
+        }
+        Ok(layers)
     }
 
     /// The layers of the manifest cosign tagged `tag`, their blobs read;

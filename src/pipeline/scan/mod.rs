@@ -601,6 +601,14 @@ mod tests {
             Ok(None)
         }
 
+        async fn referrers(
+            &self,
+            _: &ScanTarget,
+            _: &str,
+        ) -> Result<Option<crate::registry::Manifest>, RegistryError> {
+            Ok(None)
+        }
+
         async fn blob(
             &self,
             _: &ScanTarget,

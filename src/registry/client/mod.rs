@@ -404,6 +404,48 @@ impl Registry {
         }))
     }
 
+    /// The OCI 1.1 referrers of `digest` (an image index), or None when
+    /// the registry does not serve the referrers API (404, 405): then the
+    /// referrers tag `sha256-<hex>` stands in, as the spec says.
+    pub async fn referrers(
+        &self,
+        target: &ScanTarget,
+        digest: &str,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        refuse_chart_index(target, "referrers")?;
+        let deadline = Instant::now() + target.timeout;
+        let scheme = self.scheme(target, deadline).await;
+        let url = self.url(target, scheme, &format!("referrers/{digest}"))?;
+        let response = match self
+            .execute(
+                target,
+                Method::GET,
+                &url,
+                "application/vnd.oci.image.index.v1+json",
+                deadline,
+            )
+            .await
+        {
+            Ok(response) => response,
+            Err(e) if matches!(e.status, Some(404 | 405)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let media_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = read_body(response, deadline, MAX_MANIFEST)
+            .await
+            .map_err(|f| self.error(target, "GET", &url, f))?;
+        Ok(Some(Manifest {
+            digest: format!("sha256:{:x}", sha2::Sha256::digest(&body)),
+            media_type,
+            bytes: body,
+        }))
+    }
+
     /// The blob `digest` (sha256 only), at most `limit` bytes, checked
     /// against its digest.
     pub async fn blob(
