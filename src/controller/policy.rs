@@ -890,4 +890,81 @@ mod tests {
         // reconciler's patch is skipped and no watch event follows.
         assert_eq!(second.status, first.status);
     }
+
+    #[test]
+    fn verification_comes_to_a_verified_condition_and_the_tags_passed_over() {
+        let mut verifying = policy(Some("1.1.0"), false);
+        verifying.spec.verify = Some(crate::api::VerifySpec {
+            provider: "cosign".into(),
+            secret_ref: Some(crate::api::LocalObjectReference {
+                name: "keys".into(),
+            }),
+            match_oidc_identity: Vec::new(),
+            trust_root_ref: None,
+            attestations: Vec::new(),
+        });
+        let passed = crate::pipeline::PassedOver {
+            tag: "1.3.0".into(),
+            digest: Some("sha256:aa".into()),
+            reason: crate::gate::Reason::Unsigned,
+            message: "no cosign signature".into(),
+        };
+        let verified = |decision: &PolicyDecision| {
+            decision
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == conditions::VERIFIED)
+                .map(|c| (c.status.clone(), c.message.clone()))
+        };
+        // 1.2.0 verified, 1.3.0 passed over: both said, and the policy
+        // looks again on its interval for a signature pushed later.
+        let mut selected = row(Some("1.2.0"), None);
+        selected.verified = Some("key cosign.pub".into());
+        selected.digest = Some("sha256:bb".into());
+        selected.passed_over = vec![passed.clone()];
+        let decision = policy_status(
+            &verifying,
+            super::super::Flavor::Hoist,
+            Observed::Selected(&selected),
+            at(NOW),
+        );
+        assert_eq!(ready(&decision), ("True".into(), "Succeeded".into()));
+        assert_eq!(
+            verified(&decision),
+            Some((
+                "True".into(),
+                "1.2.0 (sha256:bb) is signed by key cosign.pub".into()
+            ))
+        );
+        assert_eq!(decision.status.passed_over[0].reason, "unsigned");
+        assert_eq!(decision.requeue, Requeue::After(Duration::from_secs(600)));
+        // Nothing passes: not ready, the latest ref kept, Verified False.
+        let mut nothing = row(None, None);
+        nothing.passed_over = vec![passed];
+        let decision = policy_status(
+            &verifying,
+            super::super::Flavor::Hoist,
+            Observed::Selected(&nothing),
+            at(NOW),
+        );
+        assert_eq!(ready(&decision), ("False".into(), "NoVerifiedTag".into()));
+        assert_eq!(decision.status.latest_ref, Some(image("1.1.0")));
+        assert_eq!(
+            verified(&decision).map(|(s, _)| s),
+            Some("False".to_string())
+        );
+        assert_eq!(decision.requeue, Requeue::After(Duration::from_secs(600)));
+        // Without verify, no Verified condition, even one left from before.
+        let mut plain = policy(Some("1.1.0"), false);
+        plain.status = Some(decision.status);
+        let decision = policy_status(
+            &plain,
+            super::super::Flavor::Hoist,
+            Observed::Selected(&row(Some("1.2.0"), None)),
+            at(NOW),
+        );
+        assert_eq!(verified(&decision), None);
+        assert!(decision.status.passed_over.is_empty());
+    }
 }
