@@ -977,7 +977,7 @@ fn sha_tags_are_ordered_by_build_time_read_once_per_digest() {
 }
 
 #[test]
-fn signatures_stored_as_oci_referrers_are_found() {
+fn referrer_signatures_count_the_signed_newest_is_adopted_and_a_tampered_payload_is_not() {
     let Some(bin) = cosign_binary() else { return };
     let Some(registry) = DockerRegistry::start(Auth::None) else {
         return;
@@ -1034,5 +1034,49 @@ fn signatures_stored_as_oci_referrers_are_found() {
     assert_eq!(
         passed_over(&r),
         [("2.1.0".to_string(), "unsigned".to_string())]
+    );
+
+    // The newest signed: adopted, nothing passed over.
+    let newest = r["passedOver"][0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    cosign.sign("release", &format!("{image}@{newest}"), None);
+    let run = scan(dir.path(), &["--refresh"]);
+    let r = row(&run);
+    assert_eq!(r["tag"], "2.1.0", "{r:#}");
+    assert_eq!(r["passedOver"], serde_json::Value::Null, "{r:#}");
+
+    // A tampered signature: 2.1.0's, its payload edited to name 2.2.0.
+    let tampered = push(&registry, "2.2.0");
+    let (_, mut manifest) = signature_manifest(&registry, &newest);
+    let payload = blob(
+        &registry,
+        manifest["layers"][0]["digest"].as_str().unwrap_or_default(),
+    );
+    let edited = String::from_utf8_lossy(&payload).replace(&newest, &tampered);
+    assert_ne!(edited.as_bytes(), payload.as_slice());
+    let edited_digest = registry.push_blob("team/app", edited.as_bytes());
+    manifest["layers"][0]["digest"] = edited_digest.into();
+    manifest["layers"][0]["size"] = edited.len().into();
+    registry.push_manifest(
+        "team/app",
+        OCI_MANIFEST,
+        manifest.to_string().as_bytes(),
+        &[&format!("sha256-{}.sig", &tampered[7..])],
+    );
+    let run = scan(dir.path(), &["--refresh"]);
+    let r = row(&run);
+    assert_eq!(r["tag"], "2.1.0", "{r:#}");
+    assert_eq!(
+        passed_over(&r),
+        [("2.2.0".to_string(), "bad signature".to_string())]
+    );
+    assert!(
+        r["passedOver"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not verify"),
+        "{r:#}"
     );
 }
