@@ -78,7 +78,7 @@ fn wait_for_push(remote: &BareRepo, tag: &str) {
 /// server refused for want of permission, after `mark`. (What it does as a
 /// ServiceAccount it impersonates is bounded by that account's RBAC, not by
 /// deploy/'s.)
-fn forbidden(cluster: &Cluster, mark: u64) -> Vec<String> {
+pub(crate) fn forbidden(cluster: &Cluster, mark: u64) -> Vec<String> {
     // What the shipped RBAC is for: hoist's objects and its own needs. A
     // workload `spec.sync` applies as the controller itself is refused by
     // design (`spec_sync_as_the_controller_itself_may_change_nothing`).

@@ -1080,3 +1080,86 @@ fn referrer_signatures_count_the_signed_newest_is_adopted_and_a_tampered_payload
         "{r:#}"
     );
 }
+
+/// `hoist controller` on the test control plane, as deploy/'s
+/// ServiceAccount: the policy reads `verify`'s Secret in its own
+/// namespace, selects the signed tag, and says so in `Verified`,
+/// `status.passedOver` and `latestRef.digest`.
+#[test]
+fn the_controller_writes_the_verified_condition_and_the_tags_passed_over() {
+    use crate::support::cluster;
+    use crate::support::controller::Running;
+    let Some(bin) = cosign_binary() else { return };
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cosign = Cosign {
+        bin,
+        dir: work.path().to_path_buf(),
+    };
+    let public = cosign.key_pair("release");
+    let image = format!("{}/team/app", registry.addr);
+    let signed = push(&registry, "1.0.0");
+    push(&registry, "1.1.0");
+    cosign.sign("release", &format!("{image}@{signed}"), None);
+    let ns = cluster.namespace("verify");
+    // Installs deploy/ (CRDs, RBAC) once, as a user would.
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    let shard = serde_json::json!({"hoist.test/shard": ns});
+    cluster.apply(
+        &serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "cosign-keys", "namespace": ns},
+            "stringData": {"cosign.pub": public}})
+        .to_string(),
+    );
+    cluster.apply(
+        &serde_json::json!({"apiVersion": "hoist.dev/v1alpha1", "kind": "ImageRepository",
+            "metadata": {"name": "app", "namespace": ns, "labels": shard},
+            "spec": {"image": image, "interval": "1h", "insecure": true}})
+        .to_string(),
+    );
+    cluster.apply(
+        &serde_json::json!({"apiVersion": "hoist.dev/v1alpha1", "kind": "ImagePolicy",
+            "metadata": {"name": "app", "namespace": ns, "labels": shard},
+            "spec": {"imageRepositoryRef": {"name": "app"}, "policy": {"semver": {"range": "^1"}},
+                "verify": {"provider": "cosign", "secretRef": {"name": "cosign-keys"}}}})
+        .to_string(),
+    );
+    let mark = cluster.audit_mark();
+    let selector = format!("hoist.test/shard={ns}");
+    let mut controller = Running::start(&kubeconfig, &["--watch-label-selector", &selector]);
+    let status = crate::support::wait_for(
+        "the policy's Verified condition",
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(200),
+        || {
+            let policy = cluster.get("imagepolicies.hoist.dev", &ns, "app")?;
+            crate::support::condition(&policy, "Verified")?;
+            Some(policy["status"].clone())
+        },
+    );
+    assert_eq!(status["latestRef"]["tag"], "1.0.0", "{status:#}");
+    assert_eq!(status["latestRef"]["digest"], signed.as_str(), "{status:#}");
+    assert_eq!(status["passedOver"][0]["tag"], "1.1.0", "{status:#}");
+    assert_eq!(status["passedOver"][0]["reason"], "unsigned", "{status:#}");
+    let policy = cluster
+        .get("imagepolicies.hoist.dev", &ns, "app")
+        .unwrap_or_default();
+    let verified = crate::support::condition(&policy, "Verified");
+    assert_eq!(
+        verified.map(|(status, _, message)| (status, message)),
+        Some((
+            "True".to_string(),
+            format!("1.0.0 ({signed}) is signed by key Secret {ns}/cosign-keys key cosign.pub")
+        ))
+    );
+    assert_eq!(controller.stop(), Some(0));
+    assert_eq!(
+        crate::cluster_controller::forbidden(cluster, mark),
+        Vec::<String>::new()
+    );
+}
