@@ -56,6 +56,13 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
             e.field()
         ))
     })?;
+    if compiled.orders_by_build_time() {
+        // The order is in the images, which a tag list does not carry.
+        return Err(CliError::invalid(format!(
+            "{}: ImagePolicy {name}: spec.policy.buildTime orders tags by their images' build times, which a list of tags does not have; use hoist scan",
+            policy.origin
+        )));
+    }
     let exclusions = exclusions_for(&set, &policy.object)?;
     let tags: Vec<String> = read_tags(&args.tags)?
         .into_iter()

@@ -550,3 +550,25 @@ fn version_names_the_release_and_the_commit() {
         ),
     }
 }
+
+#[test]
+fn a_build_time_policy_needs_the_images_not_a_tag_list() {
+    let policy = POLICY.replace(
+        "    semver:\n      range: '^1.2'\n",
+        "    buildTime: {order: asc}\n",
+    );
+    let dir = files(&[("policy.yaml", &policy)]);
+    let run = hoist(
+        dir.path(),
+        &["policy", "eval", "-f", "policy.yaml", "--tags", "-"],
+        "main-1234567\n",
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "ImagePolicy team/app: spec.policy.buildTime orders tags by their images' build times"
+        ) && run.stderr.contains("use hoist scan"),
+        "{}",
+        run.stderr
+    );
+}
