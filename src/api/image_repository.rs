@@ -104,6 +104,17 @@ pub struct ImageRepositorySpec {
 }
 
 impl ImageRepositorySpec {
+    /// The repository as markers write it: `image`, or for an OCI chart
+    /// repository with `chart`, the chart's own OCI repository.
+    pub fn marker_image(&self) -> String {
+        match &self.chart {
+            Some(chart) if self.image.starts_with("oci://") => {
+                format!("{}/{chart}", self.image.trim_end_matches('/'))
+            }
+            _ => self.image.clone(),
+        }
+    }
+
     /// The exclusion list in force: the spec's, or the default.
     pub fn exclusions(&self) -> Vec<&str> {
         match &self.exclusion_list {

@@ -175,6 +175,11 @@ pub fn policy_status(
     let matures = |w: &crate::policy::Waiting| {
         Duration::from_secs(w.eligible_at.saturating_sub(seconds).max(1))
     };
+    // A reconcile that does not get to verification says so, rather than
+    // leave an earlier Verified=True standing.
+    if !matches!(observed, Observed::Selected(_)) {
+        not_verified(policy, &mut status, generation, &time);
+    }
     let row = match observed {
         Observed::RepositoryMissing(repository) => {
             // Its creation re-queues this policy through the watch mapping.
@@ -290,6 +295,8 @@ pub fn policy_status(
             generation,
             &time,
         );
+    } else {
+        not_verified(policy, &mut status, generation, &time);
     }
     let Some(tag) = &row.tag else {
         if let Some(w) = &row.waiting {
@@ -375,6 +382,31 @@ pub fn policy_status(
         new_latest,
         ..decide(status, Outcome::ready("Succeeded", message), requeue)
     }
+}
+
+/// `Verified=Unknown` for a policy with `verify` whose reconcile verified
+/// nothing (no tag, or it failed before); no condition without `verify`.
+fn not_verified(
+    policy: &ImagePolicy,
+    status: &mut ImagePolicyStatus,
+    generation: Option<i64>,
+    time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) {
+    if policy.spec.verify.is_none() {
+        status
+            .conditions
+            .retain(|c| c.type_ != conditions::VERIFIED);
+        return;
+    }
+    conditions::set(
+        &mut status.conditions,
+        conditions::VERIFIED,
+        "Unknown",
+        "NotVerified",
+        "the last reconcile verified no tag",
+        generation,
+        time,
+    );
 }
 
 /// How often a policy whose gate passed tags over looks at them again:
@@ -939,6 +971,20 @@ mod tests {
         );
         assert_eq!(decision.status.passed_over[0].reason, "unsigned");
         assert_eq!(decision.requeue, Requeue::After(Duration::from_secs(600)));
+        // A later reconcile that fails before verifying leaves no
+        // Verified=True standing.
+        let mut again = verifying.clone();
+        again.status = Some(decision.status.clone());
+        let failed = policy_status(
+            &again,
+            super::super::Flavor::Hoist,
+            Observed::NotScanned("not scanned yet".into()),
+            at(NOW),
+        );
+        assert_eq!(
+            verified(&failed).map(|(s, _)| s),
+            Some("Unknown".to_string())
+        );
         // Nothing passes: not ready, the latest ref kept, Verified False.
         let mut nothing = row(None, None);
         nothing.passed_over = vec![passed];

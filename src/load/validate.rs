@@ -51,6 +51,9 @@ pub(super) fn repository(
             }
             crate::registry::Origin::of(&spec.image, chart.as_deref())
                 .map_err(|e| doc.invalid("spec.image", e.to_string()))?;
+            if let Some(message) = crate::pipeline::plain_http_chart(spec) {
+                return Err(doc.invalid("spec.insecure", message));
+            }
         }
     }
     duration(doc, "spec.interval", spec.interval.as_ref())?;

@@ -150,10 +150,119 @@ struct Index {
     entries: BTreeMap<String, Vec<Entry>>,
 }
 
-#[derive(Deserialize)]
+/// An entry as any index may write it: only its version is kept (an
+/// index lists every chart of the repository, and each entry's other
+/// fields are the bulk of it), and an entry whose version is missing or
+/// not a string, or that is not a mapping at all, is skipped, as Helm
+/// skips it, rather than failing the whole index.
 struct Entry {
-    #[serde(default)]
-    version: String,
+    version: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = Entry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a chart version entry")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entry, A::Error> {
+                let mut version = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "version" {
+                        version = map.next_value::<Scalar>()?.0;
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(Entry { version })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Entry, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Entry { version: None })
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Entry, E> {
+                Ok(Entry { version: None })
+            }
+            fn visit_unit<E>(self) -> Result<Entry, E> {
+                Ok(Entry { version: None })
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Entry, E> {
+                Ok(Entry { version: None })
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Entry, E> {
+                Ok(Entry { version: None })
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Entry, E> {
+                Ok(Entry { version: None })
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Entry, E> {
+                Ok(Entry { version: None })
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+/// A string, or None for any other value (which is read and dropped).
+struct Scalar(Option<String>);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a version")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Scalar, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Scalar(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Scalar, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_none<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
 }
 
 /// Nodes an index may hold: a large public index (tens of thousands of
@@ -181,7 +290,10 @@ pub fn index_versions(bytes: &[u8], chart: &str, max: usize) -> Result<Vec<Strin
     let mut seen = std::collections::HashSet::new();
     let mut versions = Vec::new();
     for entry in entries {
-        if entry.version.is_empty() || !seen.insert(entry.version.as_str()) {
+        let Some(version) = entry.version.as_deref() else {
+            continue;
+        };
+        if version.is_empty() || !seen.insert(version.to_string()) {
             continue;
         }
         if versions.len() == max {
@@ -189,7 +301,7 @@ pub fn index_versions(bytes: &[u8], chart: &str, max: usize) -> Result<Vec<Strin
                 "chart {chart:?} has more than {max} versions (spec.maxTags)"
             ));
         }
-        versions.push(entry.version.clone());
+        versions.push(version.to_string());
     }
     Ok(versions)
 }
@@ -239,7 +351,7 @@ mod tests {
 
     #[test]
     fn an_index_gives_one_charts_versions() {
-        let index = b"apiVersion: v1\nentries:\n  app:\n  - {name: app, version: 1.2.0, digest: abc}\n  - {name: app, version: 1.10.0+build.1}\n  - {name: app, version: 1.2.0}\n  other:\n  - {name: other, version: 9.9.9}\ngenerated: 2026-01-01T00:00:00Z\n";
+        let index = b"apiVersion: v1\nentries:\n  app:\n  - {name: app, version: 1.2.0, digest: abc}\n  - {name: app, version: ~}\n  - [not, an, entry]\n  - {name: app, version: 1.10.0+build.1}\n  - {name: app, version: 1.2.0}\n  other:\n  - {name: other, version: 9.9.9}\n  broken:\n  - {name: broken, version: {a: b}}\ngenerated: 2026-01-01T00:00:00Z\n";
         assert_eq!(
             index_versions(index, "app", 10),
             Ok(vec!["1.2.0".to_string(), "1.10.0+build.1".to_string()])

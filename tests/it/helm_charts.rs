@@ -263,9 +263,23 @@ fn a_chart_index_past_its_byte_bound_is_refused_not_held() {
         }
     });
     let text = format!(
-        "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {{name: app}}\nspec: {{image: 'http://{}/', chart: app, interval: 1h}}\n---\napiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: app}}\nspec:\n  imageRepositoryRef: {{name: app}}\n  policy: {{semver: {{range: '*'}}}}\n",
+        "apiVersion: hoist.dev/v1alpha1\nkind: ImageRepository\nmetadata: {{name: app}}\nspec: {{image: 'http://{}/', chart: app, interval: 1h, insecure: true}}\n---\napiVersion: hoist.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: app}}\nspec:\n  imageRepositoryRef: {{name: app}}\n  policy: {{semver: {{range: '*'}}}}\n",
         server.addr
     );
+    // Plain HTTP only when the spec says so.
+    let plain = files(&[("objects.yaml", &text.replace(", insecure: true", ""))]);
+    let refused = hoist_env(
+        plain.path(),
+        &["scan", "-f", "objects.yaml", "--state-dir", "state"],
+        &[],
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("spec.insecure: ") && refused.stderr.contains("is plain HTTP"),
+        "{}",
+        refused.stderr
+    );
+    assert!(server.requests().is_empty());
     let dir = files(&[("objects.yaml", &text)]);
     let docker = dir.path().join("docker");
     std::fs::create_dir_all(&docker).unwrap_or_else(|e| panic!("{e}"));

@@ -974,6 +974,21 @@ fn sha_tags_are_ordered_by_build_time_read_once_per_digest() {
     eprintln!(
         "buildTime over 500 tags: first scan {first_requests} requests, steady state {steady_requests}"
     );
+
+    // With minimumAge, a build pushed just now waits, and says so.
+    push_built(&registry, "main-fffffff", "2031-01-01T00:00:00Z", &layer);
+    std::fs::write(
+        dir.path().join("objects.yaml"),
+        text.replace(
+            "  policy: {buildTime",
+            "  minimumAge: 1h\n  policy: {buildTime",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = row(&scan(dir.path(), &[]));
+    assert_eq!(r["tag"], tags[337].as_str(), "{r:#}");
+    assert_eq!(r["waiting"]["tag"], "main-fffffff", "{r:#}");
 }
 
 #[test]

@@ -187,6 +187,9 @@ pub(super) fn target(
     };
     let origin = crate::registry::Origin::of(&spec.image, spec.chart.as_deref())
         .map_err(|e| invalid("spec.image", e.to_string()))?;
+    if let Some(message) = plain_http_chart(spec) {
+        return Err(invalid("spec.insecure", message));
+    }
     let interval = interval(repository);
     let timeout = match &spec.timeout {
         Some(t) => t
@@ -216,4 +219,15 @@ pub(super) fn interval(repository: &ImageRepository) -> Duration {
         .as_ref()
         .and_then(|i| i.parse().ok())
         .unwrap_or(DEFAULT_INTERVAL)
+}
+
+/// Why a classic chart repository's `http://` URL is refused: plain HTTP
+/// only when the spec says `insecure: true`, as for registries.
+pub fn plain_http_chart(spec: &crate::api::ImageRepositorySpec) -> Option<String> {
+    (spec.chart.is_some() && spec.image.starts_with("http://") && !spec.insecure).then(|| {
+        format!(
+            "{} is plain HTTP; set insecure: true to read the chart repository (and send its credentials) unencrypted",
+            spec.image
+        )
+    })
 }

@@ -19,6 +19,8 @@ const MAX_SIGNATURE_LAYERS: usize = 16;
 const MAX_SIGNATURE_PAYLOAD: usize = 64 << 10;
 /// An attestation envelope carries a whole SLSA provenance document.
 const MAX_ATTESTATION_PAYLOAD: usize = 4 << 20;
+/// Bytes of signature and attestation layers one candidate may read.
+const MAX_CANDIDATE_BYTES: usize = 8 << 20;
 /// An image config (its history can be long).
 const MAX_CONFIG: usize = 4 << 20;
 /// Candidates one policy may pass over in one selection: each costs
@@ -210,12 +212,21 @@ impl<S: TagSource> ScanRun<'_, S> {
                 format!("{digest} is not a sha256 digest, which cosign signs"),
             )));
         };
+        // What one candidate's signatures and attestations may hold in
+        // memory, all layers and referrers together.
+        let mut budget = MAX_CANDIDATE_BYTES;
         let mut layers = self
-            .signed_layers(target, &tag, MAX_SIGNATURE_PAYLOAD)
+            .signed_layers(target, &tag, MAX_SIGNATURE_PAYLOAD, &mut budget)
             .await?;
         if layers.is_empty() {
             layers = self
-                .referred_layers(target, digest, SIGNATURE_ARTIFACT, MAX_SIGNATURE_PAYLOAD)
+                .referred_layers(
+                    target,
+                    digest,
+                    SIGNATURE_ARTIFACT,
+                    MAX_SIGNATURE_PAYLOAD,
+                    &mut budget,
+                )
                 .await?;
         }
         let signer = match cosign::verify_signatures(trust, digest, &layers, now) {
@@ -229,7 +240,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             return Ok(Ok(signer));
         };
         let mut layers = self
-            .signed_layers(target, &tag, MAX_ATTESTATION_PAYLOAD)
+            .signed_layers(target, &tag, MAX_ATTESTATION_PAYLOAD, &mut budget)
             .await?;
         if layers.is_empty() {
             layers = self
@@ -238,6 +249,7 @@ impl<S: TagSource> ScanRun<'_, S> {
                     digest,
                     ATTESTATION_ARTIFACT,
                     MAX_ATTESTATION_PAYLOAD,
+                    &mut budget,
                 )
                 .await?;
         }
@@ -254,6 +266,7 @@ impl<S: TagSource> ScanRun<'_, S> {
         digest: &str,
         artifact_type: &str,
         limit: usize,
+        budget: &mut usize,
     ) -> Result<Vec<SignedLayer>, ScanError> {
         let object = || {
             format!(
@@ -261,12 +274,14 @@ impl<S: TagSource> ScanRun<'_, S> {
                 target.image.canonical()
             )
         };
-        let index = match self
-            .source
-            .referrers(target, digest)
-            .await
-            .map_err(|e| ScanError::registry(object(), &e))?
-        {
+        let fail = |e: crate::registry::RegistryError| {
+            if content_failure(&e) {
+                Ok(None)
+            } else {
+                Err(ScanError::registry(object(), &e))
+            }
+        };
+        let index = match self.source.referrers(target, digest).await.or_else(fail)? {
             Some(index) => Some(index),
             None => match digest.strip_prefix("sha256:") {
                 Some(hex) => self
@@ -277,7 +292,7 @@ impl<S: TagSource> ScanRun<'_, S> {
                         "application/vnd.oci.image.index.v1+json",
                     )
                     .await
-                    .map_err(|e| ScanError::registry(object(), &e))?,
+                    .or_else(fail)?,
                 None => None,
             },
         };
@@ -294,7 +309,10 @@ impl<S: TagSource> ScanRun<'_, S> {
             .filter(|m| m.artifact_type.as_deref() == Some(artifact_type))
             .collect();
         for referrer in referrers.iter().rev().take(MAX_REFERRERS) {
-            layers.extend(self.signed_layers(target, &referrer.digest, limit).await?);
+            layers.extend(
+                self.signed_layers(target, &referrer.digest, limit, budget)
+                    .await?,
+            );
         }
         Ok(layers)
     }
@@ -306,34 +324,43 @@ impl<S: TagSource> ScanRun<'_, S> {
         target: &ScanTarget,
         tag: &str,
         limit: usize,
+        budget: &mut usize,
     ) -> Result<Vec<SignedLayer>, ScanError> {
         let object = || format!("ImageRepository {}: {tag}", target.image.canonical());
-        let Some(manifest) = self
-            .source
-            .manifest(target, tag, SIGNATURE_ACCEPT)
-            .await
-            .map_err(|e| ScanError::registry(object(), &e))?
-        else {
-            return Ok(Vec::new());
+        let manifest = match self.source.manifest(target, tag, SIGNATURE_ACCEPT).await {
+            Ok(Some(manifest)) => manifest,
+            Ok(None) => return Ok(Vec::new()),
+            Err(e) if content_failure(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(ScanError::registry(object(), &e)),
         };
         let Ok(document) = Document::parse(&manifest.bytes, &manifest.media_type) else {
             return Ok(Vec::new());
         };
         let mut layers = Vec::new();
-        for layer in document.layers.iter().take(MAX_SIGNATURE_LAYERS) {
-            if layer.media_type != cosign::SIMPLE_SIGNING
-                && layer.media_type != cosign::DSSE_ENVELOPE
-            {
+        // cosign appends a layer per signing: the newest are last.
+        let signed: Vec<&oci::Descriptor> = document
+            .layers
+            .iter()
+            .filter(|l| {
+                l.media_type == cosign::SIMPLE_SIGNING || l.media_type == cosign::DSSE_ENVELOPE
+            })
+            .collect();
+        for layer in signed.iter().rev().take(MAX_SIGNATURE_LAYERS) {
+            if layer.size > limit as u64 || layer.size > *budget as u64 {
                 continue;
             }
-            if layer.size > limit as u64 {
-                continue;
-            }
-            let payload = self
+            let payload = match self
                 .source
-                .blob(target, &layer.digest, limit)
+                .blob(target, &layer.digest, limit.min(*budget))
                 .await
-                .map_err(|e| ScanError::registry(object(), &e))?;
+            {
+                Ok(payload) => payload,
+                // A layer that is gone, too large or not what its digest
+                // says is no signature; the registry failing is an error.
+                Err(e) if content_failure(&e) => continue,
+                Err(e) => return Err(ScanError::registry(object(), &e)),
+            };
+            *budget = budget.saturating_sub(payload.len());
             layers.push(SignedLayer {
                 media_type: layer.media_type.clone(),
                 payload,
@@ -345,7 +372,9 @@ impl<S: TagSource> ScanRun<'_, S> {
 
     /// The platforms and build time of `digest`, from the store or read
     /// once: the manifest (unless the caller has it), and a single image's
-    /// config.
+    /// config; for an index without a created annotation, the config of
+    /// one of its images (linux/amd64 when it has one), as buildx writes
+    /// no time on the index.
     pub(super) async fn artifact(
         &self,
         target: &ScanTarget,
@@ -356,27 +385,11 @@ impl<S: TagSource> ScanRun<'_, S> {
         if let Some(record) = self.store.artifact(image, digest)? {
             return Ok(Ok(record));
         }
-        let object = || {
-            format!(
-                "ImageRepository {}: manifest {digest}",
-                target.image.canonical()
-            )
-        };
-        let unreadable = |m: String| Rejection::new(crate::gate::Reason::UnreadableManifest, m);
         let manifest = match known {
             Some(m) => m,
-            None => match self
-                .source
-                .manifest(target, digest, IMAGE_ACCEPT)
-                .await
-                .map_err(|e| ScanError::registry(object(), &e))?
-            {
-                Some(m) => m,
-                None => {
-                    return Ok(Err(unreadable(format!(
-                        "the registry has no manifest {digest}"
-                    ))));
-                }
+            None => match self.read_manifest(target, digest).await? {
+                Ok(m) => m,
+                Err(r) => return Ok(Err(r)),
             },
         };
         let document = match Document::parse(&manifest.bytes, &manifest.media_type) {
@@ -388,22 +401,41 @@ impl<S: TagSource> ScanRun<'_, S> {
             .get(oci::CREATED_ANNOTATION)
             .and_then(|t| oci::parse_time(t));
         let record = if document.is_index() {
-            ArtifactRecord {
-                platforms: document.index_platforms(),
-                created: annotated,
-            }
-        } else {
-            let Some(config) = &document.config else {
-                return Ok(Err(unreadable("an image manifest without a config".into())));
+            let platforms = document.index_platforms();
+            let created = match annotated {
+                Some(at) => Some(at),
+                None => {
+                    let child = document
+                        .manifests
+                        .iter()
+                        .filter(|m| m.platform.as_ref().is_some_and(|p| p.os != "unknown"))
+                        .max_by_key(|m| {
+                            m.platform
+                                .as_ref()
+                                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                        });
+                    match child {
+                        None => None,
+                        Some(child) => match self.read_manifest(target, &child.digest).await? {
+                            Err(r) => return Ok(Err(r)),
+                            Ok(m) => match Document::parse(&m.bytes, &m.media_type) {
+                                Err(e) => return Ok(Err(unreadable(e))),
+                                Ok(doc) => match self.read_config(target, &doc).await? {
+                                    Err(r) => return Ok(Err(r)),
+                                    Ok(config) => {
+                                        config.created.as_deref().and_then(oci::parse_time)
+                                    }
+                                },
+                            },
+                        },
+                    }
+                }
             };
-            let bytes = self
-                .source
-                .blob(target, &config.digest, MAX_CONFIG)
-                .await
-                .map_err(|e| ScanError::registry(object(), &e))?;
-            let config = match Config::parse(&bytes) {
+            ArtifactRecord { platforms, created }
+        } else {
+            let config = match self.read_config(target, &document).await? {
                 Ok(c) => c,
-                Err(m) => return Ok(Err(unreadable(m))),
+                Err(r) => return Ok(Err(r)),
             };
             ArtifactRecord {
                 platforms: config.platform().into_iter().collect(),
@@ -416,6 +448,54 @@ impl<S: TagSource> ScanRun<'_, S> {
         };
         self.store.put_artifact(image, digest, &record)?;
         Ok(Ok(record))
+    }
+
+    /// A manifest by digest; what it cannot be is a rejection.
+    async fn read_manifest(
+        &self,
+        target: &ScanTarget,
+        digest: &str,
+    ) -> Result<Result<Manifest, Rejection>, ScanError> {
+        match self.source.manifest(target, digest, IMAGE_ACCEPT).await {
+            Ok(Some(m)) => Ok(Ok(m)),
+            Ok(None) => Ok(Err(unreadable(format!(
+                "the registry has no manifest {digest}"
+            )))),
+            Err(e) if content_failure(&e) => Ok(Err(unreadable(e.to_string()))),
+            Err(e) => Err(ScanError::registry(
+                format!(
+                    "ImageRepository {}: manifest {digest}",
+                    target.image.canonical()
+                ),
+                &e,
+            )),
+        }
+    }
+
+    /// The config of an image manifest.
+    async fn read_config(
+        &self,
+        target: &ScanTarget,
+        document: &Document,
+    ) -> Result<Result<Config, Rejection>, ScanError> {
+        let Some(config) = &document.config else {
+            return Ok(Err(unreadable("an image manifest without a config".into())));
+        };
+        let bytes = match self.source.blob(target, &config.digest, MAX_CONFIG).await {
+            Ok(b) => b,
+            Err(e) if content_failure(&e) => return Ok(Err(unreadable(e.to_string()))),
+            Err(e) => {
+                return Err(ScanError::registry(
+                    format!(
+                        "ImageRepository {}: config {}",
+                        target.image.canonical(),
+                        config.digest
+                    ),
+                    &e,
+                ));
+            }
+        };
+        Ok(Config::parse(&bytes).map_err(unreadable))
     }
 }
 
@@ -482,13 +562,12 @@ impl<S: TagSource> ScanRun<'_, S> {
                         target.image.canonical()
                     )
                 };
-                let Some(manifest) = self
-                    .source
-                    .manifest(target, tag, IMAGE_ACCEPT)
-                    .await
-                    .map_err(|e| ScanError::registry(object(), &e))?
-                else {
-                    return Ok(None);
+                // A tag whose manifest cannot be read has no time.
+                let manifest = match self.source.manifest(target, tag, IMAGE_ACCEPT).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Ok(None),
+                    Err(e) if content_failure(&e) => return Ok(None),
+                    Err(e) => return Err(ScanError::registry(object(), &e)),
                 };
                 self.store.put_digest(
                     image,
@@ -514,3 +593,19 @@ impl<S: TagSource> ScanRun<'_, S> {
 const MAX_BUILD_TIME_TAGS: usize = 2000;
 /// Tags whose images are read at once.
 const BUILD_TIME_CONCURRENCY: usize = 8;
+
+/// A failure of what a candidate's artifacts hold (gone, too large, not
+/// their digest), which passes the candidate over, as opposed to the
+/// registry failing (auth, transport, 5xx, rate limits), which stops the
+/// selection.
+fn content_failure(e: &crate::registry::RegistryError) -> bool {
+    use crate::registry::FailureKind;
+    matches!(
+        e.kind,
+        FailureKind::NotFound | FailureKind::Protocol | FailureKind::TooLarge
+    )
+}
+
+fn unreadable(message: String) -> Rejection {
+    Rejection::new(crate::gate::Reason::UnreadableManifest, message)
+}

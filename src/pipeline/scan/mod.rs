@@ -26,7 +26,7 @@ mod gate;
 mod select;
 
 use access::{access, interval, target};
-pub use access::{check_access, check_references};
+pub use access::{check_access, check_references, plain_http_chart};
 pub use select::{StoredSelection, select_stored};
 
 /// Scan an ImageRepository this often when its spec does not say.

@@ -72,7 +72,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             policy: key.to_string(),
             repository: scanned.repository.clone(),
             image: scanned.image.clone(),
-            name: repository.spec.image.clone(),
+            name: repository.spec.marker_image(),
             tag: None,
             digest: None,
             tags: 0,
@@ -113,12 +113,12 @@ impl<S: TagSource> ScanRun<'_, S> {
             .collect();
         // `minimumAge`: select among the tags seen long enough; the one
         // that would win otherwise waits, and says until when.
-        let (mut candidates, waiting) = match policy
+        let minimum_age: Option<std::time::Duration> = policy
             .spec
             .minimum_age
             .as_ref()
-            .and_then(|a| a.parse().ok())
-        {
+            .and_then(|a| a.parse().ok());
+        let (mut candidates, mut waiting) = match minimum_age {
             Some(age) => {
                 let now = self.options.now.unwrap_or_else(store::now);
                 crate::policy::mature(&compiled, &tags, &record.first_seen, age, now)
@@ -166,8 +166,10 @@ impl<S: TagSource> ScanRun<'_, S> {
             _ => u64::MAX,
         };
         // A `buildTime` policy orders by what the images say.
+        // (Of every tag, not only the mature ones: the newest build may be
+        // the one that waits.)
         let times = if compiled.orders_by_build_time() {
-            let admitted: Vec<&Tag> = candidates
+            let admitted: Vec<&Tag> = tags
                 .iter()
                 .copied()
                 .filter(|t| compiled.admits(t.as_str()))
@@ -181,6 +183,18 @@ impl<S: TagSource> ScanRun<'_, S> {
         } else {
             None
         };
+        // `minimumAge` could not say which build waits before the times
+        // were known.
+        if let (Some(times), Some(age)) = (&times, minimum_age)
+            && let Some(best) = compiled.select_by_build_time(&tags, times).tag
+            && !candidates.iter().any(|t| t.as_str() == best.as_str())
+        {
+            let seen = record.first_seen.get(best.as_str()).copied().unwrap_or(0);
+            waiting = Some(crate::policy::Waiting {
+                tag: best.as_str().to_string(),
+                eligible_at: seen.saturating_add(age.as_secs()),
+            });
+        }
         let latest = |candidates: &[&Tag]| match &times {
             Some(times) => compiled.select_by_build_time(candidates, times).tag,
             None => compiled.select(candidates).tag,
@@ -229,7 +243,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             policy: key.to_string(),
             repository: scanned.repository.clone(),
             image: scanned.image.clone(),
-            name: repository.spec.image.clone(),
+            name: repository.spec.marker_image(),
             tag,
             digest,
             tags: tags.len(),

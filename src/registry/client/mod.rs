@@ -491,8 +491,11 @@ impl Registry {
     }
 
     /// The versions of a chart in a classic repository's `index.yaml`,
-    /// read within the listing's byte bound, with the registry's auth
-    /// flow (a Basic challenge answered from the credentials).
+    /// read within the listing's byte bound. A username and password go
+    /// with the request itself, to the index's host only, as Helm and
+    /// Flux's HelmRepository send them: no challenge is answered, so no
+    /// token realm a server names ever sees them (and a redirect to
+    /// another host drops them).
     async fn chart_versions(
         &self,
         target: &ScanTarget,
@@ -500,15 +503,29 @@ impl Registry {
     ) -> Result<Vec<Tag>, RegistryError> {
         let deadline = Instant::now() + target.timeout;
         let url = index.index_url();
-        let response = self
-            .execute(
-                target,
-                Method::GET,
-                &url,
+        let fail = |f: Failure| self.error(target, "GET", &url, f);
+        let client = self.client(&target.tls).map_err(fail)?;
+        let authorization = match &target.credential {
+            Some(Credential::Basic { username, password }) => Some(basic(username, password)),
+            _ => None,
+        };
+        let request = || {
+            let mut r = client.get(url.clone()).header(
+                ACCEPT,
                 "application/yaml, application/x-yaml, application/json, */*",
-                deadline,
-            )
-            .await?;
+            );
+            if let Some(a) = &authorization {
+                r = r.header(AUTHORIZATION, a.as_str());
+            }
+            r
+        };
+        let response = self
+            .send(target.image.api_host(), deadline, request)
+            .await
+            .map_err(fail)?;
+        if !response.status().is_success() {
+            return Err(fail(failure_from(response, deadline).await));
+        }
         let limit = usize::try_from(scan_bytes(target.max_tags)).unwrap_or(usize::MAX);
         let body = read_body(response, deadline, limit)
             .await
