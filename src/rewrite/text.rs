@@ -264,6 +264,7 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
             new,
         });
     }
+    unpinned_tags(&comments, refs, &mut out.problems);
     if !splices.is_empty() {
         splices.sort_by_key(|s| s.0);
         let mut result = String::with_capacity(text.len() + 64);
@@ -277,6 +278,42 @@ pub fn rewrite(text: &str, refs: &Refs) -> Rewritten {
         out.text = Some(result);
     }
     out
+}
+
+/// A `:tag` marker whose policy resolved a digest (its gate verified
+/// that digest, or it reflects digests), in a file where no marker of
+/// that policy writes the digest: the cluster resolves the tag again when
+/// it pulls, and may get another image than the one hoist judged. A
+/// warning, since a chart's `version` field has no digest to write.
+fn unpinned_tags(comments: &[Comment], refs: &Refs, problems: &mut Vec<Problem>) {
+    let markers: Vec<(Marker, &Comment)> = comments
+        .iter()
+        .filter_map(|c| Marker::parse(&c.text)?.ok().map(|m| (m, c)))
+        .collect();
+    let pins = |policy: &str| {
+        markers.iter().any(|(m, _)| {
+            m.policy() == policy && matches!(m.field, Field::Digest | Field::Reference)
+        })
+    };
+    for (marker, comment) in &markers {
+        if marker.field != Field::Tag {
+            continue;
+        }
+        let policy = marker.policy();
+        let Some(digest) = refs.get(&policy).and_then(|r| r.digest.as_deref()) else {
+            continue;
+        };
+        if !pins(&policy) {
+            problems.push(Problem {
+                line: comment.line,
+                column: comment.column,
+                error: false,
+                message: format!(
+                    "marker {marker} writes the tag without its digest {digest}, which ImagePolicy {policy} resolved; the cluster resolves the tag again when it pulls, so pin it with a :digest marker (or the full marker) beside this one"
+                ),
+            });
+        }
+    }
 }
 
 /// `!!str` or the non-specific `!`: tags under which a new string value
@@ -388,5 +425,42 @@ fn record_identity(frames: &[Frame], value: &str, object: &mut ObjectRef) {
             _ => {}
         },
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod pinning {
+    use super::*;
+
+    fn refs(digest: Option<&str>) -> Refs {
+        Refs::from([(
+            "apps/app".to_string(),
+            ImageRef {
+                name: "ghcr.io/acme/app".into(),
+                tag: "1.2.0".into(),
+                digest: digest.map(str::to_string),
+            },
+        )])
+    }
+
+    #[test]
+    fn a_tag_written_without_the_digest_its_policy_resolved_is_warned_about() {
+        let tag_only = "image:\n  tag: 1.0.0 # {\"$imagepolicy\": \"apps:app:tag\"}\n";
+        let pinned = "image:\n  tag: 1.0.0 # {\"$imagepolicy\": \"apps:app:tag\"}\n  digest: x # {\"$imagepolicy\": \"apps:app:digest\"}\n";
+        let digest = "sha256:".to_string() + &"a".repeat(64);
+        let warned = rewrite(tag_only, &refs(Some(&digest)));
+        assert_eq!(
+            warned.text.as_deref(),
+            Some("image:\n  tag: 1.2.0 # {\"$imagepolicy\": \"apps:app:tag\"}\n")
+        );
+        assert_eq!(warned.problems.len(), 1, "{:?}", warned.problems);
+        assert!(!warned.problems[0].error);
+        assert!(
+            warned.problems[0].message.contains("without its digest"),
+            "{:?}",
+            warned.problems
+        );
+        assert!(rewrite(pinned, &refs(Some(&digest))).problems.is_empty());
+        assert!(rewrite(tag_only, &refs(None)).problems.is_empty());
     }
 }
