@@ -119,6 +119,33 @@ impl Cosign {
     }
 }
 
+/// What the signing tests start from: a registry, and cosign in a
+/// directory of its own holding the key pair `release`.
+struct Signing {
+    cosign: Cosign,
+    registry: DockerRegistry,
+    /// release.pub
+    public: String,
+    work: tempfile::TempDir,
+}
+
+fn signing() -> Option<Signing> {
+    let bin = cosign_binary()?;
+    let registry = DockerRegistry::start(Auth::None)?;
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cosign = Cosign {
+        bin,
+        dir: work.path().to_path_buf(),
+    };
+    let public = cosign.key_pair("release");
+    Some(Signing {
+        cosign,
+        registry,
+        public,
+        work,
+    })
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -432,16 +459,15 @@ fn push(registry: &DockerRegistry, tag: &str) -> String {
 
 #[test]
 fn key_signed_tags_pass_and_unsigned_or_replayed_signatures_are_passed_over() {
-    let Some(bin) = cosign_binary() else { return };
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
+    let Some(Signing {
+        cosign,
+        registry,
+        public,
+        work: _work,
+    }) = signing()
+    else {
         return;
     };
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let cosign = Cosign {
-        bin,
-        dir: work.path().to_path_buf(),
-    };
-    let public = cosign.key_pair("release");
     cosign.key_pair("other");
     let image = format!("{}/team/app", registry.addr);
     let d100 = push(&registry, "1.0.0");
@@ -831,16 +857,15 @@ fn regex_escape(text: &str) -> String {
 
 #[test]
 fn attestations_and_platforms_are_required_when_asked_for() {
-    let Some(bin) = cosign_binary() else { return };
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
+    let Some(Signing {
+        cosign,
+        registry,
+        public,
+        work: _work,
+    }) = signing()
+    else {
         return;
     };
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let cosign = Cosign {
-        bin,
-        dir: work.path().to_path_buf(),
-    };
-    let public = cosign.key_pair("release");
     let image = format!("{}/team/app", registry.addr);
     // 1.0.0: both platforms, signed, with provenance. 1.1.0: signed, no
     // provenance. 1.2.0: provenance, but amd64 only.
@@ -993,16 +1018,15 @@ fn sha_tags_are_ordered_by_build_time_read_once_per_digest() {
 
 #[test]
 fn referrer_signatures_count_the_signed_newest_is_adopted_and_a_tampered_payload_is_not() {
-    let Some(bin) = cosign_binary() else { return };
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
+    let Some(Signing {
+        cosign,
+        registry,
+        public,
+        work: _work,
+    }) = signing()
+    else {
         return;
     };
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let cosign = Cosign {
-        bin,
-        dir: work.path().to_path_buf(),
-    };
-    let public = cosign.key_pair("release");
     let image = format!("{}/team/app", registry.addr);
     push(&registry, "2.1.0");
     let signed = push(&registry, "2.0.0");
@@ -1104,19 +1128,18 @@ fn referrer_signatures_count_the_signed_newest_is_adopted_and_a_tampered_payload
 fn the_controller_writes_the_verified_condition_and_the_tags_passed_over() {
     use crate::support::cluster;
     use crate::support::controller::Running;
-    let Some(bin) = cosign_binary() else { return };
     let Some(cluster) = cluster::cluster() else {
         return;
     };
-    let Some(registry) = DockerRegistry::start(Auth::None) else {
+    let Some(Signing {
+        cosign,
+        registry,
+        public,
+        work,
+    }) = signing()
+    else {
         return;
     };
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let cosign = Cosign {
-        bin,
-        dir: work.path().to_path_buf(),
-    };
-    let public = cosign.key_pair("release");
     let image = format!("{}/team/app", registry.addr);
     let signed = push(&registry, "1.0.0");
     push(&registry, "1.1.0");
@@ -1153,8 +1176,9 @@ fn the_controller_writes_the_verified_condition_and_the_tags_passed_over() {
         std::time::Duration::from_millis(200),
         || {
             let policy = cluster.get("imagepolicies.hoist.dev", &ns, "app")?;
-            crate::support::condition(&policy, "Verified")?;
-            Some(policy["status"].clone())
+            // Unknown until the repository is scanned and a tag verified.
+            let (verified, _, _) = crate::support::condition(&policy, "Verified")?;
+            (verified != "Unknown").then(|| policy["status"].clone())
         },
     );
     assert_eq!(status["latestRef"]["tag"], "1.0.0", "{status:#}");

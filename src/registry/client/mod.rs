@@ -354,16 +354,72 @@ impl Registry {
         reference: &str,
         accept: &str,
     ) -> Result<Option<Manifest>, RegistryError> {
+        let path = format!("manifests/{reference}");
+        let Some((document, sent_digest, url)) =
+            self.document(target, &path, accept, &[404]).await?
+        else {
+            return Ok(None);
+        };
+        let expected = if reference.contains(':') {
+            Some(reference.to_string())
+        } else {
+            sent_digest.filter(|d| d.starts_with("sha256:"))
+        };
+        if let Some(expected) = expected
+            && expected != document.digest
+        {
+            return Err(self.error(
+                target,
+                "GET",
+                &url,
+                Failure::new(
+                    FailureKind::Protocol,
+                    format!(
+                        "the manifest's sha256 is {}, not {expected}",
+                        document.digest
+                    ),
+                ),
+            ));
+        }
+        Ok(Some(document))
+    }
+
+    /// The OCI 1.1 referrers of `digest` (an image index), or None when
+    /// the registry does not serve the referrers API (404, 405): then the
+    /// referrers tag `sha256-<hex>` stands in, as the spec says.
+    pub async fn referrers(
+        &self,
+        target: &ScanTarget,
+        digest: &str,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let path = format!("referrers/{digest}");
+        let accept = "application/vnd.oci.image.index.v1+json";
+        Ok(self
+            .document(target, &path, accept, &[404, 405])
+            .await?
+            .map(|(document, _, _)| document))
+    }
+
+    /// A JSON document of the repository's API (`rest` under `/v2/NAME/`),
+    /// at most a manifest's size, with the `Docker-Content-Digest` the
+    /// registry sent and the URL asked; None for the `absent` statuses.
+    async fn document(
+        &self,
+        target: &ScanTarget,
+        rest: &str,
+        accept: &str,
+        absent: &[u16],
+    ) -> Result<Option<(Manifest, Option<String>, Url)>, RegistryError> {
         refuse_chart_index(target, "manifests")?;
         let deadline = Instant::now() + target.timeout;
         let scheme = self.scheme(target, deadline).await;
-        let url = self.url(target, scheme, &format!("manifests/{reference}"))?;
+        let url = self.url(target, scheme, rest)?;
         let response = match self
             .execute(target, Method::GET, &url, accept, deadline)
             .await
         {
             Ok(response) => response,
-            Err(e) if e.status == Some(404) => return Ok(None),
+            Err(e) if e.status.is_some_and(|s| absent.contains(&s)) => return Ok(None),
             Err(e) => return Err(e),
         };
         let header = |name: &str| {
@@ -378,72 +434,12 @@ impl Registry {
         let body = read_body(response, deadline, MAX_MANIFEST)
             .await
             .map_err(|f| self.error(target, "GET", &url, f))?;
-        let digest = format!("sha256:{:x}", sha2::Sha256::digest(&body));
-        let expected = if reference.contains(':') {
-            Some(reference.to_string())
-        } else {
-            sent_digest.filter(|d| d.starts_with("sha256:"))
-        };
-        if let Some(expected) = expected
-            && expected != digest
-        {
-            return Err(self.error(
-                target,
-                "GET",
-                &url,
-                Failure::new(
-                    FailureKind::Protocol,
-                    format!("the manifest's sha256 is {digest}, not {expected}"),
-                ),
-            ));
-        }
-        Ok(Some(Manifest {
-            digest,
-            media_type,
-            bytes: body,
-        }))
-    }
-
-    /// The OCI 1.1 referrers of `digest` (an image index), or None when
-    /// the registry does not serve the referrers API (404, 405): then the
-    /// referrers tag `sha256-<hex>` stands in, as the spec says.
-    pub async fn referrers(
-        &self,
-        target: &ScanTarget,
-        digest: &str,
-    ) -> Result<Option<Manifest>, RegistryError> {
-        refuse_chart_index(target, "referrers")?;
-        let deadline = Instant::now() + target.timeout;
-        let scheme = self.scheme(target, deadline).await;
-        let url = self.url(target, scheme, &format!("referrers/{digest}"))?;
-        let response = match self
-            .execute(
-                target,
-                Method::GET,
-                &url,
-                "application/vnd.oci.image.index.v1+json",
-                deadline,
-            )
-            .await
-        {
-            Ok(response) => response,
-            Err(e) if matches!(e.status, Some(404 | 405)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let media_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = read_body(response, deadline, MAX_MANIFEST)
-            .await
-            .map_err(|f| self.error(target, "GET", &url, f))?;
-        Ok(Some(Manifest {
+        let document = Manifest {
             digest: format!("sha256:{:x}", sha2::Sha256::digest(&body)),
             media_type,
             bytes: body,
-        }))
+        };
+        Ok(Some((document, sent_digest, url)))
     }
 
     /// The blob `digest` (sha256 only), at most `limit` bytes, checked
