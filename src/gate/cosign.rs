@@ -334,8 +334,15 @@ pub fn verify_signatures(
                 continue;
             }
         };
-        let verdict = check_signer(policy, &layer.annotations, &layer.payload, &signature, now)
-            .and_then(|signer| check_simple_signing(&layer.payload, digest).map(|()| signer));
+        let verdict = check_signer(
+            policy,
+            &layer.annotations,
+            &layer.payload,
+            &signature,
+            &layer.payload,
+            now,
+        )
+        .and_then(|signer| check_simple_signing(&layer.payload, digest).map(|()| signer));
         match verdict {
             Ok(signer) => return Ok(signer),
             Err(r) => rejection = rejection.most_specific(r),
@@ -446,7 +453,15 @@ fn check_envelope(
         let Ok(sig) = decode(&signature.sig) else {
             continue;
         };
-        match check_signer(policy, &layer.annotations, &message, &sig, now) {
+        // Rekor logs the whole envelope, not what its signature signs.
+        match check_signer(
+            policy,
+            &layer.annotations,
+            &message,
+            &sig,
+            &layer.payload,
+            now,
+        ) {
             Ok(s) => {
                 signer = Some(s);
                 break;
@@ -526,6 +541,7 @@ fn check_signer(
     annotations: &BTreeMap<String, String>,
     message: &[u8],
     signature: &[u8],
+    logged: &[u8],
     now: u64,
 ) -> Result<String, Rejection> {
     if !policy.keys.is_empty() {
@@ -571,7 +587,7 @@ fn check_signer(
                 "no Rekor bundle; with trustRootRef's rekor.pub a signature must be in the transparency log".into(),
             ));
         }
-        (false, Some(bundle)) => check_bundle(policy, bundle, &leaf, message, signature)?,
+        (false, Some(bundle)) => check_bundle(policy, bundle, &leaf, logged, signature)?,
     };
     let anchors: Vec<_> = policy
         .roots
@@ -665,51 +681,18 @@ struct BundlePayload {
     log_id: String,
 }
 
-/// A `hashedrekord` entry: which hash was signed, with what signature,
-/// by which certificate.
-#[derive(Deserialize)]
-struct Entry {
-    kind: String,
-    spec: EntrySpec,
-}
-
-#[derive(Deserialize)]
-struct EntrySpec {
-    data: EntryData,
-    signature: EntrySignature,
-}
-
-#[derive(Deserialize)]
-struct EntryData {
-    hash: EntryHash,
-}
-
-#[derive(Deserialize)]
-struct EntryHash {
-    algorithm: String,
-    value: String,
-}
-
-#[derive(Deserialize)]
-struct EntrySignature {
-    content: String,
-    #[serde(rename = "publicKey")]
-    public_key: EntryKey,
-}
-
-#[derive(Deserialize)]
-struct EntryKey {
-    content: String,
-}
-
-/// The time Rekor logged `signature` of `message` by `leaf`, when the
-/// bundle is signed by a trusted Rekor key and its entry is this very
-/// signature (a bundle copied from another signature proves nothing).
+/// The time Rekor logged the signature of `logged` (the payload Rekor
+/// hashed: a simple signing payload, or an attestation's whole envelope)
+/// by `leaf`, when the bundle is signed by a trusted Rekor key and its
+/// entry is this very payload, certificate and (for a `hashedrekord`)
+/// signature: a bundle copied from another signature proves nothing.
+/// Entry kinds as cosign reads them: `hashedrekord`, `intoto` (0.0.1,
+/// 0.0.2) and `dsse`.
 fn check_bundle(
     policy: &TrustPolicy,
     text: &str,
     leaf: &CertificateDer<'_>,
-    message: &[u8],
+    logged: &[u8],
     signature: &[u8],
 ) -> Result<u64, Rejection> {
     let untrusted = |m: String| Rejection::new(Reason::UntrustedCertificate, m);
@@ -738,23 +721,49 @@ fn check_bundle(
         ));
     }
     let body = decode(&p.body).map_err(|e| untrusted(format!("the Rekor entry is {e}")))?;
-    let entry: Entry = serde_json::from_slice(&body)
+    let entry: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| untrusted(format!("the Rekor entry cannot be read: {e}")))?;
-    if entry.kind != "hashedrekord" {
-        return Err(untrusted(format!(
-            "a Rekor entry of kind {:?}; hoist checks hashedrekord entries",
-            entry.kind
-        )));
-    }
-    let hash = format!("{:x}", sha2::Sha256::digest(message));
-    let logged_key = decode(&entry.spec.signature.public_key.content)
-        .ok()
+    let spec = &entry["spec"];
+    // Where each kind keeps the logged hash, the signature (only a
+    // hashedrekord's is the layer's own) and the signer's certificate.
+    let (hash, logged_signature, key) = match (entry["kind"].as_str(), entry["apiVersion"].as_str())
+    {
+        (Some("hashedrekord"), _) => (
+            &spec["data"]["hash"],
+            Some(&spec["signature"]["content"]),
+            &spec["signature"]["publicKey"]["content"],
+        ),
+        (Some("intoto"), Some("0.0.2")) => (
+            &spec["content"]["hash"],
+            None,
+            &spec["content"]["envelope"]["signatures"][0]["publicKey"],
+        ),
+        (Some("intoto"), _) => (&spec["content"]["hash"], None, &spec["publicKey"]),
+        (Some("dsse"), _) => (
+            &spec["envelopeHash"],
+            None,
+            &spec["signatures"][0]["verifier"],
+        ),
+        (kind, _) => {
+            return Err(untrusted(format!(
+                "a Rekor entry of kind {}; hoist checks hashedrekord, intoto and dsse entries",
+                kind.unwrap_or("none")
+            )));
+        }
+    };
+    let digest = format!("{:x}", sha2::Sha256::digest(logged));
+    let logged_key = key
+        .as_str()
+        .and_then(|k| decode(k).ok())
         .and_then(|pem| pem_blocks(&pem).ok())
         .and_then(|b| b.into_iter().find(|(l, _)| l == "CERTIFICATE"))
         .map(|(_, der)| der);
-    let same = entry.spec.data.hash.algorithm == "sha256"
-        && entry.spec.data.hash.value.eq_ignore_ascii_case(&hash)
-        && decode(&entry.spec.signature.content).is_ok_and(|s| s == signature)
+    let same = hash["algorithm"] == "sha256"
+        && hash["value"]
+            .as_str()
+            .is_some_and(|v| v.eq_ignore_ascii_case(&digest))
+        && logged_signature
+            .is_none_or(|s| s.as_str().and_then(|s| decode(s).ok()).as_deref() == Some(signature))
         && logged_key.as_deref() == Some(leaf.as_ref());
     if !same {
         return Err(untrusted(

@@ -759,6 +759,48 @@ fn keyless_signatures_must_chain_to_the_trust_root_and_match_the_identity() {
         "the Rekor bundle logs another signature, payload or certificate",
         "{r:#}"
     );
+
+    // Keyless provenance under the Rekor: 1.0.0's attestation, by the
+    // good certificate, logged as an intoto entry; 1.0.0's signature
+    // logged again as its own.
+    let provenance = r#"{"buildType":"https://example.com/build@v1","builder":{"id":"https://example.com/builder"},"invocation":{}}"#;
+    std::fs::write(w.join("predicate.json"), provenance).unwrap_or_else(|e| panic!("{e}"));
+    cosign.run(&[
+        "attest",
+        "--key",
+        "good.key",
+        "--certificate=good.pem",
+        "--certificate-chain=fulcio-chain.pem",
+        "--type",
+        "slsaprovenance",
+        "--predicate",
+        "predicate.json",
+        "--tlog-upload=false",
+        "--allow-insecure-registry",
+        "--yes",
+        &format!("{image}@{}", digests["1.0.0"]),
+    ]);
+    let now = jiff::Timestamp::now().as_second();
+    add_bundle(&registry, w, &digests["1.0.0"], now);
+    add_attestation_bundle(&registry, w, &digests["1.0.0"], now);
+    let attested = files(&[(
+        "objects.yaml",
+        &(objects(
+            &image,
+            &(verify.replace("name: fulcio}", "name: fulcio-rekor}")
+                + "    attestations:\n    - predicateType: https://slsa.dev/provenance/v0.2\n"),
+            &[],
+        ) + &trust),
+    )]);
+    let run = scan(attested.path(), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = row(&run);
+    assert_eq!(r["tag"], "1.0.0", "{r:#}");
+    // 1.2.0 is signed and logged, but has no provenance.
+    assert!(
+        passed_over(&r).contains(&("1.2.0".to_string(), "no provenance".to_string())),
+        "{r:#}"
+    );
 }
 
 fn indent(text: &str) -> String {
@@ -792,6 +834,61 @@ fn add_bundle(registry: &DockerRegistry, dir: &Path, digest: &str, at: i64) {
             }
         }
     });
+    manifest["layers"][0]["annotations"]["dev.sigstore.cosign/bundle"] =
+        rekor_bundle(dir, &body, at).into();
+    registry.push_manifest(
+        "team/app",
+        OCI_MANIFEST,
+        manifest.to_string().as_bytes(),
+        &[&tag],
+    );
+}
+
+/// As [`add_bundle`], for the attestation of `digest`: Rekor logs an
+/// attestation as an `intoto` 0.0.2 entry over the whole envelope.
+fn add_attestation_bundle(registry: &DockerRegistry, dir: &Path, digest: &str, at: i64) {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let tag = format!("sha256-{}.att", &digest[7..]);
+    let (_, bytes) = fetch(registry, &tag);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+    let layer = &manifest["layers"][0];
+    let envelope_bytes = blob(registry, layer["digest"].as_str().unwrap_or_default());
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&envelope_bytes).unwrap_or_else(|e| panic!("{e}"));
+    let certificate = layer["annotations"]["dev.sigstore.cosign/certificate"]
+        .as_str()
+        .unwrap_or_default();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(envelope["payload"].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let body = serde_json::json!({
+        "apiVersion": "0.0.2", "kind": "intoto",
+        "spec": {"content": {
+            "envelope": {
+                "payloadType": envelope["payloadType"],
+                "signatures": [{"sig": b64(envelope["signatures"][0]["sig"].as_str().unwrap_or_default().as_bytes()), "publicKey": b64(certificate.as_bytes())}]
+            },
+            "hash": {"algorithm": "sha256", "value": &sha256(&envelope_bytes)[7..]},
+            "payloadHash": {"algorithm": "sha256", "value": &sha256(&payload)[7..]}
+        }}
+    });
+    manifest["layers"][0]["annotations"]["dev.sigstore.cosign/bundle"] =
+        rekor_bundle(dir, &body, at).into();
+    registry.push_manifest(
+        "team/app",
+        OCI_MANIFEST,
+        manifest.to_string().as_bytes(),
+        &[&tag],
+    );
+}
+
+/// A cosign bundle for the Rekor entry `body`, logged at `at`: the entry
+/// timestamp signed with the test's Rekor key (dir/rekor.pkcs1.key).
+fn rekor_bundle(dir: &Path, body: &serde_json::Value, at: i64) -> String {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let body = b64(body.to_string().as_bytes());
     let log_id = &sha256(b"test rekor")[7..];
     let canonical =
@@ -810,17 +907,11 @@ fn add_bundle(registry: &DockerRegistry, dir: &Path, digest: &str, at: i64) {
         ],
     );
     let set = std::fs::read(dir.join("entry.sig")).unwrap_or_else(|e| panic!("{e}"));
-    let bundle = serde_json::json!({
+    serde_json::json!({
         "SignedEntryTimestamp": b64(&set),
         "Payload": {"body": body, "integratedTime": at, "logIndex": 42, "logID": log_id}
-    });
-    manifest["layers"][0]["annotations"]["dev.sigstore.cosign/bundle"] = bundle.to_string().into();
-    registry.push_manifest(
-        "team/app",
-        OCI_MANIFEST,
-        manifest.to_string().as_bytes(),
-        &[&tag],
-    );
+    })
+    .to_string()
 }
 
 /// Puts the bundle of `from`'s signature on `to`'s.
