@@ -215,20 +215,16 @@ impl<S: TagSource> ScanRun<'_, S> {
         // What one candidate's signatures and attestations may hold in
         // memory, all layers and referrers together.
         let mut budget = MAX_CANDIDATE_BYTES;
-        let mut layers = self
-            .signed_layers(target, &tag, MAX_SIGNATURE_PAYLOAD, &mut budget)
+        let layers = self
+            .cosign_layers(
+                target,
+                digest,
+                &tag,
+                SIGNATURE_ARTIFACT,
+                MAX_SIGNATURE_PAYLOAD,
+                &mut budget,
+            )
             .await?;
-        if layers.is_empty() {
-            layers = self
-                .referred_layers(
-                    target,
-                    digest,
-                    SIGNATURE_ARTIFACT,
-                    MAX_SIGNATURE_PAYLOAD,
-                    &mut budget,
-                )
-                .await?;
-        }
         let signer = match cosign::verify_signatures(trust, digest, &layers, now) {
             Ok(signer) => signer,
             Err(r) => return Ok(Err(r)),
@@ -239,21 +235,36 @@ impl<S: TagSource> ScanRun<'_, S> {
         let Some(tag) = cosign::attestation_tag(digest) else {
             return Ok(Ok(signer));
         };
-        let mut layers = self
-            .signed_layers(target, &tag, MAX_ATTESTATION_PAYLOAD, &mut budget)
+        let layers = self
+            .cosign_layers(
+                target,
+                digest,
+                &tag,
+                ATTESTATION_ARTIFACT,
+                MAX_ATTESTATION_PAYLOAD,
+                &mut budget,
+            )
             .await?;
-        if layers.is_empty() {
-            layers = self
-                .referred_layers(
-                    target,
-                    digest,
-                    ATTESTATION_ARTIFACT,
-                    MAX_ATTESTATION_PAYLOAD,
-                    &mut budget,
-                )
-                .await?;
-        }
         Ok(cosign::verify_attestations(trust, digest, &layers, now).map(|()| signer))
+    }
+
+    /// The layers cosign stored for `digest`: under its legacy `tag`
+    /// (`.sig`, `.att`), else as referrers of `artifact_type`.
+    async fn cosign_layers(
+        &self,
+        target: &ScanTarget,
+        digest: &str,
+        tag: &str,
+        artifact_type: &str,
+        limit: usize,
+        budget: &mut usize,
+    ) -> Result<Vec<SignedLayer>, ScanError> {
+        let layers = self.signed_layers(target, tag, limit, budget).await?;
+        if !layers.is_empty() {
+            return Ok(layers);
+        }
+        self.referred_layers(target, digest, artifact_type, limit, budget)
+            .await
     }
 
     /// The layers of the manifests that refer to `digest` with
