@@ -888,26 +888,33 @@ mod tests {
         assert_eq!(signature_tag("sha512:ab"), None);
     }
 
+    /// A P-256 public key (`openssl ec -pubout`), for policies built in
+    /// tests.
+    const PUBLIC_KEY: &[u8] = b"-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEDX84pT1ibcB7jHVDzF+yw0h3ksTS\nplyUp6C0TYlVFdb2xMHlq/TzGZEPMMA7NHPBC+pkQmYtAoWAC+hIxZBHHw==\n-----END PUBLIC KEY-----\n";
+
     #[test]
     fn fingerprints_do_not_collide_across_fields() {
-        let id = |subject: &str| OidcIdentityMatch {
-            issuer: "i".into(),
-            subject: subject.into(),
+        let keys = [("cosign.pub".to_string(), PUBLIC_KEY.to_vec())];
+        let policy = |subject: &str, attestations: &[&str]| {
+            let identity = [OidcIdentityMatch {
+                issuer: "i".into(),
+                subject: subject.into(),
+            }];
+            let attestations: Vec<AttestationRequirement> = attestations
+                .iter()
+                .map(|p| AttestationRequirement {
+                    predicate_type: p.to_string(),
+                })
+                .collect();
+            TrustPolicy::new(&keys, None, None, &identity, &attestations)
+                .unwrap_or_else(|e| panic!("{e:?}"))
+                .fingerprint()
+                .to_string()
         };
-        let att = |p: &str| AttestationRequirement {
-            predicate_type: p.into(),
-        };
-        let root = b"-----BEGIN CERTIFICATE-----\nMIIBfjCCASSgAwIBAgIUWq8cK9O1vJ0qKQ==\n-----END CERTIFICATE-----\n";
-        // Without a parsable root the policy cannot be built; compare the
-        // framing itself.
-        let _ = root;
-        let mut a = sha2::Sha256::new();
-        frame(&mut a, b"subject", b"y\0attestation\0z");
-        let mut b = sha2::Sha256::new();
-        frame(&mut b, b"subject", b"y");
-        frame(&mut b, b"attestation", b"z");
-        assert_ne!(a.finalize(), b.finalize());
-        let _ = (id("y"), att("z"));
+        // Bytes moved from an identity into a required attestation make
+        // another policy, and another cache key.
+        assert_ne!(policy("y\0attestation\0z", &[]), policy("y", &["z"]));
+        assert_eq!(policy("y", &["z"]), policy("y", &["z"]));
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub struct Descriptor {
     pub artifact_type: Option<String>,
 }
 
+/// A platform as an index entry or an image config writes it.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct DescriptorPlatform {
     #[serde(default)]
@@ -41,6 +42,21 @@ pub struct DescriptorPlatform {
     pub architecture: String,
     #[serde(default)]
     pub variant: Option<String>,
+}
+
+impl DescriptorPlatform {
+    /// The platform, None when os or architecture is missing (configs
+    /// that are not images', a Helm chart's or cosign's) or `unknown`
+    /// (BuildKit's attestation entries).
+    pub fn platform(&self) -> Option<Platform> {
+        (!self.os.is_empty() && !self.architecture.is_empty() && self.os != "unknown").then(|| {
+            Platform {
+                os: self.os.clone(),
+                architecture: self.architecture.clone(),
+                variant: self.variant.clone().filter(|v| !v.is_empty()),
+            }
+        })
+    }
 }
 
 /// An image manifest or an index: which one is told by `mediaType` (or,
@@ -97,13 +113,7 @@ impl Document {
                     .map(String::as_str)
                     != Some("attestation-manifest")
             })
-            .filter_map(|m| m.platform.as_ref())
-            .filter(|p| p.os != "unknown" && !p.os.is_empty() && !p.architecture.is_empty())
-            .map(|p| Platform {
-                os: p.os.clone(),
-                architecture: p.architecture.clone(),
-                variant: p.variant.clone().filter(|v| !v.is_empty()),
-            })
+            .filter_map(|m| m.platform.as_ref()?.platform())
             .collect();
         platforms.sort();
         platforms.dedup();
@@ -116,12 +126,8 @@ impl Document {
 pub struct Config {
     #[serde(default)]
     pub created: Option<String>,
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
+    #[serde(flatten)]
+    pub platform: DescriptorPlatform,
 }
 
 impl Config {
@@ -129,14 +135,9 @@ impl Config {
         serde_json::from_slice(bytes).map_err(|e| format!("not an OCI image config: {e}"))
     }
 
-    /// The config's platform; None for configs that are not images' (a
-    /// Helm chart's, cosign's).
+    /// The config's platform; None for configs that are not images'.
     pub fn platform(&self) -> Option<Platform> {
-        (!self.os.is_empty() && !self.architecture.is_empty()).then(|| Platform {
-            os: self.os.clone(),
-            architecture: self.architecture.clone(),
-            variant: self.variant.clone().filter(|v| !v.is_empty()),
-        })
+        self.platform.platform()
     }
 }
 

@@ -438,6 +438,11 @@ fn passed_over(row: &serde_json::Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// Why the gate passed over the `i`th tag of a row.
+fn passed_over_message(row: &serde_json::Value, i: usize) -> &str {
+    row["passedOver"][i]["message"].as_str().unwrap_or_default()
+}
+
 /// Registry requests the scan logged.
 fn requests(run: &Run) -> u64 {
     run.stderr
@@ -662,12 +667,7 @@ fn keyless_signatures_must_chain_to_the_trust_root_and_match_the_identity() {
             ("1.1.0".to_string(), "identity mismatch".to_string())
         ]
     );
-    let message = |i: usize| {
-        r["passedOver"][i]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
+    let message = |i: usize| passed_over_message(&r, i).to_string();
     assert!(
         message(0).contains("issued by another CA"),
         "{}",
@@ -731,10 +731,7 @@ fn keyless_signatures_must_chain_to_the_trust_root_and_match_the_identity() {
         [("1.3.0".to_string(), "untrusted certificate".to_string())]
     );
     assert!(
-        r["passedOver"][0]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("no Rekor bundle"),
+        passed_over_message(&r, 0).contains("no Rekor bundle"),
         "{r:#}"
     );
     // A bundle that logs another signature proves nothing: 1.2.0's bundle
@@ -996,9 +993,7 @@ fn attestations_and_platforms_are_required_when_asked_for() {
         "no linux/arm64 image (it has linux/amd64)"
     );
     assert!(
-        r["passedOver"][1]["message"]
-            .as_str()
-            .unwrap_or_default()
+        passed_over_message(&r, 1)
             .contains("no verified attestation of https://slsa.dev/provenance/v0.2"),
         "{r:#}"
     );
@@ -1203,10 +1198,7 @@ fn referrer_signatures_count_the_signed_newest_is_adopted_and_a_tampered_payload
         [("2.2.0".to_string(), "bad signature".to_string())]
     );
     assert!(
-        r["passedOver"][0]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("does not verify"),
+        passed_over_message(&r, 0).contains("does not verify"),
         "{r:#}"
     );
 }
