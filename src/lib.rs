@@ -20,6 +20,7 @@ pub mod model;
 pub mod net;
 pub mod pipeline;
 pub mod policy;
+pub mod promotion;
 pub mod redact;
 pub mod registry;
 pub mod rewrite;

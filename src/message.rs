@@ -36,6 +36,39 @@ pub const TRAILER: &str = "Hoist-Automation";
 /// `messageTemplate`, as Flux's image-automation-controller writes it.
 pub const FLUX_DEFAULT_MESSAGE: &str = "Update from image update automation";
 
+/// The commit that records healthy rollouts in an automation's evidence
+/// file (`spec.sync.evidence`): which images, seen healthy at which commit.
+pub fn evidence_message(automation: &str, healthy: &[String], revision: &str) -> String {
+    let subject = match healthy {
+        [only] => format!("Record healthy rollout of {only}"),
+        _ => format!("Record healthy rollout of {} images", healthy.len()),
+    };
+    let lines: String = healthy.iter().map(|h| format!("- {h}\n")).collect();
+    cleanup(&format!(
+        "{subject}\n\nThe sync of {revision} ran these healthy:\n\n{lines}\n{TRAILER}: {automation}\n"
+    ))
+}
+
+/// The commit that rolls back a failed rollout (`spec.sync.rollback`):
+/// `moves` are `image old → new` lines, `reason` what the sync said.
+pub fn rollback_message(
+    automation: &str,
+    moves: &[String],
+    revision: &str,
+    reason: &str,
+) -> String {
+    let subject = match moves {
+        [only] => format!("Roll back {only}"),
+        _ => format!("Roll back {} images", moves.len()),
+    };
+    let lines: String = moves.iter().map(|m| format!("- {m}\n")).collect();
+    // What the cluster said is server text: bounded, on its own lines.
+    let reason: String = reason.chars().take(2000).collect();
+    cleanup(&format!(
+        "{subject}\n\nThe rollout of {revision} failed:\n\n{reason}\n\nPut back what last ran healthy:\n\n{lines}\n{TRAILER}: {automation}\n"
+    ))
+}
+
 /// The default commit message: which images moved where, and a trailer
 /// naming the automation.
 pub fn default_message(automation: &str, changes: &ChangeSet) -> String {

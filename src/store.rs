@@ -17,6 +17,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use crate::api::RejectedTag;
 use crate::model::PullRequestRecord;
 use crate::model::Tag;
 
@@ -40,6 +41,9 @@ const ARTIFACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("artifacts"
 const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts");
 /// `namespace/name` of a sync owner → JSON [`SyncRecord`]: what it applied.
 const SYNCS: TableDefinition<&str, &[u8]> = TableDefinition::new("syncs");
+/// `namespace/name` of an ImagePolicy → JSON list of [`RejectedTag`]s:
+/// tags rolled back, never selected again.
+const REJECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("rejections");
 
 /// How long to wait for another hoist process to release the database.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -298,6 +302,7 @@ fn read_everything(db: &impl ReadableDatabase) -> Result<(), Damage> {
     read_table::<DigestRecord>(&txn, DIGESTS)?;
     read_table::<PullRequestRecord>(&txn, PULL_REQUESTS)?;
     read_table::<SyncRecord>(&txn, SYNCS)?;
+    read_table::<Vec<RejectedTag>>(&txn, REJECTIONS)?;
     read_table::<ArtifactRecord>(&txn, ARTIFACTS)?;
     read_table::<VerdictRecord>(&txn, VERDICTS)?;
     Ok(())
@@ -467,6 +472,7 @@ impl Store {
             txn.open_table(DIGESTS).map_err(|e| self.io(e))?;
             txn.open_table(PULL_REQUESTS).map_err(|e| self.io(e))?;
             txn.open_table(SYNCS).map_err(|e| self.io(e))?;
+            txn.open_table(REJECTIONS).map_err(|e| self.io(e))?;
             txn.open_table(ARTIFACTS).map_err(|e| self.io(e))?;
             txn.open_table(VERDICTS).map_err(|e| self.io(e))?;
         }
@@ -629,6 +635,28 @@ impl Store {
 
     pub fn put_sync_record(&self, owner: &str, record: &SyncRecord) -> Result<(), StoreError> {
         self.put(SYNCS, owner, record)
+    }
+
+    /// The tags rolled back for the policy `namespace/name`.
+    pub fn rejections(&self, policy: &str) -> Result<Vec<RejectedTag>, StoreError> {
+        Ok(self.get(REJECTIONS, policy)?.unwrap_or_default())
+    }
+
+    /// Adds the tags of `rejected` not rejected for `policy` yet; returns
+    /// whether any was new.
+    pub fn reject(&self, policy: &str, rejected: &[RejectedTag]) -> Result<bool, StoreError> {
+        let mut known = self.rejections(policy)?;
+        let before = known.len();
+        for r in rejected {
+            if !known.iter().any(|k| k.tag == r.tag) {
+                known.push(r.clone());
+            }
+        }
+        if known.len() == before {
+            return Ok(false);
+        }
+        self.put(REJECTIONS, policy, &known)?;
+        Ok(true)
     }
 
     /// Records the automation's open pull request, or forgets it (`None`).

@@ -68,6 +68,59 @@ pub struct ImagePolicySpec {
     /// Shaped like Flux's OCIRepository `spec.verify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySpec>,
+    /// Adopt only what an upstream environment ran healthy: candidates are
+    /// the tags whose digest the upstream ImageUpdateAutomation's evidence
+    /// file records as healthy for at least `soak`, still filtered by
+    /// this policy's own range, `minimumAge` and `verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionSpec>,
+}
+
+/// Where a downstream policy's candidates come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionSpec {
+    /// `namespace/name` of the upstream ImageUpdateAutomation, as its
+    /// evidence file names it.
+    pub from: String,
+    /// How long an image must have run healthy upstream, unbroken (Go
+    /// duration; default 0: one healthy rollout is enough).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<GoDuration>,
+    /// The repository holding the upstream's evidence (its
+    /// `spec.sync.evidence`).
+    pub evidence: EvidenceSource,
+}
+
+/// An evidence file in a Git repository.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceSource {
+    /// The repository, as the upstream automation's `spec.git.url` names it.
+    pub url: String,
+    /// The branch the upstream syncs (its checkout branch).
+    pub branch: String,
+    /// Default `.hoist/evidence/NAMESPACE/NAME.yaml` of `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A Secret of this namespace with git credentials (`username` and
+    /// `password`, `bearerToken`, or `identity` and `known_hosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
+}
+
+impl PromotionSpec {
+    /// The evidence file's path in its repository.
+    pub fn evidence_path(&self) -> String {
+        match &self.evidence.path {
+            Some(path) => path.clone(),
+            None => {
+                let (namespace, name) =
+                    self.from.split_once('/').unwrap_or(("default", &self.from));
+                crate::promotion::default_path(namespace, name)
+            }
+        }
+    }
 }
 
 /// How candidates are verified. With public keys in `secretRef` a
@@ -141,6 +194,7 @@ impl ImagePolicySpec {
             minimum_age: None,
             platforms: Vec::new(),
             verify: None,
+            promotion: None,
         }
     }
 
@@ -276,9 +330,27 @@ pub struct ImagePolicyStatus {
     /// first, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub passed_over: Vec<PassedOverTag>,
+    /// Tags rolled back after their rollout failed, never selected again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<RejectedTag>,
     /// The `reconcile.hoist.dev/requestedAt` annotation value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+}
+
+/// A tag an automation rolled back (`spec.sync.rollback`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedTag {
+    pub tag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// `namespace/name` of the ImageUpdateAutomation that rolled it back.
+    pub automation: String,
+    /// RFC 3339.
+    pub at: String,
+    /// What the sync said of the rollout.
+    pub reason: String,
 }
 
 /// A tag waiting for `minimumAge`.

@@ -320,6 +320,52 @@ pub struct SyncSpec {
     pub wait: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<GoDuration>,
+    /// When the rollout of an image hoist committed fails (a Deployment
+    /// not Available by its progress deadline or `timeout`, a Job that
+    /// fails), commit the image that last ran healthy back — a new commit,
+    /// pushed only when hoist's own commit is the branch's tip, else
+    /// proposed as a pull request — and reject the failed tag for its
+    /// policy. Needs `wait`; keeps its record in `evidence`. Set (even
+    /// empty, `rollback: {}`) to turn it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackSpec>,
+    /// Record in the repository which images ran healthy, and when, for
+    /// downstream ImagePolicies' `spec.promotion` (and for `rollback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceSpec>,
+}
+
+/// How a rollback is proposed when it cannot be pushed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackSpec {
+    /// The forge to open the rollback's pull request on when someone
+    /// committed on top of hoist's commit. Default
+    /// `spec.git.push.pullRequest`; with neither, hoist pushes the
+    /// rollback to its branch `hoist/rollback/NAME` and says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestSpec>,
+}
+
+/// Where an automation keeps its evidence file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EvidenceSpec {
+    /// A path in the repository below a hidden directory, so that neither
+    /// the rewrite nor the sync reads it. Default
+    /// `.hoist/evidence/NAMESPACE/NAME.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+impl SyncSpec {
+    /// The evidence file's path, when the automation keeps one.
+    pub fn evidence_path(&self, namespace: &str, name: &str) -> Option<String> {
+        match (&self.evidence, &self.rollback) {
+            (Some(EvidenceSpec { path: Some(path) }), _) => Some(path.clone()),
+            (Some(_), _) | (None, Some(_)) => Some(crate::promotion::default_path(namespace, name)),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -67,6 +67,11 @@ pub struct RunArgs {
     /// Serve /metrics, /healthz and /readyz on HOST:PORT.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Run as if at TIME (RFC 3339, e.g. 2026-12-07T14:00:00Z): update
+    /// windows, minimumAge and soak times are judged then, and evidence
+    /// is dated then. For rehearsing a schedule.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 /// What one pass does: everything (the interval), or what webhooks named.
@@ -84,6 +89,12 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             "--webhook-addr and --metrics-addr serve while hoist keeps running; drop --once",
         ));
     }
+    let at = match &args.at {
+        Some(text) => Some(text.parse::<jiff::Timestamp>().map_err(|e| {
+            CliError::invalid(format!("--at {text:?} is not an RFC 3339 time: {e}"))
+        })?),
+        None => None,
+    };
     let mut session = ScanSession::open(
         &args.files,
         args.state_dir.clone(),
@@ -92,6 +103,9 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         args.no_cross_namespace_refs,
         args.strict,
     )?;
+    if let Some(at) = at {
+        session.options.now = u64::try_from(at.as_second()).ok();
+    }
     let endpoints = endpoints(&session.objects)?;
     if !endpoints.is_empty() && args.webhook_addr.is_none() && !args.once {
         super::diag::warning("the files hold Receivers; serve them with --webhook-addr");
@@ -121,7 +135,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         None
     };
     let options = RunOptions {
-        now: None,
+        now: at,
         dry_run: args.dry_run,
         cache: session.state_dir.join("git"),
         push_attempts: 3,

@@ -103,6 +103,7 @@ impl ScanSession {
                 now: None,
                 scanned_before: false,
                 rescan: Default::default(),
+                evidence: Default::default(),
             },
             runtime,
             registry: Registry::new(RegistrySettings::default()),
@@ -119,8 +120,16 @@ impl ScanSession {
         &self,
         rescan: &std::collections::BTreeSet<String>,
     ) -> Result<pipeline::ScanReport, CliError> {
+        // What the upstream environments ran healthy, as their repositories
+        // say now, for the policies that promote from them.
+        let evidence = self.runtime.block_on(pipeline::evidence::read_upstream(
+            &self.objects,
+            &crate::git::Git::default(),
+            &self.state_dir.join("git"),
+        ));
         let options = pipeline::ScanOptions {
             rescan: rescan.clone(),
+            evidence,
             ..self.options.clone()
         };
         self.runtime

@@ -548,6 +548,7 @@ async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, Recon
         now: None,
         scanned_before: false,
         rescan: Default::default(),
+        evidence: Default::default(),
     };
     let selection = pipeline::select_stored(
         &objects,

@@ -109,6 +109,7 @@ async fn scan(
             .as_ref()
             .is_some_and(|s| s.last_scan_result.is_some()),
         rescan: Default::default(),
+        evidence: Default::default(),
     };
     let report = pipeline::scan(&objects, &context.registry, &context.store, &options)
         .await

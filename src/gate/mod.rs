@@ -38,6 +38,13 @@ pub enum Reason {
     /// The image's manifest or config cannot be read as OCI JSON.
     #[serde(rename = "unreadable manifest")]
     UnreadableManifest,
+    /// Its rollout failed and an automation rolled it back.
+    #[serde(rename = "rolled back")]
+    RolledBack,
+    /// `spec.promotion`: the upstream ran the tag, but not this digest
+    /// healthy for the whole soak time.
+    #[serde(rename = "not promoted")]
+    NotPromoted,
 }
 
 impl Reason {
@@ -50,6 +57,8 @@ impl Reason {
             Reason::NoProvenance => "no provenance",
             Reason::MissingPlatform => "missing platform",
             Reason::UnreadableManifest => "unreadable manifest",
+            Reason::RolledBack => "rolled back",
+            Reason::NotPromoted => "not promoted",
         }
     }
 
@@ -62,7 +71,11 @@ impl Reason {
             Reason::BadSignature => 1,
             Reason::UntrustedCertificate => 2,
             Reason::IdentityMismatch => 3,
-            Reason::NoProvenance | Reason::MissingPlatform | Reason::UnreadableManifest => 4,
+            Reason::NoProvenance
+            | Reason::MissingPlatform
+            | Reason::UnreadableManifest
+            | Reason::RolledBack
+            | Reason::NotPromoted => 4,
         }
     }
 }

@@ -105,7 +105,8 @@ pub(super) fn mentions_hoist_kind(text: &str) -> bool {
     KIND.as_ref().is_none_or(|re| re.is_match(text))
 }
 
-/// Refuses automations whose `git.url` is a local path into hoist's own
+/// Refuses automations whose `git.url` (and policies whose
+/// `promotion.evidence.url`) is a local path into hoist's own
 /// state directory (`--state-dir`): the caches there are clones that other
 /// automations made, whose configuration and hooks hoist never wrote, and
 /// the store and key files beside them are hoist's alone. Made before the
@@ -114,31 +115,52 @@ pub fn refuse_state_directory(set: &ObjectSet, state_dir: &Path) -> Result<(), L
     let Some(state) = resolved(state_dir) else {
         return Ok(());
     };
-    let errors: Vec<LoadError> = set
-        .automations
-        .iter()
-        .filter(|a| {
-            crate::git::local_paths(&a.object.spec.git.url)
-                .iter()
-                .filter_map(|p| resolved(p))
-                .any(|p| p.starts_with(&state))
-        })
-        .map(|a| LoadError::Invalid {
-            path: a.origin.path.clone(),
-            line: a.origin.line,
-            object: format!(
-                "ImageUpdateAutomation {}/{}",
-                crate::model::namespace_of(&a.object.metadata),
-                a.object.metadata.name.as_deref().unwrap_or("")
-            ),
-            field: "spec.git.url".to_string(),
+    let inside = |url: &str| {
+        crate::git::local_paths(url)
+            .iter()
+            .filter_map(|p| resolved(p))
+            .any(|p| p.starts_with(&state))
+    };
+    let refusal = |origin: &crate::load::Origin, object: String, field: &str, url: &str| {
+        LoadError::Invalid {
+            path: origin.path.clone(),
+            line: origin.line,
+            object,
+            field: field.to_string(),
             message: format!(
-                "{:?} is inside hoist's state directory {}: the clones there are hoist's caches, not a remote; name the repository itself",
-                a.object.spec.git.url,
+                "{url:?} is inside hoist's state directory {}: the clones there are hoist's caches, not a remote; name the repository itself",
                 state.display()
             ),
+        }
+    };
+    let key = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        crate::model::ObjectKey::of(meta).to_string()
+    };
+    let mut errors: Vec<LoadError> = set
+        .automations
+        .iter()
+        .filter(|a| inside(&a.object.spec.git.url))
+        .map(|a| {
+            refusal(
+                &a.origin,
+                format!("ImageUpdateAutomation {}", key(&a.object.metadata)),
+                "spec.git.url",
+                &a.object.spec.git.url,
+            )
         })
         .collect();
+    // A downstream policy reads its upstream's evidence from a clone too.
+    errors.extend(set.policies.iter().filter_map(|p| {
+        let url = &p.object.spec.promotion.as_ref()?.evidence.url;
+        inside(url).then(|| {
+            refusal(
+                &p.origin,
+                format!("ImagePolicy {}", key(&p.object.metadata)),
+                "spec.promotion.evidence.url",
+                url,
+            )
+        })
+    }));
     if errors.is_empty() {
         Ok(())
     } else {

@@ -135,6 +135,38 @@ pub(super) fn policy(doc: &Document<'_>, spec: &ImagePolicySpec) -> Result<(), L
             ),
         ));
     }
+    if let Some(promotion) = &spec.promotion {
+        let upstream = promotion.from.split_once('/');
+        if upstream.is_none_or(|(ns, name)| {
+            crate::api::check_object_name(ns).is_err()
+                || crate::api::check_object_name(name).is_err()
+        }) {
+            return Err(doc.invalid(
+                "spec.promotion.from",
+                format!(
+                    "{:?} is not namespace/name of an ImageUpdateAutomation (the upstream whose evidence this policy promotes)",
+                    promotion.from
+                ),
+            ));
+        }
+        duration(doc, "spec.promotion.soak", promotion.soak.as_ref())?;
+        required(
+            doc,
+            "spec.promotion.evidence.url",
+            &promotion.evidence.url,
+            "give the clone URL of the repository the upstream automation records its evidence in",
+        )?;
+        branch(
+            doc,
+            "spec.promotion.evidence.branch",
+            &promotion.evidence.branch,
+        )?;
+        let path = promotion.evidence_path();
+        inside_repository(doc, "spec.promotion.evidence.path", &path)?;
+        if let Some(problem) = crate::promotion::evidence_path_problem(&path) {
+            return Err(doc.invalid("spec.promotion.evidence.path", problem));
+        }
+    }
     if spec.digest_reflection_policy == Some(ReflectionPolicy::Always) && spec.interval.is_none() {
         return Err(doc.invalid(
             "spec.interval",
@@ -270,6 +302,19 @@ pub(super) fn automation(
     if let Some(sync) = &spec.sync {
         inside_repository(doc, "spec.sync.path", &sync.path)?;
         duration(doc, "spec.sync.timeout", sync.timeout.as_ref())?;
+        if sync.rollback.is_some() && !sync.wait {
+            return Err(doc.invalid(
+                "spec.sync.rollback",
+                "a rollback follows the rollout's verdict, which only a sync that waits has: set spec.sync.wait: true",
+            ));
+        }
+        if let Some(path) = sync.evidence.as_ref().and_then(|e| e.path.as_deref()) {
+            let field = "spec.sync.evidence.path";
+            inside_repository(doc, field, path)?;
+            if let Some(problem) = crate::promotion::evidence_path_problem(path) {
+                return Err(doc.invalid(field, problem));
+            }
+        }
     }
     if let Some(name) = &spec.service_account_name {
         crate::api::check_object_name(name).map_err(|why| {

@@ -69,6 +69,9 @@ pub enum ScanError {
         repository: String,
         why: &'static str,
     },
+    /// A downstream policy's upstream evidence could not be read.
+    #[error("ImagePolicy {policy}: spec.promotion.evidence: {message}")]
+    Evidence { policy: String, message: String },
     #[error("{0}")]
     Store(String),
 }
@@ -92,6 +95,7 @@ impl ScanError {
             ScanError::Registry { .. }
             | ScanError::Credentials { .. }
             | ScanError::NotScanned { .. }
+            | ScanError::Evidence { .. }
             | ScanError::Store(_) => ErrorClass::Retry,
         }
     }
@@ -113,6 +117,7 @@ impl ScanError {
             },
             ScanError::Credentials { .. } => "registry_credentials",
             ScanError::NotScanned { .. } => "not_scanned",
+            ScanError::Evidence { .. } => "evidence",
             ScanError::Store(_) => "store",
         }
     }
@@ -168,6 +173,11 @@ pub enum AutomationError {
     /// `spec.sync` failed to apply, prune or wait.
     #[error("{0}")]
     Sync(String),
+    /// The rollout of hoist's commit failed and `spec.sync.rollback` put
+    /// back what ran healthy (or proposed it): the pass failed, and says
+    /// what was rejected.
+    #[error("{0}")]
+    RolledBack(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Selected policies have no latest ref because their repository could
@@ -212,6 +222,7 @@ impl AutomationError {
             | AutomationError::BranchMoved(_)
             | AutomationError::ForeignCommit(_)
             | AutomationError::Sync(_)
+            | AutomationError::RolledBack(_)
             | AutomationError::Store(_)
             | AutomationError::Scan(_)
             | AutomationError::Internal(_) => ErrorClass::Retry,
@@ -231,6 +242,7 @@ impl AutomationError {
             AutomationError::BranchMoved(_) => "branch_moved",
             AutomationError::ForeignCommit(_) => "foreign_commit",
             AutomationError::Sync(_) => "sync",
+            AutomationError::RolledBack(_) => "rolled_back",
             AutomationError::Store(_) => "store",
             AutomationError::Scan(_) => "scan",
             AutomationError::Strict(_) => "strict",

@@ -436,6 +436,7 @@ impl Forges for MemoryForges {
 pub struct MemoryRecords {
     pub pull_requests: Mutex<BTreeMap<String, PullRequestRecord>>,
     pub syncs: Mutex<BTreeMap<String, SyncRecord>>,
+    pub rejections: Mutex<BTreeMap<String, Vec<crate::api::RejectedTag>>>,
 }
 
 impl Records for MemoryRecords {
@@ -460,5 +461,20 @@ impl Records for MemoryRecords {
     fn put_sync_record(&self, owner: &str, record: &SyncRecord) -> Result<(), StoreError> {
         lock(&self.syncs).insert(owner.to_string(), record.clone());
         Ok(())
+    }
+    fn reject(
+        &self,
+        policy: &str,
+        rejected: &[crate::api::RejectedTag],
+    ) -> Result<bool, StoreError> {
+        let mut all = lock(&self.rejections);
+        let known = all.entry(policy.to_string()).or_default();
+        let before = known.len();
+        for r in rejected {
+            if !known.iter().any(|k| k.tag == r.tag) {
+                known.push(r.clone());
+            }
+        }
+        Ok(known.len() > before)
     }
 }

@@ -1,9 +1,10 @@
 //! The only module that calls the stages in order: scan (registry, with
 //! the store as cache) → select (policy) → rewrite → publish (git).
 
-mod automation;
+pub(crate) mod automation;
 mod branch;
 mod error;
+pub mod evidence;
 #[cfg(test)]
 mod memory;
 pub mod ports;

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::api::ForgeProvider;
+use crate::api::{ForgeProvider, RejectedTag};
 use crate::forge::{Forge, ForgeError, ForgeRepo, PullRequestRecord};
 use crate::git::{Checkout, Commit, Git, GitCredentials, GitError, Push, Signature, Source};
 use crate::model::InventoryEntry;
@@ -268,6 +268,9 @@ pub trait Records: Send + Sync {
     ) -> Result<(), StoreError>;
     fn sync_record(&self, owner: &str) -> Result<Option<SyncRecord>, StoreError>;
     fn put_sync_record(&self, owner: &str, record: &SyncRecord) -> Result<(), StoreError>;
+    /// Rejects tags for the policy `namespace/name`, so that it never
+    /// selects them again; whether any was new.
+    fn reject(&self, policy: &str, rejected: &[RejectedTag]) -> Result<bool, StoreError>;
 }
 
 impl Records for Store {
@@ -286,6 +289,9 @@ impl Records for Store {
     }
     fn put_sync_record(&self, owner: &str, record: &SyncRecord) -> Result<(), StoreError> {
         Store::put_sync_record(self, owner, record)
+    }
+    fn reject(&self, policy: &str, rejected: &[RejectedTag]) -> Result<bool, StoreError> {
+        Store::reject(self, policy, rejected)
     }
 }
 

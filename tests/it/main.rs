@@ -17,6 +17,7 @@ mod image;
 mod kube_api;
 mod masterminds;
 mod rewrite;
+mod rollout;
 mod run;
 mod scan;
 mod support;

@@ -111,6 +111,11 @@ fn transport_credentials(
         ));
         return None;
     };
+    Some(transport_of(secret))
+}
+
+/// The transport credentials a git Secret holds, by Flux's keys.
+pub(crate) fn transport_of(secret: &crate::load::SecretData) -> GitCredentials {
     let text = |k: &str| {
         secret.data.get(k).map(|v| {
             String::from_utf8_lossy(v)
@@ -118,14 +123,14 @@ fn transport_credentials(
                 .to_string()
         })
     };
-    Some(GitCredentials {
+    GitCredentials {
         username: text("username"),
         password: text("password"),
         bearer_token: text("bearerToken").filter(|t| !t.is_empty()),
         identity: secret.data.get("identity").cloned(),
         known_hosts: secret.data.get("known_hosts").cloned(),
         signing: None,
-    })
+    }
 }
 
 /// The forge client for `spec.git.push.pullRequest`, with its token from

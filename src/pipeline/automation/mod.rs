@@ -19,9 +19,10 @@ use crate::message;
 use crate::model::{Change, ChangeSet};
 use crate::rewrite::{Refs, rewrite_tree};
 
-mod credentials;
+pub(crate) mod credentials;
 mod pull_request;
 mod report;
+mod rollout;
 mod sync;
 
 use credentials::git_for;
@@ -129,7 +130,8 @@ async fn run_automation(context: Context<'_>, scan: &ScanReport) -> AutomationRe
         if options.dry_run {
             return Ok(());
         }
-        sync_branch(&context, git, &mut report).await
+        let images = policy_images(&context, scan);
+        sync_branch(&context, git, &images, &mut report).await
     }
     .await;
     // What could be updated was; a policy left without a latest ref by a
@@ -331,6 +333,20 @@ fn refs_for(context: &Context<'_>, scan: &ScanReport) -> (Refs, Vec<String>) {
     (refs, missing)
 }
 
+/// The latest refs of the automation's policies, as markers write them.
+fn policy_images(context: &Context<'_>, scan: &ScanReport) -> Vec<crate::promotion::PolicyImage> {
+    refs_for(context, scan)
+        .0
+        .into_iter()
+        .map(|(policy, r)| crate::promotion::PolicyImage {
+            policy,
+            image: r.name,
+            tag: r.tag,
+            digest: r.digest,
+        })
+        .collect()
+}
+
 /// A path from the spec (`field`) as a relative path that stays inside
 /// the repository.
 fn repository_path(field: &str, value: &str) -> Result<PathBuf, AutomationError> {
@@ -348,6 +364,47 @@ fn repository_path(field: &str, value: &str) -> Result<PathBuf, AutomationError>
         }
     }
     Ok(clean)
+}
+
+/// Where `spec.update.path` (`relative`) leads in `checkout`: a directory,
+/// read recursively, or (as Flux allows) one file. Returns the directory to
+/// rewrite, the one file in it (if so), and the directory the changes are
+/// named from.
+fn update_root(
+    checkout: &crate::git::Checkout,
+    automation: &ImageUpdateAutomation,
+    relative: &Path,
+) -> Result<(PathBuf, Option<PathBuf>, PathBuf), AutomationError> {
+    let root = checkout.dir.join(relative);
+    // A symlink in the repository must not lead the rewrite out of it.
+    let inside = std::fs::canonicalize(&root)
+        .ok()
+        .zip(std::fs::canonicalize(&checkout.dir).ok())
+        .is_some_and(|(r, c)| r.starts_with(&c) && !r.starts_with(c.join(".git")));
+    if root.exists() && !inside {
+        return Err(AutomationError::Repository {
+            field: "spec.update.path".into(),
+            message: format!(
+                "{:?} leads out of the repository",
+                automation.spec.update.path
+            ),
+        });
+    }
+    if root.is_dir() {
+        return Ok((root, None, relative.to_path_buf()));
+    }
+    if let (true, Some(name), Some(dir)) = (root.is_file(), root.file_name(), relative.parent()) {
+        let name = PathBuf::from(name);
+        let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
+        return Ok((parent, Some(name), dir.to_path_buf()));
+    }
+    Err(AutomationError::Repository {
+        field: "spec.update.path".into(),
+        message: format!(
+            "{:?} is neither a directory nor a file in {}",
+            automation.spec.update.path, checkout.source.reference
+        ),
+    })
 }
 
 async fn run_one(
@@ -377,40 +434,7 @@ async fn run_one(
         let started = std::time::Instant::now();
         let checkout = git.checkout(&options.cache, &source).await?;
         report.timings.checkout_ms += elapsed_ms(started);
-        let root = checkout.dir.join(&relative);
-        // A symlink in the repository must not lead the rewrite out of it.
-        let inside = std::fs::canonicalize(&root)
-            .ok()
-            .zip(std::fs::canonicalize(&checkout.dir).ok())
-            .is_some_and(|(r, c)| r.starts_with(&c) && !r.starts_with(c.join(".git")));
-        if root.exists() && !inside {
-            return Err(AutomationError::Repository {
-                field: "spec.update.path".into(),
-                message: format!(
-                    "{:?} leads out of the repository",
-                    automation.spec.update.path
-                ),
-            });
-        }
-        // A directory, read recursively, or (as Flux allows) one file;
-        // `relative` becomes the directory the changes are named from.
-        let (root, only, relative) = if root.is_dir() {
-            (root, None, relative.clone())
-        } else if let (true, Some(name), Some(dir)) =
-            (root.is_file(), root.file_name(), relative.parent())
-        {
-            let name = PathBuf::from(name);
-            let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
-            (parent, Some(name), dir.to_path_buf())
-        } else {
-            return Err(AutomationError::Repository {
-                field: "spec.update.path".into(),
-                message: format!(
-                    "{:?} is neither a directory nor a file in {}",
-                    automation.spec.update.path, checkout_branch
-                ),
-            });
-        };
+        let (root, only, relative) = update_root(&checkout, automation, &relative)?;
         let started = std::time::Instant::now();
         let rewritten = {
             let (root, refs, dry_run) = (root.clone(), refs.clone(), options.dry_run);

@@ -37,6 +37,12 @@ pub struct AutomationReport {
     /// What `spec.sync` applied, and from which commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncOutcome>,
+    /// The healthy rollout this run recorded in `spec.sync.evidence`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceReport>,
+    /// The failed rollout this run rolled back (`spec.sync.rollback`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackReport>,
     /// With `--dry-run`: the unified diff that would be committed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
@@ -56,6 +62,41 @@ pub struct SyncOutcome {
     pub revision: String,
     #[serde(flatten)]
     pub report: crate::sync::SyncReport,
+}
+
+/// A healthy rollout recorded in the evidence file.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvidenceReport {
+    /// The evidence file, relative to the repository.
+    pub path: String,
+    /// The commit that recorded it.
+    pub commit: String,
+}
+
+/// A failed rollout and what hoist did about it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RollbackReport {
+    /// What the sync said.
+    pub reason: String,
+    /// The tags rejected for their policies.
+    pub rejected: Vec<RejectedReport>,
+    /// The rollback commit, once pushed to `branch`.
+    pub commit: Option<String>,
+    /// The checkout branch, or hoist's `hoist/rollback/NAME` when someone
+    /// committed on top of hoist's commit.
+    pub branch: String,
+    /// The pull request that proposes the rollback then.
+    pub pull_request: Option<Outcome>,
+}
+
+/// One tag a rollback rejected.
+#[derive(Clone, Debug, Serialize)]
+pub struct RejectedReport {
+    pub policy: String,
+    pub tag: String,
+    pub digest: Option<String>,
+    /// The tag put back: what last ran healthy (none when nothing had).
+    pub restored: Option<String>,
 }
 
 /// Where an automation's time went.

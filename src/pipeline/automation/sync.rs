@@ -1,20 +1,95 @@
-//! `spec.sync`: applying the checkout branch to the cluster after a push.
+//! `spec.sync`: applying the checkout branch to the cluster after a push,
+//! then acting on the rollout's verdict (`rollout`).
 
+use super::rollout::{self, RolledBack};
 use super::{AutomationReport, Context, SyncOutcome, off_the_runtime, repository_path};
+use crate::api::SyncSpec;
+use crate::git::Checkout;
 use crate::pipeline::error::AutomationError;
-use crate::pipeline::ports::Repository;
+use crate::pipeline::ports::{Cluster, Repository};
+use crate::promotion::PolicyImage;
+
+/// What one apply of the checkout branch came to.
+pub(super) struct Applied {
+    /// The checkout applied (its base is the revision).
+    pub checkout: Checkout,
+    /// Every container image of the objects applied.
+    pub images: Vec<String>,
+    /// Why the sync failed, if it did, naming whom it applied as.
+    pub error: Option<String>,
+    /// Objects not healthy when the wait ended: the rollout failed.
+    pub unhealthy: bool,
+}
+
+impl Applied {
+    fn result(&self) -> Result<(), AutomationError> {
+        match &self.error {
+            Some(e) => Err(AutomationError::Sync(e.clone())),
+            None => Ok(()),
+        }
+    }
+}
 
 /// `spec.sync`: apply the checkout branch as it is now on the remote —
 /// hoist's own commit right after it pushed one, the base branch when
-/// hoist proposes changes by pull request, anyone's commit otherwise.
+/// hoist proposes changes by pull request, anyone's commit otherwise —
+/// then record a healthy rollout, or roll a failed one back.
+/// `refs` are the latest refs of the automation's policies.
 pub(super) async fn sync_branch(
     context: &Context<'_>,
     git: &dyn Repository,
+    refs: &[PolicyImage],
     report: &mut AutomationReport,
 ) -> Result<(), AutomationError> {
     let (Some(spec), Some(cluster)) = (&context.automation.spec.sync, context.ports.cluster) else {
         return Ok(());
     };
+    let applied = apply(context, git, cluster, spec, report).await?;
+    let name = context
+        .automation
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default();
+    let Some(path) = spec.evidence_path(context.namespace(), name) else {
+        return applied.result();
+    };
+    // Only a sync that waited for the rollout has a verdict on it.
+    if !spec.wait {
+        return applied.result();
+    }
+    if applied.error.is_none() {
+        return rollout::record_healthy(context, git, &applied, &path, refs, report).await;
+    }
+    if !(applied.unhealthy && spec.rollback.is_some()) {
+        return applied.result();
+    }
+    match rollout::roll_back(context, git, &applied, &path, refs, report).await? {
+        RolledBack::Pushed(what) => {
+            // Put the cluster back at once, not at the next interval.
+            let again = apply(context, git, cluster, spec, report).await?;
+            let after = match &again.error {
+                Some(e) => format!("; the rolled-back revision is not healthy either: {e}"),
+                None => "; the rolled-back revision is healthy".to_string(),
+            };
+            Err(AutomationError::RolledBack(format!("{what}{after}")))
+        }
+        RolledBack::Proposed(what) => Err(AutomationError::RolledBack(what)),
+        // Nothing of hoist's changed since the last healthy rollout: the
+        // failure is not hoist's to undo.
+        RolledBack::NotOurs => applied.result(),
+    }
+}
+
+/// Applies the checkout branch as the remote has it now, and records the
+/// inventory.
+async fn apply(
+    context: &Context<'_>,
+    git: &dyn Repository,
+    cluster: &dyn Cluster,
+    spec: &SyncSpec,
+    report: &mut AutomationReport,
+) -> Result<Applied, AutomationError> {
     let relative = repository_path("spec.sync.path", &spec.path)?;
     // The loader allows sync on a checkout branch only.
     let source =
@@ -47,6 +122,7 @@ pub(super) async fn sync_branch(
             .collect::<Vec<_>>()
             .join("; "),
     })?;
+    let images = crate::promotion::images_of(&source);
     let owner = crate::sync::Owner {
         namespace: context.namespace().to_string(),
         name: context.automation.metadata.name.clone().unwrap_or_default(),
@@ -89,20 +165,19 @@ pub(super) async fn sync_branch(
             .warnings
             .push(format!("recording the sync inventory: {e}"));
     }
-    let error = synced.error.clone();
+    let unhealthy = !synced.unhealthy.is_empty();
+    let error = synced.error.clone().map(|e| match impersonated {
+        Some(user) => format!("sync of {} as {user}: {e}", relative.display()),
+        None => format!("sync of {}: {e}", relative.display()),
+    });
     report.sync = Some(SyncOutcome {
-        revision: checkout.base,
+        revision: checkout.base.clone(),
         report: synced,
     });
-    match (error, impersonated) {
-        (Some(e), Some(user)) => Err(AutomationError::Sync(format!(
-            "sync of {} as {user}: {e}",
-            relative.display()
-        ))),
-        (Some(e), None) => Err(AutomationError::Sync(format!(
-            "sync of {}: {e}",
-            relative.display()
-        ))),
-        (None, _) => Ok(()),
-    }
+    Ok(Applied {
+        checkout,
+        images,
+        error,
+        unhealthy,
+    })
 }

@@ -54,6 +54,9 @@ pub struct ScanOptions {
     /// Repositories (`ns/name`) a webhook named: scanned from the registry
     /// now, whatever their interval.
     pub rescan: std::collections::BTreeSet<String>,
+    /// The upstream evidence of the policies with `spec.promotion`, read
+    /// by the driver before the scan ([`crate::pipeline::evidence`]).
+    pub evidence: crate::pipeline::evidence::UpstreamEvidence,
 }
 
 /// Where a scan takes each repository's tags from.
@@ -660,6 +663,7 @@ mod tests {
             now: None,
             scanned_before: false,
             rescan: Default::default(),
+            evidence: Default::default(),
         };
         let source = Listings::default();
         let report = scan(&set, &source, &store, &options)
@@ -727,6 +731,7 @@ mod tests {
             now: Some(now),
             scanned_before: false,
             rescan: Default::default(),
+            evidence: Default::default(),
         };
         let source = Listings::default();
         let unscanned = select_stored(&set, &policy, &repository, &source, &store, &options)
@@ -772,6 +777,138 @@ mod tests {
             source.calls.load(Ordering::SeqCst),
             0,
             "still nothing listed"
+        );
+    }
+
+    /// `spec.promotion`: a tag is a candidate once the upstream ran its
+    /// digest healthy for the soak; one still soaking waits, as for
+    /// `minimumAge`; a tag an automation rolled back is passed over.
+    #[tokio::test]
+    async fn promotion_waits_for_the_soak_and_rejected_tags_are_passed_over() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let mut set = objects(2, 0);
+        set.policies
+            .retain(|p| p.object.metadata.name.as_deref() == Some("app1"));
+        let key = "apps/app1".to_string();
+        set.policies[0].object.spec.promotion = Some(crate::api::PromotionSpec {
+            from: "staging/fleet".into(),
+            soak: Some(crate::api::GoDuration("1h".into())),
+            evidence: crate::api::EvidenceSource {
+                url: "https://git.example/fleet.git".into(),
+                branch: "main".into(),
+                path: None,
+                secret_ref: None,
+            },
+        });
+        let policy = set.policies[0].object.clone();
+        let repository = set
+            .repositories
+            .iter()
+            .find(|r| r.object.metadata.name.as_deref() == Some("app1"))
+            .map(|r| r.object.clone())
+            .unwrap_or_else(|| panic!("no app1"));
+        let now: u64 = 1_800_000_000;
+        let at = |secs: u64| {
+            jiff::Timestamp::from_second(i64::try_from(secs).unwrap_or(0))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // Both tags have this digest in `Listings`.
+        let digest = format!("sha256:{:064}", 5);
+        let deployed = |tag: &str| crate::promotion::Deployed {
+            policy: "staging/app".into(),
+            image: "registry.test/team/app1".into(),
+            tag: tag.into(),
+            digest: digest.clone(),
+        };
+        let mut evidence = crate::promotion::Evidence::new("staging/fleet");
+        evidence.record_healthy(&[deployed("1.0.0")], "c1", at(now - 10_000));
+        evidence.record_healthy(&[deployed("1.1.0")], "c2", at(now - 600));
+        let tags = vec![Tag::from("1.0.0"), Tag::from("1.1.0"), Tag::from("1.2.0")];
+        let record = ScanRecord {
+            revision: store::revision(&tags),
+            first_seen: Default::default(),
+            tags,
+            scanned_at: now,
+        };
+        store
+            .put_scan("registry.test/team/app1", &record)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let options = |now: u64| ScanOptions {
+            tags: TagFreshness::WithinInterval,
+            concurrency: 1,
+            credentials: Arc::default(),
+            now: Some(now),
+            scanned_before: false,
+            rescan: Default::default(),
+            evidence: Arc::new([(key.clone(), Ok(evidence.clone()))].into_iter().collect()),
+        };
+        let source = Listings::default();
+        let select = |now: u64| {
+            let options = options(now);
+            let (set, policy, repository, source, store) =
+                (&set, &policy, &repository, &source, &store);
+            async move {
+                select_stored(set, policy, repository, source, store, &options)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .row
+            }
+        };
+        // 1.2.0 never ran upstream; 1.1.0 has soaked ten minutes of sixty.
+        let row = select(now).await;
+        assert_eq!(row.tag, Some(Tag::from("1.0.0")), "{row:?}");
+        assert_eq!(row.digest.as_deref(), Some(digest.as_str()));
+        assert_eq!(
+            row.waiting,
+            Some(crate::policy::Waiting {
+                tag: "1.1.0".into(),
+                eligible_at: now - 600 + 3600,
+            })
+        );
+        // The soak over: 1.1.0.
+        let row = select(now + 3000).await;
+        assert_eq!(row.tag, Some(Tag::from("1.1.0")), "{row:?}");
+        assert_eq!(row.waiting, None);
+        // Rolled back here: passed over, and 1.0.0 again.
+        let rejected = crate::api::RejectedTag {
+            tag: "1.1.0".into(),
+            digest: Some(digest.clone()),
+            automation: "apps/fleet".into(),
+            at: "2027-01-15T08:00:00Z".into(),
+            reason: "Deployment apps/app: failed".into(),
+        };
+        assert!(
+            store
+                .reject(&key, std::slice::from_ref(&rejected))
+                .unwrap_or(false)
+        );
+        assert!(
+            !store.reject(&key, &[rejected]).unwrap_or(true),
+            "known already"
+        );
+        let row = select(now + 3000).await;
+        assert_eq!(row.tag, Some(Tag::from("1.0.0")), "{row:?}");
+        assert_eq!(row.passed_over[0].tag, "1.1.0");
+        assert_eq!(row.passed_over[0].reason, crate::gate::Reason::RolledBack);
+        assert!(
+            row.passed_over[0]
+                .message
+                .contains("by ImageUpdateAutomation apps/fleet")
+        );
+        // Evidence that could not be read fails the policy, naming the field.
+        let mut failing = options(now);
+        failing.evidence = Arc::new(
+            [(key.clone(), Err("no such branch".to_string()))]
+                .into_iter()
+                .collect(),
+        );
+        let failed = select_stored(&set, &policy, &repository, &source, &store, &failing)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            failed.failure.map(|e| e.to_string()),
+            Some("ImagePolicy apps/app1: spec.promotion.evidence: no such branch".to_string())
         );
     }
 }

@@ -3,6 +3,7 @@
 
 use super::gate::{Gate, MAX_PASSED_OVER};
 use super::*;
+use crate::promotion::Soak;
 
 /// One policy's selection from its repository's tags as the store holds
 /// them: what the controller's ImagePolicy reconcile asks for. Nothing is
@@ -126,6 +127,35 @@ impl<S: TagSource> ScanRun<'_, S> {
             None => (tags.clone(), None),
         };
         let gate = Gate::compile(key, policy, self.objects)?;
+        // `spec.promotion`: only tags the upstream ran healthy are
+        // candidates; each one's digest must have soaked there.
+        let promotion = match &policy.spec.promotion {
+            None => None,
+            Some(promotion) => {
+                let evidence = match self.options.evidence.get(key) {
+                    Some(Ok(evidence)) => evidence,
+                    Some(Err(message)) => {
+                        return Err(ScanError::Evidence {
+                            policy: key.to_string(),
+                            message: message.clone(),
+                        });
+                    }
+                    None => {
+                        return Err(ScanError::Evidence {
+                            policy: key.to_string(),
+                            message: "not read before the scan".into(),
+                        });
+                    }
+                };
+                let soak = promotion
+                    .soak
+                    .as_ref()
+                    .and_then(|s| s.parse().ok())
+                    .map_or(0, |d| d.as_secs());
+                candidates.retain(|t| evidence.healthy.iter().any(|r| r.tag == t.as_str()));
+                Some((evidence, soak, promotion.from.as_str()))
+            }
+        };
         let reflection = policy.spec.digest_reflection_policy.unwrap_or_default();
         // A classic chart repository has versions and nothing else.
         let classic_chart =
@@ -139,6 +169,7 @@ impl<S: TagSource> ScanRun<'_, S> {
                     "spec.digestReflectionPolicy",
                 ),
                 (compiled.orders_by_build_time(), "spec.policy.buildTime"),
+                (promotion.is_some(), "spec.promotion"),
             ];
             if let Some((_, field)) = needs.iter().find(|(set, _)| *set) {
                 return Err(ScanError::Spec {
@@ -162,7 +193,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             // The gate vouches for a digest: the one it judged is the one
             // the latest ref carries, looked up again each interval of the
             // repository so a moved tag is judged again.
-            _ if gate.is_some() => interval(repository).as_secs(),
+            _ if gate.is_some() || promotion.is_some() => interval(repository).as_secs(),
             _ => u64::MAX,
         };
         // A `buildTime` policy orders by what the images say.
@@ -201,17 +232,73 @@ impl<S: TagSource> ScanRun<'_, S> {
         };
         let mut passed_over = Vec::new();
         let mut signer = None;
+        // Tags an automation rolled back are never selected again; they
+        // cost no registry read, so they do not count towards the limit.
+        let rejected = self.store.rejections(key)?;
+        let mut gated = 0;
         let (tag, digest) = loop {
             let Some(tag) = latest(&candidates) else {
                 break (None, None);
             };
+            if let Some(r) = rejected.iter().find(|r| r.tag == tag.as_str()) {
+                candidates.retain(|t| t.as_str() != tag.as_str());
+                if passed_over.len() < MAX_PASSED_OVER {
+                    passed_over.push(PassedOver {
+                        tag: r.tag.clone(),
+                        digest: r.digest.clone(),
+                        reason: crate::gate::Reason::RolledBack,
+                        message: format!(
+                            "rolled back by ImageUpdateAutomation {} at {}: {}",
+                            r.automation, r.at, r.reason
+                        ),
+                    });
+                }
+                continue;
+            }
             let digest = match (&gate, reflection) {
-                (None, ReflectionPolicy::Never) => break (Some(tag), None),
+                (None, ReflectionPolicy::Never) if promotion.is_none() => break (Some(tag), None),
                 _ => {
                     self.reflect_digest(key, repository, &scanned.image, &tag, max_age)
                         .await?
                 }
             };
+            if let Some((evidence, soak, from)) = &promotion {
+                let now = self.options.now.unwrap_or_else(store::now);
+                let now = jiff::Timestamp::from_second(i64::try_from(now).unwrap_or(i64::MAX))
+                    .unwrap_or(jiff::Timestamp::MAX);
+                match evidence.soaked(tag.as_str(), &digest, *soak, now) {
+                    Soak::Soaked => {}
+                    Soak::Until(at) => {
+                        // Soaking upstream: the newest such tag waits, as
+                        // one held back by `minimumAge` does.
+                        if waiting.is_none() {
+                            waiting = Some(crate::policy::Waiting {
+                                tag: tag.as_str().to_string(),
+                                eligible_at: u64::try_from(at).unwrap_or(0),
+                            });
+                        }
+                        candidates.retain(|t| t.as_str() != tag.as_str());
+                        continue;
+                    }
+                    Soak::OtherDigest | Soak::Never => {
+                        candidates.retain(|t| t.as_str() != tag.as_str());
+                        passed_over.push(PassedOver {
+                            tag: tag.as_str().to_string(),
+                            message: format!(
+                                "ImageUpdateAutomation {from} did not run {digest} healthy for {}s unbroken",
+                                soak
+                            ),
+                            digest: Some(digest),
+                            reason: crate::gate::Reason::NotPromoted,
+                        });
+                        gated += 1;
+                        if gated >= MAX_PASSED_OVER {
+                            break (None, None);
+                        }
+                        continue;
+                    }
+                }
+            }
             let Some(gate) = &gate else {
                 break (Some(tag), Some(digest));
             };
@@ -233,7 +320,8 @@ impl<S: TagSource> ScanRun<'_, S> {
                         reason: rejection.reason,
                         message: rejection.message,
                     });
-                    if passed_over.len() >= MAX_PASSED_OVER {
+                    gated += 1;
+                    if gated >= MAX_PASSED_OVER {
                         break (None, None);
                     }
                 }

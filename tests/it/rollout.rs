@@ -1,0 +1,226 @@
+//! Health evidence and self-healing rollback on the real control plane:
+//! `hoist run` commits a tag, applies it, and kube-controller-manager and
+//! kwok roll it out — or, for an image with "-fails" in it, do not (a kwok
+//! Stage keeps its Pods crashing until the progress deadline passes).
+
+use serde_json::Value;
+
+use crate::support::cluster::{self, Cluster};
+use crate::support::git::BareRepo;
+use crate::support::registry::{Auth, DockerRegistry, OCI_MANIFEST};
+use crate::support::{files, hoist_env};
+
+/// Pushes each tag as an image of its own (its own digest).
+fn push_tags(registry: &DockerRegistry, tags: &[&str]) {
+    for tag in tags {
+        let manifest = registry.image_manifest("team/app", OCI_MANIFEST, tag);
+        registry.push_manifest("team/app", OCI_MANIFEST, &manifest, &[tag]);
+    }
+}
+
+fn manifest(ns: &str, registry: &str, tag: &str) -> String {
+    format!(
+        "# the app\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: {ns}}}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 10\n  selector: {{matchLabels: {{app: app}}}}\n  template:\n    metadata: {{labels: {{app: app}}}}\n    spec:\n      containers:\n      - name: app\n        image: {registry}/team/app:{tag} # {{\"$imagepolicy\": \"{ns}:app\"}}\n"
+    )
+}
+
+fn config(level: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{level: {level}}}\n"
+    )
+}
+
+/// The repository, policy and automation of one environment. Tags such
+/// as `1.3.0-fails` count as 1.3.0.
+fn objects(ns: &str, registry: &str, remote: &str, sync: &str) -> String {
+    format!(
+        "apiVersion: hoist.dev/v1alpha1
+kind: ImageRepository
+metadata: {{name: app, namespace: {ns}}}
+spec: {{image: {registry}/team/app, insecure: true, interval: 1s}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImagePolicy
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  filterTags: {{pattern: '^(?P<v>[0-9]+[.][0-9]+[.][0-9]+)(-fails)?$', extract: '$v'}}
+  policy: {{semver: {{range: '>=1.0.0'}}}}
+  digestReflectionPolicy: IfNotPresent
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet, namespace: {ns}}}
+spec:
+  interval: 5m
+  git:
+    url: {remote}
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{name: hoist-bot, email: bot@example.com}}
+  update: {{path: ./staging}}
+{sync}"
+    )
+}
+
+const SYNC: &str = "  sync: {path: ./staging, wait: true, timeout: 60s, rollback: {}}\n";
+
+/// `hoist run --once -o json` with `file` against the cluster.
+fn run(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    file: &str,
+    extra: &[&str],
+) -> (i32, Value, String) {
+    let kubeconfig = cluster.hoist_kubeconfig().to_string_lossy().into_owned();
+    let docker = dir.join("docker");
+    std::fs::create_dir_all(&docker).unwrap_or_else(|e| panic!("{e}"));
+    let docker = docker.to_string_lossy().into_owned();
+    let mut args = vec![
+        "run",
+        "-f",
+        file,
+        "--once",
+        "--state-dir",
+        "state",
+        "--kubeconfig",
+        &kubeconfig,
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let run = hoist_env(dir, &args, &[("DOCKER_CONFIG", &docker)]);
+    let report = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    (run.code, report, format!("{}{}", run.stdout, run.stderr))
+}
+
+fn live_image(cluster: &Cluster, ns: &str) -> String {
+    cluster
+        .get("deployment", ns, "app")
+        .and_then(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_failed_rollout_is_rolled_back_to_what_ran_healthy_and_its_tag_never_adopted_again() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let ns = cluster.namespace("rollback");
+    let addr = registry.addr.clone();
+    push_tags(&registry, &["1.2.0"]);
+    let remote = BareRepo::new(&[
+        ("staging/app.yaml", &manifest(&ns, &addr, "1.1.0")),
+        ("staging/config.yaml", &config("info")),
+    ]);
+    let dir = files(&[("objects.yaml", &objects(&ns, &addr, &remote.url(), SYNC))]);
+    let evidence_path = format!(".hoist/evidence/{ns}/fleet.yaml");
+
+    // 1.2.0: committed, applied, Available; the evidence says so, in a
+    // commit of its own.
+    let (code, first, out) = run(cluster, dir.path(), "objects.yaml", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        live_image(cluster, &ns).contains("/team/app:1.2.0@sha256:"),
+        "{out}"
+    );
+    assert_eq!(
+        first[0]["evidence"]["path"],
+        evidence_path.as_str(),
+        "{out}"
+    );
+    assert_eq!(first[0]["evidence"]["commit"], remote.head("main").as_str());
+    let evidence = remote.show("main", &evidence_path);
+    assert!(
+        evidence.contains(&format!("automation: {ns}/fleet"))
+            && evidence.contains("tag: \"1.2.0\"")
+            && evidence.contains("digest: sha256:"),
+        "{evidence}"
+    );
+    let healthy_text = remote.show("main", "staging/app.yaml");
+    let log = remote.log("main");
+    assert!(
+        log[0].starts_with("hoist-bot|Record healthy rollout of ImagePolicy"),
+        "{log:?}"
+    );
+
+    // 1.3.0-fails: committed, applied, never Available. hoist commits 1.2.0
+    // back on top of its own commit, applies it, and the pass fails.
+    push_tags(&registry, &["1.3.0-fails"]);
+    let (code, second, out) = run(cluster, dir.path(), "objects.yaml", &["--refresh"]);
+    assert_eq!(code, 1, "{out}");
+    let rollback = &second[0]["rollback"];
+    assert_eq!(rollback["rejected"][0]["tag"], "1.3.0-fails", "{out}");
+    assert_eq!(rollback["rejected"][0]["restored"], "1.2.0", "{out}");
+    assert_eq!(rollback["branch"], "main");
+    assert_eq!(rollback["commit"], remote.head("main").as_str(), "{out}");
+    assert!(
+        rollback["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("Deployment.apps {ns}/app: failed:"))),
+        "{out}"
+    );
+    assert_eq!(second[0]["error"]["kind"], "rolled_back", "{out}");
+    let log = remote.log("main");
+    assert!(
+        log[0].starts_with("hoist-bot|Roll back ") && log[1].contains("1.3.0-fails"),
+        "{log:?}"
+    );
+    // Byte for byte what ran healthy, and the cluster runs it again.
+    assert_eq!(remote.show("main", "staging/app.yaml"), healthy_text);
+    assert!(live_image(cluster, &ns).contains("/team/app:1.2.0@sha256:"));
+    assert_eq!(second[0]["sync"]["revision"], remote.head("main").as_str());
+    assert!(second[0]["sync"]["error"].is_null(), "{out}");
+    let evidence = remote.show("main", &evidence_path);
+    assert!(
+        evidence.contains("rejected:") && evidence.contains("tag: 1.3.0-fails"),
+        "{evidence}"
+    );
+
+    // Not adopted again: nothing to do, and the scan says why.
+    let (code, third, out) = run(cluster, dir.path(), "objects.yaml", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(third[0]["commit"].is_null(), "{out}");
+    let head = remote.head("main");
+    let scan = hoist_env(
+        dir.path(),
+        &[
+            "scan",
+            "-f",
+            "objects.yaml",
+            "--state-dir",
+            "state",
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    let rows: Value = serde_json::from_str(&scan.stdout).unwrap_or(Value::Null);
+    assert_eq!(rows[0]["tag"], "1.2.0", "{}{}", scan.stdout, scan.stderr);
+    assert_eq!(rows[0]["passedOver"][0]["tag"], "1.3.0-fails");
+    assert_eq!(rows[0]["passedOver"][0]["reason"], "rolled back");
+    assert!(
+        rows[0]["passedOver"][0]["message"].as_str().is_some_and(
+            |m| m.contains(&format!("rolled back by ImageUpdateAutomation {ns}/fleet"))
+        ),
+        "{rows}"
+    );
+
+    // A newer tag is.
+    push_tags(&registry, &["1.4.0"]);
+    let (code, fourth, out) = run(cluster, dir.path(), "objects.yaml", &["--refresh"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        live_image(cluster, &ns).contains("/team/app:1.4.0@sha256:"),
+        "{out}"
+    );
+    assert_ne!(remote.head("main"), head);
+    assert!(fourth[0]["evidence"]["commit"].is_string(), "{out}");
+}
