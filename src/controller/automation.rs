@@ -357,6 +357,7 @@ async fn update(
                 waiting: None,
                 verified: None,
                 passed_over: Vec::new(),
+                promoted: None,
                 error: None,
             })
         })
@@ -442,6 +443,7 @@ async fn update(
                 .await;
         }
     }
+    rolled_back(&automation, &ran, &mut status, context, &reference).await;
     if let Some(error) = &ran.error {
         // A spec that cannot work waits for a new one (or a policy's new
         // latest ref, which re-queues it) rather than backing off forever.
@@ -500,4 +502,91 @@ async fn update(
     write_to(&status).await?;
     context.forgive(key);
     Ok(Action::requeue(interval))
+}
+
+/// `spec.sync.rollback`: a run that rolled back says so — the
+/// `RolledBack` condition and a warning Event — and writes the rejected
+/// tags into their policies' statuses, where they outlast the store (and
+/// wake the policies to select again); a healthy rollout since turns the
+/// condition False.
+async fn rolled_back(
+    automation: &ImageUpdateAutomation,
+    ran: &pipeline::AutomationReport,
+    status: &mut ImageUpdateAutomationStatus,
+    context: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) {
+    let time = now();
+    let generation = automation.metadata.generation;
+    let Some(rollback) = &ran.rollback else {
+        let healthy = ran
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.report.error.is_none() && s.report.unhealthy.is_empty());
+        if healthy
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == conditions::ROLLED_BACK && c.status == "True")
+        {
+            conditions::set(
+                &mut status.conditions,
+                conditions::ROLLED_BACK,
+                "False",
+                "Healthy",
+                "the last rollout ran healthy",
+                generation,
+                &time,
+            );
+        }
+        return;
+    };
+    let message = ran
+        .error
+        .as_ref()
+        .map_or_else(|| rollback.reason.clone(), |e| e.message.clone());
+    conditions::set(
+        &mut status.conditions,
+        conditions::ROLLED_BACK,
+        "True",
+        "RolledBack",
+        &message,
+        generation,
+        &time,
+    );
+    context
+        .warning(reference, "RolledBack", message.clone())
+        .await;
+    let namespace = crate::model::namespace_of(&automation.metadata);
+    let api: Api<ImagePolicy> = Api::namespaced(context.client.clone(), namespace);
+    for rejected in &rollback.rejected {
+        let Some(name) = rejected
+            .policy
+            .strip_prefix(&format!("{namespace}/"))
+            .filter(|n| !n.contains('/'))
+        else {
+            continue;
+        };
+        let known = match context.store.rejections(&rejected.policy) {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::warn!(policy = rejected.policy, "{e}");
+                continue;
+            }
+        };
+        let patch = serde_json::json!({"status": {"rejected": known}});
+        if let Err(e) = api
+            .patch_status(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(
+                policy = rejected.policy,
+                "recording the rejected tag in its status: {e}"
+            );
+        }
+    }
 }

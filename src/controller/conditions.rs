@@ -13,6 +13,9 @@ pub const STALLED: &str = "Stalled";
 /// An ImagePolicy with `spec.verify`: whether its latest tag's signature
 /// verified (True), or every newer candidate failed verification (False).
 pub const VERIFIED: &str = "Verified";
+/// An ImageUpdateAutomation with `spec.sync.rollback`: its last rollout
+/// failed and was rolled back (True), or ran healthy since (False).
+pub const ROLLED_BACK: &str = "RolledBack";
 
 /// What a reconcile came to.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -231,6 +231,7 @@ impl Flavor {
     pub fn run_failure_reason(self, kind: &str) -> &'static str {
         match (self, kind) {
             (Flavor::Flux, "git" | "branch_moved" | "foreign_commit") => "GitOperationFailed",
+            (_, "rolled_back") => "RolledBack",
             _ => "UpdateFailed",
         }
     }

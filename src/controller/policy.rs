@@ -300,15 +300,26 @@ pub fn policy_status(
     }
     let Some(tag) = &row.tag else {
         if let Some(w) = &row.waiting {
-            // Every fitting tag is still too new for minimumAge.
+            // Every fitting tag is still too new for minimumAge, or still
+            // soaking upstream.
+            let (reason, why) = match (&policy.spec.promotion, &policy.spec.minimum_age) {
+                (Some(p), None) => (
+                    "Soaking",
+                    format!("its soak under ImageUpdateAutomation {}", p.from),
+                ),
+                (Some(_), Some(_)) => {
+                    ("Soaking", "minimumAge and the promotion's soak".to_string())
+                }
+                (None, _) => ("MinimumAge", "minimumAge".to_string()),
+            };
             let message = format!(
-                "{} waits for minimumAge until {}",
+                "{} waits for {why} until {}",
                 w.tag,
                 waiting_tag(w).eligible_at
             );
             return decide(
                 status,
-                Outcome::waiting("MinimumAge", message),
+                Outcome::waiting(reason, message),
                 Requeue::After(matures(w)),
             );
         }
@@ -325,6 +336,21 @@ pub fn policy_status(
                         first.tag,
                         first.reason,
                         first.message
+                    ),
+                ),
+                Requeue::After(gate_interval(policy)),
+            );
+        }
+        if let Some(promotion) = &policy.spec.promotion {
+            // The upstream's evidence changes with no event here: read it
+            // again on the interval.
+            return decide(
+                status,
+                Outcome::waiting(
+                    "NotPromoted",
+                    format!(
+                        "no tag of {} that fits the policy ran healthy under ImageUpdateAutomation {} yet",
+                        row.tags, promotion.from
                     ),
                 ),
                 Requeue::After(gate_interval(policy)),
@@ -368,7 +394,7 @@ pub fn policy_status(
         .map(|i: Duration| i.max(Duration::from_secs(1)));
     // A newer tag passed over may be signed later, with no new tag to
     // re-queue the policy: look again on the interval.
-    let interval = if row.passed_over.is_empty() {
+    let interval = if row.passed_over.is_empty() && policy.spec.promotion.is_none() {
         interval
     } else {
         Some(interval.map_or_else(|| gate_interval(policy), |i| i.min(gate_interval(policy))))
@@ -441,12 +467,19 @@ async fn select(
             }
         }
     };
-    let decision = policy_status(
+    let mut decision = policy_status(
         policy,
         context.options.flavor,
         observed,
         jiff::Timestamp::now(),
     );
+    // What the store knows of rollbacks (an automation of this controller
+    // may have added one), kept in the status for after a restart.
+    if let Ok(rejected) = context.store.rejections(&key_of(policy))
+        && !rejected.is_empty()
+    {
+        decision.status.rejected = rejected;
+    }
     let value = context.options.flavor.policy_status(&decision.status);
     write_status(context, Kind::ImagePolicy, object, value).await?;
     if let Some(reason) = decision.error_reason {
@@ -505,6 +538,13 @@ async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, Recon
         .iter()
         .flat_map(|v| [&v.secret_ref, &v.trust_root_ref])
         .flatten()
+        .chain(
+            policy
+                .spec
+                .promotion
+                .iter()
+                .filter_map(|p| p.evidence.secret_ref.as_ref()),
+        )
         .map(|r| r.name.as_str())
         .collect();
     documents.extend(
@@ -540,6 +580,38 @@ async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, Recon
             labelled(policy)
         ))));
     };
+    // Tags rolled back are in the status, which outlives the store (an
+    // emptyDir): what the status holds is rejected here too.
+    let key = key_of(policy);
+    if let Some(rejected) = policy.status.as_ref().map(|s| &s.rejected)
+        && !rejected.is_empty()
+    {
+        context
+            .store
+            .reject(&key, rejected)
+            .map_err(|e| ReconcileError::Transient(e.to_string()))?;
+    }
+    // `spec.promotion`: the upstream's evidence, read now, over the
+    // network only, into a cache of this policy's own.
+    let evidence = match &loaded_policy.object.spec.promotion {
+        None => Default::default(),
+        Some(p) if !crate::git::network_url(&p.evidence.url) => {
+            return Ok(Found::Early(Observed::InvalidSpec(format!(
+                "{}: spec.promotion.evidence.url: hoist controller reaches git only over https://, http:// and ssh:// (or scp-style user@host:path)",
+                labelled(policy)
+            ))));
+        }
+        Some(_) => {
+            use sha2::Digest;
+            let hash = format!("{:x}", sha2::Sha256::digest(key.as_bytes()));
+            let cache = context
+                .options
+                .state_dir
+                .join("git")
+                .join(format!("policy-{}", hash.get(..16).unwrap_or("policy")));
+            pipeline::evidence::read_upstream(&objects, &context.git, &cache).await
+        }
+    };
     // Tags from the store only: scanning is the repository reconciler's.
     let options = ScanOptions {
         tags: TagFreshness::Stored,
@@ -548,7 +620,7 @@ async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, Recon
         now: None,
         scanned_before: false,
         rescan: Default::default(),
-        evidence: Default::default(),
+        evidence,
     };
     let selection = pipeline::select_stored(
         &objects,
@@ -621,6 +693,7 @@ mod tests {
             }),
             verified: None,
             passed_over: Vec::new(),
+            promoted: None,
             error: None,
         }
     }

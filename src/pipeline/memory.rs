@@ -477,4 +477,10 @@ impl Records for MemoryRecords {
         }
         Ok(known.len() > before)
     }
+    fn rejections(&self, policy: &str) -> Result<Vec<crate::api::RejectedTag>, StoreError> {
+        Ok(lock(&self.rejections)
+            .get(policy)
+            .cloned()
+            .unwrap_or_default())
+    }
 }

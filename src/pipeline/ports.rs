@@ -271,6 +271,8 @@ pub trait Records: Send + Sync {
     /// Rejects tags for the policy `namespace/name`, so that it never
     /// selects them again; whether any was new.
     fn reject(&self, policy: &str, rejected: &[RejectedTag]) -> Result<bool, StoreError>;
+    /// The tags rejected for the policy `namespace/name`.
+    fn rejections(&self, policy: &str) -> Result<Vec<RejectedTag>, StoreError>;
 }
 
 impl Records for Store {
@@ -292,6 +294,9 @@ impl Records for Store {
     }
     fn reject(&self, policy: &str, rejected: &[RejectedTag]) -> Result<bool, StoreError> {
         Store::reject(self, policy, rejected)
+    }
+    fn rejections(&self, policy: &str) -> Result<Vec<RejectedTag>, StoreError> {
+        Store::rejections(self, policy)
     }
 }
 

@@ -84,6 +84,7 @@ fn scan(tag: Option<&str>) -> ScanReport {
             waiting: None,
             verified: None,
             passed_over: Vec::new(),
+            promoted: None,
             error: tag.is_none().then(|| super::ErrorReport {
                 kind: "registry",
                 class: super::ErrorClass::Retry,

@@ -291,6 +291,42 @@ pub enum Soak {
     Never,
 }
 
+/// Where a promoted tag's evidence is: the upstream, its repository, and
+/// the healthy rollout that let the tag through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Promoted {
+    /// `namespace/name` of the upstream ImageUpdateAutomation.
+    pub from: String,
+    pub url: String,
+    pub branch: String,
+    pub path: String,
+    /// When it became healthy upstream (RFC 3339).
+    pub since: String,
+    /// The upstream commit whose sync ran it healthy.
+    pub revision: String,
+}
+
+impl Promoted {
+    /// The evidence file as a link a forge renders (its web page for an
+    /// http(s) repository of GitHub, Gitea or GitLab), else as text.
+    pub fn link(&self, provider: Option<crate::api::ForgeProvider>) -> String {
+        let url = crate::redact::strip_userinfo(&self.url);
+        let web = url.trim_end_matches('/').trim_end_matches(".git");
+        let blob = match provider {
+            Some(crate::api::ForgeProvider::Gitlab) => "-/blob",
+            Some(_) => "blob",
+            None => "",
+        };
+        if blob.is_empty() || !(web.starts_with("https://") || web.starts_with("http://")) {
+            return format!("{} on branch {} of {url}", self.path, self.branch);
+        }
+        format!(
+            "[{}]({web}/{blob}/{}/{})",
+            self.path, self.branch, self.path
+        )
+    }
+}
+
 /// An image of one of the automation's policies that its sync applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deployed {

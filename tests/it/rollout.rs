@@ -33,6 +33,19 @@ fn config(level: &str) -> String {
 /// The repository, policy and automation of one environment. Tags such
 /// as `1.3.0-fails` count as 1.3.0.
 fn objects(ns: &str, registry: &str, remote: &str, sync: &str) -> String {
+    environment(ns, registry, remote, "staging", "", sync)
+}
+
+/// [`objects`] for the environment whose manifests are in `dir`, with
+/// `policy` added to the ImagePolicy's spec.
+fn environment(
+    ns: &str,
+    registry: &str,
+    remote: &str,
+    dir: &str,
+    policy: &str,
+    sync: &str,
+) -> String {
     format!(
         "apiVersion: hoist.dev/v1alpha1
 kind: ImageRepository
@@ -47,7 +60,7 @@ spec:
   filterTags: {{pattern: '^(?P<v>[0-9]+[.][0-9]+[.][0-9]+)(-fails)?$', extract: '$v'}}
   policy: {{semver: {{range: '>=1.0.0'}}}}
   digestReflectionPolicy: IfNotPresent
----
+{policy}---
 apiVersion: hoist.dev/v1alpha1
 kind: ImageUpdateAutomation
 metadata: {{name: fleet, namespace: {ns}}}
@@ -58,8 +71,9 @@ spec:
     checkout: {{ref: {{branch: main}}}}
     commit:
       author: {{name: hoist-bot, email: bot@example.com}}
-  update: {{path: ./staging}}
-{sync}"
+  update: {{path: ./{dir}}}
+{}",
+        sync.replace("./staging", &format!("./{dir}"))
     )
 }
 
@@ -223,4 +237,112 @@ fn a_failed_rollout_is_rolled_back_to_what_ran_healthy_and_its_tag_never_adopted
     );
     assert_ne!(remote.head("main"), head);
     assert!(fourth[0]["evidence"]["commit"].is_string(), "{out}");
+}
+
+/// Staging and production in one `hoist run`, sharing only the fleet
+/// repository: production adopts what staging ran healthy for two hours,
+/// not before (on the clock `--at` sets), and never what staging rolled
+/// back.
+#[test]
+fn production_adopts_only_what_staging_ran_healthy_for_the_soak() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let staging = cluster.namespace("staging");
+    let production = cluster.namespace("production");
+    let addr = registry.addr.clone();
+    push_tags(&registry, &["1.2.0"]);
+    let remote = BareRepo::new(&[
+        ("staging/app.yaml", &manifest(&staging, &addr, "1.1.0")),
+        (
+            "production/app.yaml",
+            &manifest(&production, &addr, "1.1.0"),
+        ),
+    ]);
+    let url = remote.url();
+    let promotion = format!(
+        "  promotion:\n    from: {staging}/fleet\n    soak: 2h\n    evidence: {{url: '{url}', branch: main}}\n"
+    );
+    let text = environment(&staging, &addr, &url, "staging", "", SYNC)
+        + "---\n"
+        + &environment(
+            &production,
+            &addr,
+            &url,
+            "production",
+            &promotion,
+            "  sync: {path: ./staging, wait: true, timeout: 60s}\n",
+        );
+    let dir = files(&[("objects.yaml", &text)]);
+    let at = |hours: f64| {
+        let start: jiff::Timestamp = "2027-01-04T09:00:00Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        start
+            .checked_add(jiff::SignedDuration::from_secs_f64(hours * 3600.0))
+            .unwrap_or(start)
+            .to_string()
+    };
+    let pass = |hours: f64| {
+        let at = at(hours);
+        run(
+            cluster,
+            dir.path(),
+            "objects.yaml",
+            &["--refresh", "--at", &at],
+        )
+    };
+    let production_tag = || remote.show("main", "production/app.yaml");
+
+    // Staging runs 1.2.0 healthy; production had no evidence to go by.
+    let (code, _, out) = pass(0.0);
+    assert_eq!(code, 0, "{out}");
+    assert!(live_image(cluster, &staging).contains(":1.2.0@"), "{out}");
+    assert!(production_tag().contains("app:1.1.0 #"), "{out}");
+    // An hour later 1.2.0 is soaking: production waits.
+    let (code, report, out) = pass(1.0);
+    assert_eq!(code, 0, "{out}");
+    assert!(production_tag().contains("app:1.1.0 #"), "{out}");
+    assert!(report[1]["commit"].is_null(), "{out}");
+    // Two hours after staging's healthy verdict: promoted, and rolled out.
+    let (code, report, out) = pass(2.01);
+    assert_eq!(code, 0, "{out}");
+    assert!(production_tag().contains("app:1.2.0@sha256:"), "{out}");
+    assert_eq!(report[1]["commit"], remote.head("main").as_str(), "{out}");
+    assert!(
+        live_image(cluster, &production).contains(":1.2.0@"),
+        "{out}"
+    );
+
+    // 1.3.0-fails: staging rolls it back; production never sees it.
+    push_tags(&registry, &["1.3.0-fails"]);
+    let (code, report, out) = pass(3.0);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        report[0]["rollback"]["rejected"][0]["tag"], "1.3.0-fails",
+        "{out}"
+    );
+    for hours in [6.0, 12.0] {
+        let (code, _, out) = pass(hours);
+        assert_eq!(code, 0, "{out}");
+        assert!(production_tag().contains("app:1.2.0@"), "{out}");
+        assert!(live_image(cluster, &staging).contains(":1.2.0@"), "{out}");
+    }
+    // 1.4.0 runs healthy in staging, soaks, and reaches production.
+    push_tags(&registry, &["1.4.0"]);
+    let (code, _, out) = pass(13.0);
+    assert_eq!(code, 0, "{out}");
+    assert!(live_image(cluster, &staging).contains(":1.4.0@"), "{out}");
+    assert!(production_tag().contains("app:1.2.0@"), "{out}");
+    let (code, _, out) = pass(15.5);
+    assert_eq!(code, 0, "{out}");
+    assert!(production_tag().contains("app:1.4.0@"), "{out}");
+    let history = crate::support::git::git(
+        &remote.path,
+        &["log", "-p", "main", "--", "production/app.yaml"],
+    );
+    assert!(!history.contains("1.3.0"), "{history}");
 }

@@ -310,12 +310,29 @@ fn selected_policies(context: &Context) -> Vec<String> {
 /// have no latest ref (their repository failed to scan, or no tag fits).
 fn refs_for(context: &Context<'_>, scan: &ScanReport) -> (Refs, Vec<String>) {
     let selected = selected_policies(context);
+    // A tag rolled back is never written again, even while a policy's
+    // latest ref (a controller's status, say) still names it.
+    let rejected = |policy: &str, tag: &str| {
+        context
+            .ports
+            .records
+            .rejections(policy)
+            .unwrap_or_else(|e| {
+                tracing::warn!(policy, "{e}");
+                Vec::new()
+            })
+            .iter()
+            .any(|r| r.tag == tag)
+    };
     let refs: Refs = scan
         .policies
         .iter()
         .filter(|row| selected.contains(&row.policy))
         .filter_map(|row| {
-            let tag = row.tag.as_ref()?;
+            let tag = row
+                .tag
+                .as_ref()
+                .filter(|t| !rejected(&row.policy, t.as_str()))?;
             Some((
                 row.policy.clone(),
                 ImageRef {
@@ -424,6 +441,13 @@ async fn run_one(
     };
     let checkout_branch = checkout_branch.as_str();
     let (refs, unresolved) = refs_for(context, scan);
+    // The upstream evidence promoted tags came with, for the pull request.
+    let promoted: Vec<(String, crate::promotion::Promoted)> = scan
+        .policies
+        .iter()
+        .filter(|row| refs.contains_key(&row.policy))
+        .filter_map(|row| Some((row.policy.clone(), row.promoted.clone()?)))
+        .collect();
     let relative = repository_path("spec.update.path", &automation.spec.update.path)?;
     let author = Signature {
         name: automation.spec.git.commit.author.name.clone(),
@@ -552,7 +576,7 @@ async fn run_one(
         })? {
             Step::Push { lease } => lease,
             Step::UpToDate => {
-                return pull_request(context, &changeset, &message, false, report).await;
+                return pull_request(context, &changeset, &message, &promoted, false, report).await;
             }
             other => {
                 return Err(AutomationError::Internal(format!(
@@ -585,7 +609,7 @@ async fn run_one(
                         }
                     }
                 }
-                return pull_request(context, &changeset, &message, true, report).await;
+                return pull_request(context, &changeset, &message, &promoted, true, report).await;
             }
             Push::Rejected(reason) => {
                 tracing::info!(

@@ -10,6 +10,43 @@ use crate::model::ChangeSet;
 use crate::pipeline::branch::{Facts, Step};
 use crate::pipeline::error::AutomationError;
 use crate::pipeline::ports::Repository;
+use crate::promotion::Promoted;
+
+/// `body` and, when it has room, the upstream evidence each promoted
+/// change came with: a downstream pull request is the approval gate, and
+/// whoever approves it sees what ran healthy where.
+fn with_evidence(
+    body: String,
+    promoted: &[(String, Promoted)],
+    changes: &ChangeSet,
+    provider: crate::api::ForgeProvider,
+    limit: usize,
+) -> String {
+    let lines: Vec<String> = promoted
+        .iter()
+        .filter(|(policy, _)| changes.changes.iter().any(|c| &c.policy == policy))
+        .map(|(policy, e)| {
+            format!(
+                "- ImagePolicy {policy}: ran healthy under ImageUpdateAutomation {} since {} (its commit {}); evidence: {}",
+                e.from,
+                e.since,
+                e.revision.get(..12).unwrap_or(&e.revision),
+                e.link(Some(provider))
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        return body;
+    }
+    let section = format!(
+        "\n**Promoted** once the upstream environment ran it healthy for the soak time:\n\n{}\n",
+        lines.join("\n")
+    );
+    if body.len() + section.len() > limit {
+        return body;
+    }
+    body + &section
+}
 
 /// After hoist's branch holds its change: make sure one pull request from
 /// it to the checkout branch is open, with a current title and body.
@@ -20,6 +57,7 @@ pub(super) async fn pull_request(
     context: &Context<'_>,
     changes: &ChangeSet,
     message: &str,
+    promoted: &[(String, Promoted)],
     pushed: bool,
     report: &mut AutomationReport,
 ) -> Result<(), AutomationError> {
@@ -47,6 +85,7 @@ pub(super) async fn pull_request(
         )?,
         None => message::pull_request_body(context.key, changes, forge.body_limit()),
     };
+    let body = with_evidence(body, promoted, changes, fields.provider, forge.body_limit());
     let spec = PullRequestSpec {
         head: report.branch.clone(),
         base: context.checkout_branch().to_string(),

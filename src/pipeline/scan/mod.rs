@@ -144,6 +144,10 @@ pub struct PolicyRef {
     /// first, and why.
     #[serde(rename = "passedOver", skip_serializing_if = "Vec::is_empty")]
     pub passed_over: Vec<PassedOver>,
+    /// With `spec.promotion`: the upstream evidence the latest tag was
+    /// promoted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<crate::promotion::Promoted>,
     /// Why there is no tag: the repository could not be scanned, or the
     /// digest could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]

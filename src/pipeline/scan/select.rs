@@ -80,6 +80,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             waiting: None,
             verified: None,
             passed_over: Vec::new(),
+            promoted: None,
             error: Some(error.report()),
         }
     }
@@ -153,7 +154,7 @@ impl<S: TagSource> ScanRun<'_, S> {
                     .and_then(|s| s.parse().ok())
                     .map_or(0, |d| d.as_secs());
                 candidates.retain(|t| evidence.healthy.iter().any(|r| r.tag == t.as_str()));
-                Some((evidence, soak, promotion.from.as_str()))
+                Some((evidence, soak, promotion))
             }
         };
         let reflection = policy.spec.digest_reflection_policy.unwrap_or_default();
@@ -236,6 +237,7 @@ impl<S: TagSource> ScanRun<'_, S> {
         // cost no registry read, so they do not count towards the limit.
         let rejected = self.store.rejections(key)?;
         let mut gated = 0;
+        let mut promoted = None;
         let (tag, digest) = loop {
             let Some(tag) = latest(&candidates) else {
                 break (None, None);
@@ -262,12 +264,27 @@ impl<S: TagSource> ScanRun<'_, S> {
                         .await?
                 }
             };
-            if let Some((evidence, soak, from)) = &promotion {
+            if let Some((evidence, soak, spec)) = &promotion {
                 let now = self.options.now.unwrap_or_else(store::now);
                 let now = jiff::Timestamp::from_second(i64::try_from(now).unwrap_or(i64::MAX))
                     .unwrap_or(jiff::Timestamp::MAX);
                 match evidence.soaked(tag.as_str(), &digest, *soak, now) {
-                    Soak::Soaked => {}
+                    Soak::Soaked => {
+                        let source = &spec.evidence;
+                        promoted = evidence
+                            .healthy
+                            .iter()
+                            .rev()
+                            .find(|r| r.tag == tag.as_str() && r.digest == digest)
+                            .map(|r| crate::promotion::Promoted {
+                                from: spec.from.clone(),
+                                url: source.url.clone(),
+                                branch: source.branch.clone(),
+                                path: spec.evidence_path(),
+                                since: r.since.clone(),
+                                revision: r.revision.clone(),
+                            });
+                    }
                     Soak::Until(at) => {
                         // Soaking upstream: the newest such tag waits, as
                         // one held back by `minimumAge` does.
@@ -285,8 +302,8 @@ impl<S: TagSource> ScanRun<'_, S> {
                         passed_over.push(PassedOver {
                             tag: tag.as_str().to_string(),
                             message: format!(
-                                "ImageUpdateAutomation {from} did not run {digest} healthy for {}s unbroken",
-                                soak
+                                "ImageUpdateAutomation {} did not run {digest} healthy for {soak}s unbroken",
+                                spec.from
                             ),
                             digest: Some(digest),
                             reason: crate::gate::Reason::NotPromoted,
@@ -338,6 +355,7 @@ impl<S: TagSource> ScanRun<'_, S> {
             waiting,
             verified: signer,
             passed_over,
+            promoted,
             error: None,
         })
     }
