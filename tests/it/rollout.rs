@@ -346,3 +346,106 @@ fn production_adopts_only_what_staging_ran_healthy_for_the_soak() {
     );
     assert!(!history.contains("1.3.0"), "{history}");
 }
+
+/// Someone committed on top of hoist's failed commit: hoist leaves the
+/// branch alone and proposes the rollback in a pull request that says why.
+#[test]
+fn a_commit_on_top_of_hoists_turns_the_rollback_into_a_pull_request() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let ns = cluster.namespace("rollback-pr");
+    let addr = registry.addr.clone();
+    push_tags(&registry, &["1.2.0"]);
+    let remote = BareRepo::new(&[
+        ("staging/app.yaml", &manifest(&ns, &addr, "1.1.0")),
+        ("staging/config.yaml", &config("info")),
+    ]);
+    // GitHub's fake, and the repository under the path its URL names.
+    let github = crate::support::forge::FakeForge::github("acme", "fleet", "ghp_t0ken", "");
+    let served = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(served.path().join("acme")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&remote.path, served.path().join("acme/fleet.git"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = crate::support::git::GitHttp::start(served.path(), "bot", "git-pass");
+    let url = format!("http://{}/acme/fleet.git", http.server.addr);
+    let secrets = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: git, namespace: {ns}}}\nstringData: {{username: bot, password: git-pass}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: forge, namespace: {ns}}}\nstringData: {{token: ghp_t0ken}}\n"
+    );
+    let with_secret = |text: String| {
+        text.replace("    url: ", "    secretRef: {name: git}\n    url: ") + &secrets
+    };
+    let sync = format!(
+        "  sync:\n    path: ./staging\n    wait: true\n    timeout: 60s\n    rollback:\n      pullRequest: {{provider: github, apiURL: 'http://{}', secretRef: {{name: forge}}, labels: [rollback]}}\n",
+        github.server.addr
+    );
+    let dir = files(&[
+        (
+            "objects.yaml",
+            &with_secret(objects(&ns, &addr, &url, &sync)),
+        ),
+        ("unsynced.yaml", &with_secret(objects(&ns, &addr, &url, ""))),
+    ]);
+    let (code, _, out) = run(cluster, dir.path(), "objects.yaml", &[]);
+    assert_eq!(code, 0, "{out}");
+    // hoist commits 1.3.0-fails (without syncing), then a person commits
+    // on top of it.
+    push_tags(&registry, &["1.3.0-fails"]);
+    let (code, report, out) = run(cluster, dir.path(), "unsynced.yaml", &["--refresh"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(report[0]["commit"].is_string(), "{out}");
+    remote.commit_elsewhere("main", "staging/config.yaml", &config("debug"));
+    let theirs = remote.head("main");
+
+    let (code, report, out) = run(cluster, dir.path(), "objects.yaml", &[]);
+    assert_eq!(code, 1, "{out}");
+    let rollback = &report[0]["rollback"];
+    assert_eq!(rollback["branch"], "hoist/rollback/fleet", "{out}");
+    assert_eq!(rollback["pull_request"]["action"], "opened", "{out}");
+    assert_eq!(rollback["rejected"][0]["tag"], "1.3.0-fails", "{out}");
+    assert!(
+        report[0]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not at hoist's commit")),
+        "{out}"
+    );
+    // main is as the person left it; the proposal keeps their commit and
+    // puts back only the marked image.
+    assert_eq!(remote.head("main"), theirs);
+    let proposal = "hoist/rollback/fleet";
+    assert!(
+        remote
+            .show(proposal, "staging/app.yaml")
+            .contains("/team/app:1.2.0@sha256:"),
+        "{out}"
+    );
+    assert_eq!(
+        remote.show(proposal, "staging/config.yaml"),
+        config("debug")
+    );
+    let log = remote.log(proposal);
+    assert!(
+        log[0].starts_with("hoist-bot|Roll back ") && log[1].contains("someone else"),
+        "{log:?}"
+    );
+    let pulls = github.pulls();
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        (proposal, "main")
+    );
+    assert_eq!(pulls[0].labels, ["rollback"]);
+    assert!(
+        pulls[0].body.contains("not at hoist's commit") && pulls[0].body.contains("failed:"),
+        "{}",
+        pulls[0].body
+    );
+    // The token never reaches what hoist prints.
+    assert!(
+        !out.contains("ghp_t0ken") && !out.contains("git-pass"),
+        "{out}"
+    );
+}
