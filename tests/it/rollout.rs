@@ -449,3 +449,194 @@ fn a_commit_on_top_of_hoists_turns_the_rollback_into_a_pull_request() {
         "{out}"
     );
 }
+
+/// Two controllers on the real control plane, each restricted to its own
+/// namespace as it would be to its own cluster, sharing only the fleet
+/// repository: production promotes what staging ran healthy (soak 0);
+/// staging rolls back a failed rollout even across a restart between its
+/// commit and the verdict, and production never sees that tag.
+#[test]
+fn two_controllers_promote_through_git_and_roll_back_across_a_restart() {
+    use crate::support::controller::Running;
+    use std::time::{Duration, Instant};
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let staging = cluster.namespace("ctl-staging");
+    let production = cluster.namespace("ctl-production");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(work.path());
+    let addr = registry.addr.clone();
+    push_tags(&registry, &["1.2.0"]);
+    let remote = BareRepo::new(&[
+        ("staging/app.yaml", &manifest(&staging, &addr, "1.1.0")),
+        (
+            "production/app.yaml",
+            &manifest(&production, &addr, "1.1.0"),
+        ),
+    ]);
+    let (_git, url) = remote.serve_http();
+    let wait = |what: &str, check: &mut dyn FnMut() -> bool| {
+        crate::support::wait_for(
+            what,
+            Duration::from_secs(180),
+            Duration::from_millis(100),
+            || check().then_some(()),
+        )
+    };
+    for ns in [&staging, &production] {
+        // What the automation applies as: edit in its namespace only.
+        cluster.apply(&format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: deployer, namespace: {ns}}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: deployer-edit, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}}\nsubjects: [{{kind: ServiceAccount, name: deployer, namespace: {ns}}}]\n"
+        ));
+    }
+    let documents = |ns: &str, dir: &str, policy: &str, sync: &str| {
+        environment(ns, &addr, &url, dir, policy, sync).replace(
+            "  interval: 5m\n",
+            "  interval: 10m\n  serviceAccountName: deployer\n",
+        )
+    };
+    cluster.apply(&documents(&staging, "staging", "", SYNC));
+    cluster.apply(&documents(
+        &production,
+        "production",
+        &format!(
+            "  interval: 2s\n  promotion:\n    from: {staging}/fleet\n    soak: 0s\n    evidence: {{url: '{url}', branch: main}}\n"
+        ),
+        "  sync: {path: ./staging, wait: true, timeout: 60s}\n",
+    ));
+    let mark = cluster.audit_mark();
+    let started = Instant::now();
+    let mut staging_controller = Running::start(&kubeconfig, &["--namespace", &staging]);
+    let mut production_controller = Running::start(&kubeconfig, &["--namespace", &production]);
+    let evidence_path = format!(".hoist/evidence/{staging}/fleet.yaml");
+    // A file that is not there yet shows nothing.
+    let shows = |file: &str, text: &str| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&remote.path)
+            .args(["show", &format!("main:{file}")])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(text))
+    };
+
+    // Staging runs 1.2.0 healthy and records it; production adopts it.
+    wait("staging's evidence of 1.2.0", &mut || {
+        shows(&evidence_path, "tag: \"1.2.0\"")
+    });
+    let recorded = Instant::now();
+    wait("production's commit of 1.2.0", &mut || {
+        shows("production/app.yaml", "app:1.2.0@")
+    });
+    let promoted = recorded.elapsed();
+    wait("production's rollout of 1.2.0", &mut || {
+        live_image(cluster, &production).contains(":1.2.0@")
+    });
+
+    // 1.3.0-fails: committed; the controller is killed before the verdict,
+    // and the one that replaces it (with an empty store) rolls it back.
+    push_tags(&registry, &["1.3.0-fails"]);
+    wait("staging's commit of 1.3.0-fails", &mut || {
+        shows("staging/app.yaml", "1.3.0-fails")
+    });
+    staging_controller.kill();
+    let mut staging_controller = Running::start(&kubeconfig, &["--namespace", &staging]);
+    // From kube-controller-manager's verdict to hoist's revert commit.
+    let mut failed: Option<Instant> = None;
+    wait("staging's rollback", &mut || {
+        let deadline = cluster.get("deployment", &staging, "app").is_some_and(|d| {
+            d["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["reason"] == "ProgressDeadlineExceeded"))
+        });
+        if deadline && failed.is_none() {
+            failed = Some(Instant::now());
+        }
+        remote
+            .log("main")
+            .first()
+            .is_some_and(|l| l.contains("Roll back"))
+    });
+    let rollback = failed.map(|f| f.elapsed());
+    assert!(shows("staging/app.yaml", "app:1.2.0@"));
+    wait("the RolledBack condition", &mut || {
+        cluster
+            .get("imageupdateautomations.hoist.dev", &staging, "fleet")
+            .and_then(|a| crate::support::condition(&a, "RolledBack"))
+            .is_some_and(|c| c.0 == "True" && c.2.contains("1.3.0-fails"))
+    });
+    wait("the rejected tag in the policy's status", &mut || {
+        cluster
+            .get("imagepolicies.hoist.dev", &staging, "app")
+            .is_some_and(|p| p["status"]["rejected"][0]["tag"] == "1.3.0-fails")
+    });
+    let events = cluster.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &staging,
+        "--field-selector",
+        "reason=RolledBack",
+        "-o",
+        "name",
+    ]);
+    assert!(!events.trim().is_empty(), "no RolledBack event");
+    wait("staging's rollout of 1.2.0 again", &mut || {
+        live_image(cluster, &staging).contains(":1.2.0@")
+    });
+
+    // 1.4.0 is adopted in staging and promoted; 1.3.0-fails never reached
+    // production and was never committed twice.
+    // The baseline: a new tag to staging's commit, the same loop without
+    // the evidence step.
+    push_tags(&registry, &["1.4.0"]);
+    let pushed = Instant::now();
+    wait("staging's commit of 1.4.0", &mut || {
+        shows("staging/app.yaml", "app:1.4.0@")
+    });
+    let adopted = pushed.elapsed();
+    wait("production's commit of 1.4.0", &mut || {
+        shows("production/app.yaml", "app:1.4.0@")
+    });
+    let history = crate::support::git::git(
+        &remote.path,
+        &["log", "-p", "main", "--", "production/app.yaml"],
+    );
+    assert!(!history.contains("1.3.0"), "{history}");
+    let fails = remote
+        .log("main")
+        .iter()
+        .filter(|l| l.contains("→ 1.3.0-fails"))
+        .count();
+    assert_eq!(fails, 1, "{:?}", remote.log("main"));
+
+    // What the health verdicts cost the API server: the reads of the
+    // impersonated deployers while the syncs waited.
+    let events = cluster.audit_since(mark);
+    let health_reads = events
+        .iter()
+        .filter(|e| {
+            e["impersonatedUser"]["username"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(":deployer"))
+        })
+        .filter(|e| e["verb"] == "get" && e["objectRef"]["resource"] == "deployments")
+        .count();
+    eprintln!(
+        "promotion (soak 0): {} ms from staging's evidence commit to production's commit, {:.2}x the {} ms from a new tag to staging's commit; rollback: {:?} ms from ProgressDeadlineExceeded to the revert commit; health waits: {health_reads} deployment GETs in {} s",
+        promoted.as_millis(),
+        promoted.as_secs_f64() / adopted.as_secs_f64().max(0.001),
+        adopted.as_millis(),
+        rollback.map(|r| r.as_millis()),
+        started.elapsed().as_secs()
+    );
+    assert_eq!(
+        crate::cluster_controller::forbidden(cluster, mark),
+        Vec::<String>::new()
+    );
+    assert_eq!(staging_controller.stop(), Some(0));
+    assert_eq!(production_controller.stop(), Some(0));
+}
