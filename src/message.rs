@@ -49,6 +49,19 @@ pub fn evidence_message(automation: &str, healthy: &[String], revision: &str) ->
     ))
 }
 
+/// The commit that records, in the evidence file, that images which ran
+/// healthy failed (and were not rolled back): their soak ended.
+pub fn failed_message(automation: &str, failed: &[String], revision: &str, reason: &str) -> String {
+    let subject = match failed {
+        [only] => format!("Record failed rollout of {only}"),
+        _ => format!("Record failed rollout of {} images", failed.len()),
+    };
+    let lines: String = failed.iter().map(|h| format!("- {h}\n")).collect();
+    cleanup(&format!(
+        "{subject}\n\nThe sync of {revision} failed:\n\n{reason}\n\nThese ran healthy until now:\n\n{lines}\n{TRAILER}: {automation}\n"
+    ))
+}
+
 /// The commit that rolls back a failed rollout (`spec.sync.rollback`):
 /// `moves` are `image old → new` lines, `reason` what the sync said.
 pub fn rollback_message(

@@ -154,6 +154,9 @@ pub enum StoreError {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Held across the read and the write of a policy's rejections, which
+    /// an automation and the policy's own reconcile may add at once.
+    rejecting: std::sync::Mutex<()>,
 }
 
 /// `$XDG_STATE_HOME/hoist`, else `~/.local/state/hoist`, else `.hoist`.
@@ -371,6 +374,7 @@ fn check(path: &Path) -> Check {
                 let store = Store {
                     db,
                     path: copy.clone(),
+                    rejecting: Default::default(),
                 };
                 let unusable = |e| Damage::Store(Box::new(e));
                 store.check_format().map_err(unusable)?;
@@ -416,7 +420,11 @@ impl Store {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        let store = Store { db, path };
+        let store = Store {
+            db,
+            path,
+            rejecting: Default::default(),
+        };
         store.check_format()?;
         Ok(store)
     }
@@ -644,7 +652,12 @@ impl Store {
 
     /// Adds the tags of `rejected` not rejected for `policy` yet; returns
     /// whether any was new.
+    /// At most [`crate::promotion::KEPT`] are kept, the oldest dropped.
     pub fn reject(&self, policy: &str, rejected: &[RejectedTag]) -> Result<bool, StoreError> {
+        let _held = self
+            .rejecting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut known = self.rejections(policy)?;
         let before = known.len();
         for r in rejected {
@@ -655,6 +668,8 @@ impl Store {
         if known.len() == before {
             return Ok(false);
         }
+        let extra = known.len().saturating_sub(crate::promotion::KEPT);
+        known.drain(..extra);
         self.put(REJECTIONS, policy, &known)?;
         Ok(true)
     }

@@ -342,7 +342,7 @@ pub struct RollbackSpec {
     /// The forge to open the rollback's pull request on when someone
     /// committed on top of hoist's commit. Default
     /// `spec.git.push.pullRequest`; with neither, hoist pushes the
-    /// rollback to its branch `hoist/rollback/NAME` and says so.
+    /// rollback to its branch `hoist/rollback/NAMESPACE/NAME` and says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<PullRequestSpec>,
 }

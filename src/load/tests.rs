@@ -963,3 +963,74 @@ fn a_file_past_the_parsers_budget_says_so_in_words() {
         "{e}"
     );
 }
+
+#[test]
+fn rollback_needs_a_wait_and_evidence_lives_below_a_hidden_directory() {
+    let automation = |sync: &str| {
+        format!(
+            "apiVersion: hoist.dev/v1alpha1\nkind: ImageUpdateAutomation\nmetadata: {{name: a, namespace: s}}\nspec:\n  interval: 1m\n  git:\n    url: https://git.example/fleet.git\n    checkout: {{ref: {{branch: main}}}}\n    commit: {{author: {{name: b, email: b@example.com}}}}\n  sync: {sync}\n"
+        )
+    };
+    let e = error_of(&automation("{path: ./c, rollback: {}}"));
+    assert!(
+        e.contains("ImageUpdateAutomation s/a: spec.sync.rollback: ")
+            && e.contains("spec.sync.wait: true"),
+        "{e}"
+    );
+    for path in [
+        "evidence.yaml",
+        "clusters/e.yaml",
+        ".git/e.yaml",
+        "../.hoist/e.yaml",
+    ] {
+        let e = error_of(&automation(&format!(
+            "{{path: ./c, wait: true, evidence: {{path: '{path}'}}}}"
+        )));
+        assert!(
+            e.contains("ImageUpdateAutomation s/a: spec.sync.evidence.path: "),
+            "{path}: {e}"
+        );
+    }
+    let set = load_str(&automation("{path: ./c, wait: true, rollback: {}}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sync = set.automations[0]
+        .object
+        .spec
+        .sync
+        .clone()
+        .unwrap_or_else(|| panic!("no sync"));
+    assert_eq!(
+        sync.evidence_path("s", "a").as_deref(),
+        Some(".hoist/evidence/s/a.yaml")
+    );
+
+    let promotion = |spec: &str| {
+        format!("{POLICY_HEAD}  policy: {{semver: {{range: '^1'}}}}\n  promotion: {spec}\n")
+    };
+    let e = error_of(&promotion(
+        "{from: fleet, evidence: {url: u, branch: main}}",
+    ));
+    assert!(
+        e.contains("ImagePolicy default/app: spec.promotion.from: \"fleet\" is not namespace/name"),
+        "{e}"
+    );
+    let e = error_of(&promotion(
+        "{from: s/a, soak: 2 hours, evidence: {url: u, branch: main}}",
+    ));
+    assert!(e.contains("spec.promotion.soak"), "{e}");
+    let e = error_of(&promotion(
+        "{from: s/a, evidence: {url: u, branch: main, path: e.yaml}}",
+    ));
+    assert!(e.contains("spec.promotion.evidence.path"), "{e}");
+    let set = load_str(&promotion(
+        "{from: s/a, soak: 2h, evidence: {url: u, branch: main}}",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let spec = set.policies[0]
+        .object
+        .spec
+        .promotion
+        .clone()
+        .unwrap_or_else(|| panic!("none"));
+    assert_eq!(spec.evidence_path(), ".hoist/evidence/s/a.yaml");
+}

@@ -52,9 +52,13 @@ pub(crate) fn read_file(file: &Path, path: &str) -> Result<Option<Evidence>, Str
         Err(e) => return Err(format!("{path}: {e}")),
     };
     let limit = u64::try_from(promotion::MAX_EVIDENCE_BYTES).unwrap_or(u64::MAX);
-    if !metadata.is_file() || metadata.len() > limit {
+    if !metadata.is_file() {
+        return Err(format!("{path} is not a file"));
+    }
+    if metadata.len() > limit {
         return Err(format!(
-            "{path} is not a file of at most {limit} bytes, as evidence is"
+            "{path} is {} bytes; an evidence file holds at most {limit}",
+            metadata.len()
         ));
     }
     let text = std::fs::read_to_string(file).map_err(|e| format!("{path}: {e}"))?;
@@ -64,9 +68,10 @@ pub(crate) fn read_file(file: &Path, path: &str) -> Result<Option<Evidence>, Str
 }
 
 /// Reads the upstream evidence of every policy in `objects` with
-/// `spec.promotion`: one checkout per repository and branch, under
-/// `cache` (apart from the automations' own checkouts, which another task
-/// may be using meanwhile).
+/// `spec.promotion`, one after another, each from a checkout of its
+/// repository and branch under `cache` (apart from the automations' own
+/// checkouts, which another task may be using meanwhile; policies that
+/// name the same repository and branch share one).
 pub async fn read_upstream(
     objects: &ObjectSet,
     git: &dyn Repository,

@@ -132,6 +132,26 @@ impl Evidence {
             )));
         }
         let evidence: Evidence = serde_saphyr::from_str(text).map_err(|e| error(e.to_string()))?;
+        // A rollback writes a tag and digest from here into manifests: only
+        // what a registry could have named.
+        let tags = evidence
+            .healthy
+            .iter()
+            .map(|r| (&r.tag, Some(&r.digest)))
+            .chain(
+                evidence
+                    .rejected
+                    .iter()
+                    .map(|r| (&r.tag, r.digest.as_ref())),
+            );
+        for (tag, digest) in tags {
+            if !crate::model::is_tag(tag) {
+                return Err(error(format!("{tag:?} is not an image tag")));
+            }
+            if let Some(digest) = digest.filter(|d| !crate::model::is_digest(d)) {
+                return Err(error(format!("{digest:?} is not an image digest")));
+            }
+        }
         for (at, time) in evidence
             .healthy
             .iter()
@@ -150,9 +170,12 @@ impl Evidence {
     }
 
     /// The file's text.
-    pub fn render(&self) -> String {
-        let body = serde_saphyr::to_string(self).unwrap_or_default();
-        format!("{HEADER}{body}")
+    pub fn render(&self) -> Result<String, EvidenceError> {
+        let body = serde_saphyr::to_string(self).map_err(|e| EvidenceError {
+            file: self.automation.clone(),
+            message: format!("cannot be written: {e}"),
+        })?;
+        Ok(format!("{HEADER}{body}"))
     }
 
     /// The image of `policy` running healthy now, if any.
@@ -208,6 +231,23 @@ impl Evidence {
             changed = true;
         }
         self.trim();
+        changed
+    }
+
+    /// Records that a sync saw `deployed` fail at `now`: a rollout of one
+    /// of them that was open ends (it no longer runs healthy, so its soak
+    /// stops). Returns whether anything changed.
+    pub fn record_failed(&mut self, deployed: &[Deployed], now: jiff::Timestamp) -> bool {
+        let now = now.to_string();
+        let mut changed = false;
+        for d in deployed {
+            for open in self.healthy.iter_mut().filter(|r| {
+                r.policy == d.policy && r.until.is_none() && r.tag == d.tag && r.digest == d.digest
+            }) {
+                open.until = Some(now.clone());
+                changed = true;
+            }
+        }
         changed
     }
 
@@ -418,29 +458,45 @@ pub fn deployed(refs: &[PolicyImage], images: &[String]) -> (Vec<Deployed>, Vec<
     (found, undigested)
 }
 
-/// What a failed rollout blames: each deployed ref that is not the image
-/// its policy last ran healthy, with the healthy one to go back to (none
-/// when the policy never ran healthy under this automation). A failure
-/// with nothing to blame is not hoist's to undo.
+/// What a failed rollout blames: each ref that one of the failing objects
+/// runs (`failing`: their images) and that is not the image its policy
+/// last ran healthy, with that healthy one to go back to. A policy that
+/// never ran healthy here is not blamed — there is nothing known-good to
+/// return to, and rejecting its tags one by one would walk back through
+/// history — nor is a failure in which every image ran healthy before: it
+/// is not hoist's to undo.
 pub fn suspects<'a>(
     evidence: &'a Evidence,
     refs: &[PolicyImage],
-    images: &[String],
-) -> Vec<(PolicyImage, Option<&'a Rollout>)> {
+    failing: &[String],
+) -> Vec<(PolicyImage, &'a Rollout)> {
     refs.iter()
         .filter(|r| {
-            images
+            failing
                 .iter()
                 .map(|i| split_image(i))
                 .any(|(name, tag, _)| name == r.image && tag == Some(r.tag.as_str()))
         })
         .filter_map(|r| {
-            let healthy = evidence.current(&r.policy);
-            let same = healthy.is_some_and(|h| {
-                h.tag == r.tag && r.digest.as_ref().is_none_or(|d| *d == h.digest)
-            });
+            let healthy = evidence.current(&r.policy)?;
+            let same =
+                healthy.tag == r.tag && r.digest.as_ref().is_none_or(|d| *d == healthy.digest);
             (!same).then(|| (r.clone(), healthy))
         })
+        .collect()
+}
+
+/// What a sync said of an object, fit to keep in a commit, a pull request
+/// and a status: one line, no backticks (a pull request fences it), no
+/// control characters, at most `limit` characters.
+pub fn plain(text: &str, limit: usize) -> String {
+    text.chars()
+        .map(|c| match c {
+            '`' => '\'',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .take(limit)
         .collect()
 }
 

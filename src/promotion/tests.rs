@@ -1,5 +1,10 @@
 use super::*;
 
+/// A digest of 64 `c`s.
+fn d(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
 fn at(text: &str) -> jiff::Timestamp {
     text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
 }
@@ -26,15 +31,15 @@ fn policy_image(tag: &str, digest: Option<&str>) -> PolicyImage {
 fn a_healthy_image_opens_a_rollout_and_its_successor_closes_it() {
     let mut evidence = Evidence::new("staging/app");
     let t0 = at("2026-12-07T10:00:00Z");
-    assert!(evidence.record_healthy(&[deployed("1.2.0", "sha256:a")], "c1", t0));
+    assert!(evidence.record_healthy(&[deployed("1.2.0", &d('a'))], "c1", t0));
     // The same image, healthy again: nothing to record.
     assert!(!evidence.record_healthy(
-        &[deployed("1.2.0", "sha256:a")],
+        &[deployed("1.2.0", &d('a'))],
         "c2",
         at("2026-12-07T11:00:00Z")
     ));
     let t2 = at("2026-12-07T12:00:00Z");
-    assert!(evidence.record_healthy(&[deployed("1.3.0", "sha256:b")], "c3", t2));
+    assert!(evidence.record_healthy(&[deployed("1.3.0", &d('b'))], "c3", t2));
     assert_eq!(evidence.healthy.len(), 2);
     assert_eq!(
         evidence.healthy[0].until.as_deref(),
@@ -46,7 +51,7 @@ fn a_healthy_image_opens_a_rollout_and_its_successor_closes_it() {
         Some("1.3.0")
     );
     // What it writes reads back the same.
-    let text = evidence.render();
+    let text = evidence.render().unwrap_or_else(|e| panic!("{e}"));
     assert!(text.starts_with("# Written by hoist"), "{text}");
     assert_eq!(Evidence::parse("e.yaml", &text), Ok(evidence));
 }
@@ -55,7 +60,7 @@ fn a_healthy_image_opens_a_rollout_and_its_successor_closes_it() {
 fn soak_is_one_unbroken_healthy_run_of_the_same_digest() {
     let mut evidence = Evidence::new("staging/app");
     evidence.record_healthy(
-        &[deployed("1.2.0", "sha256:a")],
+        &[deployed("1.2.0", &d('a'))],
         "c1",
         at("2026-12-07T10:00:00Z"),
     );
@@ -63,35 +68,35 @@ fn soak_is_one_unbroken_healthy_run_of_the_same_digest() {
     // Running for one hour: soaked at 12:00.
     let until = at("2026-12-07T12:00:00Z").as_second();
     assert_eq!(
-        evidence.soaked("1.2.0", "sha256:a", soak, at("2026-12-07T11:00:00Z")),
+        evidence.soaked("1.2.0", &d('a'), soak, at("2026-12-07T11:00:00Z")),
         Soak::Until(until)
     );
     assert_eq!(
-        evidence.soaked("1.2.0", "sha256:a", soak, at("2026-12-07T12:00:00Z")),
+        evidence.soaked("1.2.0", &d('a'), soak, at("2026-12-07T12:00:00Z")),
         Soak::Soaked
     );
     // A tag moved to another image proves nothing about it.
     assert_eq!(
-        evidence.soaked("1.2.0", "sha256:other", soak, at("2026-12-07T13:00:00Z")),
+        evidence.soaked("1.2.0", &d('e'), soak, at("2026-12-07T13:00:00Z")),
         Soak::OtherDigest
     );
     assert_eq!(
-        evidence.soaked("1.9.0", "sha256:a", 0, at("2026-12-07T13:00:00Z")),
+        evidence.soaked("1.9.0", &d('a'), 0, at("2026-12-07T13:00:00Z")),
         Soak::Never
     );
     // Replaced after thirty minutes: it never soaked, whatever the clock says.
     evidence.record_healthy(
-        &[deployed("1.3.0", "sha256:b")],
+        &[deployed("1.3.0", &d('b'))],
         "c2",
         at("2026-12-07T10:30:00Z"),
     );
     assert_eq!(
-        evidence.soaked("1.2.0", "sha256:a", soak, at("2026-12-08T00:00:00Z")),
+        evidence.soaked("1.2.0", &d('a'), soak, at("2026-12-08T00:00:00Z")),
         Soak::OtherDigest
     );
     // Soak 0: healthy once is enough.
     assert_eq!(
-        evidence.soaked("1.3.0", "sha256:b", 0, at("2026-12-07T10:30:00Z")),
+        evidence.soaked("1.3.0", &d('b'), 0, at("2026-12-07T10:30:00Z")),
         Soak::Soaked
     );
 }
@@ -107,7 +112,7 @@ fn evidence_is_bounded_and_its_times_are_checked() {
             ))
             .unwrap_or(start);
         evidence.record_healthy(
-            &[deployed(&format!("1.{i}.0"), &format!("sha256:{i}"))],
+            &[deployed(&format!("1.{i}.0"), &format!("sha256:{i:064}"))],
             "c",
             when,
         );
@@ -127,16 +132,28 @@ fn evidence_is_bounded_and_its_times_are_checked() {
     assert!(evidence.current("staging/app").is_some());
     assert_eq!(evidence.rejected[0].tag, "9.20.0");
 
-    let bad = "automation: a/b\nhealthy:\n- {policy: a/b, image: i, tag: t, digest: d, revision: r, since: yesterday}\n";
-    let error = Evidence::parse(".hoist/e.yaml", bad)
-        .err()
-        .map(|e| e.to_string());
-    assert!(
-        error
-            .as_deref()
-            .is_some_and(|e| e.starts_with(".hoist/e.yaml: ") && e.contains("\"yesterday\"")),
-        "{error:?}"
-    );
+    let entry = |tag: &str, digest: &str, since: &str| {
+        format!(
+            "automation: a/b\nhealthy:\n- {{policy: a/b, image: i, tag: '{tag}', digest: '{digest}', revision: r, since: '{since}'}}\n"
+        )
+    };
+    let now = "2026-12-07T10:00:00Z";
+    // A rollback writes tags and digests from here into manifests.
+    for (text, wrong) in [
+        (entry("t", &d('a'), "yesterday"), "\"yesterday\""),
+        (entry("1.2.0\n  x: y", &d('a'), now), "is not an image tag"),
+        (entry("1.2.0", "sha256:zz", now), "is not an image digest"),
+    ] {
+        let error = Evidence::parse(".hoist/e.yaml", &text)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(".hoist/e.yaml: ") && e.contains(wrong)),
+            "{error:?}"
+        );
+    }
     let unknown = "automation: a/b\nhealty: []\n";
     assert!(Evidence::parse("e.yaml", unknown).is_err());
     let huge = "#".repeat(MAX_EVIDENCE_BYTES + 1);
@@ -190,7 +207,7 @@ fn images_are_read_from_every_pod_template_and_split_into_name_tag_digest() {
 fn what_a_sync_deployed_and_what_a_failure_blames() {
     let images = vec![
         "registry.example/app:1.3.0".to_string(),
-        "registry.example/other:2.0.0@sha256:o".to_string(),
+        format!("registry.example/other:2.0.0@{}", d('f')),
     ];
     let other = PolicyImage {
         policy: "staging/other".into(),
@@ -198,14 +215,14 @@ fn what_a_sync_deployed_and_what_a_failure_blames() {
         tag: "2.0.0".into(),
         digest: None,
     };
-    let refs = vec![policy_image("1.3.0", Some("sha256:b")), other.clone()];
+    let refs = vec![policy_image("1.3.0", Some(&d('b'))), other.clone()];
     let (found, undigested) = super::deployed(&refs, &images);
-    assert_eq!(found[0], deployed("1.3.0", "sha256:b"));
+    assert_eq!(found[0], deployed("1.3.0", &d('b')));
     // The digest beside the tag in the manifest counts.
-    assert_eq!(found[1].digest, "sha256:o");
+    assert_eq!(found[1].digest, d('f'));
     assert!(undigested.is_empty());
     // Not in the applied objects: not deployed.
-    let (none, _) = super::deployed(&[policy_image("1.4.0", Some("sha256:c"))], &images);
+    let (none, _) = super::deployed(&[policy_image("1.4.0", Some(&d('c')))], &images);
     assert!(none.is_empty());
     // No digest anywhere: cannot be evidence.
     let (_, undigested) = super::deployed(&[policy_image("1.3.0", None)], &images);
@@ -213,7 +230,7 @@ fn what_a_sync_deployed_and_what_a_failure_blames() {
 
     let mut evidence = Evidence::new("staging/app");
     evidence.record_healthy(
-        &[deployed("1.2.0", "sha256:a")],
+        &[deployed("1.2.0", &d('a'))],
         "c1",
         at("2026-12-07T10:00:00Z"),
     );
@@ -222,7 +239,7 @@ fn what_a_sync_deployed_and_what_a_failure_blames() {
             policy: "staging/other".into(),
             image: "registry.example/other".into(),
             tag: "2.0.0".into(),
-            digest: "sha256:o".into(),
+            digest: d('f'),
         }],
         "c1",
         at("2026-12-07T10:00:00Z"),
@@ -231,9 +248,20 @@ fn what_a_sync_deployed_and_what_a_failure_blames() {
     let blamed = suspects(&evidence, &refs, &images);
     assert_eq!(blamed.len(), 1);
     assert_eq!(blamed[0].0.tag, "1.3.0");
-    assert_eq!(blamed[0].1.map(|r| r.tag.as_str()), Some("1.2.0"));
+    assert_eq!(blamed[0].1.tag, "1.2.0");
+    // Only the images of the objects that failed are blamed.
+    assert!(suspects(&evidence, &refs, &["registry.example/other:2.0.0".into()]).is_empty());
+    // A policy that never ran healthy here has nothing to go back to.
+    let never = PolicyImage {
+        policy: "staging/new".into(),
+        image: "registry.example/new".into(),
+        tag: "1.0.0".into(),
+        digest: None,
+    };
+    assert!(suspects(&evidence, &[never], &["registry.example/new:1.0.0".into()]).is_empty());
+    assert_eq!(plain("a `b`\nc", 6), "a 'b' ");
     // Nothing of hoist's changed: nothing to blame.
-    let healthy_refs = vec![policy_image("1.2.0", Some("sha256:a"))];
+    let healthy_refs = vec![policy_image("1.2.0", Some(&d('a')))];
     let images = vec!["registry.example/app:1.2.0".to_string()];
     assert!(suspects(&evidence, &healthy_refs, &images).is_empty());
 }

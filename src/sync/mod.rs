@@ -89,6 +89,11 @@ pub struct SyncReport {
     pub kept: Vec<String>,
     /// Objects not healthy when the wait ended.
     pub unhealthy: Vec<String>,
+    /// The same objects, each with the verdict on its own status alone
+    /// (not what its Pods say, which may quote an application's output):
+    /// what a rollback records.
+    #[serde(skip)]
+    pub unhealthy_objects: Vec<(ObjectId, String)>,
     /// What hoist has applied, for the next sync's pruning.
     pub inventory: Vec<InventoryEntry>,
     /// Writes sent to the API server (applies and deletes).
@@ -342,7 +347,7 @@ pub async fn sync(
     inventory.dedup_by(|a, b| a.id == b.id);
     report.inventory = inventory;
     if let (Some(timeout), None, false) = (options.wait, &report.error, options.dry_run) {
-        report.unhealthy = wait(client, &served, &plan, timeout).await;
+        (report.unhealthy, report.unhealthy_objects) = wait(client, &served, &plan, timeout).await;
         if !report.unhealthy.is_empty() {
             report.error = Some(format!(
                 "not healthy after {}s: {}",
@@ -601,16 +606,18 @@ async fn established(client: &Client, names: &[String]) -> Result<(), ClusterErr
 }
 
 /// Polls the applied objects until all are healthy or `timeout` passes;
-/// returns the unhealthy ones with why.
+/// returns the unhealthy ones with why (and, apart, each one's id and the
+/// verdict on its own status).
 async fn wait(
     client: &Client,
     served: &Served,
     plan: &ApplyPlan,
     timeout: Duration,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<(ObjectId, String)>) {
     let deadline = Instant::now() + timeout;
     loop {
         let mut unhealthy = Vec::new();
+        let mut objects = Vec::new();
         // The workloads among them, with their namespace and Pod selector.
         let mut workloads = Vec::new();
         let mut failed = false;
@@ -640,6 +647,7 @@ async fn wait(
             if let (Some(selector), Some(namespace)) = (selector, d.id.namespace.clone()) {
                 workloads.push((unhealthy.len(), namespace, selector));
             }
+            objects.push((d.id.clone(), why.clone()));
             unhealthy.push(why);
         }
         // A failure will not heal by waiting.
@@ -666,7 +674,7 @@ async fn wait(
                     unhealthy[at] = format!("{}; {}", unhealthy[at], problems.join("; "));
                 }
             }
-            return unhealthy;
+            return (unhealthy, objects);
         }
         tokio::time::sleep(
             Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),

@@ -403,7 +403,8 @@ fn a_commit_on_top_of_hoists_turns_the_rollback_into_a_pull_request() {
     let (code, report, out) = run(cluster, dir.path(), "objects.yaml", &[]);
     assert_eq!(code, 1, "{out}");
     let rollback = &report[0]["rollback"];
-    assert_eq!(rollback["branch"], "hoist/rollback/fleet", "{out}");
+    let proposal = format!("hoist/rollback/{ns}/fleet");
+    assert_eq!(rollback["branch"], proposal.as_str(), "{out}");
     assert_eq!(rollback["pull_request"]["action"], "opened", "{out}");
     assert_eq!(rollback["rejected"][0]["tag"], "1.3.0-fails", "{out}");
     assert!(
@@ -415,7 +416,7 @@ fn a_commit_on_top_of_hoists_turns_the_rollback_into_a_pull_request() {
     // main is as the person left it; the proposal keeps their commit and
     // puts back only the marked image.
     assert_eq!(remote.head("main"), theirs);
-    let proposal = "hoist/rollback/fleet";
+    let proposal = proposal.as_str();
     assert!(
         remote
             .show(proposal, "staging/app.yaml")

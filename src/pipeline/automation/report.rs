@@ -82,7 +82,7 @@ pub struct RollbackReport {
     pub rejected: Vec<RejectedReport>,
     /// The rollback commit, once pushed to `branch`.
     pub commit: Option<String>,
-    /// The checkout branch, or hoist's `hoist/rollback/NAME` when someone
+    /// The checkout branch, or hoist's `hoist/rollback/NAMESPACE/NAME` when someone
     /// committed on top of hoist's commit.
     pub branch: String,
     /// The pull request that proposes the rollback then.

@@ -79,7 +79,10 @@ fn write_evidence(file: &Path, path: &str, evidence: &Evidence) -> Result<(), Au
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(problem)?;
     }
-    std::fs::write(file, evidence.render()).map_err(problem)
+    let text = evidence
+        .render()
+        .map_err(|e| AutomationError::Internal(e.to_string()))?;
+    std::fs::write(file, text).map_err(problem)
 }
 
 /// Whether `message` carries this automation's trailer.
@@ -132,29 +135,82 @@ pub(super) async fn record_healthy(
         })
         .collect();
     let text = message::evidence_message(context.key, &lines, &checkout.base);
+    if let Some(commit) = commit_evidence(context, git, checkout, &text, report).await? {
+        report.evidence = Some(EvidenceReport {
+            path: path.to_string(),
+            commit,
+        });
+    }
+    Ok(())
+}
+
+/// A failed rollout hoist does not roll back: the images that ran healthy
+/// until now and fail no longer soak, and the evidence says so.
+pub(super) async fn record_failed(
+    context: &Context<'_>,
+    git: &dyn Repository,
+    applied: &Applied,
+    path: &str,
+    refs: &[PolicyImage],
+    report: &mut AutomationReport,
+) -> Result<(), AutomationError> {
+    let checkout = &applied.checkout;
+    let file = evidence_file(checkout, path)?;
+    let mut evidence = read_evidence(context, &file, path)?;
+    let (failed, _) = promotion::deployed(refs, &applied.failing);
+    if !evidence.record_failed(&failed, now(context)) {
+        return Ok(());
+    }
+    write_evidence(&file, path, &evidence)?;
+    let lines: Vec<String> = failed
+        .iter()
+        .map(|d| {
+            format!(
+                "ImagePolicy {}: {}:{}@{}",
+                d.policy, d.image, d.tag, d.digest
+            )
+        })
+        .collect();
+    let reason = promotion::plain(&applied.verdict, REASON_LIMIT);
+    let text = message::failed_message(context.key, &lines, &checkout.base, &reason);
+    if let Some(commit) = commit_evidence(context, git, checkout, &text, report).await? {
+        report.evidence = Some(EvidenceReport {
+            path: path.to_string(),
+            commit,
+        });
+    }
+    Ok(())
+}
+
+/// Commits the evidence file alone and pushes it onto the checkout
+/// branch; `None` (with a warning) when the branch moved meanwhile.
+async fn commit_evidence(
+    context: &Context<'_>,
+    git: &dyn Repository,
+    checkout: &Checkout,
+    text: &str,
+    report: &mut AutomationReport,
+) -> Result<Option<String>, AutomationError> {
     let author = crate::git::Signature {
         name: context.automation.spec.git.commit.author.name.clone(),
         email: context.automation.spec.git.commit.author.email.clone(),
     };
-    let Some(commit) = git.commit(checkout, &author, &text).await? else {
-        return Ok(());
+    let Some(commit) = git.commit(checkout, &author, text).await? else {
+        return Ok(None);
     };
     let branch = context.checkout_branch();
     match git
         .push(checkout, branch, &checkout.base, push_options(context))
         .await?
     {
-        Push::Pushed(_) => {
-            report.evidence = Some(EvidenceReport {
-                path: path.to_string(),
-                commit,
-            });
+        Push::Pushed(_) => Ok(Some(commit)),
+        Push::Rejected(reason) => {
+            report.warnings.push(format!(
+                "{branch} moved while hoist recorded the rollout's verdict ({reason}); nothing was overwritten, the next run records it"
+            ));
+            Ok(None)
         }
-        Push::Rejected(reason) => report.warnings.push(format!(
-            "{branch} moved while hoist recorded its healthy rollout ({reason}); nothing was overwritten, the next run records it"
-        )),
     }
-    Ok(())
 }
 
 /// A failed rollout: rejects each image hoist changed since the last
@@ -170,21 +226,17 @@ pub(super) async fn roll_back(
     let checkout = &applied.checkout;
     let file = evidence_file(checkout, path)?;
     let mut evidence = read_evidence(context, &file, path)?;
-    let suspects: Vec<(PolicyImage, Option<promotion::Rollout>)> =
-        promotion::suspects(&evidence, refs, &applied.images)
+    let suspects: Vec<(PolicyImage, promotion::Rollout)> =
+        promotion::suspects(&evidence, refs, &applied.failing)
             .into_iter()
-            .map(|(r, healthy)| (r, healthy.cloned()))
+            .map(|(r, healthy)| (r, healthy.clone()))
             .collect();
     if suspects.is_empty() {
         return Ok(RolledBack::NotOurs);
     }
-    let reason: String = applied
-        .error
-        .as_deref()
-        .unwrap_or("the rollout failed")
-        .chars()
-        .take(REASON_LIMIT)
-        .collect();
+    // The objects' own verdicts: what their Pods say may quote the
+    // application's output, which has no place in a commit or a status.
+    let reason = promotion::plain(&applied.verdict, REASON_LIMIT);
     let at = now(context).to_string();
     let revision = checkout.base.clone();
     let mut rollback = RollbackReport {
@@ -213,23 +265,21 @@ pub(super) async fn roll_back(
             at: at.clone(),
             reason: reason.clone(),
         });
-        if let Some(h) = healthy {
-            // The marker writes a digest only when the policy reflects one.
-            restore.insert(
-                r.policy.clone(),
-                ImageRef {
-                    name: r.image.clone(),
-                    tag: h.tag.clone(),
-                    digest: r.digest.as_ref().map(|_| h.digest.clone()),
-                },
-            );
-            moves.push(format!("{} {} → {}", r.image, r.tag, h.tag));
-        }
+        // The marker writes a digest only when the policy reflects one.
+        restore.insert(
+            r.policy.clone(),
+            ImageRef {
+                name: r.image.clone(),
+                tag: healthy.tag.clone(),
+                digest: r.digest.as_ref().map(|_| healthy.digest.clone()),
+            },
+        );
+        moves.push(format!("{} {} → {}", r.image, r.tag, healthy.tag));
         rollback.rejected.push(RejectedReport {
             policy: r.policy.clone(),
             tag: r.tag.clone(),
             digest: r.digest.clone(),
-            restored: healthy.as_ref().map(|h| h.tag.clone()),
+            restored: Some(healthy.tag.clone()),
         });
     }
     let rejected_text = rollback
@@ -248,28 +298,14 @@ pub(super) async fn roll_back(
         })
         .await??
     };
-    if rewritten.changeset.changes.is_empty() && !restore.is_empty() {
+    if rewritten.changeset.changes.is_empty() {
         report.warnings.push(format!(
             "spec.sync.rollback: no marker of {} is in spec.update.path; only the rejection is recorded",
             restore.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
     write_evidence(&file, path, &evidence)?;
-    let text = if moves.is_empty() {
-        // Nothing ran healthy before: reject, and let the policies choose.
-        message::rollback_message(
-            context.key,
-            &rollback
-                .rejected
-                .iter()
-                .map(|r| format!("reject {}", r.tag))
-                .collect::<Vec<_>>(),
-            &revision,
-            &reason,
-        )
-    } else {
-        message::rollback_message(context.key, &moves, &revision, &reason)
-    };
+    let text = message::rollback_message(context.key, &moves, &revision, &reason);
     let author = crate::git::Signature {
         name: automation.spec.git.commit.author.name.clone(),
         email: automation.spec.git.commit.author.email.clone(),
@@ -280,13 +316,7 @@ pub(super) async fn roll_back(
             "rejected {rejected_text}; nothing to commit"
         )));
     };
-    let summary = if moves.is_empty() {
-        format!(
-            "rejected {rejected_text} (no earlier image of it ran healthy here: nothing to put back)"
-        )
-    } else {
-        format!("rolled back {}; rejected {rejected_text}", moves.join(", "))
-    };
+    let summary = format!("rolled back {}; rejected {rejected_text}", moves.join(", "));
     let branch = context.checkout_branch().to_string();
     let tip = git.commit_info(checkout, &checkout.base).await?;
     if ours(context, &tip.message) {
@@ -310,8 +340,11 @@ pub(super) async fn roll_back(
     }
     // Someone committed on top of hoist's commit: their commit stays, and
     // the rollback is theirs to merge.
+    // Named by namespace too: automations of two namespaces may share a
+    // repository and a name.
     let proposal = format!(
-        "hoist/rollback/{}",
+        "hoist/rollback/{}/{}",
+        context.namespace(),
         automation.metadata.name.as_deref().unwrap_or_default()
     );
     rollback.branch = proposal.clone();

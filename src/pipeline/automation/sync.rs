@@ -15,6 +15,10 @@ pub(super) struct Applied {
     pub checkout: Checkout,
     /// Every container image of the objects applied.
     pub images: Vec<String>,
+    /// The container images of the objects that were not healthy.
+    pub failing: Vec<String>,
+    /// What the objects that were not healthy say of themselves.
+    pub verdict: String,
     /// Why the sync failed, if it did, naming whom it applied as.
     pub error: Option<String>,
     /// Objects not healthy when the wait ended: the rollout failed.
@@ -61,7 +65,11 @@ pub(super) async fn sync_branch(
     if applied.error.is_none() {
         return rollout::record_healthy(context, git, &applied, &path, refs, report).await;
     }
-    if !(applied.unhealthy && spec.rollback.is_some()) {
+    if !applied.unhealthy {
+        return applied.result();
+    }
+    if spec.rollback.is_none() {
+        rollout::record_failed(context, git, &applied, &path, refs, report).await?;
         return applied.result();
     }
     match rollout::roll_back(context, git, &applied, &path, refs, report).await? {
@@ -76,8 +84,11 @@ pub(super) async fn sync_branch(
         }
         RolledBack::Proposed(what) => Err(AutomationError::RolledBack(what)),
         // Nothing of hoist's changed since the last healthy rollout: the
-        // failure is not hoist's to undo.
-        RolledBack::NotOurs => applied.result(),
+        // failure is not hoist's to undo, but what fails no longer soaks.
+        RolledBack::NotOurs => {
+            rollout::record_failed(context, git, &applied, &path, refs, report).await?;
+            applied.result()
+        }
     }
 }
 
@@ -123,6 +134,15 @@ async fn apply(
             .join("; "),
     })?;
     let images = crate::promotion::images_of(&source);
+    let object_images: Vec<(crate::sync::plan::ObjectId, Vec<String>)> = source
+        .iter()
+        .map(|d| {
+            (
+                d.id.clone(),
+                crate::promotion::images_of(std::slice::from_ref(d)),
+            )
+        })
+        .collect();
     let owner = crate::sync::Owner {
         namespace: context.namespace().to_string(),
         name: context.automation.metadata.name.clone().unwrap_or_default(),
@@ -166,6 +186,31 @@ async fn apply(
             .push(format!("recording the sync inventory: {e}"));
     }
     let unhealthy = !synced.unhealthy.is_empty();
+    // The planner fills in the namespace an object of the source leaves out.
+    let namespace = context.namespace();
+    let same = |a: &crate::sync::plan::ObjectId, b: &crate::sync::plan::ObjectId| {
+        a.group == b.group
+            && a.kind == b.kind
+            && a.name == b.name
+            && a.namespace.as_deref().unwrap_or(namespace)
+                == b.namespace.as_deref().unwrap_or(namespace)
+    };
+    let failing: Vec<String> = synced
+        .unhealthy_objects
+        .iter()
+        .flat_map(|(id, _)| {
+            object_images
+                .iter()
+                .filter(|(o, _)| same(o, id))
+                .flat_map(|(_, images)| images.iter().cloned())
+        })
+        .collect();
+    let verdict = synced
+        .unhealthy_objects
+        .iter()
+        .map(|(_, why)| why.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
     let error = synced.error.clone().map(|e| match impersonated {
         Some(user) => format!("sync of {} as {user}: {e}", relative.display()),
         None => format!("sync of {}: {e}", relative.display()),
@@ -177,6 +222,8 @@ async fn apply(
     Ok(Applied {
         checkout,
         images,
+        failing,
+        verdict,
         error,
         unhealthy,
     })

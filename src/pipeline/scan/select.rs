@@ -153,7 +153,12 @@ impl<S: TagSource> ScanRun<'_, S> {
                     .as_ref()
                     .and_then(|s| s.parse().ok())
                     .map_or(0, |d| d.as_secs());
-                candidates.retain(|t| evidence.healthy.iter().any(|r| r.tag == t.as_str()));
+                // A tag the upstream rolled back is not promoted, whatever
+                // it ran before.
+                candidates.retain(|t| {
+                    evidence.healthy.iter().any(|r| r.tag == t.as_str())
+                        && !evidence.rejected.iter().any(|r| r.tag == t.as_str())
+                });
                 Some((evidence, soak, promotion))
             }
         };

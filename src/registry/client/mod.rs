@@ -331,7 +331,7 @@ impl Registry {
             .headers()
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
-            .filter(|d| valid_digest(d))
+            .filter(|d| crate::model::is_digest(d))
         {
             return Ok(digest.to_string());
         }
@@ -454,7 +454,7 @@ impl Registry {
         let deadline = Instant::now() + target.timeout;
         let scheme = self.scheme(target, deadline).await;
         let url = self.url(target, scheme, &format!("blobs/{digest}"))?;
-        if !digest.starts_with("sha256:") || !valid_digest(digest) {
+        if !digest.starts_with("sha256:") || !crate::model::is_digest(digest) {
             return Err(self.error(
                 target,
                 "GET",
@@ -694,20 +694,4 @@ fn refuse_chart_index(target: &ScanTarget, what: &str) -> Result<(), RegistryErr
             ),
         }),
     }
-}
-
-/// The distribution spec's tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-fn valid_tag(tag: &str) -> bool {
-    let b = tag.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
-fn valid_digest(digest: &str) -> bool {
-    digest.split_once(':').is_some_and(|(alg, hex)| {
-        !alg.is_empty() && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
-    })
 }

@@ -1,8 +1,6 @@
 //! A tag list page read as it streams in, keeping at most the room left:
 //! a registry that lists millions of tags does not fill memory.
 
-use super::*;
-
 /// One page of a tag list, `{"tags": [...]}` (other members ignored, a
 /// null or missing `tags` is empty), keeping at most `room` valid tags.
 pub(super) struct TagPage {
@@ -71,7 +69,7 @@ impl<'de> serde::de::Visitor<'de> for TagArray {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ListedTags, A::Error> {
         let mut listed = ListedTags::default();
         while let Some(tag) = seq.next_element::<String>()? {
-            if !valid_tag(&tag) {
+            if !crate::model::is_tag(&tag) {
                 listed.dropped += 1;
             } else if listed.tags.len() < self.room {
                 listed.tags.push(tag);
