@@ -449,6 +449,23 @@ fn a_commit_on_top_of_hoists_turns_the_rollback_into_a_pull_request() {
         !out.contains("ghp_t0ken") && !out.contains("git-pass"),
         "{out}"
     );
+
+    // While the proposal waits, the policy is held: the next run does not
+    // push the rollback's change (or 1.2.0 by selection) onto their commit.
+    let (_, report, out) = run(cluster, dir.path(), "objects.yaml", &["--refresh"]);
+    assert_eq!(remote.head("main"), theirs, "{out}");
+    assert!(
+        report[0]["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("is held")))),
+        "{out}"
+    );
+    // Merged: the hold ends and hoist deletes its branch.
+    remote.fast_forward("main", proposal);
+    let (code, _, out) = run(cluster, dir.path(), "objects.yaml", &["--refresh"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!remote.branches().iter().any(|b| b == proposal), "{out}");
+    assert!(live_image(cluster, &ns).contains(":1.2.0@"), "{out}");
 }
 
 /// Two controllers on the real control plane, each restricted to its own

@@ -459,6 +459,9 @@ async fn run_one(
         let checkout = git.checkout(&options.cache, &source).await?;
         report.timings.checkout_ms += elapsed_ms(started);
         let (root, only, relative) = update_root(&checkout, automation, &relative)?;
+        let (refs, held) =
+            rollout::hold_proposed(context, git, &checkout, scan, &root, only.as_deref(), &refs)
+                .await?;
         let started = std::time::Instant::now();
         let rewritten = {
             let (root, refs, dry_run) = (root.clone(), refs.clone(), options.dry_run);
@@ -469,6 +472,7 @@ async fn run_one(
         };
         report.timings.rewrite_ms += elapsed_ms(started);
         report.warnings = base_warnings.clone();
+        report.warnings.extend(held);
         report.warnings.extend(
             rewritten
                 .problems

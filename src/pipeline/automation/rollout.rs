@@ -340,13 +340,7 @@ pub(super) async fn roll_back(
     }
     // Someone committed on top of hoist's commit: their commit stays, and
     // the rollback is theirs to merge.
-    // Named by namespace too: automations of two namespaces may share a
-    // repository and a name.
-    let proposal = format!(
-        "hoist/rollback/{}/{}",
-        context.namespace(),
-        automation.metadata.name.as_deref().unwrap_or_default()
-    );
+    let proposal = proposal_branch(context);
     rollback.branch = proposal.clone();
     let why = format!(
         "{branch} is at {} by {}, not at hoist's commit, so hoist proposes the rollback instead of pushing it",
@@ -421,4 +415,102 @@ pub(super) async fn roll_back(
 
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+/// The branch a rollback waits on when hoist may not push it: named by
+/// namespace too, since automations of two namespaces may share a
+/// repository and a name.
+fn proposal_branch(context: &Context<'_>) -> String {
+    format!(
+        "hoist/rollback/{}/{}",
+        context.namespace(),
+        context
+            .automation
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+    )
+}
+
+/// While a rollback this automation proposed waits for review, the
+/// policies it rejected are not updated: the update would push the
+/// rollback's change (or another) onto the commit a person made, which is
+/// what the proposal leaves to them. Returns the refs to write and, for
+/// each policy held, a warning. Once the checkout no longer carries any
+/// rejected tag (the proposal was merged, or the branch fixed another
+/// way), the proposal's branch is deleted — only while it holds hoist's
+/// own commit — and nothing is held.
+pub(super) async fn hold_proposed(
+    context: &Context<'_>,
+    git: &dyn Repository,
+    checkout: &Checkout,
+    scan: &crate::pipeline::ScanReport,
+    root: &Path,
+    only: Option<&Path>,
+    refs: &Refs,
+) -> Result<(Refs, Vec<String>), AutomationError> {
+    // The rejected tags of this automation, as markers would write them.
+    let mut probe = Refs::new();
+    let selected = super::selected_policies(context);
+    for row in scan
+        .policies
+        .iter()
+        .filter(|row| selected.contains(&row.policy))
+    {
+        let Ok(rejected) = context.ports.records.rejections(&row.policy) else {
+            continue;
+        };
+        for r in rejected.iter().filter(|r| r.automation == context.key) {
+            probe.insert(
+                row.policy.clone(),
+                ImageRef {
+                    name: row.name.clone(),
+                    tag: r.tag.clone(),
+                    digest: r.digest.clone().filter(|_| row.digest.is_some()),
+                },
+            );
+        }
+    }
+    if probe.is_empty() {
+        return Ok((refs.clone(), Vec::new()));
+    }
+    let proposal = proposal_branch(context);
+    let Some(head) = git.remote_head(checkout, &proposal).await? else {
+        return Ok((refs.clone(), Vec::new()));
+    };
+    // Which of those tags the checkout still carries: writing them would
+    // change nothing there.
+    let changed = {
+        let (root, probe, only) = (
+            root.to_path_buf(),
+            probe.clone(),
+            only.map(Path::to_path_buf),
+        );
+        off_the_runtime("looking for rejected tags", move || {
+            rewrite_tree(&root, &probe, true, only.as_deref())
+        })
+        .await??
+    };
+    let carried: Vec<&String> = probe
+        .keys()
+        .filter(|p| !changed.changeset.changes.iter().any(|c| &&c.policy == p))
+        .collect();
+    if carried.is_empty() {
+        let tip = git.tip(checkout, &proposal).await?;
+        if ours(context, &tip.message) {
+            // Gone already, or moved on: either way nothing to do.
+            let _ = git.delete_branch(checkout, &proposal, &head).await?;
+        }
+        return Ok((refs.clone(), Vec::new()));
+    }
+    let mut kept = refs.clone();
+    let mut warnings = Vec::new();
+    for policy in carried {
+        kept.remove(policy);
+        warnings.push(format!(
+            "ImagePolicy {policy} is held: the rollback of its rejected tag waits for review on branch {proposal}; merge or close that, and hoist updates it again"
+        ));
+    }
+    Ok((kept, warnings))
 }
