@@ -186,14 +186,6 @@ impl Evidence {
             .find(|r| r.policy == policy && r.until.is_none())
     }
 
-    /// The rollback of `tag` for `policy`, if there was one.
-    pub fn is_rejected(&self, policy: &str, tag: &str) -> Option<&Rejected> {
-        self.rejected
-            .iter()
-            .rev()
-            .find(|r| r.policy == policy && r.tag == tag)
-    }
-
     /// Records that a sync of `revision` saw `deployed` healthy at `now`:
     /// a new rollout for each policy whose image changed, closing the one
     /// it replaces. Returns whether anything changed.
@@ -374,6 +366,16 @@ pub struct Deployed {
     pub image: String,
     pub tag: String,
     pub digest: String,
+}
+
+impl std::fmt::Display for Deployed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ImagePolicy {}: {}:{}@{}",
+            self.policy, self.image, self.tag, self.digest
+        )
+    }
 }
 
 /// A policy's latest ref, as the automation wrote it.

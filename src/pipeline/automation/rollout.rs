@@ -124,24 +124,18 @@ pub(super) async fn record_healthy(
     if !evidence.record_healthy(&deployed, &checkout.base, now(context)) {
         return Ok(());
     }
-    write_evidence(&file, path, &evidence)?;
-    let lines: Vec<String> = deployed
-        .iter()
-        .map(|d| {
-            format!(
-                "ImagePolicy {}: {}:{}@{}",
-                d.policy, d.image, d.tag, d.digest
-            )
-        })
-        .collect();
+    let lines: Vec<String> = deployed.iter().map(ToString::to_string).collect();
     let text = message::evidence_message(context.key, &lines, &checkout.base);
-    if let Some(commit) = commit_evidence(context, git, checkout, &text, report).await? {
-        report.evidence = Some(EvidenceReport {
-            path: path.to_string(),
-            commit,
-        });
-    }
-    Ok(())
+    publish_evidence(
+        context,
+        git,
+        checkout,
+        (&file, path),
+        &evidence,
+        &text,
+        report,
+    )
+    .await
 }
 
 /// A failed rollout hoist does not roll back: the images that ran healthy
@@ -161,19 +155,35 @@ pub(super) async fn record_failed(
     if !evidence.record_failed(&failed, now(context)) {
         return Ok(());
     }
-    write_evidence(&file, path, &evidence)?;
-    let lines: Vec<String> = failed
-        .iter()
-        .map(|d| {
-            format!(
-                "ImagePolicy {}: {}:{}@{}",
-                d.policy, d.image, d.tag, d.digest
-            )
-        })
-        .collect();
+    let lines: Vec<String> = failed.iter().map(ToString::to_string).collect();
     let reason = promotion::plain(&applied.verdict, REASON_LIMIT);
     let text = message::failed_message(context.key, &lines, &checkout.base, &reason);
-    if let Some(commit) = commit_evidence(context, git, checkout, &text, report).await? {
+    publish_evidence(
+        context,
+        git,
+        checkout,
+        (&file, path),
+        &evidence,
+        &text,
+        report,
+    )
+    .await
+}
+
+/// Writes `evidence` to its file (`path` in the repository), commits it
+/// alone with `text` and pushes it onto the checkout branch; the report
+/// says so, or (with a warning) that the branch moved meanwhile.
+async fn publish_evidence(
+    context: &Context<'_>,
+    git: &dyn Repository,
+    checkout: &Checkout,
+    (file, path): (&Path, &str),
+    evidence: &Evidence,
+    text: &str,
+    report: &mut AutomationReport,
+) -> Result<(), AutomationError> {
+    write_evidence(file, path, evidence)?;
+    if let Some(commit) = commit_evidence(context, git, checkout, text, report).await? {
         report.evidence = Some(EvidenceReport {
             path: path.to_string(),
             commit,
