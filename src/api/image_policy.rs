@@ -333,9 +333,28 @@ pub struct ImagePolicyStatus {
     /// Tags rolled back after their rollout failed, never selected again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<RejectedTag>,
+    /// With `spec.promotion`: the upstream evidence the latest tag was
+    /// promoted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<Promoted>,
     /// The `reconcile.hoist.dev/requestedAt` annotation value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+}
+
+/// Where a promoted tag's evidence is: the upstream, its repository, and
+/// the healthy rollout that let the tag through.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Promoted {
+    /// `namespace/name` of the upstream ImageUpdateAutomation.
+    pub from: String,
+    pub url: String,
+    pub branch: String,
+    pub path: String,
+    /// When it became healthy upstream (RFC 3339).
+    pub since: String,
+    /// The upstream commit whose sync ran it healthy.
+    pub revision: String,
 }
 
 /// A tag an automation rolled back (`spec.sync.rollback`).

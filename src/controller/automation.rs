@@ -357,7 +357,7 @@ async fn update(
                 waiting: None,
                 verified: None,
                 passed_over: Vec::new(),
-                promoted: None,
+                promoted: p.status.as_ref()?.promoted.clone(),
                 error: None,
             })
         })

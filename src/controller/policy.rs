@@ -370,6 +370,7 @@ pub fn policy_status(
         tag: tag.to_string(),
         digest: row.digest.clone(),
     };
+    status.promoted = row.promoted.clone();
     let changed = status.latest_ref.as_ref() != Some(&latest);
     if changed {
         status.observed_previous_ref = status.latest_ref.take();

@@ -323,20 +323,7 @@ pub enum Soak {
     Never,
 }
 
-/// Where a promoted tag's evidence is: the upstream, its repository, and
-/// the healthy rollout that let the tag through.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Promoted {
-    /// `namespace/name` of the upstream ImageUpdateAutomation.
-    pub from: String,
-    pub url: String,
-    pub branch: String,
-    pub path: String,
-    /// When it became healthy upstream (RFC 3339).
-    pub since: String,
-    /// The upstream commit whose sync ran it healthy.
-    pub revision: String,
-}
+pub use crate::api::Promoted;
 
 impl Promoted {
     /// The evidence file as a link a forge renders (its web page for an

@@ -86,6 +86,17 @@ fn run(
     file: &str,
     extra: &[&str],
 ) -> (i32, Value, String) {
+    run_in(cluster, dir, file, "state", extra)
+}
+
+/// [`run`] with the state directory `state`.
+fn run_in(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    file: &str,
+    state: &str,
+    extra: &[&str],
+) -> (i32, Value, String) {
     let kubeconfig = cluster.hoist_kubeconfig().to_string_lossy().into_owned();
     let docker = dir.join("docker");
     std::fs::create_dir_all(&docker).unwrap_or_else(|e| panic!("{e}"));
@@ -96,7 +107,7 @@ fn run(
         file,
         "--once",
         "--state-dir",
-        "state",
+        state,
         "--kubeconfig",
         &kubeconfig,
         "-o",
@@ -550,6 +561,18 @@ fn two_controllers_promote_through_git_and_roll_back_across_a_restart() {
         shows("production/app.yaml", "app:1.2.0@")
     });
     let promoted = recorded.elapsed();
+    // The policy says what it was promoted on, for its automation's pull
+    // requests and for whoever reads the status.
+    let policy = cluster
+        .get("imagepolicies.hoist.dev", &production, "app")
+        .unwrap_or_default();
+    let evidence = &policy["status"]["promoted"];
+    assert_eq!(evidence["from"], format!("{staging}/fleet"), "{policy}");
+    assert_eq!(evidence["path"], evidence_path.as_str(), "{policy}");
+    assert!(
+        evidence["revision"].as_str().is_some_and(|r| r.len() == 40),
+        "{policy}"
+    );
     wait("production's rollout of 1.2.0", &mut || {
         live_image(cluster, &production).contains(":1.2.0@")
     });
@@ -657,4 +680,68 @@ fn two_controllers_promote_through_git_and_roll_back_across_a_restart() {
     );
     assert_eq!(staging_controller.stop(), Some(0));
     assert_eq!(production_controller.stop(), Some(0));
+}
+
+/// The same promotion by two `hoist run` processes that share only the
+/// fleet repository: each environment its own files and state directory.
+#[test]
+fn two_hoist_run_processes_promote_through_the_remote_alone() {
+    let Some(cluster) = cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    let staging = cluster.namespace("apart-staging");
+    let production = cluster.namespace("apart-production");
+    let addr = registry.addr.clone();
+    push_tags(&registry, &["1.2.0"]);
+    let remote = BareRepo::new(&[
+        ("staging/app.yaml", &manifest(&staging, &addr, "1.1.0")),
+        (
+            "production/app.yaml",
+            &manifest(&production, &addr, "1.1.0"),
+        ),
+    ]);
+    let url = remote.url();
+    let promotion = format!(
+        "  promotion:\n    from: {staging}/fleet\n    soak: 30m\n    evidence: {{url: '{url}', branch: main}}\n"
+    );
+    let dir = files(&[
+        (
+            "staging.yaml",
+            &environment(&staging, &addr, &url, "staging", "", SYNC),
+        ),
+        (
+            "production.yaml",
+            &environment(&production, &addr, &url, "production", &promotion, ""),
+        ),
+    ]);
+    let (code, _, out) = run_in(
+        cluster,
+        dir.path(),
+        "staging.yaml",
+        "staging-state",
+        &["--at", "2027-01-04T09:00:00Z"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let production_file = || remote.show("main", "production/app.yaml");
+    let (_, _, out) = run_in(
+        cluster,
+        dir.path(),
+        "production.yaml",
+        "production-state",
+        &["--at", "2027-01-04T09:20:00Z"],
+    );
+    assert!(production_file().contains("app:1.1.0 #"), "{out}");
+    let (code, report, out) = run_in(
+        cluster,
+        dir.path(),
+        "production.yaml",
+        "production-state",
+        &["--at", "2027-01-04T09:31:00Z"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(production_file().contains("app:1.2.0@sha256:"), "{out}");
+    assert_eq!(report[0]["commit"], remote.head("main").as_str(), "{out}");
 }
