@@ -265,3 +265,35 @@ fn what_a_sync_deployed_and_what_a_failure_blames() {
     let images = vec!["registry.example/app:1.2.0".to_string()];
     assert!(suspects(&evidence, &healthy_refs, &images).is_empty());
 }
+
+#[test]
+fn the_evidence_is_linked_on_the_forge_that_shows_it() {
+    let promoted = Promoted {
+        from: "staging/fleet".into(),
+        url: "https://bot:s3cret@git.example.com/acme/fleet.git".into(),
+        branch: "main".into(),
+        path: ".hoist/evidence/staging/fleet.yaml".into(),
+        since: "2026-12-07T10:00:00Z".into(),
+        revision: "c".repeat(40),
+    };
+    use crate::api::ForgeProvider;
+    assert_eq!(
+        promoted.link(Some(ForgeProvider::Github)),
+        "[.hoist/evidence/staging/fleet.yaml](https://git.example.com/acme/fleet/blob/main/.hoist/evidence/staging/fleet.yaml)"
+    );
+    assert!(
+        promoted
+            .link(Some(ForgeProvider::Gitlab))
+            .contains("https://git.example.com/acme/fleet/-/blob/main/")
+    );
+    // Not a web URL: said in words, credentials never.
+    let ssh = Promoted {
+        url: "ssh://git@git.example.com/acme/fleet.git".into(),
+        ..promoted.clone()
+    };
+    assert_eq!(
+        ssh.link(Some(ForgeProvider::Gitea)),
+        ".hoist/evidence/staging/fleet.yaml on branch main of ssh://git.example.com/acme/fleet.git"
+    );
+    assert!(!promoted.link(None).contains("s3cret"));
+}

@@ -178,3 +178,63 @@ pub(super) async fn remote_tip(
     };
     Ok((Some(tip), on_checkout))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Change, ObjectRef};
+
+    fn change(policy: &str) -> Change {
+        Change {
+            file: "clusters/prod/app.yaml".into(),
+            line: 7,
+            object: ObjectRef::default(),
+            marker: policy.to_string(),
+            policy: policy.into(),
+            image: "registry.example/app".into(),
+            old: "registry.example/app:1.1.0".into(),
+            new: "registry.example/app:1.2.0".into(),
+        }
+    }
+
+    #[test]
+    fn a_promoted_change_s_body_says_what_ran_healthy_upstream_and_where_it_is_recorded() {
+        let promoted = Promoted {
+            from: "staging/fleet".into(),
+            url: "https://github.com/acme/fleet.git".into(),
+            branch: "main".into(),
+            path: ".hoist/evidence/staging/fleet.yaml".into(),
+            since: "2026-12-07T10:00:00Z".into(),
+            revision: "0123456789abcdef0123456789abcdef01234567".into(),
+        };
+        let changes = ChangeSet {
+            changes: vec![change("prod/app")],
+        };
+        let promoted = [("prod/app".to_string(), promoted)];
+        let body = with_evidence(
+            "table\n".into(),
+            &promoted,
+            &changes,
+            crate::api::ForgeProvider::Github,
+            65_536,
+        );
+        assert!(
+            body.starts_with("table\n")
+                && body.contains("- ImagePolicy prod/app: ran healthy under ImageUpdateAutomation staging/fleet since 2026-12-07T10:00:00Z (its commit 0123456789ab); evidence: [.hoist/evidence/staging/fleet.yaml](https://github.com/acme/fleet/blob/main/.hoist/evidence/staging/fleet.yaml)"),
+            "{body}"
+        );
+        // A change of another policy, or no room: the body as it was.
+        let other = ChangeSet {
+            changes: vec![change("prod/other")],
+        };
+        let github = crate::api::ForgeProvider::Github;
+        assert_eq!(
+            with_evidence("table\n".into(), &promoted, &other, github, 65_536),
+            "table\n"
+        );
+        assert_eq!(
+            with_evidence("table\n".into(), &promoted, &changes, github, 10),
+            "table\n"
+        );
+    }
+}
