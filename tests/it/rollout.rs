@@ -77,6 +77,25 @@ spec:
     )
 }
 
+/// The fleet repository of staging and production, both running 1.1.0.
+fn two_environments(staging: &str, production: &str, registry: &str) -> BareRepo {
+    BareRepo::new(&[
+        ("staging/app.yaml", &manifest(staging, registry, "1.1.0")),
+        (
+            "production/app.yaml",
+            &manifest(production, registry, "1.1.0"),
+        ),
+    ])
+}
+
+/// An ImagePolicy's `spec.promotion` from staging's automation, whose
+/// evidence is on `main` of `url`.
+fn promotion(staging: &str, url: &str, soak: &str) -> String {
+    format!(
+        "  promotion:\n    from: {staging}/fleet\n    soak: {soak}\n    evidence: {{url: '{url}', branch: main}}\n"
+    )
+}
+
 const SYNC: &str = "  sync: {path: ./staging, wait: true, timeout: 60s, rollback: {}}\n";
 
 /// `hoist run --once -o json` with `file` against the cluster.
@@ -266,17 +285,9 @@ fn production_adopts_only_what_staging_ran_healthy_for_the_soak() {
     let production = cluster.namespace("production");
     let addr = registry.addr.clone();
     push_tags(&registry, &["1.2.0"]);
-    let remote = BareRepo::new(&[
-        ("staging/app.yaml", &manifest(&staging, &addr, "1.1.0")),
-        (
-            "production/app.yaml",
-            &manifest(&production, &addr, "1.1.0"),
-        ),
-    ]);
+    let remote = two_environments(&staging, &production, &addr);
     let url = remote.url();
-    let promotion = format!(
-        "  promotion:\n    from: {staging}/fleet\n    soak: 2h\n    evidence: {{url: '{url}', branch: main}}\n"
-    );
+    let promotion = promotion(&staging, &url, "2h");
     let text = environment(&staging, &addr, &url, "staging", "", SYNC)
         + "---\n"
         + &environment(
@@ -500,13 +511,7 @@ fn two_controllers_promote_through_git_and_roll_back_across_a_restart() {
     let kubeconfig = cluster.controller_kubeconfig(work.path());
     let addr = registry.addr.clone();
     push_tags(&registry, &["1.2.0"]);
-    let remote = BareRepo::new(&[
-        ("staging/app.yaml", &manifest(&staging, &addr, "1.1.0")),
-        (
-            "production/app.yaml",
-            &manifest(&production, &addr, "1.1.0"),
-        ),
-    ]);
+    let remote = two_environments(&staging, &production, &addr);
     let (_git, url) = remote.serve_http();
     let wait = |what: &str, check: &mut dyn FnMut() -> bool| {
         crate::support::wait_for(
@@ -532,9 +537,7 @@ fn two_controllers_promote_through_git_and_roll_back_across_a_restart() {
     cluster.apply(&documents(
         &production,
         "production",
-        &format!(
-            "  interval: 2s\n  promotion:\n    from: {staging}/fleet\n    soak: 0s\n    evidence: {{url: '{url}', branch: main}}\n"
-        ),
+        &format!("  interval: 2s\n{}", promotion(&staging, &url, "0s")),
         "  sync: {path: ./staging, wait: true, timeout: 60s}\n",
     ));
     let mark = cluster.audit_mark();
@@ -696,17 +699,9 @@ fn two_hoist_run_processes_promote_through_the_remote_alone() {
     let production = cluster.namespace("apart-production");
     let addr = registry.addr.clone();
     push_tags(&registry, &["1.2.0"]);
-    let remote = BareRepo::new(&[
-        ("staging/app.yaml", &manifest(&staging, &addr, "1.1.0")),
-        (
-            "production/app.yaml",
-            &manifest(&production, &addr, "1.1.0"),
-        ),
-    ]);
+    let remote = two_environments(&staging, &production, &addr);
     let url = remote.url();
-    let promotion = format!(
-        "  promotion:\n    from: {staging}/fleet\n    soak: 30m\n    evidence: {{url: '{url}', branch: main}}\n"
-    );
+    let promotion = promotion(&staging, &url, "30m");
     let dir = files(&[
         (
             "staging.yaml",

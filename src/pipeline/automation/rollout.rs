@@ -39,28 +39,20 @@ fn now(context: &Context<'_>) -> jiff::Timestamp {
     context.options.now.unwrap_or_else(jiff::Timestamp::now)
 }
 
-/// The evidence file `path` in `checkout`.
-fn evidence_file(checkout: &Checkout, path: &str) -> Result<PathBuf, AutomationError> {
-    crate::pipeline::evidence::evidence_file(&checkout.dir, path).map_err(|message| {
-        AutomationError::Repository {
-            field: "spec.sync.evidence.path".into(),
-            message,
-        }
-    })
-}
-
-/// The evidence the automation recorded so far (none yet: empty).
-fn read_evidence(
+/// The evidence file `path` in `checkout`, and what the automation
+/// recorded in it so far (none yet: empty).
+fn evidence_in(
     context: &Context<'_>,
-    file: &Path,
+    checkout: &Checkout,
     path: &str,
-) -> Result<Evidence, AutomationError> {
+) -> Result<(PathBuf, Evidence), AutomationError> {
     let problem = |message: String| AutomationError::Repository {
         field: "spec.sync.evidence.path".into(),
         message,
     };
-    let Some(evidence) = crate::pipeline::evidence::read_file(file, path).map_err(problem)? else {
-        return Ok(Evidence::new(context.key));
+    let file = crate::pipeline::evidence::evidence_file(&checkout.dir, path).map_err(problem)?;
+    let Some(evidence) = crate::pipeline::evidence::read_file(&file, path).map_err(problem)? else {
+        return Ok((file, Evidence::new(context.key)));
     };
     if evidence.automation != context.key {
         return Err(problem(format!(
@@ -68,7 +60,7 @@ fn read_evidence(
             evidence.automation, context.key
         )));
     }
-    Ok(evidence)
+    Ok((file, evidence))
 }
 
 fn write_evidence(file: &Path, path: &str, evidence: &Evidence) -> Result<(), AutomationError> {
@@ -113,8 +105,7 @@ pub(super) async fn record_healthy(
     report: &mut AutomationReport,
 ) -> Result<(), AutomationError> {
     let checkout = &applied.checkout;
-    let file = evidence_file(checkout, path)?;
-    let mut evidence = read_evidence(context, &file, path)?;
+    let (file, mut evidence) = evidence_in(context, checkout, path)?;
     let (deployed, undigested) = promotion::deployed(refs, &applied.images);
     for policy in undigested {
         report.warnings.push(format!(
@@ -149,8 +140,7 @@ pub(super) async fn record_failed(
     report: &mut AutomationReport,
 ) -> Result<(), AutomationError> {
     let checkout = &applied.checkout;
-    let file = evidence_file(checkout, path)?;
-    let mut evidence = read_evidence(context, &file, path)?;
+    let (file, mut evidence) = evidence_in(context, checkout, path)?;
     let (failed, _) = promotion::deployed(refs, &applied.failing);
     if !evidence.record_failed(&failed, now(context)) {
         return Ok(());
@@ -234,8 +224,7 @@ pub(super) async fn roll_back(
     report: &mut AutomationReport,
 ) -> Result<RolledBack, AutomationError> {
     let checkout = &applied.checkout;
-    let file = evidence_file(checkout, path)?;
-    let mut evidence = read_evidence(context, &file, path)?;
+    let (file, mut evidence) = evidence_in(context, checkout, path)?;
     let suspects: Vec<(PolicyImage, promotion::Rollout)> =
         promotion::suspects(&evidence, refs, &applied.failing)
             .into_iter()
