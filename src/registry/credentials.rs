@@ -21,6 +21,12 @@ pub enum Credential {
     },
     /// An OAuth2 refresh token (`identitytoken`), traded for access tokens.
     IdentityToken(String),
+    /// A Microsoft Entra access token (`provider: azure`), traded at the
+    /// registry's `/oauth2/exchange` for an ACR refresh token.
+    AadToken {
+        token: String,
+        tenant: Option<String>,
+    },
 }
 
 impl fmt::Debug for Credential {
@@ -29,6 +35,7 @@ impl fmt::Debug for Credential {
         match self {
             Credential::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
             Credential::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
+            Credential::AadToken { .. } => f.write_str("AadToken(<redacted>)"),
         }
     }
 }
@@ -50,6 +57,12 @@ impl Credential {
             Credential::IdentityToken(token) => {
                 hasher.update(b"identity\0");
                 hasher.update(token.as_bytes());
+            }
+            Credential::AadToken { token, tenant } => {
+                hasher.update(b"aad\0");
+                hasher.update(token.as_bytes());
+                hasher.update(b"\0");
+                hasher.update(tenant.as_deref().unwrap_or("").as_bytes());
             }
         }
         format!("{:x}", hasher.finalize())

@@ -7,6 +7,7 @@ mod credentials;
 mod error;
 mod exclusion;
 pub(crate) mod headers;
+pub mod identity;
 mod reference;
 
 pub use chart::{ChartIndex, Origin, chart_name_problem, index_versions};

@@ -1076,12 +1076,24 @@ fn a_failing_automation_retries_on_a_backoff_not_on_its_own_status_writes() {
                 .then_some(())
         },
     );
+    // Judged from the log's order, not from a later read of the metrics:
+    // on a loaded machine the metrics may be read after the 5 s retry has
+    // rightly run. Before the hold, one failed run and no other.
+    let log = controller.log();
+    let held = log
+        .find("backing off after a failed run; not run again yet")
+        .unwrap_or(log.len());
+    let failures = log[..held]
+        .lines()
+        .filter(|l| l.contains("retry_in") && l.contains("fleet"))
+        .count();
+    assert_eq!(failures, 1, "{log}");
     let (_, metrics) = controller.get("/metrics");
     let runs = metric_sum(
         &metrics,
         "hoist_reconciles_total{kind=\"ImageUpdateAutomation\",result=\"error\"}",
     );
-    assert_eq!(runs, 1.0, "{metrics}");
+    assert!(runs >= 1.0, "{metrics}");
 }
 
 #[test]

@@ -161,6 +161,10 @@ pub struct Registry {
     /// Authorization header values by (registry host, repository,
     /// principal), so later requests skip the 401 round trip.
     authorizations: Mutex<HashMap<(String, String, String), Authorization>>,
+    /// ACR refresh tokens by (registry, fingerprint of the Entra token
+    /// they were exchanged for), so that a new access token needs no new
+    /// exchange while the Entra token is the same.
+    exchanged: Mutex<HashMap<(String, String), String>>,
     requests: AtomicU64,
     /// Local registries (see [`ImageName::is_local`]) found to speak plain
     /// HTTP (true) or HTTPS (false), probed once per host and process.
@@ -180,6 +184,7 @@ impl Registry {
             clients: Mutex::default(),
             hosts: Mutex::default(),
             authorizations: Mutex::default(),
+            exchanged: Mutex::default(),
             requests: AtomicU64::new(0),
             plain_http: Mutex::default(),
             observer: None,
@@ -660,6 +665,18 @@ impl Registry {
             }
             Some(Credential::IdentityToken(token)) => {
                 secrets.add(token);
+            }
+            Some(credential @ Credential::AadToken { token, .. }) => {
+                secrets.add(token);
+                let key = (target.image.registry.clone(), credential.fingerprint());
+                if let Some(refresh) = self
+                    .exchanged
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key)
+                {
+                    secrets.add(refresh);
+                }
             }
             None => {}
         }
