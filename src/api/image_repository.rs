@@ -88,8 +88,12 @@ pub struct ImageRepositorySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_tags: Option<u32>,
-    /// Flux field accepted so Flux documents load; not acted on yet.
+    /// Where the registry credential comes from: `generic` (the default:
+    /// `secretRef`, else config.json), or the workload's cloud identity,
+    /// `aws` (ECR), `gcp` (gcr.io, Artifact Registry) or `azure` (ACR),
+    /// which then replaces `secretRef`, as in Flux.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["generic", "aws", "gcp", "azure"]))]
     pub provider: Option<String>,
     /// Flux field accepted so Flux documents load; not acted on yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,9 +131,6 @@ impl ImageRepositorySpec {
     /// on, by field name.
     pub fn unsupported_flux_fields(&self) -> Vec<&'static str> {
         let mut fields = Vec::new();
-        if self.provider.as_deref().is_some_and(|p| p != "generic") {
-            fields.push("provider");
-        }
         if self.service_account_name.is_some() {
             fields.push("serviceAccountName");
         }

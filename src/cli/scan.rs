@@ -100,6 +100,9 @@ impl ScanSession {
                 },
                 concurrency: concurrency.max(1),
                 credentials: Arc::new(credentials),
+                identities: Arc::new(crate::registry::identity::Identities::new(
+                    crate::registry::identity::IdentityConfig::from_environment(),
+                )),
                 now: None,
                 scanned_before: false,
                 rescan: Default::default(),

@@ -10,6 +10,9 @@ pub struct Context {
     pub(super) store: Store,
     pub(super) registry: Registry,
     pub(super) credentials: Arc<DockerConfig>,
+    /// Cloud identities for `spec.provider`: hoist's own (the pod's
+    /// workload identity), their tokens cached for the process.
+    pub(super) identities: Arc<crate::registry::identity::Identities>,
     pub(super) git: Git,
     pub(super) recorder: Recorder,
     /// The watched ImageRepositories and ImagePolicies, of the flavour's

@@ -618,6 +618,7 @@ async fn observe(policy: &ImagePolicy, context: &Context) -> Result<Found, Recon
         tags: TagFreshness::Stored,
         concurrency: 1,
         credentials: Arc::clone(&context.credentials),
+        identities: Arc::clone(&context.identities),
         now: None,
         scanned_before: false,
         rescan: Default::default(),

@@ -103,6 +103,7 @@ async fn scan(
         },
         concurrency: 1,
         credentials: Arc::clone(&context.credentials),
+        identities: Arc::clone(&context.identities),
         now: None,
         scanned_before: repository
             .status

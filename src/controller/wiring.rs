@@ -390,6 +390,9 @@ pub(super) async fn reconcile_all(
             Arc::new(move |host: &str, status: u16| metrics.registry_request(host, status))
         }),
         credentials: Arc::new(credentials),
+        identities: Arc::new(crate::registry::identity::Identities::new(
+            crate::registry::identity::IdentityConfig::from_environment(),
+        )),
         git: Git::default(),
         failures: Mutex::default(),
         policies_listed: std::sync::atomic::AtomicBool::new(false),

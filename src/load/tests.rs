@@ -558,7 +558,7 @@ fn flux_fields_hoist_does_not_act_on_are_warnings() {
 kind: ImageRepository
 metadata: {name: app}
 spec:
-  image: 123.dkr.ecr.us-east-1.amazonaws.com/app
+  image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/app
   provider: aws
   serviceAccountName: scanner
   accessFrom: {namespaceSelectors: [{matchLabels: {a: b}}]}
@@ -570,8 +570,8 @@ spec:
         Err(e) => panic!("{e}"),
     };
     let warnings: Vec<String> = set.warnings.iter().map(ToString::to_string).collect();
-    // accessFrom is acted on: no warning for it.
-    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    // accessFrom and provider are acted on: no warning for them.
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
     assert!(!warnings.iter().any(|w| w.contains("accessFrom")));
     assert_eq!(
         set.repositories[0].object.spec.access_from,
@@ -589,8 +589,59 @@ spec:
     assert!(
         warnings
             .iter()
-            .any(|w| w.contains("test.yaml:6") && w.contains("spec.provider"))
+            .any(|w| w.contains("test.yaml:7") && w.contains("spec.serviceAccountName"))
     );
+}
+
+#[test]
+fn a_provider_that_cannot_log_in_to_the_registry_is_refused() {
+    let repository = |image: &str, provider: &str| {
+        format!(
+            "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: app, namespace: team}}
+spec:
+  image: {image}
+  provider: {provider}
+"
+        )
+    };
+    for (image, provider, message) in [
+        (
+            "ghcr.io/acme/app",
+            "aws",
+            "test.yaml:6: ImageRepository team/app: spec.provider: ghcr.io is not an ECR registry",
+        ),
+        (
+            "team.azurecr.io/app",
+            "gcp",
+            "spec.provider: team.azurecr.io is not a Google registry",
+        ),
+        (
+            "europe-docker.pkg.dev/p/r/app",
+            "azure",
+            "spec.provider: europe-docker.pkg.dev is not an Azure registry",
+        ),
+        (
+            "ghcr.io/acme/app",
+            "oracle",
+            "spec.provider: \"oracle\" is not a provider; use aws, gcp, azure or generic",
+        ),
+    ] {
+        let error = load_str(&repository(image, provider))
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string());
+        assert!(error.contains(message), "{message}: {error}");
+    }
+    for (image, provider) in [
+        ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app", "aws"),
+        ("eu.gcr.io/p/app", "gcp"),
+        ("team.azurecr.io/app", "azure"),
+        ("ghcr.io/acme/app", "generic"),
+    ] {
+        let loaded = load_str(&repository(image, provider));
+        assert!(loaded.is_ok(), "{image} {provider}: {:?}", loaded.err());
+    }
 }
 
 /// The errors the issue lists: each names file, line, object and field.

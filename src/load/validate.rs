@@ -56,6 +56,7 @@ pub(super) fn repository(
             }
         }
     }
+    provider(doc, spec)?;
     duration(doc, "spec.interval", spec.interval.as_ref())?;
     duration(doc, "spec.timeout", spec.timeout.as_ref())?;
     for (i, pattern) in spec.exclusion_list.iter().flatten().enumerate() {
@@ -76,6 +77,32 @@ pub(super) fn repository(
         ));
     }
     Ok(())
+}
+
+/// `spec.provider` names a cloud whose registry the image is on: a
+/// provider that cannot log in is an error now, not an anonymous scan
+/// later.
+fn provider(doc: &Document<'_>, spec: &ImageRepositorySpec) -> Result<(), LoadError> {
+    use crate::registry::identity::Provider;
+    let Some(provider) =
+        Provider::of(spec.provider.as_deref()).map_err(|e| doc.invalid("spec.provider", e))?
+    else {
+        return Ok(());
+    };
+    let origin = crate::registry::Origin::of(&spec.image, spec.chart.as_deref())
+        .map_err(|e| doc.invalid("spec.image", e.to_string()))?;
+    if origin.chart_index().is_some() {
+        return Err(doc.invalid(
+            "spec.provider",
+            format!(
+                "{provider} logs in to OCI registries; a classic chart repository takes a secretRef"
+            ),
+        ));
+    }
+    match provider.registry_problem(&origin.name().registry) {
+        Some(problem) => Err(doc.invalid("spec.provider", problem)),
+        None => Ok(()),
+    }
 }
 
 /// An ImageRepository names an image, not one of its tags: the policy picks

@@ -61,6 +61,13 @@ pub enum ScanError {
     /// config.json or a credential helper failed.
     #[error("ImageRepository {repository}: {message}")]
     Credentials { repository: String, message: String },
+    /// `spec.provider` gave no credential: the cloud's identity endpoint
+    /// refused or did not answer.
+    #[error("ImageRepository {repository}: {error}")]
+    Identity {
+        repository: String,
+        error: crate::registry::identity::IdentityError,
+    },
     /// There are no tags yet to select from: the repository is suspended
     /// and was never scanned, or (in the controller) its reconciler has
     /// not scanned it yet.
@@ -94,6 +101,7 @@ impl ScanError {
             ScanError::Spec { .. } => ErrorClass::Stalled,
             ScanError::Registry { .. }
             | ScanError::Credentials { .. }
+            | ScanError::Identity { .. }
             | ScanError::NotScanned { .. }
             | ScanError::Evidence { .. }
             | ScanError::Store(_) => ErrorClass::Retry,
@@ -116,6 +124,7 @@ impl ScanError {
                 FailureKind::TooLarge => "registry_too_large",
             },
             ScanError::Credentials { .. } => "registry_credentials",
+            ScanError::Identity { .. } => "registry_identity",
             ScanError::NotScanned { .. } => "not_scanned",
             ScanError::Evidence { .. } => "evidence",
             ScanError::Store(_) => "store",

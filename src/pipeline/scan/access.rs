@@ -231,3 +231,41 @@ pub fn plain_http_chart(spec: &crate::api::ImageRepositorySpec) -> Option<String
         )
     })
 }
+
+/// The cloud provider whose identity logs in to the repository's
+/// registry (`spec.provider`), checked against the registry's host: a
+/// provider never silently turns into an anonymous scan.
+pub(super) fn provider_of(
+    repository: &ImageRepository,
+    key: &str,
+    target: &ScanTarget,
+) -> Result<Option<crate::registry::identity::Provider>, ScanError> {
+    let invalid = |message: String| ScanError::Spec {
+        object: format!("ImageRepository {key}"),
+        field: "spec.provider".to_string(),
+        message,
+    };
+    let Some(provider) =
+        crate::registry::identity::Provider::of(repository.spec.provider.as_deref())
+            .map_err(invalid)?
+    else {
+        return Ok(None);
+    };
+    if target.chart_index.is_some() {
+        return Err(invalid(format!(
+            "{provider} logs in to OCI registries; a classic chart repository takes a secretRef"
+        )));
+    }
+    if let Some(problem) = provider.registry_problem(&target.image.registry) {
+        return Err(invalid(problem));
+    }
+    if let Some(secret) = &repository.spec.secret_ref {
+        // As in Flux: the provider's identity is used, the Secret is not.
+        tracing::warn!(
+            repository = %key,
+            "spec.secretRef {} is not used: spec.provider {provider} gives the credential",
+            secret.name
+        );
+    }
+    Ok(Some(provider))
+}

@@ -25,7 +25,7 @@ mod access;
 mod gate;
 mod select;
 
-use access::{access, interval, target};
+use access::{access, interval, provider_of, target};
 pub use access::{check_access, check_references, plain_http_chart};
 pub use select::{StoredSelection, select_stored};
 
@@ -44,6 +44,9 @@ pub struct ScanOptions {
     /// Registry credentials for every repository (standalone mode: the
     /// user's docker config.json).
     pub credentials: Arc<DockerConfig>,
+    /// Cloud identities for `spec.provider`, shared by every run of the
+    /// process so that their tokens stay cached.
+    pub identities: Arc<crate::registry::identity::Identities>,
     /// The time `minimumAge` is judged at, in seconds since the epoch
     /// (default: now); tests set it.
     pub now: Option<u64>,
@@ -397,7 +400,19 @@ impl<'a, S: TagSource> ScanRun<'a, S> {
         }
         let access = access(repository, self.objects, &self.options.credentials)?;
         let mut target = target(key, repository, &access, access.basic.clone())?;
-        if target.credential.is_none() {
+        if let Some(provider) = provider_of(repository, key, &target)? {
+            let deadline = tokio::time::Instant::now() + target.timeout;
+            let credential = self
+                .options
+                .identities
+                .credential(provider, &target.image.registry, deadline)
+                .await
+                .map_err(|error| ScanError::Identity {
+                    repository: key.to_string(),
+                    error,
+                })?;
+            target.credential = Some(credential);
+        } else if target.credential.is_none() {
             let lookup = access.credentials.lookup(&target.image.registry);
             let credentials = |message: String| ScanError::Credentials {
                 repository: key.to_string(),
@@ -560,10 +575,22 @@ impl<'a, S: TagSource> ScanRun<'a, S> {
                     cached: false,
                 })
             }
-            Err(e) => Ok(failed(
-                image,
-                ScanError::registry(format!("ImageRepository {key}"), &e),
-            )),
+            Err(e) => {
+                // A cloud token the registry refuses before its time
+                // (revoked, a clock off) is not reused on the next try.
+                if e.kind == crate::registry::FailureKind::Unauthorized
+                    && let Ok(Some(provider)) =
+                        crate::registry::identity::Provider::of(repository.spec.provider.as_deref())
+                {
+                    self.options
+                        .identities
+                        .forget(provider, &target.image.registry);
+                }
+                Ok(failed(
+                    image,
+                    ScanError::registry(format!("ImageRepository {key}"), &e),
+                ))
+            }
         }
     }
 }
@@ -664,6 +691,7 @@ mod tests {
             tags: TagFreshness::WithinInterval,
             concurrency: 1,
             credentials: Arc::default(),
+            identities: Arc::default(),
             now: None,
             scanned_before: false,
             rescan: Default::default(),
@@ -732,6 +760,7 @@ mod tests {
             tags: TagFreshness::WithinInterval,
             concurrency: 1,
             credentials: Arc::default(),
+            identities: Arc::default(),
             now: Some(now),
             scanned_before: false,
             rescan: Default::default(),
@@ -842,6 +871,7 @@ mod tests {
             tags: TagFreshness::WithinInterval,
             concurrency: 1,
             credentials: Arc::default(),
+            identities: Arc::default(),
             now: Some(now),
             scanned_before: false,
             rescan: Default::default(),

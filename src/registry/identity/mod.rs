@@ -157,6 +157,22 @@ pub struct Identities {
 /// Most bytes read from any identity endpoint's answer.
 const MAX_ANSWER: usize = 64 << 10;
 
+impl Default for Identities {
+    /// No identity configured but each cloud's defaults (the metadata
+    /// services): what a process without the environment gets.
+    fn default() -> Self {
+        Identities::new(IdentityConfig::default())
+    }
+}
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identities")
+            .field("requests", &self.requests())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Identities {
     pub fn new(config: IdentityConfig) -> Self {
         crate::install_crypto_provider();
