@@ -235,13 +235,7 @@ pub(super) async fn credential(
     let answer = identities
         .send(Provider::Aws, ECR_STEP, request, deadline)
         .await
-        .map_err(|mut e| {
-            e.hint = Some(
-                "check that the role may call ecr:GetAuthorizationToken (e.g. the AmazonEC2ContainerRegistryReadOnly policy)"
-                    .to_string(),
-            );
-            e
-        })?;
+        .map_err(|e| e.hinted("check that the role may call ecr:GetAuthorizationToken (e.g. the AmazonEC2ContainerRegistryReadOnly policy)"))?;
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Answer {
@@ -344,10 +338,7 @@ async fn assume_role_with_web_identity(
     deadline: Instant,
 ) -> Result<(AccessKey, jiff::Timestamp), IdentityError> {
     let config = &identities.config.aws;
-    let token = read_token_file(Provider::Aws, STS_STEP, &web.token_file).map_err(|mut e| {
-        e.hint = Some("AWS_WEB_IDENTITY_TOKEN_FILE is mounted by the EKS pod identity webhook when the ServiceAccount has eks.amazonaws.com/role-arn".to_string());
-        e
-    })?;
+    let token = read_token_file(Provider::Aws, STS_STEP, &web.token_file).map_err(|e| e.hinted("AWS_WEB_IDENTITY_TOKEN_FILE is mounted by the EKS pod identity webhook when the ServiceAccount has eks.amazonaws.com/role-arn"))?;
     let region = config.region.as_deref().unwrap_or(registry_region);
     let endpoint = config.sts_endpoint.clone().unwrap_or_else(|| {
         let domain = if region.starts_with("cn-") {
@@ -377,10 +368,7 @@ async fn assume_role_with_web_identity(
     let answer = identities
         .send(Provider::Aws, STS_STEP, request, deadline)
         .await
-        .map_err(|mut e| {
-            e.hint = Some(IRSA_HINT.to_string());
-            e
-        })?;
+        .map_err(|e| e.hinted(IRSA_HINT))?;
     let text = String::from_utf8_lossy(&answer);
     let field = |name: &str| {
         xml_text(&text, name)
@@ -471,10 +459,7 @@ async fn container_credentials(
     let answer = identities
         .send(Provider::Aws, CONTAINER_STEP, request, deadline)
         .await
-        .map_err(|mut e| {
-            e.hint = Some("check the Pod Identity association of hoist's ServiceAccount and that the eks-pod-identity-agent runs".to_string());
-            e
-        })?;
+        .map_err(|e| e.hinted("check the Pod Identity association of hoist's ServiceAccount and that the eks-pod-identity-agent runs"))?;
     key_of(CONTAINER_STEP, &answer, identities.now())
 }
 
@@ -487,10 +472,7 @@ async fn instance_credentials(
 ) -> Result<(AccessKey, jiff::Timestamp), IdentityError> {
     let base = base.trim_end_matches('/');
     let hint = "no AWS identity is configured (IRSA, Pod Identity or keys) and the node's instance profile gave none; on EKS, annotate hoist's ServiceAccount with eks.amazonaws.com/role-arn";
-    let hinted = |mut e: IdentityError| {
-        e.hint = Some(hint.to_string());
-        e
-    };
+    let hinted = |e: IdentityError| e.hinted(hint);
     let session = identities
         .send(
             Provider::Aws,

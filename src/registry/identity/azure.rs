@@ -176,10 +176,7 @@ async fn workload(
             deadline,
         )
         .await
-        .map_err(|mut e| {
-            e.hint = Some("check the federated identity credential of the application named by azure.workload.identity/client-id: its subject must be system:serviceaccount:NAMESPACE:NAME of hoist's ServiceAccount".to_string());
-            e
-        })?;
+        .map_err(|e| e.hinted("check the federated identity credential of the application named by azure.workload.identity/client-id: its subject must be system:serviceaccount:NAMESPACE:NAME of hoist's ServiceAccount"))?;
     let answer: TokenAnswer = json(Provider::Azure, WORKLOAD_STEP, &answer)?;
     let expires = answer.expires(identities.now());
     Ok((answer.access_token, expires))
@@ -208,10 +205,7 @@ async fn managed(
             deadline,
         )
         .await
-        .map_err(|mut e| {
-            e.hint = Some("no workload identity is configured (AZURE_FEDERATED_TOKEN_FILE) and the node gave no managed identity token; assign the AcrPull role to the kubelet's or hoist's identity".to_string());
-            e
-        })?;
+        .map_err(|e| e.hinted("no workload identity is configured (AZURE_FEDERATED_TOKEN_FILE) and the node gave no managed identity token; assign the AcrPull role to the kubelet's or hoist's identity"))?;
     let answer: TokenAnswer = json(Provider::Azure, IMDS_STEP, &answer)?;
     let expires = answer.expires(identities.now());
     Ok((answer.access_token, expires))

@@ -102,10 +102,7 @@ async fn metadata(
             deadline,
         )
         .await
-        .map_err(|mut e| {
-            e.hint = Some("on GKE, enable workload identity on the node pool and annotate hoist's ServiceAccount with iam.gke.io/gcp-service-account; elsewhere set GOOGLE_APPLICATION_CREDENTIALS to a workload identity federation file".to_string());
-            e
-        })?;
+        .map_err(|e| e.hinted("on GKE, enable workload identity on the node pool and annotate hoist's ServiceAccount with iam.gke.io/gcp-service-account; elsewhere set GOOGLE_APPLICATION_CREDENTIALS to a workload identity federation file"))?;
     let answer: TokenAnswer = json(Provider::Gcp, METADATA_STEP, &answer)?;
     let now = identities.now();
     let expires = after(
@@ -255,10 +252,7 @@ async fn federated(
             deadline,
         )
         .await
-        .map_err(|mut e| {
-            e.hint = Some("check the workload identity pool provider named by audience and that it trusts the token's issuer".to_string());
-            e
-        })?;
+        .map_err(|e| e.hinted("check the workload identity pool provider named by audience and that it trusts the token's issuer"))?;
     let answer: TokenAnswer = json(Provider::Gcp, STS_STEP, &answer)?;
     let now = identities.now();
     let federated_expiry = after(
@@ -287,10 +281,7 @@ async fn federated(
             deadline,
         )
         .await
-        .map_err(|mut e| {
-            e.hint = Some("grant the federated principal roles/iam.workloadIdentityUser (or serviceAccountTokenCreator) on the service account".to_string());
-            e
-        })?;
+        .map_err(|e| e.hinted("grant the federated principal roles/iam.workloadIdentityUser (or serviceAccountTokenCreator) on the service account"))?;
     let answer: Impersonated = json(Provider::Gcp, IMPERSONATION_STEP, &answer)?;
     let expires = parse_time(
         Provider::Gcp,

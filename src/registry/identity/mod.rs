@@ -124,6 +124,14 @@ pub struct IdentityError {
     pub hint: Option<String>,
 }
 
+impl IdentityError {
+    /// The error with what to check.
+    fn hinted(mut self, hint: &str) -> Self {
+        self.hint = Some(hint.to_string());
+        self
+    }
+}
+
 /// A credential and when to fetch a new one.
 #[derive(Clone)]
 struct Cached {
