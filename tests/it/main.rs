@@ -13,6 +13,7 @@ mod generated;
 mod git;
 mod gotemplate;
 mod helm_charts;
+mod identity;
 mod image;
 mod kube_api;
 mod masterminds;
