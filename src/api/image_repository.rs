@@ -131,7 +131,11 @@ impl ImageRepositorySpec {
     /// on, by field name.
     pub fn unsupported_flux_fields(&self) -> Vec<&'static str> {
         let mut fields = Vec::new();
-        if self.service_account_name.is_some() {
+        // With a cloud provider it names the identity to log in as; with
+        // none, Flux reads the ServiceAccount's imagePullSecrets, which
+        // hoist does not.
+        let cloud = matches!(self.provider.as_deref(), Some("aws" | "gcp" | "azure"));
+        if self.service_account_name.is_some() && !cloud {
             fields.push("serviceAccountName");
         }
         if self.proxy_secret_ref.is_some() {

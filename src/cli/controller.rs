@@ -57,8 +57,18 @@ pub struct ControllerArgs {
     /// The ServiceAccount (of each automation's own namespace) that
     /// `spec.sync` runs as when `spec.serviceAccountName` is unset
     /// [default: the controller's own identity].
+    ///
+    /// With --object-level-identity it also locks registry identity down:
+    /// an ImageRepository with a cloud provider and no serviceAccountName
+    /// uses this ServiceAccount of its namespace, never hoist's own.
     #[arg(long, value_name = "NAME")]
     pub default_service_account: Option<String>,
+    /// Let an ImageRepository with `provider: aws|gcp|azure` log in as its
+    /// `spec.serviceAccountName` (Flux's ObjectLevelWorkloadIdentity): a
+    /// token of that ServiceAccount from the TokenRequest API, traded at
+    /// the cloud as its annotations say. Off, naming one is an error.
+    #[arg(long)]
+    pub object_level_identity: bool,
     /// Refuse every ImagePolicy that reads an ImageRepository of another
     /// namespace, whatever its accessFrom says.
     #[arg(long)]
@@ -110,6 +120,7 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
         } else {
             controller::Flavor::Hoist
         },
+        object_level_identity: args.object_level_identity,
     };
     let result = runtime.block_on(async {
         let access = super::cluster::access(

@@ -13,6 +13,7 @@ pub mod conditions;
 mod policy;
 mod receiver;
 mod repository;
+mod service_accounts;
 
 mod context;
 pub mod kinds;
@@ -83,6 +84,10 @@ pub struct Options {
     pub no_cross_namespace_refs: bool,
     /// Whose objects to reconcile: hoist's, or Flux's (`--flux`).
     pub flavor: Flavor,
+    /// `spec.serviceAccountName` on ImageRepositories with a cloud
+    /// provider (`--object-level-identity`): the identity of that
+    /// ServiceAccount, through the TokenRequest API.
+    pub object_level_identity: bool,
 }
 
 /// Where the Lease lives.

@@ -372,6 +372,7 @@ pub(super) async fn reconcile_all(
                 .collect::<Vec<_>>()
         });
 
+    let identities = Arc::new(identities(&client, &options));
     let context = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -390,9 +391,7 @@ pub(super) async fn reconcile_all(
             Arc::new(move |host: &str, status: u16| metrics.registry_request(host, status))
         }),
         credentials: Arc::new(credentials),
-        identities: Arc::new(crate::registry::identity::Identities::new(
-            crate::registry::identity::IdentityConfig::from_environment(),
-        )),
+        identities,
         git: Git::default(),
         failures: Mutex::default(),
         policies_listed: std::sync::atomic::AtomicBool::new(false),
@@ -511,4 +510,21 @@ fn watched_repository_of(policy: &DynamicObject) -> String {
         crate::model::namespace_of(&policy.metadata),
     )
     .to_string()
+}
+
+/// hoist's own cloud identity, and with `--object-level-identity` the
+/// ServiceAccounts' (locked down to `--default-service-account` when set).
+fn identities(client: &Client, options: &Options) -> crate::registry::identity::Identities {
+    let own = crate::registry::identity::Identities::new(
+        crate::registry::identity::IdentityConfig::from_environment(),
+    );
+    if !options.object_level_identity {
+        return own;
+    }
+    own.with_service_accounts(
+        Arc::new(super::service_accounts::ClusterServiceAccounts {
+            client: client.clone(),
+        }),
+        options.sync.default_service_account().map(str::to_string),
+    )
 }

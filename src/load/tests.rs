@@ -559,7 +559,7 @@ kind: ImageRepository
 metadata: {name: app}
 spec:
   image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/app
-  provider: aws
+  provider: generic
   serviceAccountName: scanner
   accessFrom: {namespaceSelectors: [{matchLabels: {a: b}}]}
   exclusionlist: ['^x']
@@ -590,6 +590,26 @@ spec:
         warnings
             .iter()
             .any(|w| w.contains("test.yaml:7") && w.contains("spec.serviceAccountName"))
+    );
+}
+
+#[test]
+fn a_service_account_beside_a_cloud_provider_is_its_identity_and_must_be_a_name() {
+    let repository = |name: &str| {
+        format!(
+            "apiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageRepository\nmetadata: {{name: app, namespace: team-a}}\nspec:\n  image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/app\n  provider: aws\n  serviceAccountName: {name}\n"
+        )
+    };
+    let set = load_str(&repository("scanner")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+    let refused = load_str(&repository("../kube-system"))
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("ImageRepository team-a/app: spec.serviceAccountName:")),
+        "{refused:?}"
     );
 }
 

@@ -57,6 +57,14 @@ pub(super) fn repository(
         }
     }
     provider(doc, spec)?;
+    if let Some(name) = &spec.service_account_name {
+        crate::api::check_object_name(name).map_err(|why| {
+            doc.invalid(
+                "spec.serviceAccountName",
+                format!("{name:?} is not a ServiceAccount name: {why}"),
+            )
+        })?;
+    }
     duration(doc, "spec.interval", spec.interval.as_ref())?;
     duration(doc, "spec.timeout", spec.timeout.as_ref())?;
     for (i, pattern) in spec.exclusion_list.iter().flatten().enumerate() {

@@ -49,6 +49,11 @@ impl ClusterAccess {
         self.config.cluster_url.to_string()
     }
 
+    /// `--default-service-account`.
+    pub fn default_service_account(&self) -> Option<&str> {
+        self.default_service_account.as_deref()
+    }
+
     /// The command's own client.
     pub fn client(&self) -> &kube::Client {
         &self.client

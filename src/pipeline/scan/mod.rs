@@ -405,7 +405,13 @@ impl<'a, S: TagSource> ScanRun<'a, S> {
             let credential = self
                 .options
                 .identities
-                .credential(provider, &target.image.registry, deadline)
+                .credential_for(
+                    provider,
+                    &target.image.registry,
+                    crate::model::namespace_of(&repository.metadata),
+                    repository.spec.service_account_name.as_deref(),
+                    deadline,
+                )
                 .await
                 .map_err(|error| ScanError::Identity {
                     repository: key.to_string(),

@@ -176,14 +176,51 @@ pub(super) async fn credential(
     host: &str,
     deadline: Instant,
 ) -> Result<(Credential, jiff::Timestamp), IdentityError> {
-    let registry = EcrRegistry::parse(host.split(':').next().unwrap_or(host)).ok_or_else(|| {
+    let registry = ecr_registry(host)?;
+    let key = access_key(identities, &registry.region, deadline).await?;
+    authorization_token(identities, &registry, &key, deadline).await
+}
+
+/// A registry credential for `host` as the IAM role `role_arn`, which
+/// the ServiceAccount token `token` assumes (object-level identity).
+pub(super) async fn as_role(
+    identities: &Identities,
+    host: &str,
+    role_arn: &str,
+    token: &str,
+    session: &str,
+    deadline: Instant,
+) -> Result<(Credential, jiff::Timestamp), IdentityError> {
+    let registry = ecr_registry(host)?;
+    let (key, _) = assume_role_with_web_identity(
+        identities,
+        role_arn,
+        token,
+        session,
+        &registry.region,
+        deadline,
+    )
+    .await?;
+    authorization_token(identities, &registry, &key, deadline).await
+}
+
+fn ecr_registry(host: &str) -> Result<EcrRegistry, IdentityError> {
+    EcrRegistry::parse(host.split(':').next().unwrap_or(host)).ok_or_else(|| {
         error(
             "reading the registry host",
             format!("{host} is not an ECR registry"),
             None,
         )
-    })?;
-    let key = access_key(identities, &registry.region, deadline).await?;
+    })
+}
+
+/// ECR's GetAuthorizationToken for `registry`, signed with `key`.
+async fn authorization_token(
+    identities: &Identities,
+    registry: &EcrRegistry,
+    key: &AccessKey,
+    deadline: Instant,
+) -> Result<(Credential, jiff::Timestamp), IdentityError> {
     let config = &identities.config.aws;
     let endpoint = config
         .ecr_endpoint
@@ -210,7 +247,7 @@ pub(super) async fn credential(
         p => p,
     };
     let signed = sigv4::sign(
-        &key,
+        key,
         &sigv4::Scope {
             region: &registry.region,
             service: "ecr",
@@ -309,7 +346,20 @@ async fn access_key(
         return Ok(key.clone());
     }
     let (key, expires) = if let Some(web) = &config.web_identity {
-        assume_role_with_web_identity(identities, web, region, deadline).await?
+        let token = read_token_file(Provider::Aws, STS_STEP, &web.token_file).map_err(|e| e.hinted("AWS_WEB_IDENTITY_TOKEN_FILE is mounted by the EKS pod identity webhook when the ServiceAccount has eks.amazonaws.com/role-arn"))?;
+        let session = web
+            .session_name
+            .clone()
+            .unwrap_or_else(|| format!("hoist-{}", identities.now().as_second()));
+        assume_role_with_web_identity(
+            identities,
+            &web.role_arn,
+            &token,
+            &session,
+            region,
+            deadline,
+        )
+        .await?
     } else if let Some(container) = &config.container {
         container_credentials(identities, container, deadline).await?
     } else if let Some(imds) = &config.imds {
@@ -333,12 +383,13 @@ const STS_STEP: &str = "STS AssumeRoleWithWebIdentity";
 
 async fn assume_role_with_web_identity(
     identities: &Identities,
-    web: &WebIdentity,
+    role_arn: &str,
+    token: &str,
+    session: &str,
     registry_region: &str,
     deadline: Instant,
 ) -> Result<(AccessKey, jiff::Timestamp), IdentityError> {
     let config = &identities.config.aws;
-    let token = read_token_file(Provider::Aws, STS_STEP, &web.token_file).map_err(|e| e.hinted("AWS_WEB_IDENTITY_TOKEN_FILE is mounted by the EKS pod identity webhook when the ServiceAccount has eks.amazonaws.com/role-arn"))?;
     let region = config.region.as_deref().unwrap_or(registry_region);
     let endpoint = config.sts_endpoint.clone().unwrap_or_else(|| {
         let domain = if region.starts_with("cn-") {
@@ -348,17 +399,13 @@ async fn assume_role_with_web_identity(
         };
         format!("https://sts.{region}.{domain}")
     });
-    let session = web
-        .session_name
-        .clone()
-        .unwrap_or_else(|| format!("hoist-{}", identities.now().as_second()));
     // A form body, so that the token never sits in a URL a proxy logs.
     let form = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("Action", "AssumeRoleWithWebIdentity")
         .append_pair("Version", "2011-06-15")
-        .append_pair("RoleArn", &web.role_arn)
-        .append_pair("RoleSessionName", &session)
-        .append_pair("WebIdentityToken", &token)
+        .append_pair("RoleArn", role_arn)
+        .append_pair("RoleSessionName", session)
+        .append_pair("WebIdentityToken", token)
         .finish();
     let request = identities
         .http

@@ -93,7 +93,8 @@ pub(super) async fn credential(
         &config.tenant_id,
     ) {
         (Some(file), Some(client), Some(tenant)) => {
-            workload(identities, file, client, tenant, resource, deadline).await?
+            let assertion = read_token_file(Provider::Azure, WORKLOAD_STEP, file)?;
+            workload(identities, &assertion, client, tenant, resource, deadline).await?
         }
         (Some(_), _, _) => {
             return Err(error(
@@ -133,15 +134,51 @@ impl TokenAnswer {
     }
 }
 
+/// A registry credential for `host` as the Entra application `client`
+/// of `tenant`, whose federated credential admits the ServiceAccount
+/// token `assertion` (object-level identity).
+pub(super) async fn as_application(
+    identities: &Identities,
+    host: &str,
+    assertion: &str,
+    client: &str,
+    tenant: &str,
+    deadline: Instant,
+) -> Result<(Credential, jiff::Timestamp), IdentityError> {
+    let bare = host.split(':').next().unwrap_or(host);
+    if !is_registry(bare) {
+        return Err(error(
+            "reading the registry host",
+            format!("{bare} is not an Azure registry"),
+            None,
+        ));
+    }
+    let (token, expires) = workload(
+        identities,
+        assertion,
+        client,
+        tenant,
+        ACR_RESOURCE,
+        deadline,
+    )
+    .await?;
+    Ok((
+        Credential::AadToken {
+            token,
+            tenant: Some(tenant.to_string()),
+        },
+        expires,
+    ))
+}
+
 async fn workload(
     identities: &Identities,
-    file: &std::path::Path,
+    assertion: &str,
     client: &str,
     tenant: &str,
     resource: &str,
     deadline: Instant,
 ) -> Result<(String, jiff::Timestamp), IdentityError> {
-    let assertion = read_token_file(Provider::Azure, WORKLOAD_STEP, file)?;
     if !tenant
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
@@ -160,7 +197,7 @@ async fn workload(
             "client_assertion_type",
             "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
         )
-        .append_pair("client_assertion", &assertion)
+        .append_pair("client_assertion", assertion)
         .append_pair("grant_type", "client_credentials")
         .append_pair("scope", &format!("{resource}/.default"))
         .finish();

@@ -17,14 +17,15 @@ pub struct GcpConfig {
     pub metadata_host: String,
     /// `GOOGLE_APPLICATION_CREDENTIALS`.
     pub credentials_file: Option<PathBuf>,
+    /// Google's STS and IAM Credentials endpoints, for a ServiceAccount's
+    /// own identity (a credentials file names its own); tests move them.
+    pub sts_url: String,
+    pub iam_credentials_url: String,
 }
 
 impl Default for GcpConfig {
     fn default() -> Self {
-        GcpConfig {
-            metadata_host: "metadata.google.internal".to_string(),
-            credentials_file: None,
-        }
+        GcpConfig::from_vars(&|_| None)
     }
 }
 
@@ -34,6 +35,8 @@ impl GcpConfig {
             metadata_host: var("GCE_METADATA_HOST")
                 .unwrap_or_else(|| "metadata.google.internal".to_string()),
             credentials_file: var("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from),
+            sts_url: "https://sts.googleapis.com/v1/token".to_string(),
+            iam_credentials_url: "https://iamcredentials.googleapis.com".to_string(),
         }
     }
 }
@@ -71,16 +74,63 @@ pub(super) async fn credential(
 ) -> Result<(Credential, jiff::Timestamp), IdentityError> {
     let config = &identities.config.gcp;
     let (token, expires) = match &config.credentials_file {
-        Some(file) => federated(identities, file, deadline).await?,
+        Some(file) => {
+            let exchange = read_credentials_file(file)?;
+            federate(identities, &exchange, deadline).await?
+        }
         None => metadata(identities, &config.metadata_host, deadline).await?,
     };
-    Ok((
+    Ok(registry_credential(token, expires))
+}
+
+/// A registry credential as the workload identity pool provider
+/// `provider` (`projects/N/locations/L/workloadIdentityPools/P/providers/K`)
+/// admits the ServiceAccount token `token`, impersonating
+/// `service_account` when one is given (object-level identity).
+pub(super) async fn as_pool_provider(
+    identities: &Identities,
+    provider: &str,
+    service_account: Option<&str>,
+    token: &str,
+    deadline: Instant,
+) -> Result<(Credential, jiff::Timestamp), IdentityError> {
+    let config = &identities.config.gcp;
+    let exchange = Exchange {
+        audience: format!("//iam.googleapis.com/{provider}"),
+        token_url: config.sts_url.clone(),
+        subject_type: JWT.to_string(),
+        subject: token.to_string(),
+        impersonation_url: service_account.map(|email| {
+            format!(
+                "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
+                config.iam_credentials_url.trim_end_matches('/')
+            )
+        }),
+    };
+    let (token, expires) = federate(identities, &exchange, deadline).await?;
+    Ok(registry_credential(token, expires))
+}
+
+fn registry_credential(token: String, expires: jiff::Timestamp) -> (Credential, jiff::Timestamp) {
+    (
         Credential::Basic {
             username: "oauth2accesstoken".to_string(),
             password: token,
         },
         expires,
-    ))
+    )
+}
+
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// A token exchange at Google's STS: what a credentials file or a
+/// ServiceAccount's annotations say.
+struct Exchange {
+    audience: String,
+    token_url: String,
+    subject_type: String,
+    subject: String,
+    impersonation_url: Option<String>,
 }
 
 const METADATA_STEP: &str = "the GKE metadata server";
@@ -145,11 +195,7 @@ const FILE_STEP: &str = "reading GOOGLE_APPLICATION_CREDENTIALS";
 const STS_STEP: &str = "Google STS token exchange";
 const IMPERSONATION_STEP: &str = "IAM generateAccessToken (service account impersonation)";
 
-async fn federated(
-    identities: &Identities,
-    file: &std::path::Path,
-    deadline: Instant,
-) -> Result<(String, jiff::Timestamp), IdentityError> {
+fn read_credentials_file(file: &std::path::Path) -> Result<Exchange, IdentityError> {
     let text = read_token_file(Provider::Gcp, FILE_STEP, file)?;
     let account: ExternalAccount = json(Provider::Gcp, FILE_STEP, text.as_bytes())?;
     if account.kind != "external_account" {
@@ -219,26 +265,38 @@ async fn federated(
             ));
         }
     };
-    let audience = account.audience.ok_or_else(|| missing("audience"))?;
-    let token_url = account
-        .token_url
-        .unwrap_or_else(|| "https://sts.googleapis.com/v1/token".to_string());
-    let subject_type = account
-        .subject_token_type
-        .unwrap_or_else(|| "urn:ietf:params:oauth:token-type:jwt".to_string());
+    Ok(Exchange {
+        audience: account.audience.ok_or_else(|| missing("audience"))?,
+        token_url: account
+            .token_url
+            .unwrap_or_else(|| "https://sts.googleapis.com/v1/token".to_string()),
+        subject_type: account
+            .subject_token_type
+            .unwrap_or_else(|| JWT.to_string()),
+        subject,
+        impersonation_url: account.service_account_impersonation_url,
+    })
+}
+
+/// Google STS, then impersonation when the exchange names it.
+async fn federate(
+    identities: &Identities,
+    exchange: &Exchange,
+    deadline: Instant,
+) -> Result<(String, jiff::Timestamp), IdentityError> {
     let form = url::form_urlencoded::Serializer::new(String::new())
         .append_pair(
             "grant_type",
             "urn:ietf:params:oauth:grant-type:token-exchange",
         )
-        .append_pair("audience", &audience)
+        .append_pair("audience", &exchange.audience)
         .append_pair("scope", CLOUD_PLATFORM)
         .append_pair(
             "requested_token_type",
             "urn:ietf:params:oauth:token-type:access_token",
         )
-        .append_pair("subject_token", &subject)
-        .append_pair("subject_token_type", &subject_type)
+        .append_pair("subject_token", &exchange.subject)
+        .append_pair("subject_token_type", &exchange.subject_type)
         .finish();
     let answer = identities
         .send(
@@ -246,7 +304,7 @@ async fn federated(
             STS_STEP,
             identities
                 .http
-                .post(&token_url)
+                .post(&exchange.token_url)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(form),
             deadline,
@@ -259,7 +317,7 @@ async fn federated(
         now,
         answer.expires_in.unwrap_or(UNSTATED_LIFETIME.as_secs()),
     );
-    let Some(impersonate) = account.service_account_impersonation_url else {
+    let Some(impersonate) = &exchange.impersonation_url else {
         return Ok((answer.access_token, federated_expiry));
     };
     #[derive(Deserialize)]
@@ -275,7 +333,7 @@ async fn federated(
             IMPERSONATION_STEP,
             identities
                 .http
-                .post(&impersonate)
+                .post(impersonate)
                 .bearer_auth(&answer.access_token)
                 .json(&body),
             deadline,

@@ -11,6 +11,7 @@
 mod aws;
 mod azure;
 mod gcp;
+mod object;
 pub mod sigv4;
 
 use std::collections::HashMap;
@@ -24,6 +25,10 @@ use tokio::time::Instant;
 pub use aws::{AwsConfig, Container, EcrRegistry, WebIdentity};
 pub use azure::AzureConfig;
 pub use gcp::GcpConfig;
+pub use object::{
+    AWS_ROLE_ARN, AZURE_CLIENT_ID, AZURE_TENANT_ID, GCP_SERVICE_ACCOUNT,
+    GCP_WORKLOAD_IDENTITY_PROVIDER, ServiceAccounts,
+};
 
 use super::Credential;
 
@@ -150,8 +155,11 @@ pub struct Identities {
     http: reqwest::Client,
     /// For link-local metadata services: no proxy, no redirect.
     metadata: reqwest::Client,
-    /// By provider and registry host.
-    credentials: Mutex<HashMap<(Provider, String), Cached>>,
+    /// By provider, registry host and whose identity (None: hoist's own;
+    /// else the ServiceAccount and what its annotations say).
+    credentials: Mutex<HashMap<CacheKey, Cached>>,
+    /// `spec.serviceAccountName`, when the controller turns it on.
+    object_level: Option<object::ObjectLevel>,
     /// AWS access keys from STS, the container endpoint or IMDS, shared by
     /// every ECR region.
     aws_keys: Mutex<Option<(sigv4::AccessKey, jiff::Timestamp)>>,
@@ -161,6 +169,8 @@ pub struct Identities {
     requests: AtomicU64,
     clock: Clock,
 }
+
+type CacheKey = (Provider, String, Option<String>);
 
 /// Most bytes read from any identity endpoint's answer.
 const MAX_ANSWER: usize = 64 << 10;
@@ -201,6 +211,7 @@ impl Identities {
             http,
             metadata,
             credentials: Mutex::default(),
+            object_level: None,
             aws_keys: Mutex::default(),
             refreshing: tokio::sync::Mutex::new(()),
             requests: AtomicU64::new(0),
@@ -212,6 +223,52 @@ impl Identities {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Turns on `spec.serviceAccountName`: the identity of that
+    /// ServiceAccount, through `accounts`. With `default`, a repository
+    /// without one gets that ServiceAccount of its own namespace, never
+    /// hoist's own identity (multi-tenancy lockdown).
+    pub fn with_service_accounts(
+        mut self,
+        accounts: std::sync::Arc<dyn ServiceAccounts>,
+        default: Option<String>,
+    ) -> Self {
+        self.object_level = Some(object::ObjectLevel { accounts, default });
+        self
+    }
+
+    /// The credential `provider` gives an ImageRepository of `namespace`
+    /// whose `spec.serviceAccountName` is `service_account`.
+    pub async fn credential_for(
+        &self,
+        provider: Provider,
+        host: &str,
+        namespace: &str,
+        service_account: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Credential, IdentityError> {
+        let Some(level) = &self.object_level else {
+            return match service_account {
+                None => self.credential(provider, host, deadline).await,
+                Some(name) => Err(IdentityError {
+                    provider,
+                    step: "spec.serviceAccountName".to_string(),
+                    message: format!(
+                        "ServiceAccount {namespace}/{name} is named, but object-level identity is off"
+                    ),
+                    hint: Some(
+                        "start hoist controller with --object-level-identity (hoist run and scan have no cluster to issue its token)".to_string(),
+                    ),
+                }),
+            };
+        };
+        match service_account.or(level.default.as_deref()) {
+            Some(name) => {
+                object::credential(self, level, provider, host, namespace, name, deadline).await
+            }
+            None => self.credential(provider, host, deadline).await,
+        }
     }
 
     /// Requests sent to identity endpoints so far.
@@ -228,7 +285,7 @@ impl Identities {
         host: &str,
         deadline: Instant,
     ) -> Result<Credential, IdentityError> {
-        let key = (provider, host.to_string());
+        let key = (provider, host.to_string(), None);
         if let Some(credential) = self.cached(&key) {
             return Ok(credential);
         }
@@ -242,28 +299,41 @@ impl Identities {
             Provider::Gcp => gcp::credential(self, deadline).await?,
             Provider::Azure => azure::credential(self, host, deadline).await?,
         };
+        self.keep(key, credential.clone(), expires);
+        Ok(credential)
+    }
+
+    fn keep(&self, key: CacheKey, credential: Credential, expires: jiff::Timestamp) {
         let now = self.now();
         if let Ok(mut cache) = self.credentials.lock() {
+            // Bounded: identities that are gone (a ServiceAccount
+            // re-annotated, a repository deleted) are not kept forever.
+            if cache.len() >= MAX_CACHED {
+                cache.retain(|_, c| now < c.refresh_at);
+                if cache.len() >= MAX_CACHED {
+                    cache.clear();
+                }
+            }
             cache.insert(
                 key,
                 Cached {
-                    credential: credential.clone(),
+                    credential,
                     refresh_at: refresh_at(now, expires),
                 },
             );
         }
-        Ok(credential)
     }
 
     /// Forgets the credential of `host`: the registry refused it before
     /// its time (revoked, or the clock is off).
+    /// Every identity's, hoist's own and the ServiceAccounts'.
     pub fn forget(&self, provider: Provider, host: &str) {
         if let Ok(mut cache) = self.credentials.lock() {
-            cache.remove(&(provider, host.to_string()));
+            cache.retain(|(p, h, _), _| !(*p == provider && h == host));
         }
     }
 
-    fn cached(&self, key: &(Provider, String)) -> Option<Credential> {
+    fn cached(&self, key: &CacheKey) -> Option<Credential> {
         let now = self.now();
         let cache = self.credentials.lock().ok()?;
         cache
@@ -438,6 +508,9 @@ fn read_token_file(
     }
     Ok(token)
 }
+
+/// Most credentials cached: one per provider, registry and identity.
+const MAX_CACHED: usize = 4096;
 
 /// How long to keep a credential whose expiry the server did not say.
 const UNSTATED_LIFETIME: Duration = Duration::from_secs(15 * 60);

@@ -593,6 +593,7 @@ async fn gcp_metadata_and_federation_give_oauth2accesstoken() {
         gcp: GcpConfig {
             metadata_host: metadata.url.trim_start_matches("http://").to_string(),
             credentials_file: None,
+            ..GcpConfig::default()
         },
         ..IdentityConfig::default()
     };
@@ -644,6 +645,7 @@ async fn gcp_metadata_and_federation_give_oauth2accesstoken() {
         gcp: GcpConfig {
             metadata_host: "127.0.0.1:1".into(),
             credentials_file: Some(file.clone()),
+            ..GcpConfig::default()
         },
         ..IdentityConfig::default()
     };
@@ -756,6 +758,7 @@ async fn an_endless_answer_is_cut_at_the_limit() {
         gcp: GcpConfig {
             metadata_host: metadata.url.trim_start_matches("http://").to_string(),
             credentials_file: None,
+            ..GcpConfig::default()
         },
         ..IdentityConfig::default()
     };
@@ -768,4 +771,347 @@ async fn an_endless_answer_is_cut_at_the_limit() {
             .is_some_and(|e| e.to_string().contains("larger than 64 KiB")),
         "{e:?}"
     );
+}
+
+/// ServiceAccounts as a cluster keeps them: annotations by `ns/name`,
+/// and a token per request that says whose it is and for which audience.
+#[derive(Default)]
+struct Accounts {
+    annotations:
+        Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>,
+    issued: Mutex<Vec<(String, String)>>,
+}
+
+impl Accounts {
+    fn annotate(&self, account: &str, pairs: &[(&str, &str)]) {
+        if let Ok(mut all) = self.annotations.lock() {
+            all.insert(
+                account.to_string(),
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+        }
+    }
+
+    fn issued(&self) -> Vec<(String, String)> {
+        self.issued.lock().map(|i| i.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl ServiceAccounts for Accounts {
+    async fn annotations(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, String> {
+        self.annotations
+            .lock()
+            .ok()
+            .and_then(|all| all.get(&format!("{namespace}/{name}")).cloned())
+            .ok_or_else(|| format!("serviceaccounts \"{name}\" not found (404)"))
+    }
+
+    async fn token(&self, namespace: &str, name: &str, audience: &str) -> Result<String, String> {
+        let account = format!("{namespace}/{name}");
+        if let Ok(mut issued) = self.issued.lock() {
+            issued.push((account.clone(), audience.to_string()));
+        }
+        Ok(format!("token-of-{namespace}-{name}"))
+    }
+}
+
+#[tokio::test]
+async fn a_service_account_s_own_role_logs_in_to_ecr_and_each_team_gets_its_own() {
+    let sts = Fake::start(|seen| {
+        let form: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(seen.body.as_bytes())
+                .into_owned()
+                .collect();
+        let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+        let id = match (
+            get("WebIdentityToken"),
+            get("RoleArn"),
+            get("RoleSessionName"),
+        ) {
+            (
+                "token-of-team-a-scanner",
+                "arn:aws:iam::123456789012:role/team-a",
+                "hoist.team-a.scanner",
+            ) => "ASIATEAMA",
+            (
+                "token-of-team-b-scanner",
+                "arn:aws:iam::123456789012:role/team-b",
+                "hoist.team-b.scanner",
+            ) => "ASIATEAMB",
+            (
+                "token-of-team-b-default",
+                "arn:aws:iam::123456789012:role/team-b-default",
+                "hoist.team-b.default",
+            ) => "ASIATEAMB",
+            _ => {
+                return (
+                    403,
+                    "<ErrorResponse><Error><Code>AccessDenied</Code></Error></ErrorResponse>"
+                        .into(),
+                );
+            }
+        };
+        (
+            200,
+            sts_answer(id, "2026-12-07T13:00:00Z")
+                .replace("sts-session&amp;token", id)
+                .replace("sts-secret", id),
+        )
+    })
+    .await;
+    // ECR signs per team: a request signed with team A's key gets team
+    // A's password.
+    let ecr = Fake::start(|seen| {
+        let auth = seen.header("authorization").unwrap_or_default();
+        let team = if auth.contains("Credential=ASIATEAMA/") { "a" } else if auth.contains("Credential=ASIATEAMB/") { "b" } else { return (403, "{}".into()) };
+        let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("AWS:password-of-team-{team}"));
+        (200, format!(r#"{{"authorizationData":[{{"authorizationToken":"{token}","expiresAt":1796688000}}]}}"#))
+    })
+    .await;
+    let config = IdentityConfig {
+        aws: AwsConfig {
+            imds: None,
+            sts_endpoint: Some(sts.url.clone()),
+            ecr_endpoint: Some(ecr.url.clone()),
+            ..AwsConfig::default()
+        },
+        ..IdentityConfig::default()
+    };
+    let accounts = Arc::new(Accounts::default());
+    accounts.annotate(
+        "team-a/scanner",
+        &[(AWS_ROLE_ARN, "arn:aws:iam::123456789012:role/team-a")],
+    );
+    accounts.annotate(
+        "team-b/scanner",
+        &[(AWS_ROLE_ARN, "arn:aws:iam::123456789012:role/team-b")],
+    );
+    let (clock, _) = clock("2026-12-07T12:00:00Z");
+    let identities = Identities::new(config.clone())
+        .with_clock(Arc::clone(&clock))
+        .with_service_accounts(Arc::clone(&accounts) as Arc<dyn ServiceAccounts>, None);
+    let password = |c: Result<Credential, IdentityError>| match c {
+        Ok(Credential::Basic { password, .. }) => password,
+        other => panic!("{other:?}"),
+    };
+    let a = identities
+        .credential_for(Provider::Aws, ECR_HOST, "team-a", Some("scanner"), later())
+        .await;
+    assert_eq!(password(a), "password-of-team-a");
+    let b = identities
+        .credential_for(Provider::Aws, ECR_HOST, "team-b", Some("scanner"), later())
+        .await;
+    assert_eq!(password(b), "password-of-team-b");
+    // Cached per ServiceAccount: no new token, STS or ECR call.
+    let again = identities
+        .credential_for(Provider::Aws, ECR_HOST, "team-a", Some("scanner"), later())
+        .await;
+    assert_eq!(password(again), "password-of-team-a");
+    assert_eq!(
+        accounts.issued(),
+        vec![
+            (
+                "team-a/scanner".to_string(),
+                "sts.amazonaws.com".to_string()
+            ),
+            (
+                "team-b/scanner".to_string(),
+                "sts.amazonaws.com".to_string()
+            ),
+        ]
+    );
+    assert_eq!((sts.seen().len(), ecr.seen().len()), (2, 2));
+    // A changed annotation is another identity: fetched anew, never the
+    // old role's credential.
+    accounts.annotate(
+        "team-a/scanner",
+        &[(AWS_ROLE_ARN, "arn:aws:iam::123456789012:role/elsewhere")],
+    );
+    let moved = identities
+        .credential_for(Provider::Aws, ECR_HOST, "team-a", Some("scanner"), later())
+        .await;
+    let e = moved.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        e.contains("spec.provider aws: STS AssumeRoleWithWebIdentity: HTTP 403"),
+        "{e}"
+    );
+    // No annotation: an error that names it.
+    accounts.annotate("team-a/bare", &[]);
+    let bare = identities
+        .credential_for(Provider::Aws, ECR_HOST, "team-a", Some("bare"), later())
+        .await;
+    let e = bare.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        e.contains(
+            "reading ServiceAccount team-a/bare: it has no eks.amazonaws.com/role-arn annotation"
+        ),
+        "{e}"
+    );
+    // Locked down: without serviceAccountName, the default ServiceAccount
+    // of the repository's namespace, not hoist's own (which has none).
+    accounts.annotate(
+        "team-b/default",
+        &[(
+            AWS_ROLE_ARN,
+            "arn:aws:iam::123456789012:role/team-b-default",
+        )],
+    );
+    let locked = Identities::new(config.clone())
+        .with_clock(Arc::clone(&clock))
+        .with_service_accounts(
+            Arc::clone(&accounts) as Arc<dyn ServiceAccounts>,
+            Some("default".into()),
+        );
+    let by_default = locked
+        .credential_for(Provider::Aws, ECR_HOST, "team-b", None, later())
+        .await;
+    assert_eq!(password(by_default), "password-of-team-b");
+    assert_eq!(
+        accounts.issued().last().map(|(a, _)| a.as_str()),
+        Some("team-b/default")
+    );
+    let missing = locked
+        .credential_for(Provider::Aws, ECR_HOST, "team-c", None, later())
+        .await;
+    let e = missing.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        e.contains("reading ServiceAccount team-c/default: serviceaccounts \"default\" not found"),
+        "{e}"
+    );
+    // Off: naming a ServiceAccount is an error, not hoist's own identity.
+    let off = Identities::new(config).with_clock(clock);
+    let e = off
+        .credential_for(Provider::Aws, ECR_HOST, "team-a", Some("scanner"), later())
+        .await;
+    let e = e.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("spec.serviceAccountName: ServiceAccount team-a/scanner is named, but object-level identity is off; start hoist controller with --object-level-identity"), "{e}");
+}
+
+#[tokio::test]
+async fn azure_and_gcp_trade_a_service_account_s_token_as_its_annotations_say() {
+    let entra = Fake::start(|seen| {
+        if seen.target == "/tenant-a/oauth2/v2.0/token"
+            && seen
+                .body
+                .contains("client_assertion=token-of-team-a-scanner")
+            && seen.body.contains("client_id=client-a")
+        {
+            (
+                200,
+                r#"{"expires_in":3599,"access_token":"entra-of-team-a"}"#.into(),
+            )
+        } else {
+            (400, r#"{"error":"invalid_client"}"#.into())
+        }
+    })
+    .await;
+    let google = Fake::start(|seen| match seen.target.as_str() {
+        "/v1/token"
+            if seen.body.contains("subject_token=token-of-team-a-scanner")
+                && seen.body.contains("audience=%2F%2Fiam.googleapis.com%2Fprojects%2F7%2Flocations%2Fglobal%2FworkloadIdentityPools%2Fpool%2Fproviders%2Fk8s") =>
+        {
+            (200, r#"{"access_token":"federated-a","expires_in":3600}"#.into())
+        }
+        "/v1/projects/-/serviceAccounts/reader@p.iam.gserviceaccount.com:generateAccessToken"
+            if seen.header("authorization") == Some("Bearer federated-a") =>
+        {
+            (200, r#"{"accessToken":"ya29.team-a","expireTime":"2026-12-07T19:00:00Z"}"#.into())
+        }
+        _ => (400, r#"{"error":"invalid_request"}"#.into()),
+    })
+    .await;
+    let config = IdentityConfig {
+        azure: AzureConfig {
+            authority_host: format!("{}/", entra.url),
+            imds: "http://127.0.0.1:1".into(),
+            ..AzureConfig::default()
+        },
+        gcp: GcpConfig {
+            sts_url: format!("{}/v1/token", google.url),
+            iam_credentials_url: google.url.clone(),
+            ..GcpConfig::default()
+        },
+        ..IdentityConfig::default()
+    };
+    let accounts = Arc::new(Accounts::default());
+    accounts.annotate(
+        "team-a/scanner",
+        &[
+            (AZURE_CLIENT_ID, "client-a"),
+            (AZURE_TENANT_ID, "tenant-a"),
+            (
+                GCP_WORKLOAD_IDENTITY_PROVIDER,
+                "projects/7/locations/global/workloadIdentityPools/pool/providers/k8s",
+            ),
+            (GCP_SERVICE_ACCOUNT, "reader@p.iam.gserviceaccount.com"),
+        ],
+    );
+    let identities = Identities::new(config)
+        .with_service_accounts(Arc::clone(&accounts) as Arc<dyn ServiceAccounts>, None);
+    let azure = identities
+        .credential_for(
+            Provider::Azure,
+            "team.azurecr.io",
+            "team-a",
+            Some("scanner"),
+            later(),
+        )
+        .await;
+    assert_eq!(
+        azure,
+        Ok(Credential::AadToken {
+            token: "entra-of-team-a".into(),
+            tenant: Some("tenant-a".into())
+        })
+    );
+    let gcp = identities
+        .credential_for(
+            Provider::Gcp,
+            "europe-docker.pkg.dev",
+            "team-a",
+            Some("scanner"),
+            later(),
+        )
+        .await;
+    assert_eq!(
+        gcp,
+        Ok(Credential::Basic {
+            username: "oauth2accesstoken".into(),
+            password: "ya29.team-a".into()
+        })
+    );
+    assert_eq!(
+        accounts.issued(),
+        vec![
+            ("team-a/scanner".to_string(), "api://AzureADTokenExchange".to_string()),
+            (
+                "team-a/scanner".to_string(),
+                "https://iam.googleapis.com/projects/7/locations/global/workloadIdentityPools/pool/providers/k8s".to_string()
+            ),
+        ]
+    );
+    // A malformed annotation is refused before any request.
+    accounts.annotate(
+        "team-a/odd",
+        &[(GCP_WORKLOAD_IDENTITY_PROVIDER, "pool/k8s")],
+    );
+    let odd = identities
+        .credential_for(Provider::Gcp, "gcr.io", "team-a", Some("odd"), later())
+        .await;
+    let e = odd.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        e.contains(
+            "its gcp.auth.fluxcd.io/workload-identity-provider annotation is not projects/NUMBER"
+        ),
+        "{e}"
+    );
+    assert_eq!(accounts.issued().len(), 2);
 }
