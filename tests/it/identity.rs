@@ -580,3 +580,205 @@ fn acr_through_azure_workload_identity_and_the_registry_s_exchange() {
     assert_eq!(entra.requests().len(), 1);
     assert_eq!(exchanges.lock().map(|e| e.len()).unwrap_or(0), 1);
 }
+
+/// The claims of a JWT, unverified: the fake reads what the API server
+/// put in the token it issued.
+fn claims(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_controller_logs_in_as_each_repository_s_service_account_through_token_request() {
+    let Some(cluster) = crate::support::cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::Basic {
+        username: "AWS".into(),
+        password: "ecr-password".into(),
+    }) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.2.0", "2.0.0"]);
+    let ns = cluster.namespace("object-identity");
+    let role = "arn:aws:iam::123456789012:role/team-scanner";
+    // STS admits only a token the API server issued for ns/scanner with
+    // STS's audience, as an IAM OIDC provider for the cluster would.
+    let subject = format!("system:serviceaccount:{ns}:scanner");
+    let session = format!("hoist.{ns}.scanner");
+    let tokens: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let seen = Arc::clone(&tokens);
+    let sts = FakeServer::start(move |request, _| {
+        let body = form(&String::from_utf8_lossy(&request.body));
+        let token = body.get("WebIdentityToken").cloned().unwrap_or_default();
+        let claims = claims(&token);
+        if let Ok(mut seen) = seen.lock() {
+            seen.push(claims.clone());
+        }
+        let admitted = claims["sub"] == subject.as_str()
+            && claims["aud"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == "sts.amazonaws.com"))
+            && body.get("RoleArn").map(String::as_str) == Some(role)
+            && body.get("RoleSessionName") == Some(&session);
+        if !admitted {
+            return Reply::json(
+                403,
+                "<ErrorResponse><Error><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error></ErrorResponse>",
+            );
+        }
+        let expiration = timestamp(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1));
+        Reply::json(
+            200,
+            &format!(
+                "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIAHOIST</AccessKeyId><SecretAccessKey>sts-secret</SecretAccessKey><SessionToken>sts-session</SessionToken><Expiration>{expiration}</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+            ),
+        )
+    });
+    let (_unused, ecr) = fake_aws(role);
+    let proxy = Proxy::start(ECR_HOST, registry.addr.clone(), None);
+
+    // deploy/object-identity's ClusterRole, bound as a user binds it.
+    cluster.install_hoist();
+    let rbac = std::fs::read_to_string(
+        crate::support::repo_root().join("deploy/object-identity/rbac.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    cluster.apply(&rbac);
+    let image = format!("{ECR_HOST}/team/app");
+    let repository = |name: &str, account: Option<&str>| {
+        let mut spec = serde_json::json!({"image": image, "provider": "aws", "insecure": true, "interval": "1s"});
+        if let Some(account) = account {
+            spec["serviceAccountName"] = account.into();
+        }
+        serde_json::json!({"apiVersion": "hoist.dev/v1alpha1", "kind": "ImageRepository",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec})
+        .to_string()
+    };
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: scanner\n  namespace: {ns}\n  annotations:\n    eks.amazonaws.com/role-arn: {role}\n"
+    ));
+    cluster.apply(&repository("app", Some("scanner")));
+    // Another ServiceAccount's name that does not exist in this namespace,
+    // and none at all under lockdown: neither borrows an identity.
+    cluster.apply(&repository("absent", Some("nobody")));
+    cluster.apply(&repository("unnamed", None));
+
+    let mark = cluster.audit_mark();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(dir.path());
+    let proxy_url = proxy.url();
+    let (sts_url, ecr_url) = (
+        format!("http://{}", sts.addr),
+        format!("http://{}", ecr.addr),
+    );
+    let controller = crate::support::controller::Running::start_with_env(
+        &kubeconfig,
+        &[
+            "--namespace",
+            &ns,
+            "--object-level-identity",
+            "--default-service-account",
+            "tenant",
+        ],
+        &[
+            ("HTTP_PROXY", proxy_url.as_str()),
+            ("NO_PROXY", "127.0.0.1,localhost"),
+            ("AWS_ENDPOINT_URL_STS", sts_url.as_str()),
+            ("AWS_ENDPOINT_URL_ECR", ecr_url.as_str()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let status = |name: &str| cluster.get("imagerepositories.hoist.dev", &ns, name);
+    let ready = crate::support::wait_for(
+        "the repository scanned as its ServiceAccount",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let r = status("app")?;
+            (crate::support::condition(&r, "Ready")?.0 == "True").then_some(r)
+        },
+    );
+    assert_eq!(
+        ready["status"]["lastScanResult"]["tagCount"],
+        3,
+        "{}",
+        controller.log()
+    );
+    let refused = |name: &str, expected: &str| {
+        let message = crate::support::wait_for(
+            &format!("{name}'s refusal"),
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                let r = status(name)?;
+                let (state, _, message) = crate::support::condition(&r, "Ready")?;
+                (state == "False" && message.contains("ServiceAccount")).then_some(message)
+            },
+        );
+        assert!(message.contains(expected), "{name}: {message}");
+    };
+    refused("absent", &format!("reading ServiceAccount {ns}/nobody"));
+    refused("unnamed", &format!("reading ServiceAccount {ns}/tenant"));
+    // Scans go on with the cached credential: one token, one STS and one
+    // ECR call, however many scans.
+    crate::support::wait_for(
+        "five more scans",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let listed = proxy
+                .log()
+                .iter()
+                .filter(|p| p.status == 200 && p.target.contains("/tags/list"))
+                .count();
+            (listed >= 6).then_some(())
+        },
+    );
+    let scans = proxy
+        .log()
+        .iter()
+        .filter(|p| p.status == 200 && p.target.contains("/tags/list"))
+        .count();
+    assert_eq!(
+        sts.requests().len(),
+        1,
+        "{:#?}",
+        tokens.lock().map(|t| t.clone()).unwrap_or_default()
+    );
+    assert_eq!(ecr.requests().len(), 1);
+    let claims = tokens.lock().map(|t| t[0].clone()).unwrap_or_default();
+    // A short-lived token, bound to no pod.
+    let life = claims["exp"].as_i64().unwrap_or(0) - claims["iat"].as_i64().unwrap_or(0);
+    assert!((600..=3600).contains(&life), "{claims}");
+    let audit = cluster.audit_since(mark);
+    let by_hoist = |resource: &str, verb: &str, name: &str| {
+        audit
+            .iter()
+            .filter(|e| e["user"]["username"] == crate::support::cluster::CONTROLLER)
+            .filter(|e| e["verb"] == verb && e["objectRef"]["resource"] == "serviceaccounts")
+            .filter(|e| e["objectRef"]["subresource"].as_str().unwrap_or("") == resource)
+            .filter(|e| {
+                e["objectRef"]["namespace"] == ns.as_str() && e["objectRef"]["name"] == name
+            })
+            .count()
+    };
+    assert_eq!(by_hoist("token", "create", "scanner"), 1);
+    let reads = by_hoist("", "get", "scanner");
+    let denied = audit
+        .iter()
+        .filter(|e| e["user"]["username"] == crate::support::cluster::CONTROLLER)
+        .filter(|e| e["responseStatus"]["code"] == 403)
+        .map(crate::support::cluster::describe)
+        .collect::<Vec<_>>();
+    assert!(denied.is_empty(), "{denied:#?}");
+    println!(
+        "object-level identity: {scans} scans, 1 TokenRequest, {} STS and {} ECR calls, {reads} ServiceAccount reads",
+        sts.requests().len(),
+        ecr.requests().len()
+    );
+}

@@ -17,6 +17,12 @@ impl Running {
     /// state directory of its own. `HOIST_TEST_LOGS` set: its log goes to
     /// the test's stderr as well, when the controller stops.
     pub fn start(kubeconfig: &Path, extra: &[&str]) -> Running {
+        Running::start_with_env(kubeconfig, extra, &[])
+    }
+
+    /// [`Running::start`] with `env` added to the controller's
+    /// environment (a cloud's identity variables, a proxy).
+    pub fn start_with_env(kubeconfig: &Path, extra: &[&str], env: &[(&str, &str)]) -> Running {
         let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let kubeconfig = kubeconfig.to_string_lossy().into_owned();
         let state_dir = state.path().join("state").to_string_lossy().into_owned();
@@ -37,6 +43,7 @@ impl Running {
             .args(&args)
             .env("HOIST_LOG", "hoist=info")
             .env("DOCKER_CONFIG", state.path())
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
