@@ -648,6 +648,51 @@ fn every_optional_part_renders_valid_objects() {
     hoist_knows(&args);
 }
 
+/// objectLevelIdentity: the flag, and deploy/object-identity's rules in
+/// the controller's ClusterRole (or its Role in one namespace).
+#[test]
+fn object_level_identity_adds_the_flag_and_the_token_rules() {
+    let Some(helm) = helm() else { return };
+    let Some(validator) = validator() else { return };
+    let expected = std::fs::read_to_string(repo_root().join("deploy/object-identity/rbac.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expected_rules: String = expected
+        .lines()
+        .skip_while(|l| *l != "rules:")
+        .skip(1)
+        .take_while(|l| *l != "---")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for scope in ["cluster", "namespace"] {
+        let values = format!("objectLevelIdentity: {{enabled: true}}\nrbac: {{scope: {scope}}}\n");
+        let rendered = helm.render("hoist", "hoist-system", &values, &[]);
+        validate(
+            &validator,
+            &format!("objectLevelIdentity, {scope} scope"),
+            &rendered,
+        );
+        let objects = parse_objects(&rendered);
+        let args = strings(&container(find(&objects, "Deployment", "hoist"))["args"]);
+        assert!(args.contains(&"--object-level-identity"), "{args:?}");
+        hoist_knows(&args);
+        let kind = if scope == "cluster" {
+            "ClusterRole"
+        } else {
+            "Role"
+        };
+        let rules = find(&objects, kind, "hoist")["rules"].to_string();
+        assert!(
+            rules.contains(
+                r#"{"apiGroups":[""],"resources":["serviceaccounts/token"],"verbs":["create"]}"#
+            ) && rules
+                .contains(r#"{"apiGroups":[""],"resources":["serviceaccounts"],"verbs":["get"]}"#),
+            "{rules}"
+        );
+        // deploy/object-identity's rules, word for word.
+        assert!(rendered.contains(&expected_rules), "{rendered}");
+    }
+}
+
 /// Refused at render time, with a message that says what to change.
 #[test]
 fn values_that_cannot_work_are_refused() {

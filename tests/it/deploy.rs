@@ -26,6 +26,7 @@ fn manifests() -> Vec<PathBuf> {
     files.push(deploy.join("crds/hoist.dev.yaml"));
     files.push(deploy.join("namespaced/rbac.yaml"));
     files.push(deploy.join("flux/rbac.yaml"));
+    files.push(deploy.join("object-identity/rbac.yaml"));
     files
 }
 
@@ -66,10 +67,11 @@ fn manifests_validate_against_the_kubernetes_schemas() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "Kubernetes {version}:\n{text}");
-        // 17 objects: 4 CRDs, namespace, service account, 4 RBAC,
+        // 19 objects: 4 CRDs, namespace, service account, 4 RBAC,
         // deployment, 2 services, the namespaced install's Role and
-        // RoleBinding, and the Flux install's ClusterRole and binding.
-        assert_eq!(text.matches("passed for resource").count(), 17, "{text}");
+        // RoleBinding, and the Flux and object-identity components'
+        // ClusterRoles and bindings.
+        assert_eq!(text.matches("passed for resource").count(), 19, "{text}");
     }
 }
 
@@ -333,6 +335,31 @@ fn the_flux_component_swaps_hoist_s_kinds_for_flux_s() {
         Some(&["controller", "--flux"][..]),
         "{args:?}"
     );
+    let mut check = args.clone();
+    check.push("--help");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = hoist(dir.path(), &check, "");
+    assert_eq!(run.code, 0, "hoist {}: {}", args.join(" "), run.stderr);
+}
+
+/// The object-identity component: deploy/ plus one ClusterRole that
+/// reads ServiceAccounts and creates their tokens, bound to hoist's
+/// ServiceAccount, and the controller started with
+/// `--object-level-identity` on flags hoist knows.
+#[test]
+fn the_object_identity_component_adds_token_requests_and_the_flag() {
+    let Some(text) = kustomize_with("", "object-identity") else {
+        return;
+    };
+    assert!(text.contains("name: hoist-object-identity"), "{text}");
+    assert!(text.contains("- serviceaccounts/token"), "{text}");
+    let args: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim().trim_start_matches("- ") != "args:")
+        .skip(1)
+        .map_while(|l| l.trim().strip_prefix("- "))
+        .collect();
+    assert_eq!(args.last(), Some(&"--object-level-identity"), "{args:?}");
     let mut check = args.clone();
     check.push("--help");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -237,6 +237,27 @@ word).
 {{- end }}
 
 {{/*
+The rules of `hoist controller --object-level-identity`
+(deploy/object-identity/rbac.yaml, word for word).
+*/}}
+{{- define "hoist.objectIdentityRules" -}}
+# get: the ServiceAccount's annotations (eks.amazonaws.com/role-arn,
+# azure.workload.identity/client-id and tenant-id,
+# gcp.auth.fluxcd.io/workload-identity-provider,
+# iam.gke.io/gcp-service-account), read at each scan so that a changed
+# or removed annotation takes effect then.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
+# create: a token of that ServiceAccount for the cloud's audience only
+# (sts.amazonaws.com, api://AzureADTokenExchange, the Google pool
+# provider), asked for when the cached credential nears its expiry.
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  verbs: ["create"]
+{{- end }}
+
+{{/*
 The name of the controller's ClusterRole or Role: FULLNAME, or
 FULLNAME-flux with flux.enabled (deploy/flux's hoist-flux).
 */}}
