@@ -21,7 +21,7 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for _ in $(seq "$runs"); do
   cargo test --locked --quiet --test it identity:: -- --nocapture --test-threads=1 2>&1 |
-    grep -E '^(identity|object-level identity)' | tee -a "$out"
+    grep -oE '(object-level identity|identity [a-z]+):.*' | tee -a "$out"
 done
 python3 - "$out" "$runs" <<'PY'
 import re, statistics, sys
