@@ -18,6 +18,7 @@ pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod notify;
 pub mod pipeline;
 pub mod policy;
 pub mod promotion;

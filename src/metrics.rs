@@ -49,6 +49,20 @@ pub struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// `ns/name` of the Provider.
+    pub provider: String,
+    /// `delivered`, `failed` (retries used up), `refused` (a 4xx: not
+    /// retried), `dropped` (a queue full), `invalid` (its spec or Secret).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RegistryLabels {
     pub host: String,
     /// The HTTP status, or `0` when no answer came.
@@ -78,6 +92,9 @@ pub struct Metrics {
     pub webhook_deliveries: Counter,
     pub webhook_gathered_requests: Counter,
     pub connections: Family<ConnectionLabels, Counter>,
+    pub notifications: Family<NotificationLabels, Counter>,
+    /// 1 while a Provider's last delivery failed.
+    pub provider_failing: Family<ProviderLabels, prometheus_client::metrics::gauge::Gauge>,
     /// Whether the controller is up and its caches are filled.
     pub ready: AtomicBool,
     /// Whether the API server stopped answering: not ready meanwhile.
@@ -98,6 +115,19 @@ impl Default for Metrics {
         let connections = Family::<ConnectionLabels, Counter>::default();
         let webhook_deliveries = Counter::default();
         let webhook_gathered_requests = Counter::default();
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        let provider_failing =
+            Family::<ProviderLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "notifications",
+            "Notification messages by Provider and result (delivered, failed, refused, dropped, invalid)",
+            notifications.clone(),
+        );
+        registry.register(
+            "notification_provider_failing",
+            "1 while a Provider's last delivery failed",
+            provider_failing.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
@@ -158,6 +188,8 @@ impl Default for Metrics {
             reconciles,
             reconcile_seconds,
             reconcile_errors,
+            notifications,
+            provider_failing,
             registry_requests,
             tags_scanned,
             commits_pushed,
@@ -222,6 +254,27 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Counts one notification message to `provider` and how it ended;
+    /// the Provider is failing from a failure until a delivery.
+    pub fn notification(&self, provider: &str, result: &str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                provider: provider.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        let failing = match result {
+            "delivered" => 0,
+            "failed" | "refused" | "invalid" => 1,
+            _ => return,
+        };
+        self.provider_failing
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+            })
+            .set(failing);
     }
 
     /// Counts one registry request to `host` that ended in `status`.

@@ -1,5 +1,6 @@
 //! The objects users write: ImageRepository, ImagePolicy,
-//! ImageUpdateAutomation and Receiver in `hoist.dev/v1alpha1`.
+//! ImageUpdateAutomation and Receiver in `hoist.dev/v1alpha1`, and the
+//! notification kinds Provider and Alert.
 //!
 //! Field names follow Flux's `image.toolkit.fluxcd.io/v1`, so a Flux user
 //! migrates by changing the apiVersion. The same types derive the CRDs
@@ -10,6 +11,7 @@ mod flux;
 mod image_policy;
 mod image_repository;
 mod image_update_automation;
+mod notification;
 mod receiver;
 
 pub use common::*;
@@ -17,6 +19,7 @@ pub use flux::*;
 pub use image_policy::*;
 pub use image_repository::*;
 pub use image_update_automation::*;
+pub use notification::*;
 pub use receiver::*;
 
 /// The API group of hoist's own kinds.
