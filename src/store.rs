@@ -44,6 +44,10 @@ const SYNCS: TableDefinition<&str, &[u8]> = TableDefinition::new("syncs");
 /// `namespace/name` of an ImagePolicy → JSON list of [`RejectedTag`]s:
 /// tags rolled back, never selected again.
 const REJECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("rejections");
+/// `namespace/name` of an ImagePolicy → JSON string: the latest tag a
+/// NewLatestTag notification last told of, so that `hoist run --once`
+/// tells of a new one once, whichever run finds it.
+const ANNOUNCED: TableDefinition<&str, &[u8]> = TableDefinition::new("announced");
 
 /// How long to wait for another hoist process to release the database.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -306,6 +310,7 @@ fn read_everything(db: &impl ReadableDatabase) -> Result<(), Damage> {
     read_table::<PullRequestRecord>(&txn, PULL_REQUESTS)?;
     read_table::<SyncRecord>(&txn, SYNCS)?;
     read_table::<Vec<RejectedTag>>(&txn, REJECTIONS)?;
+    read_table::<String>(&txn, ANNOUNCED)?;
     read_table::<ArtifactRecord>(&txn, ARTIFACTS)?;
     read_table::<VerdictRecord>(&txn, VERDICTS)?;
     Ok(())
@@ -481,6 +486,7 @@ impl Store {
             txn.open_table(PULL_REQUESTS).map_err(|e| self.io(e))?;
             txn.open_table(SYNCS).map_err(|e| self.io(e))?;
             txn.open_table(REJECTIONS).map_err(|e| self.io(e))?;
+            txn.open_table(ANNOUNCED).map_err(|e| self.io(e))?;
             txn.open_table(ARTIFACTS).map_err(|e| self.io(e))?;
             txn.open_table(VERDICTS).map_err(|e| self.io(e))?;
         }
@@ -672,6 +678,15 @@ impl Store {
         known.drain(..extra);
         self.put(REJECTIONS, policy, &known)?;
         Ok(true)
+    }
+
+    /// The latest tag of `policy` a notification last told of.
+    pub fn announced(&self, policy: &str) -> Result<Option<String>, StoreError> {
+        self.get(ANNOUNCED, policy)
+    }
+
+    pub fn put_announced(&self, policy: &str, tag: &str) -> Result<(), StoreError> {
+        self.put(ANNOUNCED, policy, &tag.to_string())
     }
 
     /// Records the automation's open pull request, or forgets it (`None`).

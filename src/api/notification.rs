@@ -2,7 +2,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Conditions, LocalObjectReference};
+use super::{Conditions, GoDuration, LocalObjectReference};
 
 /// Where notifications go: a chat webhook, a generic webhook, or commit
 /// statuses on hoist's own commits. Named and shaped as Flux's
@@ -54,11 +54,11 @@ pub struct ProviderSpec {
     pub secret_ref: Option<LocalObjectReference>,
     /// How long one delivery may take (default 15s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub timeout: Option<GoDuration>,
     /// hoist's own: events of one object that arrive within this long of
     /// the first become one message (default 5s; `0s`: each at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<String>,
+    pub window: Option<GoDuration>,
     /// Deliver nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
@@ -180,6 +180,9 @@ pub struct AlertSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventSource {
+    /// As Flux writes it; hoist matches by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
     pub kind: String,
     pub name: String,
     /// Must be the Alert's own namespace when given: one team's events

@@ -14,6 +14,7 @@ use super::{CliError, Output};
 use crate::git::Git;
 use crate::load::ObjectSet;
 use crate::metrics::Metrics;
+use crate::notify::{self, Notifier};
 use crate::pipeline::ports::{Cluster, ClusterSync, ForgeClients, Ports};
 use crate::pipeline::{self, AutomationReport, ErrorClass, ErrorReport, RunOptions};
 use crate::webhook::server::{self as webhook, Delivery, Endpoint, Endpoints};
@@ -191,15 +192,21 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             .runtime
             .spawn(crate::metrics::serve(listener, Arc::clone(&metrics)));
     }
+    let notifier = notifier(&session, &metrics)?;
+    // What the windows hold is sent before hoist exits, within a bound.
+    let finish = |result: Result<(), CliError>| {
+        session.runtime.block_on(notifier.flush(FLUSH_WITHIN));
+        result
+    };
     let mut work = Work::default();
     let mut next = tokio::time::Instant::now();
     loop {
         if work.automations.is_none() {
             next = tokio::time::Instant::now() + interval;
         }
-        let outcome = pass(&session, ports, &options, args.output, &work);
+        let outcome = pass(&session, ports, &options, args.output, &work, &notifier);
         let Some((term, int)) = signals.as_mut() else {
-            return outcome;
+            return finish(outcome);
         };
         if let Err(e) = &outcome {
             super::diag::error_with_hint(&e.to_string(), e.hint.as_deref());
@@ -229,9 +236,16 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
                     };
                     if let Some(work) = webhook_work(&session.objects, &last) {
                         tracing::info!("a last pass for webhooks accepted before the stop");
-                        return pass(&session, ports, &options, args.output, &work);
+                        return finish(pass(
+                            &session,
+                            ports,
+                            &options,
+                            args.output,
+                            &work,
+                            &notifier,
+                        ));
                     }
-                    return Ok(());
+                    return finish(Ok(()));
                 }
                 Wake::Interval => break Work::default(),
                 Wake::Webhook(first) => {
@@ -431,12 +445,118 @@ fn webhook_work(objects: &ObjectSet, batch: &[Delivery]) -> Option<Work> {
 }
 
 /// One pass: scan, then every automation (or those `work` names).
+/// The longest `hoist run` waits at exit for notifications to go out.
+const FLUSH_WITHIN: Duration = Duration::from_secs(30);
+
+/// The files' Alerts and Providers, delivering from now on; none when the
+/// files hold no Alert. An Alert whose Provider is not in the files is
+/// bad input, as a policy's missing repository is.
+fn notifier(session: &ScanSession, metrics: &Arc<Metrics>) -> Result<Notifier, CliError> {
+    let objects = &session.objects;
+    if objects.alerts.is_empty() {
+        return Ok(Notifier::default());
+    }
+    for alert in &objects.alerts {
+        let namespace = crate::model::namespace_of(&alert.object.metadata);
+        let provider = &alert.object.spec.provider_ref.name;
+        let known = objects.providers.iter().any(|p| {
+            crate::model::namespace_of(&p.object.metadata) == namespace
+                && p.object.metadata.name.as_deref() == Some(provider.as_str())
+        });
+        if !known {
+            return Err(CliError::invalid(format!(
+                "{}: Alert {namespace}/{}: spec.providerRef: Provider {namespace}/{provider} is not in the files",
+                alert.origin,
+                alert.object.metadata.name.as_deref().unwrap_or_default()
+            )));
+        }
+    }
+    let secret =
+        |namespace: &str, name: &str| objects.secret(namespace, name).map(|s| s.data.clone());
+    let alerts: Vec<&crate::api::Alert> = objects.alerts.iter().map(|a| &a.object).collect();
+    let providers: Vec<&crate::api::Provider> =
+        objects.providers.iter().map(|p| &p.object).collect();
+    let (routes, _) = notify::routes(&alerts, &providers, &secret);
+    for (key, channel) in &routes.providers {
+        if let Err(why) = &channel.target {
+            let origin = objects
+                .providers
+                .iter()
+                .find(|p| crate::model::ObjectKey::of(&p.object.metadata).to_string() == *key)
+                .map(|p| p.origin.to_string())
+                .unwrap_or_default();
+            return Err(CliError::invalid(format!(
+                "{origin}: Provider {key}: {why}"
+            )));
+        }
+    }
+    let _runtime = session.runtime.enter();
+    Ok(Notifier::start(
+        routes,
+        Arc::new(notify::LogReporter),
+        Some(Arc::clone(metrics)),
+    ))
+}
+
+/// Hands a pass's events to the notifier: a policy's new latest tag
+/// (judged against the last one told of, kept in the store), a failed
+/// scan, and what each automation did.
+fn notify_pass(
+    session: &ScanSession,
+    scan: &pipeline::ScanReport,
+    reports: &[AutomationReport],
+    notifier: &Notifier,
+) {
+    if !notifier.is_running() {
+        return;
+    }
+    let objects = &session.objects;
+    let labels = |object: &str| -> std::collections::BTreeMap<String, String> {
+        let (kind, key) = object.split_once(' ').unwrap_or_default();
+        let of = |m: &kube::api::ObjectMeta| {
+            (crate::model::ObjectKey::of(m).to_string() == key)
+                .then(|| m.labels.clone().unwrap_or_default())
+        };
+        match kind {
+            "ImagePolicy" => objects.policies.iter().find_map(|p| of(&p.object.metadata)),
+            "ImageRepository" => objects
+                .repositories
+                .iter()
+                .find_map(|r| of(&r.object.metadata)),
+            _ => objects
+                .automations
+                .iter()
+                .find_map(|a| of(&a.object.metadata)),
+        }
+        .unwrap_or_default()
+    };
+    let store = &session.store;
+    let previous = |policy: &str| store.announced(policy).ok().flatten();
+    let now = jiff::Timestamp::now();
+    let mut events = notify::events::of_scan(scan, &previous, &labels, now);
+    for event in &events {
+        if let (notify::Reason::NewLatestTag, Some(tag)) = (event.reason, event.metadata.get("tag"))
+            && let Err(e) = store.put_announced(&format!("{}/{}", event.namespace, event.name), tag)
+        {
+            tracing::warn!("{e}");
+        }
+    }
+    for report in reports {
+        let labels = labels(&format!("ImageUpdateAutomation {}", report.automation));
+        events.extend(notify::events::of_automation(report, &labels, now));
+    }
+    for event in events {
+        notifier.emit(event);
+    }
+}
+
 fn pass(
     session: &ScanSession,
     ports: Ports,
     options: &RunOptions,
     output: Output,
     work: &Work,
+    notifier: &Notifier,
 ) -> Result<(), CliError> {
     let started = std::time::Instant::now();
     let scan = session.scan_with(&work.rescan)?;
@@ -458,6 +578,9 @@ fn pass(
         .block_on(pipeline::run_automations(objects, &scan, ports, options));
     for r in &mut reports {
         r.timings.scan_ms = scan_ms;
+    }
+    if !options.dry_run {
+        notify_pass(session, &scan, &reports, notifier);
     }
     let text = match output {
         Output::Json => {

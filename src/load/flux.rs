@@ -507,3 +507,86 @@ fn refspec_destination(refspec: &str, committed_on: &str) -> Result<String, Stri
     }
     Ok(destination.to_string())
 }
+
+/// The notification apiVersions hoist reads Providers and Alerts in.
+const FLUX_NOTIFICATION_VERSIONS: [&str; 2] = [
+    "notification.toolkit.fluxcd.io/v1beta3",
+    "notification.toolkit.fluxcd.io/v1beta2",
+];
+
+/// Flux's Provider and Alert: the ones about hoist's kinds are hoist's to
+/// deliver; a Provider of a service hoist does not deliver to, and an
+/// Alert of no image object, are left to Flux's notification-controller
+/// with a warning.
+pub(super) fn load_notification(
+    doc: &Document<'_>,
+    api_version: &str,
+    kind: &str,
+    metadata: ObjectMeta,
+    set: &mut ObjectSet,
+) -> Result<(), LoadError> {
+    if !FLUX_NOTIFICATION_VERSIONS.contains(&api_version) {
+        return Err(doc.invalid(
+            "apiVersion",
+            format!(
+                "{api_version} is not a version hoist reads Flux's {kind} in; use notification.toolkit.fluxcd.io/v1beta3"
+            ),
+        ));
+    }
+    let origin = doc.origin();
+    if kind == "Provider" {
+        let type_ = doc
+            .root
+            .get("spec")
+            .and_then(|s| s.get("type"))
+            .and_then(Node::as_str)
+            .unwrap_or_default();
+        let known: Result<crate::api::ProviderType, _> =
+            serde_json::from_value(serde_json::Value::from(type_));
+        if known.is_err() {
+            set.warnings.push(doc.warning(
+                "spec.type",
+                format!(
+                    "skipped: hoist delivers to slack, msteams, discord, googlechat, generic, generic-hmac, github and gitlab, not {:?}",
+                    crate::redact::escape_control(type_)
+                ),
+            ));
+            return Ok(());
+        }
+        let spec: crate::api::ProviderSpec = doc.typed("spec", &mut set.warnings)?;
+        validate::notification_provider(doc, &spec)?;
+        set.providers.push(Loaded {
+            object: crate::api::Provider {
+                metadata,
+                spec,
+                status: None,
+            },
+            origin,
+        });
+        return Ok(());
+    }
+    let mut spec: crate::api::AlertSpec = doc.typed("spec", &mut set.warnings)?;
+    let before = spec.event_sources.len();
+    spec.event_sources
+        .retain(|s| crate::notify::SOURCE_KINDS.contains(&s.kind.as_str()));
+    if spec.event_sources.is_empty() {
+        set.warnings.push(doc.warning(
+            "spec.eventSources",
+            "skipped: none of its sources is an ImageRepository, ImagePolicy or ImageUpdateAutomation",
+        ));
+        return Ok(());
+    }
+    if spec.event_sources.len() < before {
+        set.warnings.push(doc.warning(
+            "spec.eventSources",
+            "hoist sends the events of its image objects only; the other sources are Flux's to send",
+        ));
+    }
+    let alert = crate::api::Alert { metadata, spec };
+    validate::alert(doc, &alert)?;
+    set.alerts.push(Loaded {
+        object: alert,
+        origin,
+    });
+    Ok(())
+}

@@ -11,6 +11,8 @@ enum Kind {
     ImagePolicy,
     ImageUpdateAutomation,
     Receiver,
+    Provider,
+    Alert,
 }
 
 impl Kind {
@@ -20,6 +22,8 @@ impl Kind {
             "ImagePolicy" => Some(Kind::ImagePolicy),
             "ImageUpdateAutomation" => Some(Kind::ImageUpdateAutomation),
             "Receiver" => Some(Kind::Receiver),
+            "Provider" => Some(Kind::Provider),
+            "Alert" => Some(Kind::Alert),
             _ => None,
         }
     }
@@ -71,9 +75,25 @@ pub(super) fn load_document(
         return flux::load_git_repository(&doc, version, &namespace, &name, set);
     }
     // Flux's notification-controller has a Receiver kind of its own.
-    let kind =
-        Kind::from_name(kind_name).filter(|k| *k != Kind::Receiver || group == crate::api::GROUP);
+    // And Provider and Alert kinds, which hoist reads in both groups.
+    let kind = Kind::from_name(kind_name).filter(|k| {
+        !matches!(k, Kind::Receiver | Kind::Provider | Kind::Alert) || group == crate::api::GROUP
+    });
     let Some(kind) = kind else {
+        if group == "notification.toolkit.fluxcd.io" && matches!(kind_name, "Provider" | "Alert") {
+            let (name, namespace) = identity(root);
+            let doc = Document {
+                path,
+                root,
+                object: format!("{kind_name} {namespace}/{name}"),
+            };
+            let mut metadata: ObjectMeta = doc.typed("metadata", &mut set.warnings)?;
+            if metadata.name.as_deref().unwrap_or("").is_empty() {
+                return Err(doc.invalid("metadata.name", "every object needs a name"));
+            }
+            metadata.namespace = Some(namespace);
+            return flux::load_notification(&doc, api_version, kind_name, metadata, set);
+        }
         if group == "notification.toolkit.fluxcd.io" && kind_name == "Receiver" {
             let (name, namespace) = identity(root);
             let doc = Document {
@@ -94,7 +114,7 @@ pub(super) fn load_document(
                 line: root.line_of(&[Step::Key("kind".into())]),
                 object: format!("{api_version} {kind_name}"),
                 message:
-                    "skipped: hoist reads ImageRepository, ImagePolicy, ImageUpdateAutomation and Receiver"
+                    "skipped: hoist reads ImageRepository, ImagePolicy, ImageUpdateAutomation, Receiver, Provider and Alert"
                         .to_string(),
             });
         } else {
@@ -178,6 +198,27 @@ pub(super) fn load_document(
                     spec,
                     status: None,
                 },
+                origin,
+            });
+        }
+        Kind::Provider => {
+            let spec: crate::api::ProviderSpec = doc.typed("spec", &mut set.warnings)?;
+            validate::notification_provider(&doc, &spec)?;
+            set.providers.push(Loaded {
+                object: crate::api::Provider {
+                    metadata,
+                    spec,
+                    status: None,
+                },
+                origin,
+            });
+        }
+        Kind::Alert => {
+            let spec: crate::api::AlertSpec = doc.typed("spec", &mut set.warnings)?;
+            let alert = crate::api::Alert { metadata, spec };
+            validate::alert(&doc, &alert)?;
+            set.alerts.push(Loaded {
+                object: alert,
                 origin,
             });
         }

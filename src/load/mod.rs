@@ -69,6 +69,9 @@ pub struct ObjectSet {
     pub policies: Vec<Loaded<ImagePolicy>>,
     pub automations: Vec<Loaded<ImageUpdateAutomation>>,
     pub receivers: Vec<Loaded<Receiver>>,
+    /// Notifications: where (Provider) and which events (Alert).
+    pub providers: Vec<Loaded<crate::api::Provider>>,
+    pub alerts: Vec<Loaded<crate::api::Alert>>,
     /// `v1` Secrets in the files, which `secretRef` and `certSecretRef`
     /// name in standalone mode as they would in a cluster.
     pub secrets: Vec<Loaded<SecretData>>,

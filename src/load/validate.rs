@@ -579,3 +579,64 @@ pub(super) fn receiver(
     }
     Ok(())
 }
+
+/// A Provider that can deliver: an address (or a Secret that holds one)
+/// that is an http(s) URL, durations that parse, and the Secret the
+/// token-signing and commit-status types need.
+pub(super) fn notification_provider(
+    doc: &Document<'_>,
+    spec: &crate::api::ProviderSpec,
+) -> Result<(), LoadError> {
+    use crate::api::ProviderType;
+    duration(doc, "spec.timeout", spec.timeout.as_ref())?;
+    duration(doc, "spec.window", spec.window.as_ref())?;
+    match &spec.address {
+        Some(address) => {
+            let url = url::Url::parse(address)
+                .map_err(|e| doc.invalid("spec.address", format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(doc.invalid("spec.address", "must be an http or https URL"));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(doc.invalid(
+                    "spec.address",
+                    "holds credentials; put the URL in the Secret's address key instead",
+                ));
+            }
+        }
+        None if spec.secret_ref.is_none() => {
+            return Err(doc.invalid(
+                "spec.address",
+                "missing: give the URL here, or in the address key of the Secret spec.secretRef names",
+            ));
+        }
+        None => {}
+    }
+    let needs_token = matches!(
+        spec.type_,
+        ProviderType::GenericHmac | ProviderType::GitHub | ProviderType::GitLab
+    );
+    if needs_token && spec.secret_ref.is_none() {
+        return Err(doc.invalid(
+            "spec.secretRef",
+            format!("{} needs a Secret with a token key", spec.type_.name()),
+        ));
+    }
+    if let Some(reference) = &spec.secret_ref {
+        crate::api::check_object_name(&reference.name).map_err(|why| {
+            doc.invalid(
+                "spec.secretRef.name",
+                format!("{:?}: {why}", reference.name),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// An Alert whose sources, severity, reasons and regular expressions can
+/// work.
+pub(super) fn alert(doc: &Document<'_>, alert: &crate::api::Alert) -> Result<(), LoadError> {
+    crate::notify::Rule::compile(alert)
+        .map(|_| ())
+        .map_err(|e| doc.invalid(&e.field, e.message))
+}

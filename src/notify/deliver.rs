@@ -23,6 +23,12 @@ const QUEUE: usize = 1024;
 pub const MIN_GAP: Duration = Duration::from_secs(1);
 /// Tries of one message, the first included.
 const ATTEMPTS: u32 = 5;
+/// An event just like one sent this recently is not sent again (Flux's
+/// notification-controller waits as long): a registry down for an hour
+/// is not sixty messages.
+const REPEAT: Duration = Duration::from_secs(5 * 60);
+/// The most recent events remembered for that.
+const REMEMBERED: usize = 10_000;
 /// The longest a `Retry-After` is waited.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -103,6 +109,7 @@ impl Notifier {
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Notifier {
         let (tx, rx) = mpsc::channel(QUEUE);
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
@@ -113,6 +120,11 @@ impl Notifier {
             tx: Some(tx),
             metrics,
         }
+    }
+
+    /// Whether anything listens: without Alerts there is nothing to do.
+    pub fn is_running(&self) -> bool {
+        self.tx.is_some()
     }
 
     /// Hands an event on without waiting: a full queue drops it.
@@ -242,6 +254,7 @@ async fn work(
     let mut batcher: Option<Batcher> = None;
     let mut channel: Option<Arc<Channel>> = None;
     let mut last_sent: Option<Instant> = None;
+    let mut recent: HashMap<u64, Instant> = HashMap::new();
     loop {
         let due = batcher.as_ref().and_then(Batcher::next_due);
         let next = match due {
@@ -271,7 +284,12 @@ async fn work(
                     )
                 });
                 batch.set_window(settings.window);
-                ready.extend(batch.push(*event, summary, Instant::now()));
+                let now = Instant::now();
+                if repeated(&mut recent, &event, now) {
+                    tracing::debug!(provider, object = %event.object(), "the same event was sent less than 5 minutes ago");
+                } else {
+                    ready.extend(batch.push(*event, summary, now));
+                }
                 channel = Some(settings);
             }
             Next::Work(Some(Work::Flush(done))) => {
@@ -317,6 +335,29 @@ async fn work(
         if closing {
             return;
         }
+    }
+}
+
+/// Whether an event like `event` (object, reason, message) came within
+/// [`REPEAT`]; remembers it.
+fn repeated(recent: &mut HashMap<u64, Instant>, event: &Event, now: Instant) -> bool {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (event.object(), event.reason, &event.message).hash(&mut hasher);
+    let key = hasher.finish();
+    if recent.len() >= REMEMBERED {
+        recent.retain(|_, at| now.duration_since(*at) < REPEAT);
+        if recent.len() >= REMEMBERED {
+            recent.clear();
+        }
+    }
+    match recent.insert(key, now) {
+        Some(at) if now.duration_since(at) < REPEAT => {
+            // The first sighting keeps counting, not the repeat.
+            recent.insert(key, at);
+            true
+        }
+        _ => false,
     }
 }
 

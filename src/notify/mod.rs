@@ -11,12 +11,14 @@ mod deliver;
 mod event;
 pub mod events;
 mod payload;
+mod routes;
 
 pub use alert::{Invalid, Rule, SOURCE_KINDS};
 pub use batch::{Batcher, Message};
 pub use deliver::{Channel, LogReporter, MIN_GAP, Notifier, Reporter, Routes};
 pub use event::{Event, Reason, Severity};
 pub use payload::{Outgoing, Target, hmac_sha256, request};
+pub use routes::{DEFAULT_WINDOW, SecretLookup, channel, routes};
 
 #[cfg(test)]
 mod tests;

@@ -475,3 +475,259 @@ fn commit_statuses_go_to_the_commit_of_the_event() {
         .is_err()
     );
 }
+
+/// What a [`Recorder`] received: path, body and when.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, std::time::Instant)>>>;
+
+/// A webhook receiver on a loopback port: records each request's path and
+/// body, and answers with the status `answer` gives for the n-th request.
+struct Recorder {
+    url: String,
+    seen: Seen,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Recorder {
+    async fn start(answer: fn(usize) -> u16) -> Recorder {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let seen: Seen = Default::default();
+        let recorded = std::sync::Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let recorded = std::sync::Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let recorded = std::sync::Arc::clone(&recorded);
+                            async move {
+                                let path = request.uri().path().to_string();
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes().to_vec())
+                                    .unwrap_or_default();
+                                let n = recorded
+                                    .lock()
+                                    .map(|mut r| {
+                                        r.push((path, body, std::time::Instant::now()));
+                                        r.len() - 1
+                                    })
+                                    .unwrap_or(0);
+                                let mut response = hyper::Response::new(http_body_util::Full::new(
+                                    hyper::body::Bytes::from_static(b"ok"),
+                                ));
+                                *response.status_mut() =
+                                    hyper::StatusCode::from_u16(answer(n)).unwrap_or_default();
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Recorder {
+            url: format!("http://{addr}"),
+            seen,
+            task,
+        }
+    }
+
+    fn seen(&self) -> Vec<(String, Vec<u8>, std::time::Instant)> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct Reports(std::sync::Mutex<Vec<(String, Result<(), String>)>>);
+
+impl Reporter for Reports {
+    fn report(&self, provider: &str, outcome: Result<(), String>) {
+        if let Ok(mut r) = self.0.lock() {
+            r.push((provider.to_string(), outcome));
+        }
+    }
+}
+
+fn routes_to(providers: &[(&str, ProviderType, String, Duration)]) -> Routes {
+    let mut routes = Routes::default();
+    for (name, type_, address, window) in providers {
+        routes.providers.insert(
+            format!("team-a/{name}"),
+            Channel {
+                target: Ok(Target {
+                    key: format!("team-a/{name}"),
+                    type_: *type_,
+                    address: url::Url::parse(address).unwrap_or_else(|e| panic!("{e}")),
+                    channel: None,
+                    username: None,
+                    token: None,
+                }),
+                window: *window,
+                timeout: Duration::from_secs(5),
+                suspend: false,
+            },
+        );
+        let alert = alert(|s| {
+            s.provider_ref.name = name.to_string();
+        });
+        routes
+            .rules
+            .push(Rule::compile(&alert).unwrap_or_else(|e| panic!("{e:?}")));
+    }
+    routes
+}
+
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(started.elapsed() < Duration::from_secs(20), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_events_become_one_message_per_provider_and_emit_never_waits() {
+    let server = Recorder::start(|_| 200).await;
+    let reports = std::sync::Arc::new(Reports::default());
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    let notifier = Notifier::start(
+        routes_to(&[
+            (
+                "chat",
+                ProviderType::Slack,
+                format!("{}/slack", server.url),
+                Duration::from_millis(500),
+            ),
+            (
+                "hook",
+                ProviderType::Generic,
+                format!("{}/generic", server.url),
+                Duration::from_millis(500),
+            ),
+        ]),
+        reports.clone(),
+        Some(metrics.clone()),
+    );
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        notifier.emit(event(
+            Reason::NewLatestTag,
+            "ImagePolicy",
+            "app",
+            &format!("resolved to 1.{i}.0"),
+        ));
+    }
+    // Emitting fifty events does not wait on any delivery.
+    assert!(started.elapsed() < Duration::from_millis(200));
+    wait_until("both messages", || server.seen().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let seen = server.seen();
+    assert_eq!(
+        seen.len(),
+        2,
+        "{:?}",
+        seen.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+    let generic = seen
+        .iter()
+        .find(|s| s.0 == "/generic")
+        .map(|s| serde_json::from_slice::<Value>(&s.1).unwrap_or_default())
+        .unwrap_or_default();
+    assert_eq!(generic["metadata"]["events"], "50");
+    assert!(
+        generic["message"]
+            .as_str()
+            .is_some_and(|m| m
+                .starts_with("resolved to 1.49.0\n(50 events in this window: NewLatestTag ×50)")),
+        "{generic}"
+    );
+    assert!(
+        metrics
+            .encode()
+            .contains("hoist_notifications_total{provider=\"team-a/chat\",result=\"delivered\"} 1"),
+        "{}",
+        metrics.encode()
+    );
+    // The same event again within five minutes is not sent again.
+    notifier.emit(event(
+        Reason::NewLatestTag,
+        "ImagePolicy",
+        "app",
+        "resolved to 1.49.0",
+    ));
+    notifier.flush(Duration::from_secs(5)).await;
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_is_retried_and_a_refused_one_marks_the_provider_failing() {
+    // 503, then 200: retried after a second.
+    let flaky = Recorder::start(|n| if n == 0 { 503 } else { 200 }).await;
+    let gone = Recorder::start(|_| 404).await;
+    let reports = std::sync::Arc::new(Reports::default());
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    let notifier = Notifier::start(
+        routes_to(&[
+            (
+                "flaky",
+                ProviderType::Discord,
+                format!("{}/webhook", flaky.url),
+                Duration::ZERO,
+            ),
+            (
+                "gone",
+                ProviderType::GoogleChat,
+                format!("{}/secret-path?key=k", gone.url),
+                Duration::ZERO,
+            ),
+        ]),
+        reports.clone(),
+        Some(metrics.clone()),
+    );
+    notifier.emit(event(Reason::ScanFailed, "ImagePolicy", "app", "HTTP 500"));
+    notifier.flush(Duration::from_secs(10)).await;
+    assert_eq!(flaky.seen().len(), 2);
+    assert_eq!(gone.seen().len(), 1, "a 404 is not retried");
+    let reports = reports.0.lock().map(|r| r.clone()).unwrap_or_default();
+    assert!(
+        reports.contains(&("team-a/flaky".to_string(), Ok(()))),
+        "{reports:?}"
+    );
+    let refused = reports
+        .iter()
+        .find(|(p, _)| p == "team-a/gone")
+        .map(|(_, r)| r.clone());
+    let message = refused.and_then(|r| r.err()).unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("POST {}/…: HTTP 404", gone.url)),
+        "{message}"
+    );
+    // The webhook URL's path and key are secrets: not in the message.
+    assert!(
+        !message.contains("secret-path") && !message.contains("key=k"),
+        "{message}"
+    );
+    let text = metrics.encode();
+    assert!(
+        text.contains("hoist_notification_provider_failing{provider=\"team-a/gone\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hoist_notification_provider_failing{provider=\"team-a/flaky\"} 0"),
+        "{text}"
+    );
+}
