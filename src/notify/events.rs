@@ -50,7 +50,14 @@ pub fn of_automation(
         let updates: Vec<String> = report
             .changes
             .iter()
-            .map(|c| format!("{}: {} → {}", c.image, c.old, c.new))
+            .map(|c| {
+                // A full image reference names its image already.
+                if c.old.starts_with(&c.image) {
+                    format!("{} → {}", c.old, c.new)
+                } else {
+                    format!("{}: {} → {}", c.image, c.old, c.new)
+                }
+            })
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();

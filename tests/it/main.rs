@@ -17,6 +17,7 @@ mod identity;
 mod image;
 mod kube_api;
 mod masterminds;
+mod notify;
 mod rewrite;
 mod rollout;
 mod run;
