@@ -122,6 +122,17 @@ pub struct ProviderStatus {
     pub conditions: Conditions,
 }
 
+/// Whether hoist can route an Alert: its patterns compile and its
+/// Provider exists.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Conditions,
+}
+
 /// Which events go to a Provider: from which objects, how severe, which
 /// reasons, and which messages. Shaped as Flux's Alert.
 #[allow(clippy::duplicated_attributes)]
@@ -131,12 +142,18 @@ pub struct ProviderStatus {
     version = "v1alpha1",
     kind = "Alert",
     namespaced,
+    status = "AlertStatus",
     category = "hoist",
     doc = "Which of hoist's events are sent to a Provider.",
     printcolumn(
         name = "Provider",
         type_ = "string",
         json_path = ".spec.providerRef.name"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
         name = "Age",

@@ -4,7 +4,7 @@ use clap::Args;
 use kube::CustomResourceExt;
 
 use super::CliError;
-use crate::api::{ImagePolicy, ImageRepository, ImageUpdateAutomation, Receiver};
+use crate::api::{Alert, ImagePolicy, ImageRepository, ImageUpdateAutomation, Provider, Receiver};
 
 #[derive(Debug, Args)]
 pub struct CrdsArgs {}
@@ -17,6 +17,8 @@ pub fn render() -> Result<String, CliError> {
         ImagePolicy::crd(),
         ImageUpdateAutomation::crd(),
         Receiver::crd(),
+        Provider::crd(),
+        Alert::crd(),
     ];
     let mut out = String::new();
     for crd in crds {

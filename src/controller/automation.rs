@@ -415,6 +415,10 @@ async fn update(
     let Some(ran) = ran.into_iter().next() else {
         return Err(ReconcileError::Transient(format!("{object} did not run")));
     };
+    let labels = automation.metadata.labels.clone().unwrap_or_default();
+    for event in crate::notify::events::of_automation(&ran, &labels, jiff::Timestamp::now()) {
+        context.notify(event);
+    }
     if let Some(asked) = asked {
         status.last_handled_reconcile_at = Some(asked);
     }

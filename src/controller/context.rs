@@ -32,6 +32,8 @@ pub struct Context {
     /// Failures in a row per object (`kind ns/name`), for backoff.
     pub(super) failures: Mutex<HashMap<String, u32>>,
     pub(super) metrics: Arc<metrics::Metrics>,
+    /// Where the reconcilers' events go to the cluster's Alerts.
+    pub(super) notifier: crate::notify::Notifier,
 }
 
 impl Context {
@@ -113,6 +115,11 @@ impl Context {
         if let Err(e) = self.recorder.publish(&event, reference).await {
             tracing::warn!("publishing an event: {e}");
         }
+    }
+
+    /// Hands an event to the Alerts; never waits.
+    pub(super) fn notify(&self, event: crate::notify::Event) {
+        self.notifier.emit(event);
     }
 
     /// Whether the ImagePolicy cache can be trusted to hold every policy.

@@ -18,6 +18,7 @@ mod service_accounts;
 mod context;
 pub mod kinds;
 mod lease;
+mod notification;
 mod status;
 mod wiring;
 

@@ -486,6 +486,23 @@ async fn select(
     if let Some(reason) = decision.error_reason {
         context.metrics.reconcile_error("ImagePolicy", reason);
     }
+    if decision.new_latest.is_some()
+        && let Some(latest) = &decision.status.latest_ref
+    {
+        context.notify(crate::notify::events::new_latest_tag(
+            &key_of(policy),
+            &latest.name,
+            &latest.tag,
+            latest.digest.as_deref(),
+            decision
+                .status
+                .observed_previous_ref
+                .as_ref()
+                .map(|r| r.tag.as_str()),
+            &policy.metadata.labels.clone().unwrap_or_default(),
+            jiff::Timestamp::now(),
+        ));
+    }
     if let Some(note) = decision.new_latest {
         context
             .event(

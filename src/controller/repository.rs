@@ -128,6 +128,15 @@ async fn scan(
         .as_ref()
         .and_then(|i| i.parse().ok())
         .unwrap_or(Duration::from_secs(300));
+    if let Err(e) = &scanned.outcome {
+        context.notify(crate::notify::events::scan_failed(
+            &super::key_of(repository),
+            &scanned.image,
+            e.to_string(),
+            &repository.metadata.labels.clone().unwrap_or_default(),
+            jiff::Timestamp::now(),
+        ));
+    }
     match &scanned.outcome {
         Ok(record) => {
             if !scanned.cached {

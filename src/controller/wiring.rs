@@ -373,6 +373,7 @@ pub(super) async fn reconcile_all(
         });
 
     let identities = Arc::new(identities(&client, &options));
+    let notifier = super::notification::start(&client, &options, &metrics, stopped.clone()).await;
     let context = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -398,6 +399,7 @@ pub(super) async fn reconcile_all(
         suspended: Changes::default(),
         started: std::time::Instant::now(),
         metrics: Arc::clone(&metrics),
+        notifier: notifier.clone(),
     });
     metrics
         .ready
@@ -415,7 +417,7 @@ pub(super) async fn reconcile_all(
         .graceful_shutdown_on(until_stopped(stopped))
         .run(automation::reconcile, error_policy, context)
         .for_each(log_result);
-    tokio::select! {
+    let result = tokio::select! {
         _ = async { tokio::join!(repository_run, policy_run, automation_run) } => Ok(()),
         () = async {
             // Without leader election nothing sends: wait forever.
@@ -433,7 +435,10 @@ pub(super) async fn reconcile_all(
             tracing::warn!("reconciles still running {}s after the stop; exiting without them", RECONCILE_GRACE.as_secs());
             Ok(())
         }
-    }
+    };
+    // What the windows hold goes before the exit.
+    notifier.flush(EXIT_STEP_GRACE).await;
+    result
 }
 
 /// How long in-flight reconciles may finish after SIGTERM; with the lease

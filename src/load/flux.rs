@@ -582,7 +582,11 @@ pub(super) fn load_notification(
             "hoist sends the events of its image objects only; the other sources are Flux's to send",
         ));
     }
-    let alert = crate::api::Alert { metadata, spec };
+    let alert = crate::api::Alert {
+        metadata,
+        spec,
+        status: None,
+    };
     validate::alert(doc, &alert)?;
     set.alerts.push(Loaded {
         object: alert,

@@ -215,7 +215,11 @@ pub(super) fn load_document(
         }
         Kind::Alert => {
             let spec: crate::api::AlertSpec = doc.typed("spec", &mut set.warnings)?;
-            let alert = crate::api::Alert { metadata, spec };
+            let alert = crate::api::Alert {
+                metadata,
+                spec,
+                status: None,
+            };
             validate::alert(&doc, &alert)?;
             set.alerts.push(Loaded {
                 object: alert,

@@ -162,6 +162,65 @@ fn short(revision: &str) -> String {
     revision.chars().take(12).collect()
 }
 
+/// A policy's new latest tag: `previous` is the tag it had before (the
+/// last one told of), if any.
+#[allow(clippy::too_many_arguments)]
+pub fn new_latest_tag(
+    policy: &str,
+    image: &str,
+    tag: &str,
+    digest: Option<&str>,
+    previous: Option<&str>,
+    labels: &BTreeMap<String, String>,
+    at: jiff::Timestamp,
+) -> Event {
+    let message = match previous {
+        Some(old) => {
+            format!("Latest image tag for {image} resolved to {tag} (previously {image}:{old})")
+        }
+        None => format!("Latest image tag for {image} resolved to {tag}"),
+    };
+    let mut metadata = BTreeMap::from([
+        ("image".to_string(), image.to_string()),
+        ("tag".to_string(), tag.to_string()),
+    ]);
+    if let Some(digest) = digest {
+        metadata.insert("digest".to_string(), digest.to_string());
+    }
+    if let Some(old) = previous {
+        metadata.insert("previousTag".to_string(), old.to_string());
+    }
+    event(
+        Reason::NewLatestTag,
+        "ImagePolicy",
+        policy,
+        labels,
+        message,
+        metadata,
+        at,
+    )
+}
+
+/// A repository that could not be scanned.
+pub fn scan_failed(
+    repository: &str,
+    image: &str,
+    error: String,
+    labels: &BTreeMap<String, String>,
+    at: jiff::Timestamp,
+) -> Event {
+    let metadata = BTreeMap::from([("image".to_string(), image.to_string())]);
+    event(
+        Reason::ScanFailed,
+        "ImageRepository",
+        repository,
+        labels,
+        error,
+        metadata,
+        at,
+    )
+}
+
 /// A scan's events: each policy whose latest tag is not `previous`'s
 /// (NewLatestTag), each repository that could not be scanned
 /// (ScanFailed). `labels` gives an object's labels by `Kind ns/name`.
@@ -178,49 +237,23 @@ pub fn of_scan(
         if before.as_deref() == Some(tag.as_str()) {
             continue;
         }
-        let message = match &before {
-            Some(old) => format!(
-                "Latest image tag for {} resolved to {} (previously {}:{old})",
-                policy.image,
-                tag.as_str(),
-                policy.image
-            ),
-            None => format!(
-                "Latest image tag for {} resolved to {}",
-                policy.image,
-                tag.as_str()
-            ),
-        };
-        let mut metadata = BTreeMap::from([
-            ("image".to_string(), policy.image.clone()),
-            ("tag".to_string(), tag.as_str().to_string()),
-        ]);
-        if let Some(digest) = &policy.digest {
-            metadata.insert("digest".to_string(), digest.clone());
-        }
-        if let Some(old) = before {
-            metadata.insert("previousTag".to_string(), old);
-        }
-        events.push(event(
-            Reason::NewLatestTag,
-            "ImagePolicy",
+        events.push(new_latest_tag(
             &policy.policy,
+            &policy.image,
+            tag.as_str(),
+            policy.digest.as_deref(),
+            before.as_deref(),
             &labels(&format!("ImagePolicy {}", policy.policy)),
-            message,
-            metadata,
             at,
         ));
     }
     for scanned in &report.repositories {
         if let Err(error) = &scanned.outcome {
-            let metadata = BTreeMap::from([("image".to_string(), scanned.image.clone())]);
-            events.push(event(
-                Reason::ScanFailed,
-                "ImageRepository",
+            events.push(scan_failed(
                 &scanned.repository,
-                &labels(&format!("ImageRepository {}", scanned.repository)),
+                &scanned.image,
                 error.to_string(),
-                metadata,
+                &labels(&format!("ImageRepository {}", scanned.repository)),
                 at,
             ));
         }

@@ -441,6 +441,8 @@ fn the_default_rendering_validates_against_the_kubernetes_schemas() {
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "Deployment",
             "Role",
             "RoleBinding",
@@ -810,7 +812,7 @@ fn chart_crds_match_hoist_crds() {
         committed
             .matches("kind: CustomResourceDefinition\n")
             .count(),
-        4
+        6
     );
 }
 

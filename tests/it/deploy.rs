@@ -67,11 +67,11 @@ fn manifests_validate_against_the_kubernetes_schemas() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "Kubernetes {version}:\n{text}");
-        // 19 objects: 4 CRDs, namespace, service account, 4 RBAC,
+        // 21 objects: 6 CRDs, namespace, service account, 4 RBAC,
         // deployment, 2 services, the namespaced install's Role and
         // RoleBinding, and the Flux and object-identity components'
         // ClusterRoles and bindings.
-        assert_eq!(text.matches("passed for resource").count(), 19, "{text}");
+        assert_eq!(text.matches("passed for resource").count(), 21, "{text}");
     }
 }
 
@@ -101,6 +101,8 @@ fn kustomize_build_renders_every_object_into_the_namespace() {
         [
             "ClusterRole",
             "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
@@ -378,6 +380,8 @@ fn the_namespaced_component_holds_no_cluster_role() {
     assert_eq!(
         sorted_kinds(&text),
         [
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",

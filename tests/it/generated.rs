@@ -20,15 +20,17 @@ fn deploy_crds_match_hoist_crds() {
         "ImagePolicy",
         "ImageUpdateAutomation",
         "Receiver",
+        "Provider",
+        "Alert",
     ] {
         assert!(
             run.stdout.contains(&format!("kind: {kind}\n")),
             "{kind} missing"
         );
     }
-    assert_eq!(run.stdout.matches("subresources:\n").count(), 4);
-    assert_eq!(run.stdout.matches("additionalPrinterColumns:").count(), 4);
-    assert_eq!(run.stdout.matches("openAPIV3Schema:").count(), 4);
+    assert_eq!(run.stdout.matches("subresources:\n").count(), 6);
+    assert_eq!(run.stdout.matches("additionalPrinterColumns:").count(), 6);
+    assert_eq!(run.stdout.matches("openAPIV3Schema:").count(), 6);
 }
 
 /// Every example a user may copy loads without error or warning.

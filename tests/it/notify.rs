@@ -378,3 +378,178 @@ fn the_latency_from_a_push_to_its_message() {
         ms(slack)
     );
 }
+
+/// The controller routes its reconcilers' events through the cluster's
+/// Alerts: a new latest tag reaches Slack through the URL in a Secret,
+/// once per tag; each Provider's and Alert's `Ready` says whether it can
+/// deliver (a 404 from the service, a Secret still to come, a Provider
+/// that does not exist, a pattern that does not compile); the URL is in
+/// no status and no log line.
+#[test]
+fn the_controller_tells_the_cluster_s_alerts_and_shows_each_provider_s_health() {
+    let Some(cluster) = crate::support::cluster::cluster() else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start(Auth::None) else {
+        return;
+    };
+    registry.push_image("team/app", &["1.0.0", "1.2.0"]);
+    let hooks = FakeServer::start(|request, _| match request.path() {
+        "/services/T000/B000/secret" => Reply::json(200, "ok"),
+        _ => Reply::json(404, "no such webhook"),
+    });
+    cluster.install_hoist();
+    let ns = cluster.namespace("controller-notify");
+    let addr = &registry.addr;
+    let hooks_addr = hooks.addr.to_string();
+    cluster.apply(&format!(
+        "apiVersion: v1
+kind: Secret
+metadata: {{name: slack-url, namespace: {ns}}}
+stringData: {{address: 'http://{hooks_addr}/services/T000/B000/secret'}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImageRepository
+metadata: {{name: app, namespace: {ns}}}
+spec: {{image: {addr}/team/app, insecure: true, interval: 1h}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: ImagePolicy
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: '^1'}}}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: Provider
+metadata: {{name: slack, namespace: {ns}}}
+spec: {{type: slack, window: 0s, secretRef: {{name: slack-url}}}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: Provider
+metadata: {{name: gone, namespace: {ns}}}
+spec: {{type: generic, window: 0s, address: 'http://{hooks_addr}/gone'}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: Provider
+metadata: {{name: later, namespace: {ns}}}
+spec: {{type: slack, secretRef: {{name: not-yet}}}}
+"
+    ));
+    for (name, provider, extra) in [
+        ("tags", "slack", ""),
+        ("to-gone", "gone", ""),
+        ("orphan", "nobody", ""),
+        ("bad", "slack", "\n  exclusionList: ['(']"),
+    ] {
+        cluster.apply(&format!(
+            "apiVersion: hoist.dev/v1alpha1\nkind: Alert\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  providerRef: {{name: {provider}}}\n  eventSources:\n    - {{kind: ImagePolicy, name: '*'}}{extra}\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = cluster.controller_kubeconfig(dir.path());
+    let controller = crate::support::controller::Running::start(&kubeconfig, &["--namespace", &ns]);
+    let slack = || -> Vec<serde_json::Value> {
+        hooks
+            .requests()
+            .iter()
+            .filter(|r| r.path() == "/services/T000/B000/secret")
+            .map(|r| json(&r.body))
+            .collect()
+    };
+    let first = (0..600)
+        .find_map(|_| {
+            let seen = slack().into_iter().next();
+            if seen.is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen
+        })
+        .unwrap_or_else(|| panic!("Slack was not told of 1.2.0:\n{}", controller.log()));
+    let text = first.to_string();
+    assert_eq!(
+        first["blocks"][0]["text"]["text"],
+        format!("ImagePolicy {ns}/app: NewLatestTag"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{addr}/team/app resolved to 1.2.0")),
+        "{text}"
+    );
+
+    let ready = |resource: &str, name: &str, status: &str, reason: &str| {
+        crate::support::wait_for(
+            &format!("{resource} {name} Ready={status} {reason}"),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                let object = cluster.get(resource, &ns, name)?;
+                let (s, r, message) = crate::support::condition(&object, "Ready")?;
+                (s == status && r == reason).then_some(message)
+            },
+        )
+    };
+    ready("providers.hoist.dev", "slack", "True", "Succeeded");
+    let failing = ready("providers.hoist.dev", "gone", "False", "DeliveryFailed");
+    assert!(failing.contains("404"), "{failing}");
+    let waiting = ready("providers.hoist.dev", "later", "False", "SecretNotFound");
+    assert!(
+        waiting.contains(&format!("Secret {ns}/not-yet")),
+        "{waiting}"
+    );
+    ready("alerts.hoist.dev", "tags", "True", "Succeeded");
+    let orphan = ready("alerts.hoist.dev", "orphan", "False", "ProviderNotFound");
+    assert!(orphan.contains("spec.providerRef"), "{orphan}");
+    let bad = ready("alerts.hoist.dev", "bad", "False", "InvalidSpec");
+    assert!(bad.contains("spec.exclusionList"), "{bad}");
+    let stalled = cluster
+        .get("alerts.hoist.dev", &ns, "bad")
+        .and_then(|a| crate::support::condition(&a, "Stalled"));
+    assert_eq!(stalled.map(|s| s.0), Some("True".to_string()));
+
+    // A newer tag, found by a rescan asked for: one more message, which
+    // names the tag before it.
+    registry.push_image("team/app", &["1.3.0"]);
+    cluster.kubectl(&[
+        "annotate",
+        "--overwrite",
+        "imagerepository.hoist.dev/app",
+        "-n",
+        &ns,
+        "reconcile.hoist.dev/requestedAt=rescan",
+    ]);
+    let second = crate::support::wait_for(
+        "Slack told of 1.3.0",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || slack().into_iter().nth(1),
+    );
+    let text = second.to_string();
+    assert!(text.contains("resolved to 1.3.0"), "{text}");
+    assert!(text.contains("1.2.0"), "{text}");
+    // Nothing twice: a reconcile of the same latest tag tells no one.
+    cluster.kubectl(&[
+        "annotate",
+        "--overwrite",
+        "imagepolicy.hoist.dev/app",
+        "-n",
+        &ns,
+        "reconcile.hoist.dev/requestedAt=again",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(slack().len(), 2, "{:#?}", hooks.requests());
+    // A webhook URL's path is its secret: in no status and no log line
+    // (the host is named, to say where delivery failed).
+    let log = controller.log();
+    assert!(!log.contains("B000/secret"), "{log}");
+    for name in ["slack", "gone", "later"] {
+        let status = cluster
+            .get("providers.hoist.dev", &ns, name)
+            .map(|p| p["status"].to_string())
+            .unwrap_or_default();
+        assert!(
+            !status.contains("B000") && !status.contains("/gone"),
+            "{name}: {status}"
+        );
+    }
+}

@@ -139,10 +139,11 @@ ClusterRole or, with rbac.scope=namespace, its Role.
 {{- define "hoist.rules" -}}
 # get, list and watch: the reconcilers' watch caches (list once, then
 # watch), reading an ImageRepository a policy names before the cache has
-# it, and listing a Receiver's namespace for the objects a webhook names.
+# it, listing a Receiver's namespace for the objects a webhook names, and
+# the Providers and Alerts that route notifications.
 # hoist never creates or deletes these objects.
 - apiGroups: ["hoist.dev"]
-  resources: ["imagerepositories", "imagepolicies", "imageupdateautomations", "receivers"]
+  resources: ["imagerepositories", "imagepolicies", "imageupdateautomations", "receivers", "providers", "alerts"]
   verbs: ["get", "list", "watch"]
 # patch: a verified webhook sets the reconcile.hoist.dev/requestedAt
 # annotation (a merge patch of that one key), which any replica may
@@ -153,11 +154,12 @@ ClusterRole or, with rbac.scope=namespace, its Role.
 # patch: results are written with server-side apply to the status
 # subresource only (field manager `hoist`).
 - apiGroups: ["hoist.dev"]
-  resources: ["imagerepositories/status", "imagepolicies/status", "imageupdateautomations/status", "receivers/status"]
+  resources: ["imagerepositories/status", "imagepolicies/status", "imageupdateautomations/status", "receivers/status", "providers/status", "alerts/status"]
   verbs: ["patch"]
-# get: the Secrets that secretRef, certSecretRef and the git and pull
-# request secretRefs name, read one by one when needed. No list or
-# watch, so hoist never holds every Secret of the cluster.
+# get: the Secrets that secretRef, certSecretRef, the git and pull
+# request secretRefs and a Provider's secretRef name, read one by one
+# when needed. No list or watch, so hoist never holds every Secret of
+# the cluster.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]

@@ -255,7 +255,7 @@ impl Cluster {
         });
     }
 
-    /// Returns when hoist's four CRDs are Established, however they were
+    /// Returns when hoist's CRDs are Established, however they were
     /// installed (kustomize here, Helm in chart.rs).
     pub fn wait_for_hoist_crds(&self) {
         self.kubectl(&[
@@ -266,6 +266,8 @@ impl Cluster {
             "crd/imagepolicies.hoist.dev",
             "crd/imageupdateautomations.hoist.dev",
             "crd/receivers.hoist.dev",
+            "crd/providers.hoist.dev",
+            "crd/alerts.hoist.dev",
         ]);
     }
 
