@@ -1,8 +1,10 @@
 //! Notifications from `hoist run`, end to end: a real registry and git
 //! remote, and in-process fakes of Slack, Teams, Discord, Google Chat, a
 //! generic HMAC webhook and GitHub's commit status API that record each
-//! payload.
+//! payload; and from `hoist controller`, on the real control plane,
+//! through Alerts and Providers in the cluster.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::git::{BareRepo, git};
@@ -394,8 +396,23 @@ fn the_controller_tells_the_cluster_s_alerts_and_shows_each_provider_s_health() 
         return;
     };
     registry.push_image("team/app", &["1.0.0", "1.2.0"]);
-    let hooks = FakeServer::start(|request, _| match request.path() {
+    // The latency of each message to /latency: from the event's own
+    // timestamp (taken when the reconciler emitted it) to its arrival.
+    let latencies: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    let seen = Arc::clone(&latencies);
+    let hooks = FakeServer::start(move |request, _| match request.path() {
         "/services/T000/B000/secret" => Reply::json(200, "ok"),
+        "/latency" => {
+            let event = json(&request.body);
+            let sent = event["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+            if let (Some(sent), Ok(mut seen)) = (sent, seen.lock()) {
+                let ms = (jiff::Timestamp::now() - sent).get_milliseconds();
+                seen.push((event["message"].to_string(), ms));
+            }
+            Reply::json(200, "ok")
+        }
         _ => Reply::json(404, "no such webhook"),
     });
     cluster.install_hoist();
@@ -434,11 +451,17 @@ apiVersion: hoist.dev/v1alpha1
 kind: Provider
 metadata: {{name: later, namespace: {ns}}}
 spec: {{type: slack, secretRef: {{name: not-yet}}}}
+---
+apiVersion: hoist.dev/v1alpha1
+kind: Provider
+metadata: {{name: latency, namespace: {ns}}}
+spec: {{type: generic, window: 0s, address: 'http://{hooks_addr}/latency'}}
 "
     ));
     for (name, provider, extra) in [
         ("tags", "slack", ""),
         ("to-gone", "gone", ""),
+        ("latency", "latency", ""),
         ("orphan", "nobody", ""),
         ("bad", "slack", "\n  exclusionList: ['(']"),
     ] {
@@ -508,7 +531,15 @@ spec: {{type: slack, secretRef: {{name: not-yet}}}}
     assert_eq!(stalled.map(|s| s.0), Some("True".to_string()));
 
     // A newer tag, found by a rescan asked for: one more message, which
-    // names the tag before it.
+    // names the tag before it. Asked for once the 1 s pace behind the
+    // first message is over, so that the latency measured is delivery's.
+    crate::support::wait_for(
+        "the generic webhook told of 1.2.0",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (!latencies.lock().ok()?.is_empty()).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
     registry.push_image("team/app", &["1.3.0"]);
     cluster.kubectl(&[
         "annotate",
@@ -527,6 +558,20 @@ spec: {{type: slack, secretRef: {{name: not-yet}}}}
     let text = second.to_string();
     assert!(text.contains("resolved to 1.3.0"), "{text}");
     assert!(text.contains("1.2.0"), "{text}");
+    let latency = crate::support::wait_for(
+        "the generic webhook told of 1.3.0",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let seen = latencies.lock().ok()?;
+            seen.iter()
+                .find(|(message, _)| message.contains("1.3.0"))
+                .map(|(_, ms)| *ms)
+        },
+    );
+    println!(
+        "controller notification latency: {latency} ms from the event to the generic webhook (window 0s)"
+    );
     // Nothing twice: a reconcile of the same latest tag tells no one.
     cluster.kubectl(&[
         "annotate",
