@@ -104,11 +104,12 @@ pub(super) async fn start(
     notifier
 }
 
-/// Watches Providers and Alerts (in the watched namespace, whatever the
-/// label selector: it shards image objects, and each shard routes its
-/// own objects' events through every Alert), and builds the routes when
-/// they change, when a delivery's outcome changes a Provider's health,
-/// and every [`RESYNC`].
+/// Watches Providers and Alerts (in the watched namespace, with the
+/// watched labels: each shard owns its Providers and Alerts as it owns
+/// its image objects, so each object's status has one writer), and
+/// builds the routes when a spec or labels change, when a delivery's
+/// outcome changes a Provider's health, and every [`RESYNC`] (a rotated
+/// Secret). hoist's own status writes change neither, and build nothing.
 async fn keep_routes(
     client: Client,
     options: Options,
@@ -122,7 +123,7 @@ async fn keep_routes(
         let writer = reflector::store::Writer::new(resource.clone());
         let reader = writer.as_reader();
         let api = dynamic_api(&client, &options, &resource);
-        let events = watcher(api, watcher::Config::default())
+        let events = watcher(api, watcher_config(&options))
             .default_backoff()
             .modify(|object: &mut DynamicObject| object.metadata.managed_fields = None)
             .reflect(writer)
@@ -131,10 +132,22 @@ async fn keep_routes(
     };
     let (providers, mut provider_events) = watch(provider_resource());
     let (alerts, mut alert_events) = watch(alert_resource());
-    let mut state = Health::default();
-    // Told once both watches have listed and the routes are built.
-    let mut built = Some(built);
+    let mut state = State {
+        built: Some(built),
+        ..State::default()
+    };
     let (mut providers_listed, mut alerts_listed) = (false, false);
+    let (mut providers_failing, mut alerts_failing) = (false, false);
+    let seen: Changes<Identity> = Changes::default();
+    // Whether a watch event changes what the routes are built from.
+    let matters = |kind: &str, event: &watcher::Event<DynamicObject>| match event {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => seen.changed(
+            &format!("{kind} {}", key_of(o)),
+            (o.metadata.generation, o.metadata.labels.clone()),
+        ),
+        watcher::Event::Delete(_) | watcher::Event::InitDone => true,
+        watcher::Event::Init => false,
+    };
     let mut due: Option<tokio::time::Instant> = None;
     let mut resync = tokio::time::interval(RESYNC);
     loop {
@@ -142,17 +155,23 @@ async fn keep_routes(
         tokio::select! {
             Some(event) = provider_events.next() => match event {
                 Ok(event) => {
+                    providers_failing = false;
                     providers_listed |= matches!(event, watcher::Event::InitDone);
-                    due.get_or_insert(soon);
+                    if matters("Provider", &event) {
+                        due.get_or_insert(soon);
+                    }
                 }
-                Err(e) => tracing::debug!("watching Providers: {e}"),
+                Err(e) => watch_failed("Providers", &mut providers_failing, &e),
             },
             Some(event) = alert_events.next() => match event {
                 Ok(event) => {
+                    alerts_failing = false;
                     alerts_listed |= matches!(event, watcher::Event::InitDone);
-                    due.get_or_insert(soon);
+                    if matters("Alert", &event) {
+                        due.get_or_insert(soon);
+                    }
                 }
-                Err(e) => tracing::debug!("watching Alerts: {e}"),
+                Err(e) => watch_failed("Alerts", &mut alerts_failing, &e),
             },
             Some((provider, outcome)) = outcomes.recv() => {
                 if state.record(provider, outcome) {
@@ -168,35 +187,66 @@ async fn keep_routes(
             } => {
                 due = None;
                 let listed = providers_listed && alerts_listed;
-                rebuild(&client, &providers.state(), &alerts.state(), &state, &notifier).await;
-                if listed && let Some(built) = built.take() {
-                    let _ = built.send(());
-                }
+                rebuild(&client, &providers.state(), &alerts.state(), &mut state, listed, &notifier).await;
             }
             () = until_stopped(stopped.clone()) => return,
         }
     }
 }
 
-/// What the deliveries said of each Provider (`ns/name`): why its last
-/// message failed for good, until one is delivered.
-#[derive(Default)]
-struct Health {
-    failing: HashMap<String, String>,
+/// What of a Provider or Alert the routes are built from, besides its
+/// spec: its generation (the spec's version) and its labels.
+type Identity = (Option<i64>, Option<BTreeMap<String, String>>);
+
+/// A failing watch is said once per streak; the watch retries itself.
+fn watch_failed(what: &str, failing: &mut bool, error: &watcher::Error) {
+    if !*failing {
+        tracing::warn!("watching {what} for notifications: {error}; retrying");
+    }
+    *failing = true;
 }
 
-impl Health {
+/// What the route building keeps between builds.
+#[derive(Default)]
+struct State {
+    /// Why each Provider's (`ns/name`) last message failed for good,
+    /// until one is delivered, with the generation it failed at (a new
+    /// spec starts afresh).
+    failing: HashMap<String, (Option<i64>, String)>,
+    /// The last Secret data read, by namespace and name: a read that
+    /// fails (a timeout, a 5xx) keeps what worked rather than dropping
+    /// the Provider's messages as if its Secret were gone.
+    secrets: HashMap<(String, String), SecretData>,
+    /// Told once both watches have listed and their routes are in force.
+    built: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl State {
     /// Records an outcome; whether the Provider's health changed.
     fn record(&mut self, provider: String, outcome: Result<(), String>) -> bool {
         match outcome {
             Ok(()) => self.failing.remove(&provider).is_some(),
             Err(why) => {
-                self.failing.get(&provider) != Some(&why) && {
-                    self.failing.insert(provider, why);
+                self.failing.get(&provider).map(|(_, w)| w) != Some(&why) && {
+                    self.failing.insert(provider, (None, why));
                     true
                 }
             }
         }
+    }
+
+    /// Why `provider`, at `generation`, is failing, if it is: a failure
+    /// of an earlier spec is forgotten.
+    fn failing(&mut self, provider: &str, generation: Option<i64>) -> Option<String> {
+        let (at, why) = self.failing.get_mut(provider)?;
+        if at.is_none() {
+            *at = generation;
+        }
+        if *at != generation {
+            self.failing.remove(provider);
+            return None;
+        }
+        Some(why.clone())
     }
 }
 
@@ -252,7 +302,8 @@ async fn rebuild(
     client: &Client,
     provider_objects: &[Arc<DynamicObject>],
     alert_objects: &[Arc<DynamicObject>],
-    health: &Health,
+    state: &mut State,
+    listed: bool,
     notifier: &Notifier,
 ) {
     let (providers, invalid_providers) = read_all(provider_objects, &provider_resource(), |set| {
@@ -284,10 +335,14 @@ async fn rebuild(
             Err(e) => {
                 tracing::warn!(
                     secret = %format!("{namespace}/{}", reference.name),
-                    "reading a Provider's Secret: {e}"
+                    "reading a Provider's Secret: {e}; using what was read before"
                 );
-                None
+                state.secrets.get(&key).cloned()
             }
+        };
+        match &data {
+            Some(data) => state.secrets.insert(key.clone(), data.clone()),
+            None => state.secrets.remove(&key),
         };
         secrets.insert(key, data);
     }
@@ -317,11 +372,24 @@ async fn rebuild(
         let secret_missing = provider.spec.secret_ref.as_ref().is_some_and(|r| {
             lookup(crate::model::namespace_of(&provider.metadata), &r.name).is_none()
         });
+        // A Provider that cannot be delivered to says why in its own
+        // words; a delivery failure from before is not its news.
+        let failing = match channel.target {
+            Ok(_) => state.failing(&key, provider.metadata.generation),
+            Err(_) => {
+                state.failing.remove(&key);
+                None
+            }
+        };
         outcomes.insert(
             key.clone(),
-            provider_outcome(provider, channel, secret_missing, health.failing.get(&key)),
+            provider_outcome(provider, channel, secret_missing, failing.as_ref()),
         );
     }
+    state
+        .failing
+        .retain(|key, _| routes.providers.contains_key(key));
+    state.secrets.retain(|key, _| secrets.contains_key(key));
     let known: HashSet<&String> = routes.providers.keys().collect();
     for (key, why) in &invalid_alerts {
         outcomes.insert(
@@ -353,6 +421,9 @@ async fn rebuild(
         outcomes.insert(format!("Alert {key}"), outcome);
     }
     notifier.set_routes(routes).await;
+    if listed && let Some(built) = state.built.take() {
+        let _ = built.send(());
+    }
 
     let time = now();
     for (objects, resource, prefix) in [
@@ -440,13 +511,14 @@ mod tests {
     fn a_provider_is_ready_until_a_message_fails_and_again_after_one_is_delivered() {
         let p = provider(false);
         let channel = notify::channel(&p, &|_, _| None);
-        let mut health = Health::default();
+        let mut health = State::default();
         let ready = provider_outcome(&p, &channel, false, None);
         assert!(matches!(&ready, Outcome::Ready { reason, .. } if reason == "Succeeded"));
         assert!(health.record("default/slack".into(), Err("HTTP 404".into())));
         // The same failure again changes nothing to write.
         assert!(!health.record("default/slack".into(), Err("HTTP 404".into())));
-        let failing = provider_outcome(&p, &channel, false, health.failing.get("default/slack"));
+        let why = health.failing("default/slack", Some(1));
+        let failing = provider_outcome(&p, &channel, false, why.as_ref());
         assert_eq!(
             failing,
             Outcome::waiting(
@@ -454,6 +526,9 @@ mod tests {
                 "the last message was not delivered: HTTP 404"
             )
         );
+        // A new spec starts afresh.
+        assert_eq!(health.failing("default/slack", Some(2)), None);
+        assert!(health.record("default/slack".into(), Err("HTTP 404".into())));
         assert!(health.record("default/slack".into(), Ok(())));
         assert!(!health.record("default/slack".into(), Ok(())));
     }

@@ -486,8 +486,15 @@ async fn select(
     if let Some(reason) = decision.error_reason {
         context.metrics.reconcile_error("ImagePolicy", reason);
     }
+    // A new tag is news; a new digest under the same tag (a rebuilt
+    // image reflected) is not, as in `hoist run`.
     if decision.new_latest.is_some()
         && let Some(latest) = &decision.status.latest_ref
+        && decision
+            .status
+            .observed_previous_ref
+            .as_ref()
+            .is_none_or(|previous| previous.tag != latest.tag)
     {
         context.notify(crate::notify::events::new_latest_tag(
             &key_of(policy),

@@ -187,6 +187,9 @@ async fn dispatch(
             Command::Routes(new) => {
                 routes = *new;
                 channels.clear();
+                // A Provider that is gone takes its worker with it (what
+                // its windows hold is sent as the worker ends).
+                workers.retain(|provider, _| routes.providers.contains_key(provider));
             }
             Command::Flush(done) => {
                 let mut waits = Vec::new();
@@ -393,6 +396,29 @@ async fn deliver(http: &reqwest::Client, channel: &Channel, message: &Message) -
     };
     // The origin only: a webhook URL's path is its secret.
     let origin = outgoing.url.origin().ascii_serialization();
+    // A webhook URL's path and query are its secret, and a service may
+    // echo them ("Cannot POST /services/…"): never in what is reported.
+    let mut secrets = crate::redact::Secrets::new();
+    if outgoing.url.path().len() > 1 {
+        secrets.add(outgoing.url.path());
+    }
+    if let Some(query) = outgoing.url.query() {
+        secrets.add(query);
+    }
+    for (name, value) in &outgoing.headers {
+        if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("private-token")
+        {
+            secrets.add(value);
+            if let Some((_, credential)) = value.split_once(' ') {
+                secrets.add(credential);
+            }
+        }
+    }
+    if let Ok(target) = &channel.target
+        && let Some(token) = &target.token
+    {
+        secrets.add(token);
+    }
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
         let mut request = http
@@ -414,7 +440,7 @@ async fn deliver(http: &reqwest::Client, channel: &Channel, message: &Message) -
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
-                let excerpt = excerpt(response).await;
+                let excerpt = excerpt(response, &secrets).await;
                 last = format!("POST {origin}/…: HTTP {}{excerpt}", status.as_u16());
                 let code = status.as_u16();
                 if (400..500).contains(&code) && code != 408 && code != 429 {
@@ -445,7 +471,7 @@ async fn deliver(http: &reqwest::Client, channel: &Channel, message: &Message) -
 }
 
 /// The start of an error answer, read to 1 KiB at most.
-async fn excerpt(mut response: reqwest::Response) -> String {
+async fn excerpt(mut response: reqwest::Response, secrets: &crate::redact::Secrets) -> String {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         body.extend_from_slice(&chunk);
@@ -463,7 +489,10 @@ async fn excerpt(mut response: reqwest::Response) -> String {
     } else {
         format!(
             ": {}",
-            crate::redact::escape_control(&text.chars().take(200).collect::<String>())
+            crate::redact::server_text(&text, secrets)
+                .chars()
+                .take(200)
+                .collect::<String>()
         )
     }
 }

@@ -413,7 +413,8 @@ fn the_controller_tells_the_cluster_s_alerts_and_shows_each_provider_s_health() 
             }
             Reply::json(200, "ok")
         }
-        _ => Reply::json(404, "no such webhook"),
+        // As some servers do: the path echoed, which must not leak.
+        path => Reply::json(404, &format!("Cannot POST {path}")),
     });
     cluster.install_hoist();
     let ns = cluster.namespace("controller-notify");
